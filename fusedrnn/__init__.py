@@ -1,0 +1,20 @@
+"""fusedrnn: fused-kernel LSTM / GRU / Elman RNN layers for PyTorch, drop-in replacements for torch.nn's."""
+
+from .cells import GRUCell, LSTMCell, RNNCell
+from .modules import GRU, LSTM, RNN
+from .registry import BackendError, available_backends, get_backend
+from .replace import replace_rnns
+
+__version__ = "0.1.0"
+__all__ = [
+    "LSTM",
+    "GRU",
+    "RNN",
+    "LSTMCell",
+    "GRUCell",
+    "RNNCell",
+    "replace_rnns",
+    "available_backends",
+    "get_backend",
+    "BackendError",
+]

@@ -1,0 +1,1 @@
+"""Backend implementations; each module exposes one `Backend` instance named BACKEND (see fusedrnn.registry)."""

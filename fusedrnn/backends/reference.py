@@ -1,0 +1,20 @@
+"""Backend `reference`: the plain-PyTorch oracle, a Python loop over time. Slow, exact, runs everywhere."""
+
+from __future__ import annotations
+
+from .. import reference
+from ..registry import LayerBackend
+
+
+class ReferenceBackend(LayerBackend):
+    name = "reference"
+    summary = "plain PyTorch loop over time (the oracle); any device, any dtype, autograd for gradients"
+
+    def preference(self, device_type: str) -> int:
+        return 1  # the last resort of `auto`: always correct, never fast
+
+    def layer(self, mode, x, hx, cx, w, reverse, lengths):
+        return reference.rnn_layer(mode, x, hx, cx, *w, reverse=reverse, lengths=lengths)
+
+
+BACKEND = ReferenceBackend()

@@ -1,0 +1,45 @@
+"""Backend `torch`: PyTorch's own fused RNN kernels (cuDNN on CUDA, ATen/oneDNN on CPU) — the baseline to beat."""
+
+from __future__ import annotations
+
+import torch
+from torch import _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..registry import Backend
+
+_FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    summary = "torch's own kernels: cuDNN on CUDA, ATen/oneDNN on CPU"
+
+    def preference(self, device_type: str) -> int:
+        return 10
+
+    def run(self, call, x, lengths, hx, cx, weights, dropout):
+        T, N, _ = x.shape
+        states = call.num_layers * (2 if call.bidirectional else 1)
+        if hx is None:
+            hx = x.new_zeros(states, N, call.output_size)
+        if call.mode == "LSTM":
+            hidden = (hx, x.new_zeros(states, N, call.hidden_size) if cx is None else cx)
+        else:
+            hidden = hx
+        flat = [w for layer in weights for w in layer if w is not None]
+        options = (call.bias, call.num_layers, dropout, dropout > 0, call.bidirectional)
+        function = _FUNCTIONS[call.mode]
+        if lengths is None:
+            result = function(x, hidden, flat, *options, False)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=True)
+            result = function(packed.data, packed.batch_sizes, hidden, flat, *options)
+            y, _ = pad_packed_sequence(PackedSequence(result[0], packed.batch_sizes), total_length=T)
+            result = (y, *result[1:])
+        if call.mode == "LSTM":
+            return result[0], result[1], result[2]
+        return result[0], result[1], None
+
+
+BACKEND = TorchBackend()

@@ -1,0 +1,1 @@
+"""The benchmark CLI `fusedrnn-bench` (python -m fusedrnn.bench)."""

