@@ -159,13 +159,21 @@ class LayerBackend(Backend):
 # ----------------------------------------------------------------------------------------------------------------
 # The registry proper
 
-_PATHS: dict[str, str] = {}  # name -> "module:attribute", in registration order
+_PATHS: dict[str, str | Backend] = {}  # name -> "module:attribute" or an instance, in registration order
 _LOADED: dict[str, Backend | str] = {}  # name -> instance, or the import error text
 
 
-def register(name: str, path: str) -> None:
-    """Register a backend by "package.module:ATTRIBUTE" (an instance); it is imported on first use."""
-    _PATHS[name] = path
+def register(name: str, backend: str | Backend) -> None:
+    """Register a backend: an instance, or "package.module:ATTRIBUTE" naming one, imported on first use."""
+    _PATHS[name] = backend
+    _LOADED.pop(name, None)
+    if isinstance(backend, Backend):
+        _LOADED[name] = backend
+    _select_cached.cache_clear()
+
+
+def unregister(name: str) -> None:
+    _PATHS.pop(name, None)
     _LOADED.pop(name, None)
     _select_cached.cache_clear()
 
@@ -250,3 +258,6 @@ def _select_cached(name: str, call: RNNCall) -> Backend:
 
 register("reference", "fusedrnn.backends.reference:BACKEND")
 register("torch", "fusedrnn.backends.torch_native:BACKEND")
+register("triton", "fusedrnn.backends.triton:BACKEND")
+register("cuda", "fusedrnn.backends.native:CUDA_BACKEND")
+register("cpu", "fusedrnn.backends.native:CPU_BACKEND")
