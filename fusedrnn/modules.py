@@ -17,8 +17,13 @@ from .registry import LayerWeights, RNNCall
 
 
 def check_backend_name(backend: object) -> str:
+    """Validate the `backend` argument when a module is built. Whether the backend can serve a call is decided per
+    call (the module may still move to another device); an unknown name is an error right away."""
     if not isinstance(backend, str):
         raise TypeError(f"backend should be a str, got: {type(backend).__name__}")
+    if backend != registry.AUTO and backend not in registry.backend_names():
+        known = ", ".join([registry.AUTO, *registry.backend_names()])
+        raise ValueError(f"unknown fusedrnn backend {backend!r}; known: {known}")
     return backend
 
 
