@@ -1,0 +1,104 @@
+"""The backend registry: availability, selection by `auto`, forced backends, FUSEDRNN_BACKEND."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn import registry
+from fusedrnn.backends.reference import ReferenceBackend
+from fusedrnn.registry import BackendError, RNNCall
+
+CALL = RNNCall(mode="GRU", device_type="cpu", dtype=torch.float32, input_size=4, hidden_size=8)
+
+
+class FakeBackend(ReferenceBackend):
+    """A reference backend that refuses GRU and, when asked, claims to be unavailable; `auto` prefers it on CPU."""
+
+    def __init__(self, name, available=True, prefer=100):
+        self.name, self._available, self._prefer = name, available, prefer
+
+    def unavailable_reason(self):
+        return None if self._available else "no such hardware here"
+
+    def unsupported_reason(self, call):
+        return "GRU is not implemented in this fake" if call.mode == "GRU" else None
+
+    def preference(self, device_type):
+        return self._prefer
+
+
+@pytest.fixture
+def fake_backends():
+    names = {"fake": FakeBackend("fake"), "fake_missing": FakeBackend("fake_missing", available=False)}
+    for name, backend in names.items():
+        registry.register(name, backend)
+    yield names
+    for name in names:
+        registry.unregister(name)
+
+
+def test_always_available_backends():
+    assert {"reference", "torch"} <= set(fusedrnn.available_backends())
+
+
+def test_availability_gives_reasons_for_the_rest():
+    for name, reason in registry.availability().items():
+        assert reason is None or (isinstance(reason, str) and reason), name
+
+
+def test_auto_picks_the_most_preferred_supporting_backend(fake_backends):
+    lstm_call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.float32, input_size=4, hidden_size=8)
+    assert registry.select("auto", lstm_call).name == "fake"
+    assert registry.select("auto", CALL).name != "fake"  # the fake refuses GRU; auto moves on, silently and rightly
+
+
+def test_forced_backend_that_cannot_serve_raises_with_reason(fake_backends):
+    with pytest.raises(BackendError, match="GRU is not implemented in this fake"):
+        registry.select("fake", CALL)
+    with pytest.raises(BackendError, match="no such hardware here"):
+        registry.select("fake_missing", CALL)
+
+
+def test_forced_backend_error_reaches_the_module_user(fake_backends):
+    gru = fusedrnn.GRU(4, 8, backend="fake")
+    with pytest.raises(BackendError, match="GRU is not implemented"):
+        gru(torch.randn(3, 2, 4))
+
+
+def test_environment_variable_replaces_auto(monkeypatch, fake_backends):
+    monkeypatch.setenv(registry.BACKEND_ENV, "reference")
+    assert registry.select("auto", CALL).name == "reference"
+    assert registry.select("torch", CALL).name == "torch"  # an explicit choice is not overridden
+    monkeypatch.setenv(registry.BACKEND_ENV, "fake")
+    with pytest.raises(BackendError, match="GRU is not implemented"):
+        fusedrnn.GRU(4, 8)(torch.randn(3, 2, 4))
+
+
+def test_unknown_backend_name():
+    with pytest.raises(BackendError, match="unknown fusedrnn backend"):
+        registry.get_backend("does-not-exist")
+
+
+def test_failed_import_makes_a_backend_unavailable_with_the_error():
+    registry.register("broken", "fusedrnn.no_such_module:BACKEND")
+    try:
+        assert "broken" not in fusedrnn.available_backends()
+        assert "No module named" in registry.availability()["broken"]
+    finally:
+        registry.unregister("broken")
+
+
+def test_module_runs_on_the_selected_backend(monkeypatch):
+    """The backend object the registry selects is the one whose `run` the module calls."""
+    seen = []
+    original = ReferenceBackend.run
+
+    def spy(self, call, *args):
+        seen.append((self.name, call.mode, call.seq_len, call.batch_size))
+        return original(self, call, *args)
+
+    monkeypatch.setattr(ReferenceBackend, "run", spy)
+    fusedrnn.LSTM(4, 8, backend="reference")(torch.randn(5, 2, 4))
+    assert seen == [("reference", "LSTM", 5, 2)]
