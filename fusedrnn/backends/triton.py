@@ -1,0 +1,66 @@
+"""Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
+for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save).
+
+Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
+and is never chosen by `auto`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from ..registry import LayerBackend, RNNCall
+
+#: Dtypes the kernels are written for: tl.dot takes fp16/bf16/fp32 operands (fp64 has no tensor-core dot).
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Under the interpreter the kernels are a test vehicle; fp32 is the dtype they are tested in there.
+INTERPRETER_DTYPES = (torch.float32,)
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+class TritonBackend(LayerBackend):
+    name = "triton"
+    summary = "fused Triton kernels: whole-sequence recurrence in one launch per layer/direction, fwd and bwd"
+
+    def unavailable_reason(self) -> str | None:
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed (pip install 'fusedrnn[triton]')"
+        if not torch.cuda.is_available() and not interpreter_enabled():
+            return "no CUDA device (set TRITON_INTERPRET=1 before importing triton to run on CPU, slowly)"
+        return None
+
+    def unsupported_reason(self, call: RNNCall) -> str | None:
+        if call.proj_size:
+            return (
+                "LSTM projection (proj_size > 0) is not implemented in the Triton kernels; use backend 'torch' or "
+                "'reference'"
+            )
+        if call.device_type == "cuda":
+            if call.dtype not in CUDA_DTYPES:
+                return f"dtype {call.dtype} is not supported on CUDA (float32, float16 and bfloat16 are)"
+        elif call.device_type == "cpu":
+            if not interpreter_enabled():
+                return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1); use backend 'cpu' or 'torch'"
+            if call.dtype not in INTERPRETER_DTYPES:
+                return f"dtype {call.dtype} is not supported under the interpreter on CPU (float32 is)"
+        else:
+            return f"device type {call.device_type!r} is not supported (cuda; cpu under TRITON_INTERPRET=1)"
+        return None
+
+    def preference(self, device_type: str) -> int:
+        # Above torch (cuDNN, 10) on CUDA; never auto-picked on CPU, where it would be the slow interpreter.
+        return 30 if device_type == "cuda" else 0
+
+    def layer(self, mode, x, hx, cx, w, reverse, lengths):
+        from .. import triton_ops  # imports triton; deferred so that the registry can list this backend without it
+
+        return triton_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse, lengths=lengths)
+
+
+BACKEND = TritonBackend()

@@ -1,0 +1,260 @@
+"""torch.library ops around the Triton recurrence kernels (fusedrnn.kernels), with autograd and fake shapes.
+
+Two ops, both `torch.library.triton_op`s, so torch.compile sees through them (fake shapes come from tracing the
+Python body; Inductor sees the Triton kernels) and traces forward and backward without graph breaks:
+
+  fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, lengths?, mode, reverse, save)
+      -> (y [T,N,H], h_n [N,H], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,H] fp32, cs [S,N,H] fp32 | [0])
+      1 matmul (x W_ih^T + b_ih for all T steps) + 1 kernel launch for the whole sequence.
+  fusedrnn::triton_recurrence_backward(dy, dh_n, dc_n?, x, w_ih, w_hh, saved, hs, cs, lengths?, mode, reverse, bias)
+      -> (dx, dh0, dc0 | [0], dW_ih, dW_hh, db_ih | [0], db_hh | [0])
+      1 kernel launch for the whole sequence (gate gradients, dh/dc carried) + 4 matmuls and 2 reductions over T*N.
+
+What the forward saves for the backward (only when autograd needs it; else S = 2 and nothing else is kept):
+  hs  [T+1, N, H] fp32   every hidden state, h0 included (dW_hh = sum_t dgates_t^T h_{t-1}; GRU and RNN derivatives)
+  cs  [T+1, N, H] fp32   every cell state, c0 included (LSTM only)
+  saved [T, N, 4H] input dtype: LSTM i, f, g, o; GRU r, z, n, W_hn h + b_hn; nothing for the Elman RNN
+plus x and the weights themselves. The reference (autograd through fusedrnn.reference) keeps per step at least the
+gate pre-activations, every activation, c, tanh(c) and h, i.e. more than this.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+from fusedrnn.kernels.backward import recurrence_backward_kernel
+from fusedrnn.kernels.forward import recurrence_forward_kernel
+from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
+
+from .reference import GATES
+
+#: tl.dot needs every dimension >= 16 when compiled for a GPU (the interpreter would accept less): the batch tile is
+#: exactly that, and hidden / reduction tiles are padded up to it and masked.
+MIN_DOT = 16
+#: Largest hidden / reduction tile: 4 gate accumulators of [16, 64] fp32 plus a [64, 64] weight tile stay in registers
+#: at 4 warps without spilling.
+MAX_TILE = 64
+LSTM_ID = MODE_IDS["LSTM"]
+GRU_ID = MODE_IDS["GRU"]
+
+
+def _tiles(hidden: int) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_H, BLOCK_K) for a hidden size."""
+    tile = min(MAX_TILE, max(MIN_DOT, triton.next_power_of_2(hidden)))
+    return MIN_DOT, tile, tile
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: fp32 follows torch's matmul setting (exact unless the user allowed TF32); the
+    option is ignored for 16-bit inputs."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _mode_name(mode: int) -> str:
+    return next(name for name, value in MODE_IDS.items() if value == mode)
+
+
+@triton_op("fusedrnn::triton_recurrence_forward", mutates_args=())
+def recurrence_forward(
+    x: Tensor,
+    h0: Tensor | None,
+    c0: Tensor | None,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    lengths: Tensor | None,
+    mode: int,
+    reverse: bool,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    T, N, _ = x.shape
+    H = w_hh.shape[1]
+    gates = GATES[_mode_name(mode)]
+    slots = SAVED_SLOTS[mode]
+    is_lstm = mode == LSTM_ID
+    gi = F.linear(x, w_ih, b_ih).contiguous()  # the input projection of all T steps: one matmul
+    states = T + 1 if save else 2
+    first = T if save and reverse else 0  # the slot holding the initial state (see recurrence_forward_kernel)
+    last = (0 if reverse else T) if save else T % 2  # the slot holding the final state
+    hs = x.new_empty((states, N, H), dtype=torch.float32)
+    if h0 is None:
+        hs[first].zero_()
+    else:
+        hs[first].copy_(h0)
+    cs = x.new_empty((states, N, H) if is_lstm else (0,), dtype=torch.float32)
+    if is_lstm:
+        if c0 is None:
+            cs[first].zero_()
+        else:
+            cs[first].copy_(c0)
+    y = x.new_empty((T, N, H))
+    saved = x.new_empty((T, N, slots * H) if save and slots else (0,))
+    block_n, block_h, block_k = _tiles(H)
+    wrap_triton(recurrence_forward_kernel)[(triton.cdiv(N, block_n),)](
+        gi,
+        w_hh.contiguous(),
+        b_hh if b_hh is not None else w_hh,  # never read without HAS_BIAS
+        lengths if lengths is not None else hs,  # never read without HAS_LENGTHS
+        hs,
+        cs if is_lstm else hs,  # never touched unless LSTM
+        y,
+        saved if save and slots else hs,  # never touched unless SAVE and SLOTS
+        T,
+        N,
+        H,
+        MODE=mode,
+        GATES=gates,
+        REVERSE=int(reverse),
+        HAS_BIAS=b_hh is not None,
+        HAS_LENGTHS=lengths is not None,
+        SAVE=save,
+        SLOTS=slots,
+        BLOCK_N=block_n,
+        BLOCK_H=block_h,
+        BLOCK_K=block_k,
+        PRECISION=dot_precision(x.dtype),
+    )
+    h_n = hs[last].to(x.dtype, copy=True)
+    c_n = cs[last].to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
+    return y, h_n, c_n, saved, hs, cs
+
+
+@triton_op("fusedrnn::triton_recurrence_backward", mutates_args=())
+def recurrence_backward(
+    grad_y: Tensor,
+    grad_hn: Tensor,
+    grad_cn: Tensor | None,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    saved: Tensor,
+    hs: Tensor,
+    cs: Tensor,
+    lengths: Tensor | None,
+    mode: int,
+    reverse: bool,
+    bias: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    T, N, I = x.shape
+    H = w_hh.shape[1]
+    gates = GATES[_mode_name(mode)]
+    is_lstm = mode == LSTM_ID
+    dh = x.new_zeros((2, N, H), dtype=torch.float32)
+    dh[0].copy_(grad_hn)
+    if is_lstm:
+        dc = grad_cn.to(torch.float32, copy=True) if grad_cn is not None else x.new_zeros((N, H), dtype=torch.float32)
+    else:
+        dc = dh  # never touched
+    dgi = x.new_empty((T, N, gates * H))
+    dgh = x.new_empty((T, N, gates * H)) if mode == GRU_ID else dgi
+    block_n, block_h, block_k = _tiles(H)
+    wrap_triton(recurrence_backward_kernel)[(triton.cdiv(N, block_n),)](
+        grad_y.contiguous(),
+        saved if saved.numel() else hs,
+        hs,
+        cs if is_lstm else hs,
+        w_hh.contiguous(),
+        lengths if lengths is not None else hs,
+        dh,
+        dc,
+        dgi,
+        dgh,
+        T,
+        N,
+        H,
+        MODE=mode,
+        GATES=gates,
+        REVERSE=int(reverse),
+        HAS_LENGTHS=lengths is not None,
+        SLOTS=SAVED_SLOTS[mode],
+        BLOCK_N=block_n,
+        BLOCK_H=block_h,
+        BLOCK_K=block_k,
+        PRECISION=dot_precision(x.dtype),
+    )
+    # Everything else is a few large matmuls over all T*N rows.
+    dgi_rows = dgi.view(T * N, gates * H)
+    dgh_rows = dgh.view(T * N, gates * H)
+    h_prev = hs[1 : T + 1] if reverse else hs[:T]  # the state before each step t, in time order
+    dx = (dgi_rows @ w_ih).view(T, N, I)
+    dw_ih = dgi_rows.t() @ x.reshape(T * N, I)
+    dw_hh = dgh_rows.t() @ h_prev.reshape(T * N, H).to(x.dtype)
+    if bias:
+        db_ih = dgi_rows.sum(0, dtype=torch.float32).to(x.dtype)
+        db_hh = dgh_rows.sum(0, dtype=torch.float32).to(x.dtype)
+    else:
+        db_ih = db_hh = x.new_empty((0,))
+    dh0 = dh[T % 2].to(x.dtype, copy=True)
+    dc0 = dc.to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, mode, reverse, save = inputs
+    _, _, _, saved, hs, cs = output
+    ctx.save_for_backward(x, w_ih, w_hh, saved, hs, cs, lengths)
+    ctx.mode, ctx.reverse, ctx.save = mode, reverse, save
+    ctx.has_h0, ctx.has_c0, ctx.has_bias = h0 is not None, c0 is not None, b_ih is not None
+    ctx.mark_non_differentiable(saved, hs, cs)
+
+
+def _backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
+    x, w_ih, w_hh, saved, hs, cs, lengths = ctx.saved_tensors
+    if not ctx.save:
+        raise RuntimeError("fusedrnn triton backend: the forward ran without saving activations (autograd was off)")
+    T, N, _ = x.shape
+    H = w_hh.shape[1]
+    if grad_y is None:
+        grad_y = x.new_zeros((T, N, H))
+    if grad_hn is None:
+        grad_hn = x.new_zeros((N, H))
+    is_lstm = ctx.mode == LSTM_ID
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = recurrence_backward(
+        grad_y, grad_hn, grad_cn if is_lstm else None, x, w_ih, w_hh, saved, hs, cs, lengths,
+        ctx.mode, ctx.reverse, ctx.has_bias,
+    )  # fmt: skip
+    return (
+        dx,
+        dh0 if ctx.has_h0 else None,
+        dc0 if ctx.has_c0 else None,
+        dw_ih,
+        dw_hh,
+        db_ih if ctx.has_bias else None,
+        db_hh if ctx.has_bias else None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+recurrence_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def rnn_layer(
+    mode: str,
+    x: Tensor,
+    hx: Tensor | None,
+    cx: Tensor | None,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    reverse: bool = False,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """`fusedrnn.reference.rnn_layer`'s contract (without projection) on the Triton kernels."""
+    mode_id = MODE_IDS[mode]
+    tensors = (x, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    y, h_n, c_n, *_ = recurrence_forward(
+        x, hx, cx if mode == "LSTM" else None, w_ih, w_hh, b_ih, b_hh, lengths, mode_id, reverse, save
+    )
+    return y, h_n, (c_n if mode == "LSTM" else None)

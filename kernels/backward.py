@@ -1,0 +1,166 @@
+"""Backward recurrence: one launch runs every time step of one layer and direction in reverse order.
+
+Grid: one program per tile of BLOCK_N batch rows, as in the forward. Each step has two phases separated by
+`tl.debug_barrier` (all data involved belongs to the program's own rows):
+  A. per hidden tile: dh = dh_carry + dy_t; the cell's local derivatives (from the saved activations and states)
+     give the pre-activation gate gradients dgates_t, written to dgi (and, for the GRU, whose n-gate gradient w.r.t.
+     the recurrent term differs by the factor r, to dgh); LSTM's dc carry is updated in place; the part of dh_{t-1}
+     that bypasses W_hh (GRU: dh * z; rows past their length: all of dh) is written to the other dh slot.
+  B. per hidden tile of dh_{t-1}: += dgh_t @ W_hh with `tl.dot` (K = G*H, gate by gate).
+Weight and bias gradients are not formed here: the host does them as a few large matmuls over all T*N rows.
+"""
+
+import triton
+import triton.language as tl
+
+from .activations import tanh
+from .modes import GRU, LSTM, RNN_TANH
+
+
+@triton.jit
+def _load_f32(ptr, mask):
+    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _dgh_dot(acc, dgh_t, w_hh_ptr, gate, GH, H, rows, row_ok, cols, col_ok, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """acc[BN, BH] += dgh_t[rows, gate*H + :] @ W_hh[gate*H + :, cols] (W_hh is [G*H, H], row-major)."""
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < H
+        d = tl.load(dgh_t + rows[:, None] * GH + (gate * H + ks)[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_hh_ptr + (gate * H + ks)[:, None] * H + cols[None, :], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(d.to(w.dtype), w, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit(do_not_specialize=["T"])
+def recurrence_backward_kernel(
+    dy_ptr,  # [T, N, H] gradient of the output sequence (any float dtype)
+    saved_ptr,  # [T, N, SLOTS*H] activations saved by the forward
+    hs_ptr,  # [T+1, N, H] fp32 state sequence from the forward (slot t + REVERSE is the state before step t)
+    cs_ptr,  # [T+1, N, H] fp32 cell states (LSTM)
+    w_hh_ptr,  # [G*H, H]
+    lengths_ptr,  # [N] integer (if HAS_LENGTHS)
+    dh_ptr,  # [2, N, H] fp32: slot 0 holds dL/dh_n on entry; slot T % 2 holds dL/dh_0 on exit
+    dc_ptr,  # [N, H] fp32 (LSTM): dL/dc_n on entry, dL/dc_0 on exit
+    dgi_ptr,  # [T, N, G*H] out: dL/d(gate pre-activation), the gradient of x W_ih^T + b_ih
+    dgh_ptr,  # [T, N, G*H] out (GRU only): the gradient of W_hh h + b_hh; other cells use dgi
+    T,
+    N,
+    H,
+    MODE: tl.constexpr,
+    GATES: tl.constexpr,
+    REVERSE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    SLOTS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    state_size = N * H
+    GH = GATES * H
+    for step in range(T):
+        t = (T - 1 - step) + REVERSE * (2 * step + 1 - T)  # forward direction: T-1 .. 0; reverse: 0 .. T-1
+        prev = t + REVERSE
+        new = t + 1 - REVERSE
+        dh_in = dh_ptr + (step % 2) * state_size
+        dh_out = dh_ptr + ((step + 1) % 2) * state_size
+        dy_t = dy_ptr + tl.cast(t, tl.int64) * state_size
+        saved_t = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H
+        dgi_t = dgi_ptr + tl.cast(t, tl.int64) * N * GH
+        dgh_t = dgh_ptr + tl.cast(t, tl.int64) * N * GH
+        h_prev_ptr = hs_ptr + tl.cast(prev, tl.int64) * state_size
+        h_new_ptr = hs_ptr + tl.cast(new, tl.int64) * state_size
+        if HAS_LENGTHS:
+            valid = (t < length)[:, None]
+        # Phase A: gate gradients, tile by tile.
+        for j0 in range(0, H, BLOCK_H):
+            cols = j0 + tl.arange(0, BLOCK_H)
+            col_ok = cols < H
+            mask = row_ok[:, None] & col_ok[None, :]
+            tile = rows[:, None] * H + cols[None, :]
+            dy = _load_f32(dy_t + tile, mask)
+            if HAS_LENGTHS:
+                dy = tl.where(valid, dy, 0.0)  # padded outputs are constant zeros
+            dh = _load_f32(dh_in + tile, mask) + dy
+            direct = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)  # the part of dh_{t-1} not through W_hh
+            gate_out = dgi_t + rows[:, None] * GH + cols[None, :]
+            saved = saved_t + rows[:, None] * (SLOTS * H) + cols[None, :]
+            if MODE == LSTM:
+                i = _load_f32(saved, mask)
+                f = _load_f32(saved + H, mask)
+                g = _load_f32(saved + 2 * H, mask)
+                o = _load_f32(saved + 3 * H, mask)
+                c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+                c = _load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+                dc = _load_f32(dc_ptr + tile, mask)
+                tc = tanh(c)  # recomputed from the saved c rather than saved: one exp per element is cheaper than a load
+                dc_total = dc + dh * o * (1.0 - tc * tc)
+                d0 = dc_total * g * i * (1.0 - i)
+                d1 = dc_total * c_prev * f * (1.0 - f)
+                d2 = dc_total * i * (1.0 - g * g)
+                d3 = dh * tc * o * (1.0 - o)
+                dc_prev = dc_total * f
+                if HAS_LENGTHS:
+                    dc_prev = tl.where(valid, dc_prev, dc)
+                tl.store(dc_ptr + tile, dc_prev, mask=mask)
+            elif MODE == GRU:
+                r = _load_f32(saved, mask)
+                z = _load_f32(saved + H, mask)
+                n = _load_f32(saved + 2 * H, mask)
+                gh_n = _load_f32(saved + 3 * H, mask)
+                h_prev = _load_f32(h_prev_ptr + tile, mask)
+                d2 = dh * (1.0 - z) * (1.0 - n * n)  # d n-gate pre-activation (input side)
+                d1 = dh * (h_prev - n) * z * (1.0 - z)
+                d0 = d2 * gh_n * r * (1.0 - r)
+                direct = dh * z
+            elif MODE == RNN_TANH:
+                h = _load_f32(h_new_ptr + tile, mask)
+                d0 = dh * (1.0 - h * h)
+            else:
+                h = _load_f32(h_new_ptr + tile, mask)
+                d0 = tl.where(h > 0, dh, 0.0)
+            if HAS_LENGTHS:
+                # Rows past their length did not step: no gate gradient, dh passes through unchanged.
+                d0 = tl.where(valid, d0, 0.0)
+                if GATES > 1:
+                    d1 = tl.where(valid, d1, 0.0)
+                    d2 = tl.where(valid, d2, 0.0)
+                if GATES > 3:
+                    d3 = tl.where(valid, d3, 0.0)
+                direct = tl.where(valid, direct, dh)
+            out_ty = dgi_ptr.dtype.element_ty
+            tl.store(gate_out, d0.to(out_ty), mask=mask)
+            if GATES > 1:
+                tl.store(gate_out + H, d1.to(out_ty), mask=mask)
+                tl.store(gate_out + 2 * H, d2.to(out_ty), mask=mask)
+            if GATES > 3:
+                tl.store(gate_out + 3 * H, d3.to(out_ty), mask=mask)
+            if MODE == GRU:
+                gh_out = dgh_t + rows[:, None] * GH + cols[None, :]
+                tl.store(gh_out, d0.to(out_ty), mask=mask)
+                tl.store(gh_out + H, d1.to(out_ty), mask=mask)
+                tl.store(gh_out + 2 * H, (d2 * r).to(out_ty), mask=mask)
+            tl.store(dh_out + tile, direct, mask=mask)
+        tl.debug_barrier()
+        # Phase B: dh_{t-1} += dgates_t @ W_hh, tile by tile of dh_{t-1}.
+        if MODE == GRU:
+            src = dgh_t
+        else:
+            src = dgi_t
+        for j0 in range(0, H, BLOCK_H):
+            cols = j0 + tl.arange(0, BLOCK_H)
+            col_ok = cols < H
+            mask = row_ok[:, None] & col_ok[None, :]
+            tile = rows[:, None] * H + cols[None, :]
+            acc = tl.load(dh_out + tile, mask=mask, other=0.0)
+            for gate in tl.static_range(GATES):
+                acc = _dgh_dot(acc, src, w_hh_ptr, gate, GH, H, rows, row_ok, cols, col_ok, BLOCK_K, PRECISION)
+            tl.store(dh_out + tile, acc, mask=mask)
+        tl.debug_barrier()

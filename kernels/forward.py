@@ -1,0 +1,159 @@
+"""Forward recurrence: one launch runs every time step of one layer and direction.
+
+Grid: one program per tile of BLOCK_N batch rows. A program owns its rows for the whole sequence; per step it loops
+over the hidden tiles (BLOCK_H columns of every gate at once), computes the tile's recurrent matmul against the
+concatenated W_hh with `tl.dot` (K = H in BLOCK_K chunks), adds the precomputed input projection, applies the cell's
+nonlinearities and state update in fp32, and writes h (and c) into the state sequence. A `tl.debug_barrier` ends the
+step: the next step reads every column of the h this program just wrote, and nobody else writes it, so no grid-wide
+synchronisation is needed (which is also why the same code runs under Triton's interpreter).
+"""
+
+import triton
+import triton.language as tl
+
+from .activations import sigmoid, tanh
+from .modes import GRU, LSTM, RNN_TANH
+
+
+@triton.jit
+def _hh_dot(acc, h, w_hh_ptr, gate, H, cols, col_ok, ks, k_ok, PRECISION: tl.constexpr):
+    """acc[BN, BH] += h[BN, BK] @ W_hh[gate*H + cols, ks]^T (W_hh is [G*H, H], row-major)."""
+    w = tl.load(
+        w_hh_ptr + (gate * H + cols)[None, :] * H + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0
+    )
+    return tl.dot(h, w, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _bias(b_ptr, gate, H, cols, col_ok, HAS_BIAS: tl.constexpr):
+    if HAS_BIAS:
+        return tl.load(b_ptr + gate * H + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        return 0.0
+
+
+@triton.jit
+def _load_f32(ptr, mask):
+    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit(do_not_specialize=["T"])
+def recurrence_forward_kernel(
+    gi_ptr,  # [T, N, G*H] input projection x W_ih^T + b_ih, input dtype
+    w_hh_ptr,  # [G*H, H] input dtype
+    b_hh_ptr,  # [G*H] (read only if HAS_BIAS)
+    lengths_ptr,  # [N] integer (read only if HAS_LENGTHS): row n is valid for t < lengths[n]
+    hs_ptr,  # [S, N, H] fp32 state sequence; the host put h0 in the first slot read
+    cs_ptr,  # [S, N, H] fp32 cell states (LSTM only), c0 in the first slot read
+    y_ptr,  # [T, N, H] output, input dtype
+    saved_ptr,  # [T, N, SLOTS*H] gate activations for the backward (written only if SAVE), input dtype
+    T,
+    N,
+    H,
+    MODE: tl.constexpr,
+    GATES: tl.constexpr,
+    REVERSE: tl.constexpr,  # 0 or 1
+    HAS_BIAS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+    SAVE: tl.constexpr,  # S = T + 1: the whole state sequence is kept; else S = 2 (ping-pong)
+    SLOTS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+    state_size = N * H
+    for step in range(T):
+        t = step + REVERSE * (T - 1 - 2 * step)  # the time index this step processes
+        if SAVE:
+            # Forward: h_{t-1} in slot t, h_t into slot t+1. Reverse: read slot t+1, write slot t. So the state
+            # before step t of either direction is slot t + REVERSE, which the backward reuses.
+            prev = t + REVERSE
+            new = t + 1 - REVERSE
+        else:
+            prev = step % 2
+            new = (step + 1) % 2
+        h_prev_ptr = hs_ptr + tl.cast(prev, tl.int64) * state_size
+        h_new_ptr = hs_ptr + tl.cast(new, tl.int64) * state_size
+        gi_t = gi_ptr + tl.cast(t, tl.int64) * N * GATES * H
+        y_t = y_ptr + tl.cast(t, tl.int64) * state_size
+        saved_t = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H
+        if HAS_LENGTHS:
+            valid = (t < length)[:, None]
+        for j0 in range(0, H, BLOCK_H):
+            cols = j0 + tl.arange(0, BLOCK_H)
+            col_ok = cols < H
+            mask = row_ok[:, None] & col_ok[None, :]
+            tile = rows[:, None] * H + cols[None, :]
+            # The recurrent matmul of all gates of this tile: h_prev [BN, H] @ W_hh[gate rows of the tile]^T.
+            acc0 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+            acc1 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+            acc2 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+            acc3 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+            for k0 in range(0, H, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K)
+                k_ok = ks < H
+                h = tl.load(h_prev_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                h = h.to(w_hh_ptr.dtype.element_ty)
+                acc0 = _hh_dot(acc0, h, w_hh_ptr, 0, H, cols, col_ok, ks, k_ok, PRECISION)
+                if GATES > 1:
+                    acc1 = _hh_dot(acc1, h, w_hh_ptr, 1, H, cols, col_ok, ks, k_ok, PRECISION)
+                    acc2 = _hh_dot(acc2, h, w_hh_ptr, 2, H, cols, col_ok, ks, k_ok, PRECISION)
+                if GATES > 3:
+                    acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, cols, col_ok, ks, k_ok, PRECISION)
+            h_prev = _load_f32(h_prev_ptr + tile, mask)
+            pre0 = _load_f32(gi_t + rows[:, None] * (GATES * H) + cols[None, :], mask)
+            pre0 += acc0 + _bias(b_hh_ptr, 0, H, cols, col_ok, HAS_BIAS)
+            if GATES > 1:
+                pre1 = _load_f32(gi_t + rows[:, None] * (GATES * H) + (H + cols)[None, :], mask)
+                pre1 += acc1 + _bias(b_hh_ptr, 1, H, cols, col_ok, HAS_BIAS)
+                gi2 = _load_f32(gi_t + rows[:, None] * (GATES * H) + (2 * H + cols)[None, :], mask)
+                gh2 = acc2 + _bias(b_hh_ptr, 2, H, cols, col_ok, HAS_BIAS)
+            if GATES > 3:
+                pre3 = _load_f32(gi_t + rows[:, None] * (GATES * H) + (3 * H + cols)[None, :], mask)
+                pre3 += acc3 + _bias(b_hh_ptr, 3, H, cols, col_ok, HAS_BIAS)
+
+            if MODE == LSTM:
+                i = sigmoid(pre0)
+                f = sigmoid(pre1)
+                g = tanh(gi2 + gh2)
+                o = sigmoid(pre3)
+                c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+                c = f * c_prev + i * g
+                h = o * tanh(c)
+                if HAS_LENGTHS:
+                    c = tl.where(valid, c, c_prev)
+                tl.store(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, c, mask=mask)
+                a0, a1, a2, a3 = i, f, g, o
+            elif MODE == GRU:
+                r = sigmoid(pre0)
+                z = sigmoid(pre1)
+                n = tanh(gi2 + r * gh2)  # the reset gate scales W_hn h + b_hn (PyTorch's GRU)
+                h = (1.0 - z) * n + z * h_prev
+                a0, a1, a2, a3 = r, z, n, gh2
+            elif MODE == RNN_TANH:
+                h = tanh(pre0)
+            else:
+                h = tl.maximum(pre0, 0.0)
+
+            if SAVE:
+                if SLOTS > 0:
+                    out_ty = saved_ptr.dtype.element_ty
+                    saved = saved_t + rows[:, None] * (SLOTS * H) + cols[None, :]
+                    tl.store(saved, a0.to(out_ty), mask=mask)
+                    tl.store(saved + H, a1.to(out_ty), mask=mask)
+                    tl.store(saved + 2 * H, a2.to(out_ty), mask=mask)
+                    tl.store(saved + 3 * H, a3.to(out_ty), mask=mask)
+            y = h
+            if HAS_LENGTHS:
+                # Rows past their length keep their state and output zeros (fusedrnn.reference's semantics).
+                y = tl.where(valid, h, 0.0)
+                h = tl.where(valid, h, h_prev)
+            tl.store(h_new_ptr + tile, h, mask=mask)
+            tl.store(y_t + tile, y.to(y_ptr.dtype.element_ty), mask=mask)
+        # Every hidden tile of h_t is written before any tile of step t+1 reads it (all by this program).
+        tl.debug_barrier()
