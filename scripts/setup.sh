@@ -8,6 +8,6 @@ PYTHON=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # The CUDA build of torch: its CUDA headers and libraries let the extension compile without a GPU; triton comes with it.
-python -m pip install -q "torch==2.14.1" ninja setuptools wheel
+python -m pip install -q "torch==2.14.1" ninja "setuptools>=77" wheel
 python -m pip install -q --no-build-isolation -e ".[test,plot,triton,examples]"
 python -c "import fusedrnn; print('fusedrnn backends available here:', fusedrnn.available_backends())"
