@@ -84,8 +84,10 @@ class _FusedRNNBase(nn.RNNBase):
             if not is_batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             if hx is not None:
-                if is_lstm and not (isinstance(hx, tuple) and len(hx) == 2):
-                    raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
+                if is_lstm:
+                    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                        raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
+                    hx = tuple(hx)
                 self._check_state_rank(hx, is_batched)
                 if not is_batched:
                     hx = tuple(state.unsqueeze(1) for state in hx) if is_lstm else hx.unsqueeze(1)
@@ -95,6 +97,8 @@ class _FusedRNNBase(nn.RNNBase):
             x = input.transpose(0, 1) if self.batch_first else input
             lengths = None
             sorted_indices = unsorted_indices = None
+        if x.shape[0] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if hx is not None:
             self._check_state_dtype(x, hx)
         h0, c0 = hx if is_lstm and hx is not None else (hx, None)

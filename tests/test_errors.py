@@ -146,3 +146,17 @@ def test_rnn_cell_bad_nonlinearity_fails_when_run_like_torch_nn():
         lambda: nn.RNNCell(4, 8, nonlinearity="gelu")(torch.randn(2, 4)),
         "nonlinearity",
     )
+
+
+def test_empty_sequence_is_an_error_on_every_backend():
+    for backend in ("reference", "torch"):
+        with pytest.raises(RuntimeError, match="sequence length"):
+            fusedrnn.GRU(3, 4, backend=backend)(torch.randn(0, 2, 3))
+
+
+def test_lstm_state_may_be_a_list_as_in_torch_nn():
+    lstm = fusedrnn.LSTM(3, 4, backend="reference")
+    x, h, c = torch.randn(5, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)
+    torch.testing.assert_close(lstm(x, [h, c])[0], lstm(x, (h, c))[0])
+    with pytest.raises(TypeError, match=r"tuple \(h_0, c_0\)"):
+        lstm(x, h)
