@@ -1,0 +1,116 @@
+// The cell math of every supported recurrent cell, forward and backward, written once.
+//
+// Both the CPU pointwise pass (pointwise_cpu.cpp, on at::vec::Vectorized lanes) and the CUDA kernel
+// (pointwise_cuda.cu, one thread per element) instantiate these functions, so the CPU tests exercise the same
+// formulas the GPU runs. Every function is templated on
+//   M  the math primitives: sigmoid, tanh, relu and relu's gradient (ScalarMath below, or a vector version), and
+//   T  the accumulate type the arithmetic runs in (float for fp16/bf16/fp32 storage, double for fp64), or a vector
+//      of it.
+// Gate inputs are pre-activations with every bias already added; "d" prefixes are gradients.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define FUSEDRNN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define FUSEDRNN_HOST_DEVICE inline
+#endif
+
+namespace fusedrnn {
+
+//: The cells, in the same order as fusedrnn.reference.GATES.
+enum class Mode { LSTM, GRU, RNN_TANH, RNN_RELU };
+
+//: Gates per cell (torch.nn's weight layout: LSTM i,f,g,o; GRU r,z,n; Elman one).
+FUSEDRNN_HOST_DEVICE int gates_of(Mode mode) {
+  return mode == Mode::LSTM ? 4 : mode == Mode::GRU ? 3 : 1;
+}
+
+//: Scalar primitives for host and device code.
+struct ScalarMath {
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T sigmoid(T x) {
+    return T(1) / (T(1) + std::exp(-x));
+  }
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T tanh(T x) {
+    return std::tanh(x);
+  }
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T relu(T x) {
+    return (x > T(0) || x != x) ? x : T(0);  // NaN propagates, as in torch.relu
+  }
+  //: d relu(a) given its output y = relu(a) and the upstream gradient dy.
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T relu_backward(T y, T dy) {
+    return y > T(0) ? dy : T(0);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// LSTM: c = f*c_prev + i*g, h = o*tanh(c) (the projection h <- W_hr h is a GEMM outside the pointwise pass).
+
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE void lstm_forward(T ai, T af, T ag, T ao, T c_prev, T& i, T& f, T& g, T& o, T& c, T& h) {
+  i = M::sigmoid(ai);
+  f = M::sigmoid(af);
+  g = M::tanh(ag);
+  o = M::sigmoid(ao);
+  c = f * c_prev + i * g;
+  h = o * M::tanh(c);
+}
+
+//: dh: gradient of this step's h (before projection); dc: gradient of c from the next step. Writes the gate
+//: pre-activation gradients and dc_prev.
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE void lstm_backward(T i, T f, T g, T o, T c, T c_prev, T dh, T dc, T& dai, T& daf, T& dag,
+                                        T& dao, T& dc_prev) {
+  const T one = T(1);
+  const T tc = M::tanh(c);
+  dc = dc + dh * o * (one - tc * tc);
+  dao = dh * tc * o * (one - o);
+  dai = dc * g * i * (one - i);
+  daf = dc * c_prev * f * (one - f);
+  dag = dc * i * (one - g * g);
+  dc_prev = dc * f;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GRU, PyTorch's variant: r, z = sigmoid(.), n = tanh(a_in + r * hn) with hn = W_hn h + b_hn, h = (1-z)*n + z*h_prev.
+
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE void gru_forward(T ar, T az, T a_in, T hn, T h_prev, T& r, T& z, T& n, T& h) {
+  r = M::sigmoid(ar);
+  z = M::sigmoid(az);
+  n = M::tanh(a_in + r * hn);
+  h = (T(1) - z) * n + z * h_prev;
+}
+
+//: Writes the gradients of a_r, a_z (shared by the input and the recurrent side), of a_in (input side), of hn
+//: (recurrent side, before the reset gate) and the direct part of dh_prev (z * dh; the GEMM adds the rest).
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE void gru_backward(T r, T z, T n, T hn, T h_prev, T dh, T& dar, T& daz, T& da_in, T& dhn,
+                                       T& dh_prev_direct) {
+  const T one = T(1);
+  da_in = dh * (one - z) * (one - n * n);
+  daz = dh * (h_prev - n) * z * (one - z);
+  dar = da_in * hn * r * (one - r);
+  dhn = da_in * r;
+  dh_prev_direct = dh * z;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Elman RNN: h = tanh(a) or relu(a); the backward pass needs only the output.
+
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE T rnn_forward(Mode mode, T a) {
+  return mode == Mode::RNN_TANH ? M::tanh(a) : M::relu(a);
+}
+
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE T rnn_backward(Mode mode, T h, T dh) {
+  return mode == Mode::RNN_TANH ? dh * (T(1) - h * h) : M::relu_backward(h, dh);
+}
+
+}  // namespace fusedrnn

@@ -1,0 +1,220 @@
+// The operator library `fusedrnn`: schemas, input checks, and the CPU, CUDA and Meta implementations.
+//
+//   layer_forward   one layer in one direction (shapes: fusedrnn/reference.py)
+//   layer_backward  its gradients, from the saved activations layer_forward returns
+// Autograd is attached in Python (fusedrnn/_extension.py, torch.library.register_autograd), so the ops stay plain
+// functional operators that torch.compile traces (shape functions: the Meta implementations below).
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <Python.h>
+
+#include <string>
+
+#include "rnn_loop.h"
+
+namespace fusedrnn {
+namespace {
+
+using at::Tensor;
+using c10::SymInt;
+using std::optional;
+
+Mode parse_mode(c10::string_view mode) {
+  if (mode == "LSTM") return Mode::LSTM;
+  if (mode == "GRU") return Mode::GRU;
+  if (mode == "RNN_TANH") return Mode::RNN_TANH;
+  if (mode == "RNN_RELU") return Mode::RNN_RELU;
+  TORCH_CHECK_VALUE(false, "fusedrnn: unknown mode '", std::string(mode), "'; expected LSTM, GRU, RNN_TANH or RNN_RELU");
+}
+
+bool dtype_supported(c10::DeviceType device, c10::ScalarType dtype) {
+  const bool wide = dtype == at::kFloat || dtype == at::kDouble;
+  if (device == c10::kCPU) return wide;
+  return wide || dtype == at::kHalf || dtype == at::kBFloat16;  // CUDA, and Meta (shape functions) for any device
+}
+
+//: Symbolic sizes of one layer call, so the same checks serve the real and the Meta implementations.
+struct Sizes {
+  Mode mode;
+  SymInt T, N, I, H, P;
+  bool projection;
+};
+
+//: One tensor against the call's dtype, device, contiguity and expected shape.
+void check_tensor(const char* op, const char* name, const Tensor& t, const Tensor& x, std::initializer_list<SymInt> shape) {
+  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device(),
+              "; every tensor must be on the same device");
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but x has ",
+              x.scalar_type(), "; every tensor must have the same dtype");
+  bool same = t.dim() == static_cast<int64_t>(shape.size());
+  int64_t d = 0;
+  for (const SymInt& size : shape) same = same && t.sym_size(d++) == size;
+  TORCH_CHECK(same, op, ": ", name, " has shape ", t.sym_sizes(), " but ", c10::SymIntArrayRef(shape),
+              " was expected");
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (call .contiguous() first)");
+}
+
+Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0,
+                  const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& w_hr) {
+  TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D [T, N, I], got ", x.dim(), "-D");
+  TORCH_CHECK_NOT_IMPLEMENTED(dtype_supported(x.device().type(), x.scalar_type()), op, ": dtype ",
+                              x.scalar_type(), " is not supported on ", x.device().type(),
+                              " (CPU: float32, float64; CUDA: float16, bfloat16, float32, float64)");
+  TORCH_CHECK(x.sym_size(0) > 0 && x.sym_size(1) > 0, op, ": empty sequence or batch (x has shape ", x.sym_sizes(), ")");
+  const int64_t G = gates_of(mode);
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.sym_size(0) % G == 0, op, ": w_hh must be [", G, "*H, P], got shape ",
+              w_hh.sym_sizes());
+  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), w_hh.sym_size(0) / G, w_hh.sym_size(1), w_hr.has_value()};
+  check_tensor(op, "x", x, x, {s.T, s.N, s.I});
+  check_tensor(op, "w_ih", w_ih, x, {s.H * G, s.I});
+  check_tensor(op, "w_hh", w_hh, x, {s.H * G, s.P});
+  check_tensor(op, "h0", h0, x, {s.N, s.P});
+  if (w_hr.has_value()) {
+    TORCH_CHECK(mode == Mode::LSTM, op, ": w_hr (projection) is only supported for LSTM");
+    check_tensor(op, "w_hr", *w_hr, x, {s.P, s.H});
+  } else {
+    TORCH_CHECK(s.P == s.H, op, ": w_hh must be [G*H, H] without a projection, got shape ", w_hh.sym_sizes());
+  }
+  TORCH_CHECK(c0.has_value() == (mode == Mode::LSTM), op, ": c0 must be given for LSTM and only for LSTM");
+  if (c0.has_value()) check_tensor(op, "c0", *c0, x, {s.N, s.H});
+  return s;
+}
+
+void check_biases(const char* op, const Sizes& s, const Tensor& x, const optional<Tensor>& b_ih,
+                  const optional<Tensor>& b_hh) {
+  TORCH_CHECK(b_ih.has_value() == b_hh.has_value(), op, ": give both b_ih and b_hh or neither");
+  if (b_ih.has_value()) {
+    check_tensor(op, "b_ih", *b_ih, x, {s.H * gates_of(s.mode)});
+    check_tensor(op, "b_hh", *b_hh, x, {s.H * gates_of(s.mode)});
+  }
+}
+
+//: Shapes of the gradients given to layer_backward (the Python autograd wrapper makes them contiguous).
+void check_grads(const char* op, const Sizes& s, const Tensor& x, const Tensor& y, const Tensor& saved,
+                 const Tensor& grad_y, const Tensor& grad_h_n, const optional<Tensor>& grad_c_n) {
+  check_tensor(op, "y", y, x, {s.T, s.N, s.P});
+  check_tensor(op, "workspace", saved, x, {s.T, s.N, saved_width(s.mode, s.H, s.projection)});
+  check_tensor(op, "grad_y", grad_y, x, {s.T, s.N, s.P});
+  check_tensor(op, "grad_h_n", grad_h_n, x, {s.N, s.P});
+  if (grad_c_n.has_value()) {
+    TORCH_CHECK(s.mode == Mode::LSTM, op, ": grad_c_n is only meaningful for LSTM");
+    check_tensor(op, "grad_c_n", *grad_c_n, x, {s.N, s.H});
+  }
+}
+
+LayerInputs inputs_of(Mode mode, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0, const Tensor& w_ih,
+                      const Tensor& w_hh, const optional<Tensor>& b_ih, const optional<Tensor>& b_hh,
+                      const optional<Tensor>& w_hr, bool reverse) {
+  return {mode, x, h0, c0.value_or(Tensor()), w_ih, w_hh, b_ih, b_hh, w_hr, reverse};
+}
+
+using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+//: The real implementation on a device whose pointwise pass `get_pointwise` returns.
+template <const Pointwise& (*get_pointwise)()>
+ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0,
+                            const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
+                            const optional<Tensor>& b_hh, const optional<Tensor>& w_hr, bool reverse) {
+  const Mode mode = parse_mode(mode_name);
+  const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
+  check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
+  c10::OptionalDeviceGuard guard(x.device());
+  return forward_loop(inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse), get_pointwise());
+}
+
+template <const Pointwise& (*get_pointwise)()>
+BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, const Tensor& grad_h_n,
+                              const optional<Tensor>& grad_c_n, const Tensor& x, const Tensor& h0,
+                              const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
+                              const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse,
+                              bool has_bias) {
+  const Mode mode = parse_mode(mode_name);
+  const Sizes s = check_layer("fusedrnn.layer_backward", mode, x, h0, c0, w_ih, w_hh, w_hr);
+  check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n);
+  c10::OptionalDeviceGuard guard(x.device());
+  auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse);
+  auto g = backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias, get_pointwise());
+  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+}
+
+// Meta: the same checks, then outputs of the right (possibly symbolic) shapes.
+
+Tensor empty_like_shape(const Tensor& x, std::initializer_list<SymInt> shape) {
+  return at::empty_symint(c10::SymIntArrayRef(shape), x.options());
+}
+
+ForwardResult layer_forward_meta(c10::string_view mode_name, const Tensor& x, const Tensor& h0,
+                                 const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
+                                 const optional<Tensor>& b_ih, const optional<Tensor>& b_hh,
+                                 const optional<Tensor>& w_hr, bool reverse) {
+  const Mode mode = parse_mode(mode_name);
+  const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
+  check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
+  return {empty_like_shape(x, {s.T, s.N, s.P}), empty_like_shape(x, {s.N, s.P}),
+          mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : empty_like_shape(x, {0}),
+          empty_like_shape(x, {s.T, s.N, saved_width(mode, s.H, s.projection)})};
+}
+
+BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& grad_y, const Tensor& grad_h_n,
+                                   const optional<Tensor>& grad_c_n, const Tensor& x, const Tensor& h0,
+                                   const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
+                                   const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse,
+                                   bool has_bias) {
+  const Mode mode = parse_mode(mode_name);
+  const Sizes s = check_layer("fusedrnn.layer_backward", mode, x, h0, c0, w_ih, w_hh, w_hr);
+  check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n);
+  const int64_t G = gates_of(mode);
+  auto none = [&] { return empty_like_shape(x, {0}); };
+  return {empty_like_shape(x, {s.T, s.N, s.I}),
+          empty_like_shape(x, {s.N, s.P}),
+          mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : none(),
+          empty_like_shape(x, {s.H * G, s.I}),
+          empty_like_shape(x, {s.H * G, s.P}),
+          has_bias ? empty_like_shape(x, {s.H * G}) : none(),
+          has_bias ? empty_like_shape(x, {s.H * G}) : none(),
+          s.projection ? empty_like_shape(x, {s.P, s.H}) : none()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fusedrnn, m) {
+  m.def(
+      "layer_forward(str mode, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse) -> (Tensor y, Tensor h_n, Tensor c_n, Tensor workspace)");
+  m.def(
+      "layer_backward(str mode, Tensor grad_y, Tensor grad_h_n, Tensor? grad_c_n, Tensor x, Tensor h0, Tensor? c0, "
+      "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor workspace, bool reverse, bool has_bias) -> "
+      "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
+      "Tensor grad_b_hh, Tensor grad_w_hr)");
+}
+
+TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
+  m.impl("layer_forward", &layer_forward<&cpu_pointwise>);
+  m.impl("layer_backward", &layer_backward<&cpu_pointwise>);
+}
+
+#ifdef FUSEDRNN_WITH_CUDA
+TORCH_LIBRARY_IMPL(fusedrnn, CUDA, m) {
+  m.impl("layer_forward", &layer_forward<&cuda_pointwise>);
+  m.impl("layer_backward", &layer_backward<&cuda_pointwise>);
+}
+#endif
+
+TORCH_LIBRARY_IMPL(fusedrnn, Meta, m) {
+  m.impl("layer_forward", &layer_forward_meta);
+  m.impl("layer_backward", &layer_backward_meta);
+}
+
+}  // namespace fusedrnn
+
+// `import fusedrnn._C` only needs to load this library (the TORCH_LIBRARY blocks above register the ops); the
+// Python module itself is empty. (Python asks the dispatcher whether CUDA kernels were compiled in.)
+static PyModuleDef fusedrnn_module = {PyModuleDef_HEAD_INIT, "_C", "fusedrnn's compiled operators: torch.ops.fusedrnn",
+                                      -1, nullptr};
+
+PyMODINIT_FUNC PyInit__C(void) {
+  return PyModule_Create(&fusedrnn_module);
+}

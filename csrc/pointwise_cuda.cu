@@ -1,0 +1,61 @@
+// CUDA pointwise pass: one thread per (batch row, hidden unit), all gates of that unit, fp32 (fp64) arithmetic on
+// fp16/bf16/fp32 (fp64) storage, launched on the current stream. The math is cell_math.h's, through step.h's body.
+#include <ATen/AccumulateType.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+#include "pointwise.h"
+
+namespace fusedrnn {
+namespace {
+
+constexpr int kThreads = 256;  // a multiple of the warp size; the pass is memory-bound, occupancy is what matters
+
+//: One element, converted to the accumulate type A on load and back to the storage type on store.
+template <class A>
+struct ScalarLane {
+  template <class S>
+  __device__ A load(const S* p) const {
+    return static_cast<A>(*p);
+  }
+  template <class S>
+  __device__ void store(S* p, A v) const {
+    *p = static_cast<S>(v);
+  }
+};
+
+template <class S, class Step, bool kForward>
+__global__ void step_kernel(const Step s) {
+  using A = at::acc_type<S, /*is_cuda=*/true>;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= s.N * s.H) return;
+  const int64_t n = index / s.H, j = index % s.H;
+  if constexpr (kForward) {
+    forward_element<ScalarMath, S>(s, ScalarLane<A>{}, n, j);
+  } else {
+    backward_element<ScalarMath, S>(s, ScalarLane<A>{}, n, j);
+  }
+}
+
+template <bool kForward, class Step>
+void launch(const Step& s, c10::ScalarType dtype) {
+  const int64_t elements = s.N * s.H;
+  const auto blocks = static_cast<unsigned>((elements + kThreads - 1) / kThreads);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fusedrnn_step_cuda", [&] {
+    step_kernel<scalar_t, Step, kForward><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(s);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void forward_cuda(const ForwardStep& s, c10::ScalarType dtype) { launch<true>(s, dtype); }
+void backward_cuda(const BackwardStep& s, c10::ScalarType dtype) { launch<false>(s, dtype); }
+
+}  // namespace
+
+const Pointwise& cuda_pointwise() {
+  static const Pointwise pointwise{forward_cuda, backward_cuda};
+  return pointwise;
+}
+
+}  // namespace fusedrnn

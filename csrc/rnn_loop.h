@@ -1,0 +1,44 @@
+// The host time loop of one layer in one direction, written once for every device: per step one GEMM through
+// ATen (BLAS on CPU, cuBLAS on the current CUDA stream) and one call into the device's pointwise pass; no host
+// synchronisation inside the loop. A device may replace the whole loop later (e.g. a persistent CUDA kernel that
+// keeps W_hh on chip): that is a different `forward_loop`, chosen in ops.cpp, with the same inputs and outputs.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "pointwise.h"
+
+namespace fusedrnn {
+
+//: One layer direction's inputs (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and device).
+struct LayerInputs {
+  Mode mode;
+  at::Tensor x, h0, c0;  // c0 undefined unless LSTM
+  at::Tensor w_ih, w_hh;
+  std::optional<at::Tensor> b_ih, b_hh, w_hr;
+  bool reverse;
+};
+
+//: Columns of the saved activations per (t, n), in units of H: LSTM [i f g o c (h before projection)],
+//: GRU [r z n hn], Elman none (the output is all its backward needs).
+template <class Int>
+Int saved_width(Mode mode, Int H, bool projection) {
+  if (mode == Mode::LSTM) return H * (kLstmSaved + (projection ? 1 : 0));
+  if (mode == Mode::GRU) return H * kGruSaved;
+  return H * 0;
+}
+
+//: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw);
+
+//: Gradients of a forward_loop call; returns dx, dh0, dc0 (LSTM; else empty), dw_ih, dw_hh, db_ih, db_hh (empty
+//: without bias), dw_hr (empty without projection). grad_c_n may be undefined (zero).
+std::vector<at::Tensor> backward_loop(const LayerInputs& in, const at::Tensor& y, const at::Tensor& saved,
+                                      const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+                                      const at::Tensor& grad_c_n, bool has_bias, const Pointwise& pw);
+
+}  // namespace fusedrnn

@@ -1,0 +1,70 @@
+"""How the compiled extension is built: sources and flags, shared by setup.py (ahead of time) and
+fusedrnn._extension (just in time). Imports nothing but the standard library, so setup.py can load it by path even
+where torch is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+
+#: Sources of fusedrnn._C, relative to the csrc folder. pointwise_cuda.cu is the only file nvcc compiles.
+CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp"]
+CUDA_SOURCES = ["pointwise_cuda.cu"]
+
+#: GPUs the CUDA code is compiled for when TORCH_CUDA_ARCH_LIST is unset: A100 (sm_80), H100/H200 (sm_90) and PTX
+#: for newer ones. Chosen here, never by looking at the build machine's GPU.
+DEFAULT_CUDA_ARCH_LIST = "8.0;9.0+PTX"
+
+SKIP_CUDA_ENV = "FUSEDRNN_SKIP_CUDA_BUILD"
+FORCE_BUILD_ENV = "FUSEDRNN_FORCE_BUILD"
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def cxx_flags() -> list[str]:
+    # The CPU pointwise pass uses ATen's AVX2 vector types (SLEEF exp/tanh), which need the instruction set at
+    # compile time; the loader refuses the extension on x86 CPUs without AVX2.
+    return ["-O3", *(["-mavx2", "-mfma"] if is_x86() else [])]
+
+
+def nvcc_flags() -> list[str]:
+    return ["-O3", "-lineinfo"]
+
+
+def cuda_define() -> list[str]:
+    return ["-DFUSEDRNN_WITH_CUDA"]
+
+
+def _is_toolkit(root: Path) -> bool:
+    return (root / "bin" / "nvcc").exists() and (root / "include" / "cuda_runtime.h").exists()
+
+
+def find_cuda_home() -> str | None:
+    """The CUDA toolkit root: $CUDA_HOME / $CUDA_PATH, else the toolkit of the `nvcc` on PATH (symlinks resolved;
+    a wrapper script such as /usr/local/bin/nvcc is skipped, it does not sit in a toolkit), else /usr/local/cuda."""
+    for name in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(name):
+            return os.environ[name]
+    nvcc = shutil.which("nvcc")
+    candidates = [Path(nvcc).resolve().parent.parent] if nvcc else []
+    candidates.append(Path("/usr/local/cuda"))
+    return next((str(root) for root in candidates if _is_toolkit(root)), None)
+
+
+def prepare_cuda_environment() -> str | None:
+    """Export CUDA_HOME (before torch.utils.cpp_extension is imported, which reads it once) and the default arch
+    list; returns the toolkit root or None."""
+    cuda_home = find_cuda_home()
+    if cuda_home:
+        os.environ.setdefault("CUDA_HOME", cuda_home)
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCH_LIST)
+    return cuda_home

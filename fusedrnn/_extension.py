@@ -1,0 +1,129 @@
+"""The compiled operators `torch.ops.fusedrnn.*`: loading them, and their autograd.
+
+`load()` imports the ahead-of-time build `fusedrnn._C` (setup.py); when that is missing or does not load, it builds
+the same sources just in time with ninja through `torch.utils.cpp_extension.load` into torch's extension cache.
+Whatever fails, the error says what is missing (a compiler, ninja, the sources, AVX2) and the pure-Python backends
+are unaffected: only the `cpu` and `cuda` backends depend on this module.
+
+Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and device):
+    layer_forward(mode, x [T,N,I], h0 [N,P], c0 [N,H]|None, w_ih, w_hh, b_ih|None, b_hh|None, w_hr|None, reverse)
+        -> y [T,N,P], h_n [N,P], c_n [N,H] (LSTM; else empty), workspace (saved activations for the backward)
+    layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import _build
+
+_PACKAGE = Path(__file__).resolve().parent
+#: Where the C++/CUDA sources are: inside an installed package (setup.py copies them), or the source checkout.
+_SOURCE_DIRS = [_PACKAGE / "csrc", _PACKAGE.parent / "csrc"]
+_JIT_NAME = "fusedrnn_C"
+
+
+class ExtensionError(RuntimeError):
+    """The compiled operators cannot be loaded or built here; the message says what is missing."""
+
+
+def _sources() -> Path:
+    for folder in _SOURCE_DIRS:
+        if all((folder / name).exists() for name in _build.CPP_SOURCES):
+            return folder
+    raise ExtensionError(
+        "fusedrnn._C is not built and its C++ sources are not found (looked in "
+        + ", ".join(map(str, _SOURCE_DIRS))
+        + "); reinstall fusedrnn with `pip install --no-build-isolation .`"
+    )
+
+
+def _check_cpu() -> None:
+    if _build.is_x86() and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        raise ExtensionError("fusedrnn._C is compiled for AVX2 and this x86 CPU lacks it")
+
+
+def _jit_build(import_error: Exception) -> str:
+    """Build the extension with ninja into torch's extension cache; returns how it was built."""
+    folder = _sources()
+    compiler = shutil.which(torch.utils.cpp_extension.get_cxx_compiler())
+    if compiler is None:
+        raise ExtensionError(
+            f"fusedrnn._C is not built ({import_error}) and no C++ compiler "
+            f"({torch.utils.cpp_extension.get_cxx_compiler()!r}; set CXX) is on PATH to build it"
+        )
+    if not torch.utils.cpp_extension.is_ninja_available():
+        raise ExtensionError(f"fusedrnn._C is not built ({import_error}) and ninja, needed to build it, is missing")
+    from torch.utils import cpp_extension  # noqa: PLC0415 - CUDA_HOME must be exported before this import
+
+    cuda_home = _build.prepare_cuda_environment()
+    with_cuda = torch.version.cuda is not None and cuda_home is not None and not _build.env_flag(_build.SKIP_CUDA_ENV)
+    sources = [folder / name for name in _build.CPP_SOURCES + (_build.CUDA_SOURCES if with_cuda else [])]
+    defines = _build.cuda_define() if with_cuda else []
+    try:
+        cpp_extension.load(
+            name=_JIT_NAME,
+            sources=[str(s) for s in sources],
+            extra_cflags=_build.cxx_flags() + defines,
+            extra_cuda_cflags=_build.nvcc_flags() + defines,
+            with_cuda=with_cuda,
+            is_python_module=False,
+        )
+    except Exception as error:  # noqa: BLE001 - any build failure becomes one clear message
+        raise ExtensionError(f"fusedrnn._C is not built ({import_error}) and building it JIT failed: {error}") from error
+    return f"JIT build in {cpp_extension._get_build_directory(_JIT_NAME, verbose=False)}"
+
+
+@functools.cache
+def load() -> str:
+    """Make torch.ops.fusedrnn available (idempotent); returns where the operators came from. Raises ExtensionError."""
+    _check_cpu()
+    try:
+        importlib.import_module("fusedrnn._C")
+        origin = "fusedrnn._C"
+    except (ImportError, OSError) as error:
+        origin = _jit_build(error)
+    _register_autograd()
+    return origin
+
+
+def has_cuda_kernels() -> bool:
+    """Whether the loaded operators include the CUDA implementation (compiled with a CUDA toolkit)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("fusedrnn::layer_forward", "CUDA")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autograd: layer_backward is the derivative of layer_forward (first order).
+
+
+def _setup_context(ctx, inputs, output):
+    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = inputs
+    y, _, _, workspace = output
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, y, workspace)
+    ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
+    ctx.mark_non_differentiable(workspace)
+
+
+def _contiguous_or_zeros(grad, like):
+    return torch.zeros_like(like) if grad is None else grad.contiguous()
+
+
+def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
+    x, h0, c0, w_ih, w_hh, w_hr, y, workspace = ctx.saved_tensors
+    grad_y = _contiguous_or_zeros(grad_y, y)
+    grad_h_n = _contiguous_or_zeros(grad_h_n, h0)
+    grad_c_n = None if grad_c_n is None or c0 is None else grad_c_n.contiguous()
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = torch.ops.fusedrnn.layer_backward(
+        ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, ctx.has_bias
+    )
+    bias = (db_ih, db_hh) if ctx.has_bias else (None, None)
+    return None, dx, dh0, dc0 if c0 is not None else None, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None
+
+
+def _register_autograd() -> None:
+    torch.library.register_autograd("fusedrnn::layer_forward", _backward, setup_context=_setup_context)

@@ -1,0 +1,76 @@
+"""Backends `cpu` and `cuda`: the compiled extension fusedrnn._C (csrc/), one C++ time loop per layer direction with
+a GEMM per step and a fused pointwise pass (vectorized at::parallel_for on CPU, a CUDA kernel on GPUs).
+
+The ops and their autograd live in fusedrnn._extension; here they are only wrapped as LayerBackends.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _extension
+from ..registry import LayerBackend, RNNCall
+
+#: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
+DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+}
+
+#: `auto` order: torch's own kernels have preference 10. The CUDA loop is expected to beat cuDNN at small batch
+#: only once measured on a GPU; until then it ranks just below torch. On CPU it was measured faster than torch.nn
+#: (bench/native_cpu_speed.py), so it ranks above.
+PREFERENCE = {"cpu": 15, "cuda": 9}
+
+
+class NativeBackend(LayerBackend):
+    def __init__(self, device_type: str) -> None:
+        self.device_type = device_type
+        self.name = device_type
+        self.summary = (
+            "C++ time loop, BLAS GEMM + vectorized fused pointwise per step (compiled extension)"
+            if device_type == "cpu"
+            else "C++ time loop, cuBLAS GEMM + one fused pointwise CUDA kernel per step (compiled extension)"
+        )
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            _extension.load()
+        except _extension.ExtensionError as error:
+            return str(error)
+        if self.device_type == "cuda":
+            if not _extension.has_cuda_kernels():
+                return "fusedrnn._C was built without CUDA (no CUDA toolkit at build time, or FUSEDRNN_SKIP_CUDA_BUILD)"
+            if not torch.cuda.is_available():
+                return "no CUDA device"
+        return None
+
+    def unsupported_reason(self, call: RNNCall) -> str | None:
+        if call.device_type != self.device_type:
+            return f"runs {self.device_type} tensors only, got {call.device_type}"
+        if call.dtype not in DTYPES[self.device_type]:
+            names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
+            return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
+        if call.variable_lengths:
+            return "variable-length (packed) sequences are not supported yet"
+        return None
+
+    def preference(self, device_type: str) -> int:
+        return PREFERENCE[self.device_type] if device_type == self.device_type else 0
+
+    def layer(self, mode, x, hx, cx, w, reverse, lengths):
+        if lengths is not None:
+            raise NotImplementedError("fusedrnn native backends: variable-length sequences")
+        T, N, _ = x.shape
+        H = w.w_hh.shape[0] // {"LSTM": 4, "GRU": 3}.get(mode, 1)
+        h0 = x.new_zeros(N, w.w_hh.shape[1]) if hx is None else hx.contiguous()
+        c0 = None if mode != "LSTM" else (x.new_zeros(N, H) if cx is None else cx.contiguous())
+        b_ih, b_hh, w_hr = (None if t is None else t.contiguous() for t in (w.b_ih, w.b_hh, w.w_hr))
+        y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
+            mode, x.contiguous(), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh, w_hr, reverse
+        )
+        return y, h_n, (c_n if mode == "LSTM" else None)
+
+
+CPU_BACKEND = NativeBackend("cpu")
+CUDA_BACKEND = NativeBackend("cuda")
