@@ -24,12 +24,14 @@ import torch
 import torch.nn.functional as F
 import triton
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import custom_op, triton_op, wrap_triton
 
 from fusedrnn.kernels.backward import recurrence_backward_kernel
 from fusedrnn.kernels.forward import recurrence_forward_kernel
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
 
+from .backends.triton import interpreter_enabled
 from .reference import GATES
 
 #: tl.dot needs every dimension >= 16 when compiled for a GPU (the interpreter would accept less): the batch tile is
@@ -56,11 +58,35 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
+def _launch(kernel, grid: tuple[int], probe: Tensor, *args, **kwargs) -> None:
+    """Launch through `wrap_triton`, which records the kernel when torch.compile traces the op. Under Triton's
+    interpreter `wrap_triton` hands back the bare kernel, which would run on fake tensors while the op's shapes are
+    traced; there the launch is skipped: the op allocates all its outputs before launching, so the shapes are right."""
+    if is_fake(probe) and interpreter_enabled():
+        return
+    wrap_triton(kernel)[grid](*args, **kwargs)
+
+
+def _op(name: str):
+    """Register `fn` as a torch.library op: a `triton_op` (torch.compile sees and can inline the kernels), except under
+    Triton's interpreter, where `wrap_triton` cannot record a kernel, so the triton_op decomposition that AOTAutograd
+    performs would drop it; there the op is an opaque custom op whose fake kernel is the same body without launch."""
+
+    def register(fn):
+        if not interpreter_enabled():
+            return triton_op(name, fn, mutates_args=())
+        op = custom_op(name, fn, mutates_args=())
+        op.register_fake(fn)
+        return op
+
+    return register
+
+
 def _mode_name(mode: int) -> str:
     return next(name for name, value in MODE_IDS.items() if value == mode)
 
 
-@triton_op("fusedrnn::triton_recurrence_forward", mutates_args=())
+@_op("fusedrnn::triton_recurrence_forward")
 def recurrence_forward(
     x: Tensor,
     h0: Tensor | None,
@@ -97,7 +123,10 @@ def recurrence_forward(
     y = x.new_empty((T, N, H))
     saved = x.new_empty((T, N, slots * H) if save and slots else (0,))
     block_n, block_h, block_k = _tiles(H)
-    wrap_triton(recurrence_forward_kernel)[(triton.cdiv(N, block_n),)](
+    _launch(
+        recurrence_forward_kernel,
+        (triton.cdiv(N, block_n),),
+        x,
         gi,
         w_hh.contiguous(),
         b_hh if b_hh is not None else w_hh,  # never read without HAS_BIAS
@@ -126,7 +155,7 @@ def recurrence_forward(
     return y, h_n, c_n, saved, hs, cs
 
 
-@triton_op("fusedrnn::triton_recurrence_backward", mutates_args=())
+@_op("fusedrnn::triton_recurrence_backward")
 def recurrence_backward(
     grad_y: Tensor,
     grad_hn: Tensor,
@@ -155,7 +184,10 @@ def recurrence_backward(
     dgi = x.new_empty((T, N, gates * H))
     dgh = x.new_empty((T, N, gates * H)) if mode == GRU_ID else dgi
     block_n, block_h, block_k = _tiles(H)
-    wrap_triton(recurrence_backward_kernel)[(triton.cdiv(N, block_n),)](
+    _launch(
+        recurrence_backward_kernel,
+        (triton.cdiv(N, block_n),),
+        x,
         grad_y.contiguous(),
         saved if saved.numel() else hs,
         hs,
