@@ -222,7 +222,7 @@ def recurrence_backward(
         db_ih = dgi_rows.sum(0, dtype=torch.float32).to(x.dtype)
         db_hh = dgh_rows.sum(0, dtype=torch.float32).to(x.dtype)
     else:
-        db_ih = db_hh = x.new_empty((0,))
+        db_ih, db_hh = x.new_empty((0,)), x.new_empty((0,))  # two tensors: outputs may not alias
     dh0 = dh[T % 2].to(x.dtype, copy=True)
     dc0 = dc.to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh

@@ -1,0 +1,253 @@
+"""The `triton` backend against torch.nn and the reference: every output and every gradient.
+
+Without a GPU the kernels run under Triton's interpreter (conftest.py sets TRITON_INTERPRET=1 before triton is
+imported) on CPU tensors, in float32, at tiny sizes: the interpreter executes every block operation in numpy.
+Tests marked `gpu_only` repeat the grid on CUDA in float32, float16 and bfloat16, plus long sequences and H=768;
+there the low-precision error must stay within ~2x the error of the reference run in the same dtype (both measured
+against the float64 reference), since a fixed atol would hide error growth over time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import fusedrnn
+from fusedrnn import registry
+from parity import TOLERANCES, assert_all_close, forward_backward
+from test_modules import CELLS, Case, input_maker
+
+CUDA = torch.cuda.is_available()
+TRITON_REASON = registry.availability()["triton"]
+pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
+gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU runs only the interpreter grid)")
+
+#: Cells the kernels implement (LSTM projection is reported unsupported, tested below).
+KERNEL_CELLS = [cell for cell in CELLS if "proj_size" not in cell[3]]
+#: Low-precision error bound (REFERENCE §4): kernel error <= ERROR_RATIO * reference error + atol of the dtype.
+ERROR_RATIO = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    input_size: int
+    hidden_size: int
+
+
+# Each case names what it covers. 19 and 5 are no multiple of the 16-wide tiles; 70 needs two hidden tiles (tiles
+# are at most 64 wide) and batch 17 two batch tiles (16 rows each), so tile edges and several programs are covered.
+GRID = {
+    "T1_N1_H5_states": (Case(seq_len=1, batch=1, with_state=True), Sizes(3, 5)),
+    "T7_N3_H19": (Case(seq_len=7, batch=3), Sizes(4, 19)),
+    "T5_N3_H19_no_bias_states": (Case(seq_len=5, batch=3, bias=False, with_state=True), Sizes(4, 19)),
+    "T3_N17_H70_two_tiles_states": (Case(seq_len=3, batch=17, with_state=True), Sizes(6, 70)),
+    "2layers_bidir_batch_first_states": (
+        Case(seq_len=5, batch=3, num_layers=2, bidirectional=True, batch_first=True, with_state=True),
+        Sizes(4, 19),
+    ),
+    "packed_bidir_states": (Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 5)),
+    "packed_2layers": (Case(seq_len=5, batch=4, packed=True, num_layers=2), Sizes(3, 19)),
+    "eval_2layers_dropout": (Case(seq_len=4, batch=3, num_layers=2, dropout=0.5, with_state=True), Sizes(4, 19)),
+    "unbatched_states": (Case(seq_len=4, unbatched=True, with_state=True), Sizes(3, 5)),
+}
+# On the GPU the same grid plus what the interpreter is too slow for.
+GPU_GRID = {
+    **GRID,
+    "long_T1000_N16_H768": (Case(seq_len=1000, batch=16, with_state=True), Sizes(768, 768)),
+    "T64_N64_H512_bidir": (Case(seq_len=64, batch=64, bidirectional=True), Sizes(512, 512)),
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_modules(cell, case: Case, sizes: Sizes, device: str):
+    """(torch.nn module in float32, fusedrnn twin on `triton`), identical weights, both in eval mode (the modules'
+    `train` flag only gates inter-layer dropout; gradients are taken either way, which is the eval-mode backward)."""
+    _, fused_cls, torch_cls, extra = cell
+    kwargs = dict(
+        input_size=sizes.input_size,
+        hidden_size=sizes.hidden_size,
+        num_layers=case.num_layers,
+        bias=case.bias,
+        batch_first=case.batch_first,
+        dropout=case.dropout,
+        bidirectional=case.bidirectional,
+        device=device,
+        **extra,
+    )
+    torch.manual_seed(0)
+    expected = torch_cls(**kwargs).eval()
+    actual = fused_cls(**kwargs, backend="triton").eval()
+    actual.load_state_dict(expected.state_dict())
+    return actual, expected
+
+
+def cell_ids(cells):
+    return [cell[0] for cell in cells]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CPU (interpreter) and GPU, float32: against torch.nn
+
+
+@pytest.mark.parametrize("case_id", list(GRID))
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_matches_torch_fp32(cell, case_id):
+    case, sizes = GRID[case_id]
+    device = "cuda" if CUDA else "cpu"
+    if CUDA:
+        torch.backends.cudnn.allow_tf32 = False  # torch.nn on CUDA is cuDNN: keep the expected side exact fp32
+    actual, expected = make_modules(cell, case, sizes, device)
+    make_inputs = input_maker(expected, case, torch.float32, device)
+    assert_all_close(
+        forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float32
+    )
+
+
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_inference_without_saving(cell):
+    """Under no_grad the forward keeps only two state slots (ping-pong) and saves no activations."""
+    case, sizes = Case(seq_len=5, batch=3, bidirectional=True, with_state=True), Sizes(4, 19)
+    device = "cuda" if CUDA else "cpu"
+    actual, expected = make_modules(cell, case, sizes, device)
+    args, _ = input_maker(expected, case, torch.float32, device)()
+    with torch.no_grad():
+        got, want = actual(*args), expected(*args)
+    assert_all_close(
+        {str(i): t for i, t in enumerate(torch.utils._pytree.tree_leaves(got))},
+        {str(i): t for i, t in enumerate(torch.utils._pytree.tree_leaves(want))},
+        torch.float32,
+    )
+
+
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_layer_matches_reference_with_lengths(cell):
+    """The layer op directly, both directions, with per-row lengths that are not sorted (rows past their length keep
+    their state and output zeros), against fusedrnn.reference.rnn_layer."""
+    from fusedrnn import reference, triton_ops
+
+    mode = fusedrnn.GRU(1, 1).mode if cell[0] == "gru" else {"lstm": "LSTM", "rnn_tanh": "RNN_TANH",
+                                                               "rnn_relu": "RNN_RELU"}[cell[0]]  # fmt: skip
+    device = "cuda" if CUDA else "cpu"
+    T, N, I, H, G = 6, 3, 4, 19, reference.GATES[mode]
+    generator = torch.Generator().manual_seed(2)
+    tensors = [torch.randn(shape, generator=generator).to(device) * 0.5
+               for shape in [(T, N, I), (N, H), (N, H), (G * H, I), (G * H, H), (G * H,), (G * H,)]]  # fmt: skip
+    lengths = torch.tensor([4, 6, 1], device=device)
+    for reverse in (False, True):
+        results = []
+        for layer in (triton_ops.rnn_layer, reference.rnn_layer):
+            leaves = [t.clone().requires_grad_(True) for t in tensors]
+            x, h0, c0, *weights = leaves
+            kwargs = dict(reverse=reverse, lengths=lengths)
+            if layer is reference.rnn_layer:
+                kwargs["w_hr"] = None
+            y, h, c = layer(mode, x, h0, c0 if mode == "LSTM" else None, *weights, **kwargs)
+            outputs = [y, h] + ([c] if c is not None else [])
+            upstream = [torch.randn(o.shape, generator=torch.Generator().manual_seed(3)).to(o) for o in outputs]
+            torch.autograd.backward(outputs, upstream)
+            result = {f"output[{i}]": o.detach() for i, o in enumerate(outputs)}
+            result.update({f"grad[{i}]": t.grad for i, t in enumerate(leaves)})
+            results.append(result)
+        assert_all_close(*results, torch.float32)
+
+
+def test_torch_compile_fullgraph():
+    """torch.compile(fullgraph=True) traces forward and backward of a 2-layer bidirectional LSTM without a graph
+    break. On CPU (interpreter) with the aot_eager backend: the ops are opaque there; on CUDA with Inductor, which
+    sees the Triton kernels through triton_op."""
+    case, sizes = Case(seq_len=5, batch=3, num_layers=2, bidirectional=True, with_state=True), Sizes(4, 19)
+    device = "cuda" if CUDA else "cpu"
+    actual, expected = make_modules(CELLS[0], case, sizes, device)
+    torch._dynamo.reset()
+    compiled = torch.compile(actual, fullgraph=True, backend="inductor" if CUDA else "aot_eager")
+    make_inputs = input_maker(expected, case, torch.float32, device)
+    result = forward_backward(compiled, make_inputs)
+    result = {key.replace("_orig_mod.", ""): value for key, value in result.items()}
+    assert_all_close(result, forward_backward(expected, make_inputs), torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the backend declines, and when `auto` picks it
+
+
+def test_unsupported_calls_name_the_reason():
+    backend = registry.get_backend("triton")
+    base = registry.RNNCall(mode="LSTM", device_type="cuda", dtype=torch.float32, input_size=4, hidden_size=8)
+    assert backend.unsupported_reason(base) is None
+    assert "projection" in backend.unsupported_reason(dataclasses.replace(base, proj_size=3))
+    assert "float64" in backend.unsupported_reason(dataclasses.replace(base, dtype=torch.float64))
+    assert "mps" in backend.unsupported_reason(dataclasses.replace(base, device_type="mps"))
+    with pytest.raises(registry.BackendError, match="projection"):
+        fusedrnn.LSTM(4, 8, proj_size=3, backend="triton")(torch.randn(2, 1, 4))
+
+
+def test_auto_prefers_triton_on_cuda_only():
+    backend = registry.get_backend("triton")
+    assert backend.preference("cuda") > registry.get_backend("torch").preference("cuda")
+    assert backend.preference("cpu") == 0  # the interpreter must never be picked automatically
+
+
+@pytest.mark.skipif(CUDA, reason="the interpreter's dtype limit applies to CPU tensors")
+def test_interpreter_rejects_other_dtypes():
+    with pytest.raises(registry.BackendError, match="float64"):
+        fusedrnn.GRU(3, 5, backend="triton", dtype=torch.float64)(torch.randn(2, 1, 3, dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPU only: every dtype, long sequences, error bounded by the reference's own error in that dtype
+
+
+def assert_error_bounded(actual: dict, low: dict, exact: dict, dtype: torch.dtype) -> None:
+    """Every entry: |kernel - exact| <= ERROR_RATIO * |reference in dtype - exact| + atol(dtype), max norms."""
+    atol = TOLERANCES[dtype]["atol"]
+    assert actual.keys() == exact.keys()
+    for key, want in exact.items():
+        if want is None:
+            assert actual[key] is None, key
+            continue
+        kernel_error = (actual[key].double() - want.double()).abs().max().item()
+        reference_error = (low[key].double() - want.double()).abs().max().item()
+        assert kernel_error <= ERROR_RATIO * reference_error + atol, (
+            f"{key}: kernel error {kernel_error:.3g} vs reference-in-{dtype} error {reference_error:.3g}"
+        )
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype_id", list(DTYPES))
+@pytest.mark.parametrize("case_id", list(GPU_GRID))
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_gpu_error_bounded_by_reference(cell, case_id, dtype_id):
+    case, sizes = GPU_GRID[case_id]
+    dtype = DTYPES[dtype_id]
+    actual, template = make_modules(cell, case, sizes, "cuda")
+    _, fused_cls, _, extra = cell
+    kwargs = dict(input_size=sizes.input_size, hidden_size=sizes.hidden_size, num_layers=case.num_layers,
+                  bias=case.bias, batch_first=case.batch_first, dropout=case.dropout,
+                  bidirectional=case.bidirectional, device="cuda", **extra)  # fmt: skip
+    runs = {}
+    for name, run_dtype, backend in (("kernel", dtype, "triton"), ("low", dtype, "reference"),
+                                     ("exact", torch.float64, "reference")):  # fmt: skip
+        module = fused_cls(**kwargs, backend=backend).eval()
+        module.load_state_dict(template.state_dict())
+        module.to(run_dtype)
+        runs[name] = forward_backward(module, input_maker(module, case, run_dtype, "cuda"))
+    assert_error_bounded(runs["kernel"], runs["low"], runs["exact"], dtype)
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype_id", ["fp16", "bf16"])
+def test_gpu_compile_low_precision(dtype_id):
+    """Inductor with the Triton kernels in 16-bit: compiled equals eager on the same backend."""
+    dtype = DTYPES[dtype_id]
+    case, sizes = Case(seq_len=33, batch=5, num_layers=2, bidirectional=True, with_state=True), Sizes(40, 48)
+    actual, _ = make_modules(CELLS[0], case, sizes, "cuda")
+    actual.to(dtype)
+    make_inputs = input_maker(actual, case, dtype, "cuda")
+    eager = forward_backward(actual, make_inputs)
+    torch._dynamo.reset()
+    compiled = forward_backward(torch.compile(actual, fullgraph=True), make_inputs)
+    compiled = {key.replace("_orig_mod.", ""): value for key, value in compiled.items()}
+    assert_all_close(compiled, eager, dtype)
