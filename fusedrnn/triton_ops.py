@@ -53,9 +53,9 @@ def _tiles(hidden: int) -> tuple[int, int, int]:
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot input precision: fp32 follows torch's matmul setting (exact unless the user allowed TF32); the
     option is ignored for 16-bit inputs."""
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
-        return "tf32"
-    return "ieee"
+    if dtype != torch.float32:
+        return "tf32"  # Triton's default, the usual path for fp16/bf16 operands (the option only affects fp32)
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
 def _launch(kernel, grid: tuple[int], probe: Tensor, *args, **kwargs) -> None:
@@ -80,6 +80,12 @@ def _op(name: str):
         return op
 
     return register
+
+
+def _placeholder(like: Tensor) -> Tensor:
+    """A distinct tensor for a pointer argument the kernel never touches in this specialisation (passing another
+    argument instead would alias two kernel arguments, which torch.compile's functionalisation must not see)."""
+    return like.new_empty((1,))
 
 
 def _mode_name(mode: int) -> str:
@@ -129,12 +135,12 @@ def recurrence_forward(
         x,
         gi,
         w_hh.contiguous(),
-        b_hh if b_hh is not None else w_hh,  # never read without HAS_BIAS
-        lengths if lengths is not None else hs,  # never read without HAS_LENGTHS
+        b_hh if b_hh is not None else _placeholder(x),  # never read without HAS_BIAS
+        lengths if lengths is not None else _placeholder(x),  # never read without HAS_LENGTHS
         hs,
-        cs if is_lstm else hs,  # never touched unless LSTM
+        cs if is_lstm else _placeholder(x),  # never touched unless LSTM
         y,
-        saved if save and slots else hs,  # never touched unless SAVE and SLOTS
+        saved if save and slots else _placeholder(x),  # never touched unless SAVE and SLOTS
         T,
         N,
         H,
@@ -180,20 +186,20 @@ def recurrence_backward(
     if is_lstm:
         dc = grad_cn.to(torch.float32, copy=True) if grad_cn is not None else x.new_zeros((N, H), dtype=torch.float32)
     else:
-        dc = dh  # never touched
+        dc = _placeholder(x)  # never touched
     dgi = x.new_empty((T, N, gates * H))
-    dgh = x.new_empty((T, N, gates * H)) if mode == GRU_ID else dgi
+    dgh = x.new_empty((T, N, gates * H)) if mode == GRU_ID else _placeholder(x)  # phase B reads dgi then
     block_n, block_h, block_k = _tiles(H)
     _launch(
         recurrence_backward_kernel,
         (triton.cdiv(N, block_n),),
         x,
         grad_y.contiguous(),
-        saved if saved.numel() else hs,
+        saved if saved.numel() else _placeholder(x),
         hs,
-        cs if is_lstm else hs,
+        cs if is_lstm else _placeholder(x),
         w_hh.contiguous(),
-        lengths if lengths is not None else hs,
+        lengths if lengths is not None else _placeholder(x),
         dh,
         dc,
         dgi,
@@ -213,7 +219,7 @@ def recurrence_backward(
     )
     # Everything else is a few large matmuls over all T*N rows.
     dgi_rows = dgi.view(T * N, gates * H)
-    dgh_rows = dgh.view(T * N, gates * H)
+    dgh_rows = dgh.view(T * N, gates * H) if mode == GRU_ID else dgi_rows
     h_prev = hs[1 : T + 1] if reverse else hs[:T]  # the state before each step t, in time order
     dx = (dgi_rows @ w_ih).view(T, N, I)
     dw_ih = dgi_rows.t() @ x.reshape(T * N, I)
