@@ -1,0 +1,183 @@
+"""`fusedrnn-bench` (also `python -m fusedrnn.bench`): speed, memory and correctness of every backend vs torch.nn.
+
+Exit status: 0 when every row that ran matched torch.nn, 1 when some row's outputs or gradients did not (the table
+shows which), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import environment, report, timing
+from .configs import CELLS, DEFAULT_PRESET, DTYPES, MODES, PRESETS, build_configs, validate_shape
+from .rows import BASELINE, COMPILE_ROW, all_rows
+from .runners import MISMATCH, run_config
+
+#: (warm-up, timed repetitions) per device type: a GPU step is cheap and noisy, a CPU step is slow and steadier.
+DEFAULT_REPEATS = {"cpu": (2, 10), "cuda": (10, 30)}
+WIDE_OUTPUT = 150
+SHAPE_FLAGS = ("seq_len", "batch", "input_size", "hidden_size", "layers", "proj_size")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    presets = "; ".join(f"{name}: {p.summary}" for name, p in PRESETS.items())
+    parser = argparse.ArgumentParser(
+        prog="fusedrnn-bench",
+        description="Benchmark every available fusedrnn backend against torch.nn (cuDNN on GPU, ATen on CPU): "
+        "outputs and gradients are checked against torch.nn on the same weights before timing.",
+        epilog="Exit status: 0 all rows matched torch.nn, 1 some row mismatched, 2 usage error.",
+    )
+    shape = parser.add_argument_group("what to run")
+    shape.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=f"shapes and cells ({presets})")
+    shape.add_argument("--cell", nargs="+", choices=[*CELLS, "all"], help="cells (default: the preset's)")
+    shape.add_argument("--seq-len", type=_positive, help="time steps T (overrides the preset)")
+    shape.add_argument("--batch", type=_positive, help="batch size N")
+    shape.add_argument("--input-size", type=_positive, help="input features I")
+    shape.add_argument("--hidden-size", type=_positive, help="hidden size H")
+    shape.add_argument("--layers", type=_positive, help="stacked layers")
+    shape.add_argument("--bidirectional", action="store_true", default=None, help="two directions")
+    shape.add_argument("--proj-size", type=_non_negative, help="LSTM projection size (0 = none)")
+    shape.add_argument("--dtype", choices=DTYPES, default="float32")
+    shape.add_argument("--mode", choices=[*MODES, "both"], default="both", help="no-grad forward, fwd+bwd, or both")
+    shape.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present")
+    shape.add_argument("--backends", help="comma-separated rows to run (see --list); torch.nn always runs")
+    shape.add_argument("--compile", action="store_true", help=f"include the {COMPILE_ROW} row (slow to compile)")
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument("--warmup", type=_non_negative, help="untimed runs per row (default: cpu 2, cuda 10)")
+    measure.add_argument("--repeat", type=_positive, help="timed runs per row (default: cpu 10, cuda 30)")
+    measure.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    measure.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", type=Path, metavar="PATH", help="write every result, config and version here")
+    output.add_argument("--csv", type=Path, metavar="PATH", help="the same, one line per (config, row)")
+    output.add_argument("--markdown", type=Path, metavar="PATH", help="the table as markdown")
+    output.add_argument("--plot", type=Path, metavar="PATH", help="PNG: time vs batch/hidden, speedup bars")
+    output.add_argument("--list", action="store_true", help="list the rows and their availability, then exit")
+    return parser
+
+
+def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def select_rows(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """(rows to run, skipped rows with the reason), from --backends / --compile and what this machine has."""
+    wanted = None if args.backends is None else [n.strip() for n in args.backends.split(",") if n.strip()]
+    include_compile = args.compile or (wanted is not None and COMPILE_ROW in wanted)
+    rows = all_rows(include_compile)
+    if wanted is not None:
+        unknown = sorted(set(wanted) - {row.name for row in rows})
+        if unknown:
+            parser.error(f"--backends: unknown row(s) {', '.join(unknown)}; known: {', '.join(r.name for r in rows)}")
+        rows = [row for row in rows if row.name == BASELINE or row.name in wanted]
+    skipped = [{"row": row.name, "reason": row.unavailable} for row in rows if row.unavailable]
+    return [row for row in rows if not row.unavailable], skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=WIDE_OUTPUT)  # piped or captured: don't squeeze the table into 80 columns
+    if args.list:
+        for row in all_rows(include_compile=True):
+            state = "available" if row.unavailable is None else f"unavailable: {row.unavailable}"
+            console.print(f"{row.name:22} {row.summary} [dim]({state})[/]")
+        return 0
+    device = resolve_device(parser, args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
+    modes = list(MODES) if args.mode == "both" else [args.mode]
+    overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}
+    configs = build_configs(args.preset, cells, modes, args.dtype, overrides)
+    for config in configs:
+        problem = validate_shape(config.shape, config.cell)
+        if problem:
+            parser.error(problem)
+    rows, skipped = select_rows(parser, args)
+    warmup, repeat = DEFAULT_REPEATS[device.type]
+    warmup = warmup if args.warmup is None else args.warmup
+    repeat = repeat if args.repeat is None else args.repeat
+
+    env = environment.describe(device)
+    settings = {
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["fusedrnn-bench", *(sys.argv[1:] if argv is None else argv)]),
+        "preset": args.preset,
+        "device": device.type,
+        "dtype": args.dtype,
+        "modes": modes,
+        "warmup": warmup,
+        "repeat": repeat,
+        "seed": args.seed,
+        "rows": [row.name for row in rows],
+        "timer": "cuda events" if device.type == "cuda" else "time.perf_counter",
+        "memory_method": timing.memory_method(device),
+        "tolerances": "fusedrnn.bench.check.TOLERANCES (rtol, atol per dtype)",
+    }
+    results = []
+    progress_columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*progress_columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("benchmark", total=len(configs) * len(rows))
+        for config in configs:
+
+            def advance(row: str, config=config) -> None:
+                progress.update(task, description=f"{config.label()} · {row}", advance=1)
+
+            results += run_config(config, rows, device, warmup, repeat, args.seed, advance)
+
+    report.print_table(results, env, settings, skipped, console)
+    doc = report.document(results, env, settings, skipped)
+    if args.json:
+        report.write_json(args.json, doc)
+    if args.csv:
+        report.write_csv(args.csv, doc)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(report.markdown_table(results, env, settings))
+    if args.plot:
+        from .plot import plot
+
+        plot(doc, args.plot)
+    for path in (args.json, args.csv, args.markdown, args.plot):
+        if path:
+            console.print(f"wrote {path}")
+    return 1 if any(result.status == MISMATCH for result in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""What a benchmark run measures: cells, shapes, dtypes and modes, from presets or from flags.
+
+A `BenchConfig` is one measured point (one cell, one shape, one dtype, one mode); every row (backend) of the table is
+run on every config. Presets give the shapes; flags given on the command line override the matching field of every
+shape of the preset (so `--preset sweep --seq-len 20` sweeps with T=20).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+
+#: Command-line cell name -> torch.nn mode string (fusedrnn.registry.RNNCall.mode).
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MODES = ("inference", "training")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """Sizes of one layer stack: x [seq_len, batch, input_size], hidden [layers*D, batch, proj_size or hidden]."""
+
+    seq_len: int
+    batch: int
+    input_size: int
+    hidden_size: int
+    layers: int = 1
+    bidirectional: bool = False
+    proj_size: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    shapes: tuple[Shape, ...]
+    cells: tuple[str, ...]
+    summary: str
+
+
+def _grid(batches: tuple[int, ...], hiddens: tuple[int, ...], seq_len: int) -> tuple[Shape, ...]:
+    return tuple(Shape(seq_len, n, h, h) for h, n in itertools.product(hiddens, batches))
+
+
+#: The shapes of the published comparisons (REFERENCE.md §3) plus a quick default and a sweep.
+PRESETS = {
+    # Small enough that the default run (2 cells x 2 modes x every row) finishes in well under a minute on 2 CPU cores.
+    "quick": Preset((Shape(50, 16, 128, 128),), ("lstm", "gru"), "T=50 N=16 I=H=128: the quick default"),
+    "fastrnns": Preset((Shape(100, 64, 512, 512),), ("lstm",), "T=100 N=64 I=H=512: PyTorch's own RNN benchmark"),
+    "flashrnn": Preset((Shape(1024, 16, 768, 768),), ("lstm",), "T=1024 N=16 I=H=768: FlashRNN's comparison"),
+    "latency": Preset((Shape(1000, 1, 256, 256),), ("lstm", "gru"), "T=1000 N=1 I=H=256: batch-1 latency"),
+    "sweep": Preset(_grid((1, 4, 16, 64), (128, 256, 512), 100), ("lstm",), "T=100, N in 1..64 x H in 128..512"),
+}
+DEFAULT_PRESET = "quick"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One measured point: a cell on a shape in a dtype, run for inference or for a training step."""
+
+    cell: str  # a key of CELLS
+    shape: Shape
+    dtype: str  # a key of DTYPES
+    mode: str  # "inference" | "training"
+
+    @property
+    def torch_mode(self) -> str:
+        return CELLS[self.cell]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def training(self) -> bool:
+        return self.mode == "training"
+
+    def label(self) -> str:
+        """Short human-readable description, e.g. 'lstm T=50 N=16 I=128 H=128 float32 training'."""
+        s = self.shape
+        parts = [self.cell, f"T={s.seq_len}", f"N={s.batch}", f"I={s.input_size}", f"H={s.hidden_size}"]
+        if s.layers > 1:
+            parts.append(f"L={s.layers}")
+        if s.bidirectional:
+            parts.append("bidir")
+        if s.proj_size:
+            parts.append(f"P={s.proj_size}")
+        return " ".join([*parts, self.dtype, self.mode])
+
+    def as_dict(self) -> dict:
+        return {"cell": self.cell, **dataclasses.asdict(self.shape), "dtype": self.dtype, "mode": self.mode}
+
+
+def build_configs(
+    preset: str, cells: list[str] | None, modes: list[str], dtype: str, overrides: dict[str, object]
+) -> list[BenchConfig]:
+    """Every (cell, shape, mode) of the preset, with `overrides` (Shape field -> value, None = keep) applied."""
+    chosen = PRESETS[preset]
+    changes = {field: value for field, value in overrides.items() if value is not None}
+    shapes = list(dict.fromkeys(dataclasses.replace(shape, **changes) for shape in chosen.shapes))
+    return [
+        BenchConfig(cell, shape, dtype, mode)
+        for cell in (cells or chosen.cells)
+        for shape in shapes
+        for mode in modes
+    ]
+
+
+def validate_shape(shape: Shape, cell: str) -> str | None:
+    """None if torch.nn accepts this shape for `cell`, else the reason (used to give a usage error up front)."""
+    for field in ("seq_len", "batch", "input_size", "hidden_size", "layers"):
+        if getattr(shape, field) < 1:
+            return f"--{field.replace('_', '-')} must be >= 1, got {getattr(shape, field)}"
+    if shape.proj_size < 0:
+        return f"--proj-size must be >= 0, got {shape.proj_size}"
+    if shape.proj_size and cell != "lstm":
+        return f"--proj-size is only supported for lstm, not {cell}"
+    if shape.proj_size >= shape.hidden_size:
+        return f"--proj-size ({shape.proj_size}) must be smaller than --hidden-size ({shape.hidden_size})"
+    return None

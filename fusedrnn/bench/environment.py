@@ -1,0 +1,86 @@
+"""What a result was measured on: device, library versions, backend availability (recorded in --json / --csv)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .. import __version__, registry
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is often just the architecture)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def device_slug(device: torch.device) -> str:
+    """A file-name-safe device tag for results folders, e.g. 'cpu-intel-xeon-processor-2c' or 'cuda-nvidia-h100'."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{cpu_name()} {os.cpu_count()}c"
+    name = re.sub(r"\((r|tm)\)", "", name.lower())
+    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def describe(device: torch.device) -> dict:
+    """Everything needed to reproduce or compare a run."""
+    cuda = device.type == "cuda"
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "device_slug": device_slug(device),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "gpu_capability": list(torch.cuda.get_device_capability(device)) if cuda else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "fusedrnn": __version__,
+        "git_commit": _git_commit(),
+        "backends": registry.availability(),
+    }

@@ -1,0 +1,75 @@
+"""Optional rows for other RNN kernel libraries (imported only when their row runs).
+
+Neither library installs on this project's CPU machine (both need CUDA), so these adapters are unverified: the
+weight mappings follow the libraries' documented layouts, and the correctness gate (outputs and input gradients
+against torch.nn; their parameters have other names, so parameter gradients are not compared) shows in the table
+whether a mapping is right. Configurations a library does not support raise `Unsupported` and show as such.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .configs import BenchConfig
+
+
+class Unsupported(Exception):
+    """This row cannot run this configuration; the message says why (shown in the table, not an error)."""
+
+
+def _single_layer_only(config: BenchConfig, library: str, modes: tuple[str, ...]) -> None:
+    s = config.shape
+    if config.torch_mode not in modes or s.layers != 1 or s.bidirectional or s.proj_size:
+        raise Unsupported(f"{library} adapter runs one unidirectional layer of {'/'.join(modes)} without projection")
+    if library == "haste" and config.dtype != "float32":
+        raise Unsupported("haste runs float32 only")
+
+
+def haste_runnable(config: BenchConfig, baseline: nn.Module):
+    """haste_pytorch.LSTM/GRU loaded with the baseline's weights through haste's own `from_native_weights`."""
+    import haste_pytorch as haste
+
+    from .rows import Runnable
+
+    _single_layer_only(config, "haste", ("LSTM", "GRU"))
+    s = config.shape
+    cls = haste.LSTM if config.torch_mode == "LSTM" else haste.GRU
+    module = cls(s.input_size, s.hidden_size).to(baseline.weight_ih_l0.device)
+    module.from_native_weights(baseline.weight_ih_l0, baseline.weight_hh_l0, baseline.bias_ih_l0, baseline.bias_hh_l0)
+    module.train(config.training)
+
+    def forward(x, h0, c0):
+        y, state = module(x, h0 if c0 is None else (h0, c0))  # haste's states are [1, N, H], as torch's here
+        return [y, *state] if isinstance(state, tuple) else [y, state]
+
+    return Runnable(forward, {})
+
+
+def flashrnn_runnable(config: BenchConfig, baseline: nn.Module):
+    """FlashRNN's `flashrnn(Wx, R, b, states, function="lstm")` with one head of size H.
+
+    FlashRNN takes the input projection precomputed (Wx [N, T, G, heads, D]), the recurrent weights per gate
+    (R [G, heads, D_in, D_out]) and one bias (b [G, heads, D]); its LSTM gate order i, f, z, o is torch's i, f, g, o.
+    """
+    import torch
+    import torch.nn.functional as F
+    from flashrnn import flashrnn
+
+    from .rows import Runnable
+
+    _single_layer_only(config, "flashrnn", ("LSTM",))
+    H = config.shape.hidden_size
+    gates = 4
+    w_ih, w_hh, b_ih, b_hh = baseline.weight_ih_l0, baseline.weight_hh_l0, baseline.bias_ih_l0, baseline.bias_hh_l0
+    recurrent = w_hh.detach().view(gates, H, H).transpose(1, 2).unsqueeze(1).contiguous()  # [G, 1, D_in, D_out]
+    bias = (b_ih + b_hh).detach().view(gates, 1, H)
+
+    def forward(x, h0, c0):
+        T, N, _ = x.shape
+        wx = F.linear(x, w_ih).transpose(0, 1).reshape(N, T, gates, 1, H)
+        states = torch.stack([h0[0], c0[0]]).view(2, N, 1, 1, H)
+        h, last = flashrnn(wx, recurrent, bias, states=states, function="lstm", dtype=config.dtype)
+        y = h[0].reshape(N, T, H).transpose(0, 1)
+        return [y, last[0].reshape(1, N, H), last[1].reshape(1, N, H)]
+
+    return Runnable(forward, {})

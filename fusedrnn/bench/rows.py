@@ -1,0 +1,115 @@
+"""The rows of the table: which implementations are benchmarked, and how each is built on the baseline's weights.
+
+Every row turns the torch.nn baseline module (which owns the shared, seeded weights) into a `Runnable`: a callable
+`(x, h0, c0) -> [y, h_n, c_n?]` plus the parameters whose gradients are compared with the baseline's by name.
+fusedrnn backends are picked up generically from the registry, so a backend registered later appears by itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .. import modules, registry
+from . import peers
+from .configs import BenchConfig
+
+BASELINE = "torch.nn"
+COMPILE_ROW = "compile:reference"
+FUSED_PREFIX = "fusedrnn:"
+
+
+@dataclasses.dataclass
+class Runnable:
+    """forward(x [T,N,I], h0 [L*D,N,P], c0 [L*D,N,H] or None) -> [y, h_n] (+ [c_n] for LSTM); params by torch name."""
+
+    forward: Callable[[Tensor, Tensor, Tensor | None], list[Tensor]]
+    params: dict[str, Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+    name: str
+    summary: str
+    build: Callable[[BenchConfig, nn.Module], Runnable]
+    unavailable: str | None = None  # why this row cannot run on this machine at all (shown as a note)
+
+
+def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.Module:
+    """The plain torch.nn module (cuDNN on GPU, ATen on CPU) whose seeded weights every row copies."""
+    s = config.shape
+    kwargs = dict(num_layers=s.layers, bidirectional=s.bidirectional, device=device, dtype=config.torch_dtype)
+    torch.manual_seed(seed)
+    if config.torch_mode == "LSTM":
+        return nn.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
+    if config.torch_mode == "GRU":
+        return nn.GRU(s.input_size, s.hidden_size, **kwargs)
+    return nn.RNN(s.input_size, s.hidden_size, nonlinearity=config.cell.removeprefix("rnn_"), **kwargs)
+
+
+def module_runnable(module: nn.Module) -> Runnable:
+    """Wrap a torch.nn-compatible module (torch.nn, fusedrnn, or a compiled one) as a Runnable."""
+
+    def forward(x, h0, c0):
+        y, hidden = module(x, h0 if c0 is None else (h0, c0))
+        return [y, *hidden] if isinstance(hidden, tuple) else [y, hidden]
+
+    params = dict(module.named_parameters())
+    return Runnable(forward, params)
+
+
+def fused_twin(config: BenchConfig, baseline: nn.Module, backend: str) -> nn.Module:
+    """A fusedrnn module with the baseline's configuration and weights, running on `backend`."""
+    s = config.shape
+    kwargs = dict(num_layers=s.layers, bidirectional=s.bidirectional, backend=backend)
+    weight = baseline.weight_ih_l0
+    kwargs.update(device=weight.device, dtype=weight.dtype)
+    if config.torch_mode == "LSTM":
+        module = modules.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
+    elif config.torch_mode == "GRU":
+        module = modules.GRU(s.input_size, s.hidden_size, **kwargs)
+    else:
+        module = modules.RNN(s.input_size, s.hidden_size, nonlinearity=config.cell.removeprefix("rnn_"), **kwargs)
+    module.load_state_dict(baseline.state_dict())
+    return module.train(config.training)
+
+
+def _fused_row(name: str, unavailable: str | None) -> RowSpec:
+    backend = registry.get_backend(name) if unavailable is None else None
+    summary = getattr(backend, "summary", "") or f"fusedrnn backend {name!r}"
+    return RowSpec(
+        FUSED_PREFIX + name,
+        summary,
+        lambda config, baseline: module_runnable(fused_twin(config, baseline, name)),
+        unavailable,
+    )
+
+
+def _compiled_reference(config: BenchConfig, baseline: nn.Module) -> Runnable:
+    # dynamic=False: the benchmark reuses one shape, and a static graph is what a user of a fixed shape would get.
+    module = fused_twin(config, baseline, "reference")
+    runnable = module_runnable(module)
+    compiled = torch.compile(module, dynamic=False)
+    return Runnable(module_runnable(compiled).forward, runnable.params)
+
+
+def _peer_row(name: str, package: str, summary: str, build) -> RowSpec:
+    missing = None if importlib.util.find_spec(package) is not None else f"{package} is not installed"
+    return RowSpec(name, summary, build, missing)
+
+
+def all_rows(include_compile: bool) -> list[RowSpec]:
+    """Every row this machine knows of, available or not, in table order: the baseline first."""
+    rows = [RowSpec(BASELINE, "plain torch.nn module: cuDNN on GPU, ATen/oneDNN on CPU", lambda c, b: module_runnable(b))]
+    rows += [_fused_row(name, reason) for name, reason in registry.availability().items()]
+    compile_note = None if include_compile else (
+        "not requested (--compile): Dynamo unrolls all T steps, compiling took ~90 s at T=50 on a 2-core CPU"
+    )
+    rows.append(RowSpec(COMPILE_ROW, "torch.compile of the reference loop", _compiled_reference, compile_note))
+    rows.append(_peer_row("flashrnn", "flashrnn", "FlashRNN (NX-AI), fused CUDA kernels", peers.flashrnn_runnable))
+    rows.append(_peer_row("haste", "haste_pytorch", "haste (LMNT), CUDA kernels", peers.haste_runnable))
+    return rows

@@ -1,0 +1,150 @@
+"""Timers and memory probes: CUDA events on a GPU, the wall clock on CPU; CUDA allocator peak or process RSS peak."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity
+
+#: Linux lets a process reset its own peak RSS (VmHWM) by writing "5" to /proc/self/clear_refs (since Linux 4.0).
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
+
+CUDA_MEMORY_METHOD = "cuda allocator: torch.cuda.max_memory_allocated during one step, minus what was allocated before"
+CPU_MEMORY_METHOD = (
+    "cpu: peak of the bytes torch's CPU allocator holds during one step beyond those held before (profiler memory "
+    "events; memory a backend mallocs itself is not seen); the JSON also records the process RSS growth (VmHWM)"
+)
+
+
+@dataclasses.dataclass
+class Timing:
+    """Per-repetition times of one step, in milliseconds."""
+
+    times_ms: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def min(self) -> float:
+        return min(self.times_ms)
+
+    @property
+    def max(self) -> float:
+        return max(self.times_ms)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_once(step: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds of one run. On a GPU, CUDA events on the stream (launch overhead that overlaps GPU work is
+    not counted twice); on CPU the wall clock."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    start_s = time.perf_counter()
+    step()
+    return (time.perf_counter() - start_s) * 1e3
+
+
+def measure_interleaved(
+    steps: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeat: int
+) -> dict[str, Timing | Exception]:
+    """Warm every step up, then time repetition r of every step before repetition r+1 of any.
+
+    A step that raises is dropped from the rotation and reported as its exception instead of a Timing.
+    """
+    outcome: dict[str, Timing | Exception] = {name: Timing([]) for name in steps}
+    active = dict(steps)
+    for phase in ("warmup", "timed"):
+        for _ in range(warmup if phase == "warmup" else repeat):
+            for name, step in list(active.items()):
+                try:
+                    if phase == "warmup":
+                        step()
+                        synchronize(device)
+                    else:
+                        outcome[name].times_ms.append(_time_once(step, device))
+                except Exception as error:  # noqa: BLE001 - the caller reports it in the row
+                    outcome[name] = error
+                    del active[name]
+    return outcome
+
+
+def memory_method(device: torch.device) -> str:
+    return CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD
+
+
+@contextlib.contextmanager
+def _quiet_fd2():
+    """Silence file descriptor 2 (the profiler's C++ side logs start/stop lines there, not through Python)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory(step: Callable[[], object], device: torch.device) -> int:
+    """Extra bytes one run of `step` allocates at its peak, beyond what was allocated before (see memory_method)."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - before)
+    with _quiet_fd2(), torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profile:
+        step()
+    # Each "[memory]" event is one allocation (+bytes) or free (-bytes); their running sum in time order peaks at
+    # the step's largest simultaneous footprint.
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in profile.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def _status_kib(field: str) -> int:
+    with open(_STATUS) as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_growth(step: Callable[[], object]) -> int | None:
+    """How far the process peak RSS rises above the RSS before one run of `step` (Linux only, else None).
+
+    A lower bound: memory the allocator freed earlier and reuses does not show up as growth."""
+    try:
+        with open(_CLEAR_REFS, "w") as clear_refs:
+            clear_refs.write("5")
+        before = _status_kib("VmRSS")
+        step()
+        return max(0, _status_kib("VmHWM") - before) * 1024
+    except (OSError, KeyError, ValueError):
+        return None  # not Linux, or /proc not writable: unknown rather than a wrong number
