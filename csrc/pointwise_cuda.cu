@@ -1,8 +1,10 @@
 // CUDA pointwise pass: one thread per (batch row, hidden unit), all gates of that unit, fp32 (fp64) arithmetic on
 // fp16/bf16/fp32 (fp64) storage, launched on the current stream. The math is cell_math.h's, through step.h's body.
+// Only c10 CUDA headers: ATen/cuda/CUDAContext.h would pull in cuBLAS/cuSPARSE headers this file does not need
+// (and that a minimal toolkit lacks).
 #include <ATen/AccumulateType.h>
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 
 #include "pointwise.h"
@@ -43,7 +45,7 @@ void launch(const Step& s, c10::ScalarType dtype) {
   const int64_t elements = s.N * s.H;
   const auto blocks = static_cast<unsigned>((elements + kThreads - 1) / kThreads);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fusedrnn_step_cuda", [&] {
-    step_kernel<scalar_t, Step, kForward><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(s);
+    step_kernel<scalar_t, Step, kForward><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(s);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -1,0 +1,82 @@
+"""CPU speed of the `cpu` backend (fusedrnn._C) against torch.nn, one layer, fp32: inference and forward+backward.
+
+    python bench/native_cpu_speed.py [--repeats 5] [--csv out.csv]
+
+Prints a markdown table of median wall times (ms) and the speed-up torch.nn time / fusedrnn time. Interleaves the
+two implementations so that load from other processes on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+
+import torch
+from torch import nn
+
+import fusedrnn
+
+#: (T, N, I, H): PyTorch's own RNN benchmark shape, then small batches where a step is latency-bound.
+SHAPES = [(100, 64, 512, 512), (100, 4, 512, 512), (100, 1, 512, 512), (100, 1, 256, 256), (100, 4, 256, 256)]
+CELLS = {"LSTM": (nn.LSTM, fusedrnn.LSTM), "GRU": (nn.GRU, fusedrnn.GRU), "RNN": (nn.RNN, fusedrnn.RNN)}
+WARMUP = 2
+
+
+def run_once(module: nn.Module, x: torch.Tensor, train: bool) -> float:
+    start = time.perf_counter()
+    if train:
+        y, _ = module(x)
+        y.backward(torch.ones_like(y))
+    else:
+        with torch.inference_mode():
+            module(x)
+    return time.perf_counter() - start
+
+
+def measure(cell: str, shape, train: bool, repeats: int) -> tuple[float, float]:
+    T, N, I, H = shape
+    torch_cls, fused_cls = CELLS[cell]
+    torch.manual_seed(0)
+    reference = torch_cls(I, H)
+    fused = fused_cls(I, H, backend="cpu")
+    fused.load_state_dict(reference.state_dict())
+    x = torch.randn(T, N, I, requires_grad=train)
+    times: dict[str, list[float]] = {"torch": [], "fused": []}
+    for i in range(WARMUP + repeats):
+        for name, module in (("torch", reference), ("fused", fused)):
+            elapsed = run_once(module, x, train)
+            if i >= WARMUP:
+                times[name].append(elapsed)
+    return statistics.median(times["torch"]) * 1e3, statistics.median(times["fused"]) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--cells", default=",".join(CELLS))
+    args = parser.parse_args()
+    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
+    print("| cell | T | N | I | H | mode | torch.nn ms | fusedrnn cpu ms | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for cell in args.cells.split(","):
+        for shape in SHAPES:
+            for train in (False, True):
+                torch_ms, fused_ms = measure(cell, shape, train, args.repeats)
+                mode = "fwd+bwd" if train else "inference"
+                rows.append(dict(cell=cell, T=shape[0], N=shape[1], I=shape[2], H=shape[3], mode=mode,
+                                 torch_ms=round(torch_ms, 3), fused_ms=round(fused_ms, 3)))  # fmt: skip
+                print(f"| {cell} | {' | '.join(map(str, shape))} | {mode} | {torch_ms:.2f} | {fused_ms:.2f} | "
+                      f"{torch_ms / fused_ms:.2f}x |", flush=True)  # fmt: skip
+    if args.csv:
+        with open(args.csv, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Backends `cpu` and `cuda` (the compiled extension fusedrnn._C) against torch.nn and the reference.
+
+Module-level parity reuses test_modules' grid (every cell, every option); the ops themselves get
+torch.library.opcheck, gradcheck in float64, and bad-input checks. CUDA variants skip without a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn import _extension
+from fusedrnn.reference import GATES
+from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
+from test_modules import CASES, CELLS, check_case
+
+ops = torch.ops.fusedrnn
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+#: Module cases the native backends serve: all of test_modules' grid except variable lengths (packed sequences).
+NATIVE_CASES = {name: case for name, case in CASES.items() if not case.packed}
+#: A short list for the slower low-precision and float32 runs.
+FLOAT32_CASES = {name: CASES[name] for name in ("T7_N3", "no_bias", "3layers_bidir", "batch_first")}
+#: Hidden size larger than the CPU vector width and not a multiple of it (covers partial lanes), odd batch.
+WIDE_SEQ_LEN, WIDE_BATCH, WIDE_INPUT, WIDE_HIDDEN = 9, 5, 13, 37
+
+GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension():
+    """The extension must load here (CI builds it); a missing build is a failure with its reason, not a skip."""
+    return _extension.load()
+
+
+def test_backends_available_on_this_machine():
+    assert "cpu" in fusedrnn.available_backends()
+    assert _extension.has_cuda_kernels() == (fusedrnn.registry.availability()["cuda"] != (
+        "fusedrnn._C was built without CUDA (no CUDA toolkit at build time, or FUSEDRNN_SKIP_CUDA_BUILD)"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Through the modules, against torch.nn
+
+
+@pytest.mark.parametrize("case", NATIVE_CASES.values(), ids=NATIVE_CASES.keys())
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_matches_torch_nn_float64(cell, case):
+    check_case(cell, case, "cpu")
+
+
+@pytest.mark.parametrize("case", FLOAT32_CASES.values(), ids=FLOAT32_CASES.keys())
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_matches_torch_nn_float32(cell, case):
+    check_case(cell, case, "cpu", dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_wide_hidden_partial_vector_lanes(cell, dtype):
+    """H = 37 is several CPU vectors plus a partial one (8 floats / 4 doubles per AVX2 vector)."""
+    _, fused_cls, torch_cls, extra = cell
+    sizes = dict(input_size=WIDE_INPUT, hidden_size=WIDE_HIDDEN, num_layers=2, bidirectional=True, dtype=dtype)
+    torch.manual_seed(0)
+    expected = torch_cls(**sizes, **extra).eval()
+    actual = twin(expected, fused_cls, "cpu", **sizes, **extra)
+    x = torch.randn(WIDE_SEQ_LEN, WIDE_BATCH, WIDE_INPUT, dtype=dtype)
+
+    def make_inputs():
+        x_leaf = leaf(x)
+        return (x_leaf,), {"input": x_leaf}
+
+    assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), dtype)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=str)
+@pytest.mark.parametrize("case", FLOAT32_CASES.values(), ids=FLOAT32_CASES.keys())
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cuda_matches_torch_nn(cell, case, dtype):
+    check_case(cell, case, "cuda", dtype=dtype, device="cuda")
+
+
+@needs_gpu
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cuda_matches_torch_nn_float64(cell):
+    check_case(cell, CASES["3layers_bidir"], "cuda", device="cuda")
+
+
+def test_packed_sequences_are_refused_with_a_reason():
+    lstm = fusedrnn.LSTM(3, 4, backend="cpu")
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
+    with pytest.raises(fusedrnn.BackendError, match="variable-length"):
+        lstm(packed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cpu_backend_refuses_half_precision_with_a_reason(dtype):
+    with pytest.raises(fusedrnn.BackendError, match="not supported on cpu"):
+        fusedrnn.GRU(3, 4, backend="cpu", dtype=dtype)(torch.randn(2, 1, 3, dtype=dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ops directly
+
+#: (id, mode, projection, bias, reverse)
+OP_CONFIGS = [
+    ("lstm", "LSTM", False, True, False),
+    ("lstm_proj_reverse", "LSTM", True, True, True),
+    ("lstm_no_bias", "LSTM", False, False, False),
+    ("gru", "GRU", False, True, False),
+    ("gru_no_bias_reverse", "GRU", False, False, True),
+    ("rnn_tanh", "RNN_TANH", False, True, True),
+    ("rnn_relu", "RNN_RELU", False, True, False),
+]
+T, N, I, H, P = 4, 3, 5, 6, 4
+
+
+def op_inputs(mode, projection, bias, dtype=torch.float64, device="cpu", requires_grad=False):
+    """Arguments of layer_forward with random values (seeded)."""
+    generator = torch.Generator().manual_seed(0)
+    G, out = GATES[mode], P if projection else H
+
+    def randn(*shape):
+        t = torch.randn(*shape, generator=generator, dtype=torch.float64).to(device, dtype) * 0.5
+        return t.requires_grad_(requires_grad)
+
+    return [
+        mode,
+        randn(T, N, I),
+        randn(N, out),
+        randn(N, H) if mode == "LSTM" else None,
+        randn(G * H, I),
+        randn(G * H, out),
+        randn(G * H) if bias else None,
+        randn(G * H) if bias else None,
+        randn(out, H) if projection else None,
+    ]
+
+
+def backward_inputs(mode, projection, bias, reverse):
+    args = op_inputs(mode, projection, bias)
+    y, h_n, c_n, workspace = ops.layer_forward(*args, reverse)
+    _, x, h0, c0, w_ih, w_hh, _, _, w_hr = args
+    grad_c_n = torch.randn_like(c_n) if mode == "LSTM" else None
+    return [mode, torch.randn_like(y), torch.randn_like(h_n), grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace,
+            reverse, bias]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
+def test_opcheck_layer_forward(name, mode, projection, bias, reverse):
+    args = op_inputs(mode, projection, bias, requires_grad=True)
+    torch.library.opcheck(ops.layer_forward.default, (*args, reverse))
+
+
+@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
+def test_opcheck_layer_backward(name, mode, projection, bias, reverse):
+    torch.library.opcheck(ops.layer_backward.default, tuple(backward_inputs(mode, projection, bias, reverse)))
+
+
+@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
+def test_gradcheck_float64(name, mode, projection, bias, reverse):
+    mode_, *tensors = op_inputs(mode, projection, bias, requires_grad=True)
+
+    def outputs(*tensors):
+        y, h_n, c_n, _ = ops.layer_forward(mode_, *tensors, reverse)
+        return (y, h_n, c_n) if mode == "LSTM" else (y, h_n)
+
+    assert torch.autograd.gradcheck(outputs, tensors)
+
+
+@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
+def test_ops_match_reference_layer(name, mode, projection, bias, reverse):
+    args = op_inputs(mode, projection, bias)
+    y, h_n, c_n, _ = ops.layer_forward(*args, reverse)
+    expected = fusedrnn.reference.rnn_layer(*args, reverse=reverse)
+    torch.testing.assert_close(y, expected[0], **TOLERANCES[torch.float64])
+    torch.testing.assert_close(h_n, expected[1], **TOLERANCES[torch.float64])
+    if mode == "LSTM":
+        torch.testing.assert_close(c_n, expected[2], **TOLERANCES[torch.float64])
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    mode, *tensors = op_inputs("LSTM", True, True, dtype=torch.float32, requires_grad=True)
+
+    def loss(*tensors):
+        y, h_n, c_n, _ = ops.layer_forward(mode, *tensors, False)
+        return y.square().sum() + h_n.sum() + c_n.sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    expected = torch.autograd.grad(loss(*tensors), [t for t in tensors if t is not None])
+    actual = torch.autograd.grad(compiled(*tensors), [t for t in tensors if t is not None])
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, **TOLERANCES[torch.float32])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: a clear error, never a crash
+
+
+def replaced(args, index, value):
+    args = list(args)
+    args[index] = value
+    return args
+
+
+BAD_INPUTS = {
+    # id: (argument index in op_inputs, how to break it, exception type, message)
+    "device_mix": (2, lambda t: t.to("meta"), RuntimeError, "same device"),
+    "non_contiguous_weight": (4, lambda t: t.t().contiguous().t(), RuntimeError, "contiguous"),
+    "non_contiguous_input": (1, lambda t: t.transpose(0, 1).contiguous().transpose(0, 1), RuntimeError, "contiguous"),
+    "wrong_h0_shape": (2, lambda t: t[:, :-1].contiguous(), RuntimeError, "h0 has shape"),
+    "wrong_w_ih_shape": (4, lambda t: t[:-1].contiguous(), RuntimeError, "w_ih has shape"),
+    "wrong_bias_shape": (6, lambda t: t[:-1].contiguous(), RuntimeError, "b_ih has shape"),
+    "mixed_dtype": (3, lambda t: t.float(), RuntimeError, "same dtype"),
+    "x_2d": (1, lambda t: t[0], RuntimeError, "3-D"),
+    "empty_sequence": (1, lambda t: t[:0], RuntimeError, "empty sequence"),
+}
+
+
+@pytest.mark.parametrize(("index", "breaker", "error", "match"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_a_clear_error(index, breaker, error, match):
+    args = op_inputs("LSTM", False, True)
+    with pytest.raises(error, match=match):
+        ops.layer_forward(*replaced(args, index, breaker(args[index])), False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32], ids=str)
+def test_unsupported_dtype_on_cpu_is_not_implemented(dtype):
+    args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in op_inputs("GRU", False, True)]
+    with pytest.raises(NotImplementedError, match="not supported on cpu"):
+        ops.layer_forward(*args, False)
+
+
+def test_unknown_mode_and_misplaced_arguments():
+    args = op_inputs("GRU", False, True)
+    with pytest.raises(ValueError, match="unknown mode"):
+        ops.layer_forward(*replaced(args, 0, "LSTMX"), False)
+    with pytest.raises(RuntimeError, match="c0 must be given for LSTM and only"):
+        ops.layer_forward(*replaced(args, 3, torch.zeros(N, H, dtype=torch.float64)), False)
+    lstm = op_inputs("LSTM", False, True)
+    with pytest.raises(RuntimeError, match="b_ih and b_hh"):
+        ops.layer_forward(*replaced(lstm, 7, None), False)
+    with pytest.raises(RuntimeError, match="only supported for LSTM"):
+        ops.layer_forward(*replaced(args, 8, torch.zeros(H, H, dtype=torch.float64)), False)
+
+
+@needs_gpu
+def test_cuda_device_mix_is_a_clear_error():
+    args = op_inputs("GRU", False, True, device="cuda")
+    with pytest.raises(RuntimeError, match="same device"):
+        ops.layer_forward(*replaced(args, 2, args[2].cpu()), False)
