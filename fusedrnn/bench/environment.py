@@ -73,6 +73,8 @@ def describe(device: torch.device) -> dict:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # Other processes' load skews CPU timings (torch's threads wait for each other); recorded so a reader can judge.
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
         "triton": _version("triton"),
         "cuda": torch.version.cuda,

@@ -13,7 +13,8 @@ from .rows import BASELINE
 
 _SWEEP_AXES = ("batch", "hidden_size")  # the first of these that varies across a run becomes the x axis
 _PANEL_COLUMNS = 3
-_PANEL_SIZE = (5.0, 3.6)  # inches per panel
+_PANEL_SIZE = (5.0, 3.6)  # inches per line panel
+_BAR_HEIGHT = 4.0  # inches for the speedup bars (with their rotated labels)
 
 
 def _x_axis(records: list[dict]) -> str | None:
@@ -31,11 +32,19 @@ def _panel_key(config: dict, axis: str) -> str:
     return f"{fixed['cell']} {fixed['mode']} {fixed['dtype']} {shape}"
 
 
+def _short_labels(records: list[dict]) -> dict[str, str]:
+    """record label -> the config fields that differ between the run's configs (always cell and mode)."""
+    varying = [k for k in records[0]["config"] if len({r["config"][k] for r in records}) > 1 or k in ("cell", "mode")]
+    return {r["label"]: " ".join(f"{k}={r['config'][k]}" if k not in ("cell", "mode") else str(r["config"][k])
+                                 for k in varying) for r in records}
+
+
 def plot(doc: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     records = [r for r in doc["results"] if r["time_ms"] is not None]
     if not records:
@@ -45,37 +54,51 @@ def plot(doc: dict, path: Path) -> None:
     if axis is not None:
         for record in records:
             panels.setdefault(_panel_key(record["config"], axis), []).append(record)
-    count = len(panels) + 1
-    columns = min(count, _PANEL_COLUMNS)
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(_PANEL_SIZE[0] * columns, _PANEL_SIZE[1] * rows), squeeze=False)
-    flat = list(axes.flat)
-    for ax, (title, group) in zip(flat, panels.items()):
+    columns = max(1, min(len(panels), _PANEL_COLUMNS))
+    line_rows = math.ceil(len(panels) / columns)
+    width, height = _PANEL_SIZE
+    # The speedup bars get a full-width row of their own below the line panels: their labels need the room.
+    figure = plt.figure(figsize=(max(width * columns, 8), height * line_rows + _BAR_HEIGHT), layout="constrained")
+    grid = figure.add_gridspec(line_rows + 1, columns, height_ratios=[height] * line_rows + [_BAR_HEIGHT])
+    for i, (title, group) in enumerate(panels.items()):
+        ax = figure.add_subplot(grid[i // columns, i % columns])
         for row in dict.fromkeys(r["row"] for r in group):
             points = sorted((r["config"][axis], r["time_ms"]["median"]) for r in group if r["row"] == row)
             ax.plot(*zip(*points), marker="o", label=row)
         ax.set(xscale="log", yscale="log", xlabel=axis, ylabel="median ms per step", title=title)
+        ax.title.set_fontsize("small")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
-    _speedup_bars(flat[len(panels)], records)
-    for ax in flat[count:]:
-        ax.set_visible(False)
-    figure.suptitle(f"fusedrnn-bench — {doc['environment']['device_name']}", fontsize="medium")
-    figure.tight_layout()
+        ax.legend(fontsize="x-small")
+    bars = figure.add_subplot(grid[line_rows, :])
+    _speedup_bars(bars, records)
+    bars.yaxis.set_major_formatter(FormatStrFormatter("%gx"))
+    low, high = bars.get_ylim()
+    # Within two decades the minor ticks (2x, 3x, 0.5x...) are the only readable landmarks; beyond, they clutter.
+    narrow = math.log10(high / low) < 2
+    bars.yaxis.set_minor_formatter(FormatStrFormatter("%.2gx") if narrow else NullFormatter())
+    bars.tick_params(axis="y", which="minor", labelsize="x-small")
+    figure.suptitle(f"fusedrnn-bench — {doc['environment']['device_name']}, torch {doc['environment']['torch']}",
+                    fontsize="medium")
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")  # --plot promises a PNG, whatever the suffix
     plt.close(figure)
 
 
 def _speedup_bars(ax, records: list[dict]) -> None:
+    short = _short_labels(records)
     labels = list(dict.fromkeys(r["label"] for r in records))
     backends = [row for row in dict.fromkeys(r["row"] for r in records) if row != BASELINE]
     width = 0.8 / max(1, len(backends))
     for i, row in enumerate(backends):
         speedups = {r["label"]: r["speedup_vs_torch"] for r in records if r["row"] == row}
-        xs = [j + i * width for j, label in enumerate(labels) if speedups.get(label)]
-        ax.bar(xs, [speedups[label] for label in labels if speedups.get(label)], width, label=row)
+        shown = [(j, speedups[label]) for j, label in enumerate(labels) if speedups.get(label)]
+        if shown:
+            xs, ys = zip(*shown)
+            ax.bar([x + i * width for x in xs], ys, width, label=row)
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, rotation=60, ha="right", fontsize="x-small")
-    ax.set(ylabel=f"speedup over {BASELINE} (higher is better)", yscale="log", title="speedup")
-    ax.legend(fontsize="small")
+    ticks = [j + width * (len(backends) - 1) / 2 for j in range(len(labels))]
+    ax.set_xticks(ticks, [short[label] for label in labels], rotation=30, ha="right", fontsize="x-small")
+    ax.set(ylabel=f"speedup over {BASELINE}", yscale="log", title="speedup over torch.nn (higher is better)")
+    ax.title.set_fontsize("small")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="x-small")

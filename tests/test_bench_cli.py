@@ -1,0 +1,265 @@
+"""The benchmark CLI itself: argument parsing, usage errors, the JSON/CSV/markdown/plot outputs, and the correctness
+gate (a deliberately wrong backend must be flagged). Tiny shapes, one repetition, no timing assertions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fusedrnn import registry
+from fusedrnn.bench import cli
+from fusedrnn.bench.configs import PRESETS, Shape, build_configs
+from fusedrnn.bench.report import CSV_FIELDS, SCHEMA
+from fusedrnn.registry import Backend
+
+#: A run small enough for a test: every row runs once after the check, on CPU.
+TINY = ["--device", "cpu", "--seq-len", "3", "--batch", "2", "--input-size", "4", "--hidden-size", "5"]
+FAST = ["--warmup", "0", "--repeat", "1"]
+ROWS = ["--backends", "torch.nn,fusedrnn:reference"]
+
+
+def run_cli(tmp_path, *args: str) -> tuple[int, dict]:
+    """Run main() with `args` plus --json; return the exit status and the JSON document."""
+    path = tmp_path / "run.json"
+    status = cli.main([*args, "--json", str(path)])
+    return status, json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def test_defaults_are_the_quick_preset():
+    args = cli.build_parser().parse_args([])
+    assert (args.preset, args.mode, args.dtype, args.device) == ("quick", "both", "float32", "auto")
+    configs = build_configs(args.preset, None, ["inference", "training"], args.dtype, {})
+    assert {c.cell for c in configs} == set(PRESETS["quick"].cells)
+    assert {c.shape for c in configs} == set(PRESETS["quick"].shapes)
+    assert len(configs) == len(PRESETS["quick"].cells) * 2
+
+
+def test_flags_override_every_shape_of_a_preset():
+    overrides = {"seq_len": 7, "batch": None, "bidirectional": True}
+    configs = build_configs("sweep", ["gru"], ["training"], "float64", overrides)
+    assert {c.shape.seq_len for c in configs} == {7}
+    assert all(c.shape.bidirectional for c in configs)
+    assert {c.shape.batch for c in configs} == {s.batch for s in PRESETS["sweep"].shapes}
+    assert {(c.cell, c.mode, c.dtype) for c in configs} == {("gru", "training", "float64")}
+
+
+def test_overrides_that_collapse_a_sweep_deduplicate_shapes():
+    configs = build_configs("sweep", ["lstm"], ["inference"], "float32", {"batch": 3, "hidden_size": 8})
+    assert [c.shape for c in configs] == [Shape(100, 3, 128, 8), Shape(100, 3, 256, 8), Shape(100, 3, 512, 8)]
+
+
+@pytest.mark.parametrize(
+    "preset, shape",
+    [
+        ("fastrnns", Shape(100, 64, 512, 512)),
+        ("flashrnn", Shape(1024, 16, 768, 768)),
+        ("latency", Shape(1000, 1, 256, 256)),
+    ],
+    ids=["fastrnns", "flashrnn", "latency"],
+)
+def test_published_presets(preset, shape):
+    assert PRESETS[preset].shapes == (shape,)
+
+
+BAD_ARGUMENTS = {
+    "zero-batch": ["--batch", "0"],
+    "text-seq-len": ["--seq-len", "ten"],
+    "negative-proj": ["--proj-size", "-1"],
+    "unknown-cell": ["--cell", "transformer"],
+    "unknown-dtype": ["--dtype", "int8"],
+    "unknown-preset": ["--preset", "huge"],
+    "unknown-mode": ["--mode", "eval"],
+    "unknown-row": ["--backends", "torch.nn,nonsense"],
+    "proj-on-gru": ["--cell", "gru", "--proj-size", "2"],
+    "proj-not-smaller": ["--cell", "lstm", "--hidden-size", "8", "--proj-size", "8"],
+    "unknown-flag": ["--fast"],
+}
+
+
+@pytest.mark.parametrize("argv", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "usage: fusedrnn-bench" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_a_gpu_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_module_entry_point_reports_usage_errors():
+    done = subprocess.run([sys.executable, "-m", "fusedrnn.bench", "--batch", "0"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "usage: fusedrnn-bench" in done.stderr
+
+
+def test_list_shows_every_registered_backend(capsys):
+    assert cli.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ["torch.nn", "compile:reference", "flashrnn", "haste", *(f"fusedrnn:{n}" for n in registry.backend_names())]:
+        assert name in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+def test_json_records_environment_config_and_every_row(tmp_path):
+    status, doc = run_cli(tmp_path, *TINY, *FAST, *ROWS, "--cell", "lstm", "rnn_relu", "--layers", "2")
+    assert status == 0
+    assert doc["schema"] == SCHEMA
+    assert doc["command"].startswith("fusedrnn-bench ") and "--layers 2" in doc["command"]
+    env = doc["environment"]
+    for key in ("device", "device_name", "torch", "triton", "cuda", "python", "backends", "torch_threads"):
+        assert key in env
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert doc["settings"]["repeat"] == 1 and doc["settings"]["memory_method"]
+    assert doc["skipped_rows"] == []  # both requested rows run everywhere
+    # 2 cells x 2 modes x 2 rows, in order, each complete.
+    assert len(doc["results"]) == 8
+    for record in doc["results"]:
+        assert record["config"]["layers"] == 2 and record["config"]["seq_len"] == 3
+        assert record["status"] == "ok", record
+        assert record["check"]["passed"]
+        assert set(record["time_ms"]) == {"median", "min", "max", "all"} and len(record["time_ms"]["all"]) == 1
+        assert record["throughput_per_s"] > 0 and record["speedup_vs_torch"] > 0
+        assert record["peak_memory_bytes"] >= 0
+    for record in doc["results"]:
+        # y, h_n (+ c_n); when training also the gradients of x, h0 (+ c0) and of all 2 layers x 4 parameters.
+        states = 2 if record["config"]["cell"] == "lstm" else 1
+        compared = 1 + states + (1 + states + 8 if record["config"]["mode"] == "training" else 0)
+        assert record["check"]["compared"] == compared, record["label"]
+
+
+def test_every_available_backend_is_a_row_and_the_rest_are_noted(tmp_path):
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "rnn_tanh", "--mode", "inference")
+    assert status == 0
+    expected = ["torch.nn", *(f"fusedrnn:{name}" for name in registry.available_backends())]
+    assert [r["row"] for r in doc["results"]][: len(expected)] == expected
+    skipped = {item["row"]: item["reason"] for item in doc["skipped_rows"]}
+    assert "--compile" in skipped["compile:reference"]
+    unavailable = {f"fusedrnn:{n}" for n, reason in registry.availability().items() if reason is not None}
+    assert unavailable <= skipped.keys()
+    ran = {r["row"] for r in doc["results"]}
+    assert ran.isdisjoint(skipped) and ran | skipped.keys() >= {"flashrnn", "haste", *unavailable}
+
+
+def test_csv_markdown_and_plot_files(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = {kind: tmp_path / f"out.{kind}" for kind in ("csv", "markdown", "plot")}
+    status = cli.main([*TINY, *FAST, *ROWS, "--cell", "gru", "--csv", str(paths["csv"]),
+                       "--markdown", str(paths["markdown"]), "--plot", str(paths["plot"])])  # fmt: skip
+    assert status == 0
+    with paths["csv"].open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == CSV_FIELDS and len(rows) == 4
+    assert {r["row"] for r in rows} == {"torch.nn", "fusedrnn:reference"} and rows[0]["device"] == "cpu"
+    markdown = paths["markdown"].read_text()
+    assert "| fusedrnn:reference |" in markdown and "gru T=3 N=2 I=4 H=5 float32 inference" in markdown
+    assert paths["plot"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_sweep_plot_draws_time_against_the_swept_axis(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "sweep.png"
+    status = cli.main(["--preset", "sweep", "--device", "cpu", "--seq-len", "2", "--hidden-size", "3",
+                       "--input-size", "3", "--mode", "inference", *FAST, *ROWS, "--plot", str(path)])  # fmt: skip
+    assert status == 0 and path.read_bytes().startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The correctness gate, with fake backends registered for the test only
+
+
+class PerturbedBackend(Backend):
+    """torch's kernels with a deliberate error: in the outputs, or only in the gradients (forward values exact)."""
+
+    summary = "test double: torch with a deliberate error"
+
+    def __init__(self, name: str, where: str):
+        self.name, self.where = name, where
+
+    def run(self, call, x, lengths, hx, cx, weights, dropout):
+        y, h_n, c_n = registry.get_backend("torch").run(call, x, lengths, hx, cx, weights, dropout)
+        if self.where == "output":
+            return y + 1e-2, h_n, c_n
+        # Same values, gradients scaled by 1.01: only the gradient comparison can notice.
+        return y + 1e-2 * (y - y.detach()), h_n, c_n
+
+
+class BrokenBackend(Backend):
+    summary = "test double: raises, or declines every call"
+
+    def __init__(self, name: str, declines: bool):
+        self.name, self.declines = name, declines
+
+    def unsupported_reason(self, call):
+        return "declines every call (test)" if self.declines else None
+
+    def run(self, call, x, lengths, hx, cx, weights, dropout):
+        raise RuntimeError("kernel exploded (test)")
+
+
+@pytest.fixture
+def registered():
+    names = []
+
+    def register(backend: Backend) -> str:
+        registry.register(backend.name, backend)
+        names.append(backend.name)
+        return f"fusedrnn:{backend.name}"
+
+    yield register
+    for name in names:
+        registry.unregister(name)
+
+
+@pytest.mark.parametrize(
+    "where, mode, flagged",
+    [("output", "inference", "y"), ("output", "training", "y"), ("gradient", "training", "grad x")],
+    ids=["output-inference", "output-training", "gradient-only-training"],
+)
+def test_a_wrong_backend_is_flagged_as_a_mismatch(tmp_path, registered, where, mode, flagged):
+    row = registered(PerturbedBackend("test_perturbed", where))
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "lstm", "--mode", mode, "--backends", f"torch.nn,{row}")
+    assert status == 1
+    records = {r["row"]: r for r in doc["results"]}
+    assert records["torch.nn"]["status"] == "ok"
+    wrong = records[row]
+    assert wrong["status"] == "mismatch" and not wrong["check"]["passed"]
+    assert flagged in wrong["check"]["failed"] and wrong["check"]["max_abs_err"] > 0
+    assert wrong["time_ms"] is not None  # still timed: the table shows the speed next to the failed check
+
+
+def test_gradient_only_error_passes_in_inference(tmp_path, registered):
+    row = registered(PerturbedBackend("test_grad_only", "gradient"))
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "gru", "--mode", "inference", "--backends", row)
+    assert status == 0
+    assert {r["status"] for r in doc["results"]} == {"ok"}
+
+
+@pytest.mark.parametrize("declines, expected", [(False, "failed"), (True, "unsupported")], ids=["raises", "declines"])
+def test_a_broken_row_is_reported_and_the_others_still_run(tmp_path, registered, declines, expected):
+    row = registered(BrokenBackend("test_broken", declines))
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "rnn_tanh", "--mode", "training",
+                          "--backends", f"{row},fusedrnn:reference")  # fmt: skip
+    assert status == 0
+    records = {r["row"]: r for r in doc["results"]}
+    assert records[row]["status"] == expected and records[row]["time_ms"] is None
+    assert ("exploded" if not declines else "declines") in records[row]["note"]
+    assert records["fusedrnn:reference"]["status"] == "ok"
+    assert records["torch.nn"]["status"] == "ok"  # the baseline always runs, even when not listed
