@@ -102,7 +102,8 @@ def test_cuda_requested_without_a_gpu_is_a_usage_error(capsys):
 
 
 def test_module_entry_point_reports_usage_errors():
-    done = subprocess.run([sys.executable, "-m", "fusedrnn.bench", "--batch", "0"], capture_output=True, text=True)
+    command = [sys.executable, "-m", "fusedrnn.bench", "--batch", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "usage: fusedrnn-bench" in done.stderr
 
@@ -110,7 +111,13 @@ def test_module_entry_point_reports_usage_errors():
 def test_list_shows_every_registered_backend(capsys):
     assert cli.main(["--list"]) == 0
     out = capsys.readouterr().out
-    for name in ["torch.nn", "compile:reference", "flashrnn", "haste", *(f"fusedrnn:{n}" for n in registry.backend_names())]:
+    for name in [
+        "torch.nn",
+        "compile:reference",
+        "flashrnn",
+        "haste",
+        *(f"fusedrnn:{n}" for n in registry.backend_names()),
+    ]:
         assert name in out
 
 

@@ -12,10 +12,10 @@ from torch import Tensor
 #: sequences accumulate more rounding than the short ones of the tests; a row that exceeds these is shown as a
 #: mismatch with its error, so the reader can judge (never silently widened here).
 TOLERANCES = {
-    torch.float64: dict(rtol=1e-9, atol=1e-10),
-    torch.float32: dict(rtol=3e-4, atol=1e-3),
-    torch.float16: dict(rtol=3e-3, atol=5e-3),
-    torch.bfloat16: dict(rtol=1e-2, atol=5e-2),
+    torch.float64: {"rtol": 1e-9, "atol": 1e-10},
+    torch.float32: {"rtol": 3e-4, "atol": 1e-3},
+    torch.float16: {"rtol": 3e-3, "atol": 5e-3},
+    torch.bfloat16: {"rtol": 1e-2, "atol": 5e-2},
 }
 
 

@@ -99,10 +99,7 @@ def build_configs(
     changes = {field: value for field, value in overrides.items() if value is not None}
     shapes = list(dict.fromkeys(dataclasses.replace(shape, **changes) for shape in chosen.shapes))
     return [
-        BenchConfig(cell, shape, dtype, mode)
-        for cell in (cells or chosen.cells)
-        for shape in shapes
-        for mode in modes
+        BenchConfig(cell, shape, dtype, mode) for cell in (cells or chosen.cells) for shape in shapes for mode in modes
     ]
 
 

@@ -35,8 +35,12 @@ def _panel_key(config: dict, axis: str) -> str:
 def _short_labels(records: list[dict]) -> dict[str, str]:
     """record label -> the config fields that differ between the run's configs (always cell and mode)."""
     varying = [k for k in records[0]["config"] if len({r["config"][k] for r in records}) > 1 or k in ("cell", "mode")]
-    return {r["label"]: " ".join(f"{k}={r['config'][k]}" if k not in ("cell", "mode") else str(r["config"][k])
-                                 for k in varying) for r in records}
+    return {
+        r["label"]: " ".join(
+            f"{k}={r['config'][k]}" if k not in ("cell", "mode") else str(r["config"][k]) for k in varying
+        )
+        for r in records
+    }
 
 
 def plot(doc: dict, path: Path) -> None:
@@ -77,8 +81,9 @@ def plot(doc: dict, path: Path) -> None:
     narrow = math.log10(high / low) < 2
     bars.yaxis.set_minor_formatter(FormatStrFormatter("%.2gx") if narrow else NullFormatter())
     bars.tick_params(axis="y", which="minor", labelsize="x-small")
-    figure.suptitle(f"fusedrnn-bench — {doc['environment']['device_name']}, torch {doc['environment']['torch']}",
-                    fontsize="medium")
+    figure.suptitle(
+        f"fusedrnn-bench — {doc['environment']['device_name']}, torch {doc['environment']['torch']}", fontsize="medium"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120, format="png")  # --plot promises a PNG, whatever the suffix
     plt.close(figure)

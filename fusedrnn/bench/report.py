@@ -39,8 +39,16 @@ def _cells(result: Result) -> list[str]:
     ]
 
 
-HEADERS = ["config", "backend", "check vs torch.nn (max abs err)", "median ms", "min / max ms", "k elem/s", "peak MiB",
-           "speedup"]
+HEADERS = [
+    "config",
+    "backend",
+    "check vs torch.nn (max abs err)",
+    "median ms",
+    "min / max ms",
+    "k elem/s",
+    "peak MiB",
+    "speedup",
+]
 
 
 def _grouped(results: list[Result]) -> list[list[Result]]:
@@ -52,8 +60,10 @@ def _grouped(results: list[Result]) -> list[list[Result]]:
 
 def print_table(results: list[Result], env: dict, settings: dict, skipped: list[dict], console: Console) -> None:
     """One table per config (rows = backends), then the measurement notes and the skipped rows."""
-    console.print(f"[bold]fusedrnn-bench[/] on {env['device_name']} — torch {env['torch']}, triton {env['triton']}, "
-                  f"CUDA {env['cuda']}")
+    console.print(
+        f"[bold]fusedrnn-bench[/] on {env['device_name']} — torch {env['torch']}, triton {env['triton']}, "
+        f"CUDA {env['cuda']}"
+    )
     for group in _grouped(results):
         table = Table(title=group[0].config.label(), title_justify="left")
         for header in HEADERS[1:]:
@@ -74,8 +84,10 @@ def print_table(results: list[Result], env: dict, settings: dict, skipped: list[
 
 def markdown_table(results: list[Result], env: dict, settings: dict) -> str:
     lines = [
-        f"Device: {env['device_name']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}; "
-        f"{settings['created_utc']}.",
+        (
+            f"Device: {env['device_name']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}; "
+            f"{settings['created_utc']}."
+        ),
         "",
         "| " + " | ".join(HEADERS) + " |",
         "|" + "|".join("---" for _ in HEADERS) + "|",

@@ -42,7 +42,7 @@ class RowSpec:
 def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.Module:
     """The plain torch.nn module (cuDNN on GPU, ATen on CPU) whose seeded weights every row copies."""
     s = config.shape
-    kwargs = dict(num_layers=s.layers, bidirectional=s.bidirectional, device=device, dtype=config.torch_dtype)
+    kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "device": device, "dtype": config.torch_dtype}
     torch.manual_seed(seed)
     if config.torch_mode == "LSTM":
         return nn.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
@@ -65,8 +65,8 @@ def module_runnable(module: nn.Module) -> Runnable:
 def fused_twin(config: BenchConfig, baseline: nn.Module, backend: str) -> nn.Module:
     """A fusedrnn module with the baseline's configuration and weights, running on `backend`."""
     s = config.shape
-    kwargs = dict(num_layers=s.layers, bidirectional=s.bidirectional, backend=backend)
     weight = baseline.weight_ih_l0
+    kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "backend": backend}
     kwargs.update(device=weight.device, dtype=weight.dtype)
     if config.torch_mode == "LSTM":
         module = modules.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
@@ -104,10 +104,14 @@ def _peer_row(name: str, package: str, summary: str, build) -> RowSpec:
 
 def all_rows(include_compile: bool) -> list[RowSpec]:
     """Every row this machine knows of, available or not, in table order: the baseline first."""
-    rows = [RowSpec(BASELINE, "plain torch.nn module: cuDNN on GPU, ATen/oneDNN on CPU", lambda c, b: module_runnable(b))]
+    rows = [
+        RowSpec(BASELINE, "plain torch.nn module: cuDNN on GPU, ATen/oneDNN on CPU", lambda c, b: module_runnable(b))
+    ]
     rows += [_fused_row(name, reason) for name, reason in registry.availability().items()]
-    compile_note = None if include_compile else (
-        "not requested (--compile): Dynamo unrolls all T steps, compiling took ~90 s at T=50 on a 2-core CPU"
+    compile_note = (
+        None
+        if include_compile
+        else ("not requested (--compile): Dynamo unrolls all T steps, compiling took ~90 s at T=50 on a 2-core CPU")
     )
     rows.append(RowSpec(COMPILE_ROW, "torch.compile of the reference loop", _compiled_reference, compile_note))
     rows.append(_peer_row("flashrnn", "flashrnn", "FlashRNN (NX-AI), fused CUDA kernels", peers.flashrnn_runnable))

@@ -88,7 +88,10 @@ def step(runnable: Runnable, inputs: Inputs, training: bool) -> dict[str, Tensor
             outputs = runnable.forward(inputs.x, inputs.h0, inputs.c0)
         return dict(zip(names, outputs))
     outputs = runnable.forward(inputs.x, inputs.h0, inputs.c0)
-    targets = {**{f"grad {k}": v for k, v in inputs.leaves.items()}, **{f"grad {k}": v for k, v in runnable.params.items()}}
+    targets = {
+        **{f"grad {k}": v for k, v in inputs.leaves.items()},
+        **{f"grad {k}": v for k, v in runnable.params.items()},
+    }
     grads = torch.autograd.grad(outputs, list(targets.values()), inputs.upstream, allow_unused=True)
     return {**dict(zip(names, (o.detach() for o in outputs))), **dict(zip(targets, grads))}
 
