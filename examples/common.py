@@ -75,12 +75,14 @@ def train(
     lr: float,
     clip: float | None = None,
     log_every: int = 0,
+    optimizer: str = "adam",
 ) -> tuple[list[float], list[float]]:
-    """Adam over `batches` (anything `loss_of_batch` accepts); returns the per-step losses and gradient norms.
+    """Adam (or SGD with momentum) over `batches` (anything `loss_of_batch` accepts) -> per-step losses, grad norms.
 
     The gradient norm is measured before clipping, so a run with `clip` still shows how large the raw gradients were.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    params = model.parameters()
+    optimizer = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr, momentum=0.9)
     losses, grad_norms = [], []
     model.train()
     start = time.time()

@@ -100,7 +100,7 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--embed", type=int, default=32)
     p.add_argument("--train-size", type=int, default=20000)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     args = p.parse_args(argv)

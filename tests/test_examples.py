@@ -27,7 +27,7 @@ RESULT = re.compile(r"^RESULT (.+): (.+) = (\S+) \(baseline (\S+)\) backend=(\S+
 CASES = {
     "long_term_dependency": (["--clip", "1"], 2 * 3 + 1, ["adding_learning_curves", "adding_hidden_grad_norms",
                                                           "adding_clipping"]),  # fmt: skip
-    "sequence_classification": ([], 1, ["digits_learning_curve"]),
+    "sequence_classification": ([], 3, ["digits_learning_curve"]),
     "seq2seq_dates": ([], 1, ["dates_learning_curve"]),
     "synced_and_one_to_many": ([], 2, ["synced_and_one_to_many_learning_curves"]),
     "forecasting": ([], 2, ["sunspots_forecast"]),
