@@ -20,6 +20,9 @@ gate pre-activations, every activation, c, tanh(c) and h, i.e. more than this.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -30,6 +33,7 @@ from torch.library import custom_op, triton_op, wrap_triton
 from fusedrnn.kernels.backward import recurrence_backward_kernel
 from fusedrnn.kernels.forward import recurrence_forward_kernel
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
+from fusedrnn.kernels.persistent import persistent_backward_kernel, persistent_forward_kernel
 
 from .backends.triton import interpreter_enabled
 from .reference import GATES
@@ -37,17 +41,67 @@ from .reference import GATES
 #: tl.dot needs every dimension >= 16 when compiled for a GPU (the interpreter would accept less): the batch tile is
 #: exactly that, and hidden / reduction tiles are padded up to it and masked.
 MIN_DOT = 16
-#: Largest hidden / reduction tile: 4 gate accumulators of [16, 64] fp32 plus a [64, 64] weight tile stay in registers
-#: at 4 warps without spilling.
-MAX_TILE = 64
+#: Largest hidden / reduction tiles of the tiled kernels: 4 gate accumulators of [16, 64] fp32 plus 4 weight tiles of
+#: [32, 64] per reduction step; with a 64-deep reduction tile ptxas spilled at 4 warps (compile_check --ptxas).
+MAX_TILE_H = 64
+MAX_TILE_K = 32
 LSTM_ID = MODE_IDS["LSTM"]
 GRU_ID = MODE_IDS["GRU"]
 
 
+#: Chooses the recurrence kernels: "tiled" (default; fusedrnn.kernels.forward/backward, verified under the
+#: interpreter) or "persistent" (fusedrnn.kernels.persistent, where the call fits; GPU only, not yet run on one).
+KERNEL_ENV = "FUSEDRNN_TRITON_KERNEL"
+#: Persistent limits: every program covers all batch rows in one tile (an [N, 4*BH] fp32 accumulator and an [N, H]
+#: operand per step), and holds its W_hh slice ([H, 4*BH] forward, 4 x [H, BH] backward) on chip for the sequence.
+MAX_PERSISTENT_BATCH = 64
+MAX_PERSISTENT_HIDDEN = 1024
+#: A program's W_hh slice is a dot operand, so it lives in shared memory (228 KB per H100 SM); ptxas/Triton measured
+#: 160 KB for a 128 KB slice (bf16, H=768, backward) and 320 KB for 256 KB (fp32), which cannot launch.
+MAX_W_SLICE_BYTES = 128 * 1024
+#: 8 warps for the tiled kernels too: at 4, ptxas spilled the 4-gate specialisations (compile_check --ptxas).
+TILED_WARPS = 8
+#: 8 warps: 256 threads share the on-chip W_hh slice (about 128 registers each at H=1024, bf16, backward).
+PERSISTENT_WARPS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class PersistentPlan:
+    block_n: int
+    block_k: int
+    block_h_forward: int
+    block_h_backward: int
+    gates_p2: int
+
+
+def persistent_plan(x: Tensor, N: int, H: int, gates: int) -> PersistentPlan | None:
+    """The persistent kernels' tiling for this call, or None for the tiled kernels (not requested, or it does not
+    fit). Every program must be resident at once (they wait for each other each step): at most one per SM on a GPU;
+    under the interpreter, which runs programs one after another, only a single program."""
+    if os.environ.get(KERNEL_ENV, "tiled") != "persistent" or N > MAX_PERSISTENT_BATCH or H > MAX_PERSISTENT_HIDDEN:
+        return None
+    resident = torch.cuda.get_device_properties(x.device).multi_processor_count if x.device.type == "cuda" else 1
+    gates_p2 = 1 if gates == 1 else 4
+    per_program = triton.next_power_of_2(triton.cdiv(H, resident))
+    plan = PersistentPlan(
+        block_n=max(MIN_DOT, triton.next_power_of_2(N)),
+        block_k=max(MIN_DOT, triton.next_power_of_2(H)),
+        block_h_forward=max(MIN_DOT // gates_p2, per_program),  # the forward's dot is [N, H] @ [H, gates_p2 * BH]
+        block_h_backward=max(MIN_DOT, per_program),  # the backward's dots are [N, H] @ [H, BH]
+        gates_p2=gates_p2,
+    )
+    if max(triton.cdiv(H, plan.block_h_forward), triton.cdiv(H, plan.block_h_backward)) > resident:
+        return None
+    slice_elements = plan.block_k * gates_p2 * max(plan.block_h_forward, plan.block_h_backward)
+    if slice_elements * x.element_size() > MAX_W_SLICE_BYTES:
+        return None
+    return plan
+
+
 def _tiles(hidden: int) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_H, BLOCK_K) for a hidden size."""
-    tile = min(MAX_TILE, max(MIN_DOT, triton.next_power_of_2(hidden)))
-    return MIN_DOT, tile, tile
+    tile = max(MIN_DOT, triton.next_power_of_2(hidden))
+    return MIN_DOT, min(MAX_TILE_H, tile), min(MAX_TILE_K, tile)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -128,11 +182,7 @@ def recurrence_forward(
             cs[first].copy_(c0)
     y = x.new_empty((T, N, H))
     saved = x.new_empty((T, N, slots * H) if save and slots else (0,))
-    block_n, block_h, block_k = _tiles(H)
-    _launch(
-        recurrence_forward_kernel,
-        (triton.cdiv(N, block_n),),
-        x,
+    pointers = (
         gi,
         w_hh.contiguous(),
         b_hh if b_hh is not None else _placeholder(x),  # never read without HAS_BIAS
@@ -141,21 +191,19 @@ def recurrence_forward(
         cs if is_lstm else _placeholder(x),  # never touched unless LSTM
         y,
         saved if save and slots else _placeholder(x),  # never touched unless SAVE and SLOTS
-        T,
-        N,
-        H,
-        MODE=mode,
-        GATES=gates,
-        REVERSE=int(reverse),
-        HAS_BIAS=b_hh is not None,
-        HAS_LENGTHS=lengths is not None,
-        SAVE=save,
-        SLOTS=slots,
-        BLOCK_N=block_n,
-        BLOCK_H=block_h,
-        BLOCK_K=block_k,
-        PRECISION=dot_precision(x.dtype),
     )
+    flags = dict(MODE=mode, GATES=gates, REVERSE=int(reverse), HAS_BIAS=b_hh is not None,
+                 HAS_LENGTHS=lengths is not None, SAVE=save, SLOTS=slots, PRECISION=dot_precision(x.dtype))  # fmt: skip
+    plan = persistent_plan(x, N, H, gates)
+    if plan is None:
+        block_n, block_h, block_k = _tiles(H)
+        _launch(recurrence_forward_kernel, (triton.cdiv(N, block_n),), x, *pointers, T, N, H, **flags,
+                BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=TILED_WARPS)  # fmt: skip
+    else:
+        sync = x.new_zeros((1,), dtype=torch.int32)
+        _launch(persistent_forward_kernel, (triton.cdiv(H, plan.block_h_forward),), x, *pointers, sync, T, N, H,
+                **flags, GATES_P2=plan.gates_p2, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h_forward,
+                BLOCK_K=plan.block_k, num_warps=PERSISTENT_WARPS)  # fmt: skip
     h_n = hs[last].to(x.dtype, copy=True)
     c_n = cs[last].to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return y, h_n, c_n, saved, hs, cs
@@ -189,11 +237,7 @@ def recurrence_backward(
         dc = _placeholder(x)  # never touched
     dgi = x.new_empty((T, N, gates * H))
     dgh = x.new_empty((T, N, gates * H)) if mode == GRU_ID else _placeholder(x)  # phase B reads dgi then
-    block_n, block_h, block_k = _tiles(H)
-    _launch(
-        recurrence_backward_kernel,
-        (triton.cdiv(N, block_n),),
-        x,
+    pointers = (
         grad_y.contiguous(),
         saved if saved.numel() else _placeholder(x),
         hs,
@@ -204,19 +248,19 @@ def recurrence_backward(
         dc,
         dgi,
         dgh,
-        T,
-        N,
-        H,
-        MODE=mode,
-        GATES=gates,
-        REVERSE=int(reverse),
-        HAS_LENGTHS=lengths is not None,
-        SLOTS=SAVED_SLOTS[mode],
-        BLOCK_N=block_n,
-        BLOCK_H=block_h,
-        BLOCK_K=block_k,
-        PRECISION=dot_precision(x.dtype),
     )
+    flags = dict(MODE=mode, GATES=gates, REVERSE=int(reverse), HAS_LENGTHS=lengths is not None,
+                 SLOTS=SAVED_SLOTS[mode], PRECISION=dot_precision(x.dtype))  # fmt: skip
+    plan = persistent_plan(x, N, H, gates)
+    if plan is None:
+        block_n, block_h, block_k = _tiles(H)
+        _launch(recurrence_backward_kernel, (triton.cdiv(N, block_n),), x, *pointers, T, N, H, **flags,
+                BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=TILED_WARPS)  # fmt: skip
+    else:
+        sync = x.new_zeros((1,), dtype=torch.int32)
+        _launch(persistent_backward_kernel, (triton.cdiv(H, plan.block_h_backward),), x, *pointers, sync, T, N, H,
+                **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h_backward, BLOCK_K=plan.block_k,
+                num_warps=PERSISTENT_WARPS)  # fmt: skip
     # Everything else is a few large matmuls over all T*N rows.
     dgi_rows = dgi.view(T * N, gates * H)
     dgh_rows = dgh.view(T * N, gates * H) if mode == GRU_ID else dgi_rows

@@ -13,8 +13,8 @@ Weight and bias gradients are not formed here: the host does them as a few large
 import triton
 import triton.language as tl
 
-from .activations import tanh
-from .modes import GRU, LSTM, RNN_TANH
+from .cells import cell_backward
+from .modes import GRU, LSTM
 
 
 @triton.jit
@@ -89,52 +89,35 @@ def recurrence_backward_kernel(
             if HAS_LENGTHS:
                 dy = tl.where(valid, dy, 0.0)  # padded outputs are constant zeros
             dh = _load_f32(dh_in + tile, mask) + dy
-            direct = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)  # the part of dh_{t-1} not through W_hh
             gate_out = dgi_t + rows[:, None] * GH + cols[None, :]
             saved = saved_t + rows[:, None] * (SLOTS * H) + cols[None, :]
-            if MODE == LSTM:
-                i = _load_f32(saved, mask)
-                f = _load_f32(saved + H, mask)
-                g = _load_f32(saved + 2 * H, mask)
-                o = _load_f32(saved + 3 * H, mask)
-                c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                c = _load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
-                dc = _load_f32(dc_ptr + tile, mask)
-                tc = tanh(c)  # recomputed from the saved c rather than saved: one exp per element is cheaper than a load
-                dc_total = dc + dh * o * (1.0 - tc * tc)
-                d0 = dc_total * g * i * (1.0 - i)
-                d1 = dc_total * c_prev * f * (1.0 - f)
-                d2 = dc_total * i * (1.0 - g * g)
-                d3 = dh * tc * o * (1.0 - o)
-                dc_prev = dc_total * f
-                if HAS_LENGTHS:
-                    dc_prev = tl.where(valid, dc_prev, dc)
-                tl.store(dc_ptr + tile, dc_prev, mask=mask)
-            elif MODE == GRU:
-                r = _load_f32(saved, mask)
-                z = _load_f32(saved + H, mask)
-                n = _load_f32(saved + 2 * H, mask)
-                gh_n = _load_f32(saved + 3 * H, mask)
-                h_prev = _load_f32(h_prev_ptr + tile, mask)
-                d2 = dh * (1.0 - z) * (1.0 - n * n)  # d n-gate pre-activation (input side)
-                d1 = dh * (h_prev - n) * z * (1.0 - z)
-                d0 = d2 * gh_n * r * (1.0 - r)
-                direct = dh * z
-            elif MODE == RNN_TANH:
-                h = _load_f32(h_new_ptr + tile, mask)
-                d0 = dh * (1.0 - h * h)
+            if SLOTS > 0:
+                a0 = _load_f32(saved, mask)
+                a1 = _load_f32(saved + H, mask)
+                a2 = _load_f32(saved + 2 * H, mask)
+                a3 = _load_f32(saved + 3 * H, mask)
             else:
-                h = _load_f32(h_new_ptr + tile, mask)
-                d0 = tl.where(h > 0, dh, 0.0)
+                a0, a1, a2, a3 = dh, dh, dh, dh  # unused
+            h_prev = _load_f32(h_prev_ptr + tile, mask)
+            h_new = _load_f32(h_new_ptr + tile, mask)
+            if MODE == LSTM:
+                c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+                c_new = _load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+                dc = _load_f32(dc_ptr + tile, mask)
+            else:
+                c_prev, c_new, dc = dh, dh, dh  # unused
+            d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new, MODE)
             if HAS_LENGTHS:
-                # Rows past their length did not step: no gate gradient, dh passes through unchanged.
+                # Rows past their length did not step: no gate gradient, dh and dc pass through unchanged.
                 d0 = tl.where(valid, d0, 0.0)
-                if GATES > 1:
-                    d1 = tl.where(valid, d1, 0.0)
-                    d2 = tl.where(valid, d2, 0.0)
-                if GATES > 3:
-                    d3 = tl.where(valid, d3, 0.0)
+                d1 = tl.where(valid, d1, 0.0)
+                d2 = tl.where(valid, d2, 0.0)
+                d2_hh = tl.where(valid, d2_hh, 0.0)
+                d3 = tl.where(valid, d3, 0.0)
+                dc_prev = tl.where(valid, dc_prev, dc)
                 direct = tl.where(valid, direct, dh)
+            if MODE == LSTM:
+                tl.store(dc_ptr + tile, dc_prev, mask=mask)
             out_ty = dgi_ptr.dtype.element_ty
             tl.store(gate_out, d0.to(out_ty), mask=mask)
             if GATES > 1:
@@ -146,7 +129,7 @@ def recurrence_backward_kernel(
                 gh_out = dgh_t + rows[:, None] * GH + cols[None, :]
                 tl.store(gh_out, d0.to(out_ty), mask=mask)
                 tl.store(gh_out + H, d1.to(out_ty), mask=mask)
-                tl.store(gh_out + 2 * H, (d2 * r).to(out_ty), mask=mask)
+                tl.store(gh_out + 2 * H, d2_hh.to(out_ty), mask=mask)
             tl.store(dh_out + tile, direct, mask=mask)
         tl.debug_barrier()
         # Phase B: dh_{t-1} += dgates_t @ W_hh, tile by tile of dh_{t-1}.

@@ -11,8 +11,8 @@ synchronisation is needed (which is also why the same code runs under Triton's i
 import triton
 import triton.language as tl
 
-from .activations import sigmoid, tanh
-from .modes import GRU, LSTM, RNN_TANH
+from .cells import step_forward
+from .modes import LSTM
 
 
 @triton.jit
@@ -25,8 +25,9 @@ def _hh_dot(acc, h, w_hh_ptr, gate, H, cols, col_ok, ks, k_ok, PRECISION: tl.con
 
 
 @triton.jit
-def _bias(b_ptr, gate, H, cols, col_ok, HAS_BIAS: tl.constexpr):
-    if HAS_BIAS:
+def _bias(b_ptr, gate: tl.constexpr, H, cols, col_ok, HAS_BIAS: tl.constexpr, GATES: tl.constexpr):
+    """b_hh of one gate of the tile as a [1, BH] row; 0 without bias or for a gate the cell does not have."""
+    if HAS_BIAS and gate < GATES:
         return tl.load(b_ptr + gate * H + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     else:
         return 0.0
@@ -106,40 +107,22 @@ def recurrence_forward_kernel(
                 if GATES > 3:
                     acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, cols, col_ok, ks, k_ok, PRECISION)
             h_prev = _load_f32(h_prev_ptr + tile, mask)
-            pre0 = _load_f32(gi_t + rows[:, None] * (GATES * H) + cols[None, :], mask)
-            pre0 += acc0 + _bias(b_hh_ptr, 0, H, cols, col_ok, HAS_BIAS)
-            if GATES > 1:
-                pre1 = _load_f32(gi_t + rows[:, None] * (GATES * H) + (H + cols)[None, :], mask)
-                pre1 += acc1 + _bias(b_hh_ptr, 1, H, cols, col_ok, HAS_BIAS)
-                gi2 = _load_f32(gi_t + rows[:, None] * (GATES * H) + (2 * H + cols)[None, :], mask)
-                gh2 = acc2 + _bias(b_hh_ptr, 2, H, cols, col_ok, HAS_BIAS)
-            if GATES > 3:
-                pre3 = _load_f32(gi_t + rows[:, None] * (GATES * H) + (3 * H + cols)[None, :], mask)
-                pre3 += acc3 + _bias(b_hh_ptr, 3, H, cols, col_ok, HAS_BIAS)
-
             if MODE == LSTM:
-                i = sigmoid(pre0)
-                f = sigmoid(pre1)
-                g = tanh(gi2 + gh2)
-                o = sigmoid(pre3)
                 c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                c = f * c_prev + i * g
-                h = o * tanh(c)
+            else:
+                c_prev = h_prev  # unused
+            h, c, a0, a1, a2, a3 = step_forward(
+                gi_t + rows[:, None] * (GATES * H) + cols[None, :], H, mask,
+                acc0 + _bias(b_hh_ptr, 0, H, cols, col_ok, HAS_BIAS, GATES),
+                acc1 + _bias(b_hh_ptr, 1, H, cols, col_ok, HAS_BIAS, GATES),
+                acc2 + _bias(b_hh_ptr, 2, H, cols, col_ok, HAS_BIAS, GATES),
+                acc3 + _bias(b_hh_ptr, 3, H, cols, col_ok, HAS_BIAS, GATES),
+                h_prev, c_prev, MODE, GATES,
+            )  # fmt: skip
+            if MODE == LSTM:
                 if HAS_LENGTHS:
                     c = tl.where(valid, c, c_prev)
                 tl.store(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, c, mask=mask)
-                a0, a1, a2, a3 = i, f, g, o
-            elif MODE == GRU:
-                r = sigmoid(pre0)
-                z = sigmoid(pre1)
-                n = tanh(gi2 + r * gh2)  # the reset gate scales W_hn h + b_hn (PyTorch's GRU)
-                h = (1.0 - z) * n + z * h_prev
-                a0, a1, a2, a3 = r, z, n, gh2
-            elif MODE == RNN_TANH:
-                h = tanh(pre0)
-            else:
-                h = tl.maximum(pre0, 0.0)
-
             if SAVE:
                 if SLOTS > 0:
                     out_ty = saved_ptr.dtype.element_ty

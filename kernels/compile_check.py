@@ -1,0 +1,122 @@
+"""Compile every recurrence kernel for a GPU target without a GPU: `python -m fusedrnn.kernels.compile_check`.
+
+Triton's interpreter accepts programs a GPU compile rejects (dots smaller than 16, some type mixes); this builds the
+kernels all the way to a cubin (Triton ships ptxas) for sm_90 and, with --ptxas, prints ptxas' register and spill
+report per kernel. Must run with TRITON_INTERPRET unset (the test suite starts it in a subprocess). It proves the
+kernels compile, not that they are right or fast on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+#: Pointer arguments by name: the ones in the input dtype; the rest are fp32 state buffers or integers.
+DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr"}
+INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i32"}
+TRITON_DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
+GATES = {0: 4, 1: 3, 2: 1, 3: 1}
+
+
+def _signature(kernel, dtype: str, constexprs: dict) -> dict:
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in DTYPE_POINTERS:
+            signature[name] = f"*{dtype}"
+        elif name in INT_POINTERS:
+            signature[name] = INT_POINTERS[name]
+        elif name.endswith("_ptr"):
+            signature[name] = "*fp32"
+        else:
+            signature[name] = "i32"
+    return signature
+
+
+def specializations(hidden: int = 768, batch: int = 16, sms: int = 132):
+    """(label, kernel, dtype, constexprs, num_warps) covering every cell with every optional piece enabled."""
+    from fusedrnn import triton_ops
+    from fusedrnn.kernels.backward import recurrence_backward_kernel
+    from fusedrnn.kernels.forward import recurrence_forward_kernel
+    from fusedrnn.kernels.modes import SAVED_SLOTS
+    from fusedrnn.kernels.persistent import persistent_backward_kernel, persistent_forward_kernel
+
+    block_n, block_h, block_k = triton_ops._tiles(hidden)
+    warps = triton_ops.TILED_WARPS
+    for dtype in ("bf16", "fp32"):
+        for mode, gates in GATES.items():
+            if dtype == "fp32" and mode != 0:
+                continue  # fp32 differs only in the dot's input precision: one cell is enough
+            precision = "ieee" if dtype == "fp32" else "tf32"
+            common = dict(MODE=mode, GATES=gates, REVERSE=1, HAS_LENGTHS=True, SLOTS=SAVED_SLOTS[mode], PRECISION=precision)
+            forward = dict(common, HAS_BIAS=True, SAVE=True)
+            tiles = dict(BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k)
+            yield f"tiled forward mode={mode} {dtype}", recurrence_forward_kernel, dtype, dict(forward, **tiles), warps
+            yield f"tiled backward mode={mode} {dtype}", recurrence_backward_kernel, dtype, dict(common, **tiles), warps
+            gates_p2 = 1 if gates == 1 else 4
+            per_program = 1 << max(0, (-(-hidden // sms) - 1).bit_length())
+            k = 1 << (hidden - 1).bit_length()
+            n = max(16, 1 << (batch - 1).bit_length())
+            persistent = dict(BLOCK_N=n, BLOCK_K=k)
+            yield (f"persistent forward mode={mode} {dtype}", persistent_forward_kernel, dtype,
+                   dict(forward, **persistent, GATES_P2=gates_p2, BLOCK_H=max(16 // gates_p2, per_program)),
+                   triton_ops.PERSISTENT_WARPS)  # fmt: skip
+            yield (f"persistent backward mode={mode} {dtype}", persistent_backward_kernel, dtype,
+                   dict(common, **persistent, BLOCK_H=max(16, per_program)), triton_ops.PERSISTENT_WARPS)  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for H100/H200")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--ptxas", action="store_true", help="print ptxas' register / spill report per kernel")
+    parser.add_argument("--only", default="", help="compile only labels containing this text")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
+        return 2
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target = GPUTarget("cuda", args.arch, 32)
+    for label, kernel, dtype, constexprs, warps in specializations(args.hidden, args.batch):
+        if args.only not in label:
+            continue
+        start = time.perf_counter()
+        source = ASTSource(kernel, _signature(kernel, dtype, constexprs), constexprs={
+            (kernel.arg_names.index(name),): value for name, value in constexprs.items()})  # fmt: skip
+        compiled = triton.compile(source, target=target, options={"num_warps": warps})
+        line = f"{label}: ok in {time.perf_counter() - start:.1f}s, shared memory {compiled.metadata.shared} B"
+        if args.ptxas:
+            line += ", " + _ptxas_report(compiled.asm["ptx"], args.arch)
+        print(line, flush=True)
+    return 0
+
+
+def _ptxas_report(ptx: str, arch: int) -> str:
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptxas = get_ptxas(arch).path
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "kernel.ptx")
+        with open(path, "w") as handle:
+            handle.write(ptx)
+        suffix = "a" if arch >= 90 else ""
+        result = subprocess.run([ptxas, f"--gpu-name=sm_{arch}{suffix}", "-v", path, "-o", path + ".cubin"],
+                                capture_output=True, text=True)  # fmt: skip
+    text = result.stderr + result.stdout
+    registers = re.search(r"Used (\d+) registers", text)
+    spills = re.search(r"(\d+) bytes spill stores", text)
+    return f"{registers.group(1) if registers else '?'} registers, {spills.group(1) if spills else '?'} B spill stores"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
