@@ -197,15 +197,15 @@ class PerturbedBackend(Backend):
 
     summary = "test double: torch with a deliberate error"
 
-    def __init__(self, name: str, where: str):
-        self.name, self.where = name, where
+    def __init__(self, name: str, where: str, size: float = 1e-2):
+        self.name, self.where, self.size = name, where, size
 
     def run(self, call, x, lengths, hx, cx, weights, dropout):
         y, h_n, c_n = registry.get_backend("torch").run(call, x, lengths, hx, cx, weights, dropout)
         if self.where == "output":
-            return y + 1e-2, h_n, c_n
-        # Same values, gradients scaled by 1.01: only the gradient comparison can notice.
-        return y + 1e-2 * (y - y.detach()), h_n, c_n
+            return y + self.size, h_n, c_n
+        # Same values, gradients scaled by 1 + size: only the gradient comparison can notice.
+        return y + self.size * (y - y.detach()), h_n, c_n
 
 
 class BrokenBackend(Backend):
@@ -250,6 +250,19 @@ def test_a_wrong_backend_is_flagged_as_a_mismatch(tmp_path, registered, where, m
     assert wrong["status"] == "mismatch" and not wrong["check"]["passed"]
     assert flagged in wrong["check"]["failed"] and wrong["check"]["max_abs_err"] > 0
     assert wrong["time_ms"] is not None  # still timed: the table shows the speed next to the failed check
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"], ids=["bfloat16", "float16"])
+def test_low_precision_gate_flags_errors_beyond_rounding(tmp_path, registered, dtype):
+    """In 16-bit a row may differ from torch.nn by rounding, judged against the float64 truth, but a real error
+    (an offset far above either's rounding error) is still a mismatch; the reference loop passes."""
+    row = registered(PerturbedBackend("test_offset", "output", size=0.25))
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--dtype", dtype, "--cell", "gru", "--mode", "training",
+                          "--backends", f"{row},fusedrnn:reference")  # fmt: skip
+    assert status == 1
+    records = {r["row"]: r for r in doc["results"]}
+    assert records[row]["status"] == "mismatch" and "y" in records[row]["check"]["failed"]
+    assert records["fusedrnn:reference"]["status"] == "ok"
 
 
 def test_gradient_only_error_passes_in_inference(tmp_path, registered):

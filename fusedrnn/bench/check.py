@@ -18,6 +18,12 @@ TOLERANCES = {
     torch.bfloat16: {"rtol": 1e-2, "atol": 5e-2},
 }
 
+#: In float16/bfloat16 two correct implementations round differently, and the gap grows with T. A tensor outside
+#: the fixed tolerance still passes if its error against the float64 truth (torch.nn in float64 on the same rounded
+#: weights and inputs) is at most this multiple of torch.nn's own error against that truth (REFERENCE.md §4).
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+TRUTH_ERROR_FACTOR = 2.0
+
 
 @dataclasses.dataclass
 class Check:
@@ -30,10 +36,16 @@ class Check:
     failed: list[str]
     compared: int
     tolerance: dict[str, float]
+    #: tensor -> (this row's, torch.nn's) max abs error against float64: outside the fixed tolerance, but passed
+    #: because the row is no further from the truth than TRUTH_ERROR_FACTOR x torch.nn (low precision only).
+    judged_by_truth: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         if self.passed:
-            return f"ok ({self.max_abs_err:.1e})"
+            vs_truth = f", {len(self.judged_by_truth)} within {TRUTH_ERROR_FACTOR:g}x torch's fp64 error" * bool(
+                self.judged_by_truth
+            )
+            return f"ok ({self.max_abs_err:.1e}{vs_truth})"
         shown = ", ".join(self.failed[:2]) + (", ..." if len(self.failed) > 2 else "")
         return f"MISMATCH {shown} (max err {self.max_abs_err:.1e} in {self.worst})"
 
@@ -41,14 +53,26 @@ class Check:
         return dataclasses.asdict(self)
 
 
-def compare(actual: dict[str, Tensor | None], expected: dict[str, Tensor | None], dtype: torch.dtype) -> Check:
+def _max_abs(a: Tensor, b: Tensor) -> float:
+    diff = (a.detach().double().cpu() - b.detach().double().cpu()).abs()
+    return float(diff.max()) if diff.numel() else 0.0  # NaN if any element is NaN
+
+
+def compare(
+    actual: dict[str, Tensor | None],
+    expected: dict[str, Tensor | None],
+    dtype: torch.dtype,
+    truth: dict[str, Tensor | None] | None = None,
+) -> Check:
     """Compare every tensor of `expected` that `actual` also computes (peers may not expose torch's parameters).
 
     A tensor present in one and None (no gradient) in the other, a shape difference or any NaN counts as a failure.
+    `truth` (the float64 result, for float16/bfloat16 runs) rescues tensors as described at TRUTH_ERROR_FACTOR.
     """
     tolerance = TOLERANCES[dtype]
     failed: list[str] = []
     worst, max_err, compared = "", 0.0, 0
+    judged: dict[str, tuple[float, float]] = {}
     for key, e in expected.items():
         if key not in actual:
             continue
@@ -62,13 +86,16 @@ def compare(actual: dict[str, Tensor | None], expected: dict[str, Tensor | None]
         if a.shape != e.shape:
             failed.append(f"{key} (shape {tuple(a.shape)} != {tuple(e.shape)})")
             continue
-        a64, e64 = a.detach().double().cpu(), e.detach().double().cpu()
-        diff = (a64 - e64).abs()
-        err = float(diff.max()) if diff.numel() else 0.0
-        if diff.isnan().any():
-            err = float("nan")
+        err = _max_abs(a, e)
         if err > max_err or (math.isnan(err) and not math.isnan(max_err)):  # a NaN is always the worst
             max_err, worst = err, key
-        if not torch.allclose(a64, e64, **tolerance):
-            failed.append(key)
-    return Check(not failed, max_err, worst, failed, compared, tolerance)
+        if torch.allclose(a.detach().double().cpu(), e.detach().double().cpu(), **tolerance):
+            continue
+        t = None if truth is None else truth.get(key)
+        if t is not None:
+            row_err, torch_err = _max_abs(a, t), _max_abs(e, t)
+            if row_err <= TRUTH_ERROR_FACTOR * torch_err:  # False for NaN
+                judged[key] = (row_err, torch_err)
+                continue
+        failed.append(key)
+    return Check(not failed, max_err, worst, failed, compared, tolerance, judged)

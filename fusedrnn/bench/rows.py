@@ -93,6 +93,9 @@ def _compiled_reference(config: BenchConfig, baseline: nn.Module) -> Runnable:
     # dynamic=False: the benchmark reuses one shape, and a static graph is what a user of a fixed shape would get.
     module = fused_twin(config, baseline, "reference")
     runnable = module_runnable(module)
+    # Every fusedrnn module shares one forward code object, so Dynamo's per-code cache (8 entries by default) would
+    # fill up over a sweep and silently fall back to eager; a fresh cache per config keeps this row compiled.
+    torch._dynamo.reset()
     compiled = torch.compile(module, dynamic=False)
     return Runnable(module_runnable(compiled).forward, runnable.params)
 

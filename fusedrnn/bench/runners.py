@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 
@@ -10,10 +11,10 @@ from torch import Tensor
 
 from ..registry import BackendError
 from . import timing
-from .check import Check, compare
+from .check import LOW_PRECISION, Check, compare
 from .configs import BenchConfig
 from .peers import Unsupported
-from .rows import BASELINE, RowSpec, Runnable, baseline_module
+from .rows import BASELINE, RowSpec, Runnable, baseline_module, module_runnable
 
 #: Row outcomes. A mismatching row is still timed: the table shows its speed next to the failed check.
 OK, MISMATCH, UNCHECKED, UNSUPPORTED, FAILED = "ok", "mismatch", "unchecked", "unsupported", "failed"
@@ -96,6 +97,17 @@ def step(runnable: Runnable, inputs: Inputs, training: bool) -> dict[str, Tensor
     return {**dict(zip(names, (o.detach() for o in outputs))), **dict(zip(targets, grads))}
 
 
+def float64_truth(baseline: torch.nn.Module, inputs: Inputs, config: BenchConfig) -> dict[str, Tensor | None]:
+    """torch.nn in float64 on the very same (already rounded) weights, inputs and upstream gradients."""
+    exact = copy.deepcopy(baseline).double()
+
+    def widen(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.detach().double().requires_grad_(config.training)
+
+    wide = Inputs(widen(inputs.x), widen(inputs.h0), widen(inputs.c0), [u.double() for u in inputs.upstream])
+    return step(module_runnable(exact), wide, config.training)
+
+
 def run_config(
     config: BenchConfig,
     rows: list[RowSpec],
@@ -112,6 +124,7 @@ def run_config(
     """
     baseline = baseline_module(config, device, seed).train(config.training)
     inputs = make_inputs(config, device, seed)
+    truth = float64_truth(baseline, inputs, config) if config.torch_dtype in LOW_PRECISION else None
     expected: dict[str, Tensor | None] | None = None
     results: list[Result] = []
     steps: dict[str, Callable[[], object]] = {}
@@ -131,7 +144,7 @@ def run_config(
             if expected is None:
                 result.status, result.note = UNCHECKED, f"{BASELINE} baseline failed: nothing to check against"
             else:
-                result.check = compare(actual, expected, config.torch_dtype)
+                result.check = compare(actual, expected, config.torch_dtype, truth)
                 if not result.check.passed:
                     result.status = MISMATCH
             steps[spec.name] = run
