@@ -78,9 +78,16 @@ def persistent_plan(x: Tensor, N: int, H: int, gates: int) -> PersistentPlan | N
     """The persistent kernels' tiling for this call, or None for the tiled kernels (not requested, or it does not
     fit). Every program must be resident at once (they wait for each other each step): at most one per SM on a GPU;
     under the interpreter, which runs programs one after another, only a single program."""
-    if os.environ.get(KERNEL_ENV, "tiled") != "persistent" or N > MAX_PERSISTENT_BATCH or H > MAX_PERSISTENT_HIDDEN:
+    if os.environ.get(KERNEL_ENV, "tiled") != "persistent":
         return None
     resident = torch.cuda.get_device_properties(x.device).multi_processor_count if x.device.type == "cuda" else 1
+    return persistent_tiles(N, H, gates, resident, x.element_size())
+
+
+def persistent_tiles(N: int, H: int, gates: int, resident: int, element_size: int) -> PersistentPlan | None:
+    """Tiles for at most `resident` programs, or None where the persistent kernels do not fit."""
+    if N > MAX_PERSISTENT_BATCH or H > MAX_PERSISTENT_HIDDEN:
+        return None
     gates_p2 = 1 if gates == 1 else 4
     per_program = triton.next_power_of_2(triton.cdiv(H, resident))
     plan = PersistentPlan(
@@ -93,7 +100,7 @@ def persistent_plan(x: Tensor, N: int, H: int, gates: int) -> PersistentPlan | N
     if max(triton.cdiv(H, plan.block_h_forward), triton.cdiv(H, plan.block_h_backward)) > resident:
         return None
     slice_elements = plan.block_k * gates_p2 * max(plan.block_h_forward, plan.block_h_backward)
-    if slice_elements * x.element_size() > MAX_W_SLICE_BYTES:
+    if slice_elements * element_size > MAX_W_SLICE_BYTES:
         return None
     return plan
 

@@ -49,26 +49,28 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132):
 
     block_n, block_h, block_k = triton_ops._tiles(hidden)
     warps = triton_ops.TILED_WARPS
-    for dtype in ("bf16", "fp32"):
-        for mode, gates in GATES.items():
-            if dtype == "fp32" and mode != 0:
-                continue  # fp32 differs only in the dot's input precision: one cell is enough
-            precision = "ieee" if dtype == "fp32" else "tf32"
-            common = dict(MODE=mode, GATES=gates, REVERSE=1, HAS_LENGTHS=True, SLOTS=SAVED_SLOTS[mode], PRECISION=precision)
-            forward = dict(common, HAS_BIAS=True, SAVE=True)
-            tiles = dict(BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k)
-            yield f"tiled forward mode={mode} {dtype}", recurrence_forward_kernel, dtype, dict(forward, **tiles), warps
-            yield f"tiled backward mode={mode} {dtype}", recurrence_backward_kernel, dtype, dict(common, **tiles), warps
-            gates_p2 = 1 if gates == 1 else 4
-            per_program = 1 << max(0, (-(-hidden // sms) - 1).bit_length())
-            k = 1 << (hidden - 1).bit_length()
-            n = max(16, 1 << (batch - 1).bit_length())
-            persistent = dict(BLOCK_N=n, BLOCK_K=k)
-            yield (f"persistent forward mode={mode} {dtype}", persistent_forward_kernel, dtype,
-                   dict(forward, **persistent, GATES_P2=gates_p2, BLOCK_H=max(16 // gates_p2, per_program)),
-                   triton_ops.PERSISTENT_WARPS)  # fmt: skip
-            yield (f"persistent backward mode={mode} {dtype}", persistent_backward_kernel, dtype,
-                   dict(common, **persistent, BLOCK_H=max(16, per_program)), triton_ops.PERSISTENT_WARPS)  # fmt: skip
+    # Every cell with every optional piece on in bf16; every piece off (inference: no save, no bias, forward
+    # direction) for LSTM and GRU; fp32 (the dot's input precision differs) for the LSTM.
+    variants = [("bf16", mode, True) for mode in GATES] + [("bf16", 0, False), ("bf16", 1, False), ("fp32", 0, True)]
+    for dtype, mode, on in variants:
+        gates = GATES[mode]
+        common = dict(MODE=mode, GATES=gates, REVERSE=int(on), HAS_LENGTHS=on, SLOTS=SAVED_SLOTS[mode],
+                      PRECISION="ieee" if dtype == "fp32" else "tf32")  # fmt: skip
+        forward = dict(common, HAS_BIAS=on, SAVE=on)
+        label = f"mode={mode} {dtype}{'' if on else ' minimal'}"
+        tiles = dict(BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k)
+        yield f"tiled forward {label}", recurrence_forward_kernel, dtype, dict(forward, **tiles), warps
+        yield f"tiled backward {label}", recurrence_backward_kernel, dtype, dict(common, **tiles), warps
+        plan = triton_ops.persistent_tiles(batch, hidden, gates, sms, 4 if dtype == "fp32" else 2)
+        if plan is None:
+            print(f"persistent {label}: does not fit at H={hidden}, N={batch} (the tiled kernels run instead)")
+            continue
+        persistent = dict(BLOCK_N=plan.block_n, BLOCK_K=plan.block_k)
+        yield (f"persistent forward {label}", persistent_forward_kernel, dtype,
+               dict(forward, **persistent, GATES_P2=plan.gates_p2, BLOCK_H=plan.block_h_forward),
+               triton_ops.PERSISTENT_WARPS)  # fmt: skip
+        yield (f"persistent backward {label}", persistent_backward_kernel, dtype,
+               dict(common, **persistent, BLOCK_H=plan.block_h_backward), triton_ops.PERSISTENT_WARPS)  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,9 @@ against the float64 reference), since a fixed atol would hide error growth over 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -27,6 +30,10 @@ gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU run
 
 #: Cells the kernels implement (LSTM projection is reported unsupported, tested below).
 KERNEL_CELLS = [cell for cell in CELLS if "proj_size" not in cell[3]]
+#: The sm_90 compile check builds ~24 kernels; cold (empty Triton cache) it takes about a minute on 2 cores.
+COMPILE_CHECK_TIMEOUT_S = 300
+#: A persistent kernel whose programs are not all resident would spin forever: GPU runs of it get this much time.
+PERSISTENT_TIMEOUT_S = 300
 #: Low-precision error bound (REFERENCE §4): kernel error <= ERROR_RATIO * reference error + atol of the dtype.
 ERROR_RATIO = 2.0
 
@@ -154,6 +161,39 @@ def test_layer_matches_reference_with_lengths(cell):
         assert_all_close(*results, torch.float32)
 
 
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_persistent_kernels_math_single_program(cell, monkeypatch):
+    """The persistent kernels' math (W_hh slice layout, gate split, register-carried state, reversed time, lengths).
+    Under the interpreter the plan has ONE program, whose grid barrier passes trivially; several programs exchanging
+    state through the barrier is what only a GPU shows (here on CUDA with a few programs, and
+    test_gpu_persistent_kernels at real sizes)."""
+    from fusedrnn import triton_ops
+
+    monkeypatch.setenv(triton_ops.KERNEL_ENV, "persistent")
+    launched = []
+    monkeypatch.setattr(triton_ops, "_launch", lambda kernel, *a, _launch=triton_ops._launch, **k: (
+        launched.append(kernel), _launch(kernel, *a, **k)))  # fmt: skip
+    case, sizes = Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 19)
+    device = "cuda" if CUDA else "cpu"
+    actual, expected = make_modules(cell, case, sizes, device)
+    make_inputs = input_maker(expected, case, torch.float32, device)
+    assert_all_close(
+        forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float32
+    )
+    persistent = {triton_ops.persistent_forward_kernel, triton_ops.persistent_backward_kernel}
+    assert launched and set(launched) == persistent
+
+
+@pytest.mark.skipif(CUDA, reason="on a GPU the kernels are compiled and run by the GPU tests")
+def test_kernels_compile_for_h100():
+    """Every kernel specialisation compiles to an sm_90 cubin (the interpreter would accept code a GPU rejects)."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "fusedrnn.kernels.compile_check", "--only", "bf16"], env=env,
+                            capture_output=True, text=True, timeout=COMPILE_CHECK_TIMEOUT_S)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": ok in") >= 16, result.stdout
+
+
 def test_torch_compile_fullgraph():
     """torch.compile(fullgraph=True) traces forward and backward of a 2-layer bidirectional LSTM without a graph
     break. On CPU (interpreter) with the aot_eager backend: the ops are opaque there; on CUDA with Inductor, which
@@ -251,3 +291,14 @@ def test_gpu_compile_low_precision(dtype_id):
     compiled = forward_backward(torch.compile(actual, fullgraph=True), make_inputs)
     compiled = {key.replace("_orig_mod.", ""): value for key, value in compiled.items()}
     assert_all_close(compiled, eager, dtype)
+
+
+@gpu_only
+def test_gpu_persistent_kernels():
+    """The persistent (grid-barrier) kernels on a real GPU, over the GPU grid's dtype-bounded checks. Run in a child
+    pytest with a timeout, because a barrier bug would hang rather than fail."""
+    env = dict(os.environ, FUSEDRNN_TRITON_KERNEL="persistent")
+    selection = "test_gpu_error_bounded_by_reference and (T7 or long or bidir or packed or H70)"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", __file__, "-k", selection], env=env,
+                            capture_output=True, text=True, timeout=PERSISTENT_TIMEOUT_S)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
