@@ -5,7 +5,8 @@ Python body; Inductor sees the Triton kernels) and traces forward and backward w
 
   fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, lengths?, mode, reverse, save)
       -> (y [T,N,H], h_n [N,H], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,H] fp32, cs [S,N,H] fp32 | [0])
-      1 matmul (x W_ih^T + b_ih for all T steps) + 1 kernel launch for the whole sequence.
+      1 matmul (x W_ih^T + b_ih for all T steps) + 1 kernel launch for the whole sequence (tiled kernels, or the
+      persistent ones where FUSEDRNN_TRITON_KERNEL=persistent and the call fits; see fusedrnn.kernels).
   fusedrnn::triton_recurrence_backward(dy, dh_n, dc_n?, x, w_ih, w_hh, saved, hs, cs, lengths?, mode, reverse, bias)
       -> (dx, dh0, dc0 | [0], dW_ih, dW_hh, db_ih | [0], db_hh | [0])
       1 kernel launch for the whole sequence (gate gradients, dh/dc carried) + 4 matmuls and 2 reductions over T*N.

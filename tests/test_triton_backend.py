@@ -28,6 +28,7 @@ TRITON_REASON = registry.availability()["triton"]
 pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU runs only the interpreter grid)")
 
+MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 #: Cells the kernels implement (LSTM projection is reported unsupported, tested below).
 KERNEL_CELLS = [cell for cell in CELLS if "proj_size" not in cell[3]]
 #: The sm_90 compile check builds ~24 kernels; cold (empty Triton cache) it takes about a minute on 2 cores.
@@ -101,11 +102,10 @@ def cell_ids(cells):
 
 @pytest.mark.parametrize("case_id", list(GRID))
 @pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
-def test_matches_torch_fp32(cell, case_id):
+def test_matches_torch_fp32(cell, case_id, monkeypatch):
     case, sizes = GRID[case_id]
     device = "cuda" if CUDA else "cpu"
-    if CUDA:
-        torch.backends.cudnn.allow_tf32 = False  # torch.nn on CUDA is cuDNN: keep the expected side exact fp32
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # torch.nn on CUDA is cuDNN: keep it exact fp32
     actual, expected = make_modules(cell, case, sizes, device)
     make_inputs = input_maker(expected, case, torch.float32, device)
     assert_all_close(
@@ -135,8 +135,7 @@ def test_layer_matches_reference_with_lengths(cell):
     their state and output zeros), against fusedrnn.reference.rnn_layer."""
     from fusedrnn import reference, triton_ops
 
-    mode = fusedrnn.GRU(1, 1).mode if cell[0] == "gru" else {"lstm": "LSTM", "rnn_tanh": "RNN_TANH",
-                                                               "rnn_relu": "RNN_RELU"}[cell[0]]  # fmt: skip
+    mode = MODES[cell[0]]
     device = "cuda" if CUDA else "cpu"
     T, N, I, H, G = 6, 3, 4, 19, reference.GATES[mode]
     generator = torch.Generator().manual_seed(2)
@@ -182,6 +181,14 @@ def test_persistent_kernels_math_single_program(cell, monkeypatch):
     )
     persistent = {triton_ops.persistent_forward_kernel, triton_ops.persistent_backward_kernel}
     assert launched and set(launched) == persistent
+    args, _ = make_inputs()
+    with torch.no_grad():  # the two-slot (ping-pong) state of inference
+        got, want = actual(*args), expected(*args)
+    assert_all_close(
+        {str(i): t for i, t in enumerate(torch.utils._pytree.tree_leaves(got))},
+        {str(i): t for i, t in enumerate(torch.utils._pytree.tree_leaves(want))},
+        torch.float32,
+    )
 
 
 @pytest.mark.skipif(CUDA, reason="on a GPU the kernels are compiled and run by the GPU tests")
@@ -262,7 +269,7 @@ def assert_error_bounded(actual: dict, low: dict, exact: dict, dtype: torch.dtyp
 def test_gpu_error_bounded_by_reference(cell, case_id, dtype_id):
     case, sizes = GPU_GRID[case_id]
     dtype = DTYPES[dtype_id]
-    actual, template = make_modules(cell, case, sizes, "cuda")
+    _, template = make_modules(cell, case, sizes, "cuda")
     _, fused_cls, _, extra = cell
     kwargs = dict(input_size=sizes.input_size, hidden_size=sizes.hidden_size, num_layers=case.num_layers,
                   bias=case.bias, batch_first=case.batch_first, dropout=case.dropout,
