@@ -23,13 +23,16 @@ def _load_f32(ptr, mask):
 
 
 @triton.jit
-def _dgh_dot(acc, dgh_t, w_hh_ptr, gate, GH, H, rows, row_ok, cols, col_ok, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+def _dgh_dot(acc, dgh_t, w_hh_ptr, gate, GH, H, rows, row_ok, cols, col_ok, BLOCK_K: tl.constexpr,
+             PRECISION: tl.constexpr):
     """acc[BN, BH] += dgh_t[rows, gate*H + :] @ W_hh[gate*H + :, cols] (W_hh is [G*H, H], row-major)."""
     for k0 in range(0, H, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < H
-        d = tl.load(dgh_t + rows[:, None] * GH + (gate * H + ks)[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(w_hh_ptr + (gate * H + ks)[:, None] * H + cols[None, :], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+        d_mask = row_ok[:, None] & k_ok[None, :]
+        d = tl.load(dgh_t + rows[:, None] * GH + (gate * H + ks)[None, :], mask=d_mask, other=0.0)
+        w_mask = k_ok[:, None] & col_ok[None, :]
+        w = tl.load(w_hh_ptr + (gate * H + ks)[:, None] * H + cols[None, :], mask=w_mask, other=0.0)
         acc = tl.dot(d.to(w.dtype), w, acc, input_precision=PRECISION)
     return acc
 
@@ -106,7 +109,9 @@ def recurrence_backward_kernel(
                 dc = _load_f32(dc_ptr + tile, mask)
             else:
                 c_prev, c_new, dc = dh, dh, dh  # unused
-            d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new, MODE)
+            d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(
+                dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new, MODE
+            )
             if HAS_LENGTHS:
                 # Rows past their length did not step: no gate gradient, dh and dc pass through unchanged.
                 d0 = tl.where(valid, d0, 0.0)

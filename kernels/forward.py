@@ -98,7 +98,8 @@ def recurrence_forward_kernel(
             for k0 in range(0, H, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
                 k_ok = ks < H
-                h = tl.load(h_prev_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                h_mask = row_ok[:, None] & k_ok[None, :]
+                h = tl.load(h_prev_ptr + rows[:, None] * H + ks[None, :], mask=h_mask, other=0.0)
                 h = h.to(w_hh_ptr.dtype.element_ty)
                 acc0 = _hh_dot(acc0, h, w_hh_ptr, 0, H, cols, col_ok, ks, k_ok, PRECISION)
                 if GATES > 1:

@@ -24,6 +24,7 @@ from parity import TOLERANCES, assert_all_close, forward_backward
 from test_modules import CELLS, Case, input_maker
 
 CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
 TRITON_REASON = registry.availability()["triton"]
 pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU runs only the interpreter grid)")
@@ -104,7 +105,7 @@ def cell_ids(cells):
 @pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
 def test_matches_torch_fp32(cell, case_id, monkeypatch):
     case, sizes = GRID[case_id]
-    device = "cuda" if CUDA else "cpu"
+    device = DEVICE
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # torch.nn on CUDA is cuDNN: keep it exact fp32
     actual, expected = make_modules(cell, case, sizes, device)
     make_inputs = input_maker(expected, case, torch.float32, device)
@@ -117,7 +118,7 @@ def test_matches_torch_fp32(cell, case_id, monkeypatch):
 def test_inference_without_saving(cell):
     """Under no_grad the forward keeps only two state slots (ping-pong) and saves no activations."""
     case, sizes = Case(seq_len=5, batch=3, bidirectional=True, with_state=True), Sizes(4, 19)
-    device = "cuda" if CUDA else "cpu"
+    device = DEVICE
     actual, expected = make_modules(cell, case, sizes, device)
     args, _ = input_maker(expected, case, torch.float32, device)()
     with torch.no_grad():
@@ -136,7 +137,7 @@ def test_layer_matches_reference_with_lengths(cell):
     from fusedrnn import reference, triton_ops
 
     mode = MODES[cell[0]]
-    device = "cuda" if CUDA else "cpu"
+    device = DEVICE
     T, N, I, H, G = 6, 3, 4, 19, reference.GATES[mode]
     generator = torch.Generator().manual_seed(2)
     tensors = [torch.randn(shape, generator=generator).to(device) * 0.5
@@ -173,7 +174,7 @@ def test_persistent_kernels_math_single_program(cell, monkeypatch):
     monkeypatch.setattr(triton_ops, "_launch", lambda kernel, *a, _launch=triton_ops._launch, **k: (
         launched.append(kernel), _launch(kernel, *a, **k)))  # fmt: skip
     case, sizes = Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 19)
-    device = "cuda" if CUDA else "cpu"
+    device = DEVICE
     actual, expected = make_modules(cell, case, sizes, device)
     make_inputs = input_maker(expected, case, torch.float32, device)
     assert_all_close(
@@ -206,7 +207,7 @@ def test_torch_compile_fullgraph():
     break. On CPU (interpreter) with the aot_eager backend: the ops are opaque there; on CUDA with Inductor, which
     sees the Triton kernels through triton_op."""
     case, sizes = Case(seq_len=5, batch=3, num_layers=2, bidirectional=True, with_state=True), Sizes(4, 19)
-    device = "cuda" if CUDA else "cpu"
+    device = DEVICE
     actual, expected = make_modules(CELLS[0], case, sizes, device)
     torch._dynamo.reset()
     compiled = torch.compile(actual, fullgraph=True, backend="inductor" if CUDA else "aot_eager")
@@ -269,18 +270,18 @@ def assert_error_bounded(actual: dict, low: dict, exact: dict, dtype: torch.dtyp
 def test_gpu_error_bounded_by_reference(cell, case_id, dtype_id):
     case, sizes = GPU_GRID[case_id]
     dtype = DTYPES[dtype_id]
-    _, template = make_modules(cell, case, sizes, "cuda")
+    _, template = make_modules(cell, case, sizes, DEVICE)
     _, fused_cls, _, extra = cell
     kwargs = dict(input_size=sizes.input_size, hidden_size=sizes.hidden_size, num_layers=case.num_layers,
                   bias=case.bias, batch_first=case.batch_first, dropout=case.dropout,
-                  bidirectional=case.bidirectional, device="cuda", **extra)  # fmt: skip
+                  bidirectional=case.bidirectional, device=DEVICE, **extra)  # fmt: skip
     runs = {}
     for name, run_dtype, backend in (("kernel", dtype, "triton"), ("low", dtype, "reference"),
                                      ("exact", torch.float64, "reference")):  # fmt: skip
         module = fused_cls(**kwargs, backend=backend).eval()
         module.load_state_dict(template.state_dict())
         module.to(run_dtype)
-        runs[name] = forward_backward(module, input_maker(module, case, run_dtype, "cuda"))
+        runs[name] = forward_backward(module, input_maker(module, case, run_dtype, DEVICE))
     assert_error_bounded(runs["kernel"], runs["low"], runs["exact"], dtype)
 
 
@@ -290,9 +291,9 @@ def test_gpu_compile_low_precision(dtype_id):
     """Inductor with the Triton kernels in 16-bit: compiled equals eager on the same backend."""
     dtype = DTYPES[dtype_id]
     case, sizes = Case(seq_len=33, batch=5, num_layers=2, bidirectional=True, with_state=True), Sizes(40, 48)
-    actual, _ = make_modules(CELLS[0], case, sizes, "cuda")
+    actual, _ = make_modules(CELLS[0], case, sizes, DEVICE)
     actual.to(dtype)
-    make_inputs = input_maker(actual, case, dtype, "cuda")
+    make_inputs = input_maker(actual, case, dtype, DEVICE)
     eager = forward_backward(actual, make_inputs)
     torch._dynamo.reset()
     compiled = forward_backward(torch.compile(actual, fullgraph=True), make_inputs)
