@@ -120,13 +120,13 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
-def _launch(kernel, grid: tuple[int], probe: Tensor, *args, **kwargs) -> None:
-    """Launch through `wrap_triton`, which records the kernel when torch.compile traces the op. Under Triton's
-    interpreter `wrap_triton` hands back the bare kernel, which would run on fake tensors while the op's shapes are
-    traced; there the launch is skipped: the op allocates all its outputs before launching, so the shapes are right."""
-    if is_fake(probe) and interpreter_enabled():
-        return
-    wrap_triton(kernel)[grid](*args, **kwargs)
+def _launchable(probe: Tensor) -> bool:
+    """Whether to launch (through `wrap_triton`, which records the kernel when torch.compile traces the op). Under
+    Triton's interpreter `wrap_triton` hands back the bare kernel, which would run on fake tensors while the op's
+    shapes are traced: there the launch is skipped, since the op allocates all its outputs before launching.
+    (Kernels are named in `wrap_triton(...)` calls in the op bodies themselves, where torch.library finds them for
+    its compile-cache keys.)"""
+    return not (is_fake(probe) and interpreter_enabled())
 
 
 def _op(name: str):
@@ -205,13 +205,20 @@ def recurrence_forward(
     plan = persistent_plan(x, N, H, gates)
     if plan is None:
         block_n, block_h, block_k = _tiles(H)
-        _launch(recurrence_forward_kernel, (triton.cdiv(N, block_n),), x, *pointers, T, N, H, **flags,
-                BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=TILED_WARPS)  # fmt: skip
+        grid = (triton.cdiv(N, block_n),)
+        if _launchable(x):
+            wrap_triton(recurrence_forward_kernel)[grid](
+                *pointers, T, N, H, **flags, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k,
+                num_warps=TILED_WARPS,
+            )  # fmt: skip
     else:
         sync = x.new_zeros((1,), dtype=torch.int32)
-        _launch(persistent_forward_kernel, (triton.cdiv(H, plan.block_h_forward),), x, *pointers, sync, T, N, H,
-                **flags, GATES_P2=plan.gates_p2, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h_forward,
-                BLOCK_K=plan.block_k, num_warps=PERSISTENT_WARPS)  # fmt: skip
+        grid = (triton.cdiv(H, plan.block_h_forward),)
+        if _launchable(x):
+            wrap_triton(persistent_forward_kernel)[grid](
+                *pointers, sync, T, N, H, **flags, GATES_P2=plan.gates_p2, BLOCK_N=plan.block_n,
+                BLOCK_H=plan.block_h_forward, BLOCK_K=plan.block_k, num_warps=PERSISTENT_WARPS,
+            )  # fmt: skip
     h_n = hs[last].to(x.dtype, copy=True)
     c_n = cs[last].to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return y, h_n, c_n, saved, hs, cs
@@ -262,13 +269,20 @@ def recurrence_backward(
     plan = persistent_plan(x, N, H, gates)
     if plan is None:
         block_n, block_h, block_k = _tiles(H)
-        _launch(recurrence_backward_kernel, (triton.cdiv(N, block_n),), x, *pointers, T, N, H, **flags,
-                BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k, num_warps=TILED_WARPS)  # fmt: skip
+        grid = (triton.cdiv(N, block_n),)
+        if _launchable(x):
+            wrap_triton(recurrence_backward_kernel)[grid](
+                *pointers, T, N, H, **flags, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k,
+                num_warps=TILED_WARPS,
+            )  # fmt: skip
     else:
         sync = x.new_zeros((1,), dtype=torch.int32)
-        _launch(persistent_backward_kernel, (triton.cdiv(H, plan.block_h_backward),), x, *pointers, sync, T, N, H,
-                **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h_backward, BLOCK_K=plan.block_k,
-                num_warps=PERSISTENT_WARPS)  # fmt: skip
+        grid = (triton.cdiv(H, plan.block_h_backward),)
+        if _launchable(x):
+            wrap_triton(persistent_backward_kernel)[grid](
+                *pointers, sync, T, N, H, **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h_backward,
+                BLOCK_K=plan.block_k, num_warps=PERSISTENT_WARPS,
+            )  # fmt: skip
     # Everything else is a few large matmuls over all T*N rows.
     dgi_rows = dgi.view(T * N, gates * H)
     dgh_rows = dgh.view(T * N, gates * H) if mode == GRU_ID else dgi_rows

@@ -171,8 +171,8 @@ def test_persistent_kernels_math_single_program(cell, monkeypatch):
 
     monkeypatch.setenv(triton_ops.KERNEL_ENV, "persistent")
     launched = []
-    monkeypatch.setattr(triton_ops, "_launch", lambda kernel, *a, _launch=triton_ops._launch, **k: (
-        launched.append(kernel), _launch(kernel, *a, **k)))  # fmt: skip
+    monkeypatch.setattr(triton_ops, "wrap_triton", lambda kernel, wrap=triton_ops.wrap_triton: (
+        launched.append(kernel), wrap(kernel))[1])  # fmt: skip
     case, sizes = Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 19)
     device = DEVICE
     actual, expected = make_modules(cell, case, sizes, device)
