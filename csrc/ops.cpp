@@ -95,6 +95,8 @@ void check_biases(const char* op, const Sizes& s, const Tensor& x, const optiona
 void check_grads(const char* op, const Sizes& s, const Tensor& x, const Tensor& y, const Tensor& saved,
                  const Tensor& grad_y, const Tensor& grad_h_n, const optional<Tensor>& grad_c_n) {
   check_tensor(op, "y", y, x, {s.T, s.N, s.P});
+  TORCH_CHECK(saved.dim() != 1, op, ": the workspace is empty; differentiating needs layer_forward(..., "
+              "save_workspace=True)");
   check_tensor(op, "workspace", saved, x, {s.T, s.N, saved_width(s.mode, s.H, s.projection)});
   check_tensor(op, "grad_y", grad_y, x, {s.T, s.N, s.P});
   check_tensor(op, "grad_h_n", grad_h_n, x, {s.N, s.P});
@@ -117,12 +119,15 @@ using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor
 template <const Pointwise& (*get_pointwise)()>
 ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0,
                             const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
-                            const optional<Tensor>& b_hh, const optional<Tensor>& w_hr, bool reverse) {
+                            const optional<Tensor>& b_hh, const optional<Tensor>& w_hr, bool reverse,
+                            bool save_workspace) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
   c10::OptionalDeviceGuard guard(x.device());
-  return forward_loop(inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse), get_pointwise());
+  LayerInputs in = inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
+  in.save = save_workspace;
+  return forward_loop(in, get_pointwise());
 }
 
 template <const Pointwise& (*get_pointwise)()>
@@ -149,13 +154,14 @@ Tensor empty_like_shape(const Tensor& x, std::initializer_list<SymInt> shape) {
 ForwardResult layer_forward_meta(c10::string_view mode_name, const Tensor& x, const Tensor& h0,
                                  const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                                  const optional<Tensor>& b_ih, const optional<Tensor>& b_hh,
-                                 const optional<Tensor>& w_hr, bool reverse) {
+                                 const optional<Tensor>& w_hr, bool reverse, bool save_workspace) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
   return {empty_like_shape(x, {s.T, s.N, s.P}), empty_like_shape(x, {s.N, s.P}),
           mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : empty_like_shape(x, {0}),
-          empty_like_shape(x, {s.T, s.N, saved_width(mode, s.H, s.projection)})};
+          save_workspace ? empty_like_shape(x, {s.T, s.N, saved_width(mode, s.H, s.projection)})
+                         : empty_like_shape(x, {0})};
 }
 
 BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& grad_y, const Tensor& grad_h_n,
@@ -183,7 +189,8 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
 TORCH_LIBRARY(fusedrnn, m) {
   m.def(
       "layer_forward(str mode, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh, Tensor? w_hr, bool reverse) -> (Tensor y, Tensor h_n, Tensor c_n, Tensor workspace)");
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, bool save_workspace=True) -> "
+      "(Tensor y, Tensor h_n, Tensor c_n, Tensor workspace)");
   m.def(
       "layer_backward(str mode, Tensor grad_y, Tensor grad_h_n, Tensor? grad_c_n, Tensor x, Tensor h0, Tensor? c0, "
       "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor workspace, bool reverse, bool has_bias) -> "

@@ -21,6 +21,7 @@ struct LayerInputs {
   at::Tensor w_ih, w_hh;
   std::optional<at::Tensor> b_ih, b_hh, w_hr;
   bool reverse;
+  bool save = true;  // keep every step's activations for layer_backward (false: inference, nothing saved)
 };
 
 //: Columns of the saved activations per (t, n), in units of H: LSTM [i f g o c (h before projection)],
@@ -32,7 +33,8 @@ Int saved_width(Mode mode, Int H, bool projection) {
   return H * 0;
 }
 
-//: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width].
+//: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width]
+//: (empty unless in.save).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw);
 
 //: Gradients of a forward_loop call; returns dx, dh0, dc0 (LSTM; else empty), dw_ih, dw_hh, db_ih, db_hh (empty

@@ -6,8 +6,10 @@ Whatever fails, the error says what is missing (a compiler, ninja, the sources, 
 are unaffected: only the `cpu` and `cuda` backends depend on this module.
 
 Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and device):
-    layer_forward(mode, x [T,N,I], h0 [N,P], c0 [N,H]|None, w_ih, w_hh, b_ih|None, b_hh|None, w_hr|None, reverse)
-        -> y [T,N,P], h_n [N,P], c_n [N,H] (LSTM; else empty), workspace (saved activations for the backward)
+    layer_forward(mode, x [T,N,I], h0 [N,P], c0 [N,H]|None, w_ih, w_hh, b_ih|None, b_hh|None, w_hr|None, reverse,
+                  save_workspace=True)
+        -> y [T,N,P], h_n [N,P], c_n [N,H] (LSTM; else empty), workspace (saved activations for the backward;
+           empty when save_workspace is False, which only inference may use)
     layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
 """
 
@@ -102,7 +104,7 @@ def has_cuda_kernels() -> bool:
 
 
 def _setup_context(ctx, inputs, output):
-    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = inputs
+    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _save_workspace = inputs
     y, _, _, workspace = output
     ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, y, workspace)
     ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
@@ -122,7 +124,8 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
         ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, ctx.has_bias
     )
     bias = (db_ih, db_hh) if ctx.has_bias else (None, None)
-    return None, dx, dh0, dc0 if c0 is not None else None, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None
+    dc0 = dc0 if c0 is not None else None
+    return None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None
 
 
 def _register_autograd() -> None:

@@ -181,6 +181,24 @@ def test_ops_match_reference_layer(name, mode, projection, bias, reverse):
         torch.testing.assert_close(c_n, expected[2], **TOLERANCES[torch.float64])
 
 
+@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
+def test_inference_without_workspace_gives_the_same_outputs(name, mode, projection, bias, reverse):
+    args = op_inputs(mode, projection, bias)
+    saved = ops.layer_forward(*args, reverse, True)
+    unsaved = ops.layer_forward(*args, reverse, False)
+    assert unsaved[3].numel() == 0
+    for a, e in zip(unsaved[:3], saved[:3]):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+    torch.library.opcheck(ops.layer_forward.default, (*args, reverse, False))
+
+
+def test_backward_without_workspace_is_a_clear_error():
+    inputs = backward_inputs("GRU", False, True, False)
+    inputs[11] = torch.empty(0, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="save_workspace=True"):
+        ops.layer_backward(*inputs)
+
+
 def test_torch_compile_fullgraph_forward_and_backward():
     mode, *tensors = op_inputs("LSTM", True, True, dtype=torch.float32, requires_grad=True)
 
