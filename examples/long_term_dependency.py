@@ -187,6 +187,7 @@ def main(argv=None) -> dict[str, float]:
                 axes[0, 0].plot(smooth(losses, 50), label=label)
                 axes[0, 1].plot(norms, label=label, alpha=0.7)
             axes[0, 0].set(yscale="log", xlabel="step", ylabel="training MSE", title=f"RNN, T={longest}")
+            axes[0, 1].axhline(args.clip, color="gray", linestyle=":", label="clipping threshold")
             axes[0, 1].set(yscale="log", xlabel="step", ylabel="gradient norm before clipping")
             axes[0, 0].legend()
             axes[0, 1].legend()

@@ -11,6 +11,7 @@ trivial baseline, answering the most common training date, is almost never right
 
 from __future__ import annotations
 
+import collections
 import datetime
 import random
 import time
@@ -134,7 +135,7 @@ def main(argv=None) -> dict[str, float]:
     predicted = [vocab.decode(ids) for ids in model.translate(src_test, ISO_LENGTH).tolist()]
     truth = [d for _, d in test_pairs]
     accuracy = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
-    most_common = max(set(d for _, d in train_pairs), key=[d for _, d in train_pairs].count)
+    most_common = collections.Counter(d for _, d in train_pairs).most_common(1)[0][0]
     baseline = sum(t == most_common for t in truth) / len(truth)
     for (words, iso), guess in list(zip(test_pairs, predicted))[:6]:
         print(f"  {words:38s} -> {guess}  {'ok' if guess == iso else 'WRONG, expected ' + iso}")
