@@ -114,6 +114,26 @@ def test_matches_torch_fp32(cell, case_id, monkeypatch):
     )
 
 
+@pytest.mark.parametrize("case_id", ["T3_N17_H70_two_tiles_states", "packed_bidir_states"])
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_no_unwritten_elements(cell, case_id, monkeypatch):
+    """Every buffer the ops allocate starts as NaN: an element a kernel forgets to write (a tile edge, a padded step,
+    a second batch tile) would surface in some output or gradient."""
+    new_empty = torch.Tensor.new_empty
+
+    def poisoned(self, *args, **kwargs):
+        out = new_empty(self, *args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
+    case, sizes = GRID[case_id]
+    actual, expected = make_modules(cell, case, sizes, DEVICE)
+    make_inputs = input_maker(expected, case, torch.float32, DEVICE)
+    assert_all_close(
+        forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float32
+    )
+
+
 @pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
 def test_inference_without_saving(cell):
     """Under no_grad the forward keeps only two state slots (ping-pong) and saves no activations."""
@@ -228,6 +248,7 @@ def test_unsupported_calls_name_the_reason():
     assert "projection" in backend.unsupported_reason(dataclasses.replace(base, proj_size=3))
     assert "float64" in backend.unsupported_reason(dataclasses.replace(base, dtype=torch.float64))
     assert "mps" in backend.unsupported_reason(dataclasses.replace(base, device_type="mps"))
+    assert "32-bit" in backend.unsupported_reason(dataclasses.replace(base, hidden_size=30000))
     with pytest.raises(registry.BackendError, match="projection"):
         fusedrnn.LSTM(4, 8, proj_size=3, backend="triton")(torch.randn(2, 1, 4))
 

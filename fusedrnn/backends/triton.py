@@ -18,6 +18,9 @@ from ..registry import LayerBackend, RNNCall
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Under the interpreter the kernels are a test vehicle; fp32 is the dtype they are tested in there.
 INTERPRETER_DTYPES = (torch.float32,)
+#: The kernels index with 32-bit offsets inside one step (W_hh: G*H*H elements; one step of the input projection:
+#: N*G*H elements); time offsets are 64-bit, so T is unbounded.
+MAX_STEP_ELEMENTS = 2**31 - 1
 
 
 def interpreter_enabled() -> bool:
@@ -40,6 +43,13 @@ class TritonBackend(LayerBackend):
             return (
                 "LSTM projection (proj_size > 0) is not implemented in the Triton kernels; use backend 'torch' or "
                 "'reference'"
+            )
+        weights = call.gates * call.hidden_size * call.hidden_size
+        step = call.batch_size * call.gates * call.hidden_size
+        if max(weights, step) > MAX_STEP_ELEMENTS:
+            return (
+                f"hidden size {call.hidden_size} with batch {call.batch_size} exceeds the kernels' 32-bit offsets "
+                f"(G*H*H and N*G*H must stay below 2**31)"
             )
         if call.device_type == "cuda":
             if call.dtype not in CUDA_DTYPES:
