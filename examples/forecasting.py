@@ -104,7 +104,8 @@ def main(argv=None) -> dict[str, float]:
     rolled = model.rollout(x_test[:origins], args.horizon)
     flat = x_test[:origins, -1:].expand(-1, args.horizon)
     lstm_multi, naive_multi = rmse(unscale(rolled), unscale(future)), rmse(unscale(flat), unscale(future))
-    print(f"{args.horizon}-step RMSE (mean over horizons 1..{args.horizon}): LSTM {lstm_multi:.1f}, naive {naive_multi:.1f}")
+    print(f"{args.horizon}-step RMSE (mean over horizons 1..{args.horizon}): "
+          f"LSTM {lstm_multi:.1f}, naive {naive_multi:.1f}")  # fmt: skip
     report(f"sunspots {args.horizon}-step", "RMSE", lstm_multi, naive_multi, backend, seconds)
 
     if args.plots:

@@ -114,7 +114,7 @@ def main(argv=None) -> dict[str, float]:
     source_length = max(len(w) for w, _ in train_pairs + test_pairs)
     encode = lambda pairs: (vocab.encode([w for w, _ in pairs], source_length),  # noqa: E731
                             vocab.encode([d for _, d in pairs], ISO_LENGTH + 1, start=True))  # fmt: skip
-    (src_train, tgt_train), (src_test, tgt_test) = encode(train_pairs), encode(test_pairs)
+    (src_train, tgt_train), (src_test, _) = encode(train_pairs), encode(test_pairs)
     src_train, tgt_train, src_test = src_train.to(device), tgt_train.to(device), src_test.to(device)
     print(f"{len(train_pairs)} training pairs, e.g. {train_pairs[0][0]!r} -> {train_pairs[0][1]!r}")
 

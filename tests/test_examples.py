@@ -25,8 +25,12 @@ RESULT = re.compile(r"^RESULT (.+): (.+) = (\S+) \(baseline (\S+)\) backend=(\S+
 
 # script -> (extra --quick arguments, RESULT lines expected, plots expected)
 CASES = {
-    "long_term_dependency": (["--clip", "1"], 2 * 3 + 1, ["adding_learning_curves", "adding_hidden_grad_norms",
-                                                          "adding_clipping"]),  # fmt: skip
+    # --clip adds the unclipped comparison run (one more RESULT line) and its plot.
+    "long_term_dependency": (
+        ["--clip", "1", "--rnn-gain", "2", "--optimizer", "sgd"],
+        2 * 3 + 1,
+        ["adding_learning_curves", "adding_hidden_grad_norms", "adding_clipping"],
+    ),
     "sequence_classification": ([], 3, ["digits_learning_curve"]),
     "seq2seq_dates": ([], 1, ["dates_learning_curve"]),
     "synced_and_one_to_many": ([], 2, ["synced_and_one_to_many_learning_curves"]),
