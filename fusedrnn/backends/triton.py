@@ -18,8 +18,8 @@ from ..registry import LayerBackend, RNNCall
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Under the interpreter the kernels are a test vehicle; fp32 is the dtype they are tested in there.
 INTERPRETER_DTYPES = (torch.float32,)
-#: The kernels index with 32-bit offsets inside one step (W_hh: G*H*H elements; one step of the input projection:
-#: N*G*H elements); time offsets are 64-bit, so T is unbounded.
+#: The kernels index with 32-bit offsets inside one step (W_hh: G*H*H elements; one step of the saved activations:
+#: N*4*H elements); time offsets are 64-bit, so T is unbounded.
 MAX_STEP_ELEMENTS = 2**31 - 1
 
 
@@ -45,11 +45,11 @@ class TritonBackend(LayerBackend):
                 "'reference'"
             )
         weights = call.gates * call.hidden_size * call.hidden_size
-        step = call.batch_size * call.gates * call.hidden_size
+        step = call.batch_size * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
         if max(weights, step) > MAX_STEP_ELEMENTS:
             return (
                 f"hidden size {call.hidden_size} with batch {call.batch_size} exceeds the kernels' 32-bit offsets "
-                f"(G*H*H and N*G*H must stay below 2**31)"
+                f"(G*H*H and N*4*H must stay below 2**31)"
             )
         if call.device_type == "cuda":
             if call.dtype not in CUDA_DTYPES:
