@@ -107,9 +107,10 @@ def persistent_tiles(N: int, H: int, gates: int, resident: int, element_size: in
 
 
 def _tiles(hidden: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_H, BLOCK_K) for a hidden size."""
-    tile = max(MIN_DOT, triton.next_power_of_2(hidden))
-    return MIN_DOT, min(MAX_TILE_H, tile), min(MAX_TILE_K, tile)
+    """(BLOCK_N, BLOCK_H, BLOCK_K) of the tiled kernels. Fixed, not fitted to the hidden size: each distinct value
+    is one more compiled kernel per cell and dtype, and JIT time on a GPU machine is dearer than the padding of
+    hidden sizes below 64 (whose steps are tiny anyway)."""
+    return MIN_DOT, MAX_TILE_H, MAX_TILE_K
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -200,7 +201,7 @@ def recurrence_forward(
         y,
         saved if save and slots else _placeholder(x),  # never touched unless SAVE and SLOTS
     )
-    flags = dict(MODE=mode, GATES=gates, REVERSE=int(reverse), HAS_BIAS=b_hh is not None,
+    flags = dict(MODE=mode, GATES=gates, reverse=int(reverse), HAS_BIAS=b_hh is not None,
                  HAS_LENGTHS=lengths is not None, SAVE=save, SLOTS=slots, PRECISION=dot_precision(x.dtype))  # fmt: skip
     plan = persistent_plan(x, N, H, gates)
     if plan is None:
@@ -264,7 +265,7 @@ def recurrence_backward(
         dgi,
         dgh,
     )
-    flags = dict(MODE=mode, GATES=gates, REVERSE=int(reverse), HAS_LENGTHS=lengths is not None,
+    flags = dict(MODE=mode, GATES=gates, reverse=int(reverse), HAS_LENGTHS=lengths is not None,
                  SLOTS=SAVED_SLOTS[mode], PRECISION=dot_precision(x.dtype))  # fmt: skip
     plan = persistent_plan(x, N, H, gates)
     if plan is None:

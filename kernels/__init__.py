@@ -1,7 +1,7 @@
 """Triton kernels of fusedrnn, installed as `fusedrnn.kernels`; launched by `fusedrnn.triton_ops`.
 
 Every kernel is written once and specialised by `tl.constexpr` flags: cell MODE (LSTM, GRU, RNN_TANH, RNN_RELU),
-the input dtype (pointer element types), REVERSE, HAS_BIAS, HAS_LENGTHS (per-row lengths of a PackedSequence: rows
+the input dtype (pointer element types), HAS_BIAS, HAS_LENGTHS (per-row lengths of a PackedSequence: rows
 stop stepping at t >= len[n], keep their state and output zeros), SAVE (keep what the backward needs). h0 / c0 are
 written into the first state slot by the host (zeros when absent). State and accumulation are fp32 for every input
 dtype; `tl.dot` operands are the input dtype (fp32 dots follow torch's TF32 setting). Every dot dimension is >= 16.

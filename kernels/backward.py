@@ -37,11 +37,11 @@ def _dgh_dot(acc, dgh_t, w_hh_ptr, gate, GH, H, rows, row_ok, cols, col_ok, BLOC
     return acc
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
 def recurrence_backward_kernel(
     dy_ptr,  # [T, N, H] gradient of the output sequence (any float dtype)
     saved_ptr,  # [T, N, SLOTS*H] activations saved by the forward
-    hs_ptr,  # [T+1, N, H] fp32 state sequence from the forward (slot t + REVERSE is the state before step t)
+    hs_ptr,  # [T+1, N, H] fp32 state sequence from the forward (slot t + reverse is the state before step t)
     cs_ptr,  # [T+1, N, H] fp32 cell states (LSTM)
     w_hh_ptr,  # [G*H, H]
     lengths_ptr,  # [N] integer (if HAS_LENGTHS)
@@ -54,7 +54,7 @@ def recurrence_backward_kernel(
     H,
     MODE: tl.constexpr,
     GATES: tl.constexpr,
-    REVERSE: tl.constexpr,
+    reverse,  # 0 or 1, a runtime value: one compiled kernel serves both directions
     HAS_LENGTHS: tl.constexpr,
     SLOTS: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -69,9 +69,9 @@ def recurrence_backward_kernel(
     state_size = N * H
     GH = GATES * H
     for step in range(T):
-        t = (T - 1 - step) + REVERSE * (2 * step + 1 - T)  # forward direction: T-1 .. 0; reverse: 0 .. T-1
-        prev = t + REVERSE
-        new = t + 1 - REVERSE
+        t = (T - 1 - step) + reverse * (2 * step + 1 - T)  # forward direction: T-1 .. 0; reverse: 0 .. T-1
+        prev = t + reverse
+        new = t + 1 - reverse
         dh_in = dh_ptr + (step % 2) * state_size
         dh_out = dh_ptr + ((step + 1) % 2) * state_size
         dy_t = dy_ptr + tl.cast(t, tl.int64) * state_size

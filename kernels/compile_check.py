@@ -54,7 +54,7 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132):
     variants = [("bf16", mode, True) for mode in GATES] + [("bf16", 0, False), ("bf16", 1, False), ("fp32", 0, True)]
     for dtype, mode, on in variants:
         gates = GATES[mode]
-        common = dict(MODE=mode, GATES=gates, REVERSE=int(on), HAS_LENGTHS=on, SLOTS=SAVED_SLOTS[mode],
+        common = dict(MODE=mode, GATES=gates, HAS_LENGTHS=on, SLOTS=SAVED_SLOTS[mode],
                       PRECISION="ieee" if dtype == "fp32" else "tf32")  # fmt: skip
         forward = dict(common, HAS_BIAS=on, SAVE=on)
         label = f"mode={mode} {dtype}{'' if on else ' minimal'}"

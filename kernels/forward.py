@@ -38,7 +38,7 @@ def _load_f32(ptr, mask):
     return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
 def recurrence_forward_kernel(
     gi_ptr,  # [T, N, G*H] input projection x W_ih^T + b_ih, input dtype
     w_hh_ptr,  # [G*H, H] input dtype
@@ -53,7 +53,7 @@ def recurrence_forward_kernel(
     H,
     MODE: tl.constexpr,
     GATES: tl.constexpr,
-    REVERSE: tl.constexpr,  # 0 or 1
+    reverse,  # 0 or 1, a runtime value: one compiled kernel serves both directions
     HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
     SAVE: tl.constexpr,  # S = T + 1: the whole state sequence is kept; else S = 2 (ping-pong)
@@ -69,12 +69,12 @@ def recurrence_forward_kernel(
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
     for step in range(T):
-        t = step + REVERSE * (T - 1 - 2 * step)  # the time index this step processes
+        t = step + reverse * (T - 1 - 2 * step)  # the time index this step processes
         if SAVE:
             # Forward: h_{t-1} in slot t, h_t into slot t+1. Reverse: read slot t+1, write slot t. So the state
-            # before step t of either direction is slot t + REVERSE, which the backward reuses.
-            prev = t + REVERSE
-            new = t + 1 - REVERSE
+            # before step t of either direction is slot t + reverse, which the backward reuses.
+            prev = t + reverse
+            new = t + 1 - reverse
         else:
             prev = step % 2
             new = (step + 1) % 2

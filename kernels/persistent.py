@@ -57,12 +57,12 @@ def _split_gates(acc, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, GATES_P2: tl
         return g0, g1, g2, g3
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
 def persistent_forward_kernel(
     gi_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, hs_ptr, cs_ptr, y_ptr, saved_ptr,  # as recurrence_forward_kernel
     sync_ptr,  # [1] int32, zero at launch
     T, N, H,
-    MODE: tl.constexpr, GATES: tl.constexpr, REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr, SLOTS: tl.constexpr,
     GATES_P2: tl.constexpr,  # 1 or 4: GATES rounded up to a power of two (the GRU's fourth gate is all zeros)
     BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,  # BLOCK_K >= H: the whole reduction
@@ -91,17 +91,20 @@ def persistent_forward_kernel(
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
-    first = REVERSE * T if SAVE else 0
+    if SAVE:
+        first = reverse * T
+    else:
+        first = 0
     h = _load_f32(hs_ptr + first * state_size + tile, mask)  # this program's slice of the state, kept in registers
     if MODE == LSTM:
         c = _load_f32(cs_ptr + first * state_size + tile, mask)
     else:
         c = h  # unused
     for step in range(T):
-        t = step + REVERSE * (T - 1 - 2 * step)
+        t = step + reverse * (T - 1 - 2 * step)
         if SAVE:
-            prev = t + REVERSE
-            new = t + 1 - REVERSE
+            prev = t + reverse
+            new = t + 1 - reverse
         else:
             prev = step % 2
             new = (step + 1) % 2
@@ -144,12 +147,12 @@ def _w_hh_columns(w_hh_ptr, gate: tl.constexpr, H, ks, k_ok, cols, col_ok, GATES
         return tl.zeros([ks.shape[0], cols.shape[0]], dtype=w_hh_ptr.dtype.element_ty)
 
 
-@triton.jit(do_not_specialize=["T"])
+@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
 def persistent_backward_kernel(
     dy_ptr, saved_ptr, hs_ptr, cs_ptr, w_hh_ptr, lengths_ptr, dh_ptr, dc_ptr, dgi_ptr, dgh_ptr,  # as the tiled one
     sync_ptr,  # [1] int32, zero at launch
     T, N, H,
-    MODE: tl.constexpr, GATES: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_LENGTHS: tl.constexpr,
     SLOTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
 ):  # fmt: skip
@@ -177,9 +180,9 @@ def persistent_backward_kernel(
     else:
         dc = dh  # unused
     for step in range(T):
-        t = (T - 1 - step) + REVERSE * (2 * step + 1 - T)
-        prev = t + REVERSE
-        new = t + 1 - REVERSE
+        t = (T - 1 - step) + reverse * (2 * step + 1 - T)
+        prev = t + reverse
+        new = t + 1 - reverse
         dy = _load_f32(dy_ptr + tl.cast(t, tl.int64) * state_size + tile, mask)
         if HAS_LENGTHS:
             valid = (t < length)[:, None]
