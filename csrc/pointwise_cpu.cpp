@@ -48,6 +48,10 @@ struct VecLane {
   void store(S* p, const V& v) const { v.store(p, count); }
 };
 
+//: Rows of one input-projection / weight-gradient GEMM: BLAS reaches its large-GEMM speed well below this, and the
+//: chunk's buffers (rows x G*H) stay small enough to be reused from cache.
+constexpr int64_t kGemmRows = 1024;
+
 //: Rows per parallel task: enough elements that a task outweighs the thread hand-off (~a few microseconds).
 constexpr int64_t kElementsPerTask = 16384;
 
@@ -83,7 +87,7 @@ void backward_cpu(const BackwardStep& s, c10::ScalarType dtype) {
 }  // namespace
 
 const Pointwise& cpu_pointwise() {
-  static const Pointwise pointwise{forward_cpu, backward_cpu};
+  static const Pointwise pointwise{forward_cpu, backward_cpu, kGemmRows};
   return pointwise;
 }
 

@@ -56,7 +56,9 @@ void backward_cuda(const BackwardStep& s, c10::ScalarType dtype) { launch<false>
 }  // namespace
 
 const Pointwise& cuda_pointwise() {
-  static const Pointwise pointwise{forward_cuda, backward_cuda};
+  // One GEMM over the whole sequence: the caching allocator makes big buffers free, and a single cuBLAS call
+  // accumulates weight gradients in fp32 even for fp16/bf16 storage.
+  static const Pointwise pointwise{forward_cuda, backward_cuda, /*gemm_rows=*/0};
   return pointwise;
 }
 

@@ -10,6 +10,14 @@ using at::Tensor;
 //: See forward_loop: below this many steps, copying W_hh^T once costs more than it saves.
 constexpr int64_t kMinStepsToTransposeWeights = 16;
 
+//: Steps per input-projection (forward) and weight-gradient (backward) GEMM. The device decides how many rows such a
+//: GEMM needs (Pointwise::gemm_rows; 0 = the whole sequence at once). On CPU a bounded chunk is as fast as one huge
+//: GEMM, and its buffers are reused, stay in cache and need no fresh pages: measured 50 of 170 ms were page faults
+//: for a one-shot [T, N, G*H] projection at T=100, N=64, H=512.
+int64_t chunk_steps(const Pointwise& pw, int64_t T, int64_t N) {
+  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / N)) : T;
+}
+
 //: A 2-D tensor as a Mat (row stride from the tensor).
 Mat mat(const Tensor& t) {
   return {t.data_ptr(), t.stride(0)};
@@ -30,21 +38,32 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   const bool gru = in.mode == Mode::GRU;
 
   // Every bias goes into the input projection, except GRU's b_hn, which the reset gate scales inside the step.
-  Tensor gi;
+  Tensor bias;
   Tensor b_hn = gru ? at::zeros({1, H}, in.x.options()) : Tensor();
   if (in.b_ih.has_value()) {
-    Tensor bias = in.b_ih->clone();
+    bias = in.b_ih->clone();
     if (gru) {
       bias.narrow(0, 0, 2 * H).add_(in.b_hh->narrow(0, 0, 2 * H));
       b_hn.view({H}).copy_(in.b_hh->narrow(0, 2 * H, H));
     } else {
       bias.add_(*in.b_hh);
     }
-    gi = at::addmm(bias, in.x.view({T * N, I}), in.w_ih.t());
-  } else {
-    gi = at::mm(in.x.view({T * N, I}), in.w_ih.t());
   }
-  gi = gi.view({T, N, GH});
+  // The input projection x W_ih^T + bias: one GEMM per chunk of steps (see chunk_steps).
+  const int64_t chunk = chunk_steps(pw, T, N);
+  Tensor gi = at::empty({chunk, N, GH}, in.x.options());
+  int64_t chunk_first_t = 0;  // the time step of gi[0]
+  auto project = [&](int64_t s) {
+    const int64_t steps = std::min(chunk, T - s);
+    chunk_first_t = in.reverse ? T - s - steps : s;
+    Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
+    Tensor x_chunk = in.x.narrow(0, chunk_first_t, steps).view({steps * N, I});
+    if (bias.defined()) {
+      at::addmm_out(out, bias, x_chunk, in.w_ih.t());
+    } else {
+      at::mm_out(out, x_chunk, in.w_ih.t());
+    }
+  };
 
   Tensor y = at::empty({T, N, P}, in.x.options());
   // Saved activations: all steps when a backward will follow, else one step's worth, overwritten in place.
@@ -65,11 +84,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   Tensor ws_t;
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = in.reverse ? T - 1 - s : s;
+    if (s % chunk == 0) project(s);
     at::mm_out(gh, h_prev, w_hh_t);
     Tensor y_t = y.select(0, t);
     ws_t = in.save ? saved.select(0, t) : scratch;
     ForwardStep step{in.mode, N, H};
-    step.gi = step_mat(gi, t);
+    step.gi = step_mat(gi, t - chunk_first_t);
     step.gh = mat(gh);
     step.b_hn = gru ? mat(b_hn) : Mat{};
     step.h_prev = mat(h_prev);
@@ -95,21 +115,66 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   const bool projection = in.w_hr.has_value();
   const bool lstm = in.mode == Mode::LSTM, gru = in.mode == Mode::GRU;
   const int64_t h_column = kLstmSaved * H;
+  const auto options = y.options();
+  auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
 
-  Tensor dg_h = at::empty({T, N, GH}, y.options());  // gradients of the gate pre-activations, recurrent side
-  Tensor dg_i = gru ? at::empty({T, N, GH}, y.options()) : dg_h;  // input side (differs only for GRU's n gate)
+  // Per chunk of steps (see chunk_steps): the gate pre-activation gradients of the recurrent side, of the input side
+  // (differs only in GRU's n gate) and, with a projection, the full gradient of each output.
+  const int64_t chunk = chunk_steps(pw, T, N);
+  Tensor dg_h = at::empty({chunk, N, GH}, options);
+  Tensor dg_i = gru ? at::empty({chunk, N, GH}, options) : dg_h;
+  Tensor dh_total = projection ? at::empty({chunk, N, P}, options) : Tensor();
+  Tensor dh_raw = projection ? at::empty({N, H}, options) : Tensor();
   Tensor dh_next = grad_h_n.clone();  // gradient of h_t from step t+1, [N, P]
-  Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, y.options())) : Tensor();
-  Tensor dh_total = projection ? at::empty({T, N, P}, y.options()) : Tensor();  // full gradient of each output
-  Tensor dh_raw = projection ? at::empty({N, H}, y.options()) : Tensor();
+  Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options)) : Tensor();
+
+  Tensor dx = at::empty({T, N, I}, options);
+  Tensor dw_ih = at::zeros_like(in.w_ih), dw_hh = at::zeros_like(in.w_hh);
+  Tensor db_ih = has_bias ? at::zeros({GH}, options) : none(), db_hh = has_bias ? at::zeros({GH}, options) : none();
+  Tensor dw_hr = projection ? at::zeros_like(*in.w_hr) : none();
+
+  // The chunk holds steps t in [lo, lo + steps); its weight gradients are GEMMs over all its steps * N rows.
+  int64_t lo = 0, steps = 0;
+  Tensor h0 = in.h0.unsqueeze(0);
+  auto h_prev_rows = [&]() {  // h_{t-1} of the chunk's steps, [steps * N, P]
+    Tensor rows;
+    if (!in.reverse) {
+      rows = lo > 0 ? y.narrow(0, lo - 1, steps) : at::cat({h0, y.narrow(0, 0, steps - 1)});
+    } else {
+      rows = lo + steps < T ? y.narrow(0, lo + 1, steps) : at::cat({y.narrow(0, lo + 1, steps - 1), h0});
+    }
+    return rows.view({steps * N, P});
+  };
+  auto accumulate_weight_gradients = [&]() {
+    Tensor dgh = dg_h.narrow(0, 0, steps).view({steps * N, GH});
+    Tensor dgi = dg_i.narrow(0, 0, steps).view({steps * N, GH});
+    dw_hh.addmm_(dgh.t(), h_prev_rows());
+    dw_ih.addmm_(dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
+    Tensor dx_rows = dx.narrow(0, lo, steps).view({steps * N, I});
+    at::mm_out(dx_rows, dgi, in.w_ih);
+    if (has_bias) {
+      db_ih.add_(dgi.sum(0));
+      db_hh.add_(dgh.sum(0));
+    }
+    if (projection) {
+      Tensor h_raw = saved.narrow(0, lo, steps).view({steps * N, -1}).narrow(1, h_column, H);
+      dw_hr.addmm_(dh_total.narrow(0, 0, steps).view({steps * N, P}).t(), h_raw);
+    }
+  };
 
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = in.reverse ? s : T - 1 - s;  // forward steps in reverse order
+    if (s % chunk == 0) {
+      if (s > 0) accumulate_weight_gradients();
+      steps = std::min(chunk, T - s);
+      lo = in.reverse ? s : T - s - steps;
+    }
+    const int64_t k = t - lo;  // index in the chunk buffers
     const bool first = in.reverse ? t == T - 1 : t == 0;
     const int64_t t_prev = in.reverse ? t + 1 : t - 1;
     BackwardStep step{in.mode, N, H};
     if (projection) {
-      Tensor dh = dh_total.select(0, t);
+      Tensor dh = dh_total.select(0, k);
       at::add_out(dh, grad_y.select(0, t), dh_next);
       at::mm_out(dh_raw, dh, *in.w_hr);
       step.dh_a = mat(dh_raw);
@@ -122,30 +187,17 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     if (gru) step.h_prev = first ? mat(in.h0) : step_mat(y, t_prev);
     step.h = step_mat(y, t);
     step.dc = lstm ? mat(dc) : Mat{};
-    step.dg_h = step_mat(dg_h, t);
-    step.dg_i = step_mat(dg_i, t);
+    step.dg_h = step_mat(dg_h, k);
+    step.dg_i = step_mat(dg_i, k);
     step.dh_prev = gru ? mat(dh_next) : Mat{};
     pw.backward(step, y.scalar_type());
     if (gru) {
-      dh_next.addmm_(dg_h.select(0, t), in.w_hh);  // z * dh (written by the step) + the recurrent GEMM
+      dh_next.addmm_(dg_h.select(0, k), in.w_hh);  // z * dh (written by the step) + the recurrent GEMM
     } else {
-      at::mm_out(dh_next, dg_h.select(0, t), in.w_hh);
+      at::mm_out(dh_next, dg_h.select(0, k), in.w_hh);
     }
   }
-
-  // Weight gradients: a few big GEMMs over all T*N rows, bias gradients a reduction.
-  Tensor h0 = in.h0.unsqueeze(0);
-  Tensor h_prev_all = in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0}) : at::cat({h0, y.narrow(0, 0, T - 1)});
-  Tensor dg_h2 = dg_h.view({T * N, GH}), dg_i2 = dg_i.view({T * N, GH});
-  Tensor dw_hh = at::mm(dg_h2.t(), h_prev_all.view({T * N, P}));
-  Tensor dw_ih = at::mm(dg_i2.t(), in.x.view({T * N, I}));
-  Tensor dx = at::mm(dg_i2, in.w_ih).view({T, N, I});
-  auto none = [&] { return at::empty({0}, y.options()); };  // absent gradients: fresh, so no two outputs alias
-  Tensor db_ih = has_bias ? dg_i2.sum(0) : none();
-  Tensor db_hh = has_bias ? dg_h2.sum(0) : none();
-  Tensor dw_hr = projection
-                     ? at::mm(dh_total.view({T * N, P}).t(), saved.view({T * N, -1}).narrow(1, h_column, H))
-                     : none();
+  accumulate_weight_gradients();
   return {dx, dh_next, lstm ? dc : none(), dw_ih, dw_hh, db_ih, db_hh, dw_hr};
 }
 

@@ -181,6 +181,35 @@ def test_ops_match_reference_layer(name, mode, projection, bias, reverse):
         torch.testing.assert_close(c_n, expected[2], **TOLERANCES[torch.float64])
 
 
+#: A batch so large that the CPU's input-projection and weight-gradient GEMMs split the sequence into chunks of
+#: 1024 // 300 = 3 steps (csrc/pointwise_cpu.cpp: kGemmRows), the last one partial.
+CHUNKED_SEQ_LEN, CHUNKED_BATCH = 7, 300
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_chunked_projection_matches_reference(cell, reverse):
+    _, _, torch_cls, extra = cell
+    torch.manual_seed(0)
+    module = torch_cls(I, H, dtype=torch.float64, **extra)
+    x = torch.randn(CHUNKED_SEQ_LEN, CHUNKED_BATCH, I, dtype=torch.float64, requires_grad=True)
+    weights = [p.detach().requires_grad_() for p in module.parameters()]
+    w_ih, w_hh, b_ih, b_hh, *w_hr = weights
+    mode = module.mode
+    h0 = torch.randn(CHUNKED_BATCH, w_hh.shape[1], dtype=torch.float64)
+    c0 = torch.randn(CHUNKED_BATCH, H, dtype=torch.float64) if mode == "LSTM" else None
+    args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr[0] if w_hr else None)
+    actual = ops.layer_forward(mode, *args, reverse)[:3]
+    expected = fusedrnn.reference.rnn_layer(mode, *args, reverse=reverse)
+    outputs = [(a, e) for a, e in zip(actual, expected) if e is not None]
+    upstream = [torch.randn_like(e) for _, e in outputs]
+    leaves = [x, *weights]
+    grads_actual = torch.autograd.grad([a for a, _ in outputs], leaves, upstream)
+    grads_expected = torch.autograd.grad([e for _, e in outputs], leaves, upstream)
+    for a, e in [*outputs, *zip(grads_actual, grads_expected)]:
+        torch.testing.assert_close(a, e, **TOLERANCES[torch.float64])
+
+
 @pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
 def test_inference_without_workspace_gives_the_same_outputs(name, mode, projection, bias, reverse):
     args = op_inputs(mode, projection, bias)
