@@ -138,7 +138,7 @@ CSV_FIELDS = [
     "created_utc", "command", "device", "device_name", "torch", "triton", "cuda",
     "cell", "seq_len", "batch", "input_size", "hidden_size", "layers", "bidirectional", "proj_size", "dtype", "mode",
     "row", "status", "check_passed", "check_max_abs_err", "check_failed", "median_ms", "min_ms", "max_ms",
-    "throughput_per_s", "peak_memory_bytes", "speedup_vs_torch", "note",
+    "throughput_per_s", "peak_memory_bytes", "rss_growth_bytes", "speedup_vs_torch", "note",
 ]  # fmt: skip
 
 
@@ -166,6 +166,7 @@ def write_csv(path: Path, doc: dict) -> None:
                 "max_ms": t["max"] if t else "",
                 "throughput_per_s": record["throughput_per_s"] or "",
                 "peak_memory_bytes": "" if record["peak_memory_bytes"] is None else record["peak_memory_bytes"],
+                "rss_growth_bytes": "" if record["rss_growth_bytes"] is None else record["rss_growth_bytes"],
                 "speedup_vs_torch": record["speedup_vs_torch"] or "",
                 "note": record["note"],
             })  # fmt: skip

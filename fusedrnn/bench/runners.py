@@ -159,9 +159,7 @@ def run_config(
         result = by_name[name]
         result.timing = outcome
         try:
-            result.peak_bytes = timing.peak_memory(steps[name], device)
-            if device.type == "cpu":
-                result.rss_growth_bytes = timing.rss_growth(steps[name])
+            result.peak_bytes, result.rss_growth_bytes = timing.peak_memory(steps[name], device)
         except Exception as error:  # noqa: BLE001 - a failed probe leaves the memory unknown, the timing stands
             result.note = f"memory probe failed: {type(error).__name__}: {error}"
     base = by_name.get(BASELINE)

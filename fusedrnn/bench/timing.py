@@ -105,17 +105,20 @@ def _quiet_fd2():
         os.close(saved)
 
 
-def peak_memory(step: Callable[[], object], device: torch.device) -> int:
-    """Extra bytes one run of `step` allocates at its peak, beyond what was allocated before (see memory_method)."""
+def peak_memory(step: Callable[[], object], device: torch.device) -> tuple[int, int | None]:
+    """(extra bytes one run of `step` allocates at its peak beyond what was allocated before, see memory_method;
+    on CPU also the growth of the process peak RSS during that run, else None), from one run."""
     if device.type == "cuda":
         synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         step()
         synchronize(device)
-        return max(0, torch.cuda.max_memory_allocated(device) - before)
+        return max(0, torch.cuda.max_memory_allocated(device) - before), None
+    rss_before = _reset_rss_peak()
     with _quiet_fd2(), torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profile:
         step()
+    rss_growth = _rss_growth_since(rss_before)
     # Each "[memory]" event is one allocation (+bytes) or free (-bytes); their running sum in time order peaks at
     # the step's largest simultaneous footprint.
     events = sorted(
@@ -125,7 +128,7 @@ def peak_memory(step: Callable[[], object], device: torch.device) -> int:
     for _, nbytes in events:
         current += nbytes
         peak = max(peak, current)
-    return peak
+    return peak, rss_growth
 
 
 def _status_kib(field: str) -> int:
@@ -136,15 +139,21 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def rss_growth(step: Callable[[], object]) -> int | None:
-    """How far the process peak RSS rises above the RSS before one run of `step` (Linux only, else None).
-
-    A lower bound: memory the allocator freed earlier and reuses does not show up as growth."""
+def _reset_rss_peak() -> int | None:
+    """Reset the process peak RSS (VmHWM) and return the current RSS in KiB; None where Linux /proc is missing."""
     try:
         with open(_CLEAR_REFS, "w") as clear_refs:
             clear_refs.write("5")
-        before = _status_kib("VmRSS")
-        step()
-        return max(0, _status_kib("VmHWM") - before) * 1024
+        return _status_kib("VmRSS")
     except (OSError, KeyError, ValueError):
-        return None  # not Linux, or /proc not writable: unknown rather than a wrong number
+        return None
+
+
+def _rss_growth_since(before_kib: int | None) -> int | None:
+    """Bytes the peak RSS rose above `before_kib`. A lower bound: reused allocator caches do not show up."""
+    if before_kib is None:
+        return None
+    try:
+        return max(0, _status_kib("VmHWM") - before_kib) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
