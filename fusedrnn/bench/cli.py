@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import environment, report, timing
+from .check import TOLERANCES, TRUTH_ERROR_FACTOR
 from .configs import CELLS, DEFAULT_PRESET, DTYPES, MODES, PRESETS, build_configs, validate_shape
 from .rows import BASELINE, COMPILE_ROW, all_rows
 from .runners import MISMATCH, run_config
@@ -106,61 +108,28 @@ def select_rows(parser: argparse.ArgumentParser, args: argparse.Namespace):
     return [row for row in rows if not row.unavailable], skipped
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=WIDE_OUTPUT)  # piped or captured: don't squeeze the table into 80 columns
-    if args.list:
-        for row in all_rows(include_compile=True):
-            state = "available" if row.unavailable is None else f"unavailable: {row.unavailable}"
-            console.print(f"{row.name:22} {row.summary} [dim]({state})[/]")
-        return 0
-    device = resolve_device(parser, args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
-    modes = list(MODES) if args.mode == "both" else [args.mode]
-    overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}
-    configs = build_configs(args.preset, cells, modes, args.dtype, overrides)
-    for config in configs:
-        problem = validate_shape(config.shape, config.cell)
-        if problem:
-            parser.error(problem)
-    rows, skipped = select_rows(parser, args)
+def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.device, rows, modes) -> dict:
+    """How the run was made, recorded in --json (with the exact command line)."""
     warmup, repeat = DEFAULT_REPEATS[device.type]
-    warmup = warmup if args.warmup is None else args.warmup
-    repeat = repeat if args.repeat is None else args.repeat
-
-    env = environment.describe(device)
-    settings = {
+    return {
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(["fusedrnn-bench", *(sys.argv[1:] if argv is None else argv)]),
         "preset": args.preset,
         "device": device.type,
         "dtype": args.dtype,
         "modes": modes,
-        "warmup": warmup,
-        "repeat": repeat,
+        "warmup": warmup if args.warmup is None else args.warmup,
+        "repeat": repeat if args.repeat is None else args.repeat,
         "seed": args.seed,
         "rows": [row.name for row in rows],
         "timer": "cuda events" if device.type == "cuda" else "time.perf_counter",
         "memory_method": timing.memory_method(device),
-        "tolerances": "fusedrnn.bench.check.TOLERANCES (rtol, atol per dtype)",
+        "tolerances": {str(dtype).removeprefix("torch."): tol for dtype, tol in TOLERANCES.items()},
+        "low_precision_truth_factor": TRUTH_ERROR_FACTOR,
     }
-    results = []
-    progress_columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*progress_columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("benchmark", total=len(configs) * len(rows))
-        for config in configs:
 
-            def advance(row: str, config=config) -> None:
-                progress.update(task, description=f"{config.label()} · {row}", advance=1)
 
-            results += run_config(config, rows, device, warmup, repeat, args.seed, advance)
-
-    report.print_table(results, env, settings, skipped, console)
+def _write_outputs(args: argparse.Namespace, results, env: dict, settings: dict, skipped, console: Console) -> None:
     doc = report.document(results, env, settings, skipped)
     if args.json:
         report.write_json(args.json, doc)
@@ -176,6 +145,49 @@ def main(argv: list[str] | None = None) -> int:
     for path in (args.json, args.csv, args.markdown, args.plot):
         if path:
             console.print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=WIDE_OUTPUT)  # piped or captured: don't squeeze the table into 80 columns
+    if args.list:
+        for row in all_rows(include_compile=True):
+            state = "available" if row.unavailable is None else f"unavailable: {row.unavailable}"
+            console.print(f"{row.name:22} {row.summary} [dim]({state})[/]")
+        return 0
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'fusedrnn[plot]'")
+    device = resolve_device(parser, args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
+    modes = list(MODES) if args.mode == "both" else [args.mode]
+    overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}
+    configs = build_configs(args.preset, cells, modes, args.dtype, overrides)
+    for config in configs:
+        problem = validate_shape(config.shape, config.cell)
+        if problem:
+            parser.error(problem)
+    rows, skipped = select_rows(parser, args)
+    settings = _settings(args, argv, device, rows, modes)
+    env = environment.describe(device)
+
+    results = []
+    progress_columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*progress_columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("benchmark", total=len(configs) * len(rows))
+        for config in configs:
+
+            def advance(row: str, config=config) -> None:
+                progress.update(task, description=f"{config.label()} · {row}", advance=1)
+
+            results += run_config(config, rows, device, settings["warmup"], settings["repeat"], args.seed, advance)
+
+    report.print_table(results, env, settings, skipped, console)
+    _write_outputs(args, results, env, settings, skipped, console)
     return 1 if any(result.status == MISMATCH for result in results) else 0
 
 
