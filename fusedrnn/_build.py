@@ -44,7 +44,7 @@ def cuda_define() -> list[str]:
     return ["-DFUSEDRNN_WITH_CUDA"]
 
 
-def _is_toolkit(root: Path) -> bool:
+def is_toolkit(root: Path) -> bool:
     return (root / "bin" / "nvcc").exists() and (root / "include" / "cuda_runtime.h").exists()
 
 
@@ -57,7 +57,7 @@ def find_cuda_home() -> str | None:
     nvcc = shutil.which("nvcc")
     candidates = [Path(nvcc).resolve().parent.parent] if nvcc else []
     candidates.append(Path("/usr/local/cuda"))
-    return next((str(root) for root in candidates if _is_toolkit(root)), None)
+    return next((str(root) for root in candidates if is_toolkit(root)), None)
 
 
 def prepare_cuda_environment() -> str | None:

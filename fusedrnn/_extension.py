@@ -15,7 +15,6 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
 
 from __future__ import annotations
 
-import functools
 import importlib
 import shutil
 from pathlib import Path
@@ -53,17 +52,21 @@ def _check_cpu() -> None:
 def _jit_build(import_error: Exception) -> str:
     """Build the extension with ninja into torch's extension cache; returns how it was built."""
     folder = _sources()
-    compiler = shutil.which(torch.utils.cpp_extension.get_cxx_compiler())
-    if compiler is None:
-        raise ExtensionError(
-            f"fusedrnn._C is not built ({import_error}) and no C++ compiler "
-            f"({torch.utils.cpp_extension.get_cxx_compiler()!r}; set CXX) is on PATH to build it"
-        )
-    if not torch.utils.cpp_extension.is_ninja_available():
-        raise ExtensionError(f"fusedrnn._C is not built ({import_error}) and ninja, needed to build it, is missing")
-    from torch.utils import cpp_extension  # noqa: PLC0415 - CUDA_HOME must be exported before this import
+    cuda_home = _build.prepare_cuda_environment()  # before importing cpp_extension, which reads CUDA_HOME once
+    from torch.utils import cpp_extension  # noqa: PLC0415
 
-    cuda_home = _build.prepare_cuda_environment()
+    if cuda_home and not (cpp_extension.CUDA_HOME and _build.is_toolkit(Path(cpp_extension.CUDA_HOME))):
+        # Imported earlier by someone else, it guessed the root from a wrapper script (e.g. /usr/local/bin/nvcc).
+        cpp_extension.CUDA_HOME = cuda_home
+
+    compiler = cpp_extension.get_cxx_compiler()
+    if shutil.which(compiler) is None:
+        raise ExtensionError(
+            f"fusedrnn._C is not built ({import_error}) and the C++ compiler {compiler!r} needed to build it is not "
+            "found (install g++ or set CXX)"
+        )
+    if not cpp_extension.is_ninja_available():
+        raise ExtensionError(f"fusedrnn._C is not built ({import_error}) and ninja, needed to build it, is missing")
     with_cuda = torch.version.cuda is not None and cuda_home is not None and not _build.env_flag(_build.SKIP_CUDA_ENV)
     sources = [folder / name for name in _build.CPP_SOURCES + (_build.CUDA_SOURCES if with_cuda else [])]
     defines = _build.cuda_define() if with_cuda else []
@@ -81,17 +84,27 @@ def _jit_build(import_error: Exception) -> str:
     return f"JIT build in {cpp_extension._get_build_directory(_JIT_NAME, verbose=False)}"
 
 
-@functools.cache
+_LOADED: list[str | ExtensionError] = []  # the outcome of the first load(), success or failure
+
+
 def load() -> str:
-    """Make torch.ops.fusedrnn available (idempotent); returns where the operators came from. Raises ExtensionError."""
-    _check_cpu()
-    try:
-        importlib.import_module("fusedrnn._C")
-        origin = "fusedrnn._C"
-    except (ImportError, OSError) as error:
-        origin = _jit_build(error)
-    _register_autograd()
-    return origin
+    """Make torch.ops.fusedrnn available; returns where the operators came from. Raises ExtensionError, the same
+    one on every call (a failed build is not retried in the same process)."""
+    if not _LOADED:
+        try:
+            _check_cpu()
+            try:
+                importlib.import_module("fusedrnn._C")
+                origin = "fusedrnn._C"
+            except (ImportError, OSError) as error:
+                origin = _jit_build(error)
+            _register_autograd()
+            _LOADED.append(origin)
+        except ExtensionError as error:
+            _LOADED.append(error)
+    if isinstance(_LOADED[0], ExtensionError):
+        raise _LOADED[0]
+    return _LOADED[0]
 
 
 def has_cuda_kernels() -> bool:

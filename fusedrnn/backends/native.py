@@ -36,8 +36,8 @@ class NativeBackend(LayerBackend):
     def unavailable_reason(self) -> str | None:
         try:
             _extension.load()
-        except _extension.ExtensionError as error:
-            return str(error)
+        except Exception as error:  # noqa: BLE001 - whatever breaks loading makes the backend unavailable, with why
+            return str(error) if isinstance(error, _extension.ExtensionError) else f"{type(error).__name__}: {error}"
         if self.device_type == "cuda":
             if not _extension.has_cuda_kernels():
                 return "fusedrnn._C was built without CUDA (no CUDA toolkit at build time, or FUSEDRNN_SKIP_CUDA_BUILD)"
