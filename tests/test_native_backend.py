@@ -6,6 +6,8 @@ torch.library.opcheck, gradcheck in float64, and bad-input checks. CUDA variants
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ import fusedrnn
 from fusedrnn import _extension
 from fusedrnn.reference import GATES
 from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
-from test_modules import CASES, CELLS, check_case
+from test_modules import CASES, CELLS, check_case, input_maker, make_pair
 
 ops = torch.ops.fusedrnn
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -34,10 +36,15 @@ def extension():
     return _extension.load()
 
 
-def test_backends_available_on_this_machine():
-    assert "cpu" in fusedrnn.available_backends()
-    assert _extension.has_cuda_kernels() == (fusedrnn.registry.availability()["cuda"] != (
-        "fusedrnn._C was built without CUDA (no CUDA toolkit at build time, or FUSEDRNN_SKIP_CUDA_BUILD)"))
+def test_cpu_backend_available_and_cuda_reason_says_why():
+    availability = fusedrnn.registry.availability()
+    assert availability["cpu"] is None
+    if not _extension.has_cuda_kernels():
+        assert "built without CUDA" in availability["cuda"]
+    elif not torch.cuda.is_available():
+        assert availability["cuda"] == "no CUDA device"
+    else:
+        assert availability["cuda"] is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,8 +85,24 @@ def test_cpu_wide_hidden_partial_vector_lanes(cell, dtype):
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=str)
 @pytest.mark.parametrize("case", FLOAT32_CASES.values(), ids=FLOAT32_CASES.keys())
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
-def test_cuda_matches_torch_nn(cell, case, dtype):
-    check_case(cell, case, "cuda", dtype=dtype, device="cuda")
+def test_cuda_against_float64(cell, case, dtype):
+    """float32: within the float32 tolerance of torch.nn run in float64 (cuDNN's float32 may use TF32, so it is no
+    reference). float16/bfloat16: every output and gradient at most twice as far from float64 as torch.nn's own
+    result in that dtype (or within the dtype's atol), since error grows with length and a fixed atol hides that."""
+    actual, low = make_pair(cell, case, dtype, "cuda", "cuda")
+    exact = copy.deepcopy(low).double()
+    ours = forward_backward(actual, input_maker(low, case, dtype, "cuda"))
+    truth = forward_backward(exact, input_maker(exact, case, torch.float64, "cuda"))
+    if dtype == torch.float32:
+        assert_all_close({k: v if v is None else v.double() for k, v in ours.items()}, truth, torch.float32)
+        return
+    theirs = forward_backward(low, input_maker(low, case, dtype, "cuda"))
+    for key, expected in truth.items():
+        if expected is None:
+            continue
+        error = (ours[key].double() - expected).abs().max().item()
+        baseline = (theirs[key].double() - expected).abs().max().item()
+        assert error <= max(2 * baseline, TOLERANCES[dtype]["atol"]), f"{key}: error {error} vs torch.nn's {baseline}"
 
 
 @needs_gpu
