@@ -14,6 +14,8 @@ from .runners import FAILED, MISMATCH, OK, UNCHECKED, UNSUPPORTED, Result
 
 SCHEMA = "fusedrnn-bench/1"
 _MIB = 2**20
+#: A 1-minute load average above this per core means other processes compete with torch's threads for the CPU.
+BUSY_LOAD_PER_CORE = 0.75
 _NOTE_WIDTH = 70  # the table shows the first characters of a failure; the JSON keeps the whole message
 _STATUS_STYLE = {OK: "green", MISMATCH: "bold red", FAILED: "red", UNSUPPORTED: "yellow", UNCHECKED: "yellow"}
 
@@ -80,6 +82,12 @@ def print_table(results: list[Result], env: dict, settings: dict, skipped: list[
     )
     for item in skipped:
         console.print(f"[dim]skipped {item['row']}: {item['reason']}[/]")
+    load = env.get("load_average_at_start")
+    if env["device"] == "cpu" and load and load[0] > BUSY_LOAD_PER_CORE * (env["cpu_count"] or 1):
+        console.print(
+            f"[yellow]warning: the machine was busy (load {load[0]:.1f} on {env['cpu_count']} cores) when this run "
+            "started; CPU timings are unreliable (try a quiet machine, or --threads 1 for steadier numbers)[/]"
+        )
 
 
 def markdown_table(results: list[Result], env: dict, settings: dict) -> str:
