@@ -1,7 +1,8 @@
 """torch.library ops around the Triton recurrence kernels (fusedrnn.kernels), with autograd and fake shapes.
 
-Two ops, both `torch.library.triton_op`s, so torch.compile sees through them (fake shapes come from tracing the
-Python body; Inductor sees the Triton kernels) and traces forward and backward without graph breaks:
+Two ops, `torch.library.triton_op`s (fake shapes come from tracing the Python body; Inductor sees the Triton kernels;
+under Triton's interpreter they are opaque custom ops instead, see `_op`), with autograd registered, so torch.compile
+traces forward and backward without graph breaks:
 
   fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, lengths?, mode, reverse, save)
       -> (y [T,N,H], h_n [N,H], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,H] fp32, cs [S,N,H] fp32 | [0])
@@ -15,8 +16,9 @@ What the forward saves for the backward (only when autograd needs it; else S = 2
   hs  [T+1, N, H] fp32   every hidden state, h0 included (dW_hh = sum_t dgates_t^T h_{t-1}; GRU and RNN derivatives)
   cs  [T+1, N, H] fp32   every cell state, c0 included (LSTM only)
   saved [T, N, 4H] input dtype: LSTM i, f, g, o; GRU r, z, n, W_hn h + b_hn; nothing for the Elman RNN
-plus x and the weights themselves. The reference (autograd through fusedrnn.reference) keeps per step at least the
-gate pre-activations, every activation, c, tanh(c) and h, i.e. more than this.
+plus x and the weights themselves: per step and row 16H bytes (LSTM, bf16), 24H (LSTM, fp32), 12H (GRU, bf16), 4H
+(RNN). The reference (autograd through fusedrnn.reference) keeps per step at least the gate pre-activations, every
+activation, c, tanh(c) and h in the input dtype, i.e. no less than this.
 """
 
 from __future__ import annotations
