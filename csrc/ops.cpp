@@ -91,6 +91,17 @@ void check_biases(const char* op, const Sizes& s, const Tensor& x, const optiona
   }
 }
 
+//: Per-row lengths: [N] int64 on x's device (values are not read here: that would synchronise a GPU).
+void check_lengths(const char* op, const Sizes& s, const Tensor& x, const optional<Tensor>& lengths) {
+  if (!lengths.has_value()) return;
+  TORCH_CHECK(lengths->scalar_type() == at::kLong, op, ": lengths must be int64, got ", lengths->scalar_type());
+  TORCH_CHECK(lengths->device() == x.device(), op, ": lengths is on ", lengths->device(), " but x is on ",
+              x.device(), "; every tensor must be on the same device");
+  TORCH_CHECK(lengths->dim() == 1 && lengths->sym_size(0) == s.N, op, ": lengths must have shape [", s.N,
+              "], got ", lengths->sym_sizes());
+  TORCH_CHECK(lengths->is_contiguous(), op, ": lengths must be contiguous");
+}
+
 //: Shapes of the gradients given to layer_backward (the Python autograd wrapper makes them contiguous).
 void check_grads(const char* op, const Sizes& s, const Tensor& x, const Tensor& y, const Tensor& saved,
                  const Tensor& grad_y, const Tensor& grad_h_n, const optional<Tensor>& grad_c_n) {
@@ -120,13 +131,15 @@ template <const Pointwise& (*get_pointwise)()>
 ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0,
                             const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
                             const optional<Tensor>& b_hh, const optional<Tensor>& w_hr, bool reverse,
-                            bool save_workspace) {
+                            bool save_workspace, const optional<Tensor>& lengths) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
+  check_lengths("fusedrnn.layer_forward", s, x, lengths);
   c10::OptionalDeviceGuard guard(x.device());
   LayerInputs in = inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
   in.save = save_workspace;
+  in.lengths = lengths.value_or(Tensor());
   return forward_loop(in, get_pointwise());
 }
 
@@ -135,12 +148,14 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
                               const optional<Tensor>& grad_c_n, const Tensor& x, const Tensor& h0,
                               const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                               const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse,
-                              bool has_bias) {
+                              bool has_bias, const optional<Tensor>& lengths) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_backward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n);
+  check_lengths("fusedrnn.layer_backward", s, x, lengths);
   c10::OptionalDeviceGuard guard(x.device());
   auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse);
+  in.lengths = lengths.value_or(Tensor());
   auto g = backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias, get_pointwise());
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
@@ -154,10 +169,12 @@ Tensor empty_like_shape(const Tensor& x, std::initializer_list<SymInt> shape) {
 ForwardResult layer_forward_meta(c10::string_view mode_name, const Tensor& x, const Tensor& h0,
                                  const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                                  const optional<Tensor>& b_ih, const optional<Tensor>& b_hh,
-                                 const optional<Tensor>& w_hr, bool reverse, bool save_workspace) {
+                                 const optional<Tensor>& w_hr, bool reverse, bool save_workspace,
+                                 const optional<Tensor>& lengths) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
+  check_lengths("fusedrnn.layer_forward", s, x, lengths);
   return {empty_like_shape(x, {s.T, s.N, s.P}), empty_like_shape(x, {s.N, s.P}),
           mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : empty_like_shape(x, {0}),
           save_workspace ? empty_like_shape(x, {s.T, s.N, saved_width(mode, s.H, s.projection)})
@@ -168,10 +185,11 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
                                    const optional<Tensor>& grad_c_n, const Tensor& x, const Tensor& h0,
                                    const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                                    const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse,
-                                   bool has_bias) {
+                                   bool has_bias, const optional<Tensor>& lengths) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_backward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n);
+  check_lengths("fusedrnn.layer_backward", s, x, lengths);
   const int64_t G = gates_of(mode);
   auto none = [&] { return empty_like_shape(x, {0}); };
   return {empty_like_shape(x, {s.T, s.N, s.I}),
@@ -189,11 +207,12 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
 TORCH_LIBRARY(fusedrnn, m) {
   m.def(
       "layer_forward(str mode, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh, Tensor? w_hr, bool reverse, bool save_workspace=True) -> "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, bool save_workspace=True, Tensor? lengths=None) -> "
       "(Tensor y, Tensor h_n, Tensor c_n, Tensor workspace)");
   m.def(
       "layer_backward(str mode, Tensor grad_y, Tensor grad_h_n, Tensor? grad_c_n, Tensor x, Tensor h0, Tensor? c0, "
-      "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor workspace, bool reverse, bool has_bias) -> "
+      "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor workspace, bool reverse, bool has_bias, "
+      "Tensor? lengths=None) -> "
       "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
       "Tensor grad_b_hh, Tensor grad_w_hr)");
 }

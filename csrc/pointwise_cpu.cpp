@@ -46,6 +46,7 @@ struct VecLane {
   int64_t count;
   V load(const S* p) const { return V::loadu(p, count); }
   void store(S* p, const V& v) const { v.store(p, count); }
+  V zero() const { return V(S(0)); }
 };
 
 //: Rows of one input-projection / weight-gradient GEMM: BLAS reaches its large-GEMM speed well below this, and the

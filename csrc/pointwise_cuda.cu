@@ -25,6 +25,7 @@ struct ScalarLane {
   __device__ void store(S* p, A v) const {
     *p = static_cast<S>(v);
   }
+  __device__ A zero() const { return A(0); }
 };
 
 template <class S, class Step, bool kForward>

@@ -29,6 +29,15 @@ Mat step_mat(const Tensor& t3, int64_t t, int64_t col = 0) {
   return {base + (t * t3.stride(0) + col) * t3.element_size(), t3.stride(1)};
 }
 
+const int64_t* lengths_ptr(const Tensor& lengths) {
+  return lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
+}
+
+//: [T, N, 1] in `options`' dtype: 1 where row n takes part in step t (t < lengths[n]), else 0.
+Tensor valid_mask(const Tensor& lengths, int64_t T, const at::TensorOptions& options) {
+  return (at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(options.dtype());
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw) {
@@ -79,6 +88,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   const Tensor w_hr_t = projection ? (transpose_once ? in.w_hr->t().contiguous() : in.w_hr->t()) : Tensor();
   const int64_t h_column = kLstmSaved * H;  // LSTM with projection: h before the projection is saved here
 
+  // With a projection, finished rows are carried after the projection GEMM (the pointwise pass works before it).
+  const bool masked = in.lengths.defined();
+  Tensor valid = masked && projection ? valid_mask(in.lengths, T, in.x.options()).to(at::kBool) : Tensor();
+
   Tensor h_prev = in.h0;
   Tensor c_prev = in.c0;
   Tensor ws_t;
@@ -88,7 +101,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     at::mm_out(gh, h_prev, w_hh_t);
     Tensor y_t = y.select(0, t);
     ws_t = in.save ? saved.select(0, t) : scratch;
-    ForwardStep step{in.mode, N, H};
+    ForwardStep step{in.mode, N, H, t, lengths_ptr(in.lengths)};
     step.gi = step_mat(gi, t - chunk_first_t);
     step.gh = mat(gh);
     step.b_hn = gru ? mat(b_hn) : Mat{};
@@ -96,8 +109,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     step.c_prev = in.mode == Mode::LSTM ? mat(c_prev) : Mat{};  // may be ws_t's own c column: read, then written
     step.ws = mat(ws_t);
     step.h = projection ? mat(ws_t.narrow(1, h_column, H)) : mat(y_t);
+    step.h_carries = !projection;
     pw.forward(step, in.x.scalar_type());
-    if (projection) at::mm_out(y_t, ws_t.narrow(1, h_column, H), w_hr_t);
+    if (projection) {
+      at::mm_out(y_t, ws_t.narrow(1, h_column, H), w_hr_t);
+      if (masked) y_t.copy_(at::where(valid.select(0, t), y_t, h_prev));
+    }
     h_prev = y_t;
     if (in.mode == Mode::LSTM) c_prev = ws_t.narrow(1, 4 * H, H);
   }
@@ -126,6 +143,11 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   Tensor dh_total = projection ? at::empty({chunk, N, P}, options) : Tensor();
   Tensor dh_raw = projection ? at::empty({N, H}, options) : Tensor();
   Tensor dh_next = grad_h_n.clone();  // gradient of h_t from step t+1, [N, P]
+  // With lengths, finished rows pass dh through: the pointwise pass writes the direct part of dh_{t-1} for every
+  // cell and the recurrent GEMM adds to it (with a projection, dh lives in P-space and is carried by a mask below).
+  const bool masked = in.lengths.defined();
+  const bool direct = gru || (masked && !projection);
+  Tensor finished = masked && projection ? 1 - valid_mask(in.lengths, T, options) : Tensor();
   Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options)) : Tensor();
 
   Tensor dx = at::empty({T, N, I}, options);
@@ -172,7 +194,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     const int64_t k = t - lo;  // index in the chunk buffers
     const bool first = in.reverse ? t == T - 1 : t == 0;
     const int64_t t_prev = in.reverse ? t + 1 : t - 1;
-    BackwardStep step{in.mode, N, H};
+    BackwardStep step{in.mode, N, H, t, lengths_ptr(in.lengths)};
     if (projection) {
       Tensor dh = dh_total.select(0, k);
       at::add_out(dh, grad_y.select(0, t), dh_next);
@@ -189,12 +211,13 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     step.dc = lstm ? mat(dc) : Mat{};
     step.dg_h = step_mat(dg_h, k);
     step.dg_i = step_mat(dg_i, k);
-    step.dh_prev = gru ? mat(dh_next) : Mat{};
+    step.dh_prev = direct ? mat(dh_next) : Mat{};
     pw.backward(step, y.scalar_type());
-    if (gru) {
-      dh_next.addmm_(dg_h.select(0, k), in.w_hh);  // z * dh (written by the step) + the recurrent GEMM
+    if (direct) {
+      dh_next.addmm_(dg_h.select(0, k), in.w_hh);  // the direct part (written by the step) + the recurrent GEMM
     } else {
       at::mm_out(dh_next, dg_h.select(0, k), in.w_hh);
+      if (masked) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished rows: carried
     }
   }
   accumulate_weight_gradients();

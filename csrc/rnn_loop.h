@@ -21,6 +21,7 @@ struct LayerInputs {
   at::Tensor w_ih, w_hh;
   std::optional<at::Tensor> b_ih, b_hh, w_hr;
   bool reverse;
+  at::Tensor lengths;  // [N] int64 or undefined: rows with t >= lengths[n] keep their state (a padded packed batch)
   bool save = true;  // keep every step's activations for layer_backward (false: inference, nothing saved)
 };
 
@@ -34,7 +35,8 @@ Int saved_width(Mode mode, Int H, bool projection) {
 }
 
 //: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width]
-//: (empty unless in.save).
+//: (empty unless in.save). With lengths, y[t] is the state after step t, carried for finished rows (not zeroed:
+//: the caller masks the output; the state sequence is what the backward pass needs).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw);
 
 //: Gradients of a forward_loop call; returns dx, dh0, dc0 (LSTM; else empty), dw_ih, dw_hh, db_ih, db_hh (empty

@@ -7,9 +7,10 @@ are unaffected: only the `cpu` and `cuda` backends depend on this module.
 
 Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and device):
     layer_forward(mode, x [T,N,I], h0 [N,P], c0 [N,H]|None, w_ih, w_hh, b_ih|None, b_hh|None, w_hr|None, reverse,
-                  save_workspace=True)
+                  save_workspace=True, lengths [N] int64|None)
         -> y [T,N,P], h_n [N,P], c_n [N,H] (LSTM; else empty), workspace (saved activations for the backward;
-           empty when save_workspace is False, which only inference may use)
+           empty when save_workspace is False, which only inference may use). With lengths, rows with
+           t >= lengths[n] keep their state and y[t] is that state (the caller zeroes those outputs).
     layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
 """
 
@@ -117,9 +118,9 @@ def has_cuda_kernels() -> bool:
 
 
 def _setup_context(ctx, inputs, output):
-    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _save_workspace = inputs
+    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _save_workspace, lengths = inputs
     y, _, _, workspace = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, y, workspace)
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, y, workspace, lengths)
     ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
     ctx.mark_non_differentiable(workspace)
 
@@ -129,16 +130,17 @@ def _contiguous_or_zeros(grad, like):
 
 
 def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
-    x, h0, c0, w_ih, w_hh, w_hr, y, workspace = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, w_hr, y, workspace, lengths = ctx.saved_tensors
     grad_y = _contiguous_or_zeros(grad_y, y)
     grad_h_n = _contiguous_or_zeros(grad_h_n, h0)
     grad_c_n = None if grad_c_n is None or c0 is None else grad_c_n.contiguous()
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = torch.ops.fusedrnn.layer_backward(
-        ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, ctx.has_bias
+        ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, ctx.has_bias,
+        lengths,
     )
     bias = (db_ih, db_hh) if ctx.has_bias else (None, None)
     dc0 = dc0 if c0 is not None else None
-    return None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None
+    return None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None, None
 
 
 def _register_autograd() -> None:

@@ -13,6 +13,8 @@ import torch
 
 import fusedrnn
 from fusedrnn import _extension
+from fusedrnn.backends import native
+from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
 from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
 from test_modules import CASES, CELLS, check_case, input_maker, make_pair
@@ -20,10 +22,10 @@ from test_modules import CASES, CELLS, check_case, input_maker, make_pair
 ops = torch.ops.fusedrnn
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-#: Module cases the native backends serve: all of test_modules' grid except variable lengths (packed sequences).
-NATIVE_CASES = {name: case for name, case in CASES.items() if not case.packed}
+#: Module cases: all of test_modules' grid (packed sequences included).
+NATIVE_CASES = CASES
 #: A short list for the slower low-precision and float32 runs.
-FLOAT32_CASES = {name: CASES[name] for name in ("T7_N3", "no_bias", "3layers_bidir", "batch_first")}
+FLOAT32_CASES = {name: CASES[name] for name in ("T7_N3", "no_bias", "3layers_bidir", "batch_first", "packed_bidir_states")}
 #: Hidden size larger than the CPU vector width and not a multiple of it (covers partial lanes), odd batch.
 WIDE_SEQ_LEN, WIDE_BATCH, WIDE_INPUT, WIDE_HIDDEN = 9, 5, 13, 37
 
@@ -111,13 +113,6 @@ def test_cuda_matches_torch_nn_float64(cell):
     check_case(cell, CASES["3layers_bidir"], "cuda", device="cuda")
 
 
-def test_packed_sequences_are_refused_with_a_reason():
-    lstm = fusedrnn.LSTM(3, 4, backend="cpu")
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
-    with pytest.raises(fusedrnn.BackendError, match="variable-length"):
-        lstm(packed)
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_cpu_backend_refuses_half_precision_with_a_reason(dtype):
     with pytest.raises(fusedrnn.BackendError, match="not supported on cpu"):
@@ -127,17 +122,24 @@ def test_cpu_backend_refuses_half_precision_with_a_reason(dtype):
 # ---------------------------------------------------------------------------------------------------------------
 # The ops directly
 
-#: (id, mode, projection, bias, reverse)
+#: (id, mode, projection, bias, reverse, per-row lengths)
 OP_CONFIGS = [
-    ("lstm", "LSTM", False, True, False),
-    ("lstm_proj_reverse", "LSTM", True, True, True),
-    ("lstm_no_bias", "LSTM", False, False, False),
-    ("gru", "GRU", False, True, False),
-    ("gru_no_bias_reverse", "GRU", False, False, True),
-    ("rnn_tanh", "RNN_TANH", False, True, True),
-    ("rnn_relu", "RNN_RELU", False, True, False),
+    ("lstm", "LSTM", False, True, False, False),
+    ("lstm_proj_reverse", "LSTM", True, True, True, False),
+    ("lstm_no_bias", "LSTM", False, False, False, False),
+    ("gru", "GRU", False, True, False, False),
+    ("gru_no_bias_reverse", "GRU", False, False, True, False),
+    ("rnn_tanh", "RNN_TANH", False, True, True, False),
+    ("rnn_relu", "RNN_RELU", False, True, False, False),
+    ("lstm_lengths", "LSTM", False, True, False, True),
+    ("lstm_proj_lengths_reverse", "LSTM", True, True, True, True),
+    ("gru_lengths_reverse", "GRU", False, True, True, True),
+    ("rnn_tanh_lengths", "RNN_TANH", False, True, False, True),
 ]
+OP_IDS = [c[0] for c in OP_CONFIGS]
+OP_PARAMS = ("name", "mode", "projection", "bias", "reverse", "lengths")
 T, N, I, H, P = 4, 3, 5, 6, 4
+LENGTHS = [4, 1, 3]  # one full row, one of length 1, none sorted
 
 
 def op_inputs(mode, projection, bias, dtype=torch.float64, device="cpu", requires_grad=False):
@@ -162,46 +164,57 @@ def op_inputs(mode, projection, bias, dtype=torch.float64, device="cpu", require
     ]
 
 
-def backward_inputs(mode, projection, bias, reverse):
+def lengths_or_none(lengths: bool, device="cpu"):
+    return torch.tensor(LENGTHS, device=device) if lengths else None
+
+
+def backward_inputs(mode, projection, bias, reverse, lengths=False):
     args = op_inputs(mode, projection, bias)
-    y, h_n, c_n, workspace = ops.layer_forward(*args, reverse)
+    y, h_n, c_n, workspace = ops.layer_forward(*args, reverse, True, lengths_or_none(lengths))
     _, x, h0, c0, w_ih, w_hh, _, _, w_hr = args
     grad_c_n = torch.randn_like(c_n) if mode == "LSTM" else None
     return [mode, torch.randn_like(y), torch.randn_like(h_n), grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace,
-            reverse, bias]  # fmt: skip
+            reverse, bias, lengths_or_none(lengths)]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
-def test_opcheck_layer_forward(name, mode, projection, bias, reverse):
+def backend_layer(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, lengths):
+    """One layer through the `cpu` backend (which also zeroes the outputs past each row's length)."""
+    weights = LayerWeights(w_ih, w_hh, b_ih, b_hh, w_hr)
+    return native.CPU_BACKEND.layer(mode, x, h0, c0, weights, reverse, lengths)
+
+
+@pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
+def test_opcheck_layer_forward(name, mode, projection, bias, reverse, lengths):
     args = op_inputs(mode, projection, bias, requires_grad=True)
-    torch.library.opcheck(ops.layer_forward.default, (*args, reverse))
+    torch.library.opcheck(ops.layer_forward.default, (*args, reverse, True, lengths_or_none(lengths)))
 
 
-@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
-def test_opcheck_layer_backward(name, mode, projection, bias, reverse):
-    torch.library.opcheck(ops.layer_backward.default, tuple(backward_inputs(mode, projection, bias, reverse)))
+@pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
+def test_opcheck_layer_backward(name, mode, projection, bias, reverse, lengths):
+    inputs = backward_inputs(mode, projection, bias, reverse, lengths)
+    torch.library.opcheck(ops.layer_backward.default, tuple(inputs))
 
 
-@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
-def test_gradcheck_float64(name, mode, projection, bias, reverse):
+@pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
+def test_gradcheck_float64(name, mode, projection, bias, reverse, lengths):
     mode_, *tensors = op_inputs(mode, projection, bias, requires_grad=True)
 
     def outputs(*tensors):
-        y, h_n, c_n, _ = ops.layer_forward(mode_, *tensors, reverse)
+        y, h_n, c_n = backend_layer(mode_, *tensors, reverse, lengths_or_none(lengths))
         return (y, h_n, c_n) if mode == "LSTM" else (y, h_n)
 
     assert torch.autograd.gradcheck(outputs, tensors)
 
 
-@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
-def test_ops_match_reference_layer(name, mode, projection, bias, reverse):
+@pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
+def test_layer_matches_reference(name, mode, projection, bias, reverse, lengths):
     args = op_inputs(mode, projection, bias)
-    y, h_n, c_n, _ = ops.layer_forward(*args, reverse)
-    expected = fusedrnn.reference.rnn_layer(*args, reverse=reverse)
-    torch.testing.assert_close(y, expected[0], **TOLERANCES[torch.float64])
-    torch.testing.assert_close(h_n, expected[1], **TOLERANCES[torch.float64])
-    if mode == "LSTM":
-        torch.testing.assert_close(c_n, expected[2], **TOLERANCES[torch.float64])
+    actual = backend_layer(*args, reverse, lengths_or_none(lengths))
+    expected = fusedrnn.reference.rnn_layer(*args, reverse=reverse, lengths=lengths_or_none(lengths))
+    for a, e in zip(actual, expected):
+        assert (a is None) == (e is None)
+        if e is not None:
+            torch.testing.assert_close(a, e, **TOLERANCES[torch.float64])
 
 
 #: A batch so large that the CPU's input-projection and weight-gradient GEMMs split the sequence into chunks of
@@ -209,9 +222,10 @@ def test_ops_match_reference_layer(name, mode, projection, bias, reverse):
 CHUNKED_SEQ_LEN, CHUNKED_BATCH = 7, 300
 
 
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
-def test_cpu_chunked_projection_matches_reference(cell, reverse):
+def test_cpu_chunked_projection_matches_reference(cell, reverse, lengths):
     _, _, torch_cls, extra = cell
     torch.manual_seed(0)
     module = torch_cls(I, H, dtype=torch.float64, **extra)
@@ -221,9 +235,10 @@ def test_cpu_chunked_projection_matches_reference(cell, reverse):
     mode = module.mode
     h0 = torch.randn(CHUNKED_BATCH, w_hh.shape[1], dtype=torch.float64)
     c0 = torch.randn(CHUNKED_BATCH, H, dtype=torch.float64) if mode == "LSTM" else None
+    row_lengths = torch.randint(1, CHUNKED_SEQ_LEN + 1, (CHUNKED_BATCH,)) if lengths else None
     args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr[0] if w_hr else None)
-    actual = ops.layer_forward(mode, *args, reverse)[:3]
-    expected = fusedrnn.reference.rnn_layer(mode, *args, reverse=reverse)
+    actual = backend_layer(mode, *args, reverse, row_lengths)
+    expected = fusedrnn.reference.rnn_layer(mode, *args, reverse=reverse, lengths=row_lengths)
     outputs = [(a, e) for a, e in zip(actual, expected) if e is not None]
     upstream = [torch.randn_like(e) for _, e in outputs]
     leaves = [x, *weights]
@@ -233,15 +248,15 @@ def test_cpu_chunked_projection_matches_reference(cell, reverse):
         torch.testing.assert_close(a, e, **TOLERANCES[torch.float64])
 
 
-@pytest.mark.parametrize(("name", "mode", "projection", "bias", "reverse"), OP_CONFIGS, ids=[c[0] for c in OP_CONFIGS])
-def test_inference_without_workspace_gives_the_same_outputs(name, mode, projection, bias, reverse):
+@pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
+def test_inference_without_workspace_gives_the_same_outputs(name, mode, projection, bias, reverse, lengths):
     args = op_inputs(mode, projection, bias)
-    saved = ops.layer_forward(*args, reverse, True)
-    unsaved = ops.layer_forward(*args, reverse, False)
+    saved = ops.layer_forward(*args, reverse, True, lengths_or_none(lengths))
+    unsaved = ops.layer_forward(*args, reverse, False, lengths_or_none(lengths))
     assert unsaved[3].numel() == 0
     for a, e in zip(unsaved[:3], saved[:3]):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
-    torch.library.opcheck(ops.layer_forward.default, (*args, reverse, False))
+    torch.library.opcheck(ops.layer_forward.default, (*args, reverse, False, lengths_or_none(lengths)))
 
 
 def test_backward_without_workspace_is_a_clear_error():
@@ -302,6 +317,17 @@ def test_unsupported_dtype_on_cpu_is_not_implemented(dtype):
     args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in op_inputs("GRU", False, True)]
     with pytest.raises(NotImplementedError, match="not supported on cpu"):
         ops.layer_forward(*args, False)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "match"),
+    [(torch.tensor(LENGTHS, dtype=torch.int32), "int64"), (torch.tensor(LENGTHS[:2]), "lengths must have shape"),
+     (torch.tensor(LENGTHS, device="meta"), "same device")],
+    ids=["int32", "wrong_size", "device_mix"],
+)  # fmt: skip
+def test_bad_lengths_are_a_clear_error(lengths, match):
+    with pytest.raises(RuntimeError, match=match):
+        ops.layer_forward(*op_inputs("GRU", False, True), False, True, lengths)
 
 
 def test_unknown_mode_and_misplaced_arguments():

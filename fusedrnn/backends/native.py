@@ -51,16 +51,12 @@ class NativeBackend(LayerBackend):
         if call.dtype not in DTYPES[self.device_type]:
             names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
-        if call.variable_lengths:
-            return "variable-length (packed) sequences are not supported yet"
         return None
 
     def preference(self, device_type: str) -> int:
         return PREFERENCE[self.device_type] if device_type == self.device_type else 0
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths):
-        if lengths is not None:
-            raise NotImplementedError("fusedrnn native backends: variable-length sequences")
         T, N, _ = x.shape
         H = w.w_hh.shape[0] // {"LSTM": 4, "GRU": 3}.get(mode, 1)
         h0 = x.new_zeros(N, w.w_hh.shape[1]) if hx is None else hx.contiguous()
@@ -69,8 +65,12 @@ class NativeBackend(LayerBackend):
         # Inference saves nothing for a backward pass: less memory, and no page faults on a [T, N, ~5H] buffer.
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, cx, *w))
         y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
-            mode, x.contiguous(), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh, w_hr, reverse, save
+            mode, x.contiguous(), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh, w_hr, reverse, save,
+            None if lengths is None else lengths.to(torch.int64).contiguous(),
         )
+        if lengths is not None:  # y holds each row's state, carried past its end; the output is zero there
+            valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
+            y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
         return y, h_n, (c_n if mode == "LSTM" else None)
 
 
