@@ -4,6 +4,7 @@ gate (a deliberately wrong backend must be flagged). Tiny shapes, one repetition
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -99,6 +100,17 @@ def test_cuda_requested_without_a_gpu_is_a_usage_error(capsys):
         cli.main(["--device", "cuda"])
     assert exit_info.value.code == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "matplotlib" else real_find_spec(name)
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*TINY, "--plot", str(tmp_path / "p.png")])
+    assert exit_info.value.code == 2
+    assert "fusedrnn[plot]" in capsys.readouterr().err
 
 
 def test_module_entry_point_reports_usage_errors():

@@ -14,6 +14,7 @@ from .rows import BASELINE
 _SWEEP_AXES = ("batch", "hidden_size")  # the first of these that varies across a run becomes the x axis
 _PANEL_COLUMNS = 3
 _PANEL_SIZE = (5.0, 3.6)  # inches per line panel
+_ANNOTATE_UP_TO = 8  # configs; beyond that the value labels on the bars overlap
 _BAR_HEIGHT = 4.0  # inches for the speedup bars (with their rotated labels)
 
 
@@ -32,15 +33,19 @@ def _panel_key(config: dict, axis: str) -> str:
     return f"{fixed['cell']} {fixed['mode']} {fixed['dtype']} {shape}"
 
 
+#: Short names of config fields in bar labels (cell, mode and dtype are shown by value).
+_SHORT = {"seq_len": "T", "batch": "N", "input_size": "I", "hidden_size": "H", "layers": "L", "proj_size": "P"}
+
+
 def _short_labels(records: list[dict]) -> dict[str, str]:
-    """record label -> the config fields that differ between the run's configs (always cell and mode)."""
-    varying = [k for k in records[0]["config"] if len({r["config"][k] for r in records}) > 1 or k in ("cell", "mode")]
-    return {
-        r["label"]: " ".join(
-            f"{k}={r['config'][k]}" if k not in ("cell", "mode") else str(r["config"][k]) for k in varying
-        )
-        for r in records
-    }
+    """record label -> only the config fields that differ between the run's configs (cell and mode always)."""
+    config = records[0]["config"]
+    varying = [k for k in config if len({r["config"][k] for r in records}) > 1 or k in ("cell", "mode")]
+
+    def short(c: dict) -> str:
+        return " ".join(f"{_SHORT[k]}={c[k]}" if k in _SHORT else str(c[k]) for k in varying)
+
+    return {r["label"]: short(r["config"]) for r in records}
 
 
 def plot(doc: dict, path: Path) -> None:
@@ -99,7 +104,9 @@ def _speedup_bars(ax, records: list[dict]) -> None:
         shown = [(j, speedups[label]) for j, label in enumerate(labels) if speedups.get(label)]
         if shown:
             xs, ys = zip(*shown)
-            ax.bar([x + i * width for x in xs], ys, width, label=row)
+            bars = ax.bar([x + i * width for x in xs], ys, width, label=row)
+            if len(labels) <= _ANNOTATE_UP_TO:
+                ax.bar_label(bars, fmt="%.2fx", fontsize="xx-small")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ticks = [j + width * (len(backends) - 1) / 2 for j in range(len(labels))]
     ax.set_xticks(ticks, [short[label] for label in labels], rotation=30, ha="right", fontsize="x-small")
