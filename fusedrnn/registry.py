@@ -235,7 +235,19 @@ def requested_backend(requested: str) -> str:
 def select(requested: str, call: RNNCall) -> Backend:
     """The backend that runs `call`: the named one (or an error saying why it cannot), or for `auto` the most
     preferred available backend on the call's device that supports it."""
-    return _select_cached(requested_backend(requested), call)
+    fields = tuple(getattr(call, name) for name in _CALL_FIELDS)
+    return _LOADED[_select_name(requested_backend(requested), *fields)]
+
+
+_CALL_FIELDS = tuple(field.name for field in dataclasses.fields(RNNCall))
+
+
+# torch.compile runs the selection once while tracing and keeps its answer as a constant: the checks behind it
+# (imports, device queries, CPU capability) are Python that Dynamo cannot and need not trace. The call travels as
+# its field values because Dynamo hands such a function constants, not objects it built while tracing.
+@torch.compiler.assume_constant_result
+def _select_name(name: str, *fields) -> str:
+    return _select_cached(name, RNNCall(*fields)).name
 
 
 @functools.lru_cache(maxsize=1024)
