@@ -28,7 +28,8 @@ def cpu_name() -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({os.cpu_count()} cores, {threads} torch thread{'s' * (threads != 1)})"
 
 
 def device_slug(device: torch.device) -> str:
@@ -48,17 +49,13 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of a git command in this package's checkout; None when not a checkout (an installed wheel)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=True
         )
-        return out.stdout.strip() or None
+        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -83,6 +80,10 @@ def describe(device: torch.device) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "fusedrnn": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "--short", "HEAD") or None,
+        # Tracked files changed since that commit: the measured code is not exactly the commit.
+        "git_dirty": None
+        if (status := _git("status", "--porcelain", "--untracked-files=no")) is None
+        else bool(status),
         "backends": registry.availability(),
     }
