@@ -281,6 +281,19 @@ def test_torch_compile_fullgraph_forward_and_backward():
         torch.testing.assert_close(a, e, **TOLERANCES[torch.float32])
 
 
+def test_torch_compile_fullgraph_through_the_module():
+    torch.manual_seed(0)
+    module = fusedrnn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P, backend="cpu")
+    x = torch.randn(T, N, I, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    expected, actual = module(x)[0], compiled(x)[0]
+    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
+    grad = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
+                               **TOLERANCES[torch.float32])  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: a clear error, never a crash
 

@@ -17,9 +17,10 @@ DTYPES = {
     "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
 }
 
-#: `auto` order: torch's own kernels have preference 10. The CUDA loop is expected to beat cuDNN at small batch
-#: only once measured on a GPU; until then it ranks just below torch. On CPU it was measured faster than torch.nn
-#: (bench/native_cpu_speed.py), so it ranks above.
+#: `auto` order; torch's own kernels have 10. CPU: measured faster than torch.nn overall on the 2-core dev machine
+#: (bench/native_cpu_speed.py, T=100, one layer, fp32: geometric mean 1.9-2.3x for forward+backward, 1.0-1.2x for
+#: inference), though LSTM training is at 0.85-0.9x there (torch uses oneDNN's fused LSTM). CUDA: compiled but not yet
+#: run or timed on a GPU, so it stays below torch's cuDNN until a GPU run shows it correct and faster.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 
 
