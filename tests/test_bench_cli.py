@@ -295,3 +295,17 @@ def test_a_broken_row_is_reported_and_the_others_still_run(tmp_path, registered,
     assert ("exploded" if not declines else "declines") in records[row]["note"]
     assert records["fusedrnn:reference"]["status"] == "ok"
     assert records["torch.nn"]["status"] == "ok"  # the baseline always runs, even when not listed
+
+
+def test_a_failing_torch_compile_is_a_failed_row_not_a_crash(tmp_path, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler (test)")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "lstm", "--mode", "inference", "--compile",
+                          "--backends", "compile:reference")  # fmt: skip
+    assert status == 0
+    records = {r["row"]: r for r in doc["results"]}
+    assert records["compile:reference"]["status"] == "failed"
+    assert "no C++ compiler" in records["compile:reference"]["note"]
+    assert records["torch.nn"]["status"] == "ok"
