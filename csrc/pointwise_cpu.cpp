@@ -19,15 +19,21 @@
 namespace fusedrnn {
 namespace {
 
+//: |x| beyond which tanh(x) rounds to +-1 even in double (1 - tanh(20) ~ 8e-18); keeps expm1(2x) finite.
+constexpr double kTanhSaturation = 20;
+
 //: Vectorized primitives with the same names as ScalarMath (cell_math.h).
 struct VecMath {
   template <class V>
   static V sigmoid(V x) {
     return V(1) / (V(1) + x.neg().exp());
   }
+  //: tanh(x) = e / (e + 2) with e = expm1(2x): SLEEF's expm1 costs a fraction of its tanh (the tanh was ~25% of the
+  //: LSTM step at N=4, H=256) and stays accurate near 0. |x| is clamped where tanh is already +-1 in double.
   template <class V>
   static V tanh(V x) {
-    return x.tanh();
+    const V e = (at::vec::clamp(x, V(-kTanhSaturation), V(kTanhSaturation)) * V(2)).expm1();
+    return e / (e + V(2));
   }
   template <class V>
   static V relu(V x) {
