@@ -262,9 +262,9 @@ def test_unsupported_calls_name_the_reason():
         fusedrnn.LSTM(4, 8, proj_size=3, backend="triton")(torch.randn(2, 1, 4))
 
 
-def test_auto_prefers_triton_on_cuda_only():
+def test_auto_ranks_triton_below_cudnn_until_timed_on_a_gpu():
     backend = registry.get_backend("triton")
-    assert backend.preference("cuda") > registry.get_backend("torch").preference("cuda")
+    assert 0 < backend.preference("cuda") < registry.get_backend("torch").preference("cuda")
     assert backend.preference("cpu") == 0  # the interpreter must never be picked automatically
 
 

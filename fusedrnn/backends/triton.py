@@ -27,6 +27,10 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+#: Rank under `auto` on CUDA, below torch's 10 and the `cuda` backend's 9, until GPU timings justify more.
+UNMEASURED_GPU_PREFERENCE = 8
+
+
 class TritonBackend(LayerBackend):
     name = "triton"
     summary = "fused Triton kernels: whole-sequence recurrence in one launch per layer/direction, fwd and bwd"
@@ -66,8 +70,10 @@ class TritonBackend(LayerBackend):
         return None
 
     def preference(self, device_type: str) -> int:
-        # Above torch (cuDNN, 10) on CUDA; never auto-picked on CPU, where it would be the slow interpreter.
-        return 30 if device_type == "cuda" else 0
+        # `auto` must pick the fastest backend, and these kernels have not yet been timed on a GPU (the tiled kernel is
+        # estimated slower than cuDNN per step): below torch (cuDNN, 10) until a GPU run shows otherwise. Never
+        # auto-picked on CPU, where it would be the slow interpreter.
+        return UNMEASURED_GPU_PREFERENCE if device_type == "cuda" else 0
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths):
         from .. import triton_ops  # imports triton; deferred so that the registry can list this backend without it
