@@ -207,3 +207,23 @@ def test_repr_mentions_a_forced_backend():
 def test_rnn_nonlinearity_is_fourth_positional():
     rnn = fusedrnn.RNN(3, 4, 2, "relu", False)
     assert rnn.mode == "RNN_RELU" and rnn.bias is False and rnn.num_layers == 2
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_torch_backend_keeps_what_backward_needs_without_dropout(training, monkeypatch):
+    """ATen's `train` flag is what lets cuDNN run a backward ("cudnn RNN backward can only be called in training
+    mode"): the `torch` backend must set it whenever autograd is on, without dropout and in eval mode too, and only
+    then. On CPU the flag is observed at the call; on CUDA the backward runs."""
+    from fusedrnn.backends import torch_native
+
+    flags = []
+    gru = torch_native._FUNCTIONS["GRU"]
+    monkeypatch.setitem(torch_native._FUNCTIONS, "GRU", lambda *args: (flags.append(args[6]), gru(*args))[1])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module = fusedrnn.GRU(INPUT_SIZE, HIDDEN_SIZE, 2, device=device, backend="torch").train(training)
+    x = torch.randn(4, 3, INPUT_SIZE, device=device, requires_grad=True)
+    module(x)[0].sum().backward()
+    assert x.grad is not None
+    with torch.no_grad():
+        module(x)
+    assert flags == [True, False]

@@ -28,7 +28,11 @@ class TorchBackend(Backend):
         else:
             hidden = hx
         flat = [w for layer in weights for w in layer if w is not None]
-        options = (call.bias, call.num_layers, dropout, dropout > 0, call.bidirectional)
+        # ATen's `train` flag also decides whether cuDNN keeps what its backward needs ("cudnn RNN backward can only
+        # be called in training mode"): set it whenever autograd may run, not only with dropout. `dropout` is
+        # already 0 outside training, so this never adds dropout (and gives the eval-mode backward torch.nn lacks).
+        train = dropout > 0 or call.needs_grad
+        options = (call.bias, call.num_layers, dropout, train, call.bidirectional)
         function = _FUNCTIONS[call.mode]
         if lengths is None:
             result = function(x, hidden, flat, *options, False)
