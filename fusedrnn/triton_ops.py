@@ -196,8 +196,8 @@ def recurrence_forward(
     pointers = (
         gi,
         w_hh.contiguous(),
-        b_hh if b_hh is not None else _placeholder(x),  # never read without HAS_BIAS
-        lengths if lengths is not None else _placeholder(x),  # never read without HAS_LENGTHS
+        b_hh.contiguous() if b_hh is not None else _placeholder(x),  # never read without HAS_BIAS
+        lengths.contiguous() if lengths is not None else _placeholder(x),  # never read without HAS_LENGTHS
         hs,
         cs if is_lstm else _placeholder(x),  # never touched unless LSTM
         y,
@@ -250,7 +250,10 @@ def recurrence_backward(
     dh = x.new_zeros((2, N, H), dtype=torch.float32)
     dh[0].copy_(grad_hn)
     if is_lstm:
-        dc = grad_cn.to(torch.float32, copy=True) if grad_cn is not None else x.new_zeros((N, H), dtype=torch.float32)
+        # Row-major, whatever the strides of the upstream gradient (`.to(copy=True)` would keep a transposed layout).
+        dc = x.new_zeros((N, H), dtype=torch.float32)
+        if grad_cn is not None:
+            dc.copy_(grad_cn)
     else:
         dc = _placeholder(x)  # never touched
     dgi = x.new_empty((T, N, gates * H))
@@ -261,7 +264,7 @@ def recurrence_backward(
         hs,
         cs if is_lstm else _placeholder(x),
         w_hh.contiguous(),
-        lengths if lengths is not None else _placeholder(x),
+        lengths.contiguous() if lengths is not None else _placeholder(x),
         dh,
         dc,
         dgi,

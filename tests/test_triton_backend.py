@@ -162,7 +162,8 @@ def test_inference_without_saving(cell):
 @pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
 def test_layer_matches_reference_with_lengths(cell):
     """The layer op directly, both directions, with per-row lengths that are not sorted (rows past their length keep
-    their state and output zeros), against fusedrnn.reference.rnn_layer."""
+    their state and output zeros), against fusedrnn.reference.rnn_layer. The upstream gradients of the final states
+    are distinct and dense but transposed in memory, as autograd hands them over after a transpose."""
     from fusedrnn import reference, triton_ops
 
     mode = MODES[cell[0]]
@@ -182,7 +183,9 @@ def test_layer_matches_reference_with_lengths(cell):
                 kwargs["w_hr"] = None
             y, h, c = layer(mode, x, h0, c0 if mode == "LSTM" else None, *weights, **kwargs)
             outputs = [y, h] + ([c] if c is not None else [])
-            upstream = [torch.randn(o.shape, generator=torch.Generator().manual_seed(3)).to(o) for o in outputs]
+            upstream_generator = torch.Generator().manual_seed(3)  # one stream: h_n and c_n get different gradients
+            upstream = [torch.randn(o.shape[::-1], generator=upstream_generator).to(o).permute(*range(o.dim())[::-1])
+                        for o in outputs]  # fmt: skip
             torch.autograd.backward(outputs, upstream)
             result = {f"output[{i}]": o.detach() for i, o in enumerate(outputs)}
             result.update({f"grad[{i}]": t.grad for i, t in enumerate(leaves)})
