@@ -95,9 +95,10 @@ def persistent_forward_kernel(
         first = reverse * T
     else:
         first = 0
-    h = _load_f32(hs_ptr + first * state_size + tile, mask)  # this program's slice of the state, kept in registers
+    first_offset = tl.cast(first, tl.int64) * state_size  # 64-bit: T * N * H may exceed 2**31 for long sequences
+    h = _load_f32(hs_ptr + first_offset + tile, mask)  # this program's slice of the state, kept in registers
     if MODE == LSTM:
-        c = _load_f32(cs_ptr + first * state_size + tile, mask)
+        c = _load_f32(cs_ptr + first_offset + tile, mask)
     else:
         c = h  # unused
     for step in range(T):
