@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fusedrnn
-from fusedrnn import _extension
+from fusedrnn import _build, _extension
 from fusedrnn.backends import native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
@@ -47,6 +47,14 @@ def test_cpu_backend_available_and_cuda_reason_says_why():
         assert availability["cuda"] == "no CUDA device"
     else:
         assert availability["cuda"] is None
+
+
+@pytest.mark.skipif(_build.env_flag(_build.SKIP_CUDA_ENV), reason=f"{_build.SKIP_CUDA_ENV} is set")
+def test_cuda_code_is_compiled_in_where_a_toolkit_exists():
+    """CI has nvcc and a CUDA build of torch but no GPU: the CUDA sources must still have been compiled and linked."""
+    if torch.version.cuda is None or _build.find_cuda_home() is None:
+        pytest.skip("no CUDA toolkit or a CPU-only torch: the extension is built without CUDA here")
+    assert _extension.has_cuda_kernels()
 
 
 # ---------------------------------------------------------------------------------------------------------------
