@@ -28,8 +28,10 @@ def test_replace_keeps_outputs_gradients_and_parameters():
     torch.manual_seed(0)
     model = Tagger().double()
     x = torch.randn(3, 7, 6, dtype=torch.float64)
+    upstream = torch.randn(3, 2, dtype=torch.float64)
     expected = model(x)
     parameters = list(model.parameters())
+    expected_grads = torch.autograd.grad(expected, parameters, upstream)
     state_keys = list(model.state_dict())
 
     assert fusedrnn.replace_rnns(model, backend="reference") is model
@@ -39,7 +41,10 @@ def test_replace_keeps_outputs_gradients_and_parameters():
     assert isinstance(model.cell, fusedrnn.GRUCell)
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True)), "parameters must be shared"
     assert list(model.state_dict()) == state_keys
-    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+    actual = model(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    for parameter, got, want in zip(parameters, torch.autograd.grad(actual, parameters, upstream), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=lambda m, p=parameter: f"{p.shape}: {m}")
 
 
 def test_replace_keeps_training_mode_and_returns_a_twin_for_a_bare_layer():
