@@ -81,8 +81,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   Tensor scratch = in.save ? Tensor() : at::empty({N, width}, in.x.options());
   Tensor gh = at::empty({N, GH}, in.x.options());
   // Per-step GEMMs are faster against W^T stored contiguously ([K, G*H]) than against the transposed view: measured
-  // on CPU 1.3-2x at N <= 64 (and a 4 ms stall of the 2-thread GEMV at H=256). The copy costs about as much as ten
-  // small-batch steps, so short sequences (a decoder stepping one token at a time) keep the view.
+  // on CPU (MKL, 1 thread) 1.3-2x at N <= 64. The copy costs about as much as ten small-batch steps, so short
+  // sequences (a decoder stepping one token at a time) keep the view. (With 2 threads MKL's small GEMMs stalled for
+  // milliseconds now and then in either layout on the busy dev machine; no layout avoided that.)
   const bool transpose_once = T >= kMinStepsToTransposeWeights;
   const Tensor w_hh_t = transpose_once ? in.w_hh.t().contiguous() : in.w_hh.t();
   const Tensor w_hr_t = projection ? (transpose_once ? in.w_hr->t().contiguous() : in.w_hr->t()) : Tensor();
