@@ -62,6 +62,12 @@ MAX_PERSISTENT_HIDDEN = 1024
 #: A program's W_hh slice is a dot operand, so it lives in shared memory (228 KB per H100 SM); ptxas/Triton measured
 #: 160 KB for a 128 KB slice (bf16, H=768, backward) and 320 KB for 256 KB (fp32), which cannot launch.
 MAX_W_SLICE_BYTES = 128 * 1024
+#: Shared memory one program may use on an H100/H200 (227 KB per block, opted in); Triton refuses to launch beyond.
+MAX_SHARED_BYTES = 227 * 1024
+#: Besides the W_hh slice, the compiled persistent kernels stage their per-step [BLOCK_N, BLOCK_K] dot operand in
+#: shared memory: the forward's h_{t-1} in fp32 (it is loaded as the fp32 state), the backward's dgates in the input
+#: dtype. Measured with compile_check (sm_90, bf16): N=64, H=1024 needs 320 KB forward and 260 KB backward.
+FORWARD_OPERAND_BYTES = 4
 #: 8 warps for the tiled kernels too: at 4, ptxas spilled the 4-gate specialisations (compile_check --ptxas).
 TILED_WARPS = 8
 #: 8 warps: 256 threads share the on-chip W_hh slice (about 128 registers each at H=1024, bf16, backward).
@@ -104,6 +110,11 @@ def persistent_tiles(N: int, H: int, gates: int, resident: int, element_size: in
         return None
     slice_elements = plan.block_k * gates_p2 * max(plan.block_h_forward, plan.block_h_backward)
     if slice_elements * element_size > MAX_W_SLICE_BYTES:
+        return None
+    operand = plan.block_n * plan.block_k
+    forward_bytes = plan.block_k * gates_p2 * plan.block_h_forward * element_size + operand * FORWARD_OPERAND_BYTES
+    backward_bytes = (plan.block_k * gates_p2 * plan.block_h_backward + operand) * element_size
+    if max(forward_bytes, backward_bytes) > MAX_SHARED_BYTES:
         return None
     return plan
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -232,6 +233,32 @@ def test_kernels_compile_for_h100():
                             capture_output=True, text=True, timeout=COMPILE_CHECK_TIMEOUT_S)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": ok in") >= 16, result.stdout
+    from fusedrnn import triton_ops
+
+    shared = [int(size) for size in re.findall(r"shared memory (\d+) B", result.stdout)]
+    assert shared and max(shared) <= triton_ops.MAX_SHARED_BYTES, result.stdout  # else the launch is refused
+
+
+#: (N, H, gates, bytes per element) -> whether the persistent kernels fit in one H100 SM's shared memory, from the
+#: sizes compile_check reported for sm_90 (forward / backward): a plan for a call that does not fit would be refused
+#: at launch on the GPU instead of falling back to the tiled kernels.
+PERSISTENT_FITS = {
+    "lstm_N16_H768_bf16": ((16, 768, 4, 2), True),  # 128 KB / 160 KB
+    "lstm_N32_H1024_bf16": ((32, 1024, 4, 2), True),  # 192 KB / 192 KB
+    "lstm_N64_H512_bf16": ((64, 512, 4, 2), True),  # 144 KB / 132 KB
+    "lstm_N64_H768_bf16": ((64, 768, 4, 2), False),  # 320 KB / 260 KB
+    "rnn_N64_H1024_bf16": ((64, 1024, 1, 2), False),  # 288 KB / 160 KB
+    "lstm_N64_H512_fp32": ((64, 512, 4, 4), False),  # 160 KB / 256 KB
+}
+
+
+@pytest.mark.parametrize("case_id", list(PERSISTENT_FITS))
+def test_persistent_plan_fits_shared_memory(case_id):
+    from fusedrnn import triton_ops
+
+    (N, H, gates, element_size), fits = PERSISTENT_FITS[case_id]
+    h100_sms = 132
+    assert (triton_ops.persistent_tiles(N, H, gates, h100_sms, element_size) is not None) == fits
 
 
 def test_torch_compile_fullgraph():
