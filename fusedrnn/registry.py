@@ -3,7 +3,7 @@
 A backend is an object with a name that can tell
   * whether it works on this machine at all (`unavailable_reason`),
   * whether it serves one particular call (`unsupported_reason(call)`),
-  * how strongly `auto` should prefer it on a device type (`preference`),
+  * how strongly `auto` should prefer it for a call (`preference`),
 and that runs the whole stacked, possibly bidirectional recurrence (`run`). Most backends only implement one layer
 in one direction and inherit the stacking, bidirectional concatenation and inter-layer dropout from `LayerBackend`.
 
@@ -86,8 +86,9 @@ class Backend:
         """None when the backend serves `call`, else a reason a user can act on."""
         return None
 
-    def preference(self, device_type: str) -> int:
-        """Ordering for `auto` on a device type: higher first; 0 means `auto` never picks this backend there."""
+    def preference(self, call: RNNCall) -> int:
+        """Ordering for `auto`: higher first; 0 means `auto` never picks this backend for such a call. It should
+        follow measured speed, which depends on the device and can depend on the cell or sizes."""
         return 0
 
     def run(
@@ -262,10 +263,10 @@ def _select_cached(name: str, call: RNNCall) -> Backend:
     candidates = []
     for candidate in _PATHS:
         backend = _load(candidate)
-        if isinstance(backend, str) or backend.preference(call.device_type) <= 0:
+        if isinstance(backend, str) or backend.preference(call) <= 0:
             continue
         candidates.append(backend)
-    for backend in sorted(candidates, key=lambda b: -b.preference(call.device_type)):
+    for backend in sorted(candidates, key=lambda b: -b.preference(call)):
         reason = backend.unavailable_reason() or backend.unsupported_reason(call)
         if reason is None:
             return backend

@@ -25,7 +25,7 @@ class FakeBackend(ReferenceBackend):
     def unsupported_reason(self, call):
         return "GRU is not implemented in this fake" if call.mode == "GRU" else None
 
-    def preference(self, device_type):
+    def preference(self, call):
         return self._prefer
 
 
@@ -102,3 +102,12 @@ def test_module_runs_on_the_selected_backend(monkeypatch):
     monkeypatch.setattr(ReferenceBackend, "run", spy)
     fusedrnn.LSTM(4, 8, backend="reference")(torch.randn(5, 2, 4))
     assert seen == [("reference", "LSTM", 5, 2)]
+
+
+@pytest.mark.parametrize("mode,expected", [("LSTM", "torch"), ("GRU", "cpu"), ("RNN_TANH", "cpu")])
+def test_auto_on_cpu_follows_the_measured_speed(mode, expected):
+    """oneDNN's fused LSTM beats the C++ backend on CPU; GRU and Elman RNN are faster on it (bench/results/cpu-*)."""
+    if "cpu" not in fusedrnn.available_backends():
+        pytest.skip("the compiled extension is not available here")
+    call = RNNCall(mode=mode, device_type="cpu", dtype=torch.float32, input_size=4, hidden_size=8)
+    assert registry.select("auto", call).name == expected

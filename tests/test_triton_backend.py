@@ -294,8 +294,10 @@ def test_unsupported_calls_name_the_reason():
 
 def test_auto_ranks_triton_below_cudnn_until_timed_on_a_gpu():
     backend = registry.get_backend("triton")
-    assert 0 < backend.preference("cuda") < registry.get_backend("torch").preference("cuda")
-    assert backend.preference("cpu") == 0  # the interpreter must never be picked automatically
+    on_cuda = registry.RNNCall(mode="LSTM", device_type="cuda", dtype=torch.float32, input_size=4, hidden_size=8)
+    on_cpu = dataclasses.replace(on_cuda, device_type="cpu")
+    assert 0 < backend.preference(on_cuda) < registry.get_backend("torch").preference(on_cuda)
+    assert backend.preference(on_cpu) == 0  # the interpreter must never be picked automatically
 
 
 @pytest.mark.skipif(CUDA, reason="the interpreter's dtype limit applies to CPU tensors")

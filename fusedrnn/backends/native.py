@@ -20,10 +20,12 @@ DTYPES = {
 
 #: `auto` order; torch's own kernels have 10. CPU: measured faster than torch.nn overall on the 2-core dev machine
 #: (bench/native_cpu_speed.py, T=100, one layer, fp32, geometric means over N=1..64, H=256..512): forward+backward
-#: 1.8x (1 thread) / 2.1x (2 threads), inference 1.18x / 1.00x; LSTM alone is at 0.8-1.0x (torch runs oneDNN's fused
-#: LSTM), GRU and Elman RNN training 2.3-3.4x. CUDA: compiled but not yet run or timed on a GPU, so it stays below
-#: torch's cuDNN until a GPU run shows it correct and faster.
+#: 1.8x (1 thread) / 2.1x (2 threads), inference 1.18x / 1.00x; GRU and Elman RNN training 2.3-3.4x. LSTM is the
+#: exception: torch runs oneDNN's fused LSTM there and ours measured 0.62-0.86x for inference and 0.80-1.02x for
+#: training (bench/results/cpu-*), so LSTM stays with torch. CUDA: compiled but not yet run or timed on a GPU, so it
+#: stays below torch's cuDNN until a GPU run shows it correct and faster.
 PREFERENCE = {"cpu": 15, "cuda": 9}
+CPU_LSTM_PREFERENCE = 9
 
 
 class NativeBackend(LayerBackend):
@@ -56,8 +58,12 @@ class NativeBackend(LayerBackend):
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
         return None
 
-    def preference(self, device_type: str) -> int:
-        return PREFERENCE[self.device_type] if device_type == self.device_type else 0
+    def preference(self, call: RNNCall) -> int:
+        if call.device_type != self.device_type:
+            return 0
+        if call.device_type == "cpu" and call.mode == "LSTM":
+            return CPU_LSTM_PREFERENCE
+        return PREFERENCE[self.device_type]
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths):
         T, N, _ = x.shape

@@ -10,7 +10,7 @@ class ReferenceBackend(LayerBackend):
     name = "reference"
     summary = "plain PyTorch loop over time (the oracle); any device, any dtype, autograd for gradients"
 
-    def preference(self, device_type: str) -> int:
+    def preference(self, call) -> int:
         return 1  # the last resort of `auto`: always correct, never fast
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths):

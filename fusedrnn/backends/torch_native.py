@@ -15,7 +15,7 @@ class TorchBackend(Backend):
     name = "torch"
     summary = "torch's own kernels: cuDNN on CUDA, ATen/oneDNN on CPU"
 
-    def preference(self, device_type: str) -> int:
+    def preference(self, call) -> int:
         return 10
 
     def run(self, call, x, lengths, hx, cx, weights, dropout):

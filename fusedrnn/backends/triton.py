@@ -69,11 +69,11 @@ class TritonBackend(LayerBackend):
             return f"device type {call.device_type!r} is not supported (cuda; cpu under TRITON_INTERPRET=1)"
         return None
 
-    def preference(self, device_type: str) -> int:
+    def preference(self, call: RNNCall) -> int:
         # `auto` must pick the fastest backend, and these kernels have not yet been timed on a GPU (the tiled kernel is
         # estimated slower than cuDNN per step): below torch (cuDNN, 10) until a GPU run shows otherwise. Never
         # auto-picked on CPU, where it would be the slow interpreter.
-        return UNMEASURED_GPU_PREFERENCE if device_type == "cuda" else 0
+        return UNMEASURED_GPU_PREFERENCE if call.device_type == "cuda" else 0
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths):
         from .. import triton_ops  # imports triton; deferred so that the registry can list this backend without it
