@@ -54,6 +54,7 @@ class _FusedCellBase(nn.RNNCellBase):
             batch_size=input.size(0),
             seq_len=1,
             needs_grad=torch.is_grad_enabled(),
+            compiling=torch.compiler.is_compiling(),
         )
         backend = registry.select(self.backend, call)
         weights = [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)]

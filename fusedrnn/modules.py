@@ -136,6 +136,7 @@ class _FusedRNNBase(nn.RNNBase):
             variable_lengths=lengths is not None,
             dropout=dropout,
             needs_grad=torch.is_grad_enabled(),
+            compiling=torch.compiler.is_compiling(),
         )
         backend = registry.select(self.backend, call)
         if lengths is not None:

@@ -52,6 +52,7 @@ class RNNCall:
     variable_lengths: bool = False  # a PackedSequence: per-row lengths
     dropout: float = 0.0  # applied between layers (only passed when training)
     needs_grad: bool = False
+    compiling: bool = False  # traced by torch.compile
 
     @property
     def gates(self) -> int:

@@ -8,7 +8,7 @@ import torch
 import fusedrnn
 
 #: Backends that run on CPU tensors here; the fused ones have their own compile tests in their files.
-BACKENDS = ["auto", "reference", "torch"]
+BACKENDS = ["auto", "reference"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -32,3 +32,11 @@ def test_fullgraph_compile_of_a_cell():
     x = torch.randn(2, 4)
     h, c = torch.compile(cell, fullgraph=True, backend="aot_eager")(x)
     torch.testing.assert_close(h, cell(x)[0])
+
+
+def test_torch_backend_refuses_compile_with_a_reason():
+    """torch's own RNN ops do not survive AOT autograd (nor does nn.LSTM): a clear error, and `auto` avoids them."""
+    torch._dynamo.reset()
+    module = fusedrnn.LSTM(4, 5, backend="torch")
+    with pytest.raises(Exception, match="torch.compile cannot trace torch's fused RNN ops"):
+        torch.compile(module, fullgraph=True, backend="aot_eager")(torch.randn(3, 2, 4))

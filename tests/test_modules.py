@@ -212,8 +212,8 @@ def test_rnn_nonlinearity_is_fourth_positional():
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_torch_backend_keeps_what_backward_needs_without_dropout(training, monkeypatch):
     """ATen's `train` flag is what lets cuDNN run a backward ("cudnn RNN backward can only be called in training
-    mode"): the `torch` backend must set it whenever autograd is on, without dropout and in eval mode too, and only
-    then. On CPU the flag is observed at the call; on CUDA the backward runs."""
+    mode"): on CUDA the `torch` backend must set it whenever autograd is on, without dropout and in eval mode too,
+    and only then; on CPU only dropout sets it. The flag is observed at the call; on CUDA the backward runs."""
     from fusedrnn.backends import torch_native
 
     flags = []
@@ -226,4 +226,14 @@ def test_torch_backend_keeps_what_backward_needs_without_dropout(training, monke
     assert x.grad is not None
     with torch.no_grad():
         module(x)
-    assert flags == [True, False]
+    assert flags == ([True, False] if device == "cuda" else [False, False])
+
+
+def test_aten_train_flag():
+    from fusedrnn.backends.torch_native import aten_train_flag
+    from fusedrnn.registry import RNNCall
+
+    cuda = RNNCall(mode="GRU", device_type="cuda", dtype=torch.float32, input_size=2, hidden_size=3, needs_grad=True)
+    cpu = dataclasses.replace(cuda, device_type="cpu")
+    assert aten_train_flag(cuda, 0.0) and not aten_train_flag(dataclasses.replace(cuda, needs_grad=False), 0.0)
+    assert not aten_train_flag(cpu, 0.0) and aten_train_flag(cpu, 0.5)

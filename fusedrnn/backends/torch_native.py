@@ -11,9 +11,24 @@ from ..registry import Backend
 _FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
+def aten_train_flag(call, dropout: float) -> bool:
+    """ATen's `train` argument. It also decides whether cuDNN keeps what its backward needs ("cudnn RNN backward can
+    only be called in training mode"), so on CUDA it is set whenever autograd may run, not only with dropout — which
+    also gives the eval-mode backward torch.nn lacks; `dropout` is already 0 outside training, so no dropout is added.
+    On CPU the flag only switches dropout, and setting it needlessly breaks torch.compile's AOT autograd."""
+    return dropout > 0 or (call.needs_grad and call.device_type == "cuda")
+
+
 class TorchBackend(Backend):
     name = "torch"
     summary = "torch's own kernels: cuDNN on CUDA, ATen/oneDNN on CPU"
+
+    def unsupported_reason(self, call) -> str | None:
+        if call.compiling:
+            # PyTorch graph-breaks on its own nn.LSTM/GRU/RNN, and AOT autograd fails on these ATen ops (even for
+            # nn.LSTM with torch._dynamo.config.allow_rnn) when the input needs no gradient.
+            return "torch.compile cannot trace torch's fused RNN ops; use backend 'auto', 'cpu', 'cuda' or 'triton'"
+        return None
 
     def preference(self, call) -> int:
         return 10
@@ -28,11 +43,7 @@ class TorchBackend(Backend):
         else:
             hidden = hx
         flat = [w for layer in weights for w in layer if w is not None]
-        # ATen's `train` flag also decides whether cuDNN keeps what its backward needs ("cudnn RNN backward can only
-        # be called in training mode"): set it whenever autograd may run, not only with dropout. `dropout` is
-        # already 0 outside training, so this never adds dropout (and gives the eval-mode backward torch.nn lacks).
-        train = dropout > 0 or call.needs_grad
-        options = (call.bias, call.num_layers, dropout, train, call.bidirectional)
+        options = (call.bias, call.num_layers, dropout, aten_train_flag(call, dropout), call.bidirectional)
         function = _FUNCTIONS[call.mode]
         if lengths is None:
             result = function(x, hidden, flat, *options, False)
