@@ -21,7 +21,7 @@ from . import environment, report, timing
 from .check import TOLERANCES, TRUTH_ERROR_FACTOR
 from .configs import CELLS, DEFAULT_PRESET, DTYPES, MODES, PRESETS, build_configs, validate_shape
 from .rows import BASELINE, COMPILE_ROW, all_rows
-from .runners import MISMATCH, run_config
+from .runners import FAILED, MISMATCH, run_config
 
 #: (warm-up, timed repetitions) per device type: a GPU step is cheap and noisy, a CPU step is slow and steadier.
 DEFAULT_REPEATS = {"cpu": (2, 10), "cuda": (10, 30)}
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report.print_table(results, env, settings, skipped, console)
     _write_outputs(args, results, env, settings, skipped, console)
-    return 1 if any(result.status == MISMATCH for result in results) else 0
+    # A wrong result or a crashed row fails the run (scripts and CI read the exit status); a declined one does not.
+    return 1 if any(result.status in (MISMATCH, FAILED) for result in results) else 0
 
 
 if __name__ == "__main__":
