@@ -13,13 +13,8 @@ Weight and bias gradients are not formed here: the host does them as a few large
 import triton
 import triton.language as tl
 
-from .cells import cell_backward
+from .cells import cell_backward, load_f32
 from .modes import GRU, LSTM
-
-
-@triton.jit
-def _load_f32(ptr, mask):
-    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -88,25 +83,25 @@ def recurrence_backward_kernel(
             col_ok = cols < H
             mask = row_ok[:, None] & col_ok[None, :]
             tile = rows[:, None] * H + cols[None, :]
-            dy = _load_f32(dy_t + tile, mask)
+            dy = load_f32(dy_t + tile, mask)
             if HAS_LENGTHS:
                 dy = tl.where(valid, dy, 0.0)  # padded outputs are constant zeros
-            dh = _load_f32(dh_in + tile, mask) + dy
+            dh = load_f32(dh_in + tile, mask) + dy
             gate_out = dgi_t + rows[:, None] * GH + cols[None, :]
             saved = saved_t + rows[:, None] * (SLOTS * H) + cols[None, :]
             if SLOTS > 0:
-                a0 = _load_f32(saved, mask)
-                a1 = _load_f32(saved + H, mask)
-                a2 = _load_f32(saved + 2 * H, mask)
-                a3 = _load_f32(saved + 3 * H, mask)
+                a0 = load_f32(saved, mask)
+                a1 = load_f32(saved + H, mask)
+                a2 = load_f32(saved + 2 * H, mask)
+                a3 = load_f32(saved + 3 * H, mask)
             else:
                 a0, a1, a2, a3 = dh, dh, dh, dh  # unused
-            h_prev = _load_f32(h_prev_ptr + tile, mask)
-            h_new = _load_f32(h_new_ptr + tile, mask)
+            h_prev = load_f32(h_prev_ptr + tile, mask)
+            h_new = load_f32(h_new_ptr + tile, mask)
             if MODE == LSTM:
-                c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                c_new = _load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
-                dc = _load_f32(dc_ptr + tile, mask)
+                c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+                c_new = load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+                dc = load_f32(dc_ptr + tile, mask)
             else:
                 c_prev, c_new, dc = dh, dh, dh  # unused
             d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(

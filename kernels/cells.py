@@ -67,7 +67,8 @@ def cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new, MODE: tl
 
 
 @triton.jit
-def _load_f32(ptr, mask):
+def load_f32(ptr, mask):
+    """A masked load widened to fp32: every kernel computes in fp32 whatever the storage dtype."""
     return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
@@ -76,14 +77,14 @@ def step_forward(gi_tile, H, mask, gh0, gh1, gh2, gh3, h_prev, c_prev, MODE: tl.
     """One step of one [rows, cols] tile: `gi_tile` points at gate 0 of the tile's input projection (gate k is
     k*H further), gh0..gh3 are the tile's recurrent terms W_hh h + b_hh per gate (unused ones: anything).
     Returns cell_forward's (h, c, a0, a1, a2, a3)."""
-    pre0 = _load_f32(gi_tile, mask) + gh0
+    pre0 = load_f32(gi_tile, mask) + gh0
     if GATES == 1:
         return cell_forward(pre0, pre0, pre0, pre0, pre0, h_prev, c_prev, MODE)
     else:
-        pre1 = _load_f32(gi_tile + H, mask) + gh1
-        gi2 = _load_f32(gi_tile + 2 * H, mask)
+        pre1 = load_f32(gi_tile + H, mask) + gh1
+        gi2 = load_f32(gi_tile + 2 * H, mask)
         if GATES == 3:
             return cell_forward(pre0, pre1, gi2, gh2, pre0, h_prev, c_prev, MODE)
         else:
-            pre3 = _load_f32(gi_tile + 3 * H, mask) + gh3
+            pre3 = load_f32(gi_tile + 3 * H, mask) + gh3
             return cell_forward(pre0, pre1, gi2, gh2, pre3, h_prev, c_prev, MODE)

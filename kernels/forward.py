@@ -11,7 +11,7 @@ synchronisation is needed (which is also why the same code runs under Triton's i
 import triton
 import triton.language as tl
 
-from .cells import step_forward
+from .cells import load_f32, step_forward
 from .modes import LSTM
 
 
@@ -31,11 +31,6 @@ def _bias(b_ptr, gate: tl.constexpr, H, cols, col_ok, HAS_BIAS: tl.constexpr, GA
         return tl.load(b_ptr + gate * H + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     else:
         return 0.0
-
-
-@triton.jit
-def _load_f32(ptr, mask):
-    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
@@ -107,9 +102,9 @@ def recurrence_forward_kernel(
                     acc2 = _hh_dot(acc2, h, w_hh_ptr, 2, H, cols, col_ok, ks, k_ok, PRECISION)
                 if GATES > 3:
                     acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, cols, col_ok, ks, k_ok, PRECISION)
-            h_prev = _load_f32(h_prev_ptr + tile, mask)
+            h_prev = load_f32(h_prev_ptr + tile, mask)
             if MODE == LSTM:
-                c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+                c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
             else:
                 c_prev = h_prev  # unused
             h, c, a0, a1, a2, a3 = step_forward(

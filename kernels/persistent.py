@@ -17,13 +17,8 @@ State layouts are the tiled kernels' (fusedrnn.kernels.forward / backward), so e
 import triton
 import triton.language as tl
 
-from .cells import cell_backward, step_forward
+from .cells import cell_backward, load_f32, step_forward
 from .modes import GRU, LSTM
-
-
-@triton.jit
-def _load_f32(ptr, mask):
-    return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -96,9 +91,9 @@ def persistent_forward_kernel(
     else:
         first = 0
     first_offset = tl.cast(first, tl.int64) * state_size  # 64-bit: T * N * H may exceed 2**31 for long sequences
-    h = _load_f32(hs_ptr + first_offset + tile, mask)  # this program's slice of the state, kept in registers
+    h = load_f32(hs_ptr + first_offset + tile, mask)  # this program's slice of the state, kept in registers
     if MODE == LSTM:
-        c = _load_f32(cs_ptr + first_offset + tile, mask)
+        c = load_f32(cs_ptr + first_offset + tile, mask)
     else:
         c = h  # unused
     for step in range(T):
@@ -175,33 +170,33 @@ def persistent_backward_kernel(
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
     GH = GATES * H
-    dh = _load_f32(dh_ptr + tile, mask)  # dL/dh_n; then dL/dh carried in registers
+    dh = load_f32(dh_ptr + tile, mask)  # dL/dh_n; then dL/dh carried in registers
     if MODE == LSTM:
-        dc = _load_f32(dc_ptr + tile, mask)
+        dc = load_f32(dc_ptr + tile, mask)
     else:
         dc = dh  # unused
     for step in range(T):
         t = (T - 1 - step) + reverse * (2 * step + 1 - T)
         prev = t + reverse
         new = t + 1 - reverse
-        dy = _load_f32(dy_ptr + tl.cast(t, tl.int64) * state_size + tile, mask)
+        dy = load_f32(dy_ptr + tl.cast(t, tl.int64) * state_size + tile, mask)
         if HAS_LENGTHS:
             valid = (t < length)[:, None]
             dy = tl.where(valid, dy, 0.0)
         dh = dh + dy
         if SLOTS > 0:
             saved = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H + rows[:, None] * (SLOTS * H) + cols[None, :]
-            a0 = _load_f32(saved, mask)
-            a1 = _load_f32(saved + H, mask)
-            a2 = _load_f32(saved + 2 * H, mask)
-            a3 = _load_f32(saved + 3 * H, mask)
+            a0 = load_f32(saved, mask)
+            a1 = load_f32(saved + H, mask)
+            a2 = load_f32(saved + 2 * H, mask)
+            a3 = load_f32(saved + 3 * H, mask)
         else:
             a0, a1, a2, a3 = dh, dh, dh, dh  # unused
-        h_prev = _load_f32(hs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-        h_new = _load_f32(hs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+        h_prev = load_f32(hs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+        h_new = load_f32(hs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
         if MODE == LSTM:
-            c_prev = _load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-            c_new = _load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+            c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
+            c_new = load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
         else:
             c_prev, c_new = dh, dh  # unused
         d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new,
