@@ -25,7 +25,7 @@ status=0
 for preset in "$@"; do
     extra=()
     case $preset in
-        fastrnns) extra=(--cell lstm gru) ;;  # PyTorch's benchmark shape; the two cells users run most
+        fastrnns) extra=(--cell lstm gru rnn_tanh) ;;  # PyTorch's benchmark shape, every cell family
         flashrnn) extra=(--dtype bfloat16) ;;  # FlashRNN's published comparison is in 16-bit
     esac
     name="$out/$preset$suffix"
