@@ -13,7 +13,7 @@ Weight and bias gradients are not formed here: the host does them as a few large
 import triton
 import triton.language as tl
 
-from .cells import cell_backward, load_f32
+from .cells import cell_backward, load_f32, skip_finished_rows
 from .modes import GRU, LSTM
 
 
@@ -108,14 +108,9 @@ def recurrence_backward_kernel(
                 dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new, MODE
             )
             if HAS_LENGTHS:
-                # Rows past their length did not step: no gate gradient, dh and dc pass through unchanged.
-                d0 = tl.where(valid, d0, 0.0)
-                d1 = tl.where(valid, d1, 0.0)
-                d2 = tl.where(valid, d2, 0.0)
-                d2_hh = tl.where(valid, d2_hh, 0.0)
-                d3 = tl.where(valid, d3, 0.0)
-                dc_prev = tl.where(valid, dc_prev, dc)
-                direct = tl.where(valid, direct, dh)
+                d0, d1, d2, d2_hh, d3, dc_prev, direct = skip_finished_rows(
+                    valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh
+                )
             if MODE == LSTM:
                 tl.store(dc_ptr + tile, dc_prev, mask=mask)
             out_ty = dgi_ptr.dtype.element_ty

@@ -88,3 +88,18 @@ def step_forward(gi_tile, H, mask, gh0, gh1, gh2, gh3, h_prev, c_prev, MODE: tl.
         else:
             pre3 = load_f32(gi_tile + 3 * H, mask) + gh3
             return cell_forward(pre0, pre1, gi2, gh2, pre3, h_prev, c_prev, MODE)
+
+
+@triton.jit
+def skip_finished_rows(valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh):
+    """Backward of a step for rows past their length (valid False), which did not step in the forward: no gate
+    gradient, and dh, dc pass through to the previous step unchanged."""
+    return (
+        tl.where(valid, d0, 0.0),
+        tl.where(valid, d1, 0.0),
+        tl.where(valid, d2, 0.0),
+        tl.where(valid, d2_hh, 0.0),
+        tl.where(valid, d3, 0.0),
+        tl.where(valid, dc_prev, dc),
+        tl.where(valid, direct, dh),
+    )

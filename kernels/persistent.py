@@ -17,7 +17,7 @@ State layouts are the tiled kernels' (fusedrnn.kernels.forward / backward), so e
 import triton
 import triton.language as tl
 
-from .cells import cell_backward, load_f32, step_forward
+from .cells import cell_backward, load_f32, skip_finished_rows, step_forward
 from .modes import GRU, LSTM
 
 
@@ -202,13 +202,9 @@ def persistent_backward_kernel(
         d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new,
                                                                MODE)  # fmt: skip
         if HAS_LENGTHS:
-            d0 = tl.where(valid, d0, 0.0)
-            d1 = tl.where(valid, d1, 0.0)
-            d2 = tl.where(valid, d2, 0.0)
-            d2_hh = tl.where(valid, d2_hh, 0.0)
-            d3 = tl.where(valid, d3, 0.0)
-            dc_prev = tl.where(valid, dc_prev, dc)
-            direct = tl.where(valid, direct, dh)
+            d0, d1, d2, d2_hh, d3, dc_prev, direct = skip_finished_rows(
+                valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh
+            )
         dc = dc_prev
         out_ty = dgi_ptr.dtype.element_ty
         dgi_t = dgi_ptr + tl.cast(t, tl.int64) * N * GH
