@@ -139,8 +139,6 @@ class _FusedRNNBase(nn.RNNBase):
             compiling=torch.compiler.is_compiling(),
         )
         backend = registry.select(self.backend, call)
-        if lengths is not None:
-            lengths = lengths.to(x.device)
         return backend.run(call, x, lengths, h0, c0, weights, dropout)
 
     def extra_repr(self) -> str:

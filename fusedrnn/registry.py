@@ -102,7 +102,8 @@ class Backend:
         weights: list[LayerWeights],
         dropout: float,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The whole stack. x [T, N, I]; hx [L*D, N, P] or None; cx [L*D, N, H] or None; weights per (layer, dir).
+        """The whole stack. x [T, N, I]; lengths [N] int64 on the CPU (as PackedSequence keeps them) or None;
+        hx [L*D, N, P] or None; cx [L*D, N, H] or None; weights per (layer, dir).
 
         Returns y [T, N, D*P], h_n [L*D, N, P], c_n [L*D, N, H] (None unless LSTM). `dropout` is the inter-layer
         dropout probability, already zero outside training.
@@ -126,11 +127,13 @@ class LayerBackend(Backend):
         reverse: bool,
         lengths: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Same contract as `fusedrnn.reference.rnn_layer`."""
+        """Same contract as `fusedrnn.reference.rnn_layer`; lengths, if any, are on x's device."""
         raise NotImplementedError
 
     def run(self, call, x, lengths, hx, cx, weights, dropout):
         directions = 2 if call.bidirectional else 1
+        if lengths is not None:
+            lengths = lengths.to(x.device)  # once per call: layer kernels read the lengths where x lives
         h_n: list[Tensor] = []
         c_n: list[Tensor] = []
         layer_input = x
