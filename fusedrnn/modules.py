@@ -33,7 +33,6 @@ class _FusedRNNBase(nn.RNNBase):
     def __init__(self, mode: str, *args, backend: str = registry.AUTO, **kwargs) -> None:
         super().__init__(mode, *args, **kwargs)
         self.backend = check_backend_name(backend)
-        registry.preload(self.backend)  # imports now, so that torch.compile traces forward without a graph break
 
     def layer_weights(self) -> list[LayerWeights]:
         """The flat parameter list grouped per (layer, direction), in torch.nn's order."""

@@ -222,14 +222,6 @@ def available_backends() -> list[str]:
     return [name for name, reason in availability().items() if reason is None]
 
 
-def preload(requested: str) -> None:
-    """Import the module(s) behind a requested backend name now (every registered one for `auto`), so that `select`
-    never imports: torch.compile cannot trace an import inside a module's forward (it would graph-break)."""
-    name = requested_backend(requested)
-    for candidate in list(_PATHS) if name == AUTO else [name] if name in _PATHS else []:
-        _load(candidate)
-
-
 def requested_backend(requested: str) -> str:
     """The name a module asked for, with FUSEDRNN_BACKEND replacing the default `auto`."""
     if requested == AUTO:
