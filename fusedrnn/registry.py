@@ -244,29 +244,31 @@ _CALL_FIELDS = tuple(field.name for field in dataclasses.fields(RNNCall))
 # its field values because Dynamo hands such a function constants, not objects it built while tracing.
 @torch.compiler.assume_constant_result
 def _select_name(name: str, *fields) -> str:
-    return _select_cached(name, RNNCall(*fields)).name
+    return _select_cached(name, RNNCall(*fields))
 
 
 @functools.lru_cache(maxsize=1024)
-def _select_cached(name: str, call: RNNCall) -> Backend:
+def _select_cached(name: str, call: RNNCall) -> str:
+    """The registered name of the backend that runs `call`."""
     if name != AUTO:
-        backend = get_backend(name)
-        reason = backend.unsupported_reason(call)
+        reason = get_backend(name).unsupported_reason(call)
         if reason is not None:
             raise BackendError(f"fusedrnn backend {name!r} cannot run this {call.mode} call: {reason}")
-        return backend
+        return name
+    loaded = {candidate: _load(candidate) for candidate in _PATHS}
+    ranked = sorted(
+        ((backend.preference(call), candidate) for candidate, backend in loaded.items() if isinstance(backend, Backend)),
+        key=lambda pair: -pair[0],
+    )
     reasons = []
-    candidates = []
-    for candidate in _PATHS:
-        backend = _load(candidate)
-        if isinstance(backend, str) or backend.preference(call) <= 0:
+    for preference, candidate in ranked:
+        if preference <= 0:
             continue
-        candidates.append(backend)
-    for backend in sorted(candidates, key=lambda b: -b.preference(call)):
+        backend = loaded[candidate]
         reason = backend.unavailable_reason() or backend.unsupported_reason(call)
         if reason is None:
-            return backend
-        reasons.append(f"{backend.name}: {reason}")
+            return candidate
+        reasons.append(f"{candidate}: {reason}")
     raise BackendError(f"no fusedrnn backend can run this call ({call}); " + "; ".join(reasons))
 
 
