@@ -38,6 +38,16 @@ Tensor valid_mask(const Tensor& lengths, int64_t T, const at::TensorOptions& opt
   return (at::arange(T, lengths.options()).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(options.dtype());
 }
 
+//: c = a b, or c += a b: the device's own per-step GEMM where it has one (Pointwise::step_gemm), else ATen's.
+void step_gemm(const Pointwise& pw, const Tensor& a, const Tensor& b, Tensor c, bool accumulate) {
+  if (pw.step_gemm != nullptr && pw.step_gemm(a, b, c, accumulate)) return;
+  if (accumulate) {
+    c.addmm_(a, b);
+  } else {
+    at::mm_out(c, a, b);
+  }
+}
+
 }  // namespace
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw) {
@@ -99,7 +109,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = in.reverse ? T - 1 - s : s;
     if (s % chunk == 0) project(s);
-    at::mm_out(gh, h_prev, w_hh_t);
+    step_gemm(pw, h_prev, w_hh_t, gh, false);
     Tensor y_t = y.select(0, t);
     ws_t = in.save ? saved.select(0, t) : scratch;
     ForwardStep step{in.mode, N, H, t, lengths_ptr(in.lengths)};
@@ -113,7 +123,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     step.h_carries = !projection;
     pw.forward(step, in.x.scalar_type());
     if (projection) {
-      at::mm_out(y_t, ws_t.narrow(1, h_column, H), w_hr_t);
+      step_gemm(pw, ws_t.narrow(1, h_column, H), w_hr_t, y_t, false);
       if (masked) y_t.copy_(at::where(valid.select(0, t), y_t, h_prev));
     }
     h_prev = y_t;
@@ -199,7 +209,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     if (projection) {
       Tensor dh = dh_total.select(0, k);
       at::add_out(dh, grad_y.select(0, t), dh_next);
-      at::mm_out(dh_raw, dh, *in.w_hr);
+      step_gemm(pw, dh, *in.w_hr, dh_raw, false);
       step.dh_a = mat(dh_raw);
     } else {
       step.dh_a = step_mat(grad_y, t);
@@ -215,9 +225,10 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     step.dh_prev = direct ? mat(dh_next) : Mat{};
     pw.backward(step, y.scalar_type());
     if (direct) {
-      dh_next.addmm_(dg_h.select(0, k), in.w_hh);  // the direct part (written by the step) + the recurrent GEMM
+      // The direct part (written by the step) + the recurrent GEMM.
+      step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, true);
     } else {
-      at::mm_out(dh_next, dg_h.select(0, k), in.w_hh);
+      step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, false);
       if (masked) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished rows: carried
     }
   }
