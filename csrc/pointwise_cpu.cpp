@@ -153,8 +153,9 @@ BlasGemm<S> libtorch_blas_gemm() {
   return gemm;
 }
 
-//: Multiply-adds per parallel task below which one thread does the whole GEMM (the hand-off costs microseconds).
-constexpr int64_t kMinMacsPerTask = 65536;
+//: Multiply-adds per parallel task (~10 us on one core) below which the GEMM stays one BLAS call with BLAS's own
+//: threading: splitting the batch-1..16 GEMMs (~0.25M multiply-adds) measured no faster.
+constexpr int64_t kMinMacsPerTask = 1 << 20;
 //: Column blocks are multiples of this (a 64-byte cache line of float), so no two threads write one line.
 constexpr int64_t kColumnAlign = 16;
 
@@ -177,10 +178,9 @@ bool step_gemm_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
     const BlasGemm<scalar_t> gemm = libtorch_blas_gemm<scalar_t>();
     if (gemm == nullptr) return;
     const int64_t threads = at::get_num_threads();
-    const int64_t per_thread = (C + threads - 1) / threads;
-    const int64_t by_work = kMinMacsPerTask / (M * K);
-    const int64_t grain = std::max(per_thread, by_work);
-    const int64_t aligned = (grain + kColumnAlign - 1) / kColumnAlign * kColumnAlign;
+    const int64_t per_thread = std::max((C + threads - 1) / threads, kMinMacsPerTask / (M * K));
+    const int64_t block = std::min((per_thread + kColumnAlign - 1) / kColumnAlign * kColumnAlign, C);
+    const int64_t blocks = (C + block - 1) / block;
     const scalar_t* a_ptr = a.const_data_ptr<scalar_t>();
     const scalar_t* b_ptr = b.const_data_ptr<scalar_t>();
     scalar_t* c_ptr = c.mutable_data_ptr<scalar_t>();
@@ -189,7 +189,8 @@ bool step_gemm_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
     const int n = static_cast<int>(M), k = static_cast<int>(K), lda = static_cast<int>(ldb);
     const int ldb_a = static_cast<int>(a.stride(0)), ldc = static_cast<int>(c.stride(0));
     // Inside an at::parallel_for task BLAS runs single-threaded (it does not nest into an active OpenMP region).
-    at::parallel_for(0, C, std::min(aligned, C), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+      const int64_t begin = first * block, end = std::min(last * block, C);
       const int m = static_cast<int>(end - begin);
       const scalar_t* b_part = b_ptr + begin * (b_transposed ? ldb : 1);
       gemm(&ta, &tb, &m, &n, &k, &alpha, b_part, &lda, a_ptr, &ldb_a, &beta, c_ptr + begin, &ldc);

@@ -32,8 +32,10 @@ def is_x86() -> bool:
 
 def cxx_flags() -> list[str]:
     # The CPU pointwise pass uses ATen's AVX2 vector types (SLEEF exp/tanh), which need the instruction set at
-    # compile time; the loader refuses the extension on x86 CPUs without AVX2.
-    return ["-O3", *(["-mavx2", "-mfma"] if is_x86() else [])]
+    # compile time; the loader refuses the extension on x86 CPUs without AVX2. -fopenmp: at::parallel_for is inline
+    # OpenMP code in ATen's headers and runs serially in a translation unit compiled without it (the GOMP symbols
+    # resolve to the libgomp libtorch_cpu already loaded).
+    return ["-O3", "-fopenmp", *(["-mavx2", "-mfma"] if is_x86() else [])]
 
 
 def nvcc_flags() -> list[str]:

@@ -230,20 +230,19 @@ def test_layer_matches_reference(name, mode, projection, bias, reverse, lengths)
 CHUNKED_SEQ_LEN, CHUNKED_BATCH = 7, 300
 
 
-@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
-def test_cpu_chunked_projection_matches_reference(cell, reverse, lengths):
+def check_layer_against_reference(cell, seq_len, batch, reverse, lengths, input_size=I, hidden_size=H,
+                                  dtype=torch.float64):
+    """One `cpu` layer call against fusedrnn.reference in `dtype`: every output and every gradient."""
     _, _, torch_cls, extra = cell
     torch.manual_seed(0)
-    module = torch_cls(I, H, dtype=torch.float64, **extra)
-    x = torch.randn(CHUNKED_SEQ_LEN, CHUNKED_BATCH, I, dtype=torch.float64, requires_grad=True)
+    module = torch_cls(input_size, hidden_size, dtype=dtype, **extra)
+    x = torch.randn(seq_len, batch, input_size, dtype=dtype, requires_grad=True)
     weights = [p.detach().requires_grad_() for p in module.parameters()]
     w_ih, w_hh, b_ih, b_hh, *w_hr = weights
     mode = module.mode
-    h0 = torch.randn(CHUNKED_BATCH, w_hh.shape[1], dtype=torch.float64)
-    c0 = torch.randn(CHUNKED_BATCH, H, dtype=torch.float64) if mode == "LSTM" else None
-    row_lengths = torch.randint(1, CHUNKED_SEQ_LEN + 1, (CHUNKED_BATCH,)) if lengths else None
+    h0 = torch.randn(batch, w_hh.shape[1], dtype=dtype)
+    c0 = torch.randn(batch, hidden_size, dtype=dtype) if mode == "LSTM" else None
+    row_lengths = torch.randint(1, seq_len + 1, (batch,)) if lengths else None
     args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr[0] if w_hr else None)
     actual = backend_layer(mode, *args, reverse, row_lengths)
     expected = fusedrnn.reference.rnn_layer(mode, *args, reverse=reverse, lengths=row_lengths)
@@ -253,7 +252,39 @@ def test_cpu_chunked_projection_matches_reference(cell, reverse, lengths):
     grads_actual = torch.autograd.grad([a for a, _ in outputs], leaves, upstream)
     grads_expected = torch.autograd.grad([e for _, e in outputs], leaves, upstream)
     for a, e in [*outputs, *zip(grads_actual, grads_expected)]:
-        torch.testing.assert_close(a, e, **TOLERANCES[torch.float64])
+        torch.testing.assert_close(a, e, **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_chunked_projection_matches_reference(cell, reverse, lengths):
+    check_layer_against_reference(cell, CHUNKED_SEQ_LEN, CHUNKED_BATCH, reverse, lengths)
+
+
+#: Sizes at which each step's recurrent GEMM (forward h W_hh^T, backward dg W_hh) is split into column blocks over
+#: two threads, the last block partial (csrc/pointwise_cpu.cpp: step_gemm_cpu), for every cell (with a projection only
+#: the gate GEMM: its [P, H] one is too small to split).
+SPLIT_BATCH, SPLIT_INPUT, SPLIT_HIDDEN = 64, 24, 200
+#: Below / above the length at which the loop copies W_hh^T contiguous (rnn_loop.cpp: kMinStepsToTransposeWeights),
+#: so the GEMM sees both a transposed view and a row-major matrix.
+SPLIT_SEQ_LENS = {"transposed_view": 5, "contiguous": 17}
+
+
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("seq_len", SPLIT_SEQ_LENS.values(), ids=SPLIT_SEQ_LENS.keys())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_split_step_gemm_matches_reference(two_threads, cell, dtype, seq_len, lengths):
+    check_layer_against_reference(cell, seq_len, SPLIT_BATCH, False, lengths, SPLIT_INPUT, SPLIT_HIDDEN, dtype)
 
 
 @pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
