@@ -21,8 +21,10 @@ DTYPES = {
 #: `auto` order; torch's own kernels have 10. CPU: measured faster than torch.nn overall on the 2-core dev machine
 #: (bench/native_cpu_speed.py, T=100, one layer, fp32, geometric means over N=1..64, H=256..512): forward+backward
 #: 1.8x (1 thread) / 2.1x (2 threads), inference 1.18x / 1.00x; GRU and Elman RNN training 2.3-3.4x. LSTM is the
-#: exception: torch runs oneDNN's fused LSTM there and ours measured 0.62-0.86x for inference and 0.80-1.02x for
-#: training (bench/results/cpu-*), so LSTM stays with torch. CUDA: compiled but not yet run or timed on a GPU, so it
+#: exception: torch runs oneDNN's fused LSTM there; after the faster float tanh/sigmoid, direct BLAS step GEMMs and a
+#: really parallel loop ours measured 0.68-1.04x for inference and 0.84-1.06x for training (T=50 N=16 H=128,
+#: T=1000 N=1 H=256, T=100 N=64 H=512; 1 and 2 threads; it still loses at small batch and in 2-thread inference), so
+#: LSTM stays with torch. CUDA: compiled but not yet run or timed on a GPU, so it
 #: stays below torch's cuDNN until a GPU run shows it correct and faster.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
