@@ -13,7 +13,7 @@ Weight and bias gradients are not formed here: the host does them as a few large
 import triton
 import triton.language as tl
 
-from .cells import cell_backward, load_f32, skip_finished_rows
+from .cells import cell_backward, load_f32, skip_finished_rows, store_gate_grads
 from .modes import GRU, LSTM
 
 
@@ -113,18 +113,8 @@ def recurrence_backward_kernel(
                 )
             if MODE == LSTM:
                 tl.store(dc_ptr + tile, dc_prev, mask=mask)
-            out_ty = dgi_ptr.dtype.element_ty
-            tl.store(gate_out, d0.to(out_ty), mask=mask)
-            if GATES > 1:
-                tl.store(gate_out + H, d1.to(out_ty), mask=mask)
-                tl.store(gate_out + 2 * H, d2.to(out_ty), mask=mask)
-            if GATES > 3:
-                tl.store(gate_out + 3 * H, d3.to(out_ty), mask=mask)
-            if MODE == GRU:
-                gh_out = dgh_t + rows[:, None] * GH + cols[None, :]
-                tl.store(gh_out, d0.to(out_ty), mask=mask)
-                tl.store(gh_out + H, d1.to(out_ty), mask=mask)
-                tl.store(gh_out + 2 * H, d2_hh.to(out_ty), mask=mask)
+            store_gate_grads(gate_out, dgh_t + rows[:, None] * GH + cols[None, :], d0, d1, d2, d2_hh, d3, H, mask,
+                             MODE, GATES)  # fmt: skip
             tl.store(dh_out + tile, direct, mask=mask)
         tl.debug_barrier()
         # Phase B: dh_{t-1} += dgates_t @ W_hh, tile by tile of dh_{t-1}.

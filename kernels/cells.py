@@ -103,3 +103,21 @@ def skip_finished_rows(valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh):
         tl.where(valid, dc_prev, dc),
         tl.where(valid, direct, dh),
     )
+
+
+@triton.jit
+def store_gate_grads(gate_out, gh_out, d0, d1, d2, d2_hh, d3, H, mask, MODE: tl.constexpr, GATES: tl.constexpr):
+    """Store one tile of a step's gate pre-activation gradients (dgi, gate g at column offset g*H, in the buffer's
+    dtype). The GRU also needs the gradient of its recurrent projection W_h h + b_h, which differs from dgi only in
+    the n gate (scaled by r): stored to gh_out."""
+    out_ty = gate_out.dtype.element_ty
+    tl.store(gate_out, d0.to(out_ty), mask=mask)
+    if GATES > 1:
+        tl.store(gate_out + H, d1.to(out_ty), mask=mask)
+        tl.store(gate_out + 2 * H, d2.to(out_ty), mask=mask)
+    if GATES > 3:
+        tl.store(gate_out + 3 * H, d3.to(out_ty), mask=mask)
+    if MODE == GRU:
+        tl.store(gh_out, d0.to(out_ty), mask=mask)
+        tl.store(gh_out + H, d1.to(out_ty), mask=mask)
+        tl.store(gh_out + 2 * H, d2_hh.to(out_ty), mask=mask)

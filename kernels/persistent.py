@@ -17,7 +17,7 @@ State layouts are the tiled kernels' (fusedrnn.kernels.forward / backward), so e
 import triton
 import triton.language as tl
 
-from .cells import cell_backward, load_f32, skip_finished_rows, step_forward
+from .cells import cell_backward, load_f32, skip_finished_rows, store_gate_grads, step_forward
 from .modes import GRU, LSTM
 
 
@@ -206,21 +206,12 @@ def persistent_backward_kernel(
                 valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh
             )
         dc = dc_prev
-        out_ty = dgi_ptr.dtype.element_ty
         dgi_t = dgi_ptr + tl.cast(t, tl.int64) * N * GH
-        gate_out = dgi_t + rows[:, None] * GH + cols[None, :]
-        tl.store(gate_out, d0.to(out_ty), mask=mask)
-        if GATES > 1:
-            tl.store(gate_out + H, d1.to(out_ty), mask=mask)
-            tl.store(gate_out + 2 * H, d2.to(out_ty), mask=mask)
-        if GATES > 3:
-            tl.store(gate_out + 3 * H, d3.to(out_ty), mask=mask)
+        dgh_t = dgh_ptr + tl.cast(t, tl.int64) * N * GH
+        store_gate_grads(dgi_t + rows[:, None] * GH + cols[None, :], dgh_t + rows[:, None] * GH + cols[None, :],
+                         d0, d1, d2, d2_hh, d3, H, mask, MODE, GATES)  # fmt: skip
         if MODE == GRU:
-            src = dgh_ptr + tl.cast(t, tl.int64) * N * GH
-            gh_out = src + rows[:, None] * GH + cols[None, :]
-            tl.store(gh_out, d0.to(out_ty), mask=mask)
-            tl.store(gh_out + H, d1.to(out_ty), mask=mask)
-            tl.store(gh_out + 2 * H, d2_hh.to(out_ty), mask=mask)
+            src = dgh_t
         else:
             src = dgi_t
         _grid_barrier(sync_ptr, step)
