@@ -23,8 +23,7 @@ activation, c, tanh(c) and h in the input dtype, i.e. no less than this.
 
 from __future__ import annotations
 
-import dataclasses
-import os
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -33,97 +32,63 @@ from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 from torch.library import custom_op, triton_op, wrap_triton
 
+from fusedrnn.kernels import plan as kernel_plan
 from fusedrnn.kernels.backward import recurrence_backward_kernel
 from fusedrnn.kernels.forward import recurrence_forward_kernel
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
 from fusedrnn.kernels.persistent import persistent_backward_kernel, persistent_forward_kernel
+from fusedrnn.kernels.plan import interpreter_enabled
 
-from .backends.triton import interpreter_enabled
 from .reference import GATES
 
-#: tl.dot needs every dimension >= 16 when compiled for a GPU (the interpreter would accept less): the batch tile is
-#: exactly that, and hidden / reduction tiles are padded up to it and masked.
-MIN_DOT = 16
-#: Largest hidden / reduction tiles of the tiled kernels: 4 gate accumulators of [16, 64] fp32 plus 4 weight tiles of
-#: [32, 64] per reduction step; with a 64-deep reduction tile ptxas spilled at 4 warps (compile_check --ptxas).
-MAX_TILE_H = 64
-MAX_TILE_K = 32
 LSTM_ID = MODE_IDS["LSTM"]
 GRU_ID = MODE_IDS["GRU"]
+#: Grid-barrier polls before a persistent program gives up and flags an error (fusedrnn.kernels.persistent). One
+#: poll is an L2 atomic round trip (~1 us on an H100), so this is seconds: far beyond any legitimate wait for the
+#: slowest program of a step, short enough that a launch whose programs are not all resident fails instead of hanging.
+SPIN_LIMIT = 2**22
 
 
-#: Chooses the recurrence kernels: "tiled" (default; fusedrnn.kernels.forward/backward, verified under the
-#: interpreter) or "persistent" (fusedrnn.kernels.persistent, where the call fits; GPU only, not yet run on one).
-KERNEL_ENV = "FUSEDRNN_TRITON_KERNEL"
-#: Persistent limits: every program covers all batch rows in one tile (an [N, 4*BH] fp32 accumulator and an [N, H]
-#: operand per step), and holds its W_hh slice ([H, 4*BH] forward, 4 x [H, BH] backward) on chip for the sequence.
-MAX_PERSISTENT_BATCH = 64
-MAX_PERSISTENT_HIDDEN = 1024
-#: A program's W_hh slice is a dot operand, so it lives in shared memory (228 KB per H100 SM); ptxas/Triton measured
-#: 160 KB for a 128 KB slice (bf16, H=768, backward) and 320 KB for 256 KB (fp32), which cannot launch.
-MAX_W_SLICE_BYTES = 128 * 1024
-#: Shared memory one program may use on an H100/H200 (227 KB per block, opted in); Triton refuses to launch beyond.
-MAX_SHARED_BYTES = 227 * 1024
-#: Besides the W_hh slice, the compiled persistent kernels stage their per-step [BLOCK_N, BLOCK_K] dot operand in
-#: shared memory: the forward's h_{t-1} in fp32 (it is loaded as the fp32 state), the backward's dgates in the input
-#: dtype. Measured with compile_check (sm_90, bf16): N=64, H=1024 needs 320 KB forward and 260 KB backward.
-FORWARD_OPERAND_BYTES = 4
-#: 8 warps for the tiled kernels too: at 4, ptxas spilled the 4-gate specialisations (compile_check --ptxas).
-TILED_WARPS = 8
-#: 8 warps: 256 threads share the on-chip W_hh slice (about 128 registers each at H=1024, bf16, backward).
-PERSISTENT_WARPS = 8
+@functools.cache
+def _cuda_device(index: int) -> kernel_plan.Device:
+    props = torch.cuda.get_device_properties(index)
+    shared = getattr(props, "shared_memory_per_block_optin", 0) or kernel_plan.H100_SHARED_BYTES
+    return kernel_plan.Device.cuda(props.multi_processor_count, shared)
 
 
-@dataclasses.dataclass(frozen=True)
-class PersistentPlan:
-    block_n: int
-    block_k: int
-    block_h_forward: int
-    block_h_backward: int
-    gates_p2: int
+def plan_for(x: Tensor, N: int, H: int, gates: int, backward: bool):
+    """The kernels (fusedrnn.kernels.plan) for one pass on `x`'s device, following FUSEDRNN_TRITON_KERNEL and
+    FUSEDRNN_TRITON_TUNE; raises kernel_plan.Refused where forced persistent kernels do not fit."""
+    if x.device.type == "cuda":
+        device = _cuda_device(x.device.index if x.device.index is not None else torch.cuda.current_device())
+    else:
+        device = kernel_plan.Device.interpreter()
+    problem = kernel_plan.Problem(batch=N, hidden=H, gates=gates, element_size=x.element_size())
+    return kernel_plan.choose(problem, backward, device, kernel_plan.kernel_from_env(), kernel_plan.tuning_from_env())
 
 
-def persistent_plan(x: Tensor, N: int, H: int, gates: int) -> PersistentPlan | None:
-    """The persistent kernels' tiling for this call, or None for the tiled kernels (not requested, or it does not
-    fit). Every program must be resident at once (they wait for each other each step): at most one per SM on a GPU;
-    under the interpreter, which runs programs one after another, only a single program."""
-    if os.environ.get(KERNEL_ENV, "tiled") != "persistent":
-        return None
-    resident = torch.cuda.get_device_properties(x.device).multi_processor_count if x.device.type == "cuda" else 1
-    return persistent_tiles(N, H, gates, resident, x.element_size())
+def _spans(plan: kernel_plan.PersistentPlan, stages: int) -> list[tuple[int, int]]:
+    """(step0, steps) of each persistent launch: the whole sequence at once on a GPU; one stage per launch under
+    the interpreter, where the launch boundary is the barrier (its programs run one after another)."""
+    if plan.one_step_per_launch:
+        return [(stage, 1) for stage in range(stages)]
+    return [(0, stages)]
 
 
-def persistent_tiles(N: int, H: int, gates: int, resident: int, element_size: int) -> PersistentPlan | None:
-    """Tiles for at most `resident` programs, or None where the persistent kernels do not fit."""
-    if N > MAX_PERSISTENT_BATCH or H > MAX_PERSISTENT_HIDDEN:
-        return None
-    gates_p2 = 1 if gates == 1 else 4
-    per_program = triton.next_power_of_2(triton.cdiv(H, resident))
-    plan = PersistentPlan(
-        block_n=max(MIN_DOT, triton.next_power_of_2(N)),
-        block_k=max(MIN_DOT, triton.next_power_of_2(H)),
-        block_h_forward=max(MIN_DOT // gates_p2, per_program),  # the forward's dot is [N, H] @ [H, gates_p2 * BH]
-        block_h_backward=max(MIN_DOT, per_program),  # the backward's dots are [N, H] @ [H, BH]
-        gates_p2=gates_p2,
-    )
-    if max(triton.cdiv(H, plan.block_h_forward), triton.cdiv(H, plan.block_h_backward)) > resident:
-        return None
-    slice_elements = plan.block_k * gates_p2 * max(plan.block_h_forward, plan.block_h_backward)
-    if slice_elements * element_size > MAX_W_SLICE_BYTES:
-        return None
-    operand = plan.block_n * plan.block_k
-    forward_bytes = plan.block_k * gates_p2 * plan.block_h_forward * element_size + operand * FORWARD_OPERAND_BYTES
-    backward_bytes = (plan.block_k * gates_p2 * plan.block_h_backward + operand) * element_size
-    if max(forward_bytes, backward_bytes) > MAX_SHARED_BYTES:
-        return None
-    return plan
+def _check_barrier(sync: Tensor, kernel: str) -> None:
+    """Raise if a persistent launch's barrier timed out. Skipped while torch.compile traces (fake tensors): the
+    compiled graph does not carry the check, though the kernel still ends instead of hanging."""
+    if not is_fake(sync) and sync[1].item():
+        raise RuntimeError(
+            f"fusedrnn triton: the {kernel} kernel's grid barrier timed out: not all of its programs were resident "
+            f"at once (another kernel occupying SMs?), so its results are invalid. Set "
+            f"{kernel_plan.KERNEL_ENV}=tiled to avoid the persistent kernels."
+        )
 
 
-def _tiles(hidden: int) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_H, BLOCK_K) of the tiled kernels. Fixed, not fitted to the hidden size: each distinct value
-    is one more compiled kernel per cell and dtype, and JIT time on a GPU machine is dearer than the padding of
-    hidden sizes below 64 (whose steps are tiny anyway)."""
-    return MIN_DOT, MAX_TILE_H, MAX_TILE_K
+def _stages(plan: kernel_plan.TiledPlan) -> dict:
+    """num_stages for a tiled launch: Triton's default unless tuned."""
+    return {} if plan.stages is None else {"num_stages": plan.stages}
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -216,23 +181,25 @@ def recurrence_forward(
     )
     flags = dict(MODE=mode, GATES=gates, reverse=int(reverse), HAS_BIAS=b_hh is not None,
                  HAS_LENGTHS=lengths is not None, SAVE=save, SLOTS=slots, PRECISION=dot_precision(x.dtype))  # fmt: skip
-    plan = persistent_plan(x, N, H, gates)
-    if plan is None:
-        block_n, block_h, block_k = _tiles(H)
-        grid = (triton.cdiv(N, block_n),)
+    plan = plan_for(x, N, H, gates, backward=False)
+    if plan.kernel == "tiled":
         if _launchable(x):
-            wrap_triton(recurrence_forward_kernel)[grid](
-                *pointers, T, N, H, **flags, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k,
-                num_warps=TILED_WARPS,
+            wrap_triton(recurrence_forward_kernel)[(plan.grid,)](
+                *pointers, T, N, H, **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
+                num_warps=plan.warps, **_stages(plan),
             )  # fmt: skip
     else:
-        sync = x.new_zeros((1,), dtype=torch.int32)
-        grid = (triton.cdiv(H, plan.block_h_forward),)
+        hx = x.new_empty((2, N, H))  # h in the input dtype, exchanged between the programs
+        hx[0].copy_(hs[first])
+        sync = x.new_zeros((2,), dtype=torch.int64)
         if _launchable(x):
-            wrap_triton(persistent_forward_kernel)[grid](
-                *pointers, sync, T, N, H, **flags, GATES_P2=plan.gates_p2, BLOCK_N=plan.block_n,
-                BLOCK_H=plan.block_h_forward, BLOCK_K=plan.block_k, num_warps=PERSISTENT_WARPS,
-            )  # fmt: skip
+            for step0, steps in _spans(plan, T):
+                wrap_triton(persistent_forward_kernel)[(plan.grid,)](
+                    *pointers, hx, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, GATES_P2=plan.gates_p2,
+                    BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, K0=plan.k0, K1=plan.k1, num_warps=plan.warps,
+                    num_stages=1,
+                )  # fmt: skip
+        _check_barrier(sync, "persistent forward")
     h_n = hs[last].to(x.dtype, copy=True)
     c_n = cs[last].to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return y, h_n, c_n, saved, hs, cs
@@ -283,23 +250,24 @@ def recurrence_backward(
     )
     flags = dict(MODE=mode, GATES=gates, reverse=int(reverse), HAS_LENGTHS=lengths is not None,
                  SLOTS=SAVED_SLOTS[mode], PRECISION=dot_precision(x.dtype))  # fmt: skip
-    plan = persistent_plan(x, N, H, gates)
-    if plan is None:
-        block_n, block_h, block_k = _tiles(H)
-        grid = (triton.cdiv(N, block_n),)
+    plan = plan_for(x, N, H, gates, backward=True)
+    if plan.kernel == "tiled":
         if _launchable(x):
-            wrap_triton(recurrence_backward_kernel)[grid](
-                *pointers, T, N, H, **flags, BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k,
-                num_warps=TILED_WARPS,
+            wrap_triton(recurrence_backward_kernel)[(plan.grid,)](
+                *pointers, T, N, H, **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
+                num_warps=plan.warps, **_stages(plan),
             )  # fmt: skip
+        final = T % 2  # the dh slot holding dL/dh_0 (see recurrence_backward_kernel)
     else:
-        sync = x.new_zeros((1,), dtype=torch.int32)
-        grid = (triton.cdiv(H, plan.block_h_backward),)
+        sync = x.new_zeros((2,), dtype=torch.int64)
         if _launchable(x):
-            wrap_triton(persistent_backward_kernel)[grid](
-                *pointers, sync, T, N, H, **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h_backward,
-                BLOCK_K=plan.block_k, num_warps=PERSISTENT_WARPS,
-            )  # fmt: skip
+            for step0, steps in _spans(plan, T + 1):  # stages 0 .. T (see persistent_backward_kernel)
+                wrap_triton(persistent_backward_kernel)[(plan.grid,)](
+                    *pointers, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, BLOCK_N=plan.block_n,
+                    BLOCK_H=plan.block_h, K0=plan.k0, K1=plan.k1, num_warps=plan.warps, num_stages=1,
+                )  # fmt: skip
+        _check_barrier(sync, "persistent backward")
+        final = (T + 1) % 2
     # Everything else is a few large matmuls over all T*N rows.
     dgi_rows = dgi.view(T * N, gates * H)
     dgh_rows = dgh.view(T * N, gates * H) if mode == GRU_ID else dgi_rows
@@ -312,7 +280,7 @@ def recurrence_backward(
         db_hh = dgh_rows.sum(0, dtype=torch.float32).to(x.dtype)
     else:
         db_ih, db_hh = x.new_empty((0,)), x.new_empty((0,))  # two tensors: outputs may not alias
-    dh0 = dh[T % 2].to(x.dtype, copy=True)
+    dh0 = dh[final].to(x.dtype, copy=True)
     dc0 = dc.to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
 

@@ -73,21 +73,39 @@ def load_f32(ptr, mask):
 
 
 @triton.jit
-def step_forward(gi_tile, H, mask, gh0, gh1, gh2, gh3, h_prev, c_prev, MODE: tl.constexpr, GATES: tl.constexpr):
-    """One step of one [rows, cols] tile: `gi_tile` points at gate 0 of the tile's input projection (gate k is
-    k*H further), gh0..gh3 are the tile's recurrent terms W_hh h + b_hh per gate (unused ones: anything).
-    Returns cell_forward's (h, c, a0, a1, a2, a3)."""
-    pre0 = load_f32(gi_tile, mask) + gh0
+def load_gate_inputs(gi_tile, H, mask, GATES: tl.constexpr):
+    """The input projection of one tile, per gate: `gi_tile` points at gate 0 (gate k is k*H further). Unused gates
+    are placeholders. Separate from `combine_forward` so a kernel can issue these loads early (before a barrier)."""
+    gi0 = load_f32(gi_tile, mask)
     if GATES == 1:
-        return cell_forward(pre0, pre0, pre0, pre0, pre0, h_prev, c_prev, MODE)
+        return gi0, gi0, gi0, gi0
     else:
-        pre1 = load_f32(gi_tile + H, mask) + gh1
+        gi1 = load_f32(gi_tile + H, mask)
         gi2 = load_f32(gi_tile + 2 * H, mask)
         if GATES == 3:
-            return cell_forward(pre0, pre1, gi2, gh2, pre0, h_prev, c_prev, MODE)
+            return gi0, gi1, gi2, gi0
         else:
-            pre3 = load_f32(gi_tile + 3 * H, mask) + gh3
-            return cell_forward(pre0, pre1, gi2, gh2, pre3, h_prev, c_prev, MODE)
+            return gi0, gi1, gi2, load_f32(gi_tile + 3 * H, mask)
+
+
+@triton.jit
+def combine_forward(gi0, gi1, gi2, gi3, gh0, gh1, gh2, gh3, h_prev, c_prev, MODE: tl.constexpr, GATES: tl.constexpr):
+    """One step from the tile's input projection and recurrent terms W_hh h + b_hh per gate (unused ones: anything).
+    Returns cell_forward's (h, c, a0, a1, a2, a3)."""
+    pre0 = gi0 + gh0
+    if GATES == 1:
+        return cell_forward(pre0, pre0, pre0, pre0, pre0, h_prev, c_prev, MODE)
+    elif GATES == 3:
+        return cell_forward(pre0, gi1 + gh1, gi2, gh2, pre0, h_prev, c_prev, MODE)
+    else:
+        return cell_forward(pre0, gi1 + gh1, gi2, gh2, gi3 + gh3, h_prev, c_prev, MODE)
+
+
+@triton.jit
+def step_forward(gi_tile, H, mask, gh0, gh1, gh2, gh3, h_prev, c_prev, MODE: tl.constexpr, GATES: tl.constexpr):
+    """`combine_forward` with the tile's input projection loaded from `gi_tile` (see `load_gate_inputs`)."""
+    gi0, gi1, gi2, gi3 = load_gate_inputs(gi_tile, H, mask, GATES)
+    return combine_forward(gi0, gi1, gi2, gi3, gh0, gh1, gh2, gh3, h_prev, c_prev, MODE, GATES)
 
 
 @triton.jit

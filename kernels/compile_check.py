@@ -17,8 +17,8 @@ import tempfile
 import time
 
 #: Pointer arguments by name: the ones in the input dtype; the rest are fp32 state buffers or integers.
-DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr"}
-INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i32"}
+DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "hx_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr"}
+INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i64"}
 TRITON_DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 GATES = {0: 4, 1: 3, 2: 1, 3: 1}
 
@@ -39,16 +39,31 @@ def _signature(kernel, dtype: str, constexprs: dict) -> dict:
     return signature
 
 
+#: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
+SPECIALISED_SIZES = ("N", "H")
+#: What Triton records for a pointer or integer that is a multiple of 16 (torch allocations are 16-byte aligned).
+DIVISIBLE = [["tt.divisibility", 16]]
+
+
+def _attrs(kernel, signature: dict, sizes: dict) -> dict:
+    """The specialisation attributes a real launch would give: every pointer aligned, N and H where divisible."""
+    attrs = {}
+    for index, name in enumerate(kernel.arg_names):
+        if signature[name].startswith("*") or (name in sizes and sizes[name] % 16 == 0):
+            attrs[(index,)] = DIVISIBLE
+    return attrs
+
+
 def specializations(hidden: int = 768, batch: int = 16, sms: int = 132):
-    """(label, kernel, dtype, constexprs, num_warps) covering every cell with every optional piece enabled."""
-    from fusedrnn import triton_ops
+    """(label, kernel, dtype, constexprs, num_warps, num_stages) covering every cell with every optional piece
+    enabled, tiled and persistent (planned by fusedrnn.kernels.plan for an H100 with `sms` SMs)."""
+    from fusedrnn.kernels import plan
     from fusedrnn.kernels.backward import recurrence_backward_kernel
     from fusedrnn.kernels.forward import recurrence_forward_kernel
     from fusedrnn.kernels.modes import SAVED_SLOTS
     from fusedrnn.kernels.persistent import persistent_backward_kernel, persistent_forward_kernel
 
-    block_n, block_h, block_k = triton_ops._tiles(hidden)
-    warps = triton_ops.TILED_WARPS
+    device = plan.Device.cuda(sms)
     # Every cell with every optional piece on in bf16; every piece off (inference: no save, no bias, forward
     # direction) for LSTM and GRU; fp32 (the dot's input precision differs) for the LSTM.
     variants = [("bf16", mode, True) for mode in GATES] + [("bf16", 0, False), ("bf16", 1, False), ("fp32", 0, True)]
@@ -58,19 +73,24 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132):
                       PRECISION="ieee" if dtype == "fp32" else "tf32")  # fmt: skip
         forward = dict(common, HAS_BIAS=on, SAVE=on)
         label = f"mode={mode} {dtype}{'' if on else ' minimal'}"
-        tiles = dict(BLOCK_N=block_n, BLOCK_H=block_h, BLOCK_K=block_k)
-        yield f"tiled forward {label}", recurrence_forward_kernel, dtype, dict(forward, **tiles), warps
-        yield f"tiled backward {label}", recurrence_backward_kernel, dtype, dict(common, **tiles), warps
-        plan = triton_ops.persistent_tiles(batch, hidden, gates, sms, 4 if dtype == "fp32" else 2)
-        if plan is None:
-            print(f"persistent {label}: does not fit at H={hidden}, N={batch} (the tiled kernels run instead)")
-            continue
-        persistent = dict(BLOCK_N=plan.block_n, BLOCK_K=plan.block_k)
-        yield (f"persistent forward {label}", persistent_forward_kernel, dtype,
-               dict(forward, **persistent, GATES_P2=plan.gates_p2, BLOCK_H=plan.block_h_forward),
-               triton_ops.PERSISTENT_WARPS)  # fmt: skip
-        yield (f"persistent backward {label}", persistent_backward_kernel, dtype,
-               dict(common, **persistent, BLOCK_H=plan.block_h_backward), triton_ops.PERSISTENT_WARPS)  # fmt: skip
+        problem = plan.Problem(batch=batch, hidden=hidden, gates=gates, element_size=4 if dtype == "fp32" else 2)
+        tiled = plan.plan_tiled(problem)
+        tiles = dict(BLOCK_N=tiled.block_n, BLOCK_H=tiled.block_h, BLOCK_K=tiled.block_k)
+        yield f"tiled forward {label}", recurrence_forward_kernel, dtype, dict(forward, **tiles), tiled.warps, None
+        yield f"tiled backward {label}", recurrence_backward_kernel, dtype, dict(common, **tiles), tiled.warps, None
+        for backward in (False, True):
+            name = f"persistent {'backward' if backward else 'forward'} {label}"
+            try:
+                chosen = plan.plan_persistent(problem, backward, device)
+            except plan.Refused as refusal:
+                print(f"{name}: {refusal} (the tiled kernels run instead)")
+                continue
+            tiles = dict(BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h, K0=chosen.k0, K1=chosen.k1)
+            if backward:
+                yield name, persistent_backward_kernel, dtype, dict(common, **tiles), chosen.warps, 1
+            else:
+                yield name, persistent_forward_kernel, dtype, dict(forward, **tiles, GATES_P2=chosen.gates_p2), \
+                    chosen.warps, 1
 
 
 def main(argv=None) -> int:
@@ -89,13 +109,16 @@ def main(argv=None) -> int:
     from triton.compiler import ASTSource
 
     target = GPUTarget("cuda", args.arch, 32)
-    for label, kernel, dtype, constexprs, warps in specializations(args.hidden, args.batch):
+    for label, kernel, dtype, constexprs, warps, stages in specializations(args.hidden, args.batch):
         if args.only not in label:
             continue
         start = time.perf_counter()
-        source = ASTSource(kernel, _signature(kernel, dtype, constexprs), constexprs={
-            (kernel.arg_names.index(name),): value for name, value in constexprs.items()})  # fmt: skip
-        compiled = triton.compile(source, target=target, options={"num_warps": warps})
+        signature = _signature(kernel, dtype, constexprs)
+        source = ASTSource(kernel, signature, constexprs={
+            (kernel.arg_names.index(name),): value for name, value in constexprs.items()},
+            attrs=_attrs(kernel, signature, {"N": args.batch, "H": args.hidden}))  # fmt: skip
+        options = {"num_warps": warps} if stages is None else {"num_warps": warps, "num_stages": stages}
+        compiled = triton.compile(source, target=target, options=options)
         line = f"{label}: ok in {time.perf_counter() - start:.1f}s, shared memory {compiled.metadata.shared} B"
         if args.ptxas:
             line += ", " + _ptxas_report(compiled.asm["ptx"], args.arch)

@@ -1,84 +1,140 @@
-"""Persistent split-hidden recurrence kernels for the GPU: W_hh stays on chip, one grid-wide barrier per step.
+"""Persistent split-hidden recurrence kernels: each program keeps its W_hh slice on chip for the whole sequence.
 
-*GPU only, and not yet run on a GPU*: the programs of a launch exchange h (dgates in the backward) through global
-memory every step and wait for each other with an atomic counter, so all of them must be resident at once (the host
-launches at most one program per SM) — under Triton's interpreter, which runs programs one after another, a launch
-with more than one program would spin forever, so the host refuses that there.
+Grid: one program per slice of BLOCK_H hidden units (fusedrnn.kernels.plan); every program covers all batch rows.
+Per step the programs exchange data through global memory and then must wait for each other:
+  forward   h_t in the input dtype (`hx`, a [2, N, H] ping-pong buffer by step parity; h0 in slot 0);
+  backward  the step's gate gradients (dgi / dgh, the input dtype), which the tiled kernels' layout already has.
+Each program's own fp32 state slice (h, c; the backward's dh carry and dc) stays in registers within a launch.
 
-Grid: one program per slice of BLOCK_H hidden units; every program covers all batch rows (BLOCK_N >= N).
-Forward, per step: h_{t-1} [N, H] is read from the state sequence (L2, not L1: other SMs wrote it), one `tl.dot`
-against the program's W_hh slice [H, G*BLOCK_H] (all gates side by side, loaded once before the time loop) gives the
-slice's recurrent terms, the cell update runs on registers (c never leaves them), h_t's slice is written, barrier.
-Backward, per step: the slice's gate gradients from registers (dh, dc carried there) and the saved activations are
-written, barrier, then dh_{t-1}'s slice = direct part + dgates_t [N, G*H] @ W_hh[:, slice] (G dots, K = H).
-State layouts are the tiled kernels' (fusedrnn.kernels.forward / backward), so either backward takes either forward.
+One kernel body serves two ways of running, chosen by the host with (step0, steps):
+  GPU          one launch covers the whole sequence; a grid-wide barrier (atomic counter, release/acquire) separates
+               steps inside it. Every program must be resident (the planner launches at most one per SM). The spin
+               is bounded: after `spin_limit` polls a program sets the error flag and releases everyone (the
+               counter jumps by TIMEOUT_BUMP), so a launch whose programs are not co-resident ends, and the host
+               raises instead of hanging.
+  interpreter  the host launches one step at a time (steps=1): the launch boundary is the barrier, so several
+               programs work under TRITON_INTERPRET=1, which runs programs one after another.
+At a launch boundary the carried state goes through memory: the forward reloads h, c from the state sequence (it
+stores them every step anyway), the backward stores / reloads its carry in dh_ptr and dc_ptr.
+
+Dots are operand-swapped so the resident W slice is the wide M side: forward gates^T [GATES_P2*BH, N] =
+W_slice [GATES_P2*BH, H] @ h^T [H, N]; backward dh^T [BH, N] = W_hh[:, slice]^T [BH, G*H] @ dgates^T [G*H, N]. The
+reduction is held as two power-of-two pieces K0 + K1 (K1 may be 0), so H is not padded to a power of two. State
+tiles are therefore [BLOCK_H, BLOCK_N] (hidden unit, batch row). The next step's inputs that no other program
+writes (gi; the backward's saved activations, dy and states) are loaded before the barrier wait.
+State layouts in memory are the tiled kernels' (fusedrnn.kernels.forward / backward): either backward takes either
+forward.
 """
 
 import triton
 import triton.language as tl
 
-from .cells import cell_backward, load_f32, skip_finished_rows, store_gate_grads, step_forward
+from .cells import cell_backward, combine_forward, load_f32, load_gate_inputs, skip_finished_rows, store_gate_grads
 from .modes import GRU, LSTM
 
-
-@triton.jit
-def _load_shared(ptr, mask):
-    """Data another program wrote during this launch: read through L2 (".cg"), never from a stale L1 line."""
-    return tl.load(ptr, mask=mask, other=0.0, cache_modifier=".cg")
+#: Added to the barrier counter by a program that gave up waiting: larger than any count of arrivals
+#: (programs * steps < 2**40), so every later wait of the launch passes at once.
+TIMEOUT_BUMP = tl.constexpr(2**40)
 
 
 @triton.jit
-def _grid_barrier(sync_ptr, step):
-    """Wait until every program of the launch has finished step `step` (the counter only grows: no reset race)."""
+def _grid_barrier(sync_ptr, arrivals, spin_limit):
+    """Wait until every program has arrived here `arrivals` times in this launch. sync_ptr: [2] int64, zero at launch:
+    the arrival counter (it only grows: no reset race) and the error flag. Gives up after `spin_limit` polls."""
     tl.debug_barrier()  # all of this program's stores of the step are issued before it signals
     tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
-    target = (step + 1) * tl.num_programs(0)
+    target = arrivals * tl.num_programs(0)
     arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-    while arrived < target:
+    spins = 0
+    while (arrived < target) & (spins < spin_limit):
         arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
+        spins += 1
+    if arrived < target:
+        tl.atomic_xchg(sync_ptr + 1, 1)
+        tl.atomic_add(sync_ptr, TIMEOUT_BUMP, sem="release", scope="gpu")
     tl.debug_barrier()
 
 
 @triton.jit
-def _split_gates(acc, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, GATES_P2: tl.constexpr):
-    """[BN, GATES_P2*BH] with gate-major columns -> four [BN, BH] tiles (placeholders beyond GATES_P2)."""
+def _resident(w_ptr, m_offsets, m_ok, k_stride, K, K_OFF: tl.constexpr, KP: tl.constexpr):
+    """[M, KP] piece of a resident operand: element [m, k] at w_ptr + m_offsets[m] + (K_OFF + k) * k_stride (zeros
+    beyond K or for masked rows)."""
+    ks = K_OFF + tl.arange(0, KP)
+    return tl.load(w_ptr + m_offsets[:, None] + ks[None, :] * k_stride, mask=m_ok[:, None] & (ks < K)[None, :],
+                   other=0.0)  # fmt: skip
+
+
+@triton.jit
+def _resident_pieces(w_ptr, m_offsets, m_ok, k_stride, K, K0: tl.constexpr, K1: tl.constexpr):
+    """The resident operand as its two reduction pieces (the second a placeholder when K1 is 0)."""
+    w0 = _resident(w_ptr, m_offsets, m_ok, k_stride, K, 0, K0)
+    if K1 > 0:
+        w1 = _resident(w_ptr, m_offsets, m_ok, k_stride, K, K0, K1)
+    else:
+        w1 = w0
+    return w0, w1
+
+
+@triton.jit
+def _exchanged(src_ptr, rows, row_ok, row_stride, K, K_OFF: tl.constexpr, KP: tl.constexpr):
+    """[KP, BN] transposed piece of what every program wrote this step: element [k, n] at src_ptr + n * row_stride +
+    K_OFF + k. Read through L2 (".cg"), never from a stale L1 line: other SMs wrote it."""
+    ks = K_OFF + tl.arange(0, KP)
+    return tl.load(src_ptr + rows[None, :] * row_stride + ks[:, None], mask=(ks < K)[:, None] & row_ok[None, :],
+                   other=0.0, cache_modifier=".cg")  # fmt: skip
+
+
+@triton.jit
+def _resident_dot(w0, w1, src_ptr, rows, row_ok, row_stride, K, K0: tl.constexpr, K1: tl.constexpr,
+                  PRECISION: tl.constexpr):  # fmt: skip
+    """[M, BN] fp32 = resident [M, K] @ exchanged^T [K, BN], in the two reduction pieces."""
+    acc = tl.dot(w0, _exchanged(src_ptr, rows, row_ok, row_stride, K, 0, K0).to(w0.dtype), input_precision=PRECISION)
+    if K1 > 0:
+        acc = tl.dot(w1, _exchanged(src_ptr, rows, row_ok, row_stride, K, K0, K1).to(w1.dtype), acc,
+                     input_precision=PRECISION)  # fmt: skip
+    return acc
+
+
+@triton.jit
+def _split_gates(acc, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, GATES_P2: tl.constexpr):
+    """[GATES_P2*BH, BN] with gate-major rows -> four [BH, BN] tiles (placeholders beyond GATES_P2)."""
     if GATES_P2 == 1:
         return acc, acc, acc, acc
     else:
-        a = tl.permute(tl.reshape(acc, [BLOCK_N, 2, 2, BLOCK_H]), (0, 3, 1, 2))  # [BN, BH, gate // 2, gate % 2]
+        a = tl.permute(tl.reshape(acc, [2, 2, BLOCK_H, BLOCK_N]), (2, 3, 0, 1))  # [BH, BN, gate // 2, gate % 2]
         even, odd = tl.split(a)
         g0, g2 = tl.split(even)
         g1, g3 = tl.split(odd)
         return g0, g1, g2, g3
 
 
-@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
+@triton.jit(do_not_specialize=["T", "step0", "steps", "reverse", "spin_limit"])  # N, H: one kernel per size class
 def persistent_forward_kernel(
     gi_ptr, w_hh_ptr, b_hh_ptr, lengths_ptr, hs_ptr, cs_ptr, y_ptr, saved_ptr,  # as recurrence_forward_kernel
-    sync_ptr,  # [1] int32, zero at launch
+    hx_ptr,  # [2, N, H] input dtype: h exchanged between programs, slot step % 2 holds h before `step`
+    sync_ptr,  # [2] int64, zero at launch: barrier counter, error flag
     T, N, H,
+    step0, steps,  # this launch runs steps step0 .. step0 + steps - 1 (of 0 .. T - 1, in processing order)
+    spin_limit,  # barrier polls before giving up (error flag)
     MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr, SLOTS: tl.constexpr,
     GATES_P2: tl.constexpr,  # 1 or 4: GATES rounded up to a power of two (the GRU's fourth gate is all zeros)
-    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,  # BLOCK_K >= H: the whole reduction
+    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,  # K0 + K1 >= H
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
+    units = pid * BLOCK_H + tl.arange(0, BLOCK_H)
+    unit_ok = units < H
     rows = tl.arange(0, BLOCK_N)
     row_ok = rows < N
-    cols = pid * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_ok = cols < H
-    mask = row_ok[:, None] & col_ok[None, :]
-    tile = rows[:, None] * H + cols[None, :]
-    ks = tl.arange(0, BLOCK_K)
-    k_ok = ks < H
-    # This program's W_hh slice, loaded once: column r is gate r // BLOCK_H of hidden unit pid*BLOCK_H + r % BLOCK_H.
+    mask = unit_ok[:, None] & row_ok[None, :]
+    tile = units[:, None] + rows[None, :] * H  # [BH, BN] offsets of this program's slice in an [N, H] state
+    # The resident W_hh slice: row r is gate r // BLOCK_H of hidden unit pid*BLOCK_H + r % BLOCK_H.
     r = tl.arange(0, GATES_P2 * BLOCK_H)
     r_gate = r // BLOCK_H
     r_unit = pid * BLOCK_H + r % BLOCK_H
     r_ok = (r_gate < GATES) & (r_unit < H)
-    w = tl.load(w_hh_ptr + (r_gate * H + r_unit)[None, :] * H + ks[:, None], mask=k_ok[:, None] & r_ok[None, :],
-                other=0.0)  # fmt: skip
+    w0, w1 = _resident_pieces(w_hh_ptr, (r_gate * H + r_unit) * H, r_ok, 1, H, K0, K1)
     if HAS_BIAS:
         bias = tl.load(b_hh_ptr + r_gate * H + r_unit, mask=r_ok, other=0.0).to(tl.float32)
     else:
@@ -86,38 +142,40 @@ def persistent_forward_kernel(
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
+    gi_step = N * GATES * H
+    # The state before step0: with SAVE slot t + reverse of step0's time index t, else ping-pong slot step0 % 2.
+    t0 = step0 + reverse * (T - 1 - 2 * step0)
     if SAVE:
-        first = reverse * T
+        first = t0 + reverse
     else:
-        first = 0
-    first_offset = tl.cast(first, tl.int64) * state_size  # 64-bit: T * N * H may exceed 2**31 for long sequences
-    h = load_f32(hs_ptr + first_offset + tile, mask)  # this program's slice of the state, kept in registers
+        first = step0 % 2
+    h = load_f32(hs_ptr + tl.cast(first, tl.int64) * state_size + tile, mask)  # fp32, in registers for the launch
     if MODE == LSTM:
-        c = load_f32(cs_ptr + first_offset + tile, mask)
+        c = load_f32(cs_ptr + tl.cast(first, tl.int64) * state_size + tile, mask)
     else:
         c = h  # unused
-    for step in range(T):
+    for step in range(step0, step0 + steps):
         t = step + reverse * (T - 1 - 2 * step)
         if SAVE:
-            prev = t + reverse
             new = t + 1 - reverse
         else:
-            prev = step % 2
             new = (step + 1) % 2
-        h_all = _load_shared(hs_ptr + tl.cast(prev, tl.int64) * state_size + rows[:, None] * H + ks[None, :],
-                             row_ok[:, None] & k_ok[None, :])  # fmt: skip
-        acc = tl.dot(h_all.to(w.dtype), w, input_precision=PRECISION) + bias[None, :]
-        gh0, gh1, gh2, gh3 = _split_gates(acc, BLOCK_N, BLOCK_H, GATES_P2)
-        gi_tile = gi_ptr + tl.cast(t, tl.int64) * N * GATES * H + rows[:, None] * (GATES * H) + cols[None, :]
-        h_new, c_new, a0, a1, a2, a3 = step_forward(gi_tile, H, mask, gh0, gh1, gh2, gh3, h, c, MODE, GATES)
+        gi_tile = gi_ptr + tl.cast(t, tl.int64) * gi_step + rows[None, :] * (GATES * H) + units[:, None]
+        gi0, gi1, gi2, gi3 = load_gate_inputs(gi_tile, H, mask, GATES)  # issued before the wait
+        if step != step0:
+            _grid_barrier(sync_ptr, step - step0, spin_limit)
+        acc = _resident_dot(w0, w1, hx_ptr + (step % 2) * state_size, rows, row_ok, H, H, K0, K1, PRECISION)
+        gh0, gh1, gh2, gh3 = _split_gates(acc + bias[:, None], BLOCK_H, BLOCK_N, GATES_P2)
+        h_new, c_new, a0, a1, a2, a3 = combine_forward(gi0, gi1, gi2, gi3, gh0, gh1, gh2, gh3, h, c, MODE, GATES)
         y = h_new
         if HAS_LENGTHS:
-            valid = (t < length)[:, None]
+            valid = (t < length)[None, :]
             y = tl.where(valid, h_new, 0.0)
             h_new = tl.where(valid, h_new, h)
             c_new = tl.where(valid, c_new, c)
         h = h_new
         c = c_new
+        tl.store(hx_ptr + ((step + 1) % 2) * state_size + tile, h.to(hx_ptr.dtype.element_ty), mask=mask)
         tl.store(hs_ptr + tl.cast(new, tl.int64) * state_size + tile, h, mask=mask)
         tl.store(y_ptr + tl.cast(t, tl.int64) * state_size + tile, y.to(y_ptr.dtype.element_ty), mask=mask)
         if MODE == LSTM:
@@ -125,106 +183,100 @@ def persistent_forward_kernel(
         if SAVE:
             if SLOTS > 0:
                 out_ty = saved_ptr.dtype.element_ty
-                saved = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H + rows[:, None] * (SLOTS * H) + cols[None, :]
+                saved = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H + rows[None, :] * (SLOTS * H) + units[:, None]
                 tl.store(saved, a0.to(out_ty), mask=mask)
                 tl.store(saved + H, a1.to(out_ty), mask=mask)
                 tl.store(saved + 2 * H, a2.to(out_ty), mask=mask)
                 tl.store(saved + 3 * H, a3.to(out_ty), mask=mask)
-        _grid_barrier(sync_ptr, step)
 
 
-@triton.jit
-def _w_hh_columns(w_hh_ptr, gate: tl.constexpr, H, ks, k_ok, cols, col_ok, GATES: tl.constexpr):
-    """W_hh[gate*H + ks, cols] as a [BK, BH] dot operand (zeros for a gate the cell does not have)."""
-    if gate < GATES:
-        return tl.load(w_hh_ptr + (gate * H + ks)[:, None] * H + cols[None, :], mask=k_ok[:, None] & col_ok[None, :],
-                       other=0.0)  # fmt: skip
-    else:
-        return tl.zeros([ks.shape[0], cols.shape[0]], dtype=w_hh_ptr.dtype.element_ty)
-
-
-@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
+@triton.jit(do_not_specialize=["T", "step0", "steps", "reverse", "spin_limit"])  # N, H: one kernel per size class
 def persistent_backward_kernel(
-    dy_ptr, saved_ptr, hs_ptr, cs_ptr, w_hh_ptr, lengths_ptr, dh_ptr, dc_ptr, dgi_ptr, dgh_ptr,  # as the tiled one
-    sync_ptr,  # [1] int32, zero at launch
+    dy_ptr, saved_ptr, hs_ptr, cs_ptr, w_hh_ptr, lengths_ptr,  # as recurrence_backward_kernel
+    dh_ptr,  # [2, N, H] fp32: the carry at a launch boundary, slot stage % 2; dL/dh_n in slot 0 on entry
+    dc_ptr,  # [N, H] fp32 (LSTM): dL/dc_n on entry, the carried dc between launches, dL/dc_0 on exit
+    dgi_ptr, dgh_ptr,  # as recurrence_backward_kernel
+    sync_ptr,  # [2] int64, zero at launch: barrier counter, error flag
     T, N, H,
+    step0, steps,  # this launch runs stages step0 .. step0 + steps - 1 of 0 .. T (see below)
+    spin_limit,
     MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_LENGTHS: tl.constexpr,
-    SLOTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    SLOTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr,  # K0 + K1 >= GATES * H
     PRECISION: tl.constexpr,
 ):  # fmt: skip
+    # Stage s finishes step s-1 (dh_{t-1} = direct part + W_hh^T dgates of every program; s > 0) and then computes
+    # the gate gradients of step s (s < T). Stages 0 .. T: the one data exchange sits between two stages.
     pid = tl.program_id(0)
+    units = pid * BLOCK_H + tl.arange(0, BLOCK_H)
+    unit_ok = units < H
     rows = tl.arange(0, BLOCK_N)
     row_ok = rows < N
-    cols = pid * BLOCK_H + tl.arange(0, BLOCK_H)
-    col_ok = cols < H
-    mask = row_ok[:, None] & col_ok[None, :]
-    tile = rows[:, None] * H + cols[None, :]
-    ks = tl.arange(0, BLOCK_K)
-    k_ok = ks < H
-    # The W_hh columns of this program's hidden slice, per gate, loaded once.
-    w0 = _w_hh_columns(w_hh_ptr, 0, H, ks, k_ok, cols, col_ok, GATES)
-    w1 = _w_hh_columns(w_hh_ptr, 1, H, ks, k_ok, cols, col_ok, GATES)
-    w2 = _w_hh_columns(w_hh_ptr, 2, H, ks, k_ok, cols, col_ok, GATES)
-    w3 = _w_hh_columns(w_hh_ptr, 3, H, ks, k_ok, cols, col_ok, GATES)
+    mask = unit_ok[:, None] & row_ok[None, :]
+    tile = units[:, None] + rows[None, :] * H
+    GH = GATES * H
+    # Resident: W_hh[:, units]^T, [BH, G*H]: element [j, k] = W_hh[k, unit j] (W_hh is [G*H, H], row-major).
+    w0, w1 = _resident_pieces(w_hh_ptr, units, unit_ok, H, GH, K0, K1)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
-    GH = GATES * H
-    dh = load_f32(dh_ptr + tile, mask)  # dL/dh_n; then dL/dh carried in registers
+    # The carry: dL/dh of the step about to be processed, minus (after stage s's second half) the W_hh part that
+    # stage s+1 adds.
+    carry = load_f32(dh_ptr + (step0 % 2) * state_size + tile, mask)
     if MODE == LSTM:
         dc = load_f32(dc_ptr + tile, mask)
     else:
-        dc = dh  # unused
-    for step in range(T):
-        t = (T - 1 - step) + reverse * (2 * step + 1 - T)
+        dc = carry  # unused
+    for stage in range(step0, step0 + steps):
+        live = stage < T  # false only for the last stage, which just finishes step T-1
+        s = tl.minimum(stage, T - 1)
+        t = (T - 1 - s) + reverse * (2 * s + 1 - T)
         prev = t + reverse
         new = t + 1 - reverse
-        dy = load_f32(dy_ptr + tl.cast(t, tl.int64) * state_size + tile, mask)
-        if HAS_LENGTHS:
-            valid = (t < length)[:, None]
-            dy = tl.where(valid, dy, 0.0)
-        dh = dh + dy
+        # This step's inputs, written by the forward: loaded before the wait.
+        a_mask = mask & live
+        dy = load_f32(dy_ptr + tl.cast(t, tl.int64) * state_size + tile, a_mask)
         if SLOTS > 0:
-            saved = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H + rows[:, None] * (SLOTS * H) + cols[None, :]
-            a0 = load_f32(saved, mask)
-            a1 = load_f32(saved + H, mask)
-            a2 = load_f32(saved + 2 * H, mask)
-            a3 = load_f32(saved + 3 * H, mask)
+            saved = saved_ptr + tl.cast(t, tl.int64) * N * SLOTS * H + rows[None, :] * (SLOTS * H) + units[:, None]
+            a0 = load_f32(saved, a_mask)
+            a1 = load_f32(saved + H, a_mask)
+            a2 = load_f32(saved + 2 * H, a_mask)
+            a3 = load_f32(saved + 3 * H, a_mask)
         else:
-            a0, a1, a2, a3 = dh, dh, dh, dh  # unused
-        h_prev = load_f32(hs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-        h_new = load_f32(hs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+            a0, a1, a2, a3 = dy, dy, dy, dy  # unused
+        h_prev = load_f32(hs_ptr + tl.cast(prev, tl.int64) * state_size + tile, a_mask)
+        h_new = load_f32(hs_ptr + tl.cast(new, tl.int64) * state_size + tile, a_mask)
         if MODE == LSTM:
-            c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-            c_new = load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, mask)
+            c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, a_mask)
+            c_new = load_f32(cs_ptr + tl.cast(new, tl.int64) * state_size + tile, a_mask)
         else:
-            c_prev, c_new = dh, dh  # unused
-        d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev, c_new,
-                                                               MODE)  # fmt: skip
-        if HAS_LENGTHS:
-            d0, d1, d2, d2_hh, d3, dc_prev, direct = skip_finished_rows(
-                valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh
-            )
-        dc = dc_prev
-        dgi_t = dgi_ptr + tl.cast(t, tl.int64) * N * GH
-        dgh_t = dgh_ptr + tl.cast(t, tl.int64) * N * GH
-        store_gate_grads(dgi_t + rows[:, None] * GH + cols[None, :], dgh_t + rows[:, None] * GH + cols[None, :],
-                         d0, d1, d2, d2_hh, d3, H, mask, MODE, GATES)  # fmt: skip
-        if MODE == GRU:
-            src = dgh_t
-        else:
-            src = dgi_t
-        _grid_barrier(sync_ptr, step)
-        # dh_{t-1} of this slice: the direct part plus dgates_t (every program's slices) @ W_hh[:, slice].
-        k_mask = row_ok[:, None] & k_ok[None, :]
-        d_rows = src + rows[:, None] * GH + ks[None, :]
-        acc = tl.dot(_load_shared(d_rows, k_mask), w0, direct, input_precision=PRECISION)
-        if GATES > 1:
-            acc = tl.dot(_load_shared(d_rows + H, k_mask), w1, acc, input_precision=PRECISION)
-            acc = tl.dot(_load_shared(d_rows + 2 * H, k_mask), w2, acc, input_precision=PRECISION)
-        if GATES > 3:
-            acc = tl.dot(_load_shared(d_rows + 3 * H, k_mask), w3, acc, input_precision=PRECISION)
-        dh = acc
-    tl.store(dh_ptr + (T % 2) * state_size + tile, dh, mask=mask)  # where the host reads dL/dh_0 (as the tiled one)
+            c_prev, c_new = dy, dy  # unused
+        if stage != step0:
+            _grid_barrier(sync_ptr, stage - step0, spin_limit)
+        if stage > 0:  # finish step stage-1: its gate gradients of every program are written
+            s_done = stage - 1
+            t_done = (T - 1 - s_done) + reverse * (2 * s_done + 1 - T)
+            if MODE == GRU:
+                src = dgh_ptr + tl.cast(t_done, tl.int64) * N * GH
+            else:
+                src = dgi_ptr + tl.cast(t_done, tl.int64) * N * GH
+            carry = carry + _resident_dot(w0, w1, src, rows, row_ok, GH, GH, K0, K1, PRECISION)
+        if live:
+            if HAS_LENGTHS:
+                valid = (t < length)[None, :]
+                dy = tl.where(valid, dy, 0.0)  # padded outputs are constant zeros
+            dh = carry + dy
+            d0, d1, d2, d2_hh, d3, dc_prev, direct = cell_backward(dh, dc, a0, a1, a2, a3, h_prev, h_new, c_prev,
+                                                                   c_new, MODE)  # fmt: skip
+            if HAS_LENGTHS:
+                d0, d1, d2, d2_hh, d3, dc_prev, direct = skip_finished_rows(
+                    valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh
+                )
+            dgi_t = dgi_ptr + tl.cast(t, tl.int64) * N * GH + rows[None, :] * GH + units[:, None]
+            dgh_t = dgh_ptr + tl.cast(t, tl.int64) * N * GH + rows[None, :] * GH + units[:, None]
+            store_gate_grads(dgi_t, dgh_t, d0, d1, d2, d2_hh, d3, H, mask, MODE, GATES)
+            carry = direct
+            dc = dc_prev
+    tl.store(dh_ptr + ((step0 + steps) % 2) * state_size + tile, carry, mask=mask)
     if MODE == LSTM:
         tl.store(dc_ptr + tile, dc, mask=mask)

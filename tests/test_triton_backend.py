@@ -194,35 +194,107 @@ def test_layer_matches_reference_with_lengths(cell):
         assert_all_close(*results, torch.float32)
 
 
-@pytest.mark.skipif(CUDA, reason="on a GPU the persistent kernels run in a child process with a timeout (a barrier "
-                                    "bug would hang): test_gpu_persistent_kernels")
-@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
-def test_persistent_kernels_math_single_program(cell, monkeypatch):
-    """The persistent kernels' math (W_hh slice layout, gate split, register-carried state, reversed time, lengths).
-    Under the interpreter the plan has ONE program, whose grid barrier passes trivially; several programs exchanging
-    state through the barrier is what only a GPU shows (test_gpu_persistent_kernels)."""
+# Persistent kernels under the interpreter: forced, one launch per step, several programs exchanging h / dgates.
+# The planner plans for a 4-SM device there (fusedrnn.kernels.plan.INTERPRETER_PROGRAMS): H=19 gives 3 forward programs
+# (8 units each; 2 for the Elman RNN) and 2 backward ones; H=70 gives 3 and 5, with two reduction pieces (K0 + K1).
+PERSISTENT_GRID = {
+    "packed_bidir_states": (Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 19)),
+    "T4_N1_H19_no_bias": (Case(seq_len=4, batch=1, bias=False), Sizes(3, 19)),
+    "T3_N3_H70_2layers_batch_first_states": (
+        Case(seq_len=3, batch=3, num_layers=2, batch_first=True, with_state=True), Sizes(5, 70),
+    ),
+}
+
+
+def record_launches(monkeypatch):
+    """[(kernel, grid)] of every launch through triton_ops from now on."""
     from fusedrnn import triton_ops
 
-    monkeypatch.setenv(triton_ops.KERNEL_ENV, "persistent")
     launched = []
-    monkeypatch.setattr(triton_ops, "wrap_triton", lambda kernel, wrap=triton_ops.wrap_triton: (
-        launched.append(kernel), wrap(kernel))[1])  # fmt: skip
-    case, sizes = Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 19)
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launched.append((self.kernel, grid))
+            return wrap(self.kernel)[grid]
+
+    wrap = triton_ops.wrap_triton
+    monkeypatch.setattr(triton_ops, "wrap_triton", Recorder)
+    return launched
+
+
+@pytest.mark.skipif(CUDA, reason="on a GPU the persistent kernels run in a child process with a timeout (a barrier "
+                                    "bug would hang): test_gpu_persistent_kernels")
+@pytest.mark.parametrize("case_id", list(PERSISTENT_GRID))
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+def test_persistent_kernels_several_programs(cell, case_id, monkeypatch):
+    """The persistent kernels with several programs, one launch per step (the launch boundary is their barrier):
+    the exchange of h (forward) and dgates (backward) between programs, the W_hh slice layout, the gate split,
+    carried state across launches, reversed time, lengths, with and without bias / initial state, N=1; forward and
+    backward against torch.nn, then inference (two-slot ping-pong states)."""
+    from fusedrnn import triton_ops
+
+    monkeypatch.setenv("FUSEDRNN_TRITON_KERNEL", "persistent")
+    launched = record_launches(monkeypatch)
+    case, sizes = PERSISTENT_GRID[case_id]
     actual, expected = make_modules(cell, case, sizes, DEVICE)
     make_inputs = input_maker(expected, case, torch.float32, DEVICE)
     assert_all_close(
         forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float32
     )
-    persistent = {triton_ops.persistent_forward_kernel, triton_ops.persistent_backward_kernel}
-    assert launched and set(launched) == persistent
+    kernels = {kernel for kernel, _ in launched}
+    assert kernels == {triton_ops.persistent_forward_kernel, triton_ops.persistent_backward_kernel}
+    assert min(grid[0] for _, grid in launched) >= 2, launched  # several programs in every launch
     args, _ = make_inputs()
-    with torch.no_grad():  # the two-slot (ping-pong) state of inference
+    with torch.no_grad():
         got, want = actual(*args), expected(*args)
     assert_all_close(
         {str(i): t for i, t in enumerate(torch.utils._pytree.tree_leaves(got))},
         {str(i): t for i, t in enumerate(torch.utils._pytree.tree_leaves(want))},
         torch.float32,
     )
+
+
+@pytest.mark.skipif(CUDA, reason="the interpreter runs programs one after another; on a GPU they are co-resident")
+def test_persistent_barrier_timeout_raises_instead_of_hanging(monkeypatch):
+    """One launch over the whole sequence under the interpreter: program 0 waits at the first barrier for program 1,
+    which runs only after it, i.e. programs that are not co-resident. The bounded spin gives up, flags the error,
+    and the host raises; no hang."""
+    from fusedrnn import triton_ops
+
+    monkeypatch.setenv("FUSEDRNN_TRITON_KERNEL", "persistent")
+    monkeypatch.setattr(triton_ops, "_spans", lambda plan, stages: [(0, stages)])
+    monkeypatch.setattr(triton_ops, "SPIN_LIMIT", 3)
+    module = fusedrnn.GRU(3, 19, backend="triton")
+    with torch.no_grad(), pytest.raises(RuntimeError, match="grid barrier timed out"):
+        module(torch.randn(3, 2, 3))
+
+
+def test_forced_persistent_refuses_with_the_reason(monkeypatch):
+    """A call the persistent kernels do not fit (every program covers all batch rows: N <= 64) is refused with the
+    planner's reason, not silently run on the tiled kernels."""
+    monkeypatch.setenv("FUSEDRNN_TRITON_KERNEL", "persistent")
+    with pytest.raises(registry.BackendError, match="batch 65 > 64"):
+        fusedrnn.LSTM(3, 5, backend="triton", device=DEVICE)(torch.randn(2, 65, 3, device=DEVICE))
+
+
+def test_forced_tiled_and_tuning_reach_the_launch(monkeypatch):
+    """FUSEDRNN_TRITON_KERNEL=tiled and FUSEDRNN_TRITON_TUNE's block_h reach the tiled launch (grid and tiles)."""
+    from fusedrnn import triton_ops
+
+    monkeypatch.setenv("FUSEDRNN_TRITON_KERNEL", "tiled")
+    monkeypatch.setenv("FUSEDRNN_TRITON_TUNE", "block_h=16,warps=4")
+    plans = []
+    plan_for = triton_ops.plan_for
+    monkeypatch.setattr(triton_ops, "plan_for", lambda *args, **kwargs: plans.append(plan_for(*args, **kwargs))
+                        or plans[-1])  # fmt: skip
+    case, sizes = Case(seq_len=3, batch=3), Sizes(4, 19)
+    actual, expected = make_modules(CELLS[0], case, sizes, DEVICE)
+    make_inputs = input_maker(expected, case, torch.float32, DEVICE)
+    assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float32)
+    assert plans and all(plan.kernel == "tiled" and plan.block_h == 16 and plan.warps == 4 for plan in plans)
 
 
 @pytest.mark.skipif(CUDA, reason="on a GPU the kernels are compiled and run by the GPU tests")
@@ -237,28 +309,6 @@ def test_kernels_compile_for_h100():
 
     shared = [int(size) for size in re.findall(r"shared memory (\d+) B", result.stdout)]
     assert shared and max(shared) <= triton_ops.MAX_SHARED_BYTES, result.stdout  # else the launch is refused
-
-
-#: (N, H, gates, bytes per element) -> whether the persistent kernels fit in one H100 SM's shared memory, from the
-#: sizes compile_check reported for sm_90 (forward / backward): a plan for a call that does not fit would be refused
-#: at launch on the GPU instead of falling back to the tiled kernels.
-PERSISTENT_FITS = {
-    "lstm_N16_H768_bf16": ((16, 768, 4, 2), True),  # 128 KB / 160 KB
-    "lstm_N32_H1024_bf16": ((32, 1024, 4, 2), True),  # 192 KB / 192 KB
-    "lstm_N64_H512_bf16": ((64, 512, 4, 2), True),  # 144 KB / 132 KB
-    "lstm_N64_H768_bf16": ((64, 768, 4, 2), False),  # 320 KB / 260 KB
-    "rnn_N64_H1024_bf16": ((64, 1024, 1, 2), False),  # 288 KB / 160 KB
-    "lstm_N64_H512_fp32": ((64, 512, 4, 4), False),  # 160 KB / 256 KB
-}
-
-
-@pytest.mark.parametrize("case_id", list(PERSISTENT_FITS))
-def test_persistent_plan_fits_shared_memory(case_id):
-    from fusedrnn import triton_ops
-
-    (N, H, gates, element_size), fits = PERSISTENT_FITS[case_id]
-    h100_sms = 132
-    assert (triton_ops.persistent_tiles(N, H, gates, h100_sms, element_size) is not None) == fits
 
 
 def test_torch_compile_fullgraph():

@@ -8,26 +8,18 @@ and is never chosen by `auto`.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
+from ..kernels.plan import MAX_OFFSET, Refused, interpreter_enabled
 from ..registry import BackendError, LayerBackend, RNNCall
 
 #: Dtypes the kernels are written for: tl.dot takes fp16/bf16/fp32 operands (fp64 has no tensor-core dot).
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Under the interpreter the kernels are a test vehicle; fp32 is the dtype they are tested in there.
 INTERPRETER_DTYPES = (torch.float32,)
-#: The kernels index with 32-bit offsets inside one step (W_hh: G*H*H elements; one step of the saved activations:
-#: N*4*H elements); time offsets are 64-bit, so T is unbounded.
-MAX_STEP_ELEMENTS = 2**31 - 1
-
-
-def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-#: Rank under `auto` on CUDA, below torch's 10 and the `cuda` backend's 9, until GPU timings justify more.
+#: Rank under `auto` on CUDA, below torch's (cuDNN) 10 and the `cuda` backend's 9: no GPU timing of these kernels
+#: exists yet (the persistent ones are now the default GPU path, but unmeasured), so they must not displace cuDNN.
 UNMEASURED_GPU_PREFERENCE = 8
 
 
@@ -52,7 +44,7 @@ class TritonBackend(LayerBackend):
             return self.unsupported_reason_projection
         weights = call.gates * call.hidden_size * call.hidden_size
         step = call.batch_size * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
-        if max(weights, step) > MAX_STEP_ELEMENTS:
+        if max(weights, step) > MAX_OFFSET:
             return (
                 f"hidden size {call.hidden_size} with batch {call.batch_size} exceeds the kernels' 32-bit offsets "
                 f"(G*H*H and N*4*H must stay below 2**31)"
@@ -81,7 +73,11 @@ class TritonBackend(LayerBackend):
         if w.w_hr is not None:  # `select` never routes such a call here (unsupported_reason); a direct call must not
             raise BackendError(self.unsupported_reason_projection)  # silently drop the projection
 
-        return triton_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse, lengths=lengths)
+        try:
+            return triton_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse,
+                                        lengths=lengths)  # fmt: skip
+        except Refused as error:  # forced persistent kernels that do not fit this call
+            raise BackendError(f"fusedrnn backend 'triton': {error}") from error
 
 
 BACKEND = TritonBackend()

@@ -1,0 +1,263 @@
+"""Which recurrence kernels a call gets, how they are tiled, and why a persistent launch is refused.
+
+Plain Python: no triton, no torch, no GPU state (the caller passes the device's limits in `Device`), so CPU tests
+cover every decision and a sweep driver can call it directly. Used by fusedrnn.triton_ops (the launches) and by the
+triton backend (to refuse a call with a reason before any launch).
+
+Environment (read by the host, once per call):
+  FUSEDRNN_TRITON_KERNEL  auto (default) | tiled | persistent
+      auto        the persistent kernels wherever `plan_persistent` says they fit on CUDA, else the tiled ones.
+                  Under Triton's interpreter auto means tiled (the persistent kernels there launch once per step,
+                  which is slow), so tests force persistent explicitly.
+      tiled       always the tiled kernels (one program per 16 batch rows; any N, any H).
+      persistent  always the persistent kernels; a call they do not fit raises `Refused` with the reason.
+  FUSEDRNN_TRITON_TUNE    comma-separated key=value overrides of the chosen path's tiling, e.g. "warps=4,block_h=16".
+      keys: warps (num_warps), block_h (hidden units per program / per tile), block_k (reduction tile of the tiled
+      kernels), stages (num_stages of the tiled kernels). An unknown key or a malformed value is a ValueError; a
+      well-formed value that the chosen path cannot use is `Refused` with the reason (auto then runs tiled).
+
+Persistent kernels (fusedrnn.kernels.persistent): one program per slice of BLOCK_H hidden units, all batch rows in one
+tile, the program's W_hh slice resident on chip for the sequence, one grid-wide barrier per step. The barrier
+requires every program to be resident at once: at most one program per SM (`Device.programs`). Their reduction
+(K = H forward, G*H backward) is held whole, as at most two power-of-two pieces K0 + K1 (768 = 512 + 256), so H is
+not padded to a power of two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+KERNEL_ENV = "FUSEDRNN_TRITON_KERNEL"
+KERNELS = ("auto", "tiled", "persistent")
+TUNE_ENV = "FUSEDRNN_TRITON_TUNE"
+TUNE_KEYS = ("warps", "block_h", "block_k", "stages")
+
+#: tl.dot needs every dimension >= 16 when compiled for a GPU (the interpreter would accept less).
+MIN_DOT = 16
+#: Largest thread count Triton launches per program (32 warps of 32 threads).
+MAX_WARPS = 32
+#: Tiled kernels: 16 batch rows per program; 4 gate accumulators of [16, 64] fp32 plus 4 weight tiles of [32, 64]
+#: per reduction step; with a 64-deep reduction tile ptxas spilled at 4 warps, and at 4 warps the 4-gate
+#: specialisations spilled too (compile_check --ptxas), hence 8.
+TILED_BLOCK_N = MIN_DOT
+TILED_BLOCK_H = 64
+TILED_BLOCK_K = 32
+TILED_WARPS = 8
+#: Persistent kernels: one warpgroup (4 warps) per program. The W slice is a shared-memory operand and the per-step
+#: accumulator is small ([G*BH, N] fp32), so more warps would mostly duplicate the small MMAs.
+PERSISTENT_WARPS = 4
+#: Every persistent program covers all batch rows: its accumulator [G*BH, BN] fp32 and the per-step operand [K, BN]
+#: grow with N, and beyond 64 rows the tiled kernels' batch parallelism wins anyway.
+MAX_PERSISTENT_BATCH = 64
+#: Shared memory one program may use on an H100/H200 (227 KB per block, opted in); Triton refuses to launch beyond.
+H100_SHARED_BYTES = 227 * 1024
+#: The kernels index with 32-bit offsets inside one step (W_hh: G*H*H elements; a step of gi / saved / dgates:
+#: N*4*H elements); time offsets are 64-bit, so T is unbounded.
+MAX_OFFSET = 2**31 - 1
+#: Under the interpreter the persistent kernels run one step per launch (the launch boundary is the barrier), so any
+#: program count works; planning for a small GPU gives several programs even at the tests' tiny hidden sizes.
+INTERPRETER_PROGRAMS = 4
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (read by triton at import: set it before importing)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+class Refused(RuntimeError):
+    """The requested kernels cannot serve this call; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """Overrides from FUSEDRNN_TRITON_TUNE; None keeps the planner's choice."""
+
+    warps: int | None = None
+    block_h: int | None = None
+    block_k: int | None = None
+    stages: int | None = None
+
+
+def _power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def parse_tuning(text: str) -> Tuning:
+    """"warps=4,block_h=16" -> Tuning. ValueError for an unknown key or a value that is no valid setting at all."""
+    values = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in TUNE_KEYS:
+            raise ValueError(f"{TUNE_ENV}: {item.strip()!r} is not key=value with a key among {', '.join(TUNE_KEYS)}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{TUNE_ENV}: {key}={value.strip()!r} is not an integer") from None
+        if key == "stages" and number < 1:
+            raise ValueError(f"{TUNE_ENV}: stages={number} must be >= 1")
+        if key != "stages" and not _power_of_two(number):
+            raise ValueError(f"{TUNE_ENV}: {key}={number} must be a power of two (a Triton block dimension)")
+        if key == "warps" and number > MAX_WARPS:
+            raise ValueError(f"{TUNE_ENV}: warps={number} exceeds Triton's {MAX_WARPS}")
+        values[key] = number
+    return Tuning(**values)
+
+
+def tuning_from_env() -> Tuning:
+    return parse_tuning(os.environ.get(TUNE_ENV, ""))
+
+
+def kernel_from_env() -> str:
+    kernel = os.environ.get(KERNEL_ENV, "auto").strip() or "auto"
+    if kernel not in KERNELS:
+        raise ValueError(f"{KERNEL_ENV}={kernel!r}: expected one of {', '.join(KERNELS)}")
+    return kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """What the planner needs to know about where the kernels run."""
+
+    programs: int  # programs that can be resident at once: one per SM
+    shared_bytes: int  # shared memory one program may use
+    one_step_per_launch: bool  # interpreter: the host launches each step (backward: stage) separately
+
+    @staticmethod
+    def cuda(sm_count: int, shared_bytes: int = H100_SHARED_BYTES) -> Device:
+        return Device(programs=sm_count, shared_bytes=shared_bytes, one_step_per_launch=False)
+
+    @staticmethod
+    def interpreter() -> Device:
+        return Device(programs=INTERPRETER_PROGRAMS, shared_bytes=H100_SHARED_BYTES, one_step_per_launch=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One layer and direction: batch N, hidden H, gates G (LSTM 4, GRU 3, RNN 1), bytes per input element."""
+
+    batch: int
+    hidden: int
+    gates: int
+    element_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TiledPlan:
+    block_n: int
+    block_h: int
+    block_k: int
+    warps: int
+    stages: int | None  # None: Triton's default
+    grid: int
+    kernel: str = "tiled"
+
+
+@dataclasses.dataclass(frozen=True)
+class PersistentPlan:
+    block_n: int  # all batch rows, padded to >= 16
+    block_h: int  # hidden units per program
+    gates_p2: int  # forward: gate blocks in the resident slice (GATES rounded to a power of two; backward: 1)
+    k0: int  # the reduction (H forward, G*H backward) as two power-of-two pieces, k1 possibly 0
+    k1: int
+    warps: int
+    grid: int  # programs, <= Device.programs
+    one_step_per_launch: bool
+    shared_bytes: int  # estimate: resident slice + staged per-step operand + accumulator re-layout
+    kernel: str = "persistent"
+
+    @property
+    def rows(self) -> int:
+        """M of the per-step dot: rows of the resident W slice."""
+        return self.gates_p2 * self.block_h
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 << max(0, value - 1).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def k_pieces(k: int) -> tuple[int, int]:
+    """K (rounded up to 16) as K0 + K1 >= K: K0 the largest power of two that fits, K1 a power of two >= 16 or 0.
+    At most the remainder is padded (768 -> 512 + 256; 1000 -> 512 + 512), never K to the next power of two."""
+    padded = _cdiv(k, MIN_DOT) * MIN_DOT
+    k0 = 1 << (padded.bit_length() - 1)
+    rest = padded - k0
+    return k0, (max(MIN_DOT, _next_power_of_two(rest)) if rest else 0)
+
+
+def plan_tiled(problem: Problem, tuning: Tuning = Tuning()) -> TiledPlan:
+    block_h = tuning.block_h or TILED_BLOCK_H
+    block_k = tuning.block_k or TILED_BLOCK_K
+    if min(block_h, block_k) < MIN_DOT:
+        raise Refused(f"tiled kernels: block_h={block_h}, block_k={block_k}: tl.dot needs every dimension >= {MIN_DOT}")
+    return TiledPlan(block_n=TILED_BLOCK_N, block_h=block_h, block_k=block_k, warps=tuning.warps or TILED_WARPS,
+                     stages=tuning.stages, grid=_cdiv(problem.batch, TILED_BLOCK_N))  # fmt: skip
+
+
+def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tuning = Tuning()) -> PersistentPlan:
+    """The persistent kernels' plan for one pass, or `Refused` with the first reason they do not fit."""
+    N, H, G = problem.batch, problem.hidden, problem.gates
+    name = "persistent backward" if backward else "persistent forward"
+    if tuning.block_k is not None:
+        raise Refused(f"{name}: block_k applies to the tiled kernels; the persistent ones hold the whole reduction")
+    if tuning.stages not in (None, 1):
+        raise Refused(f"{name}: stages={tuning.stages}: the time loop must not be pipelined across the grid barrier "
+                      f"(loads of other programs' data would move before it); only stages=1")  # fmt: skip
+    if N > MAX_PERSISTENT_BATCH:
+        raise Refused(f"{name}: batch {N} > {MAX_PERSISTENT_BATCH}: every program covers all batch rows")
+    if max(G * H * H, N * 4 * H) > MAX_OFFSET:
+        raise Refused(f"{name}: H={H}, N={N} exceed the kernels' 32-bit offsets (G*H*H and N*4*H must be < 2**31)")
+    gates_p2 = 1 if backward else _next_power_of_two(G)
+    # Each program's dot is [gates_p2 * BH, K] @ [K, BN]: M = gates_p2 * BH must be >= 16.
+    min_block_h = max(1, MIN_DOT // gates_p2)
+    if tuning.block_h is not None:
+        block_h = tuning.block_h
+        if block_h < min_block_h:
+            raise Refused(f"{name}: block_h={block_h} makes the dot's M = {gates_p2 * block_h} < {MIN_DOT}")
+    else:  # the most programs that can be resident: the smallest slice
+        block_h = min_block_h
+        while _cdiv(H, block_h) > device.programs:
+            block_h *= 2
+    grid = _cdiv(H, block_h)
+    if grid > device.programs:
+        raise Refused(f"{name}: H={H} at block_h={block_h} needs {grid} programs, more than the {device.programs} "
+                      f"that can be resident at once (one per SM); the grid barrier would deadlock")  # fmt: skip
+    k0, k1 = k_pieces(G * H if backward else H)
+    block_n = max(MIN_DOT, _next_power_of_two(N))
+    rows = gates_p2 * block_h
+    element = problem.element_size
+    slice_bytes = rows * (k0 + k1) * element
+    operand_bytes = (k0 + k1) * block_n * element  # this step's h (dgates) of every program, staged for the dot
+    relayout_bytes = rows * block_n * 4  # the fp32 accumulator split into gates / converted for the cell math
+    shared = slice_bytes + operand_bytes + relayout_bytes
+    if shared > device.shared_bytes:
+        raise Refused(f"{name}: the resident W_hh slice ({slice_bytes // 1024} KB: {rows} rows x K={k0 + k1}) plus "
+                      f"the per-step operand ({operand_bytes // 1024} KB) and accumulator ({relayout_bytes // 1024} "
+                      f"KB) exceed {device.shared_bytes // 1024} KB of shared memory per SM")  # fmt: skip
+    return PersistentPlan(block_n=block_n, block_h=block_h, gates_p2=gates_p2, k0=k0, k1=k1,
+                          warps=tuning.warps or PERSISTENT_WARPS, grid=grid,
+                          one_step_per_launch=device.one_step_per_launch, shared_bytes=shared)  # fmt: skip
+
+
+def choose(problem: Problem, backward: bool, device: Device, kernel: str = "auto",
+           tuning: Tuning = Tuning()) -> TiledPlan | PersistentPlan:  # fmt: skip
+    """The plan of one pass for FUSEDRNN_TRITON_KERNEL=`kernel` (see the module docstring)."""
+    if kernel == "tiled":
+        return plan_tiled(problem, tuning)
+    if kernel == "persistent":
+        return plan_persistent(problem, backward, device, tuning)
+    if kernel != "auto":
+        raise ValueError(f"kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
+    if device.one_step_per_launch:  # the interpreter: tiled is one launch, persistent one per step
+        return plan_tiled(problem, tuning)
+    try:
+        return plan_persistent(problem, backward, device, tuning)
+    except Refused:
+        return plan_tiled(problem, tuning)

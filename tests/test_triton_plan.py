@@ -1,0 +1,105 @@
+"""The Triton kernels' planner (fusedrnn.kernels.plan): which path, tiles, grid, and why a persistent launch is refused.
+
+Plain Python: these tests need neither triton nor a GPU. Device limits are an H100's (132 SMs, 227 KB shared memory per
+block) unless a case says otherwise.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fusedrnn.kernels import plan
+
+H100 = plan.Device.cuda(132)
+BF16, FP32 = 2, 4
+
+#: (problem, backward) -> (block_h, grid, (k0, k1)) of the persistent plan.
+FITS = {
+    "lstm_N16_H768_bf16_forward": ((16, 768, 4, BF16), False, (8, 96, (512, 256))),
+    "lstm_N16_H768_bf16_backward": ((16, 768, 4, BF16), True, (16, 48, (2048, 1024))),
+    "gru_N64_H512_bf16_forward": ((64, 512, 3, BF16), False, (4, 128, (512, 0))),
+    "gru_N16_H512_bf16_backward": ((16, 512, 3, BF16), True, (16, 32, (1024, 512))),
+    "lstm_N1_H256_fp32_forward": ((1, 256, 4, FP32), False, (4, 64, (256, 0))),
+    "rnn_N3_H1000_bf16_forward": ((3, 1000, 1, BF16), False, (16, 63, (512, 512))),
+}
+
+
+@pytest.mark.parametrize("case_id", list(FITS))
+def test_persistent_plan_fits(case_id):
+    problem, backward, (block_h, grid, pieces) = FITS[case_id]
+    chosen = plan.plan_persistent(plan.Problem(*problem), backward, H100)
+    assert (chosen.block_h, chosen.grid, (chosen.k0, chosen.k1)) == (block_h, grid, pieces)
+    assert chosen.grid <= H100.programs  # one program per SM: all co-resident
+    assert chosen.rows >= plan.MIN_DOT and chosen.block_n >= plan.MIN_DOT
+    assert chosen.k0 + chosen.k1 >= (problem[2] * problem[1] if backward else problem[1])
+    assert chosen.shared_bytes <= H100.shared_bytes and not chosen.one_step_per_launch
+
+
+#: (problem, backward, device, tuning) -> a phrase of the refusal.
+REFUSALS = {
+    "batch_65": ((65, 256, 4, BF16), False, H100, plan.Tuning(), "batch 65 > 64"),
+    "lstm_H2048_bf16_shared_memory": ((16, 2048, 4, BF16), False, H100, plan.Tuning(), "shared memory"),
+    "lstm_H768_fp32_backward_shared_memory": ((16, 768, 4, FP32), True, H100, plan.Tuning(), "shared memory"),
+    "more_programs_than_sms": ((16, 768, 4, BF16), False, H100, plan.Tuning(block_h=4), "192 programs"),
+    "gru_N64_H512_backward_operand": ((64, 512, 3, BF16), True, H100, plan.Tuning(), "operand \\(192 KB\\)"),
+    "small_gpu": ((16, 768, 4, BF16), True, plan.Device.cuda(16), plan.Tuning(), "shared memory"),
+    "32_bit_offsets": ((1, 30000, 4, BF16), False, H100, plan.Tuning(), "32-bit offsets"),
+    "dot_below_16": ((16, 256, 1, BF16), False, H100, plan.Tuning(block_h=8), "M = 8 < 16"),
+    "block_k_is_tiled_only": ((16, 256, 4, BF16), False, H100, plan.Tuning(block_k=32), "block_k"),
+    "stages_across_barrier": ((16, 256, 4, BF16), True, H100, plan.Tuning(stages=3), "stages=3"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(REFUSALS))
+def test_persistent_plan_refuses_with_reason(case_id):
+    problem, backward, device, tuning, reason = REFUSALS[case_id]
+    with pytest.raises(plan.Refused, match=reason):
+        plan.plan_persistent(plan.Problem(*problem), backward, device, tuning)
+
+
+@pytest.mark.parametrize(("k", "pieces"), [(19, (32, 0)), (70, (64, 16)), (768, (512, 256)), (1000, (512, 512)),
+                                           (3072, (2048, 1024)), (2304, (2048, 256))])  # fmt: skip
+def test_reduction_pieces_pad_only_the_remainder(k, pieces):
+    assert plan.k_pieces(k) == pieces
+
+
+def test_choose_auto_prefers_persistent_on_cuda_where_it_fits():
+    small, large = plan.Problem(16, 768, 4, BF16), plan.Problem(128, 768, 4, BF16)
+    assert plan.choose(small, False, H100).kernel == "persistent"
+    assert plan.choose(large, False, H100).kernel == "tiled"  # batch > 64: refused, so tiled
+    assert plan.choose(small, False, plan.Device.interpreter()).kernel == "tiled"  # one launch beats T launches
+    forced = plan.choose(plan.Problem(4, 19, 4, FP32), True, plan.Device.interpreter(), "persistent")
+    assert forced.kernel == "persistent" and forced.one_step_per_launch
+    assert plan.choose(small, False, H100, "tiled").kernel == "tiled"
+    with pytest.raises(plan.Refused, match="batch 128"):
+        plan.choose(large, False, H100, "persistent")
+    with pytest.raises(ValueError, match="kernel 'fast'"):
+        plan.choose(small, False, H100, "fast")
+
+
+def test_tiled_plan_follows_tuning():
+    problem = plan.Problem(40, 100, 3, BF16)
+    default = plan.plan_tiled(problem)
+    assert (default.block_n, default.block_h, default.block_k, default.warps, default.grid) == (16, 64, 32, 8, 3)
+    tuned = plan.plan_tiled(problem, plan.parse_tuning("block_h=32,block_k=64,warps=4,stages=2"))
+    assert (tuned.block_h, tuned.block_k, tuned.warps, tuned.stages) == (32, 64, 4, 2)
+    with pytest.raises(plan.Refused, match="block_k=8"):
+        plan.plan_tiled(problem, plan.Tuning(block_k=8))
+
+
+@pytest.mark.parametrize(("text", "message"), [("blocks=4", "key among"), ("warps", "key among"),
+                                               ("warps=four", "not an integer"), ("block_h=24", "power of two"),
+                                               ("warps=64", "exceeds"), ("stages=0", ">= 1")])  # fmt: skip
+def test_tuning_rejects_malformed_settings(text, message):
+    with pytest.raises(ValueError, match=message):
+        plan.parse_tuning(text)
+
+
+def test_environment_is_read(monkeypatch):
+    monkeypatch.setenv(plan.TUNE_ENV, " warps=2 , block_h=32,")
+    assert plan.tuning_from_env() == plan.Tuning(warps=2, block_h=32)
+    monkeypatch.delenv(plan.KERNEL_ENV, raising=False)
+    assert plan.kernel_from_env() == "auto"
+    monkeypatch.setenv(plan.KERNEL_ENV, "persistant")
+    with pytest.raises(ValueError, match="persistant"):
+        plan.kernel_from_env()
