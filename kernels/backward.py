@@ -32,7 +32,7 @@ def _dgh_dot(acc, dgh_t, w_hh_ptr, gate, GH, H, rows, row_ok, cols, col_ok, BLOC
     return acc
 
 
-@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
+@triton.jit(do_not_specialize=["T", "reverse"])  # N, H specialised by class (multiple of 16 or not, 1): vector loads
 def recurrence_backward_kernel(
     dy_ptr,  # [T, N, H] gradient of the output sequence (any float dtype)
     saved_ptr,  # [T, N, SLOTS*H] activations saved by the forward

@@ -33,7 +33,7 @@ def _bias(b_ptr, gate: tl.constexpr, H, cols, col_ok, HAS_BIAS: tl.constexpr, GA
         return 0.0
 
 
-@triton.jit(do_not_specialize=["T", "N", "H", "reverse"])  # one kernel for every size
+@triton.jit(do_not_specialize=["T", "reverse"])  # N, H specialised by class (multiple of 16 or not, 1): vector loads
 def recurrence_forward_kernel(
     gi_ptr,  # [T, N, G*H] input projection x W_ih^T + b_ih, input dtype
     w_hh_ptr,  # [G*H, H] input dtype

@@ -202,7 +202,7 @@ def persistent_backward_kernel(
     spin_limit,
     MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_LENGTHS: tl.constexpr,
     SLOTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K0: tl.constexpr, K1: tl.constexpr,  # K0 + K1 >= GATES * H
+    K0: tl.constexpr, K1: tl.constexpr,  # K0 + K1 >= H
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     # Stage s finishes step s-1 (dh_{t-1} = direct part + W_hh^T dgates of every program; s > 0) and then computes
@@ -215,8 +215,18 @@ def persistent_backward_kernel(
     mask = unit_ok[:, None] & row_ok[None, :]
     tile = units[:, None] + rows[None, :] * H
     GH = GATES * H
-    # Resident: W_hh[:, units]^T, [BH, G*H]: element [j, k] = W_hh[k, unit j] (W_hh is [G*H, H], row-major).
-    w0, w1 = _resident_pieces(w_hh_ptr, units, unit_ok, H, GH, K0, K1)
+    # Resident, per gate g: W_hh[g*H:(g+1)*H, units]^T, [BH, H]: element [j, k] = W_hh[g*H + k, unit j] (W_hh is
+    # [G*H, H], row-major). One dot per gate, K = H each, keeps every dot's operand as small as the forward's.
+    w00, w01 = _resident_pieces(w_hh_ptr, units, unit_ok, H, H, K0, K1)
+    if GATES > 1:
+        w10, w11 = _resident_pieces(w_hh_ptr + H * H, units, unit_ok, H, H, K0, K1)
+        w20, w21 = _resident_pieces(w_hh_ptr + 2 * H * H, units, unit_ok, H, H, K0, K1)
+    else:
+        w10, w11, w20, w21 = w00, w01, w00, w01  # unused
+    if GATES > 3:
+        w30, w31 = _resident_pieces(w_hh_ptr + 3 * H * H, units, unit_ok, H, H, K0, K1)
+    else:
+        w30, w31 = w00, w01  # unused
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
@@ -260,7 +270,12 @@ def persistent_backward_kernel(
                 src = dgh_ptr + tl.cast(t_done, tl.int64) * N * GH
             else:
                 src = dgi_ptr + tl.cast(t_done, tl.int64) * N * GH
-            carry = carry + _resident_dot(w0, w1, src, rows, row_ok, GH, GH, K0, K1, PRECISION)
+            carry = carry + _resident_dot(w00, w01, src, rows, row_ok, GH, H, K0, K1, PRECISION)
+            if GATES > 1:
+                carry = carry + _resident_dot(w10, w11, src + H, rows, row_ok, GH, H, K0, K1, PRECISION)
+                carry = carry + _resident_dot(w20, w21, src + 2 * H, rows, row_ok, GH, H, K0, K1, PRECISION)
+            if GATES > 3:
+                carry = carry + _resident_dot(w30, w31, src + 3 * H, rows, row_ok, GH, H, K0, K1, PRECISION)
         if live:
             if HAS_LENGTHS:
                 valid = (t < length)[None, :]

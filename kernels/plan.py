@@ -44,9 +44,11 @@ TILED_BLOCK_N = MIN_DOT
 TILED_BLOCK_H = 64
 TILED_BLOCK_K = 32
 TILED_WARPS = 8
-#: Persistent kernels: one warpgroup (4 warps) per program. The W slice is a shared-memory operand and the per-step
-#: accumulator is small ([G*BH, N] fp32), so more warps would mostly duplicate the small MMAs.
+#: Persistent kernels: the W slice is a shared-memory operand and the per-step accumulator is small ([G*BH, N] fp32).
+#: The forward runs one warpgroup (4 warps). The backward's G dots (K = H each) materialise their operand fragments
+#: at once: at 4 warps ptxas spilled (LSTM bf16 N=16 H=768: 255 registers, 92 B spilled), at 8 it does not.
 PERSISTENT_WARPS = 4
+PERSISTENT_BACKWARD_WARPS = 8
 #: Every persistent program covers all batch rows: its accumulator [G*BH, BN] fp32 and the per-step operand [K, BN]
 #: grow with N, and beyond 64 rows the tiled kernels' batch parallelism wins anyway.
 MAX_PERSISTENT_BATCH = 64
@@ -229,11 +231,12 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
     if grid > device.programs:
         raise Refused(f"{name}: H={H} at block_h={block_h} needs {grid} programs, more than the {device.programs} "
                       f"that can be resident at once (one per SM); the grid barrier would deadlock")  # fmt: skip
-    k0, k1 = k_pieces(G * H if backward else H)
+    k0, k1 = k_pieces(H)  # backward: one dot per gate, each K = H
     block_n = max(MIN_DOT, _next_power_of_two(N))
     rows = gates_p2 * block_h
     element = problem.element_size
-    slice_bytes = rows * (k0 + k1) * element
+    gate_dots = G if backward else 1
+    slice_bytes = gate_dots * rows * (k0 + k1) * element
     operand_bytes = (k0 + k1) * block_n * element  # this step's h (dgates) of every program, staged for the dot
     relayout_bytes = rows * block_n * 4  # the fp32 accumulator split into gates / converted for the cell math
     shared = slice_bytes + operand_bytes + relayout_bytes
@@ -242,7 +245,7 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
                       f"the per-step operand ({operand_bytes // 1024} KB) and accumulator ({relayout_bytes // 1024} "
                       f"KB) exceed {device.shared_bytes // 1024} KB of shared memory per SM")  # fmt: skip
     return PersistentPlan(block_n=block_n, block_h=block_h, gates_p2=gates_p2, k0=k0, k1=k1,
-                          warps=tuning.warps or PERSISTENT_WARPS, grid=grid,
+                          warps=tuning.warps or (PERSISTENT_BACKWARD_WARPS if backward else PERSISTENT_WARPS), grid=grid,
                           one_step_per_launch=device.one_step_per_launch, shared_bytes=shared)  # fmt: skip
 
 
