@@ -62,8 +62,9 @@ def plan_for(x: Tensor, N: int, H: int, gates: int, backward: bool):
     if x.device.type == "cuda":
         device = _cuda_device(x.device.index if x.device.index is not None else torch.cuda.current_device())
     else:
-        device = kernel_plan.Device.interpreter()
-    problem = kernel_plan.Problem(batch=N, hidden=H, gates=gates, element_size=x.element_size())
+        device = kernel_plan.Device.interpreter_device()
+    problem = kernel_plan.Problem(batch=N, hidden=H, gates=gates, element_size=x.element_size(),
+                                  exact_fp32=dot_precision(x.dtype) == "ieee" and x.dtype == torch.float32)
     return kernel_plan.choose(problem, backward, device, kernel_plan.kernel_from_env(), kernel_plan.tuning_from_env())
 
 
@@ -73,6 +74,11 @@ def _spans(plan: kernel_plan.PersistentPlan, stages: int) -> list[tuple[int, int
     if plan.one_step_per_launch:
         return [(stage, 1) for stage in range(stages)]
     return [(0, stages)]
+
+
+def _pieces(plan: kernel_plan.PersistentPlan) -> dict:
+    """The reduction pieces as the persistent kernels' K0 ... K3."""
+    return {f"K{index}": width for index, width in enumerate(plan.k_pieces)}
 
 
 def _check_barrier(sync: Tensor, kernel: str) -> None:
@@ -196,7 +202,7 @@ def recurrence_forward(
             for step0, steps in _spans(plan, T):
                 wrap_triton(persistent_forward_kernel)[(plan.grid,)](
                     *pointers, hx, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, GATES_P2=plan.gates_p2,
-                    BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, K0=plan.k0, K1=plan.k1, num_warps=plan.warps,
+                    BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps,
                     num_stages=1,
                 )  # fmt: skip
         _check_barrier(sync, "persistent forward")
@@ -264,7 +270,7 @@ def recurrence_backward(
             for step0, steps in _spans(plan, T + 1):  # stages 0 .. T (see persistent_backward_kernel)
                 wrap_triton(persistent_backward_kernel)[(plan.grid,)](
                     *pointers, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, BLOCK_N=plan.block_n,
-                    BLOCK_H=plan.block_h, K0=plan.k0, K1=plan.k1, num_warps=plan.warps, num_stages=1,
+                    BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps, num_stages=1,
                 )  # fmt: skip
         _check_barrier(sync, "persistent backward")
         final = (T + 1) % 2

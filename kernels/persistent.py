@@ -65,14 +65,20 @@ def _resident(w_ptr, m_offsets, m_ok, k_stride, K, K_OFF: tl.constexpr, KP: tl.c
 
 
 @triton.jit
-def _resident_pieces(w_ptr, m_offsets, m_ok, k_stride, K, K0: tl.constexpr, K1: tl.constexpr):
-    """The resident operand as its two reduction pieces (the second a placeholder when K1 is 0)."""
+def _resident_pieces(w_ptr, m_offsets, m_ok, k_stride, K, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+                     K3: tl.constexpr):  # fmt: skip
+    """The resident operand as a tuple of its four reduction pieces (K0 ... K3 wide; unused ones are placeholders).
+    Each piece is one dot per step: a dot materialises its whole operand fragments in registers, so the pieces are
+    kept short (fusedrnn.kernels.plan.k_pieces)."""
     w0 = _resident(w_ptr, m_offsets, m_ok, k_stride, K, 0, K0)
+    w1, w2, w3 = w0, w0, w0
     if K1 > 0:
         w1 = _resident(w_ptr, m_offsets, m_ok, k_stride, K, K0, K1)
-    else:
-        w1 = w0
-    return w0, w1
+    if K2 > 0:
+        w2 = _resident(w_ptr, m_offsets, m_ok, k_stride, K, K0 + K1, K2)
+    if K3 > 0:
+        w3 = _resident(w_ptr, m_offsets, m_ok, k_stride, K, K0 + K1 + K2, K3)
+    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -85,13 +91,23 @@ def _exchanged(src_ptr, rows, row_ok, row_stride, K, K_OFF: tl.constexpr, KP: tl
 
 
 @triton.jit
-def _resident_dot(w0, w1, src_ptr, rows, row_ok, row_stride, K, K0: tl.constexpr, K1: tl.constexpr,
-                  PRECISION: tl.constexpr):  # fmt: skip
-    """[M, BN] fp32 = resident [M, K] @ exchanged^T [K, BN], in the two reduction pieces."""
-    acc = tl.dot(w0, _exchanged(src_ptr, rows, row_ok, row_stride, K, 0, K0).to(w0.dtype), input_precision=PRECISION)
+def _piece_dot(acc, w, src_ptr, rows, row_ok, row_stride, K, K_OFF: tl.constexpr, KP: tl.constexpr,
+               PRECISION: tl.constexpr):  # fmt: skip
+    b = _exchanged(src_ptr, rows, row_ok, row_stride, K, K_OFF, KP).to(w.dtype)
+    return tl.dot(w, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _resident_dot(acc, ws, src_ptr, rows, row_ok, row_stride, K, K0: tl.constexpr, K1: tl.constexpr,
+                  K2: tl.constexpr, K3: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """acc [M, BN] fp32 += resident [M, K] (the pieces `ws`) @ exchanged^T [K, BN]."""
+    acc = _piece_dot(acc, ws[0], src_ptr, rows, row_ok, row_stride, K, 0, K0, PRECISION)
     if K1 > 0:
-        acc = tl.dot(w1, _exchanged(src_ptr, rows, row_ok, row_stride, K, K0, K1).to(w1.dtype), acc,
-                     input_precision=PRECISION)  # fmt: skip
+        acc = _piece_dot(acc, ws[1], src_ptr, rows, row_ok, row_stride, K, K0, K1, PRECISION)
+    if K2 > 0:
+        acc = _piece_dot(acc, ws[2], src_ptr, rows, row_ok, row_stride, K, K0 + K1, K2, PRECISION)
+    if K3 > 0:
+        acc = _piece_dot(acc, ws[3], src_ptr, rows, row_ok, row_stride, K, K0 + K1 + K2, K3, PRECISION)
     return acc
 
 
@@ -119,7 +135,8 @@ def persistent_forward_kernel(
     MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_BIAS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr, SLOTS: tl.constexpr,
     GATES_P2: tl.constexpr,  # 1 or 4: GATES rounded up to a power of two (the GRU's fourth gate is all zeros)
-    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,  # K0 + K1 >= H
+    BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,  # the reduction's pieces: sum >= H
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -134,7 +151,7 @@ def persistent_forward_kernel(
     r_gate = r // BLOCK_H
     r_unit = pid * BLOCK_H + r % BLOCK_H
     r_ok = (r_gate < GATES) & (r_unit < H)
-    w0, w1 = _resident_pieces(w_hh_ptr, (r_gate * H + r_unit) * H, r_ok, 1, H, K0, K1)
+    ws = _resident_pieces(w_hh_ptr, (r_gate * H + r_unit) * H, r_ok, 1, H, K0, K1, K2, K3)
     if HAS_BIAS:
         bias = tl.load(b_hh_ptr + r_gate * H + r_unit, mask=r_ok, other=0.0).to(tl.float32)
     else:
@@ -164,8 +181,9 @@ def persistent_forward_kernel(
         gi0, gi1, gi2, gi3 = load_gate_inputs(gi_tile, H, mask, GATES)  # issued before the wait
         if step != step0:
             _grid_barrier(sync_ptr, step - step0, spin_limit)
-        acc = _resident_dot(w0, w1, hx_ptr + (step % 2) * state_size, rows, row_ok, H, H, K0, K1, PRECISION)
-        gh0, gh1, gh2, gh3 = _split_gates(acc + bias[:, None], BLOCK_H, BLOCK_N, GATES_P2)
+        acc = tl.zeros([GATES_P2 * BLOCK_H, BLOCK_N], dtype=tl.float32) + bias[:, None]
+        acc = _resident_dot(acc, ws, hx_ptr + (step % 2) * state_size, rows, row_ok, H, H, K0, K1, K2, K3, PRECISION)
+        gh0, gh1, gh2, gh3 = _split_gates(acc, BLOCK_H, BLOCK_N, GATES_P2)
         h_new, c_new, a0, a1, a2, a3 = combine_forward(gi0, gi1, gi2, gi3, gh0, gh1, gh2, gh3, h, c, MODE, GATES)
         y = h_new
         if HAS_LENGTHS:
@@ -202,7 +220,7 @@ def persistent_backward_kernel(
     spin_limit,
     MODE: tl.constexpr, GATES: tl.constexpr, reverse, HAS_LENGTHS: tl.constexpr,
     SLOTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr,
-    K0: tl.constexpr, K1: tl.constexpr,  # K0 + K1 >= H
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,  # the reduction's pieces: sum >= H
     PRECISION: tl.constexpr,
 ):  # fmt: skip
     # Stage s finishes step s-1 (dh_{t-1} = direct part + W_hh^T dgates of every program; s > 0) and then computes
@@ -217,16 +235,13 @@ def persistent_backward_kernel(
     GH = GATES * H
     # Resident, per gate g: W_hh[g*H:(g+1)*H, units]^T, [BH, H]: element [j, k] = W_hh[g*H + k, unit j] (W_hh is
     # [G*H, H], row-major). One dot per gate, K = H each, keeps every dot's operand as small as the forward's.
-    w00, w01 = _resident_pieces(w_hh_ptr, units, unit_ok, H, H, K0, K1)
+    w_0 = _resident_pieces(w_hh_ptr, units, unit_ok, H, H, K0, K1, K2, K3)
+    w_1, w_2, w_3 = w_0, w_0, w_0  # placeholders for the gates a cell does not have
     if GATES > 1:
-        w10, w11 = _resident_pieces(w_hh_ptr + H * H, units, unit_ok, H, H, K0, K1)
-        w20, w21 = _resident_pieces(w_hh_ptr + 2 * H * H, units, unit_ok, H, H, K0, K1)
-    else:
-        w10, w11, w20, w21 = w00, w01, w00, w01  # unused
+        w_1 = _resident_pieces(w_hh_ptr + H * H, units, unit_ok, H, H, K0, K1, K2, K3)
+        w_2 = _resident_pieces(w_hh_ptr + 2 * H * H, units, unit_ok, H, H, K0, K1, K2, K3)
     if GATES > 3:
-        w30, w31 = _resident_pieces(w_hh_ptr + 3 * H * H, units, unit_ok, H, H, K0, K1)
-    else:
-        w30, w31 = w00, w01  # unused
+        w_3 = _resident_pieces(w_hh_ptr + 3 * H * H, units, unit_ok, H, H, K0, K1, K2, K3)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
@@ -270,12 +285,12 @@ def persistent_backward_kernel(
                 src = dgh_ptr + tl.cast(t_done, tl.int64) * N * GH
             else:
                 src = dgi_ptr + tl.cast(t_done, tl.int64) * N * GH
-            carry = carry + _resident_dot(w00, w01, src, rows, row_ok, GH, H, K0, K1, PRECISION)
+            carry = _resident_dot(carry, w_0, src, rows, row_ok, GH, H, K0, K1, K2, K3, PRECISION)
             if GATES > 1:
-                carry = carry + _resident_dot(w10, w11, src + H, rows, row_ok, GH, H, K0, K1, PRECISION)
-                carry = carry + _resident_dot(w20, w21, src + 2 * H, rows, row_ok, GH, H, K0, K1, PRECISION)
+                carry = _resident_dot(carry, w_1, src + H, rows, row_ok, GH, H, K0, K1, K2, K3, PRECISION)
+                carry = _resident_dot(carry, w_2, src + 2 * H, rows, row_ok, GH, H, K0, K1, K2, K3, PRECISION)
             if GATES > 3:
-                carry = carry + _resident_dot(w30, w31, src + 3 * H, rows, row_ok, GH, H, K0, K1, PRECISION)
+                carry = _resident_dot(carry, w_3, src + 3 * H, rows, row_ok, GH, H, K0, K1, K2, K3, PRECISION)
         if live:
             if HAS_LENGTHS:
                 valid = (t < length)[None, :]

@@ -19,8 +19,8 @@ Environment (read by the host, once per call):
 Persistent kernels (fusedrnn.kernels.persistent): one program per slice of BLOCK_H hidden units, all batch rows in one
 tile, the program's W_hh slice resident on chip for the sequence, one grid-wide barrier per step. The barrier
 requires every program to be resident at once: at most one program per SM (`Device.programs`). Their reduction
-(K = H forward, G*H backward) is held whole, as at most two power-of-two pieces K0 + K1 (768 = 512 + 256), so H is
-not padded to a power of two.
+(K = H; the backward runs one dot per gate) is held whole, as at most four power-of-two pieces (768 = 3 x 256), so H
+is not padded to a power of two.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ PERSISTENT_BACKWARD_WARPS = 8
 #: Every persistent program covers all batch rows: its accumulator [G*BH, BN] fp32 and the per-step operand [K, BN]
 #: grow with N, and beyond 64 rows the tiled kernels' batch parallelism wins anyway.
 MAX_PERSISTENT_BATCH = 64
+#: The persistent kernels' reduction is split into at most this many dots per step (kernel code: K0 ... K3) ...
+MAX_PIECES = 4
+#: ... each at most this many bytes per row when K allows: ptxas needed ~200 registers for one [16, 768] bf16 dot
+#: operand of the Elman backward (the whole fragment is loaded before the MMA chain).
+MAX_PIECE_BYTES = 512
 #: Shared memory one program may use on an H100/H200 (227 KB per block, opted in); Triton refuses to launch beyond.
 H100_SHARED_BYTES = 227 * 1024
 #: The kernels index with 32-bit offsets inside one step (W_hh: G*H*H elements; a step of gi / saved / dgates:
@@ -126,15 +131,15 @@ class Device:
 
     programs: int  # programs that can be resident at once: one per SM
     shared_bytes: int  # shared memory one program may use
-    one_step_per_launch: bool  # interpreter: the host launches each step (backward: stage) separately
+    interpreter: bool  # Triton's interpreter: one step (backward: stage) per launch, no registers to run out of
 
     @staticmethod
     def cuda(sm_count: int, shared_bytes: int = H100_SHARED_BYTES) -> Device:
-        return Device(programs=sm_count, shared_bytes=shared_bytes, one_step_per_launch=False)
+        return Device(programs=sm_count, shared_bytes=shared_bytes, interpreter=False)
 
     @staticmethod
-    def interpreter() -> Device:
-        return Device(programs=INTERPRETER_PROGRAMS, shared_bytes=H100_SHARED_BYTES, one_step_per_launch=True)
+    def interpreter_device() -> Device:
+        return Device(programs=INTERPRETER_PROGRAMS, shared_bytes=H100_SHARED_BYTES, interpreter=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +150,7 @@ class Problem:
     hidden: int
     gates: int
     element_size: int
+    exact_fp32: bool = False  # fp32 dots in "ieee" precision: Triton lowers them to FMA loops, not tensor cores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +169,7 @@ class PersistentPlan:
     block_n: int  # all batch rows, padded to >= 16
     block_h: int  # hidden units per program
     gates_p2: int  # forward: gate blocks in the resident slice (GATES rounded to a power of two; backward: 1)
-    k0: int  # the reduction (H forward, G*H backward) as two power-of-two pieces, k1 possibly 0
-    k1: int
+    k_pieces: tuple[int, int, int, int]  # the reduction K = H as power-of-two pieces, one dot each (0: unused)
     warps: int
     grid: int  # programs, <= Device.programs
     one_step_per_launch: bool
@@ -185,13 +190,24 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def k_pieces(k: int) -> tuple[int, int]:
-    """K (rounded up to 16) as K0 + K1 >= K: K0 the largest power of two that fits, K1 a power of two >= 16 or 0.
-    At most the remainder is padded (768 -> 512 + 256; 1000 -> 512 + 512), never K to the next power of two."""
+def k_pieces(k: int, element_size: int) -> tuple[int, int, int, int]:
+    """The reduction K as four power-of-two pieces (zeros at the end unused), each one dot per step.
+
+    A dot materialises its whole operand fragments in registers, so pieces are at most MAX_PIECE_BYTES per row (bf16:
+    256 wide) unless four such pieces cannot cover K; K is rounded up to 16 and only the last piece is padded
+    (768 -> 3 x 256; 1000 -> 4 x 256; 70 -> 64 + 16), never K to the next power of two."""
     padded = _cdiv(k, MIN_DOT) * MIN_DOT
-    k0 = 1 << (padded.bit_length() - 1)
-    rest = padded - k0
-    return k0, (max(MIN_DOT, _next_power_of_two(rest)) if rest else 0)
+    largest = 1 << (padded.bit_length() - 1)  # the largest power of two <= padded
+    piece = min(largest, max(MAX_PIECE_BYTES // element_size, _next_power_of_two(_cdiv(padded, MAX_PIECES))))
+    full, rest = divmod(padded, piece)
+    pieces = [piece] * full
+    while rest and len(pieces) < MAX_PIECES - 1:  # the remainder in its binary digits (multiples of 16)
+        digit = 1 << (rest.bit_length() - 1)
+        pieces.append(digit)
+        rest -= digit
+    if rest:
+        pieces.append(_next_power_of_two(rest))
+    return tuple(pieces + [0] * (MAX_PIECES - len(pieces)))
 
 
 def plan_tiled(problem: Problem, tuning: Tuning = Tuning()) -> TiledPlan:
@@ -212,6 +228,9 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
     if tuning.stages not in (None, 1):
         raise Refused(f"{name}: stages={tuning.stages}: the time loop must not be pipelined across the grid barrier "
                       f"(loads of other programs' data would move before it); only stages=1")  # fmt: skip
+    if problem.exact_fp32 and not device.interpreter:
+        raise Refused(f"{name}: fp32 with exact (ieee) dots: Triton lowers them to FMA loops whose resident operands "
+                      f"spill (sm_90: 13 KB); allow TF32 (torch.set_float32_matmul_precision('high')) or use bf16/fp16")
     if N > MAX_PERSISTENT_BATCH:
         raise Refused(f"{name}: batch {N} > {MAX_PERSISTENT_BATCH}: every program covers all batch rows")
     if max(G * H * H, N * 4 * H) > MAX_OFFSET:
@@ -231,22 +250,23 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
     if grid > device.programs:
         raise Refused(f"{name}: H={H} at block_h={block_h} needs {grid} programs, more than the {device.programs} "
                       f"that can be resident at once (one per SM); the grid barrier would deadlock")  # fmt: skip
-    k0, k1 = k_pieces(H)  # backward: one dot per gate, each K = H
+    pieces = k_pieces(H, problem.element_size)  # backward: one dot per gate, each K = H
+    k = sum(pieces)
     block_n = max(MIN_DOT, _next_power_of_two(N))
     rows = gates_p2 * block_h
     element = problem.element_size
     gate_dots = G if backward else 1
-    slice_bytes = gate_dots * rows * (k0 + k1) * element
-    operand_bytes = (k0 + k1) * block_n * element  # this step's h (dgates) of every program, staged for the dot
+    slice_bytes = gate_dots * rows * k * element
+    operand_bytes = k * block_n * element  # this step's h (dgates) of every program, staged for the dot
     relayout_bytes = rows * block_n * 4  # the fp32 accumulator split into gates / converted for the cell math
     shared = slice_bytes + operand_bytes + relayout_bytes
     if shared > device.shared_bytes:
-        raise Refused(f"{name}: the resident W_hh slice ({slice_bytes // 1024} KB: {rows} rows x K={k0 + k1}) plus "
+        raise Refused(f"{name}: the resident W_hh slice ({slice_bytes // 1024} KB: {gate_dots} x {rows} rows x K={k}) plus "
                       f"the per-step operand ({operand_bytes // 1024} KB) and accumulator ({relayout_bytes // 1024} "
                       f"KB) exceed {device.shared_bytes // 1024} KB of shared memory per SM")  # fmt: skip
-    return PersistentPlan(block_n=block_n, block_h=block_h, gates_p2=gates_p2, k0=k0, k1=k1,
+    return PersistentPlan(block_n=block_n, block_h=block_h, gates_p2=gates_p2, k_pieces=pieces,
                           warps=tuning.warps or (PERSISTENT_BACKWARD_WARPS if backward else PERSISTENT_WARPS), grid=grid,
-                          one_step_per_launch=device.one_step_per_launch, shared_bytes=shared)  # fmt: skip
+                          one_step_per_launch=device.interpreter, shared_bytes=shared)  # fmt: skip
 
 
 def choose(problem: Problem, backward: bool, device: Device, kernel: str = "auto",
@@ -258,7 +278,7 @@ def choose(problem: Problem, backward: bool, device: Device, kernel: str = "auto
         return plan_persistent(problem, backward, device, tuning)
     if kernel != "auto":
         raise ValueError(f"kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
-    if device.one_step_per_launch:  # the interpreter: tiled is one launch, persistent one per step
+    if device.interpreter:  # tiled is one launch there, persistent one per step
         return plan_tiled(problem, tuning)
     try:
         return plan_persistent(problem, backward, device, tuning)

@@ -196,12 +196,13 @@ def test_layer_matches_reference_with_lengths(cell):
 
 # Persistent kernels under the interpreter: forced, one launch per step, several programs exchanging h / dgates.
 # The planner plans for a 4-SM device there (fusedrnn.kernels.plan.INTERPRETER_PROGRAMS): H=19 gives 3 forward programs
-# (8 units each; 2 for the Elman RNN) and 2 backward ones; H=70 gives 3 and 5, with two reduction pieces (K0 + K1).
+# (8 units each; 2 for the Elman RNN) and 2 backward ones; H=100 gives 4 and 4, with three reduction pieces
+# (64 + 32 + 16, fusedrnn.kernels.plan.k_pieces).
 PERSISTENT_GRID = {
     "packed_bidir_states": (Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), Sizes(3, 19)),
     "T4_N1_H19_no_bias": (Case(seq_len=4, batch=1, bias=False), Sizes(3, 19)),
-    "T3_N3_H70_2layers_batch_first_states": (
-        Case(seq_len=3, batch=3, num_layers=2, batch_first=True, with_state=True), Sizes(5, 70),
+    "T3_N3_H100_2layers_batch_first_states": (
+        Case(seq_len=3, batch=3, num_layers=2, batch_first=True, with_state=True), Sizes(5, 100),
     ),
 }
 

@@ -13,15 +13,15 @@ from fusedrnn.kernels import plan
 H100 = plan.Device.cuda(132)
 BF16, FP32 = 2, 4
 
-#: (problem, backward) -> (block_h, grid, (k0, k1)) of the persistent plan: the forward's slices are as small as one
+#: (problem, backward) -> (block_h, grid, k_pieces) of the persistent plan: the forward's slices are as small as one
 #: program per SM allows (its dot's M = 4 * block_h >= 16), the backward's have 16 units (M = block_h >= 16).
 FITS = {
-    "lstm_N16_H768_bf16_forward": ((16, 768, 4, BF16), False, (8, 96, (512, 256))),
-    "lstm_N16_H768_bf16_backward": ((16, 768, 4, BF16), True, (16, 48, (512, 256))),
-    "gru_N64_H512_bf16_forward": ((64, 512, 3, BF16), False, (4, 128, (512, 0))),
-    "gru_N16_H512_bf16_backward": ((16, 512, 3, BF16), True, (16, 32, (512, 0))),
-    "lstm_N1_H256_fp32_forward": ((1, 256, 4, FP32), False, (4, 64, (256, 0))),
-    "rnn_N3_H1000_bf16_forward": ((3, 1000, 1, BF16), False, (16, 63, (512, 512))),
+    "lstm_N16_H768_bf16_forward": ((16, 768, 4, BF16), False, (8, 96, (256, 256, 256, 0))),
+    "lstm_N16_H768_bf16_backward": ((16, 768, 4, BF16), True, (16, 48, (256, 256, 256, 0))),
+    "gru_N64_H512_bf16_forward": ((64, 512, 3, BF16), False, (4, 128, (256, 256, 0, 0))),
+    "gru_N16_H512_bf16_backward": ((16, 512, 3, BF16), True, (16, 32, (256, 256, 0, 0))),
+    "lstm_N1_H256_fp32_forward": ((1, 256, 4, FP32), False, (4, 64, (128, 128, 0, 0))),
+    "rnn_N3_H1000_bf16_forward": ((3, 1000, 1, BF16), False, (16, 63, (256, 256, 256, 256))),
 }
 
 
@@ -29,10 +29,10 @@ FITS = {
 def test_persistent_plan_fits(case_id):
     problem, backward, (block_h, grid, pieces) = FITS[case_id]
     chosen = plan.plan_persistent(plan.Problem(*problem), backward, H100)
-    assert (chosen.block_h, chosen.grid, (chosen.k0, chosen.k1)) == (block_h, grid, pieces)
+    assert (chosen.block_h, chosen.grid, chosen.k_pieces) == (block_h, grid, pieces)
     assert chosen.grid <= H100.programs  # one program per SM: all co-resident
     assert chosen.rows >= plan.MIN_DOT and chosen.block_n >= plan.MIN_DOT
-    assert chosen.k0 + chosen.k1 >= problem[1]  # K = H (the backward: one dot per gate)
+    assert sum(chosen.k_pieces) >= problem[1]  # K = H (the backward: one dot per gate)
     assert chosen.shared_bytes <= H100.shared_bytes and not chosen.one_step_per_launch
 
 
@@ -44,6 +44,7 @@ REFUSALS = {
     "more_programs_than_sms": ((16, 768, 4, BF16), False, H100, plan.Tuning(block_h=4), "192 programs"),
     "rnn_N64_H2048_operand": ((64, 2048, 1, BF16), False, H100, plan.Tuning(), "operand \\(256 KB\\)"),
     "small_gpu": ((16, 768, 4, BF16), True, plan.Device.cuda(16), plan.Tuning(), "shared memory"),
+    "exact_fp32_on_gpu": (plan.Problem(16, 256, 4, FP32, exact_fp32=True), False, H100, plan.Tuning(), "ieee"),
     "32_bit_offsets": ((1, 30000, 4, BF16), False, H100, plan.Tuning(), "32-bit offsets"),
     "dot_below_16": ((16, 256, 1, BF16), False, H100, plan.Tuning(block_h=8), "M = 8 < 16"),
     "block_k_is_tiled_only": ((16, 256, 4, BF16), False, H100, plan.Tuning(block_k=32), "block_k"),
@@ -54,23 +55,32 @@ REFUSALS = {
 @pytest.mark.parametrize("case_id", list(REFUSALS))
 def test_persistent_plan_refuses_with_reason(case_id):
     problem, backward, device, tuning, reason = REFUSALS[case_id]
+    problem = problem if isinstance(problem, plan.Problem) else plan.Problem(*problem)
     with pytest.raises(plan.Refused, match=reason):
-        plan.plan_persistent(plan.Problem(*problem), backward, device, tuning)
+        plan.plan_persistent(problem, backward, device, tuning)
 
 
-@pytest.mark.parametrize(("k", "pieces"), [(19, (32, 0)), (70, (64, 16)), (768, (512, 256)), (1000, (512, 512)),
-                                           (3072, (2048, 1024)), (2304, (2048, 256))])  # fmt: skip
-def test_reduction_pieces_pad_only_the_remainder(k, pieces):
-    assert plan.k_pieces(k) == pieces
+@pytest.mark.parametrize(("k", "element_size", "pieces"), [
+    (5, BF16, (16, 0, 0, 0)), (19, FP32, (32, 0, 0, 0)), (70, BF16, (64, 16, 0, 0)), (100, BF16, (64, 32, 16, 0)),
+    (768, BF16, (256, 256, 256, 0)), (512, FP32, (128, 128, 128, 128)), (1000, BF16, (256, 256, 256, 256)),
+    (2048, BF16, (512, 512, 512, 512)), (3000, BF16, (1024, 1024, 512, 512)),
+])  # fmt: skip
+def test_reduction_pieces_pad_only_the_remainder(k, element_size, pieces):
+    """At most four power-of-two dots per step, each at most 512 bytes per row where four such cover K; only the
+    last piece is padded."""
+    assert plan.k_pieces(k, element_size) == pieces
+    assert sum(pieces) - k < max(pieces) and all(p == 0 or p >= plan.MIN_DOT for p in pieces)
 
 
 def test_choose_auto_prefers_persistent_on_cuda_where_it_fits():
     small, large = plan.Problem(16, 768, 4, BF16), plan.Problem(128, 768, 4, BF16)
     assert plan.choose(small, False, H100).kernel == "persistent"
     assert plan.choose(large, False, H100).kernel == "tiled"  # batch > 64: refused, so tiled
-    assert plan.choose(small, False, plan.Device.interpreter()).kernel == "tiled"  # one launch beats T launches
-    forced = plan.choose(plan.Problem(4, 19, 4, FP32), True, plan.Device.interpreter(), "persistent")
+    assert plan.choose(small, False, plan.Device.interpreter_device()).kernel == "tiled"  # one launch beats T launches
+    forced = plan.choose(plan.Problem(4, 19, 4, FP32), True, plan.Device.interpreter_device(), "persistent")
     assert forced.kernel == "persistent" and forced.one_step_per_launch
+    exact = plan.Problem(4, 19, 4, FP32, exact_fp32=True)  # the interpreter has no registers to spill
+    assert plan.choose(exact, False, plan.Device.interpreter_device(), "persistent").kernel == "persistent"
     assert plan.choose(small, False, H100, "tiled").kernel == "tiled"
     with pytest.raises(plan.Refused, match="batch 128"):
         plan.choose(large, False, H100, "persistent")
