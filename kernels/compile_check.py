@@ -1,15 +1,20 @@
-"""Compile every recurrence kernel for a GPU target without a GPU: `python -m fusedrnn.kernels.compile_check`.
+"""Compile the recurrence kernels for a GPU target without a GPU: `python -m fusedrnn.kernels.compile_check`.
 
 Triton's interpreter accepts programs a GPU compile rejects (dots smaller than 16, some type mixes); this builds the
-kernels all the way to a cubin (Triton ships ptxas) for sm_90 and, with --ptxas, prints ptxas' register and spill
-report per kernel. Must run with TRITON_INTERPRET unset (the test suite starts it in a subprocess). It proves the
-kernels compile, not that they are right or fast on the GPU.
+kernels all the way to a cubin (Triton ships ptxas) for sm_90, specialised as a launch at the given N and H would
+be (16-byte aligned pointers; N, H divisible by 16 where they are), tiled as fusedrnn.kernels.plan plans them.
+--ptxas prints a table per kernel: registers, spills and stack frame (ptxas -v), shared memory, 16-byte vs other
+global loads and MMA instructions (PTX); --json prints the same as one JSON object per line, and --key restricts the
+run to the key configurations (KEY_SHAPES) that tests/test_triton_compile.py guards. Must run with TRITON_INTERPRET
+unset (the tests start it in a subprocess). It proves the kernels compile and what their code looks like, not that
+they are right or fast on the GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -20,10 +25,36 @@ import time
 #: Pointer arguments by name: the ones in the input dtype; the rest are fp32 state buffers or integers.
 DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "hx_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr"}
 INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i64"}
-TRITON_DTYPES = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}
 GATES = {0: 4, 1: 3, 2: 1, 3: 1}
 #: The persistent kernels' reduction pieces (fusedrnn.kernels.plan.k_pieces).
 PIECES = ("K0", "K1", "K2", "K3")
+#: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
+SPECIALISED_SIZES = ("N", "H")
+#: What Triton records for a pointer or integer that is a multiple of 16 (torch allocations are 16-byte aligned).
+DIVISIBLE = [["tt.divisibility", 16]]
+#: The key configurations: (batch, hidden, labels to build) — the issue's target shapes (LSTM bf16 N=16 H=768; the
+#: T=100 N=64 H=512 training benchmark for LSTM and GRU; N=1 H=256 inference), every cell at the first.
+KEY_SHAPES = (
+    (16, 768, ("persistent forward mode=0 bf16", "persistent backward mode=0 bf16", "persistent forward mode=1 bf16",
+               "persistent backward mode=1 bf16", "persistent forward mode=2 bf16", "persistent backward mode=2 bf16",
+               "persistent forward mode=0 fp32-tf32", "tiled forward mode=0 bf16", "tiled backward mode=0 bf16")),
+    (64, 512, ("persistent forward mode=0 bf16", "persistent backward mode=0 bf16", "persistent forward mode=1 bf16",
+               "persistent backward mode=1 bf16")),
+    (1, 256, ("persistent forward mode=0 bf16", "persistent backward mode=0 bf16")),
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One specialisation to build."""
+
+    label: str
+    kernel: object
+    dtype: str
+    constexprs: dict
+    warps: int
+    stages: int | None  # None: Triton's default
+    planned_shared_bytes: int | None  # the planner's estimate (persistent kernels)
 
 
 def _signature(kernel, dtype: str, constexprs: dict) -> dict:
@@ -42,24 +73,18 @@ def _signature(kernel, dtype: str, constexprs: dict) -> dict:
     return signature
 
 
-#: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
-SPECIALISED_SIZES = ("N", "H")
-#: What Triton records for a pointer or integer that is a multiple of 16 (torch allocations are 16-byte aligned).
-DIVISIBLE = [["tt.divisibility", 16]]
-
-
 def _attrs(kernel, signature: dict, sizes: dict) -> dict:
     """The specialisation attributes a real launch would give: every pointer aligned, N and H where divisible."""
     attrs = {}
     for index, name in enumerate(kernel.arg_names):
-        if signature[name].startswith("*") or (name in sizes and sizes[name] % 16 == 0):
+        if signature[name].startswith("*") or (name in SPECIALISED_SIZES and sizes[name] % 16 == 0):
             attrs[(index,)] = DIVISIBLE
     return attrs
 
 
 def specializations(hidden: int = 768, batch: int = 16, sms: int = 132, tune: str = ""):
-    """(label, kernel, dtype, constexprs, num_warps, num_stages) covering every cell with every optional piece
-    enabled, tiled and persistent (planned by fusedrnn.kernels.plan for an H100 with `sms` SMs)."""
+    """Specs covering every cell with every optional piece enabled, tiled and persistent (planned by
+    fusedrnn.kernels.plan for an H100 with `sms` SMs; persistent ones that do not fit are reported and skipped)."""
     from fusedrnn.kernels import plan
     from fusedrnn.kernels.backward import recurrence_backward_kernel
     from fusedrnn.kernels.forward import recurrence_forward_kernel
@@ -81,22 +106,22 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132, tune: st
                                exact_fp32=precision == "ieee")  # fmt: skip
         tiled = plan.plan_tiled(problem, tuning)
         tiles = dict(BLOCK_N=tiled.block_n, BLOCK_H=tiled.block_h, BLOCK_K=tiled.block_k)
-        stages = tiled.stages
-        yield f"tiled forward {label}", recurrence_forward_kernel, dtype, dict(forward, **tiles), tiled.warps, stages
-        yield f"tiled backward {label}", recurrence_backward_kernel, dtype, dict(common, **tiles), tiled.warps, stages
+        for name, kernel, flags in (("forward", recurrence_forward_kernel, forward),
+                                    ("backward", recurrence_backward_kernel, common)):  # fmt: skip
+            yield Spec(f"tiled {name} {label}", kernel, dtype, dict(flags, **tiles), tiled.warps, tiled.stages, None)
         for backward in (False, True):
             name = f"persistent {'backward' if backward else 'forward'} {label}"
             try:
                 chosen = plan.plan_persistent(problem, backward, device, tuning)
             except plan.Refused as refusal:
-                print(f"{name}: {refusal} (the tiled kernels run instead)")
+                print(f"{name}: {refusal} (the tiled kernels run instead)", file=sys.stderr)
                 continue
             tiles = dict(BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h, **dict(zip(PIECES, chosen.k_pieces)))
             if backward:
-                yield name, persistent_backward_kernel, dtype, dict(common, **tiles), chosen.warps, 1
+                kernel, flags = persistent_backward_kernel, dict(common, **tiles)
             else:
-                yield name, persistent_forward_kernel, dtype, dict(forward, **tiles, GATES_P2=chosen.gates_p2), \
-                    chosen.warps, 1
+                kernel, flags = persistent_forward_kernel, dict(forward, **tiles, GATES_P2=chosen.gates_p2)
+            yield Spec(name, kernel, dtype, flags, chosen.warps, 1, chosen.shared_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,87 +129,78 @@ class Report:
     """What the sm_XX build of one specialisation looks like (from Triton's metadata, the PTX and ptxas -v)."""
 
     label: str
+    batch: int
+    hidden: int
     registers: int
     spill_bytes: int  # spill stores
     stack_bytes: int  # ptxas' stack frame: local memory, spills or not
     local_in_ptx: bool  # `.local` state space in the PTX
     shared_bytes: int
-    vector_loads: int  # 16-byte global loads: ld.global*.v4.b32 / cp.async with 16 bytes
-    scalar_loads: int  # other global loads
+    planned_shared_bytes: int | None
+    vector_loads: int  # 16-byte global loads: ld.global*.v4.b32 / .v2.b64 / cp.async of 16 bytes
+    other_loads: int  # narrower global loads
+    exchange_loads: int  # loads through L2 only (ld.global.cg): the persistent kernels' per-step exchange
+    exchange_vector_loads: int  # ... of which 16 bytes wide
     mma: int  # mma.sync (MMAv2) instructions in the PTX
     wgmma: int  # wgmma.mma_async (MMAv3) instructions
     seconds: float
 
     def row(self) -> str:
-        return (f"| {self.label} | {self.registers} | {self.spill_bytes} | {self.stack_bytes} | "
-                f"{self.shared_bytes // 1024} KB | {self.vector_loads} / {self.scalar_loads} | {self.mma} | "
-                f"{self.wgmma} |")  # fmt: skip
+        return (f"| {self.label} N={self.batch} H={self.hidden} | {self.registers} | {self.spill_bytes} | "
+                f"{self.stack_bytes} | {self.shared_bytes // 1024} KB | {self.vector_loads} / {self.other_loads} | "
+                f"{self.exchange_vector_loads} / {self.exchange_loads} | {self.mma} | {self.wgmma} |")  # fmt: skip
 
 
-TABLE_HEADER = ("| kernel | registers | spill B | stack B | shared | 16-B / other global loads | mma.sync | wgmma |\n"
-                "|---|---|---|---|---|---|---|---|")  # fmt: skip
+TABLE_HEADER = ("| kernel | registers | spill B | stack B | shared | 16-B / other global loads | 16-B / all "
+                "exchange loads | mma.sync | wgmma |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
 
 
-def compile_one(kernel, dtype: str, constexprs: dict, warps: int, stages: int | None, sizes: dict, arch: int = 90):
+def compile_spec(spec: Spec, sizes: dict, arch: int = 90):
     """Build one specialisation to a cubin for sm_`arch` (no GPU needed); sizes: the N and H it is specialised for."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = _signature(kernel, dtype, constexprs)
-    source = ASTSource(kernel, signature, constexprs={
-        (kernel.arg_names.index(name),): value for name, value in constexprs.items()},
-        attrs=_attrs(kernel, signature, sizes))  # fmt: skip
-    options = {"num_warps": warps} if stages is None else {"num_warps": warps, "num_stages": stages}
+    signature = _signature(spec.kernel, spec.dtype, spec.constexprs)
+    source = ASTSource(spec.kernel, signature, constexprs={
+        (spec.kernel.arg_names.index(name),): value for name, value in spec.constexprs.items()},
+        attrs=_attrs(spec.kernel, signature, sizes))  # fmt: skip
+    options = {"num_warps": spec.warps}
+    if spec.stages is not None:
+        options["num_stages"] = spec.stages
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
 
-def report(label: str, compiled, arch: int, seconds: float = 0.0) -> Report:
+#: A global load in PTX (predicated or not): ld.global[.modifiers].type, or cp.async ... with its byte count.
+LOAD = re.compile(r"^\s*(?:@!?%p\d+\s+)?(ld\.global\S*|cp\.async\.c[ag]\.shared\.global[^;]*)", re.M)
+
+
+def _is_16_bytes(load: str) -> bool:
+    return ".v4.b32" in load or ".v4.u32" in load or ".v2.b64" in load or load.startswith("cp.async") and \
+        re.search(r",\s*16\s*(,|$)", load) is not None  # fmt: skip
+
+
+def report(spec: Spec, compiled, sizes: dict, arch: int, seconds: float = 0.0) -> Report:
     ptx = compiled.asm["ptx"]
     text = _ptxas_verbose(ptx, arch)
 
     def number(pattern: str) -> int:
         found = re.search(pattern, text)
         if found is None:
-            raise RuntimeError(f"{label}: no {pattern!r} in ptxas' report:\n{text}")
+            raise RuntimeError(f"{spec.label}: no {pattern!r} in ptxas' report:\n{text}")
         return int(found.group(1))
 
-    loads = re.findall(r"^\s*(?:@%p\d+\s+)?(ld\.global\S*|cp\.async\.c[ag]\.shared\.global\S*\s[^;]*)", ptx, re.M)
-    vector = [load for load in loads if ".v4.b32" in load or ".v2.b64" in load or load.rstrip().endswith("16")]
-    return Report(label=label, registers=number(r"Used (\d+) registers"), spill_bytes=number(r"(\d+) bytes spill stores"),
-                  stack_bytes=number(r"(\d+) bytes stack frame"), local_in_ptx=".local" in ptx,
-                  shared_bytes=compiled.metadata.shared, vector_loads=len(vector),
-                  scalar_loads=len(loads) - len(vector), mma=len(re.findall(r"\bmma\.sync\b", ptx)),
-                  wgmma=len(re.findall(r"\bwgmma\.mma_async\b", ptx)), seconds=seconds)  # fmt: skip
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for H100/H200")
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--ptxas", action="store_true", help="a table of registers, spills, shared memory, load "
-                        "widths and MMA instructions per kernel (runs ptxas -v once more per kernel)")  # fmt: skip
-    parser.add_argument("--only", default="", help="compile only labels containing this text")
-    parser.add_argument("--tune", default="", help="tiling overrides as in FUSEDRNN_TRITON_TUNE, e.g. warps=4")
-    args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
-        return 2
-    if args.ptxas:
-        print(TABLE_HEADER)
-    sizes = {"N": args.batch, "H": args.hidden}
-    for label, kernel, dtype, constexprs, warps, stages in specializations(args.hidden, args.batch, tune=args.tune):
-        if args.only not in label:
-            continue
-        start = time.perf_counter()
-        compiled = compile_one(kernel, dtype, constexprs, warps, stages, sizes, args.arch)
-        seconds = time.perf_counter() - start
-        if args.ptxas:
-            print(report(f"{label} N={args.batch} H={args.hidden}", compiled, args.arch, seconds).row(), flush=True)
-        else:
-            print(f"{label}: ok in {seconds:.1f}s, shared memory {compiled.metadata.shared} B", flush=True)
-    return 0
+    loads = LOAD.findall(ptx)
+    exchange = [load for load in loads if load.startswith("ld.global.cg")]
+    return Report(
+        label=spec.label, batch=sizes["N"], hidden=sizes["H"], registers=number(r"Used (\d+) registers"),
+        spill_bytes=number(r"(\d+) bytes spill stores"), stack_bytes=number(r"(\d+) bytes stack frame"),
+        local_in_ptx=re.search(r"\.local\b", ptx) is not None, shared_bytes=compiled.metadata.shared,
+        planned_shared_bytes=spec.planned_shared_bytes, vector_loads=sum(map(_is_16_bytes, loads)),
+        other_loads=len(loads) - sum(map(_is_16_bytes, loads)), exchange_loads=len(exchange),
+        exchange_vector_loads=sum(map(_is_16_bytes, exchange)), mma=len(re.findall(r"\bmma\.sync\b", ptx)),
+        wgmma=len(re.findall(r"\bwgmma\.mma_async\b", ptx)), seconds=seconds,
+    )  # fmt: skip
 
 
 def _ptxas_verbose(ptx: str, arch: int) -> str:
@@ -200,6 +216,40 @@ def _ptxas_verbose(ptx: str, arch: int) -> str:
         result = subprocess.run([ptxas, f"--gpu-name=sm_{arch}{suffix}", "-v", path, "-o", path + ".cubin"],
                                 capture_output=True, text=True, check=True)  # fmt: skip
     return result.stderr + result.stdout
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for H100/H200")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--ptxas", action="store_true", help="print the table (runs ptxas -v once more per kernel)")
+    parser.add_argument("--json", action="store_true", help="print each kernel's report as a JSON line")
+    parser.add_argument("--key", action="store_true", help="build the key configurations (KEY_SHAPES) only")
+    parser.add_argument("--only", default="", help="build only labels containing this text")
+    parser.add_argument("--tune", default="", help="tiling overrides as in FUSEDRNN_TRITON_TUNE, e.g. warps=4")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
+        return 2
+    shapes = KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
+    if args.ptxas:
+        print(TABLE_HEADER)
+    for batch, hidden, labels in shapes:
+        sizes = {"N": batch, "H": hidden}
+        for spec in specializations(hidden, batch, tune=args.tune):
+            if args.only not in spec.label or (labels is not None and spec.label not in labels):
+                continue
+            start = time.perf_counter()
+            compiled = compile_spec(spec, sizes, args.arch)
+            seconds = time.perf_counter() - start
+            if args.ptxas or args.json:
+                result = report(spec, compiled, sizes, args.arch, seconds)
+                print(json.dumps(dataclasses.asdict(result)) if args.json else result.row(), flush=True)
+            else:
+                print(f"{spec.label} N={batch} H={hidden}: ok in {seconds:.1f}s, shared memory "
+                      f"{compiled.metadata.shared} B", flush=True)  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

@@ -54,8 +54,10 @@ PERSISTENT_BACKWARD_WARPS = 8
 MAX_PERSISTENT_BATCH = 64
 #: The persistent kernels' reduction is split into at most this many dots per step (kernel code: K0 ... K3) ...
 MAX_PIECES = 4
-#: ... each at most this many bytes per row when K allows: ptxas needed ~200 registers for one [16, 768] bf16 dot
-#: operand of the Elman backward (the whole fragment is loaded before the MMA chain).
+#: ... each at most this many bytes per row (per 16 batch rows: the per-step operand piece is [piece, BLOCK_N]) when
+#: four such pieces cover K. A dot loads its whole operand fragments before its MMA chain: with one [16, 768] bf16
+#: piece the Elman backward needed 200 registers, the LSTM's spilled (sm_90, compile_check); with 256-wide pieces
+#: (128 at N=64) none spills.
 MAX_PIECE_BYTES = 512
 #: Shared memory one program may use on an H100/H200 (227 KB per block, opted in); Triton refuses to launch beyond.
 H100_SHARED_BYTES = 227 * 1024
@@ -190,7 +192,7 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def k_pieces(k: int, element_size: int) -> tuple[int, int, int, int]:
+def k_pieces(k: int, element_size: int, block_n: int = MIN_DOT) -> tuple[int, int, int, int]:
     """The reduction K as four power-of-two pieces (zeros at the end unused), each one dot per step.
 
     A dot materialises its whole operand fragments in registers, so pieces are at most MAX_PIECE_BYTES per row (bf16:
@@ -198,7 +200,8 @@ def k_pieces(k: int, element_size: int) -> tuple[int, int, int, int]:
     (768 -> 3 x 256; 1000 -> 4 x 256; 70 -> 64 + 16), never K to the next power of two."""
     padded = _cdiv(k, MIN_DOT) * MIN_DOT
     largest = 1 << (padded.bit_length() - 1)  # the largest power of two <= padded
-    piece = min(largest, max(MAX_PIECE_BYTES // element_size, _next_power_of_two(_cdiv(padded, MAX_PIECES))))
+    cap = MAX_PIECE_BYTES * MIN_DOT // (element_size * block_n)  # the per-step operand piece is [piece, block_n]
+    piece = min(largest, max(cap, _next_power_of_two(_cdiv(padded, MAX_PIECES))))
     full, rest = divmod(padded, piece)
     pieces = [piece] * full
     while rest and len(pieces) < MAX_PIECES - 1:  # the remainder in its binary digits (multiples of 16)
@@ -250,9 +253,9 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
     if grid > device.programs:
         raise Refused(f"{name}: H={H} at block_h={block_h} needs {grid} programs, more than the {device.programs} "
                       f"that can be resident at once (one per SM); the grid barrier would deadlock")  # fmt: skip
-    pieces = k_pieces(H, problem.element_size)  # backward: one dot per gate, each K = H
-    k = sum(pieces)
     block_n = max(MIN_DOT, _next_power_of_two(N))
+    pieces = k_pieces(H, problem.element_size, block_n)  # backward: one dot per gate, each K = H
+    k = sum(pieces)
     rows = gates_p2 * block_h
     element = problem.element_size
     gate_dots = G if backward else 1

@@ -18,7 +18,7 @@ BF16, FP32 = 2, 4
 FITS = {
     "lstm_N16_H768_bf16_forward": ((16, 768, 4, BF16), False, (8, 96, (256, 256, 256, 0))),
     "lstm_N16_H768_bf16_backward": ((16, 768, 4, BF16), True, (16, 48, (256, 256, 256, 0))),
-    "gru_N64_H512_bf16_forward": ((64, 512, 3, BF16), False, (4, 128, (256, 256, 0, 0))),
+    "gru_N64_H512_bf16_forward": ((64, 512, 3, BF16), False, (4, 128, (128, 128, 128, 128))),
     "gru_N16_H512_bf16_backward": ((16, 512, 3, BF16), True, (16, 32, (256, 256, 0, 0))),
     "lstm_N1_H256_fp32_forward": ((1, 256, 4, FP32), False, (4, 64, (128, 128, 0, 0))),
     "rnn_N3_H1000_bf16_forward": ((3, 1000, 1, BF16), False, (16, 63, (256, 256, 256, 256))),
@@ -60,15 +60,16 @@ def test_persistent_plan_refuses_with_reason(case_id):
         plan.plan_persistent(problem, backward, device, tuning)
 
 
-@pytest.mark.parametrize(("k", "element_size", "pieces"), [
-    (5, BF16, (16, 0, 0, 0)), (19, FP32, (32, 0, 0, 0)), (70, BF16, (64, 16, 0, 0)), (100, BF16, (64, 32, 16, 0)),
-    (768, BF16, (256, 256, 256, 0)), (512, FP32, (128, 128, 128, 128)), (1000, BF16, (256, 256, 256, 256)),
-    (2048, BF16, (512, 512, 512, 512)), (3000, BF16, (1024, 1024, 512, 512)),
+@pytest.mark.parametrize(("k", "element_size", "block_n", "pieces"), [
+    (5, BF16, 16, (16, 0, 0, 0)), (19, FP32, 16, (32, 0, 0, 0)), (70, BF16, 16, (64, 16, 0, 0)),
+    (100, BF16, 16, (64, 32, 16, 0)), (768, BF16, 16, (256, 256, 256, 0)), (512, FP32, 16, (128, 128, 128, 128)),
+    (1000, BF16, 16, (256, 256, 256, 256)), (2048, BF16, 16, (512, 512, 512, 512)),
+    (3000, BF16, 16, (1024, 1024, 512, 512)), (512, BF16, 64, (128, 128, 128, 128)), (256, BF16, 64, (64, 64, 64, 64)),
 ])  # fmt: skip
-def test_reduction_pieces_pad_only_the_remainder(k, element_size, pieces):
-    """At most four power-of-two dots per step, each at most 512 bytes per row where four such cover K; only the
-    last piece is padded."""
-    assert plan.k_pieces(k, element_size) == pieces
+def test_reduction_pieces_pad_only_the_remainder(k, element_size, block_n, pieces):
+    """At most four power-of-two dots per step, each with operands of at most 512 bytes per row (x 16 batch rows)
+    where four such cover K; only the last piece is padded."""
+    assert plan.k_pieces(k, element_size, block_n) == pieces
     assert sum(pieces) - k < max(pieces) and all(p == 0 or p >= plan.MIN_DOT for p in pieces)
 
 
