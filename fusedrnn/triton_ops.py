@@ -6,11 +6,17 @@ traces forward and backward without graph breaks:
 
   fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, lengths?, mode, reverse, save)
       -> (y [T,N,H], h_n [N,H], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,H] fp32, cs [S,N,H] fp32 | [0])
-      1 matmul (x W_ih^T + b_ih for all T steps) + 1 kernel launch for the whole sequence (tiled kernels, or the
-      persistent ones where FUSEDRNN_TRITON_KERNEL=persistent and the call fits; see fusedrnn.kernels).
+      1 matmul (x W_ih^T + b_ih for all T steps) + 1 kernel launch for the whole sequence: the persistent kernels
+      on CUDA wherever fusedrnn.kernels.plan says they fit, else the tiled ones (FUSEDRNN_TRITON_KERNEL forces
+      either; FUSEDRNN_TRITON_TUNE overrides tiles and warps). Under Triton's interpreter the persistent kernels
+      run one launch per step, whose boundary is their barrier (the default there is tiled).
   fusedrnn::triton_recurrence_backward(dy, dh_n, dc_n?, x, w_ih, w_hh, saved, hs, cs, lengths?, mode, reverse, bias)
       -> (dx, dh0, dc0 | [0], dW_ih, dW_hh, db_ih | [0], db_hh | [0])
-      1 kernel launch for the whole sequence (gate gradients, dh/dc carried) + 4 matmuls and 2 reductions over T*N.
+      1 kernel launch for the whole sequence (gate gradients, dh/dc carried; chosen as in the forward, each pass
+      on its own) + 4 matmuls and 2 reductions over T*N.
+
+A persistent launch whose grid barrier timed out (its programs were not all resident) raises RuntimeError after the
+launch (eager mode: one host sync on a flag per launch; while torch.compile traces, the check is not recorded).
 
 What the forward saves for the backward (only when autograd needs it; else S = 2 and nothing else is kept):
   hs  [T+1, N, H] fp32   every hidden state, h0 included (dW_hh = sum_t dgates_t^T h_{t-1}; GRU and RNN derivatives)

@@ -5,26 +5,31 @@ the input dtype (pointer element types), HAS_BIAS, HAS_LENGTHS (per-row lengths 
 stop stepping at t >= len[n], keep their state and output zeros), SAVE (keep what the backward needs). h0 / c0 are
 written into the first state slot by the host (zeros when absent). State and accumulation are fp32 for every input
 dtype; `tl.dot` operands are the input dtype (fp32 dots follow torch's TF32 setting). Every dot dimension is >= 16.
+N and H are specialised by size class only (Triton's divisibility-by-16 specialisation: 16-byte loads where they
+divide), T and the direction not at all, so one compiled kernel serves every sequence length and both directions.
 
 What one layer and direction costs (T steps, N rows, H hidden, G gates):
 
   forward   1 torch matmul  x W_ih^T + b_ih for all T steps                     [T*N, I] @ [I, G*H]
-            1 launch        the whole recurrence (time loop inside the kernel):
+            1 launch        the whole recurrence (time loop inside the kernel), chosen by plan.choose:
+                            persistent  persistent.persistent_forward_kernel, the default on CUDA where it fits
+                                        (N <= 64, W_hh slice within shared memory, one program per SM): one program
+                                        per hidden slice, its W_hh slice on chip for the sequence, h exchanged in the
+                                        input dtype, one grid-wide barrier per step (bounded spin, error flag).
                             tiled       forward.recurrence_forward_kernel, one program per 16 batch rows, looping
                                         over hidden tiles per step (tl.debug_barrier between steps); any H, any N.
-                            persistent  persistent.persistent_forward_kernel (opt-in, FUSEDRNN_TRITON_KERNEL=
-                                        persistent; N <= 64, H <= 1024): one program per hidden slice, its W_hh
-                                        slice on chip for the sequence, one grid-wide barrier per step.
   backward  1 launch        reverse-time recurrence: gate gradients per step, dh / dc carried, dh_{t-1} += dgates_t
-                            @ W_hh by tl.dot (backward.recurrence_backward_kernel or persistent_backward_kernel)
+                            @ W_hh by tl.dot (persistent_backward_kernel or backward.recurrence_backward_kernel)
             4 torch matmuls dx = dgates @ W_ih, dW_ih = dgates^T x, dW_hh = dgates^T h_{t-1}, over all T*N rows
             2 reductions    db_ih, db_hh (GRU: the n-gate's recurrent-side gradient differs by the factor r)
 
 Modules: modes (cell ids, saved-activation layout), activations (tanh/sigmoid without overflow), cells (the per-element
-math of one step, forward and backward, shared by all kernels), forward, backward, persistent, compile_check (builds
-every specialisation for sm_90 without a GPU and reports registers / spills).
+math of one step, forward and backward, shared by all kernels), forward, backward, persistent, plan (which kernels and
+tiles a call gets, and why persistent ones are refused: plain Python), compile_check (builds the kernels for sm_90
+without a GPU and reports registers, spills, shared memory, load widths and MMA instructions).
 
-Verification status: the tiled kernels are tested under Triton's interpreter against the reference (tests/
-test_triton_backend.py) and compile for sm_90; the persistent kernels' math is tested under the interpreter with a
-single program only (its barrier is trivial there), they compile for sm_90, and have not yet run on a GPU.
+Verification status: every kernel is tested under Triton's interpreter against torch.nn and the reference (tests/
+test_triton_backend.py; the persistent ones with several programs, one launch per step) and compiled for sm_90 in CI
+with guards on spills, shared memory and load widths (tests/test_triton_compile.py). None has run on a GPU yet: the
+persistent kernels' in-launch barrier, their speed and the 16-bit dtypes are unverified there.
 """
