@@ -32,7 +32,8 @@ gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU run
 MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 #: Cells the kernels implement (LSTM projection is reported unsupported, tested below).
 KERNEL_CELLS = [cell for cell in CELLS if "proj_size" not in cell[3]]
-#: A persistent kernel whose programs are not all resident would spin forever: GPU runs of it get this much time.
+#: The forced-kernel GPU runs (a child pytest each) get this much time: the persistent kernels' barrier gives up after
+#: triton_ops.SPIN_LIMIT polls, but a bug must fail the test, never hang the suite.
 PERSISTENT_TIMEOUT_S = 300
 #: Low-precision error bound (REFERENCE §4): kernel error <= ERROR_RATIO * reference error + atol of the dtype.
 ERROR_RATIO = 2.0
@@ -397,11 +398,14 @@ def test_gpu_compile_low_precision(dtype_id):
 
 
 @gpu_only
-def test_gpu_persistent_kernels():
-    """The persistent (grid-barrier) kernels on a real GPU, over the GPU grid's dtype-bounded checks. Run in a child
-    pytest with a timeout, because a barrier bug would hang rather than fail."""
-    env = dict(os.environ, FUSEDRNN_TRITON_KERNEL="persistent")
+@pytest.mark.parametrize("kernel", ["persistent", "tiled"])
+def test_gpu_forced_kernels(kernel):
+    """Each kernel family forced over the GPU grid's dtype-bounded checks (under `auto` the small-batch cases run the
+    persistent kernels, the large-batch ones the tiled). Run in a child pytest with a timeout: a barrier bug in the
+    persistent kernels should end in their timeout error, but must never hang the suite."""
+    env = dict(os.environ, FUSEDRNN_TRITON_KERNEL=kernel)
     # One dtype and the gated cells: each is a new set of compiled kernels (the Elman ones share all their code paths).
+    # Every GPU case (N <= 64, H <= 768, bf16) fits the persistent kernels on an H100 or H200: forcing refuses none.
     selection = "test_gpu_error_bounded_by_reference and bf16 and (lstm or gru)"
     result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", __file__, "-k", selection], env=env,
                             capture_output=True, text=True, timeout=PERSISTENT_TIMEOUT_S)  # fmt: skip
