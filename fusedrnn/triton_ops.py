@@ -4,22 +4,25 @@ Two ops, `torch.library.triton_op`s (fake shapes come from tracing the Python bo
 under Triton's interpreter they are opaque custom ops instead, see `_op`), with autograd registered, so torch.compile
 traces forward and backward without graph breaks:
 
-  fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, lengths?, mode, reverse, save)
-      -> (y [T,N,H], h_n [N,H], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,H] fp32, cs [S,N,H] fp32 | [0])
+  fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, w_hr?, lengths?, mode, reverse, save)
+      -> (y [T,N,P], h_n [N,P], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,P] fp32, cs [S,N,H] fp32 | [0])
+      (P: the LSTM projection size with w_hr [P, H], else H; the projection runs on the tiled kernels only)
       1 matmul (x W_ih^T + b_ih for all T steps) + 1 kernel launch for the whole sequence: the persistent kernels
       on CUDA wherever fusedrnn.kernels.plan says they fit, else the tiled ones (FUSEDRNN_TRITON_KERNEL forces
       either; FUSEDRNN_TRITON_TUNE overrides tiles and warps). Under Triton's interpreter the persistent kernels
       run one launch per step, whose boundary is their barrier (the default there is tiled).
-  fusedrnn::triton_recurrence_backward(dy, dh_n, dc_n?, x, w_ih, w_hh, saved, hs, cs, lengths?, mode, reverse, bias)
-      -> (dx, dh0, dc0 | [0], dW_ih, dW_hh, db_ih | [0], db_hh | [0])
+  fusedrnn::triton_recurrence_backward(dy, dh_n, dc_n?, x, w_ih, w_hh, w_hr?, saved, hs, cs, lengths?, mode,
+                                       reverse, bias)
+      -> (dx, dh0, dc0 | [0], dW_ih, dW_hh, db_ih | [0], db_hh | [0], dW_hr | [0])
       1 kernel launch for the whole sequence (gate gradients, dh/dc carried; chosen as in the forward, each pass
-      on its own) + 4 matmuls and 2 reductions over T*N.
+      on its own) + 4 matmuls and 2 reductions over T*N (+ 1 for dW_hr = sum_t dh_t^T (o_t * tanh(c_t)), with
+      dh_t [T, N, P] from the kernel and o, c from what the forward saved).
 
 A persistent launch whose grid barrier timed out (its programs were not all resident) raises RuntimeError after the
 launch (eager mode: one host sync on a flag per launch; while torch.compile traces, the check is not recorded).
 
 What the forward saves for the backward (only when autograd needs it; else S = 2 and nothing else is kept):
-  hs  [T+1, N, H] fp32   every hidden state, h0 included (dW_hh = sum_t dgates_t^T h_{t-1}; GRU and RNN derivatives)
+  hs  [T+1, N, P] fp32   every hidden state, h0 included (dW_hh = sum_t dgates_t^T h_{t-1}; GRU and RNN derivatives)
   cs  [T+1, N, H] fp32   every cell state, c0 included (LSTM only)
   saved [T, N, 4H] input dtype: LSTM i, f, g, o; GRU r, z, n, W_hn h + b_hn; nothing for the Elman RNN
 plus x and the weights themselves: per step and row 16H bytes (LSTM, bf16), 24H (LSTM, fp32), 12H (GRU, bf16), 4H
@@ -62,7 +65,7 @@ def _cuda_device(index: int) -> kernel_plan.Device:
     return kernel_plan.Device.cuda(props.multi_processor_count, shared)
 
 
-def plan_for(x: Tensor, N: int, H: int, gates: int, backward: bool):
+def plan_for(x: Tensor, N: int, H: int, gates: int, backward: bool, projection: bool = False):
     """The kernels (fusedrnn.kernels.plan) for one pass on `x`'s device, following FUSEDRNN_TRITON_KERNEL and
     FUSEDRNN_TRITON_TUNE; raises kernel_plan.Refused where forced persistent kernels do not fit."""
     if x.device.type == "cuda":
@@ -70,7 +73,8 @@ def plan_for(x: Tensor, N: int, H: int, gates: int, backward: bool):
     else:
         device = kernel_plan.Device.interpreter_device()
     problem = kernel_plan.Problem(batch=N, hidden=H, gates=gates, element_size=x.element_size(),
-                                  exact_fp32=dot_precision(x.dtype) == "ieee" and x.dtype == torch.float32)
+                                  exact_fp32=dot_precision(x.dtype) == "ieee" and x.dtype == torch.float32,
+                                  projection=projection)
     return kernel_plan.choose(problem, backward, device, kernel_plan.kernel_from_env(), kernel_plan.tuning_from_env())
 
 
@@ -154,21 +158,23 @@ def recurrence_forward(
     w_hh: Tensor,
     b_ih: Tensor | None,
     b_hh: Tensor | None,
+    w_hr: Tensor | None,
     lengths: Tensor | None,
     mode: int,
     reverse: bool,
     save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, N, _ = x.shape
-    H = w_hh.shape[1]
     gates = GATES[_mode_name(mode)]
+    H = w_hh.shape[0] // gates
+    P = w_hh.shape[1]  # width of h: the projection size, else H
     slots = SAVED_SLOTS[mode]
     is_lstm = mode == LSTM_ID
     gi = F.linear(x, w_ih, b_ih).contiguous()  # the input projection of all T steps: one matmul
     states = T + 1 if save else 2
     first = T if save and reverse else 0  # the slot holding the initial state (see recurrence_forward_kernel)
     last = (0 if reverse else T) if save else T % 2  # the slot holding the final state
-    hs = x.new_empty((states, N, H), dtype=torch.float32)
+    hs = x.new_empty((states, N, P), dtype=torch.float32)
     if h0 is None:
         hs[first].zero_()
     else:
@@ -179,7 +185,7 @@ def recurrence_forward(
             cs[first].zero_()
         else:
             cs[first].copy_(c0)
-    y = x.new_empty((T, N, H))
+    y = x.new_empty((T, N, P))
     saved = x.new_empty((T, N, slots * H) if save and slots else (0,))
     pointers = (
         gi,
@@ -193,12 +199,16 @@ def recurrence_forward(
     )
     flags = dict(MODE=mode, GATES=gates, reverse=int(reverse), HAS_BIAS=b_hh is not None,
                  HAS_LENGTHS=lengths is not None, SAVE=save, SLOTS=slots, PRECISION=dot_precision(x.dtype))  # fmt: skip
-    plan = plan_for(x, N, H, gates, backward=False)
+    plan = plan_for(x, N, H, gates, backward=False, projection=w_hr is not None)
     if plan.kernel == "tiled":
+        projection = (
+            w_hr.contiguous() if w_hr is not None else _placeholder(x),  # never read without PROJ
+            x.new_empty((N, H), dtype=torch.float32) if w_hr is not None else _placeholder(x),  # o * tanh(c)
+        )
         if _launchable(x):
             wrap_triton(recurrence_forward_kernel)[(plan.grid,)](
-                *pointers, T, N, H, **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
-                num_warps=plan.warps, **_stages(plan),
+                *pointers, *projection, T, N, H, P, **flags, PROJ=w_hr is not None, BLOCK_N=plan.block_n,
+                BLOCK_H=plan.block_h, BLOCK_K=plan.block_k, num_warps=plan.warps, **_stages(plan),
             )  # fmt: skip
     else:
         hx = x.new_empty((2, N, H))  # h in the input dtype, exchanged between the programs
@@ -225,6 +235,7 @@ def recurrence_backward(
     x: Tensor,
     w_ih: Tensor,
     w_hh: Tensor,
+    w_hr: Tensor | None,
     saved: Tensor,
     hs: Tensor,
     cs: Tensor,
@@ -232,12 +243,13 @@ def recurrence_backward(
     mode: int,
     reverse: bool,
     bias: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     T, N, I = x.shape
-    H = w_hh.shape[1]
     gates = GATES[_mode_name(mode)]
+    H = w_hh.shape[0] // gates
+    P = w_hh.shape[1]
     is_lstm = mode == LSTM_ID
-    dh = x.new_zeros((2, N, H), dtype=torch.float32)
+    dh = x.new_zeros((2, N, P), dtype=torch.float32)
     dh[0].copy_(grad_hn)
     if is_lstm:
         # Row-major, whatever the strides of the upstream gradient (`.to(copy=True)` would keep a transposed layout).
@@ -262,12 +274,14 @@ def recurrence_backward(
     )
     flags = dict(MODE=mode, GATES=gates, reverse=int(reverse), HAS_LENGTHS=lengths is not None,
                  SLOTS=SAVED_SLOTS[mode], PRECISION=dot_precision(x.dtype))  # fmt: skip
-    plan = plan_for(x, N, H, gates, backward=True)
+    plan = plan_for(x, N, H, gates, backward=True, projection=w_hr is not None)
+    dhp = x.new_empty((T, N, P), dtype=torch.float32) if w_hr is not None else None  # dL/dh_t, for dW_hr
     if plan.kernel == "tiled":
+        projection = (w_hr.contiguous(), dhp) if w_hr is not None else (_placeholder(x), _placeholder(x))
         if _launchable(x):
             wrap_triton(recurrence_backward_kernel)[(plan.grid,)](
-                *pointers, T, N, H, **flags, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
-                num_warps=plan.warps, **_stages(plan),
+                *pointers, *projection, T, N, H, P, **flags, PROJ=w_hr is not None, BLOCK_N=plan.block_n,
+                BLOCK_H=plan.block_h, BLOCK_K=plan.block_k, num_warps=plan.warps, **_stages(plan),
             )  # fmt: skip
         final = T % 2  # the dh slot holding dL/dh_0 (see recurrence_backward_kernel)
     else:
@@ -286,7 +300,13 @@ def recurrence_backward(
     h_prev = hs[1 : T + 1] if reverse else hs[:T]  # the state before each step t, in time order
     dx = (dgi_rows @ w_ih).view(T, N, I)
     dw_ih = dgi_rows.t() @ x.reshape(T * N, I)
-    dw_hh = dgh_rows.t() @ h_prev.reshape(T * N, H).to(x.dtype)
+    dw_hh = dgh_rows.t() @ h_prev.reshape(T * N, P).to(x.dtype)
+    if w_hr is not None:  # dW_hr = sum_t dL/dh_t^T (o_t * tanh(c_t)), from the saved o and c
+        c_after = cs[:T] if reverse else cs[1 : T + 1]  # the cell state after each step t, in time order
+        raw = saved.view(T, N, 4, H)[:, :, 3].float() * torch.tanh(c_after)
+        dw_hr = (dhp.view(T * N, P).t() @ raw.view(T * N, H)).to(x.dtype)
+    else:
+        dw_hr = x.new_empty((0,))
     if bias:
         db_ih = dgi_rows.sum(0, dtype=torch.float32).to(x.dtype)
         db_hh = dgh_rows.sum(0, dtype=torch.float32).to(x.dtype)
@@ -294,31 +314,31 @@ def recurrence_backward(
         db_ih, db_hh = x.new_empty((0,)), x.new_empty((0,))  # two tensors: outputs may not alias
     dh0 = dh[final].to(x.dtype, copy=True)
     dc0 = dc.to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
-    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+    return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, mode, reverse, save = inputs
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, save = inputs
     _, _, _, saved, hs, cs = output
-    ctx.save_for_backward(x, w_ih, w_hh, saved, hs, cs, lengths)
+    ctx.save_for_backward(x, w_ih, w_hh, w_hr, saved, hs, cs, lengths)
     ctx.mode, ctx.reverse, ctx.save = mode, reverse, save
     ctx.has_h0, ctx.has_c0, ctx.has_bias = h0 is not None, c0 is not None, b_ih is not None
     ctx.mark_non_differentiable(saved, hs, cs)
 
 
 def _backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
-    x, w_ih, w_hh, saved, hs, cs, lengths = ctx.saved_tensors
+    x, w_ih, w_hh, w_hr, saved, hs, cs, lengths = ctx.saved_tensors
     if not ctx.save:
         raise RuntimeError("fusedrnn triton backend: the forward ran without saving activations (autograd was off)")
     T, N, _ = x.shape
-    H = w_hh.shape[1]
+    P = w_hh.shape[1]
     if grad_y is None:
-        grad_y = x.new_zeros((T, N, H))
+        grad_y = x.new_zeros((T, N, P))
     if grad_hn is None:
-        grad_hn = x.new_zeros((N, H))
+        grad_hn = x.new_zeros((N, P))
     is_lstm = ctx.mode == LSTM_ID
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh = recurrence_backward(
-        grad_y, grad_hn, grad_cn if is_lstm else None, x, w_ih, w_hh, saved, hs, cs, lengths,
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = recurrence_backward(
+        grad_y, grad_hn, grad_cn if is_lstm else None, x, w_ih, w_hh, w_hr, saved, hs, cs, lengths,
         ctx.mode, ctx.reverse, ctx.has_bias,
     )  # fmt: skip
     return (
@@ -329,6 +349,7 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
         dw_hh,
         db_ih if ctx.has_bias else None,
         db_hh if ctx.has_bias else None,
+        dw_hr if w_hr is not None else None,
         None,
         None,
         None,
@@ -348,14 +369,15 @@ def rnn_layer(
     w_hh: Tensor,
     b_ih: Tensor | None = None,
     b_hh: Tensor | None = None,
+    w_hr: Tensor | None = None,
     reverse: bool = False,
     lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """`fusedrnn.reference.rnn_layer`'s contract (without projection) on the Triton kernels."""
+    """`fusedrnn.reference.rnn_layer`'s contract on the Triton kernels (w_hr: the LSTM projection, tiled only)."""
     mode_id = MODE_IDS[mode]
-    tensors = (x, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    tensors = (x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     y, h_n, c_n, *_ = recurrence_forward(
-        x, hx, cx if mode == "LSTM" else None, w_ih, w_hh, b_ih, b_hh, lengths, mode_id, reverse, save
+        x, hx, cx if mode == "LSTM" else None, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode_id, reverse, save
     )
     return y, h_n, (c_n if mode == "LSTM" else None)

@@ -17,7 +17,8 @@ What one layer and direction costs (T steps, N rows, H hidden, G gates):
                                         per hidden slice, its W_hh slice on chip for the sequence, h exchanged in the
                                         input dtype, one grid-wide barrier per step (bounded spin, error flag).
                             tiled       forward.recurrence_forward_kernel, one program per 16 batch rows, looping
-                                        over hidden tiles per step (tl.debug_barrier between steps); any H, any N.
+                                        over hidden tiles per step (tl.debug_barrier between steps); any H, any N;
+                                        LSTM projection (PROJ) as a second phase per step, h = W_hr (o * tanh(c)).
   backward  1 launch        reverse-time recurrence: gate gradients per step, dh / dc carried, dh_{t-1} += dgates_t
                             @ W_hh by tl.dot (persistent_backward_kernel or backward.recurrence_backward_kernel)
             4 torch matmuls dx = dgates @ W_ih, dW_ih = dgates^T x, dW_hh = dgates^T h_{t-1}, over all T*N rows

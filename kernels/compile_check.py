@@ -23,13 +23,14 @@ import tempfile
 import time
 
 #: Pointer arguments by name: the ones in the input dtype; the rest are fp32 state buffers or integers.
-DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "hx_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr"}
+DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "hx_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr",
+                  "w_hr_ptr"}
 INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i64"}
 GATES = {0: 4, 1: 3, 2: 1, 3: 1}
 #: The persistent kernels' reduction pieces (fusedrnn.kernels.plan.k_pieces).
 PIECES = ("K0", "K1", "K2", "K3")
 #: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
-SPECIALISED_SIZES = ("N", "H")
+SPECIALISED_SIZES = ("N", "H", "P")
 #: What Triton records for a pointer or integer that is a multiple of 16 (torch allocations are 16-byte aligned).
 DIVISIBLE = [["tt.divisibility", 16]]
 #: The key configurations: (batch, hidden, labels to build) — the issue's target shapes (LSTM bf16 N=16 H=768; the
@@ -94,22 +95,24 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132, tune: st
     device = plan.Device.cuda(sms)
     tuning = plan.parse_tuning(tune)
     # Every cell with every optional piece on in bf16; every piece off (inference: no save, no bias, forward
-    # direction) for LSTM and GRU; fp32 with exact and with TF32 dots for the LSTM.
-    variants = [("bf16", "tf32", mode, True) for mode in GATES] + [
-        ("bf16", "tf32", 0, False), ("bf16", "tf32", 1, False), ("fp32", "ieee", 0, True), ("fp32", "tf32", 0, True)]
-    for dtype, precision, mode, on in variants:
+    # direction) for LSTM and GRU; fp32 with exact and with TF32 dots for the LSTM; the LSTM projection (tiled only).
+    variants = [("bf16", "tf32", mode, True, False) for mode in GATES] + [
+        ("bf16", "tf32", 0, False, False), ("bf16", "tf32", 1, False, False), ("fp32", "ieee", 0, True, False),
+        ("fp32", "tf32", 0, True, False), ("bf16", "tf32", 0, True, True)]
+    for dtype, precision, mode, on, proj in variants:
         gates = GATES[mode]
         common = dict(MODE=mode, GATES=gates, HAS_LENGTHS=on, SLOTS=SAVED_SLOTS[mode], PRECISION=precision)
         forward = dict(common, HAS_BIAS=on, SAVE=on)
         label = f"mode={mode} {dtype}{'-' + precision if dtype == 'fp32' else ''}{'' if on else ' minimal'}"
+        label += " proj" if proj else ""
         problem = plan.Problem(batch=batch, hidden=hidden, gates=gates, element_size=4 if dtype == "fp32" else 2,
                                exact_fp32=precision == "ieee")  # fmt: skip
         tiled = plan.plan_tiled(problem, tuning)
-        tiles = dict(BLOCK_N=tiled.block_n, BLOCK_H=tiled.block_h, BLOCK_K=tiled.block_k)
+        tiles = dict(BLOCK_N=tiled.block_n, BLOCK_H=tiled.block_h, BLOCK_K=tiled.block_k, PROJ=proj)
         for name, kernel, flags in (("forward", recurrence_forward_kernel, forward),
                                     ("backward", recurrence_backward_kernel, common)):  # fmt: skip
             yield Spec(f"tiled {name} {label}", kernel, dtype, dict(flags, **tiles), tiled.warps, tiled.stages, None)
-        for backward in (False, True):
+        for backward in (False, True) if not proj else ():
             name = f"persistent {'backward' if backward else 'forward'} {label}"
             try:
                 chosen = plan.plan_persistent(problem, backward, device, tuning)
@@ -233,10 +236,11 @@ def main(argv=None) -> int:
         print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
     shapes = KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
+    # The projection's P is specialised like H (the sizes built here have P = H).
     if args.ptxas:
         print(TABLE_HEADER)
     for batch, hidden, labels in shapes:
-        sizes = {"N": batch, "H": hidden}
+        sizes = {"N": batch, "H": hidden, "P": hidden}
         for spec in specializations(hidden, batch, tune=args.tune):
             if args.only not in spec.label or (labels is not None and spec.label not in labels):
                 continue

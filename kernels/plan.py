@@ -153,6 +153,7 @@ class Problem:
     gates: int
     element_size: int
     exact_fp32: bool = False  # fp32 dots in "ieee" precision: Triton lowers them to FMA loops, not tensor cores
+    projection: bool = False  # LSTM with proj_size: only the tiled kernels implement it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +232,8 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
     if tuning.stages not in (None, 1):
         raise Refused(f"{name}: stages={tuning.stages}: the time loop must not be pipelined across the grid barrier "
                       f"(loads of other programs' data would move before it); only stages=1")  # fmt: skip
+    if problem.projection:
+        raise Refused(f"{name}: LSTM projection (proj_size) runs on the tiled kernels only")
     if problem.exact_fp32 and not device.interpreter:
         raise Refused(f"{name}: fp32 with exact (ieee) dots: Triton lowers them to FMA loops whose resident operands "
                       f"spill (sm_90: 13 KB); allow TF32 (torch.set_float32_matmul_precision('high')) or use bf16/fp16")

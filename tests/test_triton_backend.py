@@ -29,9 +29,11 @@ TRITON_REASON = registry.availability()["triton"]
 pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
 gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU runs only the interpreter grid)")
 
-MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
-#: Cells the kernels implement (LSTM projection is reported unsupported, tested below).
-KERNEL_CELLS = [cell for cell in CELLS if "proj_size" not in cell[3]]
+MODES = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+#: Cells the kernels implement: all of them (LSTM projection on the tiled kernels).
+KERNEL_CELLS = CELLS
+#: LSTM projection runs on the tiled kernels only (forcing the persistent ones refuses it: tested below).
+PERSISTENT_CELLS = [cell for cell in CELLS if "proj_size" not in cell[3]]
 #: The forced-kernel GPU runs (a child pytest each) get this much time: the persistent kernels' barrier gives up after
 #: triton_ops.SPIN_LIMIT polls, but a bug must fail the test, never hang the suite.
 PERSISTENT_TIMEOUT_S = 300
@@ -168,18 +170,17 @@ def test_layer_matches_reference_with_lengths(cell):
     mode = MODES[cell[0]]
     device = DEVICE
     T, N, I, H, G = 6, 3, 4, 19, reference.GATES[mode]
+    P = cell[3].get("proj_size", H)  # width of h
+    shapes = [(T, N, I), (N, P), (N, H), (G * H, I), (G * H, P), (G * H,), (G * H,)] + ([(P, H)] if P != H else [])
     generator = torch.Generator().manual_seed(2)
-    tensors = [torch.randn(shape, generator=generator).to(device) * 0.5
-               for shape in [(T, N, I), (N, H), (N, H), (G * H, I), (G * H, H), (G * H,), (G * H,)]]  # fmt: skip
+    tensors = [torch.randn(shape, generator=generator).to(device) * 0.5 for shape in shapes]
     lengths = torch.tensor([4, 6, 1], device=device)
     for reverse in (False, True):
         results = []
         for layer in (triton_ops.rnn_layer, reference.rnn_layer):
             leaves = [t.clone().requires_grad_(True) for t in tensors]
             x, h0, c0, *weights = leaves
-            kwargs = dict(reverse=reverse, lengths=lengths)
-            if layer is reference.rnn_layer:
-                kwargs["w_hr"] = None
+            kwargs = dict(reverse=reverse, lengths=lengths, w_hr=weights.pop() if P != H else None)
             y, h, c = layer(mode, x, h0, c0 if mode == "LSTM" else None, *weights, **kwargs)
             outputs = [y, h] + ([c] if c is not None else [])
             upstream_generator = torch.Generator().manual_seed(3)  # one stream: h_n and c_n get different gradients
@@ -227,7 +228,7 @@ def record_launches(monkeypatch):
 @pytest.mark.skipif(CUDA, reason="on a GPU the persistent kernels run in a child process with a timeout (a barrier "
                                     "bug would hang): test_gpu_persistent_kernels")
 @pytest.mark.parametrize("case_id", list(PERSISTENT_GRID))
-@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=cell_ids(KERNEL_CELLS))
+@pytest.mark.parametrize("cell", PERSISTENT_CELLS, ids=cell_ids(PERSISTENT_CELLS))
 def test_persistent_kernels_several_programs(cell, case_id, monkeypatch):
     """The persistent kernels with several programs, one launch per step (the launch boundary is their barrier):
     the exchange of h (forward) and dgates (backward) between programs, the W_hh slice layout, the gate split,
@@ -271,12 +272,15 @@ def test_persistent_barrier_timeout_raises_instead_of_hanging(monkeypatch):
         module(torch.randn(3, 2, 3))
 
 
-def test_forced_persistent_refuses_with_the_reason(monkeypatch):
-    """A call the persistent kernels do not fit (every program covers all batch rows: N <= 64) is refused with the
-    planner's reason, not silently run on the tiled kernels."""
+@pytest.mark.parametrize(("batch", "proj_size", "reason"), [(65, 0, "batch 65 > 64"), (2, 3, "projection")],
+                         ids=["batch_65", "projection"])  # fmt: skip
+def test_forced_persistent_refuses_with_the_reason(monkeypatch, batch, proj_size, reason):
+    """A call the persistent kernels do not serve (every program covers all batch rows: N <= 64; LSTM projection is
+    tiled only) is refused with the planner's reason, not silently run on the tiled kernels."""
     monkeypatch.setenv("FUSEDRNN_TRITON_KERNEL", "persistent")
-    with pytest.raises(registry.BackendError, match="batch 65 > 64"):
-        fusedrnn.LSTM(3, 5, backend="triton", device=DEVICE)(torch.randn(2, 65, 3, device=DEVICE))
+    module = fusedrnn.LSTM(3, 5, proj_size=proj_size, backend="triton", device=DEVICE)
+    with pytest.raises(registry.BackendError, match=reason):
+        module(torch.randn(2, batch, 3, device=DEVICE))
 
 
 def test_forced_tiled_and_tuning_reach_the_launch(monkeypatch):
@@ -319,12 +323,10 @@ def test_unsupported_calls_name_the_reason():
     backend = registry.get_backend("triton")
     base = registry.RNNCall(mode="LSTM", device_type="cuda", dtype=torch.float32, input_size=4, hidden_size=8)
     assert backend.unsupported_reason(base) is None
-    assert "projection" in backend.unsupported_reason(dataclasses.replace(base, proj_size=3))
+    assert backend.unsupported_reason(dataclasses.replace(base, proj_size=3)) is None  # on the tiled kernels
     assert "float64" in backend.unsupported_reason(dataclasses.replace(base, dtype=torch.float64))
     assert "mps" in backend.unsupported_reason(dataclasses.replace(base, device_type="mps"))
     assert "32-bit" in backend.unsupported_reason(dataclasses.replace(base, hidden_size=30000))
-    with pytest.raises(registry.BackendError, match="projection"):
-        fusedrnn.LSTM(4, 8, proj_size=3, backend="triton")(torch.randn(2, 1, 4))
 
 
 def test_auto_ranks_triton_below_cudnn_until_timed_on_a_gpu():

@@ -27,11 +27,6 @@ class TritonBackend(LayerBackend):
     name = "triton"
     summary = "fused Triton kernels: whole-sequence recurrence in one launch per layer/direction, fwd and bwd"
 
-    unsupported_reason_projection = (
-        "LSTM projection (proj_size > 0) is not implemented in the Triton kernels (it needs a second matmul phase per "
-        "step); use backend 'torch' or 'reference'"
-    )
-
     def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("triton") is None:
             return "triton is not installed (pip install 'fusedrnn[triton]')"
@@ -40,8 +35,6 @@ class TritonBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
-        if call.proj_size:
-            return self.unsupported_reason_projection
         weights = call.gates * call.hidden_size * call.hidden_size
         step = call.batch_size * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
         if max(weights, step) > MAX_OFFSET:
@@ -70,11 +63,8 @@ class TritonBackend(LayerBackend):
     def layer(self, mode, x, hx, cx, w, reverse, lengths):
         from .. import triton_ops  # imports triton; deferred so that the registry can list this backend without it
 
-        if w.w_hr is not None:  # `select` never routes such a call here (unsupported_reason); a direct call must not
-            raise BackendError(self.unsupported_reason_projection)  # silently drop the projection
-
         try:
-            return triton_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse,
+            return triton_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, reverse=reverse,
                                         lengths=lengths)  # fmt: skip
         except Refused as error:  # forced persistent kernels that do not fit this call
             raise BackendError(f"fusedrnn backend 'triton': {error}") from error
