@@ -2,6 +2,7 @@
 
 from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN
+from .quantization import quantize_dynamic
 from .registry import BackendError, available_backends, get_backend
 from .replace import replace_rnns, restore_rnns
 
@@ -15,6 +16,7 @@ __all__ = [
     "RNNCell",
     "replace_rnns",
     "restore_rnns",
+    "quantize_dynamic",
     "available_backends",
     "get_backend",
     "BackendError",
