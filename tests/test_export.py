@@ -9,6 +9,7 @@ backend on CPU). The ONNX tests need the `export` extra (onnx, onnxruntime, onnx
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import warnings
@@ -223,3 +224,29 @@ def test_eager_runs_resume_the_requested_backend_after_an_export():
     call = registry.RNNCall(mode="GRU", device_type="cpu", dtype=torch.float64, input_size=1, hidden_size=1)
     assert not registry.recording_graph()
     assert registry.select("reference", call).name == "reference"
+
+
+def test_a_recorded_cuda_graph_keeps_what_backward_needs_whatever_the_grad_mode(monkeypatch):
+    """cuDNN's `train` flag decides whether backward can run; a trace must not bake in the grad mode of the
+    recording (jit.trace checks its trace again under no_grad)."""
+    from fusedrnn.backends.torch_native import aten_train_flag
+
+    call = registry.RNNCall(mode="LSTM", device_type="cuda", dtype=torch.float32, input_size=1, hidden_size=1)
+    assert not aten_train_flag(call, 0.0)
+    monkeypatch.setattr(registry, "recording_graph", lambda: True)
+    assert aten_train_flag(call, 0.0)
+    assert not aten_train_flag(dataclasses.replace(call, device_type="cpu"), 0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("layer", LAYERS, ids=[layer[0] for layer in LAYERS])
+def test_jit_trace_on_cuda_runs_like_torch_nn_trace(layer):
+    expected_module, actual_module = (m.cuda() for m in make_pair(layer, "auto"))
+    example = make_input(expected_module, EXAMPLE_SEQ, EXAMPLE_BATCH).cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        expected_trace = torch.jit.trace(expected_module, (example,))
+        actual_trace = torch.jit.trace(actual_module, (example,))
+    assert_records_torch_rnn_ops(actual_trace.graph, expected_trace.graph)
+    for got, want in zip(output_tensors(actual_trace(example)), output_tensors(expected_trace(example)), strict=True):
+        torch.testing.assert_close(got, want, **TOLERANCES[torch.float32])
