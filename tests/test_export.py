@@ -9,6 +9,7 @@ backend on CPU). The ONNX tests need the `export` extra (onnx, onnxruntime, onnx
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import re
@@ -97,45 +98,39 @@ def outcome(function):
 # ONNX
 
 
-def onnx_model(module: nn.Module, example: torch.Tensor, dynamo: bool):
-    """Export with dynamic batch and sequence axes; the ONNX ModelProto."""
+def onnx_model(module: nn.Module, example: tuple, names: list[str], axes: dict, dynamo: bool):
+    """Export with the given dynamic axes per input name; the ONNX ModelProto."""
     import onnx
 
-    kwargs = dict(input_names=["x"], dynamic_axes={"x": dynamic_axes(module, dynamo)})
+    kwargs = dict(input_names=names, dynamic_axes=axes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' advice (e.g. about batch_first and dynamic axes)
         if dynamo:
-            return torch.onnx.export(module, (example,), dynamo=True, verbose=False, **kwargs).model_proto
+            return torch.onnx.export(module, example, dynamo=True, verbose=False, **kwargs).model_proto
         buffer = io.BytesIO()
-        torch.onnx.export(module, (example,), buffer, dynamo=False, **kwargs)
+        torch.onnx.export(module, example, buffer, dynamo=False, **kwargs)
         return onnx.load_from_string(buffer.getvalue())
 
 
-def onnx_run(module: nn.Module, inputs: list[torch.Tensor], dynamo: bool):
+def onnx_run(module: nn.Module, inputs: list[tuple], names: list[str], axes: dict, dynamo: bool):
     """Export (example: inputs[0]), check and run every input in ONNX Runtime: (op types, outputs per input)."""
     import onnx
     import onnxruntime
 
-    model = onnx_model(module, inputs[0], dynamo)
+    model = onnx_model(module, inputs[0], names, axes, dynamo)
     onnx.checker.check_model(model)
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     op_types = {node.op_type for node in model.graph.node}
-    return op_types, [session.run(None, {"x": x.numpy()}) for x in inputs]
+    feeds = [dict(zip(names, (t.numpy() for t in output_tensors(args)), strict=True)) for args in inputs]
+    return op_types, [session.run(None, feed) for feed in feeds]
 
 
-@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
-@pytest.mark.parametrize(("layer", "backend", "dtype"), GRID)
-def test_onnx_export_runs_in_onnxruntime_like_torch_nn_export(layer, backend, dtype, dynamo):
-    pytest.importorskip("onnx", reason=ONNX_EXTRA)
-    pytest.importorskip("onnxruntime", reason=ONNX_EXTRA)
-    if dynamo:
-        pytest.importorskip("onnxscript", reason=ONNX_EXTRA)
-    expected_module, actual_module = make_pair(layer, backend, dtype)
-    example = make_input(expected_module, EXAMPLE_SEQ, EXAMPLE_BATCH)
-    inputs = [example, make_input(expected_module, EXAMPLE_SEQ if dynamo else OTHER_SEQ, OTHER_BATCH, seed=2)]
-
-    expected = outcome(lambda: onnx_run(expected_module, inputs, dynamo))
-    actual = outcome(lambda: onnx_run(actual_module, inputs, dynamo))
+def check_onnx_like_torch_nn(expected_module, actual_module, inputs, names, axes, dynamo, dtype) -> None:
+    """Both modules through export and ONNX Runtime: the same outcome, the same outputs (and ours as in eager)."""
+    for module in ("onnx", "onnxruntime", *(["onnxscript"] if dynamo else [])):
+        pytest.importorskip(module, reason=ONNX_EXTRA)
+    expected = outcome(lambda: onnx_run(expected_module, inputs, names, axes, dynamo))
+    actual = outcome(lambda: onnx_run(actual_module, inputs, names, axes, dynamo))
     # Where torch.nn's export fails, ours fails the same way: the TorchScript exporter has no LSTM with projections,
     # and torch 2.14's dynamo exporter writes it as an ONNX LSTM node that ONNX Runtime rejects.
     assert actual[0] == expected[0], f"torch.nn: {expected}, fusedrnn: {actual}"
@@ -146,14 +141,56 @@ def test_onnx_export_runs_in_onnxruntime_like_torch_nn_export(layer, backend, dt
     # Standard nodes wherever torch.nn's export has them; cells get them too (torch.nn writes its cells as Gemms).
     assert expected_ops & RECURRENT_ONNX_OPS <= actual_ops & RECURRENT_ONNX_OPS
     # (torch's dynamo exporter has no ONNX RNN translation: it unrolls Elman RNNs, torch.nn's as well.)
-    assert actual_ops & RECURRENT_ONNX_OPS or (dynamo and actual_module.mode.startswith("RNN_"))
+    elman = [m for m in actual_module.modules() if getattr(m, "mode", "").startswith("RNN_")]
+    assert actual_ops & RECURRENT_ONNX_OPS or (dynamo and elman)
 
-    for x, want, got in zip(inputs, expected_outputs, actual_outputs, strict=True):
-        eager = output_tensors(actual_module(x))
+    for args, want, got in zip(inputs, expected_outputs, actual_outputs, strict=True):
+        eager = output_tensors(actual_module(*args))
         for index, (w, g, e) in enumerate(zip(want, got, eager, strict=True)):
-            message = lambda m, i=index: f"output {i}, input {tuple(x.shape)}: {m}"  # noqa: E731
+            message = lambda m, i=index: f"output {i}, input {tuple(args[0].shape)}: {m}"  # noqa: E731
             torch.testing.assert_close(torch.from_numpy(g), torch.from_numpy(w), **TOLERANCES[dtype], msg=message)
             torch.testing.assert_close(torch.from_numpy(g), e.detach(), **TOLERANCES[dtype], msg=message)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize(("layer", "backend", "dtype"), GRID)
+def test_onnx_export_runs_in_onnxruntime_like_torch_nn_export(layer, backend, dtype, dynamo):
+    expected_module, actual_module = make_pair(layer, backend, dtype)
+    example = make_input(expected_module, EXAMPLE_SEQ, EXAMPLE_BATCH)
+    other = make_input(expected_module, EXAMPLE_SEQ if dynamo else OTHER_SEQ, OTHER_BATCH, seed=2)
+    axes = {"x": dynamic_axes(expected_module, dynamo)}
+    check_onnx_like_torch_nn(expected_module, actual_module, [(example,), (other,)], ["x"], axes, dynamo, dtype)
+
+
+class Encoder(nn.Module):
+    """A model that carries its recurrent state between calls (streaming): states in, states out."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2)
+        self.head = nn.Linear(HIDDEN_SIZE, 2)
+
+    def forward(self, x, state):
+        y, state = self.lstm(x, state)
+        return self.head(y), state
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_onnx_export_of_a_replaced_model_with_states_in_and_out(dynamo):
+    torch.manual_seed(0)
+    expected_module = Encoder().eval()
+    actual_module = fusedrnn.replace_rnns(copy.deepcopy(expected_module))
+    generator = torch.Generator().manual_seed(1)
+
+    def args(batch):
+        x = torch.randn(EXAMPLE_SEQ, batch, INPUT_SIZE, generator=generator)
+        return x, tuple(torch.randn(2, batch, HIDDEN_SIZE, generator=generator) for _ in range(2))
+
+    names = ["x", "h0", "c0"]
+    axes = {"x": {1: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
+    check_onnx_like_torch_nn(
+        expected_module, actual_module, [args(EXAMPLE_BATCH), args(OTHER_BATCH)], names, axes, dynamo, torch.float32
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
