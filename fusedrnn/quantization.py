@@ -38,7 +38,9 @@ def quantize_dynamic(model: nn.Module, qconfig_spec=None, dtype=torch.qint8, map
         raise ImportError(f"this torch has no torch.ao.quantization.quantize_dynamic: {error}") from error
     if not inplace:
         model = copy.deepcopy(model)
-    fused = [(module, module.backend) for module in model.modules() if type_before_parametrizations(module) in ORIGINALS]
+    fused = [
+        (module, module.backend) for module in model.modules() if type_before_parametrizations(module) in ORIGINALS
+    ]
     restore_rnns(model)
     model = torch_quantize_dynamic(model, _torch_spec(qconfig_spec), dtype=dtype, mapping=mapping, inplace=True)
     still_here = {id(module) for module in model.modules()}

@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from cpu_backends import cpu_backends
+from parity import TOLERANCES
 from torch import nn
 
 import fusedrnn
-from cpu_backends import cpu_backends
-from parity import TOLERANCES
 
 WORLD_SIZE = 2
 STEPS = 3
@@ -146,7 +146,7 @@ def check_against_torch_nn(results: list[dict], wrapper: str, backend: str, dtyp
         actual, expected = by_scenario[(wrapper, backend, dtype)], by_scenario[(wrapper, TORCH_NN, dtype)]
         for what in ("losses", "params", "grads"):
             torch.testing.assert_close(
-                actual[what], expected[what], **TOLERANCES[dtype], msg=lambda m, w=what: f"rank {rank} {w}: {m}"
+                actual[what], expected[what], **TOLERANCES[dtype], msg=lambda m, w=what, r=rank: f"rank {r} {w}: {m}"
             )
     # Data differ per rank but the replicas must agree: the gradients were averaged across ranks.
     first, second = (by_scenario[(wrapper, backend, dtype)] for by_scenario in results)

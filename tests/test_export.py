@@ -17,13 +17,13 @@ import warnings
 
 import pytest
 import torch
+from cpu_backends import backend_params
+from parity import TOLERANCES, output_tensors
 from torch import nn
 
 import fusedrnn
-from cpu_backends import backend_params
 from fusedrnn import registry
 from fusedrnn.replace import TWINS
-from parity import TOLERANCES, output_tensors
 
 INPUT_SIZE, HIDDEN_SIZE = 4, 6
 EXAMPLE_SEQ, EXAMPLE_BATCH = 5, 3
@@ -33,19 +33,17 @@ ONNX_EXTRA = "onnx export needs the `export` extra: pip install 'fusedrnn[export
 
 #: (id, torch.nn class, constructor arguments besides the sizes)
 LAYERS = [
-    ("lstm_2layers_bidir_batch_first", nn.LSTM, dict(num_layers=2, bidirectional=True, batch_first=True)),
-    ("lstm_proj", nn.LSTM, dict(proj_size=3)),
+    ("lstm_2layers_bidir_batch_first", nn.LSTM, {"num_layers": 2, "bidirectional": True, "batch_first": True}),
+    ("lstm_proj", nn.LSTM, {"proj_size": 3}),
     ("gru", nn.GRU, {}),
-    ("rnn_relu", nn.RNN, dict(nonlinearity="relu")),
+    ("rnn_relu", nn.RNN, {"nonlinearity": "relu"}),
     ("lstm_cell", nn.LSTMCell, {}),
     ("gru_cell", nn.GRUCell, {}),
     ("rnn_cell", nn.RNNCell, {}),
 ]
 GRU_LAYER = LAYERS[2]
 #: (layer, backend, dtype): every layer under `auto`, every backend forced on the GRU.
-GRID = [
-    pytest.param(layer, "auto", torch.float32, id=f"{layer[0]}-auto") for layer in LAYERS
-] + [
+GRID = [pytest.param(layer, "auto", torch.float32, id=f"{layer[0]}-auto") for layer in LAYERS] + [
     pytest.param(GRU_LAYER, *p.values, id=f"{GRU_LAYER[0]}-{p.id}", marks=p.marks)
     for p in backend_params(float32_only=True)
     if p.id != registry.AUTO
@@ -102,7 +100,7 @@ def onnx_model(module: nn.Module, example: tuple, names: list[str], axes: dict, 
     """Export with the given dynamic axes per input name; the ONNX ModelProto."""
     import onnx
 
-    kwargs = dict(input_names=names, dynamic_axes=axes)
+    kwargs = {"input_names": names, "dynamic_axes": axes}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' advice (e.g. about batch_first and dynamic axes)
         if dynamo:
@@ -147,7 +145,7 @@ def check_onnx_like_torch_nn(expected_module, actual_module, inputs, names, axes
     for args, want, got in zip(inputs, expected_outputs, actual_outputs, strict=True):
         eager = output_tensors(actual_module(*args))
         for index, (w, g, e) in enumerate(zip(want, got, eager, strict=True)):
-            message = lambda m, i=index: f"output {i}, input {tuple(args[0].shape)}: {m}"  # noqa: E731
+            message = lambda m, i=index, shape=tuple(args[0].shape): f"output {i}, input {shape}: {m}"  # noqa: E731
             torch.testing.assert_close(torch.from_numpy(g), torch.from_numpy(w), **TOLERANCES[dtype], msg=message)
             torch.testing.assert_close(torch.from_numpy(g), e.detach(), **TOLERANCES[dtype], msg=message)
 
@@ -196,9 +194,7 @@ def test_onnx_export_of_a_replaced_model_with_states_in_and_out(dynamo):
 # ----------------------------------------------------------------------------------------------------------------
 # torch.jit.trace and torch.export.export (any dtype: float64 where the backend serves it)
 
-TRACE_GRID = [
-    pytest.param(layer, "auto", torch.float64, id=f"{layer[0]}-auto") for layer in LAYERS
-] + [
+TRACE_GRID = [pytest.param(layer, "auto", torch.float64, id=f"{layer[0]}-auto") for layer in LAYERS] + [
     pytest.param(GRU_LAYER, *p.values, id=f"{GRU_LAYER[0]}-{p.id}", marks=p.marks)
     for p in backend_params()
     if p.id != registry.AUTO

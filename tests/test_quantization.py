@@ -9,11 +9,11 @@ import warnings
 
 import pytest
 import torch
+from cpu_backends import backend_params
+from parity import TOLERANCES
 from torch import nn
 
 import fusedrnn
-from cpu_backends import backend_params
-from parity import TOLERANCES
 
 INPUT_SIZE, HIDDEN_SIZE, SEQ_LEN, BATCH = 4, 6, 5, 3
 
@@ -56,9 +56,9 @@ def module_types(model: nn.Module) -> dict[str, type]:
 
 
 SPECS = {
-    "default_qint8": dict(dtype=torch.qint8),
-    "default_float16": dict(dtype=torch.float16),
-    "set_of_classes": dict(qconfig_spec={nn.LSTM, nn.GRUCell, nn.Linear}),
+    "default_qint8": {"dtype": torch.qint8},
+    "default_float16": {"dtype": torch.float16},
+    "set_of_classes": {"qconfig_spec": {nn.LSTM, nn.GRUCell, nn.Linear}},
 }
 
 

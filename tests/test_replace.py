@@ -13,12 +13,12 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from cpu_backends import backend_params
+from parity import TOLERANCES, assert_all_close, forward_backward, leaf
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
 
 import fusedrnn
-from cpu_backends import backend_params
-from parity import TOLERANCES, assert_all_close, forward_backward, leaf
 
 INPUT_SIZE, HIDDEN_SIZE, SEQ_LEN, BATCH = 3, 4, 5, 2
 WEIGHT_DROP_P = 0.5
@@ -246,7 +246,7 @@ def train(model: Net, layer_kind: str, dtype) -> list[dict]:
     for step in range(STEPS):
         x = torch.randn(shape, generator=torch.Generator().manual_seed(step), dtype=dtype)
         torch.manual_seed(100 + step)
-        results.append(forward_backward(model, lambda: ((leaf(x),), {})))
+        results.append(forward_backward(model, lambda x=x: ((leaf(x),), {})))
         optimizer.step()
     return results
 
@@ -262,9 +262,10 @@ def test_replace_keeps_what_is_attached_to_the_layer(scenario, layer_kind, backe
     assert fusedrnn.replace_rnns(actual_model, backend=backend) is actual_model
 
     layer = the_layer(actual_model)
-    assert parametrize.type_before_parametrizations(layer) is fusedrnn.replace.TWINS[
-        parametrize.type_before_parametrizations(the_layer(expected_model))
-    ]
+    assert (
+        parametrize.type_before_parametrizations(layer)
+        is fusedrnn.replace.TWINS[parametrize.type_before_parametrizations(the_layer(expected_model))]
+    )
     assert parametrize.is_parametrized(layer) == parametrize.is_parametrized(the_layer(expected_model))
     assert all(p.device.type == "cpu" for p in actual_model.parameters()), "no weight may stay on the meta device"
     assert dict(actual_model.named_parameters()) == parameters, "the very same parameters, under the same names"
