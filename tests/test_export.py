@@ -183,22 +183,27 @@ class Encoder(nn.Module):
         return self.head(y), state
 
 
+def encoder_pair() -> tuple[nn.Module, nn.Module]:
+    """(torch.nn Encoder, the same model after replace_rnns), in eval mode."""
+    torch.manual_seed(0)
+    expected = Encoder().eval()
+    return expected, fusedrnn.replace_rnns(copy.deepcopy(expected))
+
+
+def encoder_args(batch: int, seed: int) -> tuple:
+    """(x [T, N, I], (h0, c0) [layers, N, H])."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(EXAMPLE_SEQ, batch, INPUT_SIZE, generator=generator)
+    return x, tuple(torch.randn(2, batch, HIDDEN_SIZE, generator=generator) for _ in range(2))
+
+
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
 def test_onnx_export_of_a_replaced_model_with_states_in_and_out(dynamo):
-    torch.manual_seed(0)
-    expected_module = Encoder().eval()
-    actual_module = fusedrnn.replace_rnns(copy.deepcopy(expected_module))
-    generator = torch.Generator().manual_seed(1)
-
-    def args(batch):
-        x = torch.randn(EXAMPLE_SEQ, batch, INPUT_SIZE, generator=generator)
-        return x, tuple(torch.randn(2, batch, HIDDEN_SIZE, generator=generator) for _ in range(2))
-
+    expected_module, actual_module = encoder_pair()
     names = ["x", "h0", "c0"]
     axes = {"x": {1: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
-    check_onnx_like_torch_nn(
-        expected_module, actual_module, [args(EXAMPLE_BATCH), args(OTHER_BATCH)], names, axes, dynamo, torch.float32
-    )
+    inputs = [encoder_args(EXAMPLE_BATCH, seed=1), encoder_args(OTHER_BATCH, seed=2)]
+    check_onnx_like_torch_nn(expected_module, actual_module, inputs, names, axes, dynamo, torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -232,7 +237,7 @@ def test_jit_trace_runs_like_torch_nn_trace(layer, backend, dtype):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         expected_trace = torch.jit.trace(expected_module, (example,))  # check_trace (the default) runs it twice
         actual_trace = torch.jit.trace(actual_module, (example,))
-    assert_records_torch_rnn_ops(actual_trace.graph, expected_trace.graph)
+    assert_records_torch_rnn_ops(actual_trace.inlined_graph, expected_trace.inlined_graph)
 
     buffer = io.BytesIO()
     torch.jit.save(actual_trace, buffer)  # a TorchScript file that loads without fusedrnn's ops
@@ -261,6 +266,20 @@ def test_torch_export_runs_like_torch_nn_export(layer, backend, dtype):
     for got in (output_tensors(actual_program.module()(x)), output_tensors(actual_module(x))):
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, **TOLERANCES[dtype])
+
+
+def test_jit_trace_and_torch_export_of_a_replaced_model_with_states_in_and_out():
+    expected_module, actual_module = encoder_pair()
+    example, other = encoder_args(EXAMPLE_BATCH, seed=1), encoder_args(EXAMPLE_BATCH, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        expected_trace, actual_trace = (torch.jit.trace(m, example) for m in (expected_module, actual_module))
+    actual_program = torch.export.export(actual_module, example)
+    assert_records_torch_rnn_ops(actual_trace.inlined_graph, expected_trace.inlined_graph)
+    want = output_tensors(expected_module(*other))
+    for got in (output_tensors(actual_trace(*other)), output_tensors(actual_program.module()(*other))):
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
 
 
 def test_eager_runs_resume_the_requested_backend_after_an_export():
@@ -293,6 +312,6 @@ def test_jit_trace_on_cuda_runs_like_torch_nn_trace(layer):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         expected_trace = torch.jit.trace(expected_module, (example,))
         actual_trace = torch.jit.trace(actual_module, (example,))
-    assert_records_torch_rnn_ops(actual_trace.graph, expected_trace.graph)
+    assert_records_torch_rnn_ops(actual_trace.inlined_graph, expected_trace.inlined_graph)
     for got, want in zip(output_tensors(actual_trace(example)), output_tensors(expected_trace(example)), strict=True):
         torch.testing.assert_close(got, want, **TOLERANCES[torch.float32])
