@@ -2,8 +2,9 @@
 
 from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN
+from .quantization import quantize_dynamic
 from .registry import BackendError, available_backends, get_backend
-from .replace import replace_rnns
+from .replace import replace_rnns, restore_rnns
 
 __version__ = "0.1.0"
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "GRUCell",
     "RNNCell",
     "replace_rnns",
+    "restore_rnns",
+    "quantize_dynamic",
     "available_backends",
     "get_backend",
     "BackendError",

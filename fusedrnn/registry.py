@@ -229,9 +229,28 @@ def requested_backend(requested: str) -> str:
     return requested
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Export: while torch.jit.trace, torch.export.export or torch.onnx.export (either exporter) records a model, every
+# layer runs on EXPORT_BACKEND, whatever backend it asked for. The recorded graph then holds torch's own RNN ops
+# (aten::lstm, gru, rnn_tanh, rnn_relu) as torch.nn's layers do: ONNX maps them to its standard LSTM/GRU/RNN nodes,
+# and TorchScript files and exported programs run wherever torch runs, without fusedrnn. (Our own ops would bake the
+# grad mode of the recording into a trace, and no ONNX exporter knows them.)
+
+#: The backend every layer records while a graph is exported or traced.
+EXPORT_BACKEND = "torch"
+
+
+def recording_graph() -> bool:
+    """True while torch.jit.trace, torch.export.export or torch.onnx.export records a model (not torch.compile)."""
+    # TorchScript-based ONNX export traces; the dynamo-based one runs torch.export.
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def select(requested: str, call: RNNCall) -> Backend:
     """The backend that runs `call`: the named one (or an error saying why it cannot), or for `auto` the most
-    preferred available backend on the call's device that supports it."""
+    preferred available backend on the call's device that supports it; `EXPORT_BACKEND` while a graph is recorded."""
+    if recording_graph():
+        return get_backend(EXPORT_BACKEND)
     fields = tuple(getattr(call, name) for name in _CALL_FIELDS)
     return _LOADED[_select_name(requested_backend(requested), *fields)]
 

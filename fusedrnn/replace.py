@@ -1,47 +1,67 @@
-"""`replace_rnns`: swap the torch.nn recurrent layers of a model for fusedrnn's, in place, keeping the weights."""
+"""`replace_rnns` / `restore_rnns`: turn the torch.nn recurrent layers of a model into fusedrnn's and back, in place.
+
+A fusedrnn layer keeps exactly the state of its torch.nn namesake (both derive from `nn.RNNBase` or
+`nn.RNNCellBase`; fusedrnn adds only the `backend` attribute), so the swap changes the class of each layer object,
+as `torch.nn.utils.parametrize` does, and nothing else. The layer object stays the same and so does everything
+attached to it: its parameters (optimizers keep working), forward, pre- and backward hooks and their handles,
+parametrizations (orthogonal, new-style weight_norm), old-style `weight_norm`, weight-drop wrappers that delete a
+weight and assign a plain tensor in its place before every forward (AWD-LSTM's `WeightDrop`, fastai's
+`WeightDropout`), and every other reference to it.
+"""
 
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import registry
 from .cells import GRUCell, LSTMCell, RNNCell
-from .modules import GRU, LSTM, RNN
+from .modules import GRU, LSTM, RNN, check_backend_name
 
-#: Exact torch.nn class -> (fusedrnn class, constructor arguments read off the old module). Exact types only: a
-#: user's subclass may override forward, and replacing it would silently drop that code.
-_LAYER_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
-_CELL_ARGS = ("input_size", "hidden_size", "bias")
-_REPLACEMENTS = {
-    nn.LSTM: (LSTM, (*_LAYER_ARGS, "proj_size")),
-    nn.GRU: (GRU, _LAYER_ARGS),
-    nn.RNN: (RNN, (*_LAYER_ARGS, "nonlinearity")),
-    nn.LSTMCell: (LSTMCell, _CELL_ARGS),
-    nn.GRUCell: (GRUCell, _CELL_ARGS),
-    nn.RNNCell: (RNNCell, (*_CELL_ARGS, "nonlinearity")),
+#: torch.nn class -> its fusedrnn twin. Exact types only: a user's subclass may override forward, and swapping its
+#: class would silently drop that code.
+TWINS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.LSTM: LSTM,
+    nn.GRU: GRU,
+    nn.RNN: RNN,
+    nn.LSTMCell: LSTMCell,
+    nn.GRUCell: GRUCell,
+    nn.RNNCell: RNNCell,
 }
+#: fusedrnn class -> its torch.nn original.
+ORIGINALS: dict[type[nn.Module], type[nn.Module]] = {fused: original for original, fused in TWINS.items()}
 
 
-def _fused_twin(module: nn.Module, backend: str) -> nn.Module:
-    cls, arg_names = _REPLACEMENTS[type(module)]
-    first = next(module.parameters())
-    twin = cls(**{name: getattr(module, name) for name in arg_names}, device="meta", dtype=first.dtype,
-               backend=backend)  # fmt: skip
-    # Share the very Parameter objects, so optimizers and hooks holding them keep working after the swap.
-    for name, parameter in module.named_parameters(recurse=False):
-        setattr(twin, name, parameter)
-    return twin.train(module.training)
+def _retype(module: nn.Module, cls: type[nn.Module]) -> None:
+    """Give `module` the class `cls` (same state layout), keeping its parametrizations."""
+    if parametrize.is_parametrized(module):
+        # parametrize made a class of its own for this module, deriving from the original class and holding one
+        # property per parametrized tensor: make the same on top of `cls`.
+        namespace = {key: value for key, value in vars(type(module)).items() if key not in ("__dict__", "__weakref__")}
+        cls = type(f"Parametrized{cls.__name__}", (cls,), namespace)
+    module.__class__ = cls
+
+
+def _swap_all(model: nn.Module, table: dict[type[nn.Module], type[nn.Module]]) -> list[nn.Module]:
+    """Retype every module of `model` (itself included) whose class, before parametrizations, is a key of `table`."""
+    swapped = [module for module in model.modules() if parametrize.type_before_parametrizations(module) in table]
+    for module in swapped:
+        _retype(module, table[parametrize.type_before_parametrizations(module)])
+    return swapped
 
 
 def replace_rnns(model: nn.Module, backend: str = registry.AUTO) -> nn.Module:
-    """Replace every torch.nn RNN/LSTM/GRU and cell inside `model` (or `model` itself's children) in place.
+    """Turn every torch.nn RNN/LSTM/GRU and cell inside `model` (`model` itself included) into its fusedrnn twin,
+    in place, running on `backend`. Returns `model`."""
+    backend = check_backend_name(backend)
+    for module in _swap_all(model, TWINS):
+        module.backend = backend
+    return model
 
-    Parameters are shared, not copied. Returns `model`; when `model` itself is a torch.nn RNN, returns its twin.
-    """
-    if type(model) in _REPLACEMENTS:
-        return _fused_twin(model, backend)
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if type(child) in _REPLACEMENTS:
-                setattr(parent, child_name, _fused_twin(child, backend))
+
+def restore_rnns(model: nn.Module) -> nn.Module:
+    """The inverse of `replace_rnns`: turn every fusedrnn layer and cell inside `model` (`model` itself included)
+    back into its torch.nn class, in place. Returns `model`."""
+    for module in _swap_all(model, ORIGINALS):
+        del module.backend
     return model

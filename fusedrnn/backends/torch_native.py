@@ -6,6 +6,7 @@ import torch
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from .. import registry
 from ..registry import Backend
 
 _FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
@@ -15,8 +16,12 @@ def aten_train_flag(call, dropout: float) -> bool:
     """ATen's `train` argument. It also decides whether cuDNN keeps what its backward needs ("cudnn RNN backward can
     only be called in training mode"), so on CUDA it is set whenever autograd may run, not only with dropout — which
     also gives the eval-mode backward torch.nn lacks; `dropout` is already 0 outside training, so no dropout is added.
-    On CPU the flag only switches dropout, and setting it needlessly breaks torch.compile's AOT autograd."""
-    return dropout > 0 or (call.needs_grad and call.device_type == "cuda")
+    On CPU the flag only switches dropout, and setting it needlessly breaks torch.compile's AOT autograd.
+    A recorded graph (torch.jit.trace, export) must not depend on the grad mode of the recording (jit.trace checks
+    its trace again under no_grad), so on CUDA it keeps what backward needs there."""
+    if dropout > 0:
+        return True
+    return call.device_type == "cuda" and (call.needs_grad or registry.recording_graph())
 
 
 class TorchBackend(Backend):

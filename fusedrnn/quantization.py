@@ -1,0 +1,50 @@
+"""`quantize_dynamic`: torch's dynamic quantization, with fusedrnn's layers treated as their torch.nn namesakes.
+
+`torch.ao.quantization.quantize_dynamic` picks the layers it quantizes by exact class (`nn.LSTM`, `nn.GRU`,
+`nn.LSTMCell`, ...; `type(module) in qconfig_spec`), and its quantized classes convert only those exact classes, so it
+leaves fusedrnn's layers float, silently. This function turns them into their torch.nn classes (`restore_rnns`),
+lets torch quantize, and turns the layers torch left float (e.g. `RNN`, or a class missing from `qconfig_spec`) back
+into fusedrnn's, on the backend each had. The quantized layers are torch's own (`torch.ao.nn.quantized.dynamic`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrize import type_before_parametrizations
+
+from .replace import ORIGINALS, replace_rnns, restore_rnns
+
+
+def _torch_spec(qconfig_spec):
+    """`qconfig_spec` (None, a set or a dict of classes and module names) with fusedrnn classes replaced by their
+    torch.nn originals."""
+    if qconfig_spec is None:
+        return None
+    if isinstance(qconfig_spec, dict):
+        return {ORIGINALS.get(key, key): value for key, value in qconfig_spec.items()}
+    return {ORIGINALS.get(key, key) for key in qconfig_spec}
+
+
+def quantize_dynamic(model: nn.Module, qconfig_spec=None, dtype=torch.qint8, mapping=None, inplace: bool = False):
+    """Same arguments and result as `torch.ao.quantization.quantize_dynamic`; fusedrnn's LSTM, GRU, LSTMCell, GRUCell
+    and RNNCell are quantized exactly where torch.nn's would be. A fusedrnn class in `qconfig_spec` stands for its
+    torch.nn class. Returns the quantized model (a copy unless `inplace`)."""
+    try:
+        from torch.ao.quantization import quantize_dynamic as torch_quantize_dynamic
+    except ImportError as error:  # torch has announced the removal of torch.ao.quantization in favour of torchao
+        raise ImportError(f"this torch has no torch.ao.quantization.quantize_dynamic: {error}") from error
+    if not inplace:
+        model = copy.deepcopy(model)
+    fused = [
+        (module, module.backend) for module in model.modules() if type_before_parametrizations(module) in ORIGINALS
+    ]
+    restore_rnns(model)
+    model = torch_quantize_dynamic(model, _torch_spec(qconfig_spec), dtype=dtype, mapping=mapping, inplace=True)
+    still_here = {id(module) for module in model.modules()}
+    for module, backend in fused:
+        if id(module) in still_here:  # left float by torch: fusedrnn's again
+            replace_rnns(module, backend)
+    return model
