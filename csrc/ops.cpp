@@ -2,6 +2,8 @@
 //
 //   layer_forward   one layer in one direction (shapes: fusedrnn/reference.py)
 //   layer_backward  its gradients, from the saved activations layer_forward returns
+//   cuda_plan       the planner of a persistent CUDA path (persistent_plan.h) on given device numbers, for tests and
+//                   tuning: whether a layer would run persistent, with which tiling, or why not
 // Autograd is attached in Python (fusedrnn/_extension.py, torch.library.register_autograd), so the ops stay plain
 // functional operators that torch.compile traces (shape functions: the Meta implementations below).
 #include <ATen/ATen.h>
@@ -12,6 +14,7 @@
 
 #include <string>
 
+#include "persistent_plan.h"
 #include "rnn_loop.h"
 
 namespace fusedrnn {
@@ -160,6 +163,31 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 
+//: The planner on explicit device numbers (no GPU needed): (persistent, detail) where detail is the tiling as
+//: "key=value,..." or the reason for refusing. tune: a FUSEDRNN_CUDA_TUNE string.
+std::tuple<bool, std::string> cuda_plan(c10::string_view mode_name, int64_t batch, int64_t hidden, bool projection,
+                                        int64_t element_size, bool backward, int64_t sm_count,
+                                        int64_t smem_per_block, int64_t blocks_per_sm, c10::string_view tune) {
+  TORCH_CHECK_VALUE(element_size == 2 || element_size == 4 || element_size == 8,
+                    "fusedrnn.cuda_plan: element_size must be 2, 4 or 8, got ", element_size);
+  TORCH_CHECK_VALUE(batch > 0 && hidden > 0, "fusedrnn.cuda_plan: batch and hidden must be positive");
+  persistent::PlanInput in;
+  in.gates = gates_of(parse_mode(mode_name));
+  in.batch = batch, in.hidden = hidden, in.projection = projection;
+  in.element_size = static_cast<int>(element_size);
+  in.direction = backward ? persistent::Direction::Backward : persistent::Direction::Forward;
+  in.sm_count = static_cast<int>(sm_count), in.smem_per_block = smem_per_block;
+  in.blocks_per_sm = static_cast<int>(blocks_per_sm);
+  persistent::Tune parsed;
+  try {
+    parsed = persistent::parse_tune(std::string(tune));
+  } catch (const std::invalid_argument& error) {
+    TORCH_CHECK_VALUE(false, error.what());
+  }
+  const persistent::Plan p = persistent::plan_persistent(in, parsed);
+  return {p.persistent, p.persistent ? persistent::describe(p) : p.reason};
+}
+
 // Meta: the same checks, then outputs of the right (possibly symbolic) shapes.
 
 Tensor empty_like_shape(const Tensor& x, std::initializer_list<SymInt> shape) {
@@ -215,6 +243,10 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor? lengths=None) -> "
       "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
       "Tensor grad_b_hh, Tensor grad_w_hr)");
+  m.def(
+      "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
+      "int smem_per_block, int blocks_per_sm=-1, str tune='') -> (bool persistent, str detail)",
+      &cuda_plan);
 }
 
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {

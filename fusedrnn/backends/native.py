@@ -1,10 +1,14 @@
-"""Backends `cpu` and `cuda`: the compiled extension fusedrnn._C (csrc/), one C++ time loop per layer direction with
-a GEMM per step and a fused pointwise pass (vectorized at::parallel_for on CPU, a CUDA kernel on GPUs).
+"""Backends `cpu` and `cuda`: the compiled extension fusedrnn._C (csrc/). On CPU one C++ time loop per layer direction
+with a GEMM per step and a vectorized fused pointwise pass. On CUDA a persistent kernel (one cooperative launch per
+layer direction, W_hh resident in shared memory, csrc/persistent_*) wherever its planner says it fits, else the same
+C++ loop with a cuBLAS GEMM and a fused pointwise kernel per step. `cuda_plan` shows the planner's decision.
 
 The ops and their autograd live in fusedrnn._extension; here they are only wrapped as LayerBackends.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -24,8 +28,9 @@ DTYPES = {
 #: exception: torch runs oneDNN's fused LSTM there; after the faster float tanh/sigmoid, direct BLAS step GEMMs and a
 #: really parallel loop ours measured 0.68-1.04x for inference and 0.84-1.06x for training (T=50 N=16 H=128,
 #: T=1000 N=1 H=256, T=100 N=64 H=512; 1 and 2 threads; it still loses at small batch and in 2-thread inference), so
-#: LSTM stays with torch. CUDA: compiled but not yet run or timed on a GPU, so it
-#: stays below torch's cuDNN until a GPU run shows it correct and faster.
+#: LSTM stays with torch. CUDA: the persistent and per-step kernels are compiled but
+#: not yet run or timed on a GPU (the persistent one is designed to beat cuDNN's ~2 us/step at small batch, unmeasured),
+#: so `cuda` stays below torch's cuDNN until a GPU run shows it correct and faster for a shape.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 
@@ -37,7 +42,8 @@ class NativeBackend(LayerBackend):
         self.summary = (
             "C++ time loop, BLAS GEMM + vectorized fused pointwise per step (compiled extension)"
             if device_type == "cpu"
-            else "C++ time loop, cuBLAS GEMM + one fused pointwise CUDA kernel per step (compiled extension)"
+            else "persistent CUDA kernel (W_hh on chip, one launch per layer) where it fits, else a C++ loop of "
+            "cuBLAS GEMM + fused pointwise kernel per step (compiled extension)"
         )
 
     def unavailable_reason(self) -> str | None:
@@ -87,3 +93,31 @@ class NativeBackend(LayerBackend):
 
 CPU_BACKEND = NativeBackend("cpu")
 CUDA_BACKEND = NativeBackend("cuda")
+
+
+#: H100 SXM: 132 SMs, 227 KB of shared memory per block (opt-in); cuda_plan's defaults.
+H100_SMS, H100_SMEM_PER_BLOCK = 132, 227 * 1024
+
+
+class CudaPlan(NamedTuple):
+    """The persistent CUDA path's plan for one layer direction: `tiling` (csrc/persistent_plan.h: Tiling's fields)
+    when `persistent`, else the `reason` it was refused (the per-step path runs then)."""
+
+    persistent: bool
+    reason: str
+    tiling: dict[str, int]
+
+
+def cuda_plan(mode: str, batch: int, hidden: int, dtype: torch.dtype, *, projection: bool = False,
+              backward: bool = False, sm_count: int = H100_SMS, smem_per_block: int = H100_SMEM_PER_BLOCK,
+              blocks_per_sm: int = -1, tune: str = "") -> CudaPlan:
+    """The planner's decision for the given device numbers (no GPU needed). blocks_per_sm: the kernel's occupancy at
+    the planned shared memory (-1: unknown, not checked); tune: a FUSEDRNN_CUDA_TUNE string (ValueError if bad)."""
+    _extension.load()
+    element_size = torch.empty((), dtype=dtype).element_size()
+    persistent, detail = torch.ops.fusedrnn.cuda_plan(
+        mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm, tune
+    )
+    if not persistent:
+        return CudaPlan(False, detail, {})
+    return CudaPlan(True, "", {key: int(value) for key, value in (item.split("=") for item in detail.split(","))})

@@ -1,0 +1,229 @@
+// The host-side planner of the persistent CUDA kernels (persistent_*.cu): whether a layer runs persistent (one
+// cooperative launch for the whole sequence, W_hh slices resident in shared memory) or on the per-step path
+// (rnn_loop.cpp), and with which grid, hidden slice per CTA, tiles and shared memory; a reason for every refusal.
+//
+// Plain C++ without CUDA: a pure function of the sizes and of the device's numbers, so CPU tests cover every decision
+// (through the op fusedrnn::cuda_plan, ops.cpp). The launcher (persistent_host.cpp) feeds it the device's numbers.
+//
+// Work split (forward; backward in brackets): CTA c owns hidden units [c*units, (c+1)*units). Its resident operand
+// is W_hh's rows of those units for every gate, [gates*units, H] (backward: W_hh's columns of those units,
+// transposed, [units, gates*H]); per step it multiplies that by the exchanged h_{t-1} [N, H] (dgates_t [N, gates*H])
+// in tiles of kTileM x kTileN x kTileK, W being the M (wide) side, and runs the cell math of its N x units states.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace fusedrnn::persistent {
+
+//: Threads per CTA: the kernels' __launch_bounds__ (256 leaves 255 registers a thread: the fp32/fp64 LSTM spilled at
+//: the 128 of 512 threads), and the default.
+constexpr int kMaxThreads = 256;
+constexpr int kDefaultThreads = 256;
+constexpr int kWarpSize = 32;
+//: The warp tile: mma.sync m16n8k16 (the FFMA engine of fp32/fp64 computes the same tile with the same lanes).
+constexpr int kTileM = 16, kTileN = 8, kTileK = 16;
+//: Output tiles one warp accumulates in registers (4 accumulators each); more batch tiles than this are refused.
+constexpr int kMaxTilesPerWarp = 4;
+//: (batch row, hidden unit) states each thread keeps in registers across the sequence.
+constexpr int kMaxStatesPerThread = 4;
+//: Elements added to every shared-memory row: the 8 rows of a fragment then start in different banks.
+constexpr int kRowPad = 8;
+//: Shared memory the kernels declare statically (the abort flag), kept out of the dynamic budget.
+constexpr int64_t kStaticSmemBytes = 16;
+
+enum class Direction { Forward, Backward };
+
+//: What the planner decides from. smem_per_block: cudaDevAttrMaxSharedMemoryPerBlockOptin (227 KB on H100).
+struct PlanInput {
+  int gates = 4;
+  int64_t batch = 1, hidden = 1;
+  bool projection = false;
+  int element_size = 2;  // bytes of the storage dtype: 2 (fp16/bf16), 4 (fp32), 8 (fp64)
+  Direction direction = Direction::Forward;
+  int sm_count = 132;
+  int64_t smem_per_block = 227 * 1024;
+  int blocks_per_sm = -1;  // co-resident CTAs per SM at the plan's threads and smem; -1: not known yet
+};
+
+//: Overrides from FUSEDRNN_CUDA_TUNE ("key=value,..."); 0 / empty: the planner's choice.
+struct Tune {
+  int ctas = 0;     // CTAs in the grid (hidden slice = ceil(H / ctas))
+  int threads = 0;  // threads per CTA
+  int chunk = 0;    // K columns of the gathered operand staged in shared memory at once (a multiple of kTileK)
+  std::string path;  // "" (planner), "persistent" (refusal is an error), "step" (always the per-step path)
+};
+
+//: The numbers the kernels need (passed to them by value).
+struct Tiling {
+  int ctas = 0, threads = 0, units = 0;  // grid, block, hidden units per CTA (the last CTA may have fewer)
+  int m = 0, m_pad = 0, n_pad = 0, k = 0, k_pad = 0;  // the per-step matmul [m, k] x [k, N], padded to tiles
+  int chunk = 0, ksplit = 1;  // staged K columns; warps splitting K of one tile (summed in a fixed order)
+  int w_ld = 0, b_ld = 0;     // shared-memory row strides (elements) of the W slice and of the staged operand
+  int64_t smem_bytes = 0;     // dynamic shared memory per CTA
+  int cluster = 1;            // CTAs per cluster: 1 (the sm_90a cluster path is not implemented)
+};
+
+struct Plan : Tiling {
+  bool persistent = false;
+  std::string reason;  // why not persistent; empty when persistent
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+inline std::string trimmed(const std::string& s) {
+  const size_t first = s.find_first_not_of(" \t"), last = s.find_last_not_of(" \t");
+  return first == std::string::npos ? "" : s.substr(first, last - first + 1);
+}
+
+//: Parses FUSEDRNN_CUDA_TUNE; throws std::invalid_argument on an unknown key or a malformed value.
+inline Tune parse_tune(const std::string& spec) {
+  Tune tune;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    size_t end = spec.find(',', start);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = trimmed(spec.substr(start, end - start));
+    start = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    const std::string key = trimmed(eq == std::string::npos ? item : item.substr(0, eq));
+    const std::string value = trimmed(eq == std::string::npos ? "" : item.substr(eq + 1));
+    auto number = [&]() {
+      size_t used = 0;
+      int v = -1;
+      try {
+        v = std::stoi(value, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != value.size() || v <= 0) {
+        throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: " + key + "=" + value + " is not a positive integer");
+      }
+      return v;
+    };
+    if (key == "ctas") {
+      tune.ctas = number();
+    } else if (key == "threads") {
+      tune.threads = number();
+    } else if (key == "chunk") {
+      tune.chunk = number();
+    } else if (key == "path") {
+      if (value != "persistent" && value != "step") {
+        throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: path=" + value + " (expected persistent or step)");
+      }
+      tune.path = value;
+    } else {
+      throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: unknown key '" + key +
+                                  "' (known: ctas, threads, chunk, path)");
+    }
+  }
+  return tune;
+}
+
+//: Refuses a plan whose CTAs cannot all be resident at once (a grid barrier would then wait forever).
+inline void require_co_resident(Plan& plan, int blocks_per_sm, int sm_count) {
+  if (!plan.persistent || blocks_per_sm < 0) return;
+  const int64_t resident = static_cast<int64_t>(blocks_per_sm) * sm_count;
+  if (plan.ctas > resident) {
+    plan.persistent = false;
+    plan.reason = "only " + std::to_string(resident) + " CTAs (" + std::to_string(blocks_per_sm) + " per SM x " +
+                  std::to_string(sm_count) + " SMs) fit at once with " + std::to_string(plan.smem_bytes) +
+                  " bytes of shared memory and " + std::to_string(plan.threads) + " threads; the grid needs " +
+                  std::to_string(plan.ctas);
+  }
+}
+
+//: The plan of one layer direction (see the top of this file). Pure: same input, same plan.
+inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
+  Plan p;
+  auto refuse = [&](std::string why) {
+    p.persistent = false;
+    p.reason = std::move(why);
+    return p;
+  };
+  if (tune.path == "step") return refuse("FUSEDRNN_CUDA_TUNE asks for the per-step path (path=step)");
+  if (in.projection) {
+    return refuse("projection (proj_size): every step would need a second grid-wide exchange for W_hr h");
+  }
+  if (in.sm_count <= 0) return refuse("no SMs reported");
+  const bool forward = in.direction == Direction::Forward;
+  const int64_t G = in.gates, N = in.batch, H = in.hidden;
+
+  p.threads = tune.threads ? tune.threads : kDefaultThreads;
+  if (p.threads % kWarpSize != 0 || p.threads < 2 * kWarpSize || p.threads > kMaxThreads) {
+    return refuse("threads=" + std::to_string(p.threads) + " must be a multiple of 32 in [64, " +
+                  std::to_string(kMaxThreads) + "]");
+  }
+  // One CTA per SM by default: each takes most of an SM's shared memory, and fewer CTAs make a cheaper barrier.
+  if (tune.ctas > in.sm_count) {
+    return refuse("ctas=" + std::to_string(tune.ctas) + " exceeds the " + std::to_string(in.sm_count) + " SMs");
+  }
+  const int64_t wanted = tune.ctas ? tune.ctas : std::min<int64_t>(H, in.sm_count);
+  p.units = static_cast<int>(ceil_div(H, wanted));
+  p.ctas = static_cast<int>(ceil_div(H, p.units));  // no CTA without hidden units
+
+  const int64_t states = N * p.units;
+  if (states > static_cast<int64_t>(p.threads) * kMaxStatesPerThread) {
+    return refuse("batch " + std::to_string(N) + " x " + std::to_string(p.units) + " hidden units per CTA = " +
+                  std::to_string(states) + " states exceed " + std::to_string(p.threads) + " threads x " +
+                  std::to_string(kMaxStatesPerThread) + " registers");
+  }
+  p.m = static_cast<int>(forward ? G * p.units : p.units);
+  p.k = static_cast<int>(forward ? H : G * H);
+  p.m_pad = static_cast<int>(round_up(p.m, kTileM));
+  p.n_pad = static_cast<int>(round_up(N, kTileN));
+  p.k_pad = static_cast<int>(round_up(p.k, kTileK));
+  const int warps = p.threads / kWarpSize;
+  const int64_t tiles = static_cast<int64_t>(p.m_pad / kTileM) * (p.n_pad / kTileN);
+  p.ksplit = static_cast<int>(std::max<int64_t>(1, warps / tiles));
+  const int64_t groups = warps / p.ksplit;
+  if (ceil_div(tiles, groups) > kMaxTilesPerWarp) {
+    return refuse(std::to_string(tiles) + " output tiles of " + std::to_string(kTileM) + "x" +
+                  std::to_string(kTileN) + " (batch " + std::to_string(N) + ") exceed " + std::to_string(warps) +
+                  " warps x " + std::to_string(kMaxTilesPerWarp));
+  }
+
+  const int64_t es = in.element_size, acc_size = es == 8 ? 8 : 4;
+  p.w_ld = p.k_pad + kRowPad;
+  const int64_t w_bytes = static_cast<int64_t>(p.m_pad) * p.w_ld * es;
+  const int64_t acc_bytes = static_cast<int64_t>(p.ksplit) * p.m_pad * p.n_pad * acc_size;
+  const int64_t budget = in.smem_per_block - kStaticSmemBytes;
+  const int64_t left = budget - w_bytes - acc_bytes;
+  const int64_t row_bytes = static_cast<int64_t>(p.n_pad) * es;  // one staged K column, all batch rows
+  const int64_t columns = std::max<int64_t>(0, left / row_bytes - kRowPad);  // staged K columns that fit
+  const int64_t largest = std::min<int64_t>(p.k_pad, columns / kTileK * kTileK);
+  if (largest < kTileK) {
+    return refuse("the W_hh slice (" + std::to_string(p.m_pad) + " x " + std::to_string(p.w_ld) + ", " +
+                  std::to_string(w_bytes) + " bytes) with the accumulators and one staged tile of batch " +
+                  std::to_string(N) + " exceeds the " + std::to_string(in.smem_per_block) +
+                  " bytes of shared memory per block");
+  }
+  if (tune.chunk && (tune.chunk % kTileK != 0 || tune.chunk > largest)) {
+    return refuse("chunk=" + std::to_string(tune.chunk) + " must be a multiple of " + std::to_string(kTileK) +
+                  " and at most " + std::to_string(largest) + " here");
+  }
+  p.chunk = static_cast<int>(tune.chunk ? tune.chunk : largest);
+  p.b_ld = p.chunk + kRowPad;
+  p.smem_bytes = w_bytes + row_bytes * p.b_ld + acc_bytes;
+  p.persistent = true;
+  require_co_resident(p, in.blocks_per_sm, in.sm_count);
+  return p;
+}
+
+//: A persistent plan as "key=value,..." (the names of Tiling's fields).
+inline std::string describe(const Plan& p) {
+  const std::pair<const char*, int64_t> fields[] = {
+      {"ctas", p.ctas},   {"threads", p.threads}, {"units", p.units}, {"m", p.m},         {"m_pad", p.m_pad},
+      {"n_pad", p.n_pad}, {"k", p.k},             {"k_pad", p.k_pad}, {"chunk", p.chunk}, {"ksplit", p.ksplit},
+      {"w_ld", p.w_ld},   {"b_ld", p.b_ld},       {"smem_bytes", p.smem_bytes},           {"cluster", p.cluster}};
+  std::string out;
+  for (const auto& [name, value] : fields) out += (out.empty() ? "" : ",") + std::string(name) + "=" + std::to_string(value);
+  return out;
+}
+
+}  // namespace fusedrnn::persistent

@@ -1,0 +1,133 @@
+"""The persistent CUDA path's planner (csrc/persistent_plan.h through torch.ops.fusedrnn.cuda_plan), on the CPU:
+which layers run persistent, with which grid and tiles, and a reason for every refusal."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fusedrnn.backends.native import H100_SMEM_PER_BLOCK, H100_SMS, cuda_plan
+
+#: csrc/persistent_plan.h's limits, restated: a plan that breaks them would fail to launch or spill.
+MAX_THREADS, TILE_M, TILE_N, TILE_K, MAX_TILES_PER_WARP, MAX_STATES_PER_THREAD, STATIC_SMEM = 256, 16, 8, 16, 4, 4, 16
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+DTYPES = [torch.bfloat16, torch.float16, torch.float32, torch.float64]
+
+#: (id, mode, batch, hidden, dtype, backward): shapes the persistent path is meant for (README / REFERENCE.md §3).
+FITTING = [
+    ("lstm_bf16_N16_H768_fwd", "LSTM", 16, 768, torch.bfloat16, False),
+    ("lstm_bf16_N16_H768_bwd", "LSTM", 16, 768, torch.bfloat16, True),
+    ("lstm_fp16_N64_H512_fwd", "LSTM", 64, 512, torch.float16, False),
+    ("lstm_fp16_N64_H512_bwd", "LSTM", 64, 512, torch.float16, True),
+    ("lstm_fp32_N1_H256_fwd", "LSTM", 1, 256, torch.float32, False),
+    ("gru_fp64_N3_H37_bwd", "GRU", 3, 37, torch.float64, True),
+    ("rnn_relu_bf16_N5_H1_fwd", "RNN_RELU", 5, 1, torch.bfloat16, False),
+]
+
+
+@pytest.mark.parametrize(("name", "mode", "batch", "hidden", "dtype", "backward"), FITTING, ids=[f[0] for f in FITTING])
+def test_fitting_shapes_are_planned_persistent(name, mode, batch, hidden, dtype, backward):
+    plan = cuda_plan(mode, batch, hidden, dtype, backward=backward)
+    assert plan.persistent, plan.reason
+    tiling = plan.tiling
+    assert tiling["ctas"] <= H100_SMS
+    assert tiling["smem_bytes"] + STATIC_SMEM <= H100_SMEM_PER_BLOCK
+    assert tiling["cluster"] == 1
+
+
+def test_lstm_h768_spreads_over_the_sms():
+    """768 units over 132 SMs: 6 units per CTA, 128 CTAs; forward tile rows 4 gates x 6 units, K = H."""
+    tiling = cuda_plan("LSTM", 16, 768, torch.bfloat16).tiling
+    assert (tiling["ctas"], tiling["units"], tiling["m"], tiling["m_pad"], tiling["k"]) == (128, 6, 24, 32, 768)
+    backward = cuda_plan("LSTM", 16, 768, torch.bfloat16, backward=True).tiling
+    assert (backward["units"], backward["m"], backward["m_pad"], backward["k"]) == (6, 6, 16, 4 * 768)
+
+
+#: (id, arguments, keyword arguments, words of the reason)
+REFUSED = [
+    ("projection", ("LSTM", 4, 64, torch.bfloat16), {"projection": True}, "projection"),
+    ("w_hh_too_big", ("LSTM", 16, 4096, torch.float32), {}, "bytes of shared memory per block"),
+    ("batch_too_big_for_registers", ("GRU", 2048, 512, torch.bfloat16), {}, "states exceed"),
+    ("batch_too_many_tiles", ("RNN_TANH", 512, 64, torch.bfloat16), {"tune": "ctas=32"}, "output tiles"),
+    ("not_co_resident", ("LSTM", 16, 768, torch.bfloat16), {"blocks_per_sm": 0}, "fit at once"),
+    ("tuned_too_many_ctas", ("LSTM", 16, 768, torch.bfloat16), {"tune": "ctas=133"}, "exceeds the 132 SMs"),
+    ("tuned_threads_not_warps", ("LSTM", 16, 768, torch.bfloat16), {"tune": "threads=100"}, "multiple of 32"),
+    ("tuned_threads_too_many", ("LSTM", 16, 768, torch.bfloat16), {"tune": "threads=512"}, "multiple of 32"),
+    ("tuned_chunk_not_tiles", ("LSTM", 16, 768, torch.bfloat16), {"tune": "chunk=24"}, "multiple of 16"),
+    ("tuned_per_step", ("LSTM", 16, 768, torch.bfloat16), {"tune": "path=step"}, "path=step"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs", "words"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_refusals_say_why(name, args, kwargs, words):
+    plan = cuda_plan(*args, **kwargs)
+    assert not plan.persistent
+    assert words in plan.reason
+
+
+def test_a_smaller_gpu_gets_one_cta_per_sm():
+    tiling = cuda_plan("GRU", 4, 64, torch.float16, sm_count=16, smem_per_block=99 * 1024, blocks_per_sm=1).tiling
+    assert (tiling["ctas"], tiling["units"]) == (16, 4)
+
+
+def test_tuning_overrides_apply():
+    tiling = cuda_plan("LSTM", 16, 768, torch.bfloat16, tune="ctas=64, threads=128,chunk=256").tiling
+    assert (tiling["ctas"], tiling["units"], tiling["threads"], tiling["chunk"]) == (64, 12, 128, 256)
+
+
+@pytest.mark.parametrize(
+    ("tune", "match"),
+    [("blocks=3", "unknown key 'blocks'"), ("ctas=x", "not a positive integer"), ("ctas=-2", "not a positive integer"),
+     ("ctas", "not a positive integer"), ("path=fast", "expected persistent or step")],
+    ids=["unknown_key", "not_a_number", "negative", "no_value", "bad_path"],
+)  # fmt: skip
+def test_bad_tuning_is_a_value_error(tune, match):
+    with pytest.raises(ValueError, match=match):
+        cuda_plan("LSTM", 16, 768, torch.bfloat16, tune=tune)
+
+
+#: A grid of sizes for the invariants below: batch and hidden sizes odd, tiny, and around the tile and SM counts.
+GRID_BATCH = [1, 3, 8, 17, 64, 130]
+GRID_HIDDEN = [1, 7, 64, 131, 133, 512, 1000, 2048]
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_plan_respects_the_kernel_limits(dtype, backward):
+    """Whatever the shape: a persistent plan fits the block's shared memory, covers every hidden unit exactly once,
+    stays within the registers the kernels keep, and its tiles cover the matmul; a refusal has a reason."""
+    element_size = torch.empty((), dtype=dtype).element_size()
+    for mode, batch, hidden in itertools.product(GATES, GRID_BATCH, GRID_HIDDEN):
+        plan = cuda_plan(mode, batch, hidden, dtype, backward=backward)
+        if not plan.persistent:
+            assert plan.reason
+            continue
+        t = plan.tiling
+        assert t["smem_bytes"] + STATIC_SMEM <= H100_SMEM_PER_BLOCK
+        assert 1 <= t["ctas"] <= H100_SMS
+        assert t["ctas"] * t["units"] >= hidden > (t["ctas"] - 1) * t["units"]
+        assert batch * t["units"] <= t["threads"] * MAX_STATES_PER_THREAD
+        assert t["threads"] % 32 == 0 and t["threads"] <= MAX_THREADS
+        gates = GATES[mode]
+        assert t["m"] == (gates * t["units"] if not backward else t["units"])
+        assert t["k"] == (hidden if not backward else gates * hidden)
+        assert t["m_pad"] % TILE_M == 0 and t["m_pad"] >= t["m"]
+        assert t["n_pad"] % TILE_N == 0 and t["n_pad"] >= batch
+        assert t["k_pad"] % TILE_K == 0 and t["k_pad"] >= t["k"]
+        assert t["chunk"] % TILE_K == 0 and TILE_K <= t["chunk"] <= t["k_pad"]
+        tiles = (t["m_pad"] // TILE_M) * (t["n_pad"] // TILE_N)
+        groups = (t["threads"] // 32) // t["ksplit"]
+        assert groups >= 1 and -(-tiles // groups) <= MAX_TILES_PER_WARP
+        accumulator = 8 if element_size == 8 else 4
+        expected = (t["m_pad"] * t["w_ld"] + t["n_pad"] * t["b_ld"]) * element_size + (
+            t["ksplit"] * t["m_pad"] * t["n_pad"] * accumulator
+        )
+        assert t["smem_bytes"] == expected
+        assert t["w_ld"] == t["k_pad"] + 8 and t["b_ld"] == t["chunk"] + 8
+
+
+def test_plans_are_pure():
+    first = cuda_plan("GRU", 17, 1000, torch.float16, backward=True)
+    assert first == cuda_plan("GRU", 17, 1000, torch.float16, backward=True)
