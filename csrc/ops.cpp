@@ -2,7 +2,7 @@
 //
 //   layer_forward   one layer in one direction (shapes: fusedrnn/reference.py)
 //   layer_backward  its gradients, from the saved activations layer_forward returns
-//   cuda_plan       the planner of a persistent CUDA path (persistent_plan.h) on given device numbers, for tests and
+//   cuda_plan       the persistent CUDA path's planner (persistent_plan.h) on given device numbers, for tests and
 //                   tuning: whether a layer would run persistent, with which tiling, or why not
 // Autograd is attached in Python (fusedrnn/_extension.py, torch.library.register_autograd), so the ops stay plain
 // functional operators that torch.compile traces (shape functions: the Meta implementations below).
@@ -16,6 +16,9 @@
 
 #include "persistent_plan.h"
 #include "rnn_loop.h"
+#ifdef FUSEDRNN_WITH_CUDA
+#include "persistent_host.h"
+#endif
 
 namespace fusedrnn {
 namespace {
@@ -143,6 +146,11 @@ ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const T
   LayerInputs in = inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
   in.save = save_workspace;
   in.lengths = lengths.value_or(Tensor());
+#ifdef FUSEDRNN_WITH_CUDA
+  if (x.is_cuda()) {
+    if (auto result = persistent::forward(in)) return *result;  // empty where the planner refuses
+  }
+#endif
   return forward_loop(in, get_pointwise());
 }
 
@@ -159,7 +167,13 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   c10::OptionalDeviceGuard guard(x.device());
   auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse);
   in.lengths = lengths.value_or(Tensor());
-  auto g = backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias, get_pointwise());
+  std::optional<std::vector<Tensor>> persistent_grads;
+#ifdef FUSEDRNN_WITH_CUDA
+  if (x.is_cuda()) persistent_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
+#endif
+  auto g = persistent_grads ? *persistent_grads
+                            : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
+                                            get_pointwise());
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 

@@ -50,12 +50,9 @@ void step_gemm(const Pointwise& pw, const Tensor& a, const Tensor& b, Tensor c, 
 
 }  // namespace
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw) {
-  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
-  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = in.w_hh.size(1);
-  const bool projection = in.w_hr.has_value();
+std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
+  const int64_t H = in.w_hh.size(0) / gates_of(in.mode);
   const bool gru = in.mode == Mode::GRU;
-
   // Every bias goes into the input projection, except GRU's b_hn, which the reset gate scales inside the step.
   Tensor bias;
   Tensor b_hn = gru ? at::zeros({1, H}, in.x.options()) : Tensor();
@@ -68,6 +65,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
       bias.add_(*in.b_hh);
     }
   }
+  return {bias, b_hn};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw) {
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
+  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = in.w_hh.size(1);
+  const bool projection = in.w_hr.has_value();
+  const bool gru = in.mode == Mode::GRU;
+
+  Tensor bias, b_hn;
+  std::tie(bias, b_hn) = fold_biases(in);
   // The input projection x W_ih^T + bias: one GEMM per chunk of steps (see chunk_steps).
   const int64_t chunk = chunk_steps(pw, T, N);
   Tensor gi = at::empty({chunk, N, GH}, in.x.options());

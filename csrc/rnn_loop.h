@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "pointwise.h"
@@ -33,6 +34,10 @@ Int saved_width(Mode mode, Int H, bool projection) {
   if (mode == Mode::GRU) return H * kGruSaved;
   return H * 0;
 }
+
+//: The biases as the loops apply them: (bias [G*H] added to the input projection, undefined without bias; GRU's
+//: b_hn [1, H], which the reset gate scales inside the step, zeros without bias, undefined for the other cells).
+std::pair<at::Tensor, at::Tensor> fold_biases(const LayerInputs& in);
 
 //: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width]
 //: (empty unless in.save). With lengths, y[t] is the state after step t, carried for finished rows (not zeroed:

@@ -10,9 +10,13 @@ import platform
 import shutil
 from pathlib import Path
 
-#: Sources of fusedrnn._C, relative to the csrc folder. pointwise_cuda.cu is the only file nvcc compiles.
+#: Sources of fusedrnn._C, relative to the csrc folder. CUDA_SOURCES are built only with a CUDA toolkit: the .cu files
+#: by nvcc (the persistent kernels' templates split in two files, so MAX_JOBS=2 builds them side by side), the .cpp
+#: host code of the persistent path by the C++ compiler.
 CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp"]
-CUDA_SOURCES = ["pointwise_cuda.cu"]
+CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp"]
+#: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.
+PERSISTENT_KERNEL_SOURCES = ["persistent_forward.cu", "persistent_backward.cu"]
 
 #: GPUs the CUDA code is compiled for when TORCH_CUDA_ARCH_LIST is unset: A100 (sm_80), H100/H200 (sm_90) and PTX
 #: for newer ones. Chosen here, never by looking at the build machine's GPU.

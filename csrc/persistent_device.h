@@ -1,0 +1,285 @@
+// Device building blocks of the persistent kernels (persistent_forward.cu, persistent_backward.cu):
+//   Storage<S>     the storage dtypes, their accumulate type and conversions;
+//   matmul_step    one step's [m, k] x [k, N] product of the resident W slice (shared memory) with an operand every
+//                  CTA reads from global memory/L2 (h_{t-1} or dgates_t), staged through shared memory in K chunks,
+//                  on tensor cores (mma.sync m16n8k16, fp32 accumulate) for fp16/bf16, FFMA for fp32/fp64;
+//   grid_barrier   one release/acquire arrival counter per launch, with a bounded wait that sets an error flag.
+// CUDA headers only (no ATen): these files are the slow ones to compile.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "persistent.h"
+#include "step.h"
+
+namespace fusedrnn::persistent {
+
+//: How long one CTA waits at the grid barrier before it gives up and flags an error: far beyond any step (a step
+//: takes microseconds), short enough that a stuck grid (CTAs not co-resident, a crashed CTA) surfaces as an error.
+constexpr unsigned long long kBarrierTimeoutNs = 5'000'000'000ull;
+//: Spins between two looks at the error flag and the clock (both cost an extra load each).
+constexpr int kSpinsPerCheck = 64;
+
+template <class S>
+struct Storage;
+template <>
+struct Storage<__half> {
+  using Acc = float;
+  static constexpr bool kTensorCores = true;
+  static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+};
+template <>
+struct Storage<__nv_bfloat16> {
+  using Acc = float;
+  static constexpr bool kTensorCores = true;
+  static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct Storage<float> {
+  using Acc = float;
+  static constexpr bool kTensorCores = false;
+  static __device__ __forceinline__ float load(float v) { return v; }
+  static __device__ __forceinline__ float store(float v) { return v; }
+};
+template <>
+struct Storage<double> {
+  using Acc = double;
+  static constexpr bool kTensorCores = false;
+  static __device__ __forceinline__ double load(double v) { return v; }
+  static __device__ __forceinline__ double store(double v) { return v; }
+};
+
+template <class S>
+using AccOf = typename Storage<S>::Acc;
+
+template <Mode kMode>
+constexpr int kGates = kMode == Mode::LSTM ? 4 : kMode == Mode::GRU ? 3 : 1;
+
+//: An unsigned integer as wide as S: data written by other CTAs during the launch is read through L2 (ld.global.cg)
+//: as raw bits, so L1 never serves a stale copy.
+template <int kBytes>
+struct Bits;
+template <>
+struct Bits<2> {
+  using type = unsigned short;
+};
+template <>
+struct Bits<4> {
+  using type = unsigned int;
+};
+template <>
+struct Bits<8> {
+  using type = unsigned long long;
+};
+
+template <class S>
+__device__ __forceinline__ S load_cg(const S* p) {
+  using B = typename Bits<sizeof(S)>::type;
+  const B bits = __ldcg(reinterpret_cast<const B*>(p));
+  S v;
+  memcpy(&v, &bits, sizeof(S));
+  return v;
+}
+
+//: Bs[n][kk] = src[n * ld + k0 + kk] for kk < width, zero outside [0, N) x [0, K). 16-byte loads when `vector`
+//: (src 16-byte aligned, ld and K multiples of 16 bytes; width and k0 are multiples of kTileK).
+template <class S>
+__device__ __forceinline__ void stage(S* Bs, const Tiling& tl, const S* src, int64_t ld, int N, int K, int k0,
+                                      int width, bool vector) {
+  if (vector) {
+    constexpr int V = 16 / sizeof(S);
+    const int per_row = width / V;
+    for (int i = threadIdx.x; i < tl.n_pad * per_row; i += blockDim.x) {
+      const int n = i / per_row, kk = (i % per_row) * V;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (n < N && k0 + kk < K) v = __ldcg(reinterpret_cast<const uint4*>(src + n * ld + k0 + kk));
+      *reinterpret_cast<uint4*>(Bs + n * tl.b_ld + kk) = v;
+    }
+  } else {
+    for (int i = threadIdx.x; i < tl.n_pad * width; i += blockDim.x) {
+      const int n = i / width, kk = i % width;
+      S v = Storage<S>::store(AccOf<S>(0));
+      if (n < N && k0 + kk < K) v = load_cg(src + n * ld + k0 + kk);
+      Bs[n * tl.b_ld + kk] = v;
+    }
+  }
+}
+
+__device__ __forceinline__ uint32_t lds32(const void* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+template <class S>
+__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<S, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+//: c += A[16 x 16] B[16 x 8] for one warp; a: A's top-left in shared memory (row stride w_ld, K contiguous),
+//: b: B's top-left (stored as [n][k], row stride b_ld). Lane (g = lane / 4, q = lane % 4) holds c at rows g, g+8
+//: and columns 2q, 2q+1 (the mma.sync accumulator layout, which the FFMA version reproduces).
+template <class S>
+__device__ __forceinline__ void tile_16x8x16(AccOf<S> (&c)[4], const S* a, int w_ld, const S* b, int b_ld,
+                                             int lane) {
+  const int g = lane >> 2, q = lane & 3;
+  if constexpr (Storage<S>::kTensorCores) {
+    const S* ap = a + g * w_ld + 2 * q;
+    const S* bp = b + g * b_ld + 2 * q;
+    mma_16816<S>(c, lds32(ap), lds32(ap + 8 * w_ld), lds32(ap + 8), lds32(ap + 8 * w_ld + 8), lds32(bp),
+                 lds32(bp + 8));
+  } else {
+    const S* a_lo = a + g * w_ld;
+    const S* a_hi = a_lo + 8 * w_ld;
+    const S* b0 = b + (2 * q) * b_ld;
+    const S* b1 = b0 + b_ld;
+#pragma unroll
+    for (int kk = 0; kk < kTileK; ++kk) {
+      c[0] += a_lo[kk] * b0[kk];
+      c[1] += a_lo[kk] * b1[kk];
+      c[2] += a_hi[kk] * b0[kk];
+      c[3] += a_hi[kk] * b1[kk];
+    }
+  }
+}
+
+//: acc_s[ks][m][n] (ks < tl.ksplit, summed by sum_partials) = sum over k of Ws[m][k] * src[n][k]: the resident
+//: slice Ws [m_pad][w_ld] times the operand src [N][ld] (K columns) that other CTAs wrote this step.
+//: Warp w computes output tiles (w / ksplit) + i * groups for i < kMaxTilesPerWarp over every ksplit-th K tile.
+//: Begins and ends with every thread's shared-memory accesses of the previous step done (__syncthreads inside).
+template <class S>
+__device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs, AccOf<S>* acc_s, const S* src,
+                                            int64_t ld, int N, int K, bool vector) {
+  using A = AccOf<S>;
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int ksub = warp % tl.ksplit, group = warp / tl.ksplit, groups = (blockDim.x / kWarpSize) / tl.ksplit;
+  const int n_tiles = tl.n_pad / kTileN, tiles = (tl.m_pad / kTileM) * n_tiles;
+  A c[kMaxTilesPerWarp][4];
+#pragma unroll
+  for (int i = 0; i < kMaxTilesPerWarp; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = A(0);
+  for (int k0 = 0; k0 < tl.k_pad; k0 += tl.chunk) {
+    const int width = min(tl.chunk, tl.k_pad - k0);
+    stage(Bs, tl, src, ld, N, K, k0, width, vector);
+    __syncthreads();
+    if (group < groups) {
+#pragma unroll
+      for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+        const int tile = group + i * groups;
+        if (tile < tiles) {
+          const S* a = Ws + (tile / n_tiles) * kTileM * tl.w_ld + k0;
+          const S* b = Bs + (tile % n_tiles) * kTileN * tl.b_ld;
+          for (int kk = ksub * kTileK; kk < width; kk += kTileK * tl.ksplit) {
+            tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
+          }
+        }
+      }
+    }
+    __syncthreads();  // Bs is restaged by the next chunk
+  }
+  if (group < groups) {
+    const int g = lane >> 2, q = lane & 3;
+#pragma unroll
+    for (int i = 0; i < kMaxTilesPerWarp; ++i) {
+      const int tile = group + i * groups;
+      if (tile < tiles) {
+        const int row = (tile / n_tiles) * kTileM + g, col = (tile % n_tiles) * kTileN + 2 * q;
+        A* out = acc_s + (static_cast<int64_t>(ksub) * tl.m_pad + row) * tl.n_pad + col;
+        out[0] = c[i][0];
+        out[1] = c[i][1];
+        out[8 * tl.n_pad] = c[i][2];
+        out[8 * tl.n_pad + 1] = c[i][3];
+      }
+    }
+  }
+}
+
+//: Row m, column n of the last matmul_step (its K-split partial sums, added in a fixed order: deterministic).
+//: Call after a __syncthreads that follows matmul_step.
+template <class A>
+__device__ __forceinline__ A sum_partials(const Tiling& tl, const A* acc_s, int m, int n) {
+  A sum = A(0);
+  for (int ks = 0; ks < tl.ksplit; ++ks) sum += acc_s[(static_cast<int64_t>(ks) * tl.m_pad + m) * tl.n_pad + n];
+  return sum;
+}
+
+__device__ __forceinline__ unsigned long long load_acquire(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ unsigned long long load_relaxed(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ unsigned long long global_timer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+//: The grid-wide barrier ending a step: returns once all gridDim.x CTAs have arrived `round` times in total, or
+//: false (in every thread of the CTA) when a wait timed out here or the error flag was set elsewhere; the kernel
+//: must then return. Every CTA must be resident (cooperative launch), or the wait times out.
+//: Ordering: __syncthreads makes the CTA's global writes of this step visible to thread 0 (bar.sync), whose
+//: __threadfence + atomicAdd publishes them (release, cumulative); its ld.acquire.gpu of the counter and the second
+//: __syncthreads order every thread's later loads after the other CTAs' writes (which are read with ld.global.cg).
+__device__ __forceinline__ bool grid_barrier(const Barrier& barrier, unsigned long long round, int& abort_flag) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(barrier.words, 1ull);
+    const unsigned long long target = round * gridDim.x;
+    const unsigned long long start = global_timer_ns();
+    int abort = 0;
+    for (int spin = 1; load_acquire(barrier.words) < target; ++spin) {
+      if (spin % kSpinsPerCheck != 0) continue;
+      if (load_relaxed(barrier.words + 1) != 0) {
+        abort = 1;
+        break;
+      }
+      if (global_timer_ns() - start > kBarrierTimeoutNs) {
+        atomicExch(barrier.words + 1, 1ull);
+        abort = 1;
+        break;
+      }
+    }
+    abort_flag = abort;
+  }
+  __syncthreads();
+  return abort_flag == 0;
+}
+
+//: The (batch row, hidden unit) of register state e of this thread: unit index fastest, so neighbouring threads
+//: touch neighbouring columns of [N, H] tensors.
+struct StateIndex {
+  int n, u;
+  bool active;
+};
+
+__device__ __forceinline__ StateIndex state_index(int e, int units_here, int units, int N) {
+  const int i = threadIdx.x + e * blockDim.x;
+  StateIndex s{i / units, i % units, false};
+  s.active = s.n < N && s.u < units_here;
+  return s;
+}
+
+}  // namespace fusedrnn::persistent

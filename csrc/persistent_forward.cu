@@ -1,0 +1,148 @@
+// The persistent forward kernel: one cooperative launch runs every step of one layer direction. CTA c keeps the
+// W_hh rows of its hidden units [u0, u0 + units) for every gate in shared memory (persistent_plan.h) and the fp32
+// (fp64) h and c of its N x units states in registers. Per step:
+//   1. h_{t-1} of all units (y[t-1], the input dtype, written by every CTA last step; h0 first) staged from L2,
+//      times the W slice -> the recurrent pre-activations of its units (matmul_step);
+//   2. the cell math (cell_math.h, the CPU's too) with gi_t (x_t W_ih^T + biases, one GEMM before the launch,
+//      loaded during the previous step's barrier wait): h_t, c_t, the saved activations (rnn_loop.h's layout);
+//   3. its slice of h_t written to y[t], then the grid barrier (none after the last step).
+#include "persistent_device.h"
+
+namespace fusedrnn::persistent {
+namespace {
+
+template <class S, Mode kMode>
+__global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const ForwardParams p, const Tiling tl) {
+  using A = AccOf<S>;
+  constexpr int G = kGates<kMode>;
+  constexpr int kSaved = kMode == Mode::LSTM ? kLstmSaved : kMode == Mode::GRU ? kGruSaved : 0;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int abort_flag;
+  S* Ws = reinterpret_cast<S*>(smem);
+  S* Bs = Ws + tl.m_pad * tl.w_ld;
+  A* acc_s = reinterpret_cast<A*>(Bs + tl.n_pad * tl.b_ld);
+
+  const int T = p.s.T, N = p.s.N, H = p.s.H, U = tl.units;
+  const int64_t GH = static_cast<int64_t>(G) * H;
+  const int u0 = blockIdx.x * U, units_here = min(U, H - u0);
+  const S* w = static_cast<const S*>(p.w_hh);
+  const S* gi = static_cast<const S*>(p.gi);
+  const S* h0 = static_cast<const S*>(p.h0);
+  S* y = static_cast<S*>(p.y);
+  S* ws = static_cast<S*>(p.ws);
+
+  // The resident slice: row gate * U + u holds W_hh's row gate * H + u0 + u; padding rows and columns are zero.
+  for (int i = threadIdx.x; i < tl.m_pad * tl.k_pad; i += blockDim.x) {
+    const int m = i / tl.k_pad, k = i % tl.k_pad, gate = m / U, u = m % U;
+    const bool inside = gate < G && u < units_here && k < H;
+    Ws[m * tl.w_ld + k] = inside ? w[(gate * static_cast<int64_t>(H) + u0 + u) * H + k] : Storage<S>::store(A(0));
+  }
+
+  A h[kMaxStatesPerThread], c[kMaxStatesPerThread], pre[kMaxStatesPerThread][G];
+#pragma unroll
+  for (int e = 0; e < kMaxStatesPerThread; ++e) {
+    const StateIndex at = state_index(e, units_here, U, N);
+    h[e] = c[e] = A(0);
+    if (at.active) {
+      h[e] = Storage<S>::load(h0[at.n * static_cast<int64_t>(H) + u0 + at.u]);
+      if constexpr (kMode == Mode::LSTM) {
+        c[e] = Storage<S>::load(static_cast<const S*>(p.c0)[at.n * static_cast<int64_t>(H) + u0 + at.u]);
+      }
+    }
+  }
+  auto step_time = [&](int s) { return p.s.reverse ? T - 1 - s : s; };
+  auto load_gi = [&](int t) {
+#pragma unroll
+    for (int e = 0; e < kMaxStatesPerThread; ++e) {
+      const StateIndex at = state_index(e, units_here, U, N);
+      const S* row = gi + (static_cast<int64_t>(t) * N + at.n) * GH + u0 + at.u;
+#pragma unroll
+      for (int gate = 0; gate < G; ++gate) pre[e][gate] = at.active ? Storage<S>::load(row[gate * H]) : A(0);
+    }
+  };
+  load_gi(step_time(0));
+  __syncthreads();  // Ws complete
+
+  for (int s = 0; s < T; ++s) {
+    const int t = step_time(s);
+    const S* h_prev = s == 0 ? h0 : y + static_cast<int64_t>(p.s.reverse ? t + 1 : t - 1) * N * H;
+    matmul_step(tl, Ws, Bs, acc_s, h_prev, H, N, H, p.vector_loads);
+    __syncthreads();  // acc_s complete
+#pragma unroll
+    for (int e = 0; e < kMaxStatesPerThread; ++e) {
+      const StateIndex at = state_index(e, units_here, U, N);
+      if (!at.active) continue;
+      const int64_t row = static_cast<int64_t>(t) * N + at.n, col = u0 + at.u;
+      S* saved = ws != nullptr ? ws + row * kSaved * H + col : nullptr;
+      auto save = [&](int k, A v) {
+        if (saved != nullptr) saved[k * H] = Storage<S>::store(v);
+      };
+      if (!row_valid(p.s.lengths, t, at.n)) {  // a finished row keeps its state (step.h: forward_element)
+        for (int k = 0; k < kSaved; ++k) save(k, A(0));
+        if constexpr (kMode == Mode::LSTM) save(kLstmSaved - 1, c[e]);
+      } else {
+        A rec[G], a[G];  // the recurrent part h_{t-1} W_hh^T, and the full pre-activation
+#pragma unroll
+        for (int gate = 0; gate < G; ++gate) {
+          rec[gate] = sum_partials(tl, acc_s, gate * U + at.u, at.n);
+          a[gate] = pre[e][gate] + rec[gate];
+        }
+        if constexpr (kMode == Mode::LSTM) {
+          A i, f, g, o, c_new, h_new;
+          lstm_forward<ScalarMath>(a[0], a[1], a[2], a[3], c[e], i, f, g, o, c_new, h_new);
+          save(0, i), save(1, f), save(2, g), save(3, o), save(4, c_new);
+          c[e] = c_new;
+          h[e] = h_new;
+        } else if constexpr (kMode == Mode::GRU) {
+          // The reset gate scales only the recurrent part of the n gate, b_hn included.
+          const A b_hn = p.b_hn != nullptr ? Storage<S>::load(static_cast<const S*>(p.b_hn)[col]) : A(0);
+          const A hn = rec[2] + b_hn;
+          A r, z, n, h_new;
+          gru_forward<ScalarMath>(a[0], a[1], pre[e][2], hn, h[e], r, z, n, h_new);
+          save(0, r), save(1, z), save(2, n), save(3, hn);
+          h[e] = h_new;
+        } else {
+          h[e] = rnn_forward<ScalarMath>(kMode, a[0]);
+        }
+      }
+      y[row * H + col] = Storage<S>::store(h[e]);
+    }
+    if (s + 1 < T) {
+      load_gi(step_time(s + 1));  // in flight during the barrier wait
+      if (!grid_barrier(p.barrier, s + 1, abort_flag)) return;
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < kMaxStatesPerThread; ++e) {
+    const StateIndex at = state_index(e, units_here, U, N);
+    if (!at.active) continue;
+    const int64_t i = at.n * static_cast<int64_t>(H) + u0 + at.u;
+    static_cast<S*>(p.h_n)[i] = Storage<S>::store(h[e]);
+    if constexpr (kMode == Mode::LSTM) static_cast<S*>(p.c_n)[i] = Storage<S>::store(c[e]);
+  }
+}
+
+template <class S>
+const void* for_mode(Mode mode) {
+  switch (mode) {
+    case Mode::LSTM: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::LSTM>);
+    case Mode::GRU: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::GRU>);
+    case Mode::RNN_TANH: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::RNN_TANH>);
+    case Mode::RNN_RELU: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::RNN_RELU>);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+const void* forward_kernel(Mode mode, DType dtype) {
+  switch (dtype) {
+    case DType::Half: return for_mode<__half>(mode);
+    case DType::BFloat16: return for_mode<__nv_bfloat16>(mode);
+    case DType::Float: return for_mode<float>(mode);
+    case DType::Double: return for_mode<double>(mode);
+  }
+  return nullptr;
+}
+
+}  // namespace fusedrnn::persistent

@@ -1,0 +1,218 @@
+// Host side of the persistent CUDA kernels: the plan on the current device (with its occupancy), the input projection
+// before the launch and the weight-gradient GEMMs after it, the cooperative launch, and the barrier's error flag.
+// Compiled only into CUDA builds (fusedrnn/_build.py: CUDA_SOURCES), by the C++ compiler.
+#include "persistent_host.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "persistent.h"
+
+namespace fusedrnn::persistent {
+namespace {
+
+using at::Tensor;
+
+//: Tuning overrides, "key=value,..." (persistent_plan.h: parse_tune); a sweep driver sets it.
+constexpr const char* kTuneEnv = "FUSEDRNN_CUDA_TUNE";
+//: Bytes a 16-byte vector load needs in alignment and row length.
+constexpr int64_t kVectorBytes = 16;
+
+void check_cuda(cudaError_t rc, const char* what) {
+  TORCH_CHECK(rc == cudaSuccess, "fusedrnn: ", what, " failed: ", cudaGetErrorString(rc));
+}
+
+DType dtype_of(c10::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return DType::Half;
+    case at::kBFloat16: return DType::BFloat16;
+    case at::kFloat: return DType::Float;
+    case at::kDouble: return DType::Double;
+    default: break;
+  }
+  TORCH_CHECK(false, "fusedrnn: the persistent CUDA kernels do not support dtype ", t);
+}
+
+Tune tune_from_env() {
+  const char* spec = std::getenv(kTuneEnv);
+  try {
+    return parse_tune(spec != nullptr ? spec : "");
+  } catch (const std::invalid_argument& error) {
+    TORCH_CHECK_VALUE(false, error.what());
+  }
+}
+
+const void* kernel_of(const LayerInputs& in, Direction direction) {
+  const DType dtype = dtype_of(in.x.scalar_type());
+  return direction == Direction::Forward ? forward_kernel(in.mode, dtype) : backward_kernel(in.mode, dtype);
+}
+
+//: The plan on the current device: the pure planner, then the kernel's real occupancy at the planned shared memory.
+Plan plan_for(const LayerInputs& in, Direction direction) {
+  const Tune tune = tune_from_env();
+  int device = 0, sm_count = 0, smem_optin = 0, cooperative = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+             "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device), "cudaDeviceGetAttribute");
+  PlanInput input;
+  input.gates = gates_of(in.mode);
+  input.batch = in.x.size(1);
+  input.hidden = in.w_hh.size(0) / input.gates;
+  input.projection = in.w_hr.has_value();
+  input.element_size = static_cast<int>(in.x.element_size());
+  input.direction = direction;
+  input.sm_count = sm_count;
+  input.smem_per_block = smem_optin;
+  Plan plan = plan_persistent(input, tune);
+  if (plan.persistent && cooperative == 0) {
+    plan.persistent = false;
+    plan.reason = "the device does not support cooperative launches";
+  }
+  if (plan.persistent) {
+    const void* kernel = kernel_of(in, direction);
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(plan.smem_bytes)),
+               "cudaFuncSetAttribute (dynamic shared memory)");
+    int blocks = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, plan.threads,
+                                                             static_cast<size_t>(plan.smem_bytes)),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    require_co_resident(plan, blocks, sm_count);
+  }
+  TORCH_CHECK(plan.persistent || tune.path != "persistent", "fusedrnn: ", kTuneEnv,
+              " asks for the persistent CUDA path, which does not fit: ", plan.reason);
+  return plan;
+}
+
+bool aligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0;
+}
+
+Sizes sizes_of(const LayerInputs& in) {
+  Sizes s;
+  s.T = static_cast<int>(in.x.size(0));
+  s.N = static_cast<int>(in.x.size(1));
+  s.H = static_cast<int>(in.w_hh.size(1));
+  s.reverse = in.reverse;
+  s.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  return s;
+}
+
+//: Cooperative launch of `kernel` with (params, tiling); then, unless the stream is being captured into a CUDA
+//: graph, waits for it and turns the barrier's error flag into an error (a timed-out grid never returns silently
+//: wrong results).
+void launch(const void* kernel, const Plan& plan, void* params, const Tensor& barrier_words) {
+  Tiling tiling = plan;
+  void* args[] = {params, &tiling};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  check_cuda(cudaLaunchCooperativeKernel(kernel, dim3(plan.ctas), dim3(plan.threads), args,
+                                         static_cast<size_t>(plan.smem_bytes), stream),
+             "the cooperative launch of the persistent kernel");
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+  if (capture != cudaStreamCaptureStatusNone) return;
+  const int64_t timed_out = barrier_words[1].item<int64_t>();  // synchronises with the stream
+  TORCH_CHECK(timed_out == 0, "fusedrnn: the persistent CUDA kernel's grid barrier timed out (its CTAs were not all "
+              "running at once, or one of them failed); set ", kTuneEnv, "=path=step to use the per-step path");
+}
+
+Tensor barrier_words_for(const Tensor& x) {
+  return at::zeros({2}, x.options().dtype(at::kLong));
+}
+
+unsigned long long* words(const Tensor& barrier) {
+  return reinterpret_cast<unsigned long long*>(barrier.data_ptr<int64_t>());
+}
+
+}  // namespace
+
+std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInputs& in) {
+  if (in.w_hr.has_value()) return std::nullopt;  // the planner refuses projections; skip the device queries
+  const Plan plan = plan_for(in, Direction::Forward);
+  if (!plan.persistent) return std::nullopt;
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2), H = in.w_hh.size(1);
+  const bool lstm = in.mode == Mode::LSTM;
+  const auto options = in.x.options();
+  Tensor bias, b_hn;
+  std::tie(bias, b_hn) = fold_biases(in);
+  const Tensor x_rows = in.x.view({T * N, I});
+  const Tensor gi = bias.defined() ? at::addmm(bias, x_rows, in.w_ih.t()) : at::mm(x_rows, in.w_ih.t());
+  Tensor y = at::empty({T, N, H}, options);
+  Tensor saved = in.save ? at::empty({T, N, saved_width(in.mode, H, false)}, options) : at::empty({0}, options);
+  Tensor h_n = at::empty({N, H}, options);
+  Tensor c_n = lstm ? at::empty({N, H}, options) : at::empty({0}, options);
+  const Tensor barrier = barrier_words_for(in.x);
+
+  ForwardParams p;
+  p.s = sizes_of(in);
+  p.w_hh = in.w_hh.const_data_ptr();
+  p.gi = gi.const_data_ptr();
+  p.b_hn = b_hn.defined() ? b_hn.const_data_ptr() : nullptr;
+  p.h0 = in.h0.const_data_ptr();
+  p.c0 = lstm ? in.c0.const_data_ptr() : nullptr;
+  p.y = y.data_ptr();
+  p.ws = in.save ? saved.data_ptr() : nullptr;
+  p.h_n = h_n.data_ptr();
+  p.c_n = lstm ? c_n.data_ptr() : nullptr;
+  p.barrier.words = words(barrier);
+  p.vector_loads = (H * in.x.element_size()) % kVectorBytes == 0 && aligned(p.h0) && aligned(p.y);
+  launch(kernel_of(in, Direction::Forward), plan, &p, barrier);
+  return std::make_tuple(y, h_n, c_n, saved);
+}
+
+std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,
+                                            const Tensor& grad_y, const Tensor& grad_h_n,
+                                            const std::optional<Tensor>& grad_c_n, bool has_bias) {
+  if (in.w_hr.has_value()) return std::nullopt;
+  const Plan plan = plan_for(in, Direction::Backward);
+  if (!plan.persistent) return std::nullopt;
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
+  const int64_t GH = in.w_hh.size(0), H = in.w_hh.size(1);
+  const bool lstm = in.mode == Mode::LSTM, gru = in.mode == Mode::GRU;
+  const auto options = y.options();
+  auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
+  Tensor dg_h = at::empty({T, N, GH}, options);
+  Tensor dg_i = gru ? at::empty({T, N, GH}, options) : dg_h;
+  Tensor dh0 = at::empty({N, H}, options);
+  Tensor dc0 = lstm ? at::empty({N, H}, options) : none();
+  const Tensor barrier = barrier_words_for(in.x);
+
+  BackwardParams p;
+  p.s = sizes_of(in);
+  p.w_hh = in.w_hh.const_data_ptr();
+  p.y = y.const_data_ptr();
+  p.ws = saved.const_data_ptr();
+  p.h0 = in.h0.const_data_ptr();
+  p.c0 = lstm ? in.c0.const_data_ptr() : nullptr;
+  p.grad_y = grad_y.const_data_ptr();
+  p.grad_h_n = grad_h_n.const_data_ptr();
+  p.grad_c_n = lstm && grad_c_n.has_value() ? grad_c_n->const_data_ptr() : nullptr;
+  p.dg_h = dg_h.data_ptr();
+  p.dg_i = gru ? dg_i.data_ptr() : nullptr;
+  p.dh0 = dh0.data_ptr();
+  p.dc0 = lstm ? dc0.data_ptr() : nullptr;
+  p.barrier.words = words(barrier);
+  p.vector_loads = (GH * y.element_size()) % kVectorBytes == 0;  // dg_h is fresh, hence aligned
+  launch(kernel_of(in, Direction::Backward), plan, &p, barrier);
+
+  // The weight gradients: GEMMs over all T*N rows (dW_hh = sum_t dg_h_t^T h_{t-1}).
+  const Tensor dgh = dg_h.view({T * N, GH}), dgi = dg_i.view({T * N, GH});
+  const Tensor h0 = in.h0.unsqueeze(0);
+  const Tensor h_prev = (in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0}) : at::cat({h0, y.narrow(0, 0, T - 1)}))
+                            .view({T * N, H});
+  Tensor dw_hh = at::mm(dgh.t(), h_prev);
+  Tensor dw_ih = at::mm(dgi.t(), in.x.view({T * N, I}));
+  Tensor dx = at::mm(dgi, in.w_ih).view({T, N, I});
+  Tensor db_ih = has_bias ? dgi.sum(0) : none(), db_hh = has_bias ? dgh.sum(0) : none();
+  return std::vector<Tensor>{dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, none()};
+}
+
+}  // namespace fusedrnn::persistent

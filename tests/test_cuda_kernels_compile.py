@@ -1,0 +1,68 @@
+"""Compile guards for the persistent CUDA kernels (no GPU needed): every instantiation compiles for each GPU of the
+default arch list, and ptxas's resource report shows no spills, no stack frame, at most 255 registers and only the
+kernels' few bytes of static shared memory (the dynamic part is the planner's, bounded in test_cuda_plan.py).
+
+Compiles only csrc/persistent_{forward,backward}.cu (CUDA headers, no torch: ~10-30 s per arch on two cores)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fusedrnn import _build
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+#: The cubins built by default (fusedrnn/_build.py: DEFAULT_CUDA_ARCH_LIST "8.0;9.0+PTX").
+ARCHES = ["sm_80", "sm_90"]
+MODES, DTYPES = 4, 4  # instantiations per file: LSTM/GRU/RNN_TANH/RNN_RELU x fp16/bf16/fp32/fp64
+STATIC_SMEM_BYTES = 16  # csrc/persistent_plan.h: kStaticSmemBytes
+MAX_REGISTERS = 255
+#: torch's nvcc flags that change what compiles (cpp_extension adds them to every .cu of the extension).
+TORCH_NVCC_DEFINES = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                      "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]  # fmt: skip
+KERNEL = re.compile(r"Compiling entry function '(\w+)' for '(sm_\w+)'")
+USAGE = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+REGISTERS = re.compile(r"Used (\d+) registers.*?(\d+) bytes smem")
+
+
+def nvcc() -> Path:
+    if _build.env_flag(_build.SKIP_CUDA_ENV):
+        pytest.skip(f"{_build.SKIP_CUDA_ENV} is set")
+    root = _build.find_cuda_home()
+    if root is None:
+        pytest.skip("no CUDA toolkit (nvcc) here")
+    return Path(root) / "bin" / "nvcc"
+
+
+def resource_report(source: str, arch: str, tmp_path: Path) -> dict[str, dict[str, int]]:
+    """{kernel: {stack, spill_stores, spill_loads, registers, smem}} from `nvcc -Xptxas -v` for one arch."""
+    command = [str(nvcc()), "-std=c++17", "-O3", f"-arch={arch}", "-cubin", "-Xptxas", "-v", *TORCH_NVCC_DEFINES,
+               "-I", str(CSRC), "-o", str(tmp_path / f"{source}.{arch}.cubin"), str(CSRC / source)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report, kernel = {}, None
+    for line in result.stderr.splitlines():
+        if match := KERNEL.search(line):
+            kernel = match.group(1) if match.group(2) == arch else None
+        elif kernel and (match := USAGE.search(line)):
+            stack, stores, loads = map(int, match.groups())
+            report[kernel] = {"stack": stack, "spill_stores": stores, "spill_loads": loads}
+        elif kernel and (match := REGISTERS.search(line)):
+            report[kernel].update(registers=int(match.group(1)), smem=int(match.group(2)))
+            kernel = None
+    return report
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("source", _build.PERSISTENT_KERNEL_SOURCES)
+def test_persistent_kernels_have_no_spills_and_fit(source, arch, tmp_path):
+    report = resource_report(source, arch, tmp_path)
+    kernels = {name: usage for name, usage in report.items() if "kernel_impl" in name}
+    assert len(kernels) == MODES * DTYPES, sorted(report)
+    for name, usage in kernels.items():
+        assert usage["stack"] == 0 and usage["spill_stores"] == 0 and usage["spill_loads"] == 0, (name, usage)
+        assert usage["registers"] <= MAX_REGISTERS, (name, usage)
+        assert usage["smem"] <= STATIC_SMEM_BYTES, (name, usage)

@@ -1,0 +1,119 @@
+"""The persistent CUDA kernels (csrc/persistent_*) against fusedrnn.reference and against the per-step CUDA path:
+every cell, option and dtype, every output and every gradient. Needs a GPU (skipped elsewhere; the CPU covers the
+planner in test_cuda_plan.py and the kernels' resource use in test_cuda_kernels_compile.py).
+
+FUSEDRNN_CUDA_TUNE (read by the extension on every call) forces the path: `path=persistent` makes a refusal an error,
+so a test cannot silently pass on the per-step path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn import _extension
+from fusedrnn.backends import native
+from fusedrnn.reference import GATES
+from fusedrnn.registry import LayerWeights
+from parity import TOLERANCES
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+TUNE_ENV = "FUSEDRNN_CUDA_TUNE"
+
+#: (id, mode, bias, reverse, lengths); projections always take the per-step path.
+CONFIGS = [
+    ("lstm", "LSTM", True, False, False),
+    ("lstm_no_bias_reverse", "LSTM", False, True, False),
+    ("lstm_lengths_reverse", "LSTM", True, True, True),
+    ("gru", "GRU", True, False, False),
+    ("gru_no_bias_lengths", "GRU", False, False, True),
+    ("rnn_tanh_reverse", "RNN_TANH", True, True, False),
+    ("rnn_relu_lengths", "RNN_RELU", True, False, True),
+]
+#: (T, N, I, H): odd sizes (scalar staging, partial tiles) and 16-byte-aligned rows (vector staging).
+SHAPES = {"odd": (7, 3, 13, 37), "aligned": (9, 16, 24, 64)}
+#: Tunings that reach the kernels' other branches: several units and K chunks per CTA, K split over warps.
+TUNINGS = {"planned": "", "few_ctas_small_chunks": "ctas=3,chunk=16,threads=128", "one_cta": "ctas=1,threads=256"}
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension():
+    return _extension.load()
+
+
+def run_layer(mode, bias, reverse, lengths, shape, dtype, tune, monkeypatch):
+    """(outputs, gradients of x, h0, c0 and every weight) of one layer through the `cuda` backend under `tune`."""
+    T, N, I, H = shape
+    G = GATES[mode]
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*size):
+        return (torch.randn(*size, generator=generator, dtype=torch.float64) * 0.5).cuda().to(dtype).requires_grad_()
+
+    x, h0 = randn(T, N, I), randn(N, H)
+    c0 = randn(N, H) if mode == "LSTM" else None
+    weights = LayerWeights(randn(G * H, I), randn(G * H, H), randn(G * H) if bias else None,
+                           randn(G * H) if bias else None, None)  # fmt: skip
+    row_lengths = torch.randint(1, T + 1, (N,), generator=generator).cuda() if lengths else None
+    monkeypatch.setenv(TUNE_ENV, tune)
+    outputs = [o for o in native.CUDA_BACKEND.layer(mode, x, h0, c0, weights, reverse, row_lengths) if o is not None]
+    upstream = [torch.randn(o.shape, generator=generator, dtype=torch.float64).cuda().to(dtype) for o in outputs]
+    leaves = [t for t in (x, h0, c0, *weights) if t is not None]
+    grads = torch.autograd.grad(outputs, leaves, upstream)
+    return [o.detach() for o in outputs] + list(grads)
+
+
+def max_errors(actual, expected):
+    return [(a.double() - e.double()).abs().max().item() for a, e in zip(actual, expected)]
+
+
+@pytest.mark.parametrize("tuning", TUNINGS.values(), ids=TUNINGS.keys())
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("name", "mode", "bias", "reverse", "lengths"), CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_persistent_matches_reference(name, mode, bias, reverse, lengths, dtype, shape, tuning, monkeypatch):
+    """float64/float32: within the dtype's tolerance of the float64 per-step path (itself tested against torch.nn);
+    float16/bfloat16: at most twice the per-step path's own error against float64, or within the dtype's atol."""
+    tune = ",".join(filter(None, ["path=persistent", tuning]))
+    ours = run_layer(mode, bias, reverse, lengths, shape, dtype, tune, monkeypatch)
+    truth = run_layer(mode, bias, reverse, lengths, shape, torch.float64, "path=step", monkeypatch)
+    if dtype in (torch.float64, torch.float32):
+        for a, e in zip(ours, truth):
+            torch.testing.assert_close(a.double(), e, **TOLERANCES[dtype])
+        return
+    per_step = run_layer(mode, bias, reverse, lengths, shape, dtype, "path=step", monkeypatch)
+    for index, (error, baseline) in enumerate(zip(max_errors(ours, truth), max_errors(per_step, truth))):
+        assert error <= max(2 * baseline, TOLERANCES[dtype]["atol"]), (index, error, baseline)
+
+
+def test_module_through_the_persistent_path(monkeypatch):
+    """A stacked bidirectional GRU module (the layer loop around the kernels) against torch.nn in float64."""
+    monkeypatch.setenv(TUNE_ENV, "path=persistent")
+    torch.manual_seed(0)
+    expected = torch.nn.GRU(5, 24, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
+    actual = fusedrnn.GRU(5, 24, num_layers=2, bidirectional=True, dtype=torch.float64, backend="cuda").cuda()
+    actual.load_state_dict(expected.state_dict())
+    x = torch.randn(6, 4, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    (y_e, h_e), (y_a, h_a) = expected(x), actual(x)
+    torch.testing.assert_close(y_a, y_e, **TOLERANCES[torch.float64])
+    torch.testing.assert_close(h_a, h_e, **TOLERANCES[torch.float64])
+    grad = torch.randn_like(y_e)
+    torch.testing.assert_close(torch.autograd.grad(y_a, x, grad)[0], torch.autograd.grad(y_e, x, grad)[0],
+                               **TOLERANCES[torch.float64])  # fmt: skip
+
+
+def test_the_benchmark_shape_runs_persistent(monkeypatch):
+    """LSTM bf16 N=16 H=768 (REFERENCE.md §3) fits this GPU's shared memory forward and backward."""
+    outputs = run_layer("LSTM", True, False, False, (4, 16, 32, 768), torch.bfloat16, "path=persistent", monkeypatch)
+    assert all(torch.isfinite(o.float()).all() for o in outputs)
+
+
+def test_forcing_a_path_that_does_not_fit_is_an_error(monkeypatch):
+    with pytest.raises(RuntimeError, match="does not fit"):
+        run_layer("GRU", True, False, False, SHAPES["odd"], torch.float32, "path=persistent,ctas=100000", monkeypatch)
+
+
+def test_bad_tuning_is_a_value_error(monkeypatch):
+    with pytest.raises(ValueError, match="unknown key"):
+        run_layer("GRU", True, False, False, SHAPES["odd"], torch.float32, "warps=4", monkeypatch)
