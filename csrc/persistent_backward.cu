@@ -54,20 +54,48 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
   }
   __syncthreads();  // Ws complete
 
-  for (int s = 0; s < T; ++s) {
-    const int t = p.s.reverse ? s : T - 1 - s;
-    const bool first = p.s.reverse ? t == T - 1 : t == 0;  // h_{t-1} is h0
+  // What a step reads besides the exchanged dgates, per state: grad_y[t], the saved activations of t, and c_{t-1}
+  // (LSTM) / h_{t-1} (GRU) / h_t (Elman). Loaded one step ahead, so the loads are in flight during the barrier wait
+  // and the matmul instead of starting each step's chain.
+  constexpr int kInputs = kSaved + 1;
+  A dy[kMaxStatesPerThread], in[kMaxStatesPerThread][kInputs];
+  auto step_time = [&](int s) { return p.s.reverse ? s : T - 1 - s; };
+  auto load_inputs = [&](int t) {
+    const bool first = p.s.reverse ? t == T - 1 : t == 0;  // h_{t-1} is h0 (c_{t-1} is c0)
     const int t_prev = p.s.reverse ? t + 1 : t - 1;
 #pragma unroll
     for (int e = 0; e < kMaxStatesPerThread; ++e) {
       const StateIndex at = state_index(e, units_here, U, N);
       if (!at.active) continue;
-      const int64_t row = static_cast<int64_t>(t) * N + at.n, col = u0 + at.u;
+      const int64_t row = static_cast<int64_t>(t) * N + at.n, col = u0 + at.u, state = at.n * static_cast<int64_t>(H) + col;
       const int64_t prev = static_cast<int64_t>(t_prev) * N + at.n;  // a row index; not read when `first`
-      const A dh = Storage<S>::load(grad_y[row * H + col]) + carry[e];
+      dy[e] = Storage<S>::load(grad_y[row * H + col]);
+#pragma unroll
+      for (int k = 0; k < kSaved; ++k) in[e][k] = Storage<S>::load(ws[(row * kSaved + k) * H + col]);
+      if constexpr (kMode == Mode::LSTM) {
+        const S* c0 = static_cast<const S*>(p.c0);
+        in[e][kSaved] = Storage<S>::load(first ? c0[state] : ws[(prev * kSaved + 4) * H + col]);
+      } else if constexpr (kMode == Mode::GRU) {
+        const S* h0 = static_cast<const S*>(p.h0);
+        in[e][kSaved] = Storage<S>::load(first ? h0[state] : y[prev * H + col]);
+      } else {
+        in[e][kSaved] = Storage<S>::load(y[row * H + col]);
+      }
+    }
+  };
+  load_inputs(step_time(0));
+
+  for (int s = 0; s < T; ++s) {
+    const int t = step_time(s);
+#pragma unroll
+    for (int e = 0; e < kMaxStatesPerThread; ++e) {
+      const StateIndex at = state_index(e, units_here, U, N);
+      if (!at.active) continue;
+      const int64_t row = static_cast<int64_t>(t) * N + at.n, col = u0 + at.u;
+      const A dh = dy[e] + carry[e];
       S* gh = dg_h + row * GH + col;
       S* gx = kMode == Mode::GRU ? dg_i + row * GH + col : nullptr;
-      auto saved = [&](int k) { return Storage<S>::load(ws[row * kSaved * H + k * H + col]); };
+      const A* x = in[e];
       if (!row_valid(p.s.lengths, t, at.n)) {  // a finished row: h and c were carried, so are their gradients
 #pragma unroll
         for (int gate = 0; gate < G; ++gate) {
@@ -78,32 +106,26 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
         continue;
       }
       if constexpr (kMode == Mode::LSTM) {
-        const S* c0 = static_cast<const S*>(p.c0);
-        const A c_prev = Storage<S>::load(first ? c0[at.n * static_cast<int64_t>(H) + col]
-                                                : ws[prev * kSaved * H + 4 * H + col]);
         A dai, daf, dag, dao, dc_prev;
-        lstm_backward<ScalarMath>(saved(0), saved(1), saved(2), saved(3), saved(4), c_prev, dh, dc[e], dai, daf,
-                                  dag, dao, dc_prev);
+        lstm_backward<ScalarMath>(x[0], x[1], x[2], x[3], x[4], x[kSaved], dh, dc[e], dai, daf, dag, dao, dc_prev);
         gh[0] = Storage<S>::store(dai), gh[H] = Storage<S>::store(daf);
         gh[2 * H] = Storage<S>::store(dag), gh[3 * H] = Storage<S>::store(dao);
         dc[e] = dc_prev;
         direct[e] = A(0);
       } else if constexpr (kMode == Mode::GRU) {
-        const S* h0 = static_cast<const S*>(p.h0);
-        const A h_prev = Storage<S>::load(first ? h0[at.n * static_cast<int64_t>(H) + col] : y[prev * H + col]);
         A dar, daz, da_in, dhn, dh_direct;
-        gru_backward<ScalarMath>(saved(0), saved(1), saved(2), saved(3), h_prev, dh, dar, daz, da_in, dhn,
-                                 dh_direct);
+        gru_backward<ScalarMath>(x[0], x[1], x[2], x[3], x[kSaved], dh, dar, daz, da_in, dhn, dh_direct);
         gh[0] = gx[0] = Storage<S>::store(dar);
         gh[H] = gx[H] = Storage<S>::store(daz);
         gh[2 * H] = Storage<S>::store(dhn);
         gx[2 * H] = Storage<S>::store(da_in);
         direct[e] = dh_direct;
       } else {
-        gh[0] = Storage<S>::store(rnn_backward<ScalarMath>(kMode, Storage<S>::load(y[row * H + col]), dh));
+        gh[0] = Storage<S>::store(rnn_backward<ScalarMath>(kMode, x[kSaved], dh));
         direct[e] = A(0);
       }
     }
+    if (s + 1 < T) load_inputs(step_time(s + 1));
     if (!grid_barrier(p.barrier, s + 1, abort_flag)) return;
     matmul_step(tl, Ws, Bs, acc_s, dg_h + static_cast<int64_t>(t) * N * GH, GH, N, GH, p.vector_loads);
     __syncthreads();  // acc_s complete
