@@ -181,7 +181,8 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
 //: "key=value,..." or the reason for refusing. tune: a FUSEDRNN_CUDA_TUNE string.
 std::tuple<bool, std::string> cuda_plan(c10::string_view mode_name, int64_t batch, int64_t hidden, bool projection,
                                         int64_t element_size, bool backward, int64_t sm_count,
-                                        int64_t smem_per_block, int64_t blocks_per_sm, c10::string_view tune) {
+                                        int64_t smem_per_block, int64_t blocks_per_sm, int64_t max_cluster,
+                                        c10::string_view tune) {
   TORCH_CHECK_VALUE(element_size == 2 || element_size == 4 || element_size == 8,
                     "fusedrnn.cuda_plan: element_size must be 2, 4 or 8, got ", element_size);
   TORCH_CHECK_VALUE(batch > 0 && hidden > 0, "fusedrnn.cuda_plan: batch and hidden must be positive");
@@ -192,6 +193,7 @@ std::tuple<bool, std::string> cuda_plan(c10::string_view mode_name, int64_t batc
   in.direction = backward ? persistent::Direction::Backward : persistent::Direction::Forward;
   in.sm_count = static_cast<int>(sm_count), in.smem_per_block = smem_per_block;
   in.blocks_per_sm = static_cast<int>(blocks_per_sm);
+  in.max_cluster = static_cast<int>(max_cluster);
   persistent::Tune parsed;
   try {
     parsed = persistent::parse_tune(std::string(tune));
@@ -259,7 +261,7 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor grad_b_hh, Tensor grad_w_hr)");
   m.def(
       "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
-      "int smem_per_block, int blocks_per_sm=-1, str tune='') -> (bool persistent, str detail)",
+      "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (bool persistent, str detail)",
       &cuda_plan);
 }
 

@@ -58,9 +58,11 @@ struct BackwardParams {
   bool vector_loads = false;  // dg_h allows 16-byte loads (G*H a multiple of 16 bytes)
 };
 
-//: The kernel for (mode, dtype) as a function pointer for the CUDA runtime's occupancy query and cooperative
-//: launch (persistent_forward.cu, persistent_backward.cu); each takes (params, Tiling) by value.
-const void* forward_kernel(Mode mode, DType dtype);
+//: The kernel for (mode, dtype) as a function pointer for the CUDA runtime's occupancy query and launch
+//: (persistent_forward.cu, persistent_backward.cu); each takes (params, Tiling) by value. cluster: the forward's
+//: cluster path (a launch of one thread-block cluster, Tiling::cluster > 0), else the grid path (a cooperative
+//: launch).
+const void* forward_kernel(Mode mode, DType dtype, bool cluster);
 const void* backward_kernel(Mode mode, DType dtype);
 
 }  // namespace fusedrnn::persistent

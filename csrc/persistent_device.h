@@ -3,7 +3,8 @@
 //   matmul_step    one step's [m, k] x [k, N] product of the resident W slice (shared memory) with an operand every
 //                  CTA reads from global memory/L2 (h_{t-1} or dgates_t), staged through shared memory in K chunks,
 //                  on tensor cores (mma.sync m16n8k16, fp32 accumulate) for fp16/bf16, FFMA for fp32/fp64;
-//   grid_barrier   one release/acquire arrival counter per launch, with a bounded wait that sets an error flag.
+//   grid_barrier   one release/acquire arrival counter per launch, with a bounded wait that sets an error flag;
+//   store_to_cluster_rank, cluster_barrier   the cluster path's exchange (distributed shared memory) and barrier.
 // CUDA headers only (no ATen): these files are the slow ones to compile.
 #pragma once
 
@@ -162,8 +163,9 @@ __device__ __forceinline__ void tile_16x8x16(AccOf<S> (&c)[4], const S* a, int w
 //: acc_s[ks][m][n] (ks < tl.ksplit, summed by sum_partials) = sum over k of Ws[m][k] * src[n][k]: the resident
 //: slice Ws [m_pad][w_ld] times the operand src [N][ld] (K columns) that other CTAs wrote this step.
 //: Warp w computes output tiles (w / ksplit) + i * groups for i < kMaxTilesPerWarp over every ksplit-th K tile.
-//: Begins and ends with every thread's shared-memory accesses of the previous step done (__syncthreads inside).
-template <class S>
+//: kStaged (grid path): src is in global memory and is staged into Bs chunk by chunk, with __syncthreads around
+//: each chunk; otherwise (cluster path) Bs already holds all of it (tl.chunk == tl.k_pad) and src is unused.
+template <class S, bool kStaged = true>
 __device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs, AccOf<S>* acc_s, const S* src,
                                             int64_t ld, int N, int K, bool vector) {
   using A = AccOf<S>;
@@ -175,8 +177,10 @@ __device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs
   for (int i = 0; i < kMaxTilesPerWarp; ++i) c[i][0] = c[i][1] = c[i][2] = c[i][3] = A(0);
   for (int k0 = 0; k0 < tl.k_pad; k0 += tl.chunk) {
     const int width = min(tl.chunk, tl.k_pad - k0);
-    stage(Bs, tl, src, ld, N, K, k0, width, vector);
-    __syncthreads();
+    if constexpr (kStaged) {
+      stage(Bs, tl, src, ld, N, K, k0, width, vector);
+      __syncthreads();
+    }
     if (group < groups) {
 #pragma unroll
       for (int i = 0; i < kMaxTilesPerWarp; ++i) {
@@ -190,7 +194,7 @@ __device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs
         }
       }
     }
-    __syncthreads();  // Bs is restaged by the next chunk
+    if constexpr (kStaged) __syncthreads();  // Bs is restaged by the next chunk
   }
   if (group < groups) {
     const int g = lane >> 2, q = lane & 3;
@@ -266,6 +270,39 @@ __device__ __forceinline__ bool grid_barrier(const Barrier& barrier, unsigned lo
   }
   __syncthreads();
   return abort_flag == 0;
+}
+
+//: The cluster path's exchange and barrier (sm_90; the sm_80 build compiles them to a trap, and the planner never
+//: picks the cluster path there).
+//: *local_ptr in the shared memory of the cluster's CTA `rank` = v (distributed shared memory).
+template <class S>
+__device__ __forceinline__ void store_to_cluster_rank(S* local_ptr, S v, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(local_ptr));
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  typename Bits<sizeof(S)>::type bits;
+  memcpy(&bits, &v, sizeof(S));
+  if constexpr (sizeof(S) == 2) {
+    asm volatile("st.shared::cluster.b16 [%0], %1;" ::"r"(remote), "h"(bits) : "memory");
+  } else if constexpr (sizeof(S) == 4) {
+    asm volatile("st.shared::cluster.b32 [%0], %1;" ::"r"(remote), "r"(bits) : "memory");
+  } else {
+    asm volatile("st.shared::cluster.b64 [%0], %1;" ::"r"(remote), "l"(bits) : "memory");
+  }
+#else
+  __trap();
+#endif
+}
+
+//: Every thread of every CTA in the cluster: arrive (release: this thread's shared and distributed shared memory
+//: writes) and wait (acquire). Also a full __syncthreads of the CTA.
+__device__ __forceinline__ void cluster_barrier() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();
+#endif
 }
 
 //: The (batch row, hidden unit) of register state e of this thread: unit index fastest, so neighbouring threads

@@ -1,17 +1,22 @@
-// The persistent forward kernel: one cooperative launch runs every step of one layer direction. CTA c keeps the
-// W_hh rows of its hidden units [u0, u0 + units) for every gate in shared memory (persistent_plan.h) and the fp32
-// (fp64) h and c of its N x units states in registers. Per step:
-//   1. h_{t-1} of all units (y[t-1], the input dtype, written by every CTA last step; h0 first) staged from L2,
-//      times the W slice -> the recurrent pre-activations of its units (matmul_step);
+// The persistent forward kernel: one launch runs every step of one layer direction. CTA c keeps the W_hh rows of its
+// hidden units [u0, u0 + units) for every gate in shared memory (persistent_plan.h) and the fp32 (fp64) h and c of
+// its N x units states in registers. Per step:
+//   1. h_{t-1} of all units times the W slice -> the recurrent pre-activations of its units (matmul_step);
 //   2. the cell math (cell_math.h, the CPU's too) with gi_t (x_t W_ih^T + biases, one GEMM before the launch,
 //      loaded during the previous step's barrier wait): h_t, c_t, the saved activations (rnn_loop.h's layout);
-//   3. its slice of h_t written to y[t], then the grid barrier (none after the last step).
+//   3. its slice of h_t written to y[t] and exchanged, then a barrier (none after the last step).
+// Two exchanges (kCluster):
+//   grid path (cooperative launch, one CTA per SM): h_t goes through y in L2; every CTA stages y[t-1] (h0 first)
+//     from L2 and meets the others at the counter barrier (grid_barrier);
+//   cluster path (one thread-block cluster, sm_90): every CTA writes its h_t slice straight into the shared memory of
+//     every CTA of the cluster (distributed shared memory; two buffers, read / written alternately) and the step
+//     ends at the hardware cluster barrier: no L2 round trip, no spinning.
 #include "persistent_device.h"
 
 namespace fusedrnn::persistent {
 namespace {
 
-template <class S, Mode kMode>
+template <class S, Mode kMode, bool kCluster>
 __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const ForwardParams p, const Tiling tl) {
   using A = AccOf<S>;
   constexpr int G = kGates<kMode>;
@@ -19,8 +24,9 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int abort_flag;
   S* Ws = reinterpret_cast<S*>(smem);
-  S* Bs = Ws + tl.m_pad * tl.w_ld;
-  A* acc_s = reinterpret_cast<A*>(Bs + tl.n_pad * tl.b_ld);
+  S* Bs = Ws + tl.m_pad * tl.w_ld;                      // grid path: the staged chunk; cluster path: buffer 0
+  S* Bs_other = Bs + tl.n_pad * tl.b_ld;                // cluster path: buffer 1
+  A* acc_s = reinterpret_cast<A*>(kCluster ? Bs_other + tl.n_pad * tl.b_ld : Bs_other);
 
   const int T = p.s.T, N = p.s.N, H = p.s.H, U = tl.units;
   const int64_t GH = static_cast<int64_t>(G) * H;
@@ -61,12 +67,27 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     }
   };
   load_gi(step_time(0));
-  __syncthreads();  // Ws complete
+  if constexpr (kCluster) {
+    // Buffer 0 holds h0, buffer 1 zeros; the other CTAs only ever write real (row < N, unit < H) elements, so the
+    // padding stays zero. The barrier also makes sure every CTA of the cluster runs before anyone writes into it.
+    stage(Bs, tl, h0, H, N, H, 0, tl.k_pad, p.vector_loads);
+    for (int i = threadIdx.x; i < tl.n_pad * tl.b_ld; i += blockDim.x) Bs_other[i] = Storage<S>::store(A(0));
+    cluster_barrier();
+  } else {
+    __syncthreads();  // Ws complete
+  }
 
   for (int s = 0; s < T; ++s) {
     const int t = step_time(s);
-    const S* h_prev = s == 0 ? h0 : y + static_cast<int64_t>(p.s.reverse ? t + 1 : t - 1) * N * H;
-    matmul_step(tl, Ws, Bs, acc_s, h_prev, H, N, H, p.vector_loads);
+    S* h_next = nullptr;  // cluster path: the buffer this step's h_t goes to, in every CTA of the cluster
+    if constexpr (kCluster) {
+      S* h_now = s % 2 == 0 ? Bs : Bs_other;
+      h_next = s % 2 == 0 ? Bs_other : Bs;
+      matmul_step<S, /*kStaged=*/false>(tl, Ws, h_now, acc_s, nullptr, 0, N, H, false);
+    } else {
+      const S* h_prev = s == 0 ? h0 : y + static_cast<int64_t>(p.s.reverse ? t + 1 : t - 1) * N * H;
+      matmul_step(tl, Ws, Bs, acc_s, h_prev, H, N, H, p.vector_loads);
+    }
     __syncthreads();  // acc_s complete
 #pragma unroll
     for (int e = 0; e < kMaxStatesPerThread; ++e) {
@@ -105,11 +126,25 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
           h[e] = rnn_forward<ScalarMath>(kMode, a[0]);
         }
       }
-      y[row * H + col] = Storage<S>::store(h[e]);
+      const S out = Storage<S>::store(h[e]);
+      y[row * H + col] = out;
+      if constexpr (kCluster) {
+        if (s + 1 < T) {
+          for (unsigned rank = 0; rank < gridDim.x; ++rank) {
+            store_to_cluster_rank(h_next + at.n * tl.b_ld + col, out, rank);
+          }
+        }
+      }
     }
     if (s + 1 < T) {
       load_gi(step_time(s + 1));  // in flight during the barrier wait
-      if (!grid_barrier(p.barrier, s + 1, abort_flag)) return;
+      if constexpr (kCluster) {
+        // After it no CTA reads this step's buffer any more, so the next step may overwrite it. (No barrier after
+        // the last step: no CTA touches another's shared memory then.)
+        cluster_barrier();
+      } else if (!grid_barrier(p.barrier, s + 1, abort_flag)) {
+        return;
+      }
     }
   }
 #pragma unroll
@@ -122,27 +157,32 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
   }
 }
 
-template <class S>
+template <class S, bool kCluster>
 const void* for_mode(Mode mode) {
   switch (mode) {
-    case Mode::LSTM: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::LSTM>);
-    case Mode::GRU: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::GRU>);
-    case Mode::RNN_TANH: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::RNN_TANH>);
-    case Mode::RNN_RELU: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::RNN_RELU>);
+    case Mode::LSTM: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::LSTM, kCluster>);
+    case Mode::GRU: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::GRU, kCluster>);
+    case Mode::RNN_TANH: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::RNN_TANH, kCluster>);
+    case Mode::RNN_RELU: return reinterpret_cast<const void*>(&forward_kernel_impl<S, Mode::RNN_RELU, kCluster>);
+  }
+  return nullptr;
+}
+
+template <bool kCluster>
+const void* for_dtype(Mode mode, DType dtype) {
+  switch (dtype) {
+    case DType::Half: return for_mode<__half, kCluster>(mode);
+    case DType::BFloat16: return for_mode<__nv_bfloat16, kCluster>(mode);
+    case DType::Float: return for_mode<float, kCluster>(mode);
+    case DType::Double: return for_mode<double, kCluster>(mode);
   }
   return nullptr;
 }
 
 }  // namespace
 
-const void* forward_kernel(Mode mode, DType dtype) {
-  switch (dtype) {
-    case DType::Half: return for_mode<__half>(mode);
-    case DType::BFloat16: return for_mode<__nv_bfloat16>(mode);
-    case DType::Float: return for_mode<float>(mode);
-    case DType::Double: return for_mode<double>(mode);
-  }
-  return nullptr;
+const void* forward_kernel(Mode mode, DType dtype, bool cluster) {
+  return cluster ? for_dtype<true>(mode, dtype) : for_dtype<false>(mode, dtype);
 }
 
 }  // namespace fusedrnn::persistent

@@ -48,20 +48,67 @@ Tune tune_from_env() {
   }
 }
 
-const void* kernel_of(const LayerInputs& in, Direction direction) {
+//: The largest cluster the kernels ask for: 16 CTAs, the H100's non-portable maximum (8 is the portable one).
+constexpr int kMaxCluster = 16, kPortableCluster = 8;
+
+const void* kernel_of(const LayerInputs& in, Direction direction, bool cluster) {
   const DType dtype = dtype_of(in.x.scalar_type());
-  return direction == Direction::Forward ? forward_kernel(in.mode, dtype) : backward_kernel(in.mode, dtype);
+  return direction == Direction::Forward ? forward_kernel(in.mode, dtype, cluster) : backward_kernel(in.mode, dtype);
 }
 
-//: The plan on the current device: the pure planner, then the kernel's real occupancy at the planned shared memory.
+//: The launch configuration of a cluster-path plan: one cluster of plan.ctas CTAs.
+struct ClusterLaunch {
+  cudaLaunchConfig_t config = {};
+  cudaLaunchAttribute attribute = {};
+  ClusterLaunch(const ClusterLaunch&) = delete;  // config points at attribute
+  ClusterLaunch(const Plan& plan, cudaStream_t stream) {
+    config.gridDim = dim3(plan.ctas);
+    config.blockDim = dim3(plan.threads);
+    config.dynamicSmemBytes = static_cast<size_t>(plan.smem_bytes);
+    config.stream = stream;
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = plan.ctas;
+    attribute.val.clusterDim.y = attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+};
+
+//: Raises the kernel's dynamic shared-memory limit (and cluster-size limit) to what `plan` launches it with.
+void allow(const void* kernel, const Plan& plan) {
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(plan.smem_bytes)),
+             "cudaFuncSetAttribute (dynamic shared memory)");
+  if (plan.cluster > kPortableCluster) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1),
+               "cudaFuncSetAttribute (non-portable cluster size)");
+  }
+}
+
+//: Whether one cluster of the cluster-path plan can be resident (cudaOccupancyMaxActiveClusters >= 1).
+bool cluster_fits(const void* kernel, const Plan& plan) {
+  allow(kernel, plan);
+  ClusterLaunch launch(plan, nullptr);
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config) != cudaSuccess) {
+    (void)cudaGetLastError();  // an unsupported size is an answer here, not a sticky error
+    return false;
+  }
+  return clusters >= 1;
+}
+
+//: The plan on the current device: the pure planner, then the kernel's real occupancy at the planned shared memory
+//: (the cluster path falls back to the portable cluster size, then to the grid path, when its cluster cannot run).
 Plan plan_for(const LayerInputs& in, Direction direction) {
   const Tune tune = tune_from_env();
-  int device = 0, sm_count = 0, smem_optin = 0, cooperative = 0;
+  int device = 0, sm_count = 0, smem_optin = 0, cooperative = 0, cluster_launch = 0, major = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_cuda(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   check_cuda(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
              "cudaDeviceGetAttribute");
   check_cuda(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device), "cudaDeviceGetAttribute");
   PlanInput input;
   input.gates = gates_of(in.mode);
   input.batch = in.x.size(1);
@@ -71,16 +118,21 @@ Plan plan_for(const LayerInputs& in, Direction direction) {
   input.direction = direction;
   input.sm_count = sm_count;
   input.smem_per_block = smem_optin;
+  // sm_90 is the only architecture the cluster kernels are compiled for (fusedrnn/_build.py's arch list).
+  input.max_cluster = major == 9 && cluster_launch != 0 ? kMaxCluster : 0;
   Plan plan = plan_persistent(input, tune);
-  if (plan.persistent && cooperative == 0) {
+  for (const int smaller : {kPortableCluster, 0}) {
+    if (!plan.persistent || plan.cluster == 0 || cluster_fits(kernel_of(in, direction, true), plan)) break;
+    input.max_cluster = smaller;
+    plan = plan_persistent(input, tune);
+  }
+  if (plan.persistent && plan.cluster == 0 && cooperative == 0) {
     plan.persistent = false;
     plan.reason = "the device does not support cooperative launches";
   }
-  if (plan.persistent) {
-    const void* kernel = kernel_of(in, direction);
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(plan.smem_bytes)),
-               "cudaFuncSetAttribute (dynamic shared memory)");
+  if (plan.persistent && plan.cluster == 0) {
+    const void* kernel = kernel_of(in, direction, false);
+    allow(kernel, plan);
     int blocks = 0;
     check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, plan.threads,
                                                              static_cast<size_t>(plan.smem_bytes)),
@@ -106,13 +158,18 @@ Sizes sizes_of(const LayerInputs& in) {
   return s;
 }
 
-//: Cooperative launch of `kernel` with (params, tiling); then, unless the stream is being captured into a CUDA
-//: graph, waits for it and turns the barrier's error flag into an error (a timed-out grid never returns silently
-//: wrong results).
+//: Launches `kernel` with (params, tiling): the cluster path as one cluster (its hardware barrier cannot hang);
+//: the grid path cooperatively, then, unless the stream is being captured into a CUDA graph, waits for it and turns
+//: the barrier's error flag into an error (a timed-out grid never returns silently wrong results).
 void launch(const void* kernel, const Plan& plan, void* params, const Tensor& barrier_words) {
   Tiling tiling = plan;
   void* args[] = {params, &tiling};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (plan.cluster > 0) {
+    ClusterLaunch launch(plan, stream);
+    check_cuda(cudaLaunchKernelExC(&launch.config, kernel, args), "the cluster launch of the persistent kernel");
+    return;
+  }
   check_cuda(cudaLaunchCooperativeKernel(kernel, dim3(plan.ctas), dim3(plan.threads), args,
                                          static_cast<size_t>(plan.smem_bytes), stream),
              "the cooperative launch of the persistent kernel");
@@ -164,7 +221,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   p.c_n = lstm ? c_n.data_ptr() : nullptr;
   p.barrier.words = words(barrier);
   p.vector_loads = (H * in.x.element_size()) % kVectorBytes == 0 && aligned(p.h0) && aligned(p.y);
-  launch(kernel_of(in, Direction::Forward), plan, &p, barrier);
+  launch(kernel_of(in, Direction::Forward, plan.cluster > 0), plan, &p, barrier);
   return std::make_tuple(y, h_n, c_n, saved);
 }
 
@@ -201,7 +258,7 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   p.dc0 = lstm ? dc0.data_ptr() : nullptr;
   p.barrier.words = words(barrier);
   p.vector_loads = (GH * y.element_size()) % kVectorBytes == 0;  // dg_h is fresh, hence aligned
-  launch(kernel_of(in, Direction::Backward), plan, &p, barrier);
+  launch(kernel_of(in, Direction::Backward, false), plan, &p, barrier);
 
   // The weight gradients: GEMMs over all T*N rows (dW_hh = sum_t dg_h_t^T h_{t-1}).
   const Tensor dgh = dg_h.view({T * N, GH}), dgi = dg_i.view({T * N, GH});

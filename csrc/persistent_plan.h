@@ -47,6 +47,7 @@ struct PlanInput {
   int sm_count = 132;
   int64_t smem_per_block = 227 * 1024;
   int blocks_per_sm = -1;  // co-resident CTAs per SM at the plan's threads and smem; -1: not known yet
+  int max_cluster = 0;     // the largest thread-block cluster of the kernel (16 on H100); 0: no clusters (< sm_90)
 };
 
 //: Overrides from FUSEDRNN_CUDA_TUNE ("key=value,..."); 0 / empty: the planner's choice.
@@ -54,6 +55,7 @@ struct Tune {
   int ctas = 0;     // CTAs in the grid (hidden slice = ceil(H / ctas))
   int threads = 0;  // threads per CTA
   int chunk = 0;    // K columns of the gathered operand staged in shared memory at once (a multiple of kTileK)
+  int cluster = -1;  // CTAs of the cluster path; 0: never the cluster path; -1: the planner's choice
   std::string path;  // "" (planner), "persistent" (refusal is an error), "step" (always the per-step path)
 };
 
@@ -64,7 +66,7 @@ struct Tiling {
   int chunk = 0, ksplit = 1;  // staged K columns; warps splitting K of one tile (summed in a fixed order)
   int w_ld = 0, b_ld = 0;     // shared-memory row strides (elements) of the W slice and of the staged operand
   int64_t smem_bytes = 0;     // dynamic shared memory per CTA
-  int cluster = 1;            // CTAs per cluster: 1 (the sm_90a cluster path is not implemented)
+  int cluster = 0;            // the cluster path's CTAs (= ctas, one cluster); 0: the grid path
 };
 
 struct Plan : Tiling {
@@ -112,6 +114,8 @@ inline Tune parse_tune(const std::string& spec) {
       tune.threads = number();
     } else if (key == "chunk") {
       tune.chunk = number();
+    } else if (key == "cluster") {
+      tune.cluster = value == "0" ? 0 : number();
     } else if (key == "path") {
       if (value != "persistent" && value != "step") {
         throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: path=" + value + " (expected persistent or step)");
@@ -119,7 +123,7 @@ inline Tune parse_tune(const std::string& spec) {
       tune.path = value;
     } else {
       throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: unknown key '" + key +
-                                  "' (known: ctas, threads, chunk, path)");
+                                  "' (known: ctas, threads, chunk, cluster, path)");
     }
   }
   return tune;
@@ -138,7 +142,66 @@ inline void require_co_resident(Plan& plan, int blocks_per_sm, int sm_count) {
   }
 }
 
+//: Fills p's tiling for `wanted` CTAs of p.threads threads; returns why it does not fit, or "" when it does.
+//: resident: the cluster path, where the whole operand (h_{t-1}) lives in two shared-memory buffers (the one read
+//: this step, the one the cluster writes for the next) instead of chunks staged from L2.
+inline std::string tile(Plan& p, const PlanInput& in, const Tune& tune, int64_t wanted, bool resident) {
+  const bool forward = in.direction == Direction::Forward;
+  const int64_t G = in.gates, N = in.batch, H = in.hidden;
+  p.units = static_cast<int>(ceil_div(H, wanted));
+  p.ctas = static_cast<int>(ceil_div(H, p.units));  // no CTA without hidden units
+  const int64_t states = N * p.units;
+  if (states > static_cast<int64_t>(p.threads) * kMaxStatesPerThread) {
+    return "batch " + std::to_string(N) + " x " + std::to_string(p.units) + " hidden units per CTA = " +
+           std::to_string(states) + " states exceed " + std::to_string(p.threads) + " threads x " +
+           std::to_string(kMaxStatesPerThread) + " registers";
+  }
+  p.m = static_cast<int>(forward ? G * p.units : p.units);
+  p.k = static_cast<int>(forward ? H : G * H);
+  p.m_pad = static_cast<int>(round_up(p.m, kTileM));
+  p.n_pad = static_cast<int>(round_up(N, kTileN));
+  p.k_pad = static_cast<int>(round_up(p.k, kTileK));
+  const int warps = p.threads / kWarpSize;
+  const int64_t tiles = static_cast<int64_t>(p.m_pad / kTileM) * (p.n_pad / kTileN);
+  p.ksplit = static_cast<int>(std::max<int64_t>(1, warps / tiles));
+  const int64_t groups = warps / p.ksplit;
+  if (ceil_div(tiles, groups) > kMaxTilesPerWarp) {
+    return std::to_string(tiles) + " output tiles of " + std::to_string(kTileM) + "x" + std::to_string(kTileN) +
+           " (batch " + std::to_string(N) + ") exceed " + std::to_string(warps) + " warps x " +
+           std::to_string(kMaxTilesPerWarp);
+  }
+
+  const int64_t es = in.element_size, acc_size = es == 8 ? 8 : 4;
+  p.w_ld = p.k_pad + kRowPad;
+  const int64_t w_bytes = static_cast<int64_t>(p.m_pad) * p.w_ld * es;
+  const int64_t acc_bytes = static_cast<int64_t>(p.ksplit) * p.m_pad * p.n_pad * acc_size;
+  const int64_t budget = in.smem_per_block - kStaticSmemBytes;
+  const int64_t left = budget - w_bytes - acc_bytes;
+  const int64_t row_bytes = static_cast<int64_t>(p.n_pad) * es;  // one staged K column, all batch rows
+  const int buffers = resident ? 2 : 1;
+  const int64_t columns = std::max<int64_t>(0, left / (buffers * row_bytes) - kRowPad);  // K columns that fit
+  const int64_t largest = std::min<int64_t>(p.k_pad, columns / kTileK * kTileK);
+  if (largest < (resident ? p.k_pad : kTileK)) {
+    return "the W_hh slice (" + std::to_string(p.m_pad) + " x " + std::to_string(p.w_ld) + ", " +
+           std::to_string(w_bytes) + " bytes) with the accumulators and " +
+           (resident ? "two buffers of all of h" : "one staged tile") + " for batch " + std::to_string(N) +
+           " exceeds the " + std::to_string(in.smem_per_block) + " bytes of shared memory per block";
+  }
+  if (!resident && tune.chunk && (tune.chunk % kTileK != 0 || tune.chunk > largest)) {
+    return "chunk=" + std::to_string(tune.chunk) + " must be a multiple of " + std::to_string(kTileK) +
+           " and at most " + std::to_string(largest) + " here";
+  }
+  p.chunk = static_cast<int>(!resident && tune.chunk ? tune.chunk : largest);
+  p.b_ld = p.chunk + kRowPad;
+  p.smem_bytes = w_bytes + buffers * row_bytes * p.b_ld + acc_bytes;
+  return "";
+}
+
 //: The plan of one layer direction (see the top of this file). Pure: same input, same plan.
+//: Forward passes whose W_hh fits in one thread-block cluster (in.max_cluster CTAs) take the cluster path: h is
+//: exchanged through distributed shared memory and each step ends at the hardware cluster barrier, far cheaper than
+//: the grid-wide one (which cannot time out: the cluster's CTAs are scheduled together). Everything else that fits
+//: takes the grid path (one CTA per SM, exchange through L2, the counter barrier).
 inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
   Plan p;
   auto refuse = [&](std::string why) {
@@ -151,65 +214,42 @@ inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
     return refuse("projection (proj_size): every step would need a second grid-wide exchange for W_hr h");
   }
   if (in.sm_count <= 0) return refuse("no SMs reported");
-  const bool forward = in.direction == Direction::Forward;
-  const int64_t G = in.gates, N = in.batch, H = in.hidden;
-
   p.threads = tune.threads ? tune.threads : kDefaultThreads;
   if (p.threads % kWarpSize != 0 || p.threads < 2 * kWarpSize || p.threads > kMaxThreads) {
     return refuse("threads=" + std::to_string(p.threads) + " must be a multiple of 32 in [64, " +
                   std::to_string(kMaxThreads) + "]");
   }
-  // One CTA per SM by default: each takes most of an SM's shared memory, and fewer CTAs make a cheaper barrier.
+  // The backward pass has no cluster path (its dgates exchange is G times larger): cluster= applies to forwards.
+  const bool forward = in.direction == Direction::Forward;
+  const bool cluster_possible = forward && in.max_cluster > 0;
+  if (forward && tune.cluster > 0) {
+    if (!cluster_possible) {
+      return refuse("cluster=" + std::to_string(tune.cluster) + ": this GPU has no thread-block clusters (sm_90)");
+    }
+    if (tune.cluster > in.max_cluster) {
+      return refuse("cluster=" + std::to_string(tune.cluster) + " exceeds the largest cluster here (" +
+                    std::to_string(in.max_cluster) + " CTAs)");
+    }
+  }
+  if (cluster_possible && tune.cluster != 0 && tune.ctas == 0) {
+    Plan c = p;
+    const int64_t size = tune.cluster > 0 ? tune.cluster : std::min<int64_t>(in.max_cluster, in.hidden);
+    std::string why = tile(c, in, tune, size, /*resident=*/true);
+    if (why.empty()) {
+      c.cluster = c.ctas;
+      c.persistent = true;
+      return c;
+    }
+    if (tune.cluster > 0) return refuse("cluster=" + std::to_string(tune.cluster) + ": " + why);
+  }
+  // The grid path: one CTA per SM by default (each takes most of an SM's shared memory; fewer CTAs make a cheaper
+  // barrier).
   if (tune.ctas > in.sm_count) {
     return refuse("ctas=" + std::to_string(tune.ctas) + " exceeds the " + std::to_string(in.sm_count) + " SMs");
   }
-  const int64_t wanted = tune.ctas ? tune.ctas : std::min<int64_t>(H, in.sm_count);
-  p.units = static_cast<int>(ceil_div(H, wanted));
-  p.ctas = static_cast<int>(ceil_div(H, p.units));  // no CTA without hidden units
-
-  const int64_t states = N * p.units;
-  if (states > static_cast<int64_t>(p.threads) * kMaxStatesPerThread) {
-    return refuse("batch " + std::to_string(N) + " x " + std::to_string(p.units) + " hidden units per CTA = " +
-                  std::to_string(states) + " states exceed " + std::to_string(p.threads) + " threads x " +
-                  std::to_string(kMaxStatesPerThread) + " registers");
-  }
-  p.m = static_cast<int>(forward ? G * p.units : p.units);
-  p.k = static_cast<int>(forward ? H : G * H);
-  p.m_pad = static_cast<int>(round_up(p.m, kTileM));
-  p.n_pad = static_cast<int>(round_up(N, kTileN));
-  p.k_pad = static_cast<int>(round_up(p.k, kTileK));
-  const int warps = p.threads / kWarpSize;
-  const int64_t tiles = static_cast<int64_t>(p.m_pad / kTileM) * (p.n_pad / kTileN);
-  p.ksplit = static_cast<int>(std::max<int64_t>(1, warps / tiles));
-  const int64_t groups = warps / p.ksplit;
-  if (ceil_div(tiles, groups) > kMaxTilesPerWarp) {
-    return refuse(std::to_string(tiles) + " output tiles of " + std::to_string(kTileM) + "x" +
-                  std::to_string(kTileN) + " (batch " + std::to_string(N) + ") exceed " + std::to_string(warps) +
-                  " warps x " + std::to_string(kMaxTilesPerWarp));
-  }
-
-  const int64_t es = in.element_size, acc_size = es == 8 ? 8 : 4;
-  p.w_ld = p.k_pad + kRowPad;
-  const int64_t w_bytes = static_cast<int64_t>(p.m_pad) * p.w_ld * es;
-  const int64_t acc_bytes = static_cast<int64_t>(p.ksplit) * p.m_pad * p.n_pad * acc_size;
-  const int64_t budget = in.smem_per_block - kStaticSmemBytes;
-  const int64_t left = budget - w_bytes - acc_bytes;
-  const int64_t row_bytes = static_cast<int64_t>(p.n_pad) * es;  // one staged K column, all batch rows
-  const int64_t columns = std::max<int64_t>(0, left / row_bytes - kRowPad);  // staged K columns that fit
-  const int64_t largest = std::min<int64_t>(p.k_pad, columns / kTileK * kTileK);
-  if (largest < kTileK) {
-    return refuse("the W_hh slice (" + std::to_string(p.m_pad) + " x " + std::to_string(p.w_ld) + ", " +
-                  std::to_string(w_bytes) + " bytes) with the accumulators and one staged tile of batch " +
-                  std::to_string(N) + " exceeds the " + std::to_string(in.smem_per_block) +
-                  " bytes of shared memory per block");
-  }
-  if (tune.chunk && (tune.chunk % kTileK != 0 || tune.chunk > largest)) {
-    return refuse("chunk=" + std::to_string(tune.chunk) + " must be a multiple of " + std::to_string(kTileK) +
-                  " and at most " + std::to_string(largest) + " here");
-  }
-  p.chunk = static_cast<int>(tune.chunk ? tune.chunk : largest);
-  p.b_ld = p.chunk + kRowPad;
-  p.smem_bytes = w_bytes + row_bytes * p.b_ld + acc_bytes;
+  const int64_t wanted = tune.ctas ? tune.ctas : std::min<int64_t>(in.hidden, in.sm_count);
+  std::string why = tile(p, in, tune, wanted, /*resident=*/false);
+  if (!why.empty()) return refuse(why);
   p.persistent = true;
   require_co_resident(p, in.blocks_per_sm, in.sm_count);
   return p;

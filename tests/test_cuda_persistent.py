@@ -32,8 +32,16 @@ CONFIGS = [
 ]
 #: (T, N, I, H): odd sizes (scalar staging, partial tiles) and 16-byte-aligned rows (vector staging).
 SHAPES = {"odd": (7, 3, 13, 37), "aligned": (9, 16, 24, 64)}
-#: Tunings that reach the kernels' other branches: several units and K chunks per CTA, K split over warps.
-TUNINGS = {"planned": "", "few_ctas_small_chunks": "ctas=3,chunk=16,threads=128", "one_cta": "ctas=1,threads=256"}
+#: Tunings that reach the kernels' branches: the planner's choice (on an H100 the forward takes the cluster path for
+#: these sizes), the grid path with one CTA per unit (K split over warps), with several units and K chunks per CTA,
+#: with one CTA, and a cluster of 4 CTAs. cluster= only steers forward passes.
+TUNINGS = {
+    "planned": "",
+    "grid": "cluster=0",
+    "grid_few_ctas_small_chunks": "cluster=0,ctas=3,chunk=16,threads=128",
+    "grid_one_cta": "cluster=0,ctas=1,threads=256",
+    "cluster_of_4": "cluster=4,threads=128",
+}
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 

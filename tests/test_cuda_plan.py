@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from fusedrnn.backends.native import H100_SMEM_PER_BLOCK, H100_SMS, cuda_plan
+from fusedrnn.backends.native import H100_MAX_CLUSTER, H100_SMEM_PER_BLOCK, H100_SMS, cuda_plan
 
 #: csrc/persistent_plan.h's limits, restated: a plan that breaks them would fail to launch or spill.
 MAX_THREADS, TILE_M, TILE_N, TILE_K, MAX_TILES_PER_WARP, MAX_STATES_PER_THREAD, STATIC_SMEM = 256, 16, 8, 16, 4, 4, 16
@@ -34,7 +34,7 @@ def test_fitting_shapes_are_planned_persistent(name, mode, batch, hidden, dtype,
     tiling = plan.tiling
     assert tiling["ctas"] <= H100_SMS
     assert tiling["smem_bytes"] + STATIC_SMEM <= H100_SMEM_PER_BLOCK
-    assert tiling["cluster"] == 1
+    assert tiling["cluster"] == 0  # no max_cluster given: the grid path
 
 
 def test_lstm_h768_spreads_over_the_sms():
@@ -126,6 +126,55 @@ def test_every_plan_respects_the_kernel_limits(dtype, backward):
         )
         assert t["smem_bytes"] == expected
         assert t["w_ld"] == t["k_pad"] + 8 and t["b_ld"] == t["chunk"] + 8
+
+
+#: (id, mode, batch, hidden, dtype): forward passes whose W_hh fits in one cluster of 16 CTAs with all of h twice.
+CLUSTER_FITTING = [
+    ("lstm_fp32_N1_H256", "LSTM", 1, 256, torch.float32),
+    ("lstm_bf16_N16_H512", "LSTM", 16, 512, torch.bfloat16),
+    ("gru_fp16_N8_H37", "GRU", 8, 37, torch.float16),
+    ("rnn_tanh_fp64_N3_H5", "RNN_TANH", 3, 5, torch.float64),
+]
+
+
+@pytest.mark.parametrize(("name", "mode", "batch", "hidden", "dtype"), CLUSTER_FITTING, ids=[c[0] for c in CLUSTER_FITTING])
+def test_small_forward_passes_take_the_cluster_path(name, mode, batch, hidden, dtype):
+    t = cuda_plan(mode, batch, hidden, dtype, max_cluster=H100_MAX_CLUSTER).tiling
+    units = -(-hidden // min(hidden, H100_MAX_CLUSTER))  # H=37: 3 units per CTA, so 13 CTAs
+    assert t["cluster"] == t["ctas"] == -(-hidden // units) and t["units"] == units
+    assert t["chunk"] == t["k_pad"]  # all of h resident: nothing staged from L2
+    element_size = torch.empty((), dtype=dtype).element_size()
+    accumulator = 8 if element_size == 8 else 4
+    two_buffers = 2 * t["n_pad"] * t["b_ld"] * element_size
+    expected = t["m_pad"] * t["w_ld"] * element_size + two_buffers + t["ksplit"] * t["m_pad"] * t["n_pad"] * accumulator
+    assert t["smem_bytes"] == expected and expected + STATIC_SMEM <= H100_SMEM_PER_BLOCK
+
+
+def test_cluster_path_only_where_it_fits():
+    """W_hh of LSTM bf16 H=768 (4.7 MB) exceeds a cluster's 3.6 MB: the grid path; backward never clusters; and
+    cluster=0 or a ctas override choose the grid path too."""
+    assert cuda_plan("LSTM", 16, 768, torch.bfloat16, max_cluster=16).tiling["cluster"] == 0
+    assert cuda_plan("LSTM", 1, 256, torch.float32, backward=True, max_cluster=16).tiling["cluster"] == 0
+    assert cuda_plan("LSTM", 1, 256, torch.float32, backward=True, max_cluster=16, tune="cluster=8").persistent
+    assert cuda_plan("LSTM", 1, 256, torch.float32, max_cluster=16, tune="cluster=0").tiling["cluster"] == 0
+    assert cuda_plan("LSTM", 1, 256, torch.float32, max_cluster=16, tune="ctas=64").tiling["ctas"] == 64
+    assert cuda_plan("LSTM", 1, 256, torch.float32, max_cluster=16, tune="cluster=8").tiling["cluster"] == 8
+
+
+LSTM_BF16 = ("LSTM", 16, 512, torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "words"),
+    [(LSTM_BF16, {"max_cluster": 8, "tune": "cluster=16"}, "exceeds the largest cluster here (8"),
+     (LSTM_BF16, {"max_cluster": 0, "tune": "cluster=4"}, "thread-block clusters"),
+     (LSTM_BF16, {"max_cluster": 16, "tune": "cluster=1"}, "cluster=1: batch 16 x 512 hidden units"),
+     (("LSTM", 1, 256, torch.float32), {"max_cluster": 16, "tune": "cluster=4"}, "cluster=4: the W_hh slice")],
+    ids=["too_big", "no_clusters", "too_many_states", "too_little_smem"],
+)  # fmt: skip
+def test_forced_cluster_refusals_say_why(args, kwargs, words):
+    plan = cuda_plan(*args, **kwargs)
+    assert not plan.persistent and words in plan.reason
 
 
 def test_plans_are_pure():

@@ -95,8 +95,8 @@ CPU_BACKEND = NativeBackend("cpu")
 CUDA_BACKEND = NativeBackend("cuda")
 
 
-#: H100 SXM: 132 SMs, 227 KB of shared memory per block (opt-in); cuda_plan's defaults.
-H100_SMS, H100_SMEM_PER_BLOCK = 132, 227 * 1024
+#: H100 SXM: 132 SMs, 227 KB of shared memory per block (opt-in), clusters of up to 16 CTAs (non-portable size).
+H100_SMS, H100_SMEM_PER_BLOCK, H100_MAX_CLUSTER = 132, 227 * 1024, 16
 
 
 class CudaPlan(NamedTuple):
@@ -110,13 +110,15 @@ class CudaPlan(NamedTuple):
 
 def cuda_plan(mode: str, batch: int, hidden: int, dtype: torch.dtype, *, projection: bool = False,
               backward: bool = False, sm_count: int = H100_SMS, smem_per_block: int = H100_SMEM_PER_BLOCK,
-              blocks_per_sm: int = -1, tune: str = "") -> CudaPlan:
+              blocks_per_sm: int = -1, max_cluster: int = 0, tune: str = "") -> CudaPlan:
     """The planner's decision for the given device numbers (no GPU needed). blocks_per_sm: the kernel's occupancy at
-    the planned shared memory (-1: unknown, not checked); tune: a FUSEDRNN_CUDA_TUNE string (ValueError if bad)."""
+    the planned shared memory (-1: unknown, not checked); max_cluster: the largest thread-block cluster (16 on an
+    H100; 0: no cluster path); tune: a FUSEDRNN_CUDA_TUNE string (ValueError if bad)."""
     _extension.load()
     element_size = torch.empty((), dtype=dtype).element_size()
     persistent, detail = torch.ops.fusedrnn.cuda_plan(
-        mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm, tune
+        mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm, max_cluster,
+        tune,
     )
     if not persistent:
         return CudaPlan(False, detail, {})
