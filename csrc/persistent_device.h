@@ -188,8 +188,20 @@ __device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs
         if (tile < tiles) {
           const S* a = Ws + (tile / n_tiles) * kTileM * tl.w_ld + k0;
           const S* b = Bs + (tile % n_tiles) * kTileN * tl.b_ld;
-          for (int kk = ksub * kTileK; kk < width; kk += kTileK * tl.ksplit) {
-            tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
+          const int stride = kTileK * tl.ksplit;
+          int kk = ksub * kTileK;
+          if constexpr (Storage<S>::kTensorCores) {
+            // Two accumulator chains: back-to-back mma.sync on one accumulator wait for each other's result.
+            A other[4] = {A(0), A(0), A(0), A(0)};
+            for (; kk + stride < width; kk += 2 * stride) {
+              tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
+              tile_16x8x16<S>(other, a + kk + stride, tl.w_ld, b + kk + stride, tl.b_ld, lane);
+            }
+            if (kk < width) tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) c[i][j] += other[j];
+          } else {
+            for (; kk < width; kk += stride) tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
           }
         }
       }
