@@ -14,9 +14,10 @@ namespace fusedrnn::persistent {
 enum class DType { Half, BFloat16, Float, Double };
 
 //: The grid barrier's words, zeroed before each launch: [0] arrivals (CTAs x steps), [1] the error flag, set when a
-//: CTA waited longer than kBarrierTimeoutNs (the host turns it into a RuntimeError instead of hanging).
+//: CTA waited longer than timeout_ns (the host turns it into a RuntimeError instead of hanging).
 struct Barrier {
   unsigned long long* words = nullptr;
+  unsigned long long timeout_ns = 0;
 };
 
 struct Sizes {

@@ -20,9 +20,6 @@
 
 namespace fusedrnn::persistent {
 
-//: How long one CTA waits at the grid barrier before it gives up and flags an error: far beyond any step (a step
-//: takes microseconds), short enough that a stuck grid (CTAs not co-resident, a crashed CTA) surfaces as an error.
-constexpr unsigned long long kBarrierTimeoutNs = 5'000'000'000ull;
 //: Spins between two looks at the error flag and the clock (both cost an extra load each).
 constexpr int kSpinsPerCheck = 64;
 
@@ -272,7 +269,7 @@ __device__ __forceinline__ bool grid_barrier(const Barrier& barrier, unsigned lo
         abort = 1;
         break;
       }
-      if (global_timer_ns() - start > kBarrierTimeoutNs) {
+      if (global_timer_ns() - start > barrier.timeout_ns) {
         atomicExch(barrier.words + 1, 1ull);
         abort = 1;
         break;

@@ -178,15 +178,20 @@ void launch(const void* kernel, const Plan& plan, void* params, const Tensor& ba
   if (capture != cudaStreamCaptureStatusNone) return;
   const int64_t timed_out = barrier_words[1].item<int64_t>();  // synchronises with the stream
   TORCH_CHECK(timed_out == 0, "fusedrnn: the persistent CUDA kernel's grid barrier timed out (its CTAs were not all "
-              "running at once, or one of them failed); set ", kTuneEnv, "=path=step to use the per-step path");
+              "running at once, or one of them failed); set ", kTuneEnv, "=path=step to use the per-step path, or a "
+              "longer timeout_ms= under a slow tool such as compute-sanitizer");
 }
 
 Tensor barrier_words_for(const Tensor& x) {
   return at::zeros({2}, x.options().dtype(at::kLong));
 }
 
-unsigned long long* words(const Tensor& barrier) {
-  return reinterpret_cast<unsigned long long*>(barrier.data_ptr<int64_t>());
+constexpr unsigned long long kNsPerMs = 1000000ull;
+
+Barrier barrier_of(const Tensor& words) {
+  const int timeout_ms = tune_from_env().timeout_ms;
+  return {reinterpret_cast<unsigned long long*>(words.data_ptr<int64_t>()),
+          static_cast<unsigned long long>(timeout_ms > 0 ? timeout_ms : kDefaultBarrierTimeoutMs) * kNsPerMs};
 }
 
 }  // namespace
@@ -219,7 +224,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   p.ws = in.save ? saved.data_ptr() : nullptr;
   p.h_n = h_n.data_ptr();
   p.c_n = lstm ? c_n.data_ptr() : nullptr;
-  p.barrier.words = words(barrier);
+  p.barrier = barrier_of(barrier);
   p.vector_loads = (H * in.x.element_size()) % kVectorBytes == 0 && aligned(p.h0) && aligned(p.y);
   launch(kernel_of(in, Direction::Forward, plan.cluster > 0), plan, &p, barrier);
   return std::make_tuple(y, h_n, c_n, saved);
@@ -256,7 +261,7 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   p.dg_i = gru ? dg_i.data_ptr() : nullptr;
   p.dh0 = dh0.data_ptr();
   p.dc0 = lstm ? dc0.data_ptr() : nullptr;
-  p.barrier.words = words(barrier);
+  p.barrier = barrier_of(barrier);
   p.vector_loads = (GH * y.element_size()) % kVectorBytes == 0;  // dg_h is fresh, hence aligned
   launch(kernel_of(in, Direction::Backward, false), plan, &p, barrier);
 

@@ -32,6 +32,10 @@ constexpr int kMaxTilesPerWarp = 4;
 constexpr int kMaxStatesPerThread = 4;
 //: Elements added to every shared-memory row: the 8 rows of a fragment then start in different banks.
 constexpr int kRowPad = 8;
+//: How long a CTA waits at the grid barrier before it gives up and flags an error: far beyond any step (a step takes
+//: microseconds), short enough that a stuck grid (CTAs not co-resident, a failed CTA) surfaces as an error. Tools
+//: that slow kernels down by orders of magnitude (compute-sanitizer) may need FUSEDRNN_CUDA_TUNE=timeout_ms=...
+constexpr int kDefaultBarrierTimeoutMs = 5000;
 //: Shared memory the kernels declare statically (the abort flag), kept out of the dynamic budget.
 constexpr int64_t kStaticSmemBytes = 16;
 
@@ -56,6 +60,7 @@ struct Tune {
   int threads = 0;  // threads per CTA
   int chunk = 0;    // K columns of the gathered operand staged in shared memory at once (a multiple of kTileK)
   int cluster = -1;  // CTAs of the cluster path; 0: never the cluster path; -1: the planner's choice
+  int timeout_ms = 0;  // the grid barrier's bounded wait (0: kDefaultBarrierTimeoutMs); longer under a sanitizer
   std::string path;  // "" (planner), "persistent" (refusal is an error), "step" (always the per-step path)
 };
 
@@ -114,6 +119,8 @@ inline Tune parse_tune(const std::string& spec) {
       tune.threads = number();
     } else if (key == "chunk") {
       tune.chunk = number();
+    } else if (key == "timeout_ms") {
+      tune.timeout_ms = number();
     } else if (key == "cluster") {
       tune.cluster = value == "0" ? 0 : number();
     } else if (key == "path") {
@@ -123,7 +130,7 @@ inline Tune parse_tune(const std::string& spec) {
       tune.path = value;
     } else {
       throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: unknown key '" + key +
-                                  "' (known: ctas, threads, chunk, cluster, path)");
+                                  "' (known: ctas, threads, chunk, cluster, timeout_ms, path)");
     }
   }
   return tune;

@@ -75,13 +75,16 @@ def test_a_smaller_gpu_gets_one_cta_per_sm():
 def test_tuning_overrides_apply():
     tiling = cuda_plan("LSTM", 16, 768, torch.bfloat16, tune="ctas=64, threads=128,chunk=256").tiling
     assert (tiling["ctas"], tiling["units"], tiling["threads"], tiling["chunk"]) == (64, 12, 128, 256)
+    # The barrier timeout changes no tiling.
+    assert cuda_plan("LSTM", 16, 768, torch.bfloat16, tune="timeout_ms=60000") == cuda_plan("LSTM", 16, 768, torch.bfloat16)
 
 
 @pytest.mark.parametrize(
     ("tune", "match"),
     [("blocks=3", "unknown key 'blocks'"), ("ctas=x", "not a positive integer"), ("ctas=-2", "not a positive integer"),
-     ("ctas", "not a positive integer"), ("path=fast", "expected persistent or step")],
-    ids=["unknown_key", "not_a_number", "negative", "no_value", "bad_path"],
+     ("ctas", "not a positive integer"), ("timeout_ms=0", "not a positive integer"),
+     ("path=fast", "expected persistent or step")],
+    ids=["unknown_key", "not_a_number", "negative", "no_value", "zero_timeout", "bad_path"],
 )  # fmt: skip
 def test_bad_tuning_is_a_value_error(tune, match):
     with pytest.raises(ValueError, match=match):
