@@ -39,6 +39,7 @@ struct ForwardParams {
   void* c_n = nullptr;         // LSTM: [N, H]
   Barrier barrier;
   bool vector_loads = false;  // h0 and y allow 16-byte loads (aligned, H a multiple of 16 bytes)
+  bool tf32 = false;          // fp32: the matmul on TF32 tensor cores (torch.backends.cudnn.allow_tf32)
 };
 
 struct BackwardParams {
@@ -57,6 +58,7 @@ struct BackwardParams {
   void* dc0 = nullptr;             // LSTM: [N, H]
   Barrier barrier;
   bool vector_loads = false;  // dg_h allows 16-byte loads (G*H a multiple of 16 bytes)
+  bool tf32 = false;          // as in ForwardParams
 };
 
 //: The kernel for (mode, dtype) as a function pointer for the CUDA runtime's occupancy query and launch

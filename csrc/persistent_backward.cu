@@ -127,7 +127,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
     }
     if (s + 1 < T) load_inputs(step_time(s + 1));
     if (!grid_barrier(p.barrier, s + 1, abort_flag)) return;
-    matmul_step(tl, Ws, Bs, acc_s, dg_h + static_cast<int64_t>(t) * N * GH, GH, N, GH, p.vector_loads);
+    matmul_step(tl, Ws, Bs, acc_s, dg_h + static_cast<int64_t>(t) * N * GH, GH, N, GH, p.vector_loads,
+                p.tf32);
     __syncthreads();  // acc_s complete
 #pragma unroll
     for (int e = 0; e < kMaxStatesPerThread; ++e) {

@@ -2,7 +2,8 @@
 //   Storage<S>     the storage dtypes, their accumulate type and conversions;
 //   matmul_step    one step's [m, k] x [k, N] product of the resident W slice (shared memory) with an operand every
 //                  CTA reads from global memory/L2 (h_{t-1} or dgates_t), staged through shared memory in K chunks,
-//                  on tensor cores (mma.sync m16n8k16, fp32 accumulate) for fp16/bf16, FFMA for fp32/fp64;
+//                  on tensor cores (mma.sync m16n8k16, fp32 accumulate) for fp16/bf16, TF32 tensor cores or FFMA for
+//                  fp32 (torch.backends.cudnn.allow_tf32), FFMA for fp64;
 //   grid_barrier   one release/acquire arrival counter per launch, with a bounded wait that sets an error flag;
 //   store_to_cluster_rank, cluster_barrier   the cluster path's exchange (distributed shared memory) and barrier.
 // CUDA headers only (no ATen): these files are the slow ones to compile.
@@ -130,13 +131,40 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a
   }
 }
 
+//: fp32 rounded to TF32 (round to nearest, ties away), as the tensor cores read it.
+__device__ __forceinline__ uint32_t to_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+  return r;
+}
+
+//: c += A[16 x 8] B[8 x 8] on tensor cores in TF32 (fp32 accumulate); a, b as in tile_16x8x16.
+__device__ __forceinline__ void mma_tf32_1688(float (&c)[4], const float* a, int w_ld, const float* b, int b_ld,
+                                              int g, int q) {
+  const float* ap = a + g * w_ld + q;
+  const float* bp = b + g * b_ld + q;
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(to_tf32(ap[0])), "r"(to_tf32(ap[8 * w_ld])), "r"(to_tf32(ap[4])), "r"(to_tf32(ap[8 * w_ld + 4])),
+        "r"(to_tf32(bp[0])), "r"(to_tf32(bp[4])));
+}
+
 //: c += A[16 x 16] B[16 x 8] for one warp; a: A's top-left in shared memory (row stride w_ld, K contiguous),
 //: b: B's top-left (stored as [n][k], row stride b_ld). Lane (g = lane / 4, q = lane % 4) holds c at rows g, g+8
-//: and columns 2q, 2q+1 (the mma.sync accumulator layout, which the FFMA version reproduces).
+//: and columns 2q, 2q+1 (the mma.sync accumulator layout, which the FFMA version reproduces). tf32 (fp32 only):
+//: tensor cores in TF32, as torch.nn's cuDNN RNNs when torch.backends.cudnn.allow_tf32 is on.
 template <class S>
 __device__ __forceinline__ void tile_16x8x16(AccOf<S> (&c)[4], const S* a, int w_ld, const S* b, int b_ld,
-                                             int lane) {
+                                             int lane, bool tf32) {
   const int g = lane >> 2, q = lane & 3;
+  if constexpr (std::is_same_v<S, float>) {
+    if (tf32) {
+      mma_tf32_1688(c, a, w_ld, b, b_ld, g, q);
+      mma_tf32_1688(c, a + 8, w_ld, b + 8, b_ld, g, q);
+      return;
+    }
+  }
   if constexpr (Storage<S>::kTensorCores) {
     const S* ap = a + g * w_ld + 2 * q;
     const S* bp = b + g * b_ld + 2 * q;
@@ -164,7 +192,7 @@ __device__ __forceinline__ void tile_16x8x16(AccOf<S> (&c)[4], const S* a, int w
 //: each chunk; otherwise (cluster path) Bs already holds all of it (tl.chunk == tl.k_pad) and src is unused.
 template <class S, bool kStaged = true>
 __device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs, AccOf<S>* acc_s, const S* src,
-                                            int64_t ld, int N, int K, bool vector) {
+                                            int64_t ld, int N, int K, bool vector, bool tf32) {
   using A = AccOf<S>;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int ksub = warp % tl.ksplit, group = warp / tl.ksplit, groups = (blockDim.x / kWarpSize) / tl.ksplit;
@@ -191,14 +219,14 @@ __device__ __forceinline__ void matmul_step(const Tiling& tl, const S* Ws, S* Bs
             // Two accumulator chains: back-to-back mma.sync on one accumulator wait for each other's result.
             A other[4] = {A(0), A(0), A(0), A(0)};
             for (; kk + stride < width; kk += 2 * stride) {
-              tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
-              tile_16x8x16<S>(other, a + kk + stride, tl.w_ld, b + kk + stride, tl.b_ld, lane);
+              tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane, false);
+              tile_16x8x16<S>(other, a + kk + stride, tl.w_ld, b + kk + stride, tl.b_ld, lane, false);
             }
-            if (kk < width) tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
+            if (kk < width) tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane, false);
 #pragma unroll
             for (int j = 0; j < 4; ++j) c[i][j] += other[j];
           } else {
-            for (; kk < width; kk += stride) tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane);
+            for (; kk < width; kk += stride) tile_16x8x16<S>(c[i], a + kk, tl.w_ld, b + kk, tl.b_ld, lane, tf32);
           }
         }
       }

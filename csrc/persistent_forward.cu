@@ -83,10 +83,10 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     if constexpr (kCluster) {
       S* h_now = s % 2 == 0 ? Bs : Bs_other;
       h_next = s % 2 == 0 ? Bs_other : Bs;
-      matmul_step<S, /*kStaged=*/false>(tl, Ws, h_now, acc_s, nullptr, 0, N, H, false);
+      matmul_step<S, /*kStaged=*/false>(tl, Ws, h_now, acc_s, nullptr, 0, N, H, false, p.tf32);
     } else {
       const S* h_prev = s == 0 ? h0 : y + static_cast<int64_t>(p.s.reverse ? t + 1 : t - 1) * N * H;
-      matmul_step(tl, Ws, Bs, acc_s, h_prev, H, N, H, p.vector_loads);
+      matmul_step(tl, Ws, Bs, acc_s, h_prev, H, N, H, p.vector_loads, p.tf32);
     }
     __syncthreads();  // acc_s complete
 #pragma unroll

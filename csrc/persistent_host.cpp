@@ -144,6 +144,11 @@ Plan plan_for(const LayerInputs& in, Direction direction) {
   return plan;
 }
 
+//: fp32 matmuls on TF32 tensor cores exactly when torch.nn's cuDNN RNNs use them (torch.backends.cudnn.allow_tf32).
+bool use_tf32(const Tensor& x) {
+  return x.scalar_type() == at::kFloat && at::globalContext().allowTF32CuDNN();
+}
+
 bool aligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0;
 }
@@ -226,6 +231,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   p.c_n = lstm ? c_n.data_ptr() : nullptr;
   p.barrier = barrier_of(barrier);
   p.vector_loads = (H * in.x.element_size()) % kVectorBytes == 0 && aligned(p.h0) && aligned(p.y);
+  p.tf32 = use_tf32(in.x);
   launch(kernel_of(in, Direction::Forward, plan.cluster > 0), plan, &p, barrier);
   return std::make_tuple(y, h_n, c_n, saved);
 }
@@ -263,6 +269,7 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   p.dc0 = lstm ? dc0.data_ptr() : nullptr;
   p.barrier = barrier_of(barrier);
   p.vector_loads = (GH * y.element_size()) % kVectorBytes == 0;  // dg_h is fresh, hence aligned
+  p.tf32 = use_tf32(in.x);
   launch(kernel_of(in, Direction::Backward, false), plan, &p, barrier);
 
   // The weight gradients: GEMMs over all T*N rows (dW_hh = sum_t dg_h_t^T h_{t-1}).

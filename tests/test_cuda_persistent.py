@@ -81,8 +81,10 @@ def max_errors(actual, expected):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("name", "mode", "bias", "reverse", "lengths"), CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_persistent_matches_reference(name, mode, bias, reverse, lengths, dtype, shape, tuning, monkeypatch):
-    """float64/float32: within the dtype's tolerance of the float64 per-step path (itself tested against torch.nn);
-    float16/bfloat16: at most twice the per-step path's own error against float64, or within the dtype's atol."""
+    """float64/float32 (exact fp32: TF32 off): within the dtype's tolerance of the float64 per-step path (itself tested
+    against torch.nn); float16/bfloat16: at most twice the per-step path's own error against float64, or within the
+    dtype's atol."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     tune = ",".join(filter(None, ["path=persistent", tuning]))
     ours = run_layer(mode, bias, reverse, lengths, shape, dtype, tune, monkeypatch)
     truth = run_layer(mode, bias, reverse, lengths, shape, torch.float64, "path=step", monkeypatch)
@@ -93,6 +95,19 @@ def test_persistent_matches_reference(name, mode, bias, reverse, lengths, dtype,
     per_step = run_layer(mode, bias, reverse, lengths, shape, dtype, "path=step", monkeypatch)
     for index, (error, baseline) in enumerate(zip(max_errors(ours, truth), max_errors(per_step, truth))):
         assert error <= max(2 * baseline, TOLERANCES[dtype]["atol"]), (index, error, baseline)
+
+
+@pytest.mark.parametrize("tuning", TUNINGS.values(), ids=TUNINGS.keys())
+@pytest.mark.parametrize(("name", "mode", "bias", "reverse", "lengths"), CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_float32_on_tf32_tensor_cores(name, mode, bias, reverse, lengths, tuning, monkeypatch):
+    """With torch.backends.cudnn.allow_tf32 (torch's default, as cuDNN's RNNs) float32 runs on TF32 tensor cores:
+    10 mantissa bits like float16, so within float16's tolerance of float64."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    tune = ",".join(filter(None, ["path=persistent", tuning]))
+    ours = run_layer(mode, bias, reverse, lengths, SHAPES["aligned"], torch.float32, tune, monkeypatch)
+    truth = run_layer(mode, bias, reverse, lengths, SHAPES["aligned"], torch.float64, "path=step", monkeypatch)
+    for a, e in zip(ours, truth):
+        torch.testing.assert_close(a.double(), e, **TOLERANCES[torch.float16])
 
 
 def test_module_through_the_persistent_path(monkeypatch):
