@@ -1,6 +1,8 @@
-// The host-side planner of the persistent CUDA kernels (persistent_*.cu): whether a layer runs persistent (one
-// cooperative launch for the whole sequence, W_hh slices resident in shared memory) or on the per-step path
-// (rnn_loop.cpp), and with which grid, hidden slice per CTA, tiles and shared memory; a reason for every refusal.
+// The host-side planner of the persistent CUDA kernels (persistent_*.cu): whether a layer runs persistent (one launch
+// for the whole sequence, W_hh slices resident in shared memory: the cluster path for forwards that fit one
+// thread-block cluster, else the grid path, a cooperative launch of one CTA per SM) or on the per-step path
+// (rnn_loop.cpp), and with which grid, cluster, hidden slice per CTA, tiles and shared memory; a reason for every
+// refusal.
 //
 // Plain C++ without CUDA: a pure function of the sizes and of the device's numbers, so CPU tests cover every decision
 // (through the op fusedrnn::cuda_plan, ops.cpp). The launcher (persistent_host.cpp) feeds it the device's numbers.
