@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity import TOLERANCES
 
 import fusedrnn
 from fusedrnn import _extension
 from fusedrnn.backends import native
 from fusedrnn.reference import GATES
 from fusedrnn.registry import LayerWeights
-from parity import TOLERANCES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 TUNE_ENV = "FUSEDRNN_CUDA_TUNE"

@@ -76,7 +76,9 @@ def test_tuning_overrides_apply():
     tiling = cuda_plan("LSTM", 16, 768, torch.bfloat16, tune="ctas=64, threads=128,chunk=256").tiling
     assert (tiling["ctas"], tiling["units"], tiling["threads"], tiling["chunk"]) == (64, 12, 128, 256)
     # The barrier timeout changes no tiling.
-    assert cuda_plan("LSTM", 16, 768, torch.bfloat16, tune="timeout_ms=60000") == cuda_plan("LSTM", 16, 768, torch.bfloat16)
+    assert cuda_plan("LSTM", 16, 768, torch.bfloat16, tune="timeout_ms=60000") == cuda_plan(
+        "LSTM", 16, 768, torch.bfloat16
+    )
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,9 @@ CLUSTER_FITTING = [
 ]
 
 
-@pytest.mark.parametrize(("name", "mode", "batch", "hidden", "dtype"), CLUSTER_FITTING, ids=[c[0] for c in CLUSTER_FITTING])
+@pytest.mark.parametrize(
+    ("name", "mode", "batch", "hidden", "dtype"), CLUSTER_FITTING, ids=[c[0] for c in CLUSTER_FITTING]
+)
 def test_small_forward_passes_take_the_cluster_path(name, mode, batch, hidden, dtype):
     t = cuda_plan(mode, batch, hidden, dtype, max_cluster=H100_MAX_CLUSTER).tiling
     units = -(-hidden // min(hidden, H100_MAX_CLUSTER))  # H=37: 3 units per CTA, so 13 CTAs

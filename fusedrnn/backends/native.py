@@ -108,17 +108,28 @@ class CudaPlan(NamedTuple):
     tiling: dict[str, int]
 
 
-def cuda_plan(mode: str, batch: int, hidden: int, dtype: torch.dtype, *, projection: bool = False,
-              backward: bool = False, sm_count: int = H100_SMS, smem_per_block: int = H100_SMEM_PER_BLOCK,
-              blocks_per_sm: int = -1, max_cluster: int = 0, tune: str = "") -> CudaPlan:
+def cuda_plan(
+    mode: str,
+    batch: int,
+    hidden: int,
+    dtype: torch.dtype,
+    *,
+    projection: bool = False,
+    backward: bool = False,
+    sm_count: int = H100_SMS,
+    smem_per_block: int = H100_SMEM_PER_BLOCK,
+    blocks_per_sm: int = -1,
+    max_cluster: int = 0,
+    tune: str = "",
+) -> CudaPlan:
     """The planner's decision for the given device numbers (no GPU needed). blocks_per_sm: the kernel's occupancy at
     the planned shared memory (-1: unknown, not checked); max_cluster: the largest thread-block cluster (16 on an
     H100; 0: no cluster path); tune: a FUSEDRNN_CUDA_TUNE string (ValueError if bad)."""
     _extension.load()
     element_size = torch.empty((), dtype=dtype).element_size()
+    device = (sm_count, smem_per_block, blocks_per_sm, max_cluster)
     persistent, detail = torch.ops.fusedrnn.cuda_plan(
-        mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm, max_cluster,
-        tune,
+        mode, batch, hidden, projection, element_size, backward, *device, tune
     )
     if not persistent:
         return CudaPlan(False, detail, {})
