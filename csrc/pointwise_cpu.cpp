@@ -98,7 +98,8 @@ constexpr int64_t kElementsPerTask = 16384;
 template <class S, class Step, class Body>
 void for_each_lane(const Step& s, Body body) {
   using V = at::vec::Vectorized<S>;
-  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / (s.H * gates_of(s.mode)));
+  // max(1, ...): a hidden size of 0 (torch.nn allows it for cells) must not divide by zero.
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, s.H * gates_of(s.mode)));
   at::parallel_for(0, s.N, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) {
       for (int64_t j = 0; j < s.H; j += V::size()) {

@@ -15,7 +15,7 @@ constexpr int64_t kMinStepsToTransposeWeights = 16;
 //: GEMM, and its buffers are reused, stay in cache and need no fresh pages: measured 50 of 170 ms were page faults
 //: for a one-shot [T, N, G*H] projection at T=100, N=64, H=512.
 int64_t chunk_steps(const Pointwise& pw, int64_t T, int64_t N) {
-  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / N)) : T;
+  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / std::max<int64_t>(N, 1))) : T;
 }
 
 //: A 2-D tensor as a Mat (row stride from the tensor).
@@ -121,7 +121,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     step.ws = mat(ws_t);
     step.h = projection ? mat(ws_t.narrow(1, h_column, H)) : mat(y_t);
     step.h_carries = !projection;
-    pw.forward(step, in.x.scalar_type());
+    if (N * H > 0) pw.forward(step, in.x.scalar_type());  // empty batch or H=0 cell: no elements, no launch
     if (projection) {
       step_gemm(pw, ws_t.narrow(1, h_column, H), w_hr_t, y_t, false);
       if (masked) y_t.copy_(at::where(valid.select(0, t), y_t, h_prev));
@@ -223,7 +223,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     step.dg_h = step_mat(dg_h, k);
     step.dg_i = step_mat(dg_i, k);
     step.dh_prev = direct ? mat(dh_next) : Mat{};
-    pw.backward(step, y.scalar_type());
+    if (N * H > 0) pw.backward(step, y.scalar_type());  // as in forward_loop: nothing to do, nothing to launch
     if (direct) {
       // The direct part (written by the step) + the recurrent GEMM.
       step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, true);
