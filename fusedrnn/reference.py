@@ -80,3 +80,29 @@ def rnn_layer(
             c = torch.where(m, c_new, c) if c is not None else None
             ys[t] = torch.where(m, h_new, torch.zeros_like(h_new))
     return torch.stack(ys), h, c
+
+
+def layer_vjp(
+    mode: str,
+    inputs: tuple[Tensor | None, ...],
+    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
+    reverse: bool,
+    lengths: Tensor | None,
+    needs_grad: tuple[bool, ...],
+) -> list[Tensor | None]:
+    """The vector-Jacobian product of `rnn_layer`, itself differentiable: what a kernel's backward returns when
+    autograd asks for a graph of the backward (`create_graph=True`: double backward, torch.func), by recomputing
+    the layer here. inputs = (x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr) as given to the kernel; grads = upstream
+    gradients of (y, h_n, c_n), None for zero; needs_grad says which inputs want a gradient (None for the others)."""
+    wanted = [t for t, need in zip(inputs, needs_grad) if need and t is not None]
+    with torch.enable_grad():
+        outputs = rnn_layer(mode, *inputs, reverse=reverse, lengths=lengths)
+        pairs = [(o, g) for o, g in zip(outputs, grads) if o is not None and g is not None and o.requires_grad]
+        if not wanted or not pairs:
+            found: tuple[Tensor | None, ...] = (None,) * len(wanted)
+        else:
+            found = torch.autograd.grad(
+                [o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True, allow_unused=True
+            )
+    by_input = dict(zip(map(id, wanted), found))
+    return [by_input.get(id(t)) if need and t is not None else None for t, need in zip(inputs, needs_grad)]

@@ -75,7 +75,7 @@ class NativeBackend(LayerBackend):
         b_ih, b_hh, w_hr = (None if t is None else t.contiguous() for t in (w.b_ih, w.b_hh, w.w_hr))
         # Inference saves nothing for a backward pass: less memory, and no page faults on a [T, N, ~5H] buffer.
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, cx, *w))
-        y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
+        y, h_n, c_n, _ = _extension.layer_forward(
             mode, x.contiguous(), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh, w_hr, reverse, save,
             None if lengths is None else lengths.to(torch.int64).contiguous(),
         )
