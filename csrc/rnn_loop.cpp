@@ -190,7 +190,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
       db_hh.add_(dgh.sum(0));
     }
     if (projection) {
-      Tensor h_raw = saved.narrow(0, lo, steps).view({steps * N, -1}).narrow(1, h_column, H);
+      Tensor h_raw = saved.narrow(0, lo, steps).view({steps * N, saved.size(2)}).narrow(1, h_column, H);
       dw_hr.addmm_(dh_total.narrow(0, 0, steps).view({steps * N, P}).t(), h_raw);
     }
   };
