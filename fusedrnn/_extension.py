@@ -174,6 +174,20 @@ class _LayerFunction(torch.autograd.Function):
     backward = staticmethod(_backward)
 
 
+class _EagerLayerFunction(torch.autograd.Function):
+    """_LayerFunction in the older form, forward(ctx, ...), for plain autograd: `apply` of a Function with
+    setup_context binds its arguments with inspect.signature on every call (measured ~4x the cost of this form's
+    whole apply), which a one-step cell notices. torch.func's transforms need the other form."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        output = _LayerFunction.forward(*args)
+        _setup_context(ctx, args, output)
+        return output
+
+    backward = staticmethod(_backward)
+
+
 def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths):
     """torch.ops.fusedrnn.layer_forward with autograd, at the least per-call cost: inference and training in eager
     mode skip the Python autograd kernel registered on the op (several microseconds, which a one-step cell notices);
@@ -182,6 +196,8 @@ def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_w
     if torch.compiler.is_compiling():
         return torch.ops.fusedrnn.layer_forward(*args)
     if save_workspace and torch.is_grad_enabled():
-        return _LayerFunction.apply(*args)
+        if torch._C._are_functorch_transforms_active():
+            return _LayerFunction.apply(*args)
+        return _EagerLayerFunction.apply(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return torch.ops.fusedrnn.layer_forward(*args)

@@ -188,13 +188,18 @@ def register(name: str, backend: str | Backend) -> None:
     _LOADED.pop(name, None)
     if isinstance(backend, Backend):
         _LOADED[name] = backend
-    _select_cached.cache_clear()
+    _clear_selection_caches()
 
 
 def unregister(name: str) -> None:
     _PATHS.pop(name, None)
     _LOADED.pop(name, None)
+    _clear_selection_caches()
+
+
+def _clear_selection_caches() -> None:
     _select_cached.cache_clear()
+    _select_with_call.cache_clear()
 
 
 def backend_names() -> list[str]:
@@ -272,15 +277,17 @@ def select(requested: str, call: RNNCall) -> Backend:
 def select_cell(requested: str, mode: str, x: Tensor, hidden_size: int, bias: bool) -> tuple[Backend, RNNCall]:
     """`select` for one step of a cell on input x [N, I], and the call it was selected for. The selection is looked
     up by the call's field values, so a cell (latency-bound) pays for building the RNNCall only in eager mode."""
+    compiling = torch.compiler.is_compiling()
     fields = (mode, x.device.type, x.dtype, x.shape[1], hidden_size, 0, 1, False, bias, x.shape[0], 1, False, 0.0,
-              torch.is_grad_enabled(), torch.compiler.is_compiling())  # fmt: skip  (RNNCall's field order)
-    backend = _LOADED[_select_name(requested_backend(requested), *fields)]
-    return backend, (RNNCall(*fields) if fields[-1] else _call_of(fields))  # Dynamo builds its own (no lru_cache)
+              torch.is_grad_enabled(), compiling)  # fmt: skip  (RNNCall's field order)
+    if compiling:  # Dynamo: the constant-result selection, and a call built in the traced code (no lru_cache)
+        return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
+    return _select_with_call(requested_backend(requested), fields)
 
 
 @functools.lru_cache(maxsize=1024)
-def _call_of(fields: tuple) -> RNNCall:
-    return RNNCall(*fields)
+def _select_with_call(name: str, fields: tuple) -> tuple[Backend, RNNCall]:
+    return _LOADED[_select_cached(name, fields)], RNNCall(*fields)
 
 
 _CALL_FIELDS = tuple(field.name for field in dataclasses.fields(RNNCall))
