@@ -162,37 +162,59 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options)) : Tensor();
 
   Tensor dx = at::empty({T, N, I}, options);
-  Tensor dw_ih = at::zeros_like(in.w_ih), dw_hh = at::zeros_like(in.w_hh);
-  Tensor db_ih = has_bias ? at::zeros({GH}, options) : none(), db_hh = has_bias ? at::zeros({GH}, options) : none();
-  Tensor dw_hr = projection ? at::zeros_like(*in.w_hr) : none();
+  // Written by the first chunk's GEMMs and sums, added to by the later ones (see accumulate_weight_gradients).
+  Tensor dw_ih = at::empty_like(in.w_ih), dw_hh = at::empty_like(in.w_hh);
+  Tensor db_ih = has_bias ? at::empty({GH}, options) : none(), db_hh = has_bias ? at::empty({GH}, options) : none();
+  Tensor dw_hr = projection ? at::empty_like(*in.w_hr) : none();
 
   // The chunk holds steps t in [lo, lo + steps); its weight gradients are GEMMs over all its steps * N rows.
   int64_t lo = 0, steps = 0;
   Tensor h0 = in.h0.unsqueeze(0);
   auto h_prev_rows = [&]() {  // h_{t-1} of the chunk's steps, [steps * N, P]
     Tensor rows;
-    if (!in.reverse) {
-      rows = lo > 0 ? y.narrow(0, lo - 1, steps) : at::cat({h0, y.narrow(0, 0, steps - 1)});
+    const bool starts = in.reverse ? lo + steps == T : lo == 0;  // the chunk holds the first step: h_{t-1} = h0
+    if (starts && steps == 1) {
+      rows = h0;  // a one-step call (a cell): nothing to concatenate
+    } else if (!in.reverse) {
+      rows = starts ? at::cat({h0, y.narrow(0, 0, steps - 1)}) : y.narrow(0, lo - 1, steps);
     } else {
-      rows = lo + steps < T ? y.narrow(0, lo + 1, steps) : at::cat({y.narrow(0, lo + 1, steps - 1), h0});
+      rows = starts ? at::cat({y.narrow(0, lo + 1, steps - 1), h0}) : y.narrow(0, lo + 1, steps);
     }
     return rows.view({steps * N, P});
+  };
+  // The first chunk writes the weight and bias gradients, later chunks add to them: no zero fill and no extra read
+  // of the output, which a one-step call (a cell: one chunk) notices.
+  bool first_chunk = true;
+  auto gemm_into = [&](Tensor& out, const Tensor& a, const Tensor& b) {
+    if (first_chunk) {
+      at::mm_out(out, a, b);
+    } else {
+      out.addmm_(a, b);
+    }
+  };
+  auto sum_into = [&](Tensor& out, const Tensor& rows) {
+    if (first_chunk) {
+      at::sum_out(out, rows, 0);
+    } else {
+      out.add_(rows.sum(0));
+    }
   };
   auto accumulate_weight_gradients = [&]() {
     Tensor dgh = dg_h.narrow(0, 0, steps).view({steps * N, GH});
     Tensor dgi = dg_i.narrow(0, 0, steps).view({steps * N, GH});
-    dw_hh.addmm_(dgh.t(), h_prev_rows());
-    dw_ih.addmm_(dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
+    gemm_into(dw_hh, dgh.t(), h_prev_rows());
+    gemm_into(dw_ih, dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
     Tensor dx_rows = dx.narrow(0, lo, steps).view({steps * N, I});
     at::mm_out(dx_rows, dgi, in.w_ih);
     if (has_bias) {
-      db_ih.add_(dgi.sum(0));
-      db_hh.add_(dgh.sum(0));
+      sum_into(db_ih, dgi);
+      sum_into(db_hh, dgh);
     }
     if (projection) {
       Tensor h_raw = saved.narrow(0, lo, steps).view({steps * N, saved.size(2)}).narrow(1, h_column, H);
-      dw_hr.addmm_(dh_total.narrow(0, 0, steps).view({steps * N, P}).t(), h_raw);
+      gemm_into(dw_hr, dh_total.narrow(0, 0, steps).view({steps * N, P}).t(), h_raw);
     }
+    first_chunk = false;
   };
 
   for (int64_t s = 0; s < T; ++s) {
