@@ -33,10 +33,9 @@ CHILD_TIMEOUT_S = 600
 TRITON_DOUBLE_BACKWARD = pytest.mark.xfail(
     strict=True,
     raises=RuntimeError,
-    reason="fusedrnn/triton_ops.py: its backward op has no autograd formula, and the Function torch.library generates "
-    "for its registered autograd has no setup_context, which torch.func requires. The fix, as fusedrnn._extension "
-    "does it: apply the op through an autograd.Function with setup_context, whose backward returns "
-    "fusedrnn.reference.layer_vjp when torch.is_grad_enabled()",
+    # The fix, as fusedrnn._extension does it: apply the op through an autograd.Function with setup_context whose
+    # backward returns fusedrnn.reference.layer_vjp when torch.is_grad_enabled().
+    reason="triton_ops: backward not differentiable; registered autograd has no setup_context (torch.func)",
 )
 
 
