@@ -280,6 +280,8 @@ def select_cell(requested: str, mode: str, x: Tensor, hidden_size: int, bias: bo
     compiling = torch.compiler.is_compiling()
     fields = (mode, x.device.type, x.dtype, x.shape[1], hidden_size, 0, 1, False, bias, x.shape[0], 1, False, 0.0,
               torch.is_grad_enabled(), compiling)  # fmt: skip  (RNNCall's field order)
+    if recording_graph():
+        return get_backend(EXPORT_BACKEND), RNNCall(*fields)
     if compiling:  # Dynamo: the constant-result selection, and a call built in the traced code (no lru_cache)
         return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
     return _select_with_call(requested_backend(requested), fields)

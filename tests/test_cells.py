@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import fusedrnn
+from cpu_backends import backend_params
 from parity import assert_all_close, forward_backward, leaf
 
 CELLS = [
@@ -26,17 +27,7 @@ SHAPES = {
 HIDDEN = 7
 
 
-def backends():
-    """`auto` and every backend that runs CPU tensors here; Triton's kernels run float32 only under the interpreter."""
-    params = [pytest.param("auto", torch.float64, id="auto")]
-    for name, reason in fusedrnn.registry.availability().items():
-        if name != "cuda":
-            dtype = torch.float32 if name == "triton" else torch.float64
-            params.append(pytest.param(name, dtype, id=name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
-    return params
-
-
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 @pytest.mark.parametrize("shape,with_state,bias", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
 def test_cell_matches_torch_nn(cell, shape, with_state, bias, backend, dtype):

@@ -22,9 +22,8 @@ from torch.func import functional_call, grad, jacrev, vjp
 
 import fusedrnn
 import zero_size_cases
-from fusedrnn import registry
+from cpu_backends import backend_params
 from parity import TOLERANCES, leaf
-from zero_size_cases import dtype_of
 
 TESTS = Path(__file__).resolve().parent
 #: The zero-size child runs ~50 tiny cases; Triton's interpreter and a loaded machine make it slow, never this slow.
@@ -39,17 +38,13 @@ TRITON_DOUBLE_BACKWARD = pytest.mark.xfail(
 )
 
 
-def backend_params(triton_mark=None):
-    """auto and every registered backend that can run CPU tensors here; those unavailable skip with the reason."""
-    params = [pytest.param(registry.AUTO, id=registry.AUTO)]
-    for name, reason in registry.availability().items():
-        if name == "cuda":
-            continue
-        marks = [pytest.mark.skip(reason=reason)] if reason else []
-        if name == "triton" and triton_mark is not None:
-            marks.append(triton_mark)
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
+def backends(triton_mark=None) -> list:
+    """(backend, dtype) params from cpu_backends, with `triton_mark` added to the triton one."""
+    params = backend_params()
+    if triton_mark is None:
+        return params
+    return [pytest.param(*p.values, id=p.id, marks=[*p.marks, triton_mark] if p.id == "triton" else p.marks)
+            for p in params]  # fmt: skip
 
 
 #: (id, fusedrnn class, torch.nn class, extra constructor arguments)
@@ -66,10 +61,9 @@ CELLS = [
 INPUT_SIZE, HIDDEN_SIZE, SEQ_LEN, BATCH = 3, 4, 3, 2
 
 
-def twins(kind: tuple, backend: str) -> tuple[nn.Module, nn.Module]:
-    """(torch.nn module, fusedrnn module) with the same weights, in the backend's parity dtype."""
+def twins(kind: tuple, backend: str, dtype: torch.dtype) -> tuple[nn.Module, nn.Module]:
+    """(torch.nn module, fusedrnn module) with the same weights, in `dtype`."""
     name, fused_cls, torch_cls, extra = kind
-    dtype = dtype_of(backend)
     torch.manual_seed(0)
     expected = torch_cls(INPUT_SIZE, HIDDEN_SIZE, dtype=dtype, **extra)
     actual = fused_cls(INPUT_SIZE, HIDDEN_SIZE, dtype=dtype, backend=backend, **extra)
@@ -101,10 +95,10 @@ class Skip(str):
 
 
 @functools.cache
-def zero_size_problems(backend: str) -> dict[str, str | None]:
+def zero_size_problems(backend: str, dtype: torch.dtype) -> dict[str, str | None]:
     """case id -> None (same outcome as torch.nn) or what differs, from one child process per backend."""
     child = subprocess.run(
-        [sys.executable, str(TESTS / "zero_size_cases.py"), backend],
+        [sys.executable, str(TESTS / "zero_size_cases.py"), backend, str(dtype).removeprefix("torch.")],
         cwd=TESTS, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
     )  # fmt: skip
     lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
@@ -123,11 +117,11 @@ def zero_size_problems(backend: str) -> dict[str, str | None]:
 
 
 @pytest.mark.parametrize("case", list(zero_size_cases.CASES))
-@pytest.mark.parametrize("backend", backend_params())
-def test_zero_sizes_match_torch_nn(backend, case):
+@pytest.mark.parametrize("backend,dtype", backends())
+def test_zero_sizes_match_torch_nn(backend, dtype, case):
     """Empty outputs and working gradients, or torch.nn's exception type: hidden_size=0 cells, input_size=0, batch 0,
     and T=0 / H=0 / I=0 layers (which torch.nn refuses)."""
-    problem = zero_size_problems(backend)[case]
+    problem = zero_size_problems(backend, dtype)[case]
     if isinstance(problem, Skip):
         pytest.skip(f"backend {backend!r} does not serve this configuration at any size: {problem}")
     assert problem is None
@@ -138,12 +132,11 @@ def test_zero_sizes_match_torch_nn(backend, case):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend", backend_params(TRITON_DOUBLE_BACKWARD))
-def test_gradient_penalty_matches_torch_nn(backend, kind):
+@pytest.mark.parametrize("backend,dtype", backends(TRITON_DOUBLE_BACKWARD))
+def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
     """A WGAN-GP-style penalty: the gradient of |d output / d x|^2 with respect to every parameter and to x."""
-    dtype = dtype_of(backend)
     results = []
-    for module in twins(kind, backend):
+    for module in twins(kind, backend, dtype):
         x = leaf(example_input(kind, dtype))
         y = first_output(module, x)
         upstream = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
@@ -155,12 +148,12 @@ def test_gradient_penalty_matches_torch_nn(backend, kind):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend", [p for p in backend_params() if p.id != "triton"])
-def test_gradgradcheck_float64(backend, kind):
+@pytest.mark.parametrize("backend,dtype", [p for p in backends() if p.values[1] == torch.float64])
+def test_gradgradcheck_float64(backend, dtype, kind):
     """gradgradcheck of the output with respect to the input and the initial state, as torch.nn passes it.
     (The Triton kernels run float32 only on CPU, too coarse for gradgradcheck: see the gradient penalty test.)"""
     state_shape = (BATCH, HIDDEN_SIZE) if kind in CELLS else (1, BATCH, HIDDEN_SIZE)
-    for module in twins(kind, backend):
+    for module in twins(kind, backend, dtype):
         x = leaf(example_input(kind, torch.float64))
         h = leaf(torch.randn(state_shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
 
@@ -188,10 +181,10 @@ class Regressor(nn.Module):
         return self.readout(first_output(self.recurrent, x)).squeeze(-1)
 
 
-def regressor_twins(kind, backend):
-    expected, actual = twins(kind, backend)
+def regressor_twins(kind, backend, dtype):
+    expected, actual = twins(kind, backend, dtype)
     torch.manual_seed(0)
-    expected, actual = Regressor(expected, dtype_of(backend)), Regressor(actual, dtype_of(backend))
+    expected, actual = Regressor(expected, dtype), Regressor(actual, dtype)
     actual.readout.load_state_dict(expected.readout.state_dict())
     return expected, actual
 
@@ -207,12 +200,11 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 @pytest.mark.parametrize("kind", LAYERS + CELLS[:1], ids=[k[0] for k in LAYERS + CELLS[:1]])
-@pytest.mark.parametrize("backend", backend_params(TRITON_DOUBLE_BACKWARD))
-def test_torch_func_matches_torch_nn(backend, kind, transform):
-    dtype = dtype_of(backend)
+@pytest.mark.parametrize("backend,dtype", backends(TRITON_DOUBLE_BACKWARD))
+def test_torch_func_matches_torch_nn(backend, dtype, kind, transform):
     x = example_input(kind, dtype)
     results = []
-    for model in regressor_twins(kind, backend):
+    for model in regressor_twins(kind, backend, dtype):
         params = {name: p.detach() for name, p in model.named_parameters()}
         results.append(TRANSFORMS[transform](model, params, x))
     expected, actual = (torch.utils._pytree.tree_leaves(r) for r in results)
@@ -226,19 +218,19 @@ def test_torch_func_matches_torch_nn(backend, kind, transform):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend", backend_params())
-def test_whole_model_save_and_weights_only_load(backend, kind, tmp_path):
+@pytest.mark.parametrize("backend,dtype", backends())
+def test_whole_model_save_and_weights_only_load(backend, dtype, kind, tmp_path):
     """torch.nn's class loads once the user allows it (torch.nn does not allow its own classes by default); fusedrnn's
     are allowed at import, so they load as they are, with their backend, and compute the same."""
-    expected, actual = twins(kind, backend)
-    x = example_input(kind, dtype_of(backend))
+    expected, actual = twins(kind, backend, dtype)
+    x = example_input(kind, dtype)
     torch.save(expected, tmp_path / "torch.pt")
     torch.save(actual, tmp_path / "fused.pt")
     with torch.serialization.safe_globals([kind[2]]):
         expected_loaded = torch.load(tmp_path / "torch.pt")
     actual_loaded = torch.load(tmp_path / "fused.pt")
     assert type(actual_loaded) is kind[1] and actual_loaded.backend == backend
-    assert_same(first_output(actual_loaded, x), first_output(expected_loaded, x), dtype_of(backend))
+    assert_same(first_output(actual_loaded, x), first_output(expected_loaded, x), dtype)
 
 
 class StatefulUser(nn.Module):
@@ -267,12 +259,11 @@ class CellUser(StatefulUser):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend", backend_params())
-def test_jit_script_matches_torch_nn(backend, kind):
+@pytest.mark.parametrize("backend,dtype", backends())
+def test_jit_script_matches_torch_nn(backend, dtype, kind):
     """torch.jit.script compiles a model holding fusedrnn layers (as torch.nn's twin with the same parameters); the
     scripted model computes what the torch.nn model does, and saves and loads with torch.jit."""
-    expected, actual = twins(kind, backend)
-    dtype = dtype_of(backend)
+    expected, actual = twins(kind, backend, dtype)
     user = LSTMUser if kind[0].startswith("lstm") else (CellUser if kind in CELLS else LayerUser)
     x = example_input(kind, dtype)
     h = torch.randn((BATCH, HIDDEN_SIZE) if kind in CELLS else (1, BATCH, HIDDEN_SIZE), dtype=dtype)

@@ -1,6 +1,7 @@
 """Zero sizes (hidden_size=0 cells, input_size=0, batch 0, an empty sequence) on torch.nn and on fusedrnn.
 
-Run as a script, `python zero_size_cases.py BACKEND`, it runs every case on torch.nn and on fusedrnn with BACKEND and
+Run as a script, `python zero_size_cases.py BACKEND DTYPE` (e.g. `cpu float64`), it runs every case on torch.nn and
+on fusedrnn with BACKEND in DTYPE and
 prints one JSON line per case: {"case": id, "problem": null or what differs, "unsupported": why the forced
 backend refuses this configuration at any size, if it does}. test_dropin.py runs it in a child process,
 so a case that crashes the process (e.g. SIGFPE from a division by zero) fails those tests instead of killing pytest.
@@ -64,11 +65,6 @@ CASES = {
     for name in CLASSES
     for size_id, sizes in (CELL_SIZES if name in CELL_CLASSES else LAYER_SIZES).items()
 }
-
-
-def dtype_of(backend: str) -> torch.dtype:
-    """float64, the parity dtype; the Triton kernels run float32 only under the interpreter."""
-    return torch.float32 if backend == "triton" else torch.float64
 
 
 def make_inputs(name: str, sizes: Sizes, dtype: torch.dtype) -> Callable:
@@ -137,11 +133,10 @@ def _show(result: dict | str) -> str:
     )
 
 
-def run_case(case_id: str, backend: str) -> str | None:
+def run_case(case_id: str, backend: str, dtype: torch.dtype) -> str | None:
     """None when fusedrnn has torch.nn's outcome, else what differs; raises Unsupported."""
     name, sizes = CASES[case_id]
     fused_cls, torch_cls, extra = CLASSES[name]
-    dtype = dtype_of(backend)
     kwargs = dict(extra, dtype=dtype, **({} if name in CELL_CLASSES else sizes.layer_args))
     args = (sizes.input_size, sizes.hidden_size)
 
@@ -159,9 +154,10 @@ def run_case(case_id: str, backend: str) -> str | None:
 
 
 if __name__ == "__main__":
+    backend, dtype = sys.argv[1], getattr(torch, sys.argv[2])
     for case in CASES:
         try:
-            report = {"case": case, "problem": run_case(case, sys.argv[1])}
+            report = {"case": case, "problem": run_case(case, backend, dtype)}
         except Unsupported as error:
             report = {"case": case, "problem": None, "unsupported": str(error)}
         print(json.dumps(report), flush=True)
