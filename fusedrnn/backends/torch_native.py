@@ -42,6 +42,10 @@ class TorchBackend(Backend):
         return 10
 
     def cell(self, call, x, hx, cx, weights):
+        if registry.recording_graph():
+            # A recorded graph holds the one-step sequence op (aten::lstm & co.), which ONNX maps to its standard
+            # LSTM/GRU/RNN nodes, rather than the cell ops, which it decomposes.
+            return super().cell(call, x, hx, cx, weights)
         if hx is None:
             hx = x.new_zeros(x.shape[0], call.hidden_size)
         w_ih, w_hh, b_ih, b_hh, _ = weights
