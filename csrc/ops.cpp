@@ -68,7 +68,8 @@ Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, 
   TORCH_CHECK_NOT_IMPLEMENTED(dtype_supported(x.device().type(), x.scalar_type()), op, ": dtype ",
                               x.scalar_type(), " is not supported on ", x.device().type(),
                               " (CPU: float32, float64; CUDA: float16, bfloat16, float32, float64)");
-  TORCH_CHECK(x.sym_size(0) > 0 && x.sym_size(1) > 0, op, ": empty sequence or batch (x has shape ", x.sym_sizes(), ")");
+  // An empty batch is fine (empty outputs, zero weight gradients, as torch.nn); an empty sequence has no h_n.
+  TORCH_CHECK(x.sym_size(0) > 0, op, ": empty sequence (x has shape ", x.sym_sizes(), ")");
   const int64_t G = gates_of(mode);
   TORCH_CHECK(w_hh.dim() == 2 && w_hh.sym_size(0) % G == 0, op, ": w_hh must be [", G, "*H, P], got shape ",
               w_hh.sym_sizes());

@@ -15,7 +15,7 @@ constexpr int64_t kMinStepsToTransposeWeights = 16;
 //: GEMM, and its buffers are reused, stay in cache and need no fresh pages: measured 50 of 170 ms were page faults
 //: for a one-shot [T, N, G*H] projection at T=100, N=64, H=512.
 int64_t chunk_steps(const Pointwise& pw, int64_t T, int64_t N) {
-  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / N)) : T;
+  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / std::max<int64_t>(N, 1))) : T;
 }
 
 //: A 2-D tensor as a Mat (row stride from the tensor).
@@ -129,7 +129,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     step.ws = mat(ws_t);
     step.h = projection ? mat(ws_t.narrow(1, h_column, H)) : mat(y_t);
     step.h_carries = !projection;
-    pw.forward(step, in.x.scalar_type());
+    if (N * H > 0) pw.forward(step, in.x.scalar_type());  // empty batch or H=0 cell: no elements, no launch
     if (projection) {
       step_gemm(pw, ws_t.narrow(1, h_column, H), w_hr_t, y_t, false);
       if (masked) y_t.copy_(at::where(valid.select(0, t), y_t, h_prev));
@@ -170,37 +170,59 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options)) : Tensor();
 
   Tensor dx = at::empty({T, N, I}, options);
-  Tensor dw_ih = at::zeros_like(in.w_ih), dw_hh = at::zeros_like(in.w_hh);
-  Tensor db_ih = has_bias ? at::zeros({GH}, options) : none(), db_hh = has_bias ? at::zeros({GH}, options) : none();
-  Tensor dw_hr = projection ? at::zeros_like(*in.w_hr) : none();
+  // Written by the first chunk's GEMMs and sums, added to by the later ones (see accumulate_weight_gradients).
+  Tensor dw_ih = at::empty_like(in.w_ih), dw_hh = at::empty_like(in.w_hh);
+  Tensor db_ih = has_bias ? at::empty({GH}, options) : none(), db_hh = has_bias ? at::empty({GH}, options) : none();
+  Tensor dw_hr = projection ? at::empty_like(*in.w_hr) : none();
 
   // The chunk holds steps t in [lo, lo + steps); its weight gradients are GEMMs over all its steps * N rows.
   int64_t lo = 0, steps = 0;
   Tensor h0 = in.h0.unsqueeze(0);
   auto h_prev_rows = [&]() {  // h_{t-1} of the chunk's steps, [steps * N, P]
     Tensor rows;
-    if (!in.reverse) {
-      rows = lo > 0 ? y.narrow(0, lo - 1, steps) : at::cat({h0, y.narrow(0, 0, steps - 1)});
+    const bool starts = in.reverse ? lo + steps == T : lo == 0;  // the chunk holds the first step: h_{t-1} = h0
+    if (starts && steps == 1) {
+      rows = h0;  // a one-step call (a cell): nothing to concatenate
+    } else if (!in.reverse) {
+      rows = starts ? at::cat({h0, y.narrow(0, 0, steps - 1)}) : y.narrow(0, lo - 1, steps);
     } else {
-      rows = lo + steps < T ? y.narrow(0, lo + 1, steps) : at::cat({y.narrow(0, lo + 1, steps - 1), h0});
+      rows = starts ? at::cat({y.narrow(0, lo + 1, steps - 1), h0}) : y.narrow(0, lo + 1, steps);
     }
     return rows.view({steps * N, P});
+  };
+  // The first chunk writes the weight and bias gradients, later chunks add to them: no zero fill and no extra read
+  // of the output, which a one-step call (a cell: one chunk) notices.
+  bool first_chunk = true;
+  auto gemm_into = [&](Tensor& out, const Tensor& a, const Tensor& b) {
+    if (first_chunk) {
+      at::mm_out(out, a, b);
+    } else {
+      out.addmm_(a, b);
+    }
+  };
+  auto sum_into = [&](Tensor& out, const Tensor& rows) {
+    if (first_chunk) {
+      at::sum_out(out, rows, 0);
+    } else {
+      out.add_(rows.sum(0));
+    }
   };
   auto accumulate_weight_gradients = [&]() {
     Tensor dgh = dg_h.narrow(0, 0, steps).view({steps * N, GH});
     Tensor dgi = dg_i.narrow(0, 0, steps).view({steps * N, GH});
-    dw_hh.addmm_(dgh.t(), h_prev_rows());
-    dw_ih.addmm_(dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
+    gemm_into(dw_hh, dgh.t(), h_prev_rows());
+    gemm_into(dw_ih, dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
     Tensor dx_rows = dx.narrow(0, lo, steps).view({steps * N, I});
     at::mm_out(dx_rows, dgi, in.w_ih);
     if (has_bias) {
-      db_ih.add_(dgi.sum(0));
-      db_hh.add_(dgh.sum(0));
+      sum_into(db_ih, dgi);
+      sum_into(db_hh, dgh);
     }
     if (projection) {
-      Tensor h_raw = saved.narrow(0, lo, steps).view({steps * N, -1}).narrow(1, h_column, H);
-      dw_hr.addmm_(dh_total.narrow(0, 0, steps).view({steps * N, P}).t(), h_raw);
+      Tensor h_raw = saved.narrow(0, lo, steps).view({steps * N, saved.size(2)}).narrow(1, h_column, H);
+      gemm_into(dw_hr, dh_total.narrow(0, 0, steps).view({steps * N, P}).t(), h_raw);
     }
+    first_chunk = false;
   };
 
   for (int64_t s = 0; s < T; ++s) {
@@ -231,7 +253,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     step.dg_h = step_mat(dg_h, k);
     step.dg_i = step_mat(dg_i, k);
     step.dh_prev = direct ? mat(dh_next) : Mat{};
-    pw.backward(step, y.scalar_type());
+    if (N * H > 0) pw.backward(step, y.scalar_type());  // as in forward_loop: nothing to do, nothing to launch
     if (direct) {
       // The direct part (written by the step) + the recurrent GEMM.
       step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, true);

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import _build
+from . import _build, reference
 
 _PACKAGE = Path(__file__).resolve().parent
 #: Where the C++/CUDA sources are: inside an installed package (setup.py copies them), or the source checkout.
@@ -117,14 +117,16 @@ def has_cuda_kernels() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Autograd: layer_backward is the derivative of layer_forward (first order).
+# Autograd: layer_backward is the derivative of layer_forward. Where the backward itself must be differentiable
+# (`create_graph=True`: double backward, gradgradcheck, torch.func), it is the reference's vector-Jacobian product
+# instead, which autograd can differentiate again; the first-order path keeps the compiled backward.
 
 
 def _setup_context(ctx, inputs, output):
     mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _save_workspace, lengths = inputs
     y, _, _, workspace = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, y, workspace, lengths)
-    ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, workspace, lengths)
+    ctx.mode, ctx.reverse = mode, reverse
     ctx.mark_non_differentiable(workspace)
 
 
@@ -133,18 +135,72 @@ def _contiguous_or_zeros(grad, like):
 
 
 def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
-    x, h0, c0, w_ih, w_hh, w_hr, y, workspace, lengths = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, workspace, lengths = ctx.saved_tensors
+    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if torch.is_grad_enabled():
+        # needs_input_grad follows the op's arguments: mode first, then the eight tensors.
+        grads = reference.layer_vjp(
+            ctx.mode, inputs, (grad_y, grad_h_n, grad_c_n if c0 is not None else None), ctx.reverse, lengths,
+            ctx.needs_input_grad[1:9],
+        )  # fmt: skip
+        return None, *grads, None, None, None
+    has_bias = b_ih is not None
     grad_y = _contiguous_or_zeros(grad_y, y)
     grad_h_n = _contiguous_or_zeros(grad_h_n, h0)
     grad_c_n = None if grad_c_n is None or c0 is None else grad_c_n.contiguous()
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = torch.ops.fusedrnn.layer_backward(
-        ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, ctx.has_bias,
+        ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, has_bias,
         lengths,
     )
-    bias = (db_ih, db_hh) if ctx.has_bias else (None, None)
+    bias = (db_ih, db_hh) if has_bias else (None, None)
     dc0 = dc0 if c0 is not None else None
     return None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None, None
 
 
 def _register_autograd() -> None:
     torch.library.register_autograd("fusedrnn::layer_forward", _backward, setup_context=_setup_context)
+
+
+class _LayerFunction(torch.autograd.Function):
+    """layer_forward and the same autograd as registered on the op, as an autograd.Function with `setup_context`:
+    the form torch.func's transforms accept (the Function that torch.library generates for a registered autograd
+    has none). Its vmap rule (torch.func.vmap, jacrev) runs the op once per batch entry."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(*args):
+        with torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.fusedrnn.layer_forward(*args)
+
+    setup_context = staticmethod(_setup_context)
+    backward = staticmethod(_backward)
+
+
+class _EagerLayerFunction(torch.autograd.Function):
+    """_LayerFunction in the older form, forward(ctx, ...), for plain autograd: `apply` of a Function with
+    setup_context binds its arguments with inspect.signature on every call (measured ~4x the cost of this form's
+    whole apply), which a one-step cell notices. torch.func's transforms need the other form."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        output = _LayerFunction.forward(*args)
+        _setup_context(ctx, args, output)
+        return output
+
+    backward = staticmethod(_backward)
+
+
+def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths):
+    """torch.ops.fusedrnn.layer_forward with autograd, at the least per-call cost: inference and training in eager
+    mode skip the Python autograd kernel registered on the op (several microseconds, which a one-step cell notices);
+    torch.compile traces the op itself."""
+    args = (mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths)
+    if torch.compiler.is_compiling():
+        return torch.ops.fusedrnn.layer_forward(*args)
+    if save_workspace and torch.is_grad_enabled():
+        if torch._C._are_functorch_transforms_active():
+            return _LayerFunction.apply(*args)
+        return _EagerLayerFunction.apply(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.fusedrnn.layer_forward(*args)

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from . import registry
-from .modules import check_backend_name
-from .registry import LayerWeights, RNNCall
+from .modules import check_backend_name, torch_twin
+from .registry import LayerWeights
 
 
 class _FusedCellBase(nn.RNNCellBase):
@@ -44,23 +44,9 @@ class _FusedCellBase(nn.RNNCellBase):
                     f"{name}: hidden{index} has dtype {state.dtype} on {state.device}, "
                     f"the input {input.dtype} on {input.device}; they must match"
                 )
-        call = RNNCall(
-            mode=self.mode,
-            device_type=input.device.type,
-            dtype=input.dtype,
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            batch_size=input.size(0),
-            seq_len=1,
-            needs_grad=torch.is_grad_enabled(),
-            compiling=torch.compiler.is_compiling(),
-        )
-        backend = registry.select(self.backend, call)
-        weights = [LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)]
-        unsqueeze = lambda state: None if state is None else state.unsqueeze(0)  # noqa: E731
-        _, h_n, c_n = backend.run(call, input.unsqueeze(0), None, unsqueeze(hx), unsqueeze(cx), weights, 0.0)
-        return h_n[0], (None if c_n is None else c_n[0])
+        backend, call = registry.select_cell(self.backend, self.mode, input, self.hidden_size, self.bias)
+        weights = LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
+        return backend.cell(call, input, hx, cx, weights)
 
     def _check_ranks(self, input: Tensor, states) -> bool:
         name = type(self).__name__
@@ -75,6 +61,12 @@ class _FusedCellBase(nn.RNNCellBase):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.backend == registry.AUTO else f"{s}, backend={self.backend!r}"
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """torch.jit.script compiles torch.nn's cell with these parameters instead (see fusedrnn.modules)."""
+        torch_cls = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell}.get(self.mode, nn.RNNCell)
+        extra = {"nonlinearity": self.nonlinearity} if torch_cls is nn.RNNCell else {}
+        return torch_twin(self, torch_cls, self.input_size, self.hidden_size, self.bias, **extra)
 
 
 class _SingleStateCell(_FusedCellBase):
@@ -135,3 +127,8 @@ class LSTMCell(_FusedCellBase):
             c0 = None if c0 is None else c0.unsqueeze(0)
         h, c = self._step(input, h0, c0)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
+
+
+
+# As fusedrnn.modules: whole-model torch.load with weights_only=True accepts the cells.
+torch.serialization.add_safe_globals([RNNCell, GRUCell, LSTMCell])

@@ -8,6 +8,8 @@ those classes, and tracing without graph breaks is one of the things fusedrnn is
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -25,6 +27,17 @@ def check_backend_name(backend: object) -> str:
         known = ", ".join([registry.AUTO, *registry.backend_names()])
         raise ValueError(f"unknown fusedrnn backend {backend!r}; known: {known}")
     return backend
+
+
+def torch_twin(module: nn.Module, torch_cls: type, *args, **kwargs) -> nn.Module:
+    """A `torch_cls(*args, **kwargs)` (built on the meta device: no memory, no initialisation) that holds `module`'s
+    own parameters (the same Parameter objects) and training mode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. dropout with one layer: `module` warned when it was built
+        twin = torch_cls(*args, **kwargs, device="meta")
+    for name, parameter in module.named_parameters(recurse=False):
+        setattr(twin, name, parameter)
+    return twin.train(module.training)
 
 
 class _FusedRNNBase(nn.RNNBase):
@@ -144,6 +157,19 @@ class _FusedRNNBase(nn.RNNBase):
         s = super().extra_repr()
         return s if self.backend == registry.AUTO else f"{s}, backend={self.backend!r}"
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What `torch.jit.script` compiles in place of this layer: torch.nn's own class with these very parameters
+        (TorchScript cannot compile the backend registry). A scripted model therefore runs torch's kernels, and
+        saves and loads with torch.jit like one built from torch.nn."""
+        torch_cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(self.mode, nn.RNN)
+        kwargs = {"num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
+                  "dropout": self.dropout, "bidirectional": self.bidirectional}  # fmt: skip
+        if self.mode == "LSTM":
+            kwargs["proj_size"] = self.proj_size
+        elif torch_cls is nn.RNN:
+            kwargs["nonlinearity"] = self.nonlinearity
+        return torch_twin(self, torch_cls, self.input_size, self.hidden_size, **kwargs)
+
 
 class LSTM(_FusedRNNBase):
     """`torch.nn.LSTM` (incl. `proj_size`) with a `backend` keyword; see torch.nn.LSTM for the arguments."""
@@ -184,3 +210,7 @@ class RNN(_FusedRNNBase):
         else:
             raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(mode, *args, backend=backend, **kwargs)
+
+
+# `torch.load(path)` of a whole model, with the default weights_only=True, accepts these classes like torch.nn's.
+torch.serialization.add_safe_globals([LSTM, GRU, RNN])

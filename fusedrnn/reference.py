@@ -80,3 +80,37 @@ def rnn_layer(
             c = torch.where(m, c_new, c) if c is not None else None
             ys[t] = torch.where(m, h_new, torch.zeros_like(h_new))
     return torch.stack(ys), h, c
+
+
+def layer_vjp(
+    mode: str,
+    inputs: tuple[Tensor | None, ...],
+    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
+    reverse: bool,
+    lengths: Tensor | None,
+    needs_grad: tuple[bool, ...],
+) -> list[Tensor | None]:
+    """The vector-Jacobian product of `rnn_layer`, itself differentiable: what a kernel's backward returns when
+    autograd asks for a graph of the backward (`create_graph=True`: double backward; torch.func), by recomputing
+    the layer here. inputs = (x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr) as given to the kernel; grads = upstream
+    gradients of (y, h_n, c_n), None for zero; needs_grad says which inputs want a gradient (None for the others).
+
+    torch.func.vjp rather than torch.autograd.grad: inside a backward that torch.func runs, the transform's own
+    autograd level is no longer active, so only a transform sees how the recomputed outputs depend on the inputs;
+    it composes with plain autograd as well."""
+    wanted = [i for i, (t, need) in enumerate(zip(inputs, needs_grad)) if need and t is not None]
+    result: list[Tensor | None] = [None] * len(inputs)
+    if not wanted:
+        return result
+
+    def layer(*values: Tensor) -> tuple[Tensor, ...]:
+        full = list(inputs)
+        for index, value in zip(wanted, values):
+            full[index] = value
+        return tuple(o for o in rnn_layer(mode, *full, reverse=reverse, lengths=lengths) if o is not None)
+
+    outputs, pullback = torch.func.vjp(layer, *(inputs[i] for i in wanted))
+    cotangents = tuple(torch.zeros_like(o) if g is None else g for o, g in zip(outputs, grads))
+    for index, value in zip(wanted, pullback(cotangents)):
+        result[index] = value
+    return result

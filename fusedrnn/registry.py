@@ -110,6 +110,16 @@ class Backend:
         """
         raise NotImplementedError
 
+    def cell(
+        self, call: RNNCall, x: Tensor, hx: Tensor | None, cx: Tensor | None, weights: LayerWeights
+    ) -> tuple[Tensor, Tensor | None]:
+        """One step of a one-layer cell (torch.nn's LSTMCell & co.): x [N, I], hx [N, H] or None (zeros), cx [N, H]
+        or None (zeros; LSTM only) -> (h' [N, H], c' [N, H] or None). A cell is latency-bound, so a backend may
+        override this with a path cheaper than `run` on a one-step sequence, which is the default."""
+        unsqueeze = lambda state: None if state is None else state.unsqueeze(0)  # noqa: E731
+        _, h_n, c_n = self.run(call, x.unsqueeze(0), None, unsqueeze(hx), unsqueeze(cx), [weights], 0.0)
+        return h_n[0], (None if c_n is None else c_n[0])
+
     def __repr__(self) -> str:
         return f"<fusedrnn backend {self.name!r}>"
 
@@ -129,6 +139,10 @@ class LayerBackend(Backend):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Same contract as `fusedrnn.reference.rnn_layer`; lengths, if any, are on x's device."""
         raise NotImplementedError
+
+    def cell(self, call, x, hx, cx, weights):
+        _, h, c = self.layer(call.mode, x.unsqueeze(0), hx, cx, weights, False, None)
+        return h, c
 
     def run(self, call, x, lengths, hx, cx, weights, dropout):
         directions = 2 if call.bidirectional else 1
@@ -174,13 +188,18 @@ def register(name: str, backend: str | Backend) -> None:
     _LOADED.pop(name, None)
     if isinstance(backend, Backend):
         _LOADED[name] = backend
-    _select_cached.cache_clear()
+    _clear_selection_caches()
 
 
 def unregister(name: str) -> None:
     _PATHS.pop(name, None)
     _LOADED.pop(name, None)
+    _clear_selection_caches()
+
+
+def _clear_selection_caches() -> None:
     _select_cached.cache_clear()
+    _select_with_call.cache_clear()
 
 
 def backend_names() -> list[str]:
@@ -255,6 +274,24 @@ def select(requested: str, call: RNNCall) -> Backend:
     return _LOADED[_select_name(requested_backend(requested), *fields)]
 
 
+def select_cell(requested: str, mode: str, x: Tensor, hidden_size: int, bias: bool) -> tuple[Backend, RNNCall]:
+    """`select` for one step of a cell on input x [N, I], and the call it was selected for. The selection is looked
+    up by the call's field values, so a cell (latency-bound) pays for building the RNNCall only in eager mode."""
+    compiling = torch.compiler.is_compiling()
+    fields = (mode, x.device.type, x.dtype, x.shape[1], hidden_size, 0, 1, False, bias, x.shape[0], 1, False, 0.0,
+              torch.is_grad_enabled(), compiling)  # fmt: skip  (RNNCall's field order)
+    if recording_graph():
+        return get_backend(EXPORT_BACKEND), RNNCall(*fields)
+    if compiling:  # Dynamo: the constant-result selection, and a call built in the traced code (no lru_cache)
+        return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
+    return _select_with_call(requested_backend(requested), fields)
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_with_call(name: str, fields: tuple) -> tuple[Backend, RNNCall]:
+    return _LOADED[_select_cached(name, fields)], RNNCall(*fields)
+
+
 _CALL_FIELDS = tuple(field.name for field in dataclasses.fields(RNNCall))
 
 
@@ -263,12 +300,13 @@ _CALL_FIELDS = tuple(field.name for field in dataclasses.fields(RNNCall))
 # its field values because Dynamo hands such a function constants, not objects it built while tracing.
 @torch.compiler.assume_constant_result
 def _select_name(name: str, *fields) -> str:
-    return _select_cached(name, RNNCall(*fields))
+    return _select_cached(name, fields)
 
 
 @functools.lru_cache(maxsize=1024)
-def _select_cached(name: str, call: RNNCall) -> str:
-    """The registered name of the backend that runs `call`."""
+def _select_cached(name: str, fields: tuple) -> str:
+    """The registered name of the backend that runs the call with these field values (built only on a miss)."""
+    call = RNNCall(*fields)
     if name != AUTO:
         reason = get_backend(name).unsupported_reason(call)
         if reason is not None:

@@ -82,6 +82,7 @@ BAD_ARGUMENTS = {
     "unknown-row": ["--backends", "torch.nn,nonsense"],
     "proj-on-gru": ["--cell", "gru", "--proj-size", "2"],
     "proj-not-smaller": ["--cell", "lstm", "--hidden-size", "8", "--proj-size", "8"],
+    "cells-with-layers": ["--preset", "cells", "--layers", "2"],
     "unknown-flag": ["--fast"],
 }
 
@@ -162,6 +163,17 @@ def test_json_records_environment_config_and_every_row(tmp_path):
         states = 2 if record["config"]["cell"] == "lstm" else 1
         compared = 1 + states + (1 + states + 8 if record["config"]["mode"] == "training" else 0)
         assert record["check"]["compared"] == compared, record["label"]
+
+
+def test_cells_preset_steps_torch_nn_and_fusedrnn_cells(tmp_path):
+    """--preset cells: a pytorch/examples-style loop of LSTMCell/GRUCell steps, every row checked against torch.nn's."""
+    status, doc = run_cli(tmp_path, "--preset", "cells", *TINY, *FAST, "--dtype", "float64",
+                          "--backends", "torch.nn,fusedrnn:reference,fusedrnn:torch")  # fmt: skip
+    assert status == 0
+    assert {r["config"]["cell"] for r in doc["results"]} == {"lstm", "gru"}
+    for record in doc["results"]:
+        assert record["config"]["step_by_step"] and record["status"] == "ok", record
+        assert "cells" in record["label"]
 
 
 def test_every_available_backend_is_a_row_and_the_rest_are_noted(tmp_path):

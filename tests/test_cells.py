@@ -1,4 +1,5 @@
-"""fusedrnn cells against torch.nn cells in float64: outputs and gradients, batched and unbatched, states or not."""
+"""fusedrnn cells against torch.nn cells (float64; Triton's float32 under its interpreter): outputs and gradients,
+batched and unbatched, states or not, with `auto` and every backend that runs CPU tensors here."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 import fusedrnn
+from cpu_backends import backend_params
 from parity import assert_all_close, forward_backward, leaf
 
 CELLS = [
@@ -25,17 +27,17 @@ SHAPES = {
 HIDDEN = 7
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("backend,dtype", backend_params())
 @pytest.mark.parametrize("shape,with_state,bias", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
-def test_cell_matches_torch_nn_float64(cell, shape, with_state, bias, backend):
+def test_cell_matches_torch_nn(cell, shape, with_state, bias, backend, dtype):
     _, fused_cls, torch_cls, extra = cell
-    expected = torch_cls(5, HIDDEN, bias=bias, dtype=torch.float64, **extra)
-    actual = fused_cls(5, HIDDEN, bias=bias, dtype=torch.float64, backend=backend, **extra)
+    expected = torch_cls(5, HIDDEN, bias=bias, dtype=dtype, **extra)
+    actual = fused_cls(5, HIDDEN, bias=bias, dtype=dtype, backend=backend, **extra)
     actual.load_state_dict(expected.state_dict())
-    x = torch.randn(*shape, dtype=torch.float64)
+    x = torch.randn(*shape, dtype=dtype)
     state_shape = (*shape[:-1], HIDDEN)
-    h, c = torch.randn(state_shape, dtype=torch.float64), torch.randn(state_shape, dtype=torch.float64)
+    h, c = torch.randn(state_shape, dtype=dtype), torch.randn(state_shape, dtype=dtype)
     is_lstm = fused_cls is fusedrnn.LSTMCell
 
     def make_inputs():
@@ -48,7 +50,7 @@ def test_cell_matches_torch_nn_float64(cell, shape, with_state, bias, backend):
             hx = (leaves["h"], leaves["c"]) if is_lstm else leaves["h"]
         return (leaves["input"], hx), leaves
 
-    assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float64)
+    assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), dtype)
 
 
 def test_cell_step_equals_one_step_of_the_layer():

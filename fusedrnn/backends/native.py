@@ -28,9 +28,12 @@ DTYPES = {
 #: exception: torch runs oneDNN's fused LSTM there; after the faster float tanh/sigmoid, direct BLAS step GEMMs and a
 #: really parallel loop ours measured 0.68-1.04x for inference and 0.84-1.06x for training (T=50 N=16 H=128,
 #: T=1000 N=1 H=256, T=100 N=64 H=512; 1 and 2 threads; it still loses at small batch and in 2-thread inference), so
-#: LSTM stays with torch. CUDA: the persistent and per-step kernels are compiled but
-#: not yet run or timed on a GPU (the persistent one is designed to beat cuDNN's ~2 us/step at small batch, unmeasured),
-#: so `cuda` stays below torch's cuDNN until a GPU run shows it correct and faster for a shape.
+#: LSTM sequences stay with torch. One step (LSTMCell) is not oneDNN's sequence kernel but torch's per-op lstm_cell,
+#: which this backend matches (pytorch/examples-style LSTMCell loop, float64: `fusedrnn-bench --preset cells`),
+#: while `torch` adds fusedrnn's Python to torch.nn's own call: one-step LSTM calls come here. CUDA: the persistent
+#: and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed to beat cuDNN's
+#: ~2 us/step at small batch, unmeasured), so `cuda` stays below torch's cuDNN until a GPU run shows it correct and
+#: faster for a shape.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 
@@ -69,9 +72,25 @@ class NativeBackend(LayerBackend):
     def preference(self, call: RNNCall) -> int:
         if call.device_type != self.device_type:
             return 0
-        if call.device_type == "cpu" and call.mode == "LSTM":
+        if call.device_type == "cpu" and call.mode == "LSTM" and call.seq_len > 1:
             return CPU_LSTM_PREFERENCE
         return PREFERENCE[self.device_type]
+
+    def cell(self, call, x, hx, cx, w):
+        # layer() for one step, without what a cell never has (lengths, reversal): a cell is latency-bound.
+        N = x.shape[0]
+        h0 = x.new_zeros(N, call.hidden_size) if hx is None else hx.contiguous()
+        c0 = None if call.mode != "LSTM" else (x.new_zeros(N, call.hidden_size) if cx is None else cx.contiguous())
+        save = call.needs_grad and (
+            x.requires_grad or h0.requires_grad or (c0 is not None and c0.requires_grad) or w.w_ih.requires_grad
+            or w.w_hh.requires_grad or (w.b_ih is not None and (w.b_ih.requires_grad or w.b_hh.requires_grad))
+        )  # fmt: skip
+        b_ih, b_hh = (None, None) if w.b_ih is None else (w.b_ih.contiguous(), w.b_hh.contiguous())
+        _, h, c, _ = _extension.layer_forward(
+            call.mode, x.contiguous().unsqueeze(0), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh,
+            None, False, save, None,
+        )  # fmt: skip
+        return h, (c if c0 is not None else None)
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths):
         T, N, _ = x.shape
@@ -81,7 +100,7 @@ class NativeBackend(LayerBackend):
         b_ih, b_hh, w_hr = (None if t is None else t.contiguous() for t in (w.b_ih, w.b_hh, w.w_hr))
         # Inference saves nothing for a backward pass: less memory, and no page faults on a [T, N, ~5H] buffer.
         save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, cx, *w))
-        y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
+        y, h_n, c_n, _ = _extension.layer_forward(
             mode, x.contiguous(), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh, w_hr, reverse, save,
             None if lengths is None else lengths.to(torch.int64).contiguous(),
         )

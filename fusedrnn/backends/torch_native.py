@@ -10,6 +10,9 @@ from .. import registry
 from ..registry import Backend
 
 _FUNCTIONS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+#: The one-step functions torch.nn's cells call (the sequence functions above would take oneDNN's LSTM on CPU, which
+#: is slower for one step and refuses hidden_size=0, which torch.nn.LSTMCell accepts).
+_CELL_FUNCTIONS = {"GRU": _VF.gru_cell, "RNN_TANH": _VF.rnn_tanh_cell, "RNN_RELU": _VF.rnn_relu_cell}
 
 
 def aten_train_flag(call, dropout: float) -> bool:
@@ -37,6 +40,18 @@ class TorchBackend(Backend):
 
     def preference(self, call) -> int:
         return 10
+
+    def cell(self, call, x, hx, cx, weights):
+        if registry.recording_graph():
+            # A recorded graph holds the one-step sequence op (aten::lstm & co.), which ONNX maps to its standard
+            # LSTM/GRU/RNN nodes, rather than the cell ops, which it decomposes.
+            return super().cell(call, x, hx, cx, weights)
+        if hx is None:
+            hx = x.new_zeros(x.shape[0], call.hidden_size)
+        w_ih, w_hh, b_ih, b_hh, _ = weights
+        if call.mode == "LSTM":
+            return _VF.lstm_cell(x, (hx, x.new_zeros(hx.shape) if cx is None else cx), w_ih, w_hh, b_ih, b_hh)
+        return _CELL_FUNCTIONS[call.mode](x, hx, w_ih, w_hh, b_ih, b_hh), None
 
     def run(self, call, x, lengths, hx, cx, weights, dropout):
         T, N, _ = x.shape

@@ -29,6 +29,9 @@ class Shape:
     layers: int = 1
     bidirectional: bool = False
     proj_size: int = 0
+    #: One step at a time through torch.nn's LSTMCell/GRUCell/RNNCell and fusedrnn's (a pytorch/examples-style loop:
+    #: per-call overhead is what it measures) instead of one layer call for the whole sequence.
+    step_by_step: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +53,8 @@ PRESETS = {
     "flashrnn": Preset((Shape(1024, 16, 768, 768),), ("lstm",), "T=1024 N=16 I=H=768: FlashRNN's comparison"),
     "latency": Preset((Shape(1000, 1, 256, 256),), ("lstm", "gru"), "T=1000 N=1 I=H=256: batch-1 latency"),
     "sweep": Preset(_grid((1, 4, 16, 64), (128, 256, 512), 100), ("lstm",), "T=100, N in 1..64 x H in 128..512"),
+    # pytorch/examples' time_sequence_prediction (LSTMCell, N=97, H=51, float64 there: add --dtype float64).
+    "cells": Preset((Shape(100, 97, 51, 51, step_by_step=True),), ("lstm", "gru"), "cells stepped T=100 N=97 I=H=51"),
 }
 DEFAULT_PRESET = "quick"
 
@@ -85,6 +90,8 @@ class BenchConfig:
             parts.append("bidir")
         if s.proj_size:
             parts.append(f"P={s.proj_size}")
+        if s.step_by_step:
+            parts.append("cells")
         return " ".join([*parts, self.dtype, self.mode])
 
     def as_dict(self) -> dict:
@@ -112,6 +119,8 @@ def validate_shape(shape: Shape, cell: str) -> str | None:
         return f"--proj-size must be >= 0, got {shape.proj_size}"
     if shape.proj_size and cell != "lstm":
         return f"--proj-size is only supported for lstm, not {cell}"
+    if shape.step_by_step and (shape.layers > 1 or shape.bidirectional or shape.proj_size):
+        return "the cells preset steps one unidirectional layer without projection"
     if shape.proj_size >= shape.hidden_size:
         return f"--proj-size ({shape.proj_size}) must be smaller than --hidden-size ({shape.hidden_size})"
     return None

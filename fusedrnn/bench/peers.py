@@ -19,6 +19,8 @@ class Unsupported(Exception):
 
 def _single_layer_only(config: BenchConfig, library: str, modes: tuple[str, ...]) -> None:
     s = config.shape
+    if s.step_by_step:
+        raise Unsupported(f"{library} has no one-step cell API")
     if config.torch_mode not in modes or s.layers != 1 or s.bidirectional or s.proj_size:
         raise Unsupported(f"{library} adapter runs one unidirectional layer of {'/'.join(modes)} without projection")
     if library == "haste" and config.dtype != "float32":

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .. import modules, registry
+from .. import cells, modules, registry
 from . import peers
 from .configs import BenchConfig
 
@@ -39,11 +39,43 @@ class RowSpec:
     unavailable: str | None = None  # why this row cannot run on this machine at all (shown as a note)
 
 
+class CellLoop(nn.Module):
+    """One layer run one step at a time through `cell`, as pytorch/examples does; called like the layer it stands for:
+    (x [T, N, I], h0 [1, N, H] or (h0, c0)) -> (y [T, N, H], h_n [1, N, H] or (h_n, c_n))."""
+
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x: Tensor, hx):
+        lstm = isinstance(hx, tuple)
+        state = (hx[0][0], hx[1][0]) if lstm else hx[0]
+        outputs = []
+        for x_t in x:
+            state = self.cell(x_t, state)
+            outputs.append(state[0] if lstm else state)
+        final = (state[0].unsqueeze(0), state[1].unsqueeze(0)) if lstm else state.unsqueeze(0)
+        return torch.stack(outputs), final
+
+
+def _cell_loop(config: BenchConfig, namespace, **kwargs) -> nn.Module:
+    """CellLoop around `namespace`'s (torch.nn's or fusedrnn.cells') cell for the config."""
+    s = config.shape
+    if config.torch_mode == "LSTM":
+        return CellLoop(namespace.LSTMCell(s.input_size, s.hidden_size, **kwargs))
+    if config.torch_mode == "GRU":
+        return CellLoop(namespace.GRUCell(s.input_size, s.hidden_size, **kwargs))
+    return CellLoop(namespace.RNNCell(s.input_size, s.hidden_size, nonlinearity=config.cell.removeprefix("rnn_"),
+                                      **kwargs))  # fmt: skip
+
+
 def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.Module:
     """The plain torch.nn module (cuDNN on GPU, ATen on CPU) whose seeded weights every row copies."""
     s = config.shape
-    kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "device": device, "dtype": config.torch_dtype}
     torch.manual_seed(seed)
+    if s.step_by_step:
+        return _cell_loop(config, nn, device=device, dtype=config.torch_dtype)
+    kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "device": device, "dtype": config.torch_dtype}
     if config.torch_mode == "LSTM":
         return nn.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
     if config.torch_mode == "GRU":
@@ -65,10 +97,12 @@ def module_runnable(module: nn.Module) -> Runnable:
 def fused_twin(config: BenchConfig, baseline: nn.Module, backend: str) -> nn.Module:
     """A fusedrnn module with the baseline's configuration and weights, running on `backend`."""
     s = config.shape
-    weight = baseline.weight_ih_l0
+    weight = next(baseline.parameters())
     kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "backend": backend}
     kwargs.update(device=weight.device, dtype=weight.dtype)
-    if config.torch_mode == "LSTM":
+    if s.step_by_step:
+        module = _cell_loop(config, cells, backend=backend, device=weight.device, dtype=weight.dtype)
+    elif config.torch_mode == "LSTM":
         module = modules.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
     elif config.torch_mode == "GRU":
         module = modules.GRU(s.input_size, s.hidden_size, **kwargs)
