@@ -178,9 +178,10 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
 }
 
-//: The planner on explicit device numbers (no GPU needed): (persistent, detail) where detail is the tiling as
-//: "key=value,..." or the reason for refusing. tune: a FUSEDRNN_CUDA_TUNE string.
-std::tuple<bool, std::string> cuda_plan(c10::string_view mode_name, int64_t batch, int64_t hidden, bool projection,
+//: The planner on explicit device numbers (no GPU needed): (path, tiling, reason): path "persistent", "step" or
+//: "loop" (persistent_plan.h: plan_layer), the tiling as "key=value,..." (empty on the loop path), and why the faster
+//: paths were refused (empty when persistent). tune: a FUSEDRNN_CUDA_TUNE string.
+std::tuple<std::string, std::string, std::string> cuda_plan(c10::string_view mode_name, int64_t batch, int64_t hidden, bool projection,
                                         int64_t element_size, bool backward, int64_t sm_count,
                                         int64_t smem_per_block, int64_t blocks_per_sm, int64_t max_cluster,
                                         c10::string_view tune) {
@@ -201,8 +202,8 @@ std::tuple<bool, std::string> cuda_plan(c10::string_view mode_name, int64_t batc
   } catch (const std::invalid_argument& error) {
     TORCH_CHECK_VALUE(false, error.what());
   }
-  const persistent::Plan p = persistent::plan_persistent(in, parsed);
-  return {p.persistent, p.persistent ? persistent::describe(p) : p.reason};
+  const persistent::Plan p = persistent::plan_layer(in, parsed);
+  return {persistent::path_name(p.path), p.path == persistent::Path::Loop ? "" : persistent::describe(p), p.reason};
 }
 
 // Meta: the same checks, then outputs of the right (possibly symbolic) shapes.
@@ -262,7 +263,7 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor grad_b_hh, Tensor grad_w_hr)");
   m.def(
       "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
-      "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (bool persistent, str detail)",
+      "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (str path, str tiling, str reason)",
       &cuda_plan);
 }
 

@@ -20,6 +20,20 @@ struct Barrier {
   unsigned long long timeout_ns = 0;
 };
 
+//: The steps one launch runs, counted in the direction's own order (s = 0 is the first step it processes): [begin,
+//: end). The persistent path runs them all in one launch. The per-step path (Tiling from plan_step) launches once per
+//: step, end = begin + 1: the grid barrier sits only between two steps of one launch, so it is never reached and the
+//: launch boundary is the synchronisation (no co-residency needed). carried: what the registers hold between two
+//: launches, [2, N, H] in the accumulate type (fp32; fp64 for fp64), each element read and written only by the CTA
+//: owning its unit; null when one launch runs every step.
+//:   forward:  steps 0..T-1; carried = (h, c) after step end-1.
+//:   backward: steps 0..T, step s = W_hh's part of dh (from the dgates of step s-1, if s > 0) then the cell's
+//:             backward of step s (if s < T); carried = (the dh part that bypasses W_hh, dc) after step end-1.
+struct StepRange {
+  int begin = 0, end = 0;
+  void* carried = nullptr;
+};
+
 struct Sizes {
   int T = 0, N = 0, H = 0;
   bool reverse = false;
@@ -28,6 +42,7 @@ struct Sizes {
 
 struct ForwardParams {
   Sizes s;
+  StepRange steps;
   const void* w_hh = nullptr;  // [G*H, H]
   const void* gi = nullptr;    // [T, N, G*H]: x W_ih^T + every bias except GRU's b_hn
   const void* b_hn = nullptr;  // GRU: [H] or null (no bias)
@@ -44,6 +59,7 @@ struct ForwardParams {
 
 struct BackwardParams {
   Sizes s;
+  StepRange steps;
   const void* w_hh = nullptr;      // [G*H, H]
   const void* y = nullptr;         // [T, N, H] the forward's outputs (Elman: h_t; GRU: h_{t-1})
   const void* ws = nullptr;        // [T, N, saved_width]
@@ -64,7 +80,7 @@ struct BackwardParams {
 //: The kernel for (mode, dtype) as a function pointer for the CUDA runtime's occupancy query and launch
 //: (persistent_forward.cu, persistent_backward.cu); each takes (params, Tiling) by value. cluster: the forward's
 //: cluster path (a launch of one thread-block cluster, Tiling::cluster > 0), else the grid path (a cooperative
-//: launch).
+//: launch of every step, or the per-step path's one ordinary launch per step: the same kernel).
 const void* forward_kernel(Mode mode, DType dtype, bool cluster);
 const void* backward_kernel(Mode mode, DType dtype);
 

@@ -7,6 +7,9 @@
 //   2. the grid barrier: dg_h[t] of every unit is written;
 //   3. dg_h[t] [N, G*H] staged from L2 times the transposed slice -> W_hh's contribution to dh_{t-1} of its units.
 // The weight gradients are GEMMs over all T*N rows of dg_h / dg_i after the launch (persistent_host.cpp).
+// In the code a step s runs 3. of the step before (s > 0), then 1. (s < T): steps 0..T, a barrier before each 3.
+// except a launch's first. A launch runs steps [p.steps.begin, p.steps.end) (persistent.h: StepRange): all T + 1 on
+// the persistent path, one on the per-step path, whose state waits in p.steps.carried between launches.
 #include "persistent_device.h"
 
 namespace fusedrnn::persistent {
@@ -40,6 +43,9 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
     Ws[u * tl.w_ld + k] = inside ? w[static_cast<int64_t>(k) * H + u0 + u] : Storage<S>::store(A(0));
   }
 
+  const int begin = p.steps.begin, end = p.steps.end;  // end <= T + 1
+  A* carried = static_cast<A*>(p.steps.carried);         // [2, N, H]: direct, dc (only when begin > 0 or end <= T)
+  const int64_t NH = static_cast<int64_t>(N) * H;
   A dc[kMaxStatesPerThread], carry[kMaxStatesPerThread], direct[kMaxStatesPerThread];
 #pragma unroll
   for (int e = 0; e < kMaxStatesPerThread; ++e) {
@@ -47,6 +53,11 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
     dc[e] = carry[e] = direct[e] = A(0);
     if (!at.active) continue;
     const int64_t i = at.n * static_cast<int64_t>(H) + u0 + at.u;
+    if (begin > 0) {  // carry is this launch's first matmul plus direct
+      direct[e] = carried[i];
+      if constexpr (kMode == Mode::LSTM) dc[e] = carried[NH + i];
+      continue;
+    }
     carry[e] = Storage<S>::load(static_cast<const S*>(p.grad_h_n)[i]);
     if constexpr (kMode == Mode::LSTM) {
       if (p.grad_c_n != nullptr) dc[e] = Storage<S>::load(static_cast<const S*>(p.grad_c_n)[i]);
@@ -83,9 +94,21 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
       }
     }
   };
-  load_inputs(step_time(0));
+  if (begin < T) load_inputs(step_time(begin));
 
-  for (int s = 0; s < T; ++s) {
+  for (int s = begin; s < end; ++s) {
+    if (s > 0) {  // 3. of step s-1: W_hh's part of dh_{t-1}, from every unit's dgates of step s-1
+      if (s > begin && !grid_barrier(p.barrier, s - begin, abort_flag)) return;
+      matmul_step(tl, Ws, Bs, acc_s, dg_h + static_cast<int64_t>(step_time(s - 1)) * N * GH, GH, N, GH,
+                  p.vector_loads, p.tf32);
+      __syncthreads();  // acc_s complete
+#pragma unroll
+      for (int e = 0; e < kMaxStatesPerThread; ++e) {
+        const StateIndex at = state_index(e, units_here, U, N);
+        if (at.active) carry[e] = direct[e] + sum_partials(tl, acc_s, at.u, at.n);
+      }
+    }
+    if (s == T) break;
     const int t = step_time(s);
 #pragma unroll
     for (int e = 0; e < kMaxStatesPerThread; ++e) {
@@ -125,22 +148,18 @@ __global__ void __launch_bounds__(kMaxThreads, 1) backward_kernel_impl(const Bac
         direct[e] = A(0);
       }
     }
-    if (s + 1 < T) load_inputs(step_time(s + 1));
-    if (!grid_barrier(p.barrier, s + 1, abort_flag)) return;
-    matmul_step(tl, Ws, Bs, acc_s, dg_h + static_cast<int64_t>(t) * N * GH, GH, N, GH, p.vector_loads,
-                p.tf32);
-    __syncthreads();  // acc_s complete
-#pragma unroll
-    for (int e = 0; e < kMaxStatesPerThread; ++e) {
-      const StateIndex at = state_index(e, units_here, U, N);
-      if (at.active) carry[e] = direct[e] + sum_partials(tl, acc_s, at.u, at.n);
-    }
+    if (s + 1 < min(end, T)) load_inputs(step_time(s + 1));  // in flight during the barrier wait and matmul
   }
 #pragma unroll
   for (int e = 0; e < kMaxStatesPerThread; ++e) {
     const StateIndex at = state_index(e, units_here, U, N);
     if (!at.active) continue;
     const int64_t i = at.n * static_cast<int64_t>(H) + u0 + at.u;
+    if (end <= T) {  // the next launch goes on from here
+      carried[i] = direct[e];
+      if constexpr (kMode == Mode::LSTM) carried[NH + i] = dc[e];
+      continue;
+    }
     static_cast<S*>(p.dh0)[i] = Storage<S>::store(carry[e]);
     if constexpr (kMode == Mode::LSTM) static_cast<S*>(p.dc0)[i] = Storage<S>::store(dc[e]);
   }

@@ -4,7 +4,9 @@
 //   1. h_{t-1} of all units times the W slice -> the recurrent pre-activations of its units (matmul_step);
 //   2. the cell math (cell_math.h, the CPU's too) with gi_t (x_t W_ih^T + biases, one GEMM before the launch,
 //      loaded during the previous step's barrier wait): h_t, c_t, the saved activations (rnn_loop.h's layout);
-//   3. its slice of h_t written to y[t] and exchanged, then a barrier (none after the last step).
+//   3. its slice of h_t written to y[t] and exchanged, then a barrier (none after the last step of the launch).
+// A launch runs steps [p.steps.begin, p.steps.end) (persistent.h: StepRange): all of them on the persistent paths,
+// one on the per-step path, whose state waits in p.steps.carried between launches.
 // Two exchanges (kCluster):
 //   grid path (cooperative launch, one CTA per SM): h_t goes through y in L2; every CTA stages y[t-1] (h0 first)
 //     from L2 and meets the others at the counter barrier (grid_barrier);
@@ -44,16 +46,22 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     Ws[m * tl.w_ld + k] = inside ? w[(gate * static_cast<int64_t>(H) + u0 + u) * H + k] : Storage<S>::store(A(0));
   }
 
+  const int begin = p.steps.begin, end = p.steps.end;
+  A* carried = static_cast<A*>(p.steps.carried);  // [2, N, H]: h, c (only when begin > 0 or end < T)
+  const int64_t NH = static_cast<int64_t>(N) * H;
   A h[kMaxStatesPerThread], c[kMaxStatesPerThread], pre[kMaxStatesPerThread][G];
 #pragma unroll
   for (int e = 0; e < kMaxStatesPerThread; ++e) {
     const StateIndex at = state_index(e, units_here, U, N);
     h[e] = c[e] = A(0);
-    if (at.active) {
-      h[e] = Storage<S>::load(h0[at.n * static_cast<int64_t>(H) + u0 + at.u]);
-      if constexpr (kMode == Mode::LSTM) {
-        c[e] = Storage<S>::load(static_cast<const S*>(p.c0)[at.n * static_cast<int64_t>(H) + u0 + at.u]);
-      }
+    if (!at.active) continue;
+    const int64_t i = at.n * static_cast<int64_t>(H) + u0 + at.u;
+    if (begin > 0) {
+      h[e] = carried[i];
+      if constexpr (kMode == Mode::LSTM) c[e] = carried[NH + i];
+    } else {
+      h[e] = Storage<S>::load(h0[i]);
+      if constexpr (kMode == Mode::LSTM) c[e] = Storage<S>::load(static_cast<const S*>(p.c0)[i]);
     }
   }
   auto step_time = [&](int s) { return p.s.reverse ? T - 1 - s : s; };
@@ -66,7 +74,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
       for (int gate = 0; gate < G; ++gate) pre[e][gate] = at.active ? Storage<S>::load(row[gate * H]) : A(0);
     }
   };
-  load_gi(step_time(0));
+  load_gi(step_time(begin));
   if constexpr (kCluster) {
     // Buffer 0 holds h0, buffer 1 zeros; the other CTAs only ever write real (row < N, unit < H) elements, so the
     // padding stays zero. The barrier also makes sure every CTA of the cluster runs before anyone writes into it.
@@ -77,7 +85,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     __syncthreads();  // Ws complete
   }
 
-  for (int s = 0; s < T; ++s) {
+  for (int s = begin; s < end; ++s) {
     const int t = step_time(s);
     S* h_next = nullptr;  // cluster path: the buffer this step's h_t goes to, in every CTA of the cluster
     if constexpr (kCluster) {
@@ -129,20 +137,20 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
       const S out = Storage<S>::store(h[e]);
       y[row * H + col] = out;
       if constexpr (kCluster) {
-        if (s + 1 < T) {
+        if (s + 1 < end) {
           for (unsigned rank = 0; rank < gridDim.x; ++rank) {
             store_to_cluster_rank(h_next + at.n * tl.b_ld + col, out, rank);
           }
         }
       }
     }
-    if (s + 1 < T) {
+    if (s + 1 < end) {
       load_gi(step_time(s + 1));  // in flight during the barrier wait
       if constexpr (kCluster) {
         // After it no CTA reads this step's buffer any more, so the next step may overwrite it. (No barrier after
         // the last step: no CTA touches another's shared memory then.)
         cluster_barrier();
-      } else if (!grid_barrier(p.barrier, s + 1, abort_flag)) {
+      } else if (!grid_barrier(p.barrier, s + 1 - begin, abort_flag)) {
         return;
       }
     }
@@ -152,6 +160,11 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     const StateIndex at = state_index(e, units_here, U, N);
     if (!at.active) continue;
     const int64_t i = at.n * static_cast<int64_t>(H) + u0 + at.u;
+    if (end < T) {  // the next launch goes on from here
+      carried[i] = h[e];
+      if constexpr (kMode == Mode::LSTM) carried[NH + i] = c[e];
+      continue;
+    }
     static_cast<S*>(p.h_n)[i] = Storage<S>::store(h[e]);
     if constexpr (kMode == Mode::LSTM) static_cast<S*>(p.c_n)[i] = Storage<S>::store(c[e]);
   }

@@ -1,5 +1,6 @@
-// Host side of the persistent CUDA kernels: the plan on the current device (with its occupancy), the input projection
-// before the launch and the weight-gradient GEMMs after it, the cooperative launch, and the barrier's error flag.
+// Host side of the fused CUDA kernels: the plan on the current device (with its occupancy), the input projection
+// before the launch and the weight-gradient GEMMs after it, the launches (persistent: one cooperative or cluster
+// launch and the barrier's error flag; per step: one ordinary launch per step, nothing else on the host per step).
 // Compiled only into CUDA builds (fusedrnn/_build.py: CUDA_SOURCES), by the C++ compiler.
 #include "persistent_host.h"
 
@@ -122,15 +123,15 @@ Plan plan_for(const LayerInputs& in, Direction direction) {
   input.max_cluster = major == 9 && cluster_launch != 0 ? kMaxCluster : 0;
   Plan plan = plan_persistent(input, tune);
   for (const int smaller : {kPortableCluster, 0}) {
-    if (!plan.persistent || plan.cluster == 0 || cluster_fits(kernel_of(in, direction, true), plan)) break;
+    if (!plan.persistent() || plan.cluster == 0 || cluster_fits(kernel_of(in, direction, true), plan)) break;
     input.max_cluster = smaller;
     plan = plan_persistent(input, tune);
   }
-  if (plan.persistent && plan.cluster == 0 && cooperative == 0) {
-    plan.persistent = false;
+  if (plan.persistent() && plan.cluster == 0 && cooperative == 0) {
+    plan.path = Path::Loop;
     plan.reason = "the device does not support cooperative launches";
   }
-  if (plan.persistent && plan.cluster == 0) {
+  if (plan.persistent() && plan.cluster == 0) {
     const void* kernel = kernel_of(in, direction, false);
     allow(kernel, plan);
     int blocks = 0;
@@ -139,8 +140,10 @@ Plan plan_for(const LayerInputs& in, Direction direction) {
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
     require_co_resident(plan, blocks, sm_count);
   }
-  TORCH_CHECK(plan.persistent || tune.path != "persistent", "fusedrnn: ", kTuneEnv,
-              " asks for the persistent CUDA path, which does not fit: ", plan.reason);
+  if (!plan.persistent()) plan = fall_back(input, tune, plan.reason);
+  TORCH_CHECK(tune.path.empty() || tune.path == "loop" || tune.path == path_name(plan.path), "fusedrnn: ", kTuneEnv,
+              " asks for the ", tune.path, " CUDA path, which does not fit: ", plan.reason);
+  if (plan.path == Path::Step) allow(kernel_of(in, direction, false), plan);
   return plan;
 }
 
@@ -163,12 +166,38 @@ Sizes sizes_of(const LayerInputs& in) {
   return s;
 }
 
-//: Launches `kernel` with (params, tiling): the cluster path as one cluster (its hardware barrier cannot hang);
-//: the grid path cooperatively, then, unless the stream is being captured into a CUDA graph, waits for it and turns
-//: the barrier's error flag into an error (a timed-out grid never returns silently wrong results).
-void launch(const void* kernel, const Plan& plan, void* params, const Tensor& barrier_words) {
+//: The per-step path: `steps` ordinary launches of `kernel` with (params, tiling), params.steps = [s, s + 1) and
+//: params.steps.carried = the state between them (persistent.h: StepRange). The launch copies the arguments, so one
+//: params object serves every launch; nothing else happens on the host per step.
+template <class Params>
+void launch_per_step(const void* kernel, const Plan& plan, Params& params, int steps, const Tensor& carried) {
   Tiling tiling = plan;
-  void* args[] = {params, &tiling};
+  void* args[] = {&params, &tiling};
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  params.steps.carried = carried.data_ptr();
+  for (int s = 0; s < steps; ++s) {
+    params.steps.begin = s;
+    params.steps.end = s + 1;
+    check_cuda(cudaLaunchKernel(kernel, dim3(plan.ctas), dim3(plan.threads), args,
+                                static_cast<size_t>(plan.smem_bytes), stream),
+               "a per-step launch of the fused kernel");
+  }
+}
+
+//: The state carried between per-step launches: [2, N, H] in the kernels' accumulate type (fp64 for fp64, else
+//: fp32).
+Tensor carried_for(const Tensor& x, int64_t N, int64_t H) {
+  return at::empty({2, N, H}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+}
+
+//: Launches `kernel` with (params, tiling) over every step: the cluster path as one cluster (its hardware barrier
+//: cannot hang); the grid path cooperatively, then, unless the stream is being captured into a CUDA graph, waits
+//: for it and turns the barrier's error flag into an error (a timed-out grid never returns silently wrong results).
+template <class Params>
+void launch(const void* kernel, const Plan& plan, Params& params, int steps, const Tensor& barrier_words) {
+  params.steps = {0, steps, nullptr};
+  Tiling tiling = plan;
+  void* args[] = {&params, &tiling};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (plan.cluster > 0) {
     ClusterLaunch launch(plan, stream);
@@ -199,12 +228,18 @@ Barrier barrier_of(const Tensor& words) {
           static_cast<unsigned long long>(timeout_ms > 0 ? timeout_ms : kDefaultBarrierTimeoutMs) * kNsPerMs};
 }
 
+//: An empty sequence or batch has nothing to launch (rnn_loop.cpp returns the empty results). Projections reach the
+//: planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces a fused path).
+bool fused_candidate(const LayerInputs& in) {
+  return in.x.size(0) > 0 && in.x.size(1) > 0;
+}
+
 }  // namespace
 
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInputs& in) {
-  if (in.w_hr.has_value()) return std::nullopt;  // the planner refuses projections; skip the device queries
+  if (!fused_candidate(in)) return std::nullopt;
   const Plan plan = plan_for(in, Direction::Forward);
-  if (!plan.persistent) return std::nullopt;
+  if (plan.path == Path::Loop) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2), H = in.w_hh.size(1);
   const bool lstm = in.mode == Mode::LSTM;
   const auto options = in.x.options();
@@ -216,7 +251,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   Tensor saved = in.save ? at::empty({T, N, saved_width(in.mode, H, false)}, options) : at::empty({0}, options);
   Tensor h_n = at::empty({N, H}, options);
   Tensor c_n = lstm ? at::empty({N, H}, options) : at::empty({0}, options);
-  const Tensor barrier = barrier_words_for(in.x);
+  const Tensor barrier = plan.persistent() ? barrier_words_for(in.x) : Tensor();  // the grid barrier's words
 
   ForwardParams p;
   p.s = sizes_of(in);
@@ -229,19 +264,24 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   p.ws = in.save ? saved.data_ptr() : nullptr;
   p.h_n = h_n.data_ptr();
   p.c_n = lstm ? c_n.data_ptr() : nullptr;
-  p.barrier = barrier_of(barrier);
+  if (plan.persistent()) p.barrier = barrier_of(barrier);
   p.vector_loads = (H * in.x.element_size()) % kVectorBytes == 0 && aligned(p.h0) && aligned(p.y);
   p.tf32 = use_tf32(in.x);
-  launch(kernel_of(in, Direction::Forward, plan.cluster > 0), plan, &p, barrier);
+  const void* kernel = kernel_of(in, Direction::Forward, plan.cluster > 0);
+  if (plan.path == Path::Step) {
+    launch_per_step(kernel, plan, p, static_cast<int>(T), carried_for(in.x, N, H));
+  } else {
+    launch(kernel, plan, p, static_cast<int>(T), barrier);
+  }
   return std::make_tuple(y, h_n, c_n, saved);
 }
 
 std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,
                                             const Tensor& grad_y, const Tensor& grad_h_n,
                                             const std::optional<Tensor>& grad_c_n, bool has_bias) {
-  if (in.w_hr.has_value()) return std::nullopt;
+  if (!fused_candidate(in)) return std::nullopt;
   const Plan plan = plan_for(in, Direction::Backward);
-  if (!plan.persistent) return std::nullopt;
+  if (plan.path == Path::Loop) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const int64_t GH = in.w_hh.size(0), H = in.w_hh.size(1);
   const bool lstm = in.mode == Mode::LSTM, gru = in.mode == Mode::GRU;
@@ -251,7 +291,7 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   Tensor dg_i = gru ? at::empty({T, N, GH}, options) : dg_h;
   Tensor dh0 = at::empty({N, H}, options);
   Tensor dc0 = lstm ? at::empty({N, H}, options) : none();
-  const Tensor barrier = barrier_words_for(in.x);
+  const Tensor barrier = plan.persistent() ? barrier_words_for(in.x) : Tensor();  // the grid barrier's words
 
   BackwardParams p;
   p.s = sizes_of(in);
@@ -267,10 +307,15 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   p.dg_i = gru ? dg_i.data_ptr() : nullptr;
   p.dh0 = dh0.data_ptr();
   p.dc0 = lstm ? dc0.data_ptr() : nullptr;
-  p.barrier = barrier_of(barrier);
+  if (plan.persistent()) p.barrier = barrier_of(barrier);
   p.vector_loads = (GH * y.element_size()) % kVectorBytes == 0;  // dg_h is fresh, hence aligned
   p.tf32 = use_tf32(in.x);
-  launch(kernel_of(in, Direction::Backward, false), plan, &p, barrier);
+  const void* kernel = kernel_of(in, Direction::Backward, false);
+  if (plan.path == Path::Step) {  // steps 0..T: the last one gives dh0 (persistent.h: StepRange)
+    launch_per_step(kernel, plan, p, static_cast<int>(T) + 1, carried_for(in.x, N, H));
+  } else {
+    launch(kernel, plan, p, static_cast<int>(T) + 1, barrier);
+  }
 
   // The weight gradients: GEMMs over all T*N rows (dW_hh = sum_t dg_h_t^T h_{t-1}).
   const Tensor dgh = dg_h.view({T * N, GH}), dgi = dg_i.view({T * N, GH});

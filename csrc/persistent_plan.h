@@ -1,8 +1,14 @@
-// The host-side planner of the persistent CUDA kernels (persistent_*.cu): whether a layer runs persistent (one launch
-// for the whole sequence, W_hh slices resident in shared memory: the cluster path for forwards that fit one
-// thread-block cluster, else the grid path, a cooperative launch of one CTA per SM) or on the per-step path
-// (rnn_loop.cpp), and with which grid, cluster, hidden slice per CTA, tiles and shared memory; a reason for every
-// refusal.
+// The host-side planner of the fused CUDA kernels (persistent_*.cu): which path a layer direction takes, and with
+// which grid, cluster, hidden slice per CTA, tiles and shared memory; a reason for every refusal. In order of
+// preference:
+//   persistent  one launch for the whole sequence, W_hh slices resident in shared memory: the cluster path for
+//               forwards that fit one thread-block cluster, else the grid path, a cooperative launch of one CTA per
+//               SM (every CTA must be resident at once);
+//   step        the same kernels launched once per step (ordinary launches; the launch boundary is the grid-wide
+//               synchronisation): any number of CTAs, each reloading its W_hh slice (from L2) every step, so it
+//               covers what does not fit on chip at once;
+//   loop        rnn_loop.cpp's cuBLAS GEMM + pointwise kernel per step, only where even one step's slice does not
+//               fit a CTA (projection, batches beyond the register/tile limits, very wide W_hh rows).
 //
 // Plain C++ without CUDA: a pure function of the sizes and of the device's numbers, so CPU tests cover every decision
 // (through the op fusedrnn::cuda_plan, ops.cpp). The launcher (persistent_host.cpp) feeds it the device's numbers.
@@ -63,7 +69,7 @@ struct Tune {
   int chunk = 0;    // K columns of the gathered operand staged in shared memory at once (a multiple of kTileK)
   int cluster = -1;  // CTAs of the cluster path; 0: never the cluster path; -1: the planner's choice
   int timeout_ms = 0;  // the grid barrier's bounded wait (0: kDefaultBarrierTimeoutMs); longer under a sanitizer
-  std::string path;  // "" (planner), "persistent" (refusal is an error), "step" (always the per-step path)
+  std::string path;  // "" (planner); "persistent" or "step" (that path, a refusal is an error); "loop" (rnn_loop.cpp)
 };
 
 //: The numbers the kernels need (passed to them by value).
@@ -76,9 +82,16 @@ struct Tiling {
   int cluster = 0;            // the cluster path's CTAs (= ctas, one cluster); 0: the grid path
 };
 
+enum class Path { Persistent, Step, Loop };
+
+inline const char* path_name(Path path) {
+  return path == Path::Persistent ? "persistent" : path == Path::Step ? "step" : "loop";
+}
+
 struct Plan : Tiling {
-  bool persistent = false;
-  std::string reason;  // why not persistent; empty when persistent
+  Path path = Path::Loop;
+  std::string reason;  // why not persistent (and, on the loop path, why not per step); empty when persistent
+  bool persistent() const { return path == Path::Persistent; }
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -126,8 +139,8 @@ inline Tune parse_tune(const std::string& spec) {
     } else if (key == "cluster") {
       tune.cluster = value == "0" ? 0 : number();
     } else if (key == "path") {
-      if (value != "persistent" && value != "step") {
-        throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: path=" + value + " (expected persistent or step)");
+      if (value != "persistent" && value != "step" && value != "loop") {
+        throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: path=" + value + " (expected persistent, step or loop)");
       }
       tune.path = value;
     } else {
@@ -140,10 +153,10 @@ inline Tune parse_tune(const std::string& spec) {
 
 //: Refuses a plan whose CTAs cannot all be resident at once (a grid barrier would then wait forever).
 inline void require_co_resident(Plan& plan, int blocks_per_sm, int sm_count) {
-  if (!plan.persistent || blocks_per_sm < 0) return;
+  if (!plan.persistent() || blocks_per_sm < 0) return;
   const int64_t resident = static_cast<int64_t>(blocks_per_sm) * sm_count;
   if (plan.ctas > resident) {
-    plan.persistent = false;
+    plan.path = Path::Loop;
     plan.reason = "only " + std::to_string(resident) + " CTAs (" + std::to_string(blocks_per_sm) + " per SM x " +
                   std::to_string(sm_count) + " SMs) fit at once with " + std::to_string(plan.smem_bytes) +
                   " bytes of shared memory and " + std::to_string(plan.threads) + " threads; the grid needs " +
@@ -211,23 +224,32 @@ inline std::string tile(Plan& p, const PlanInput& in, const Tune& tune, int64_t 
 //: exchanged through distributed shared memory and each step ends at the hardware cluster barrier, far cheaper than
 //: the grid-wide one (which cannot time out: the cluster's CTAs are scheduled together). Everything else that fits
 //: takes the grid path (one CTA per SM, exchange through L2, the counter barrier).
+//: Why tune.threads cannot run the kernels, or "".
+inline std::string check_threads(int threads) {
+  if (threads % kWarpSize != 0 || threads < 2 * kWarpSize || threads > kMaxThreads) {
+    return "threads=" + std::to_string(threads) + " must be a multiple of 32 in [64, " + std::to_string(kMaxThreads) +
+           "]";
+  }
+  return "";
+}
+
+//: The persistent plan, or a refusal (path Loop) with its reason; plan_layer picks what runs then.
 inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
   Plan p;
   auto refuse = [&](std::string why) {
-    p.persistent = false;
+    p.path = Path::Loop;
     p.reason = std::move(why);
     return p;
   };
-  if (tune.path == "step") return refuse("FUSEDRNN_CUDA_TUNE asks for the per-step path (path=step)");
+  if (tune.path == "step" || tune.path == "loop") {
+    return refuse("FUSEDRNN_CUDA_TUNE asks for the " + tune.path + " path (path=" + tune.path + ")");
+  }
   if (in.projection) {
     return refuse("projection (proj_size): every step would need a second grid-wide exchange for W_hr h");
   }
   if (in.sm_count <= 0) return refuse("no SMs reported");
   p.threads = tune.threads ? tune.threads : kDefaultThreads;
-  if (p.threads % kWarpSize != 0 || p.threads < 2 * kWarpSize || p.threads > kMaxThreads) {
-    return refuse("threads=" + std::to_string(p.threads) + " must be a multiple of 32 in [64, " +
-                  std::to_string(kMaxThreads) + "]");
-  }
+  if (std::string why = check_threads(p.threads); !why.empty()) return refuse(why);
   // The backward pass has no cluster path (its dgates exchange is G times larger): cluster= applies to forwards.
   const bool forward = in.direction == Direction::Forward;
   const bool cluster_possible = forward && in.max_cluster > 0;
@@ -246,7 +268,7 @@ inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
     std::string why = tile(c, in, tune, size, /*resident=*/true);
     if (why.empty()) {
       c.cluster = c.ctas;
-      c.persistent = true;
+      c.path = Path::Persistent;
       return c;
     }
     if (tune.cluster > 0) return refuse("cluster=" + std::to_string(tune.cluster) + ": " + why);
@@ -259,9 +281,61 @@ inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
   const int64_t wanted = tune.ctas ? tune.ctas : std::min<int64_t>(in.hidden, in.sm_count);
   std::string why = tile(p, in, tune, wanted, /*resident=*/false);
   if (!why.empty()) return refuse(why);
-  p.persistent = true;
+  p.path = Path::Persistent;
   require_co_resident(p, in.blocks_per_sm, in.sm_count);
   return p;
+}
+
+//: The per-step plan (the grid path's kernels, one launch per step), or a refusal (path Loop) with its reason.
+//: No co-residency, so the grid may exceed the SMs: the planner keeps at least min(H, SMs) CTAs and takes the most
+//: hidden units per CTA that fit (fewest CTAs: every CTA stages all of h_{t-1} or dgates_t from L2 each step); fewer
+//: units per CTA shrink every limit (states, output tiles, the W slice), so large layers fit by spreading wider.
+inline Plan plan_step(const PlanInput& in, const Tune& tune = {}) {
+  Plan p;
+  auto refuse = [&](std::string why) {
+    p.path = Path::Loop;
+    p.reason = std::move(why);
+    return p;
+  };
+  if (tune.path == "loop") return refuse("FUSEDRNN_CUDA_TUNE asks for the loop path (path=loop)");
+  if (in.projection) return refuse("projection (proj_size): the fused kernels have no W_hr step");
+  p.threads = tune.threads ? tune.threads : kDefaultThreads;
+  if (std::string why = check_threads(p.threads); !why.empty()) return refuse(why);
+  auto fits = [&](Plan& q, int64_t units) { return tile(q, in, tune, ceil_div(in.hidden, units), false); };
+  if (tune.ctas) {
+    if (std::string why = tile(p, in, tune, tune.ctas, false); !why.empty()) return refuse(why);
+  } else {
+    // Binary search for the most units per CTA that fit, assuming fit is monotone in the units (it is up to the
+    // K-split accumulators, a few KB; a plan found is checked by tile() either way).
+    int64_t lo = 1, hi = ceil_div(in.hidden, std::max<int64_t>(1, std::min<int64_t>(in.hidden, in.sm_count)));
+    if (std::string why = fits(p, lo); !why.empty()) return refuse(why);
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo + 1) / 2;
+      Plan q = p;
+      if (fits(q, mid).empty()) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    if (std::string why = fits(p, lo); !why.empty()) return refuse(why);  // unreachable: lo fitted
+  }
+  p.path = Path::Step;
+  return p;
+}
+
+//: The plan of one layer direction: persistent where it fits (and FUSEDRNN_CUDA_TUNE allows), else per step, else
+//: the loop. A step or loop plan's reason says why the faster paths were refused.
+inline Plan fall_back(const PlanInput& in, const Tune& tune, const std::string& why_not_persistent) {
+  Plan step = plan_step(in, tune);
+  step.reason = step.path == Path::Step ? why_not_persistent
+                                        : why_not_persistent + "; per step: " + step.reason;
+  return step;
+}
+
+inline Plan plan_layer(const PlanInput& in, const Tune& tune = {}) {
+  Plan p = plan_persistent(in, tune);
+  return p.persistent() ? p : fall_back(in, tune, p.reason);
 }
 
 //: A persistent plan as "key=value,..." (the names of Tiling's fields).

@@ -13,8 +13,8 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
            t >= lengths[n] keep their state and y[t] is that state (the caller zeroes those outputs).
     layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
     cuda_plan(mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm=-1,
-              max_cluster=0, tune="") -> (persistent, detail): the CUDA persistent path's planner on given device
-              numbers (no GPU needed; fusedrnn.backends.native.cuda_plan wraps it)
+              max_cluster=0, tune="") -> (path, tiling, reason): the `cuda` backend's planner (persistent, per-step
+              fused or loop) on given device numbers (no GPU needed; fusedrnn.backends.native.cuda_plan wraps it)
 """
 
 from __future__ import annotations

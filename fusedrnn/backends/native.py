@@ -1,7 +1,8 @@
 """Backends `cpu` and `cuda`: the compiled extension fusedrnn._C (csrc/). On CPU one C++ time loop per layer direction
 with a GEMM per step and a vectorized fused pointwise pass. On CUDA a persistent kernel (one cooperative launch per
 layer direction, W_hh resident in shared memory, csrc/persistent_*) wherever its planner says it fits, else the same
-C++ loop with a cuBLAS GEMM and a fused pointwise kernel per step. `cuda_plan` shows the planner's decision.
+fused kernel launched once per step (any grid size), else (projections, batches or W_hh rows too large for one CTA)
+the same C++ loop with a cuBLAS GEMM and a fused pointwise kernel per step. `cuda_plan` shows the planner's decision.
 
 The ops and their autograd live in fusedrnn._extension; here they are only wrapped as LayerBackends.
 """
@@ -119,12 +120,17 @@ H100_SMS, H100_SMEM_PER_BLOCK, H100_MAX_CLUSTER = 132, 227 * 1024, 16
 
 
 class CudaPlan(NamedTuple):
-    """The persistent CUDA path's plan for one layer direction: `tiling` (csrc/persistent_plan.h: Tiling's fields)
-    when `persistent`, else the `reason` it was refused (the per-step path runs then)."""
+    """The `cuda` backend's plan for one layer direction (csrc/persistent_plan.h: plan_layer): `path` "persistent"
+    (one launch for the sequence), "step" (the same fused kernels, one launch per step) or "loop" (GEMM + pointwise
+    kernel per step); `tiling` (Tiling's fields) on the fused paths; `reason` why the faster paths were refused."""
 
-    persistent: bool
+    path: str
     reason: str
     tiling: dict[str, int]
+
+    @property
+    def persistent(self) -> bool:
+        return self.path == "persistent"
 
 
 def cuda_plan(
@@ -147,9 +153,8 @@ def cuda_plan(
     _extension.load()
     element_size = torch.empty((), dtype=dtype).element_size()
     device = (sm_count, smem_per_block, blocks_per_sm, max_cluster)
-    persistent, detail = torch.ops.fusedrnn.cuda_plan(
+    path, tiling, reason = torch.ops.fusedrnn.cuda_plan(
         mode, batch, hidden, projection, element_size, backward, *device, tune
     )
-    if not persistent:
-        return CudaPlan(False, detail, {})
-    return CudaPlan(True, "", {key: int(value) for key, value in (item.split("=") for item in detail.split(","))})
+    fields = (item.split("=") for item in tiling.split(",")) if tiling else ()
+    return CudaPlan(path, reason, {key: int(value) for key, value in fields})
