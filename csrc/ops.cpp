@@ -181,10 +181,11 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
 //: The planner on explicit device numbers (no GPU needed): (path, tiling, reason): path "persistent", "step" or
 //: "loop" (persistent_plan.h: plan_layer), the tiling as "key=value,..." (empty on the loop path), and why the faster
 //: paths were refused (empty when persistent). tune: a FUSEDRNN_CUDA_TUNE string.
-std::tuple<std::string, std::string, std::string> cuda_plan(c10::string_view mode_name, int64_t batch, int64_t hidden, bool projection,
-                                        int64_t element_size, bool backward, int64_t sm_count,
-                                        int64_t smem_per_block, int64_t blocks_per_sm, int64_t max_cluster,
-                                        c10::string_view tune) {
+std::tuple<std::string, std::string, std::string> cuda_plan(c10::string_view mode_name, int64_t batch,
+                                                            int64_t hidden, bool projection, int64_t element_size,
+                                                            bool backward, int64_t sm_count, int64_t smem_per_block,
+                                                            int64_t blocks_per_sm, int64_t max_cluster,
+                                                            c10::string_view tune) {
   TORCH_CHECK_VALUE(element_size == 2 || element_size == 4 || element_size == 8,
                     "fusedrnn.cuda_plan: element_size must be 2, 4 or 8, got ", element_size);
   TORCH_CHECK_VALUE(batch > 0 && hidden > 0, "fusedrnn.cuda_plan: batch and hidden must be positive");

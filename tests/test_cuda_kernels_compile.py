@@ -18,6 +18,7 @@ CSRC = Path(__file__).resolve().parent.parent / "csrc"
 #: The cubins built by default (fusedrnn/_build.py: DEFAULT_CUDA_ARCH_LIST "8.0;9.0+PTX").
 ARCHES = ["sm_80", "sm_90"]
 #: Instantiations per file: LSTM/GRU/RNN_TANH/RNN_RELU x fp16/bf16/fp32/fp64 (x grid/cluster path for the forward).
+#: The per-step path launches the grid path's instantiations (a step range is a kernel argument): none of its own.
 INSTANTIATIONS = {"persistent_forward.cu": 4 * 4 * 2, "persistent_backward.cu": 4 * 4}
 STATIC_SMEM_BYTES = 16  # csrc/persistent_plan.h: kStaticSmemBytes
 MAX_REGISTERS = 255

@@ -1,9 +1,10 @@
-"""The persistent CUDA kernels (csrc/persistent_*) against fusedrnn.reference and against the per-step CUDA path:
-every cell, option and dtype, every output and every gradient. Needs a GPU (skipped elsewhere; the CPU covers the
-planner in test_cuda_plan.py and the kernels' resource use in test_cuda_kernels_compile.py).
+"""The fused CUDA kernels (csrc/persistent_*), persistent and launched once per step, against the GEMM + pointwise
+loop (itself tested against torch.nn) and against each other: every cell, option and dtype, every output and every
+gradient. Needs a GPU (skipped elsewhere; the CPU covers the planner in test_cuda_plan.py and the kernels' resource
+use in test_cuda_kernels_compile.py).
 
-FUSEDRNN_CUDA_TUNE (read by the extension on every call) forces the path: `path=persistent` makes a refusal an error,
-so a test cannot silently pass on the per-step path."""
+FUSEDRNN_CUDA_TUNE (read by the extension on every call) forces the path: `path=persistent` and `path=step` make a
+refusal an error, so a test cannot silently pass on another path; `path=loop` is the GEMM + pointwise loop."""
 
 from __future__ import annotations
 
@@ -81,20 +82,64 @@ def max_errors(actual, expected):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("name", "mode", "bias", "reverse", "lengths"), CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_persistent_matches_reference(name, mode, bias, reverse, lengths, dtype, shape, tuning, monkeypatch):
-    """float64/float32 (exact fp32: TF32 off): within the dtype's tolerance of the float64 per-step path (itself tested
-    against torch.nn); float16/bfloat16: at most twice the per-step path's own error against float64, or within the
-    dtype's atol."""
+    """float64/float32 (exact fp32: TF32 off): within the dtype's tolerance of the float64 loop (itself tested against
+    torch.nn); float16/bfloat16: at most twice the loop's own error against float64, or within the dtype's atol."""
+    check_against_loop(mode, bias, reverse, lengths, dtype, shape, ",".join(filter(None, ["path=persistent", tuning])),
+                       monkeypatch)  # fmt: skip
+
+
+def check_against_loop(mode, bias, reverse, lengths, dtype, shape, tune, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    tune = ",".join(filter(None, ["path=persistent", tuning]))
     ours = run_layer(mode, bias, reverse, lengths, shape, dtype, tune, monkeypatch)
-    truth = run_layer(mode, bias, reverse, lengths, shape, torch.float64, "path=step", monkeypatch)
+    truth = run_layer(mode, bias, reverse, lengths, shape, torch.float64, "path=loop", monkeypatch)
     if dtype in (torch.float64, torch.float32):
         for a, e in zip(ours, truth):
             torch.testing.assert_close(a.double(), e, **TOLERANCES[dtype])
         return
-    per_step = run_layer(mode, bias, reverse, lengths, shape, dtype, "path=step", monkeypatch)
-    for index, (error, baseline) in enumerate(zip(max_errors(ours, truth), max_errors(per_step, truth))):
+    loop = run_layer(mode, bias, reverse, lengths, shape, dtype, "path=loop", monkeypatch)
+    for index, (error, baseline) in enumerate(zip(max_errors(ours, truth), max_errors(loop, truth))):
         assert error <= max(2 * baseline, TOLERANCES[dtype]["atol"]), (index, error, baseline)
+
+
+#: Tunings of the per-step path: the planner's tiling, several units and K chunks per CTA, one unit per CTA (the
+#: grid as wide as H, K split over warps).
+STEP_TUNINGS = {
+    "planned": "path=step",
+    "few_ctas_small_chunks": "path=step,ctas=3,chunk=16,threads=128",
+    "one_unit_per_cta": "path=step,ctas=100000",
+}
+
+
+@pytest.mark.parametrize("tuning", STEP_TUNINGS.values(), ids=STEP_TUNINGS.keys())
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("name", "mode", "bias", "reverse", "lengths"), CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_per_step_matches_reference(name, mode, bias, reverse, lengths, dtype, shape, tuning, monkeypatch):
+    """The fused kernels launched once per step: as test_persistent_matches_reference."""
+    check_against_loop(mode, bias, reverse, lengths, dtype, shape, tuning, monkeypatch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("name", "mode", "bias", "reverse", "lengths"), CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_per_step_equals_persistent_bitwise(name, mode, bias, reverse, lengths, dtype, monkeypatch):
+    """Same tiling, same kernel, same arithmetic order: one launch per step or one for the sequence gives the same
+    bits (the state carried between launches in fp32 is the registers' value)."""
+    tiling = "cluster=0,ctas=3,threads=128"
+    shape = SHAPES["odd"]
+    persistent = run_layer(mode, bias, reverse, lengths, shape, dtype, f"path=persistent,{tiling}", monkeypatch)
+    per_step = run_layer(mode, bias, reverse, lengths, shape, dtype, f"path=step,{tiling}", monkeypatch)
+    for index, (a, b) in enumerate(zip(per_step, persistent)):
+        assert torch.equal(a, b), index
+
+
+def test_a_batch_beyond_the_persistent_grid_runs_per_step(monkeypatch):
+    """LSTM bf16 N=256 H=1024: too many states for one CTA per SM, so the planner picks the per-step path (256 CTAs
+    of 4 units), forward and backward."""
+    sm_count = torch.cuda.get_device_properties(0).multi_processor_count
+    for backward in (False, True):
+        plan = native.cuda_plan("LSTM", 256, 1024, torch.bfloat16, backward=backward, sm_count=sm_count)
+        assert plan.path == "step", plan.reason
+    check_against_loop("LSTM", True, False, True, torch.bfloat16, (3, 256, 8, 1024), "path=step", monkeypatch)
 
 
 @pytest.mark.parametrize("tuning", TUNINGS.values(), ids=TUNINGS.keys())
@@ -105,14 +150,15 @@ def test_float32_on_tf32_tensor_cores(name, mode, bias, reverse, lengths, tuning
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     tune = ",".join(filter(None, ["path=persistent", tuning]))
     ours = run_layer(mode, bias, reverse, lengths, SHAPES["aligned"], torch.float32, tune, monkeypatch)
-    truth = run_layer(mode, bias, reverse, lengths, SHAPES["aligned"], torch.float64, "path=step", monkeypatch)
+    truth = run_layer(mode, bias, reverse, lengths, SHAPES["aligned"], torch.float64, "path=loop", monkeypatch)
     for a, e in zip(ours, truth):
         torch.testing.assert_close(a.double(), e, **TOLERANCES[torch.float16])
 
 
-def test_module_through_the_persistent_path(monkeypatch):
+@pytest.mark.parametrize("path", ["persistent", "step"])
+def test_module_through_the_fused_paths(path, monkeypatch):
     """A stacked bidirectional GRU module (the layer loop around the kernels) against torch.nn in float64."""
-    monkeypatch.setenv(TUNE_ENV, "path=persistent")
+    monkeypatch.setenv(TUNE_ENV, f"path={path}")
     torch.manual_seed(0)
     expected = torch.nn.GRU(5, 24, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
     actual = fusedrnn.GRU(5, 24, num_layers=2, bidirectional=True, dtype=torch.float64, backend="cuda").cuda()
@@ -135,6 +181,8 @@ def test_the_benchmark_shape_runs_persistent(monkeypatch):
 def test_forcing_a_path_that_does_not_fit_is_an_error(monkeypatch):
     with pytest.raises(RuntimeError, match="does not fit"):
         run_layer("GRU", True, False, False, SHAPES["odd"], torch.float32, "path=persistent,ctas=100000", monkeypatch)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        run_layer("GRU", True, False, False, SHAPES["odd"], torch.float32, "path=step,threads=100", monkeypatch)
 
 
 def test_bad_tuning_is_a_value_error(monkeypatch):
