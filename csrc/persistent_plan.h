@@ -287,9 +287,11 @@ inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
 }
 
 //: The per-step plan (the grid path's kernels, one launch per step), or a refusal (path Loop) with its reason.
-//: No co-residency, so the grid may exceed the SMs: the planner keeps at least min(H, SMs) CTAs and takes the most
-//: hidden units per CTA that fit (fewest CTAs: every CTA stages all of h_{t-1} or dgates_t from L2 each step); fewer
-//: units per CTA shrink every limit (states, output tiles, the W slice), so large layers fit by spreading wider.
+//: No co-residency, so the grid may exceed the SMs: starting from the persistent grid's ceil(H / min(H, SMs)) hidden
+//: units per CTA, the planner takes the most units per CTA that fit (fewest CTAs: every CTA stages all of h_{t-1} or
+//: dgates_t from L2 each step); fewer units per CTA shrink every limit (states, output tiles, the W slice), so large
+//: layers fit by spreading wider. The limits one unit per CTA still hits: batch (N <= 256 at 256 threads: N / 8
+//: output tiles of one 16-row tile row, 4 per warp) and one 16-row W slice with a staged tile in shared memory.
 inline Plan plan_step(const PlanInput& in, const Tune& tune = {}) {
   Plan p;
   auto refuse = [&](std::string why) {
@@ -338,7 +340,7 @@ inline Plan plan_layer(const PlanInput& in, const Tune& tune = {}) {
   return p.persistent() ? p : fall_back(in, tune, p.reason);
 }
 
-//: A persistent plan as "key=value,..." (the names of Tiling's fields).
+//: A fused (persistent or per-step) plan as "key=value,..." (the names of Tiling's fields).
 inline std::string describe(const Plan& p) {
   const std::pair<const char*, int64_t> fields[] = {
       {"ctas", p.ctas},   {"threads", p.threads}, {"units", p.units}, {"m", p.m},         {"m_pad", p.m_pad},
