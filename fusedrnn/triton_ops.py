@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import triton
 from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
-from torch.library import custom_op, triton_op, wrap_triton
+from torch.library import custom_op, triton_op
 
 from fusedrnn.kernels import plan as kernel_plan
 from fusedrnn.kernels.backward import recurrence_backward_kernel
@@ -115,22 +115,48 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
+def _kernels_traceable() -> bool:
+    """Capability probe: whether the installed torch's `wrap_triton` turns this Triton's kernel objects into a wrapper
+    that records the launch in a traced graph, as it does for real `@triton.jit` kernels on a GPU machine. Under
+    Triton's interpreter the kernels are interpreter objects, which torch either hands back bare (2.14) or rejects with
+    a RuntimeError (2.11); asking torch itself, not comparing version numbers, keeps this right for any pair."""
+    try:
+        return torch.library.wrap_triton(recurrence_forward_kernel) is not recurrence_forward_kernel
+    except RuntimeError:
+        return False
+
+
+#: Probed once, when the ops below are registered: it decides both how they are registered and how they launch.
+KERNELS_TRACEABLE = _kernels_traceable()
+
+
+def _launcher(kernel):
+    """The kernel as the op bodies launch it (`wrap_triton(kernel)[grid](...)`): through `torch.library.wrap_triton`
+    where that can record it (called per launch, since triton_op turns the recording off when it runs eagerly),
+    else the bare kernel, which is what a torch that accepts interpreter kernels would hand back anyway."""
+    return torch.library.wrap_triton(kernel) if KERNELS_TRACEABLE else kernel
+
+
+#: The op bodies call `wrap_triton(...)` by that name on purpose: triton_op finds the kernels of an op (for its
+#: compile-cache keys) by scanning the body's source for that call. Bound here to `_launcher`, so that the same bodies
+#: also run where torch's `wrap_triton` rejects the kernel objects.
+wrap_triton = _launcher
+
+
 def _launchable(probe: Tensor) -> bool:
-    """Whether to launch (through `wrap_triton`, which records the kernel when torch.compile traces the op). Under
-    Triton's interpreter `wrap_triton` hands back the bare kernel, which would run on fake tensors while the op's
-    shapes are traced: there the launch is skipped, since the op allocates all its outputs before launching.
-    (Kernels are named in `wrap_triton(...)` calls in the op bodies themselves, where torch.library finds them for
-    its compile-cache keys.)"""
-    return not (is_fake(probe) and interpreter_enabled())
+    """Whether to launch. Where the kernels cannot be traced (`KERNELS_TRACEABLE` is false) a launch would run the bare
+    kernel on fake tensors while the op's shapes are traced: there the launch is skipped, since the op allocates all
+    its outputs before launching."""
+    return KERNELS_TRACEABLE or not is_fake(probe)
 
 
 def _op(name: str):
-    """Register `fn` as a torch.library op: a `triton_op` (torch.compile sees and can inline the kernels), except under
-    Triton's interpreter, where `wrap_triton` cannot record a kernel, so the triton_op decomposition that AOTAutograd
-    performs would drop it; there the op is an opaque custom op whose fake kernel is the same body without launch."""
+    """Register `fn` as a torch.library op: a `triton_op` where the kernels can be traced (torch.compile sees and can
+    inline them), else an opaque custom op whose fake kernel is the same body without launch (the triton_op
+    decomposition that AOTAutograd performs would drop a kernel `wrap_triton` cannot record)."""
 
     def register(fn):
-        if not interpreter_enabled():
+        if KERNELS_TRACEABLE:
             return triton_op(name, fn, mutates_args=())
         op = custom_op(name, fn, mutates_args=())
         op.register_fake(fn)
