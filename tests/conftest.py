@@ -2,9 +2,26 @@
 
 import os
 
+import pytest
 import torch
 
 # Without a GPU the Triton kernels run under Triton's interpreter on CPU tensors. The variable is read when triton
 # is imported, so it must be set here, before any test module imports fusedrnn's Triton backend.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+#: A child process's timeout ends this long before its test's own (pytest-timeout), so the child's output is reported.
+CHILD_MARGIN_S = 10
+
+
+@pytest.fixture
+def child_timeout(pytestconfig):
+    """child_timeout(default_s) -> seconds for a child process a test starts: default_s, cut below the per-test
+    timeout where pytest-timeout sets one (scripts/gpu_check.sh does), so a hung child fails its test cleanly."""
+    per_test = getattr(pytestconfig.option, "timeout", None)
+
+    def limit(default_s: float) -> float:
+        return default_s if not per_test else max(1.0, min(default_s, float(per_test) - CHILD_MARGIN_S))
+
+    return limit

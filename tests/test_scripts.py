@@ -1,18 +1,32 @@
-"""The shell scripts CI and the GPU round depend on: valid bash, and every benchmark command they run parses."""
+"""The shell scripts CI and the GPU round depend on: valid bash, every benchmark command they run parses, the time
+limits nest (a child's timeout inside its step's limit, every limit inside the GPU lease), and the whole GPU check
+runs end to end on CPU (`scripts/gpu_check.sh --dry-run`), so a typo cannot waste GPU time."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from fusedrnn.bench import sweep
 from fusedrnn.bench.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ["scripts/setup.sh", "scripts/gpu_check.sh", ".ci/run", "bench/record_results.sh"]
+SCRIPTS = ["scripts/setup.sh", "scripts/gpu_check.sh", "scripts/install_editable.sh", ".ci/run",
+           "bench/record_results.sh"]  # fmt: skip
+GPU_CHECK = ROOT / "scripts/gpu_check.sh"
+#: The device tool brings back at most 8 files from $OUT.
+MAX_OUT_FILES = 8
+#: The GPU check must end within 9 minutes on an H100, leaving time for a second, targeted run in a 15-minute lease.
+MAX_BUDGET_S = 9 * 60
+#: The dry run on 2 shared CPU cores took ~2 min; far longer means something hangs.
+DRY_RUN_TIMEOUT_S = 480
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -20,18 +34,75 @@ def test_script_is_valid_bash(script):
     subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
 
+def gpu_check_text() -> str:
+    """The script with its line continuations joined."""
+    return GPU_CHECK.read_text().replace("\\\n", " ")
+
+
 def gpu_check_bench_arguments() -> list[list[str]]:
-    """The fusedrnn-bench arguments of each `step bench` line of scripts/gpu_check.sh, BENCH expanded."""
-    text = (ROOT / "scripts/gpu_check.sh").read_text()
+    """The fusedrnn-bench arguments of each `bench LABEL LIMIT KERNEL ...` line of scripts/gpu_check.sh."""
+    text = gpu_check_text()
     common = shlex.split(re.search(r'^BENCH=\("\$PY" -m fusedrnn\.bench (.*)\)$', text, re.M).group(1))
-    lines = re.findall(r'^step bench \d+ "\$\{BENCH\[@\]\}" (.*)$', text, re.M)
-    return [common + shlex.split(line.replace('"$OUT', '"/tmp')) for line in lines]
+    lines = re.findall(r"^\s*bench [\w-]+ \d+ (?:tiled|persistent) (.*)$", text, re.M)
+    return [common + shlex.split(line) for line in lines]
 
 
-def test_gpu_check_runs_benchmarks():
-    assert len(gpu_check_bench_arguments()) >= 3
+def test_gpu_check_runs_benchmarks_persistent_first():
+    text = gpu_check_text()
+    kernels = re.findall(r"^\s*bench [\w-]+ \d+ (tiled|persistent) ", text, re.M)
+    assert len(kernels) >= 6
+    assert kernels == sorted(kernels, key=lambda k: k != "persistent"), "persistent runs must come before tiled ones"
 
 
 @pytest.mark.parametrize("arguments", gpu_check_bench_arguments(), ids=lambda a: "-".join(a[a.index("--preset") + 1:][:1]))
 def test_gpu_check_benchmark_commands_parse(arguments):
     build_parser().parse_args(arguments)  # argparse exits (SystemExit) on an unknown flag or value
+
+
+def _number(name: str) -> int:
+    return int(re.search(rf"^{name}=(\d+)", gpu_check_text(), re.M).group(1))
+
+
+def _step_limit(name: str) -> int:
+    return int(re.search(rf"step {name} (\d+) ", gpu_check_text()).group(1))
+
+
+def test_gpu_check_time_limits_nest():
+    assert _number("BUDGET_S") <= MAX_BUDGET_S
+    assert _number("PER_TEST_TIMEOUT_S") < _step_limit("tests")
+    assert sweep.CHILD_TIMEOUT_S < _step_limit("sweep")
+    assert int(re.search(r"--budget-s (\d+)", gpu_check_text()).group(1)) < _step_limit("sweep")
+
+
+def test_dry_run_is_deselected_from_the_gpu_suite():
+    """The GPU run's pytest line deselects this file's dry-run test by that name (it would rerun the script)."""
+    assert '-k "not dry_run"' in gpu_check_text()
+    assert "dry_run" in test_gpu_check_dry_run.__name__
+
+
+def test_gpu_check_rejects_unknown_arguments():
+    result = subprocess.run(["bash", str(GPU_CHECK), "--dryrun"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "unknown argument" in result.stderr
+
+
+def test_gpu_check_dry_run(tmp_path, child_timeout):
+    """The whole script on CPU: install (pip --dry-run), every benchmark on a tiny shape, the suite collected, the
+    sanitizer commands without the sanitizer, a compile and SASS summary of one kernel, and a two-point sweep."""
+    env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), TMPDIR=str(tmp_path))
+    result = subprocess.run(["bash", str(GPU_CHECK), "--dry-run"], env=env, capture_output=True, text=True,
+                            timeout=child_timeout(DRY_RUN_TIMEOUT_S), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    out = tmp_path / "out"
+    files = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert len(files) <= MAX_OUT_FILES, files
+    assert {"report.md", "bench.json", "evidence.json", "sweep.json", "sweep.md", "logs.tar.gz"} <= set(files)
+    assert result.stdout.lstrip().startswith("## Summary"), "the summary must be what is printed last"
+    assert "FAILED" not in result.stdout and "TIMED OUT" not in result.stdout
+    runs = json.loads((out / "bench.json").read_text())["runs"]
+    labels = [run["run"] for run in runs]
+    assert len(labels) == len(gpu_check_bench_arguments()) and all(run["complete"] for run in runs)
+    triton = [r for run in runs for r in run["results"] if r["row"] == "fusedrnn:triton"]
+    assert triton and all(r["status"] == "ok" for r in triton)
+    assert json.loads((out / "evidence.json").read_text()), "the SASS summary found no kernel"
+    records = json.loads((out / "sweep.json").read_text())["records"]
+    assert {r["tune"] for r in records if r["target"] == "triton-persistent"} == {"", "warps=4"}

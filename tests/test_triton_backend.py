@@ -401,7 +401,7 @@ def test_gpu_compile_low_precision(dtype_id):
 
 @gpu_only
 @pytest.mark.parametrize("kernel", ["persistent", "tiled"])
-def test_gpu_forced_kernels(kernel):
+def test_gpu_forced_kernels(kernel, child_timeout):
     """Each kernel family forced over the GPU grid's dtype-bounded checks (under `auto` the small-batch cases run the
     persistent kernels, the large-batch ones the tiled). Run in a child pytest with a timeout: a barrier bug in the
     persistent kernels should end in their timeout error, but must never hang the suite."""
@@ -410,5 +410,5 @@ def test_gpu_forced_kernels(kernel):
     # Every GPU case (N <= 64, H <= 768, bf16) fits the persistent kernels on an H100 or H200: forcing refuses none.
     selection = "test_gpu_error_bounded_by_reference and bf16 and (lstm or gru)"
     result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", __file__, "-k", selection], env=env,
-                            capture_output=True, text=True, timeout=PERSISTENT_TIMEOUT_S)  # fmt: skip
+                            capture_output=True, text=True, timeout=child_timeout(PERSISTENT_TIMEOUT_S))  # fmt: skip
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -125,6 +126,15 @@ def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.de
         "memory_method": timing.memory_method(device),
         "tolerances": {str(dtype).removeprefix("torch."): tol for dtype, tol in TOLERANCES.items()},
         "low_precision_truth_factor": TRUTH_ERROR_FACTOR,
+        # Kernel choices and tuning overrides (FUSEDRNN_TRITON_KERNEL, FUSEDRNN_TRITON_TUNE, ...) change what a row runs.
+        "fusedrnn_environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("FUSEDRNN_")},
+        # Whether fp32 matmuls may use TF32, for torch.nn (cuBLAS / cuDNN) and for the Triton kernels (which follow
+        # torch's float32 matmul precision).
+        "tf32": {
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        },
     }
 
 
@@ -175,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment.describe(device)
 
     results = []
+    if args.json:  # written again after every config, so a run stopped part-way keeps what it measured
+        report.write_json(args.json, report.document(results, env, settings, skipped, complete=False))
     progress_columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*progress_columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("benchmark", total=len(configs) * len(rows))
@@ -184,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress.update(task, description=f"{config.label()} · {row}", advance=1)
 
             results += run_config(config, rows, device, settings["warmup"], settings["repeat"], args.seed, advance)
+            if args.json:
+                report.write_json(args.json, report.document(results, env, settings, skipped, complete=False))
 
     report.print_table(results, env, settings, skipped, console)
     _write_outputs(args, results, env, settings, skipped, console)

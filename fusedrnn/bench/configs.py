@@ -45,13 +45,19 @@ def _grid(batches: tuple[int, ...], hiddens: tuple[int, ...], seq_len: int) -> t
     return tuple(Shape(seq_len, n, h, h) for h, n in itertools.product(hiddens, batches))
 
 
+FASTRNNS = Shape(100, 64, 512, 512)
+FLASHRNN = Shape(1024, 16, 768, 768)
+LATENCY = Shape(1000, 1, 256, 256)
+
 #: The shapes of the published comparisons (REFERENCE.md §3) plus a quick default and a sweep.
 PRESETS = {
     # Small enough that the default run (2 cells x 2 modes x every row) finishes in well under a minute on 2 CPU cores.
     "quick": Preset((Shape(50, 16, 128, 128),), ("lstm", "gru"), "T=50 N=16 I=H=128: the quick default"),
-    "fastrnns": Preset((Shape(100, 64, 512, 512),), ("lstm",), "T=100 N=64 I=H=512: PyTorch's own RNN benchmark"),
-    "flashrnn": Preset((Shape(1024, 16, 768, 768),), ("lstm",), "T=1024 N=16 I=H=768: FlashRNN's comparison"),
-    "latency": Preset((Shape(1000, 1, 256, 256),), ("lstm", "gru"), "T=1000 N=1 I=H=256: batch-1 latency"),
+    "fastrnns": Preset((FASTRNNS,), ("lstm",), "T=100 N=64 I=H=512: PyTorch's own RNN benchmark"),
+    "flashrnn": Preset((FLASHRNN,), ("lstm",), "T=1024 N=16 I=H=768: FlashRNN's comparison"),
+    "latency": Preset((LATENCY,), ("lstm", "gru"), "T=1000 N=1 I=H=256: batch-1 latency"),
+    # The kernel-tuning sweep's shapes (fusedrnn.bench.sweep, scripts/gpu_check.sh --sweep).
+    "targets": Preset((FLASHRNN, FASTRNNS, LATENCY), ("lstm",), "flashrnn, fastrnns and latency shapes together"),
     "sweep": Preset(_grid((1, 4, 16, 64), (128, 256, 512), 100), ("lstm",), "T=100, N in 1..64 x H in 128..512"),
     # pytorch/examples' time_sequence_prediction (LSTMCell, N=97, H=51, float64 there: add --dtype float64).
     "cells": Preset((Shape(100, 97, 51, 51, step_by_step=True),), ("lstm", "gru"), "cells stepped T=100 N=97 I=H=51"),

@@ -124,10 +124,11 @@ def result_record(result: Result) -> dict:
     }
 
 
-def document(results: list[Result], env: dict, settings: dict, skipped: list[dict]) -> dict:
-    """The --json document (schema SCHEMA)."""
+def document(results: list[Result], env: dict, settings: dict, skipped: list[dict], complete: bool = True) -> dict:
+    """The --json document (schema SCHEMA); `complete` is False while the run is still going (or was stopped)."""
     return {
         "schema": SCHEMA,
+        "complete": complete,
         "created_utc": settings["created_utc"],
         "command": settings["command"],
         "settings": settings,
@@ -138,8 +139,11 @@ def document(results: list[Result], env: dict, settings: dict, skipped: list[dic
 
 
 def write_json(path: Path, doc: dict) -> None:
+    """Write through a temporary file and a rename, so a run killed while writing leaves the previous version whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(doc, indent=2) + "\n")
+    partial.replace(path)
 
 
 CSV_FIELDS = [
