@@ -69,6 +69,7 @@ def test_overrides_that_collapse_a_sweep_deduplicate_shapes():
 )
 def test_published_presets(preset, shape):
     assert PRESETS[preset].shapes == (shape,)
+    assert shape in PRESETS["targets"].shapes  # the tuning sweep's shapes
 
 
 BAD_ARGUMENTS = {
@@ -174,6 +175,34 @@ def test_cells_preset_steps_torch_nn_and_fusedrnn_cells(tmp_path):
     for record in doc["results"]:
         assert record["config"]["step_by_step"] and record["status"] == "ok", record
         assert "cells" in record["label"]
+
+
+def test_json_records_kernel_choices_and_tf32(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEDRNN_TRITON_TUNE", "warps=4")
+    _, doc = run_cli(tmp_path, *TINY, *FAST, *ROWS, "--cell", "gru", "--mode", "inference")
+    assert doc["complete"] is True
+    assert doc["settings"]["fusedrnn_environment"]["FUSEDRNN_TRITON_TUNE"] == "warps=4"
+    assert set(doc["settings"]["tf32"]) == {"cuda.matmul.allow_tf32", "cudnn.allow_tf32", "float32_matmul_precision"}
+
+
+def test_json_is_written_after_every_config(tmp_path, monkeypatch):
+    """A run stopped part-way (here: the second config raises) keeps the first config's results on disk."""
+    real_run_config = cli.run_config
+    calls = []
+
+    def stop_at_second(config, *args, **kwargs):
+        calls.append(config)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped by the step's time limit")
+        return real_run_config(config, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "run_config", stop_at_second)
+    path = tmp_path / "run.json"
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*TINY, *FAST, *ROWS, "--cell", "lstm", "gru", "--mode", "inference", "--json", str(path)])
+    doc = json.loads(path.read_text())
+    assert doc["complete"] is False
+    assert {r["config"]["cell"] for r in doc["results"]} == {"lstm"} and len(doc["results"]) == 2
 
 
 def test_every_available_backend_is_a_row_and_the_rest_are_noted(tmp_path):
