@@ -95,7 +95,8 @@ step() {  # step NAME LIMIT COMMAND...: run with a time limit (cut to the deadli
     echo "# fusedrnn GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')$([ "$DRY_RUN" = 1 ] && echo ' (dry run on CPU)')"
     echo
     echo '```'
-    echo "git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+    echo "git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(
+        [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (tracked files modified)')"
     [ "$DRY_RUN" = 1 ] || timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
     timeout 60 "$PY" -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__,
 '| cuda', torch.version.cuda, '| cudnn', torch.backends.cudnn.version(), '| triton', triton.__version__,

@@ -42,25 +42,25 @@ def gpu_check_text() -> str:
 def gpu_check_bench_arguments() -> list[list[str]]:
     """The fusedrnn-bench arguments of each `bench LABEL LIMIT KERNEL ...` line of scripts/gpu_check.sh."""
     text = gpu_check_text()
-    common = shlex.split(re.search(r'^BENCH=\("\$PY" -m fusedrnn\.bench (.*)\)$', text, re.M).group(1))
-    lines = re.findall(r"^\s*bench [\w-]+ \d+ (?:tiled|persistent) (.*)$", text, re.M)
+    common = shlex.split(re.search(r'^BENCH=\("\$PY" -m fusedrnn\.bench (.*)\)$', text, re.MULTILINE).group(1))
+    lines = re.findall(r"^\s*bench [\w-]+ \d+ (?:tiled|persistent) (.*)$", text, re.MULTILINE)
     return [common + shlex.split(line) for line in lines]
 
 
 def test_gpu_check_runs_benchmarks_persistent_first():
     text = gpu_check_text()
-    kernels = re.findall(r"^\s*bench [\w-]+ \d+ (tiled|persistent) ", text, re.M)
+    kernels = re.findall(r"^\s*bench [\w-]+ \d+ (tiled|persistent) ", text, re.MULTILINE)
     assert len(kernels) >= 6
     assert kernels == sorted(kernels, key=lambda k: k != "persistent"), "persistent runs must come before tiled ones"
 
 
-@pytest.mark.parametrize("arguments", gpu_check_bench_arguments(), ids=lambda a: "-".join(a[a.index("--preset") + 1:][:1]))
+@pytest.mark.parametrize("arguments", gpu_check_bench_arguments(), ids=lambda a: a[a.index("--preset") + 1])
 def test_gpu_check_benchmark_commands_parse(arguments):
     build_parser().parse_args(arguments)  # argparse exits (SystemExit) on an unknown flag or value
 
 
 def _number(name: str) -> int:
-    return int(re.search(rf"^{name}=(\d+)", gpu_check_text(), re.M).group(1))
+    return int(re.search(rf"^{name}=(\d+)", gpu_check_text(), re.MULTILINE).group(1))
 
 
 def _step_limit(name: str) -> int:
@@ -81,7 +81,8 @@ def test_dry_run_is_deselected_from_the_gpu_suite():
 
 
 def test_gpu_check_rejects_unknown_arguments():
-    result = subprocess.run(["bash", str(GPU_CHECK), "--dryrun"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["bash", str(GPU_CHECK), "--dryrun"], capture_output=True, text=True, timeout=30,
+                            check=False)  # fmt: skip
     assert result.returncode == 2 and "unknown argument" in result.stderr
 
 
@@ -90,7 +91,7 @@ def test_gpu_check_dry_run(tmp_path, child_timeout):
     sanitizer commands without the sanitizer, a compile and SASS summary of one kernel, and a two-point sweep."""
     env = dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path / "out"), TMPDIR=str(tmp_path))
     result = subprocess.run(["bash", str(GPU_CHECK), "--dry-run"], env=env, capture_output=True, text=True,
-                            timeout=child_timeout(DRY_RUN_TIMEOUT_S), cwd=tmp_path)  # fmt: skip
+                            timeout=child_timeout(DRY_RUN_TIMEOUT_S), cwd=tmp_path, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     out = tmp_path / "out"
     files = sorted(p.name for p in out.rglob("*") if p.is_file())

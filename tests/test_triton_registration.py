@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from fusedrnn import triton_ops  # noqa: E402  (after the skip: importing it imports triton)
-from fusedrnn.backends.triton import interpreter_enabled  # noqa: E402
+from fusedrnn import triton_ops  # after the skip: importing it imports triton
+from fusedrnn.backends.triton import interpreter_enabled
 
 KERNEL = triton_ops.recurrence_forward_kernel
 OPS = ("fusedrnn::triton_recurrence_forward", "fusedrnn::triton_recurrence_backward")

@@ -63,7 +63,7 @@ def binaries(paths: list[Path]) -> list[Path]:
 
 
 def _run(tool: str, *args: str) -> str:
-    result = subprocess.run([tool, *args], capture_output=True, text=True, timeout=CUOBJDUMP_TIMEOUT_S)
+    result = subprocess.run([tool, *args], capture_output=True, text=True, timeout=CUOBJDUMP_TIMEOUT_S, check=False)
     return result.stdout
 
 
@@ -120,7 +120,7 @@ def demangle(names: list[str]) -> dict[str, str]:
     tool = shutil.which("c++filt")
     if tool is None or not names:
         return {name: name for name in names}
-    result = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True, timeout=30)
+    result = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True, timeout=30, check=False)
     readable = result.stdout.splitlines()
     if len(readable) != len(names):
         return {name: name for name in names}

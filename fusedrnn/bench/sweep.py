@@ -42,14 +42,15 @@ class Target:
     grid: tuple[str, ...]
 
 
+#: The persistent Triton kernels' grid: warps alone, the per-program hidden slice (fewer or more programs), the
+#: reduction tile, pipelining depth, and one combination.
+TRITON_GRID = ("", "warps=4", "warps=8", "warps=16", "block_h=8", "block_h=16", "block_h=32", "block_k=64", "stages=1",
+               "stages=2", "warps=4,block_h=16")  # fmt: skip
+
 TARGETS = {
     "triton-persistent": Target(
-        "fusedrnn:triton",
-        TRITON_TUNE_ENV,
-        {"FUSEDRNN_TRITON_KERNEL": "persistent"},
-        ("", "warps=4", "warps=8", "warps=16", "block_h=8", "block_h=16", "block_h=32", "block_k=64", "stages=1",
-         "stages=2", "warps=4,block_h=16"),
-    ),  # fmt: skip
+        "fusedrnn:triton", TRITON_TUNE_ENV, {"FUSEDRNN_TRITON_KERNEL": "persistent"}, TRITON_GRID
+    ),
     # Its keys belong to the CUDA backend's planner; until it names them, the planner's own choice is timed.
     "cuda": Target("fusedrnn:cuda", CUDA_TUNE_ENV, {}, ("",)),
 }
@@ -60,6 +61,8 @@ DRY_RUN_ARGUMENTS = ["--device", "cpu", "--dtype", "float32", "--warmup", "0", "
                      "--batch", "2", "--input-size", "16", "--hidden-size", "16"]  # fmt: skip
 #: Seconds one configuration may take (3 shapes x 2 modes, compiling included); a child past it is stopped.
 CHILD_TIMEOUT_S = 100
+#: No child is started with less time than this left in the budget: it could not even import torch and compile.
+MIN_CHILD_S = 10
 
 
 def child_command(target: Target, json_path: Path, dry_run: bool) -> list[str]:
@@ -83,14 +86,16 @@ def records_from(doc: dict, target_name: str, tune: str) -> list[dict]:
             for r in row_records(doc)]  # fmt: skip
 
 
-def run_one(target_name: str, target: Target, tune: str, work: Path, dry_run: bool, timeout_s: float) -> list[dict]:
-    """Run one configuration in a child process; its records, or one record saying why there are none."""
-    json_path = work / f"{target_name}-{len(list(work.iterdir()))}.json"
+def run_one(
+    target_name: str, target: Target, tune: str, json_path: Path, dry_run: bool, timeout_s: float
+) -> list[dict]:
+    """Run one configuration in a child process (its bench JSON at json_path); its records, or one record saying why
+    there are none."""
     env = {**os.environ, **target.fixed_env, target.tune_env: tune}
     start = time.perf_counter()
     try:
-        child = subprocess.run(child_command(target, json_path, dry_run), env=env, capture_output=True, text=True,
-                               timeout=timeout_s)  # fmt: skip
+        command = child_command(target, json_path, dry_run)
+        child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
         ending = None if child.returncode in (0, 1) else f"failed: exit {child.returncode}: {_last_line(child.stderr)}"
     except subprocess.TimeoutExpired:
         ending = f"timed out after {timeout_s:.0f} s"
@@ -151,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for name in args.targets:
         target = TARGETS[name]
-        for tune in args.grid or target.grid:
+        for index, tune in enumerate(args.grid or target.grid):
             left = args.budget_s - (time.perf_counter() - start)
-            if left < min(args.child_timeout_s, 10):
+            if left < min(args.child_timeout_s, MIN_CHILD_S):
                 records.append({"target": name, "tune": tune, "config": "(run)", "result": "not run: out of time"})
                 continue
-            records += run_one(name, target, tune, work, args.dry_run, min(args.child_timeout_s, left))
+            json_path = work / f"{name}-{index}.json"
+            records += run_one(name, target, tune, json_path, args.dry_run, min(args.child_timeout_s, left))
             write(args.out, records, meta)
     write(args.out, records, meta)
     print(markdown(records), end="")
