@@ -132,11 +132,13 @@ fi
 
 # ---------------------------------------------------------------------------------------------------------------
 BENCH=("$PY" -m fusedrnn.bench --device cuda --mode both)
+BENCH_RUNS=0
 bench() {  # bench LABEL LIMIT TRITON_KERNEL BENCH_ARGS...: one fusedrnn-bench run; its JSON grows config by config
     local label=$1 limit=$2 kernel=$3
     shift 3
+    BENCH_RUNS=$((BENCH_RUNS + 1))  # numbered JSON files: the digest lists the runs in the order they ran
     FUSEDRNN_TRITON_KERNEL=$kernel step "bench-$label" "$limit" "${BENCH[@]}" "$@" "${TINY[@]}" \
-        --json "$WORK/bench/$label.json"
+        --json "$WORK/bench/$(printf %02d "$BENCH_RUNS")-$label.json"
 }
 
 if [ "$SWEEP" = 0 ] || [ "$DRY_RUN" = 1 ]; then
