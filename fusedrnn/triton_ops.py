@@ -46,7 +46,6 @@ from fusedrnn.kernels.backward import recurrence_backward_kernel
 from fusedrnn.kernels.forward import recurrence_forward_kernel
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
 from fusedrnn.kernels.persistent import persistent_backward_kernel, persistent_forward_kernel
-from fusedrnn.kernels.plan import interpreter_enabled
 
 from .reference import GATES
 

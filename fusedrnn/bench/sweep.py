@@ -3,13 +3,13 @@
 `python -m fusedrnn.bench.sweep --out DIR` (what `scripts/gpu_check.sh --sweep` runs). For every target kernel and
 every configuration of its grid, it sets only the tuning variable that kernel's planner reads, and runs
 `fusedrnn-bench --preset targets` (LSTM, bf16: T=1024 N=16 H=768, T=100 N=64 H=512, T=1000 N=1 H=256; forward and
-forward+backward) in a child process with a time limit: the row is checked against torch.nn and timed next to it.
+forward+backward; the tiled Triton kernels at T=100 N=64 only) in a child process with a time limit: the row is checked against torch.nn and timed next to it.
 A child per configuration also keeps one configuration's crash (a CUDA error poisons the process) or hang from the
 others.
 
 Contract with the planners: `FUSEDRNN_TRITON_TUNE` / `FUSEDRNN_CUDA_TUNE` hold comma-separated key=value pairs
-(Triton keys: warps, block_h, block_k, stages); an unknown key raises ValueError, a configuration that does not fit is
-declined with a reason. Both are recorded as "refused: <reason>".
+(Triton keys: warps, block_h, block_k, stages; fusedrnn.kernels.plan); an unknown key raises ValueError, a
+configuration that does not fit is refused with a reason. Both are recorded as "refused: <reason>".
 
 Writes DIR/sweep.json and DIR/sweep.md after every child, so a sweep stopped part-way keeps what it measured.
 """
@@ -33,26 +33,32 @@ CUDA_TUNE_ENV = "FUSEDRNN_CUDA_TUNE"
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """One fused kernel family to tune: its benchmark row, its tuning variable, fixed variables, the grid ("" = the
-    planner's own choice, always first: the reference point of the others)."""
+    """One fused kernel family to tune: its benchmark row and preset, its tuning variable, fixed variables (the kernel
+    family forced), and the grid ("" = the planner's own choice, always first: the reference point of the others)."""
 
     row: str
+    preset: str
     tune_env: str
     fixed_env: dict
     grid: tuple[str, ...]
 
 
-#: The persistent Triton kernels' grid: warps alone, the per-program hidden slice (fewer or more programs), the
-#: reduction tile, pipelining depth, and one combination.
-TRITON_GRID = ("", "warps=4", "warps=8", "warps=16", "block_h=8", "block_h=16", "block_h=32", "block_k=64", "stages=1",
-               "stages=2", "warps=4,block_h=16")  # fmt: skip
+#: Persistent Triton kernels (fusedrnn.kernels.plan): warps, and the hidden units per program (block_h: more or
+#: fewer programs, each holding a smaller or larger W_hh slice). block_k and stages are the tiled kernels' keys.
+PERSISTENT_GRID = ("", "warps=4", "warps=8", "warps=16", "block_h=8", "block_h=16", "block_h=32", "warps=4,block_h=16")
+#: Tiled Triton kernels: every key. Timed at the fastrnns shape only (N=64): at T=1024 N=16 one program re-reads all
+#: of W_hh every step, predicted >20x slower than cuDNN (REFERENCE.md 5b), which is not worth lease time per point.
+TILED_GRID = ("", "warps=4", "block_h=32", "block_h=128", "block_k=64", "stages=2", "stages=3")
 
 TARGETS = {
     "triton-persistent": Target(
-        "fusedrnn:triton", TRITON_TUNE_ENV, {"FUSEDRNN_TRITON_KERNEL": "persistent"}, TRITON_GRID
+        "fusedrnn:triton", "targets", TRITON_TUNE_ENV, {"FUSEDRNN_TRITON_KERNEL": "persistent"}, PERSISTENT_GRID
+    ),
+    "triton-tiled": Target(
+        "fusedrnn:triton", "fastrnns", TRITON_TUNE_ENV, {"FUSEDRNN_TRITON_KERNEL": "tiled"}, TILED_GRID
     ),
     # Its keys belong to the CUDA backend's planner; until it names them, the planner's own choice is timed.
-    "cuda": Target("fusedrnn:cuda", CUDA_TUNE_ENV, {}, ("",)),
+    "cuda": Target("fusedrnn:cuda", "targets", CUDA_TUNE_ENV, {}, ("",)),
 }
 
 #: The bench arguments of a child: the target shapes on the GPU, or a tiny shape on CPU under the interpreter (dry run).
@@ -67,8 +73,8 @@ MIN_CHILD_S = 10
 
 def child_command(target: Target, json_path: Path, dry_run: bool) -> list[str]:
     arguments = DRY_RUN_ARGUMENTS if dry_run else GPU_ARGUMENTS
-    return [sys.executable, "-m", "fusedrnn.bench", "--preset", "targets", "--cell", "lstm", "--backends", target.row,
-            "--json", str(json_path), *arguments]  # fmt: skip
+    return [sys.executable, "-m", "fusedrnn.bench", "--preset", target.preset, "--cell", "lstm", "--backends",
+            target.row, "--json", str(json_path), *arguments]  # fmt: skip
 
 
 def outcome(record: dict) -> str:
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.out / "children"
     work.mkdir(parents=True, exist_ok=True)
-    meta = {"schema": "fusedrnn-sweep/1", "dry_run": args.dry_run, "shapes": "bench preset 'targets', cell lstm",
+    meta = {"schema": "fusedrnn-sweep/1", "dry_run": args.dry_run, "shapes": {name: TARGETS[name].preset for name in args.targets},
             "arguments": DRY_RUN_ARGUMENTS if args.dry_run else GPU_ARGUMENTS}  # fmt: skip
     records: list[dict] = []
     start = time.perf_counter()
