@@ -262,7 +262,15 @@ EXPORT_BACKEND = "torch"
 def recording_graph() -> bool:
     """True while torch.jit.trace, torch.export.export or torch.onnx.export records a model (not torch.compile)."""
     # TorchScript-based ONNX export traces; the dynamo-based one runs torch.export.
-    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+    return torch.jit.is_tracing() or _exporting()
+
+
+def _exporting() -> bool:
+    """torch.export's flag. Read directly where torch has it: torch 2.11's Dynamo folds `torch.compiler.is_exporting()`
+    to True while it traces anything, torch.compile included (later versions read the flag); the flag itself is a
+    module global, which Dynamo reads (and guards on) like any other."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else bool(flag)
 
 
 def select(requested: str, call: RNNCall) -> Backend:
