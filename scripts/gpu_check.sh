@@ -17,7 +17,7 @@
 #   install                150  sm_90 only, every core (measured 44 s on 2 CPU cores); if it fails, 60 more to install
 #                               without the CUDA extension, so the Triton tests and benchmarks still run
 #   compile evidence       240  in the background, CPU only: the key Triton configurations for sm_90, ptxas' report
-#   benchmarks             215  8 runs, persistent Triton kernels first; the tiled Triton kernel at T=1024 last, with
+#   benchmarks             205  7 runs, persistent kernels first; the tiled Triton kernel at T=1024 last, with
 #                               1 warm-up + 3 repeats: predicted >20x slower than cuDNN there (one SM re-reads W_hh)
 #   tests                  170  pytest-timeout 120 s per test where the plugin is installed
 #   sanitizers          2 x 40  racecheck and memcheck of the persistent kernels at a small shape
@@ -148,18 +148,17 @@ bench() {  # bench LABEL LIMIT TRITON_KERNEL BENCH_ARGS...: one fusedrnn-bench r
 }
 
 if [ "$SWEEP" = 0 ] || [ "$DRY_RUN" = 1 ]; then
-    # The fused kernels most likely to be fast first: the persistent Triton kernels (W_hh on chip, one launch).
-    # flashrnn in fp16 too: cuDNN picks its persistent algorithm only for fp16 (REFERENCE.md §3).
-    bench flashrnn-bf16-persistent 40 persistent --preset flashrnn --dtype bfloat16 --backends fusedrnn:triton
-    bench flashrnn-fp16-persistent 30 persistent --preset flashrnn --dtype float16 --backends fusedrnn:triton
-    bench fastrnns-bf16-persistent 25 persistent --preset fastrnns --cell lstm gru --dtype bfloat16 \
-        --backends fusedrnn:triton
-    bench latency-bf16-persistent 25 persistent --preset latency --dtype bfloat16 --backends fusedrnn:triton
-    # Then the tiled Triton kernels and the C++/CUDA backend (cuBLAS + a pointwise kernel per step).
-    bench fastrnns-bf16 25 tiled --preset fastrnns --cell lstm gru --dtype bfloat16 \
-        --backends fusedrnn:cuda,fusedrnn:triton
-    bench latency-fp32 25 tiled --preset latency --dtype float32 --backends fusedrnn:cuda,fusedrnn:triton
-    bench flashrnn-bf16-cuda 20 tiled --preset flashrnn --dtype bfloat16 --backends fusedrnn:cuda
+    # The fused kernels most likely to be fast first: the persistent ones (W_hh on chip, one launch per sequence):
+    # Triton's forced, the CUDA backend's where its planner picks them. flashrnn in fp16 too: cuDNN picks its
+    # persistent algorithm only for fp16 (REFERENCE.md §3).
+    FUSED=fusedrnn:triton,fusedrnn:cuda
+    bench flashrnn-bf16-persistent 40 persistent --preset flashrnn --dtype bfloat16 --backends "$FUSED"
+    bench flashrnn-fp16-persistent 30 persistent --preset flashrnn --dtype float16 --backends "$FUSED"
+    bench fastrnns-bf16-persistent 30 persistent --preset fastrnns --cell lstm gru --dtype bfloat16 --backends "$FUSED"
+    bench latency-bf16-persistent 30 persistent --preset latency --dtype bfloat16 --backends "$FUSED"
+    # Then the tiled Triton kernels (one program per 16 batch rows), and fp32 (TF32 settings in the JSON).
+    bench fastrnns-bf16-tiled 25 tiled --preset fastrnns --cell lstm gru --dtype bfloat16 --backends fusedrnn:triton
+    bench latency-fp32 25 tiled --preset latency --dtype float32 --backends "$FUSED"
     # Predicted >20x slower than cuDNN (~0.2-0.4 ms per step, REFERENCE.md §5b): last, 1 warm-up and 3 repeats.
     bench flashrnn-bf16-tiled-reduced 25 tiled --preset flashrnn --dtype bfloat16 --backends fusedrnn:triton \
         --warmup 1 --repeat 3
@@ -177,16 +176,19 @@ if [ "$SWEEP" = 0 ] || [ "$DRY_RUN" = 1 ]; then
 
     # compute-sanitizer on the persistent kernels only (--kernel-name), run by a two-step forward+backward benchmark
     # at a small shape (which also checks the result against torch.nn). A dry run runs the same command bare on CPU.
+    # Both families forced persistent; the CUDA barrier's wait lengthened, since the sanitizer slows kernels a lot.
     SMALL=("$PY" -m fusedrnn.bench --device cuda --dtype bfloat16 --cell lstm gru --seq-len 4 --batch 3
-        --input-size 32 --hidden-size 32 --warmup 0 --repeat 1 --backends fusedrnn:triton "${TINY[@]}")
+        --input-size 32 --hidden-size 32 --warmup 0 --repeat 1 --backends fusedrnn:triton,fusedrnn:cuda "${TINY[@]}")
+    export FUSEDRNN_TRITON_KERNEL=persistent FUSEDRNN_CUDA_TUNE=path=persistent,timeout_ms=30000
     for tool in racecheck memcheck; do
         if [ "$DRY_RUN" = 1 ]; then
-            FUSEDRNN_TRITON_KERNEL=persistent step "sanitize-$tool" 40 "${SMALL[@]}"
+            step "sanitize-$tool" 40 "${SMALL[@]}"
         else
-            FUSEDRNN_TRITON_KERNEL=persistent step "sanitize-$tool" 40 compute-sanitizer --tool "$tool" \
-                --kernel-name kns=persistent --error-exitcode 3 --print-limit 20 "${SMALL[@]}"
+            step "sanitize-$tool" 40 compute-sanitizer --tool "$tool" --kernel-name kns=persistent \
+                --error-exitcode 3 --print-limit 20 "${SMALL[@]}"
         fi
     done
+    unset FUSEDRNN_TRITON_KERNEL FUSEDRNN_CUDA_TUNE
 fi
 
 if [ "$SWEEP" = 1 ] || [ "$DRY_RUN" = 1 ]; then

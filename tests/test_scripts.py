@@ -44,7 +44,8 @@ def gpu_check_bench_arguments() -> list[list[str]]:
     text = gpu_check_text()
     common = shlex.split(re.search(r'^BENCH=\("\$PY" -m fusedrnn\.bench (.*)\)$', text, re.MULTILINE).group(1))
     lines = re.findall(r"^\s*bench [\w-]+ \d+ (?:tiled|persistent) (.*)$", text, re.MULTILINE)
-    return [common + shlex.split(line) for line in lines]
+    fused = re.search(r"^\s*FUSED=(\S+)$", text, re.MULTILINE).group(1)
+    return [common + shlex.split(line.replace('"$FUSED"', fused)) for line in lines]
 
 
 def test_gpu_check_runs_benchmarks_persistent_first():

@@ -50,6 +50,10 @@ PERSISTENT_GRID = ("", "warps=4", "warps=8", "warps=16", "block_h=8", "block_h=1
 #: of W_hh every step, predicted >20x slower than cuDNN (REFERENCE.md 5b), which is not worth lease time per point.
 TILED_GRID = ("", "warps=4", "block_h=32", "block_h=128", "block_k=64", "stages=2", "stages=3")
 
+#: The CUDA backend's persistent kernels (csrc/persistent_plan.h, Tune): threads per CTA, K columns staged per chunk,
+#: the thread-block cluster path off, and fewer CTAs (a wider hidden slice each).
+CUDA_GRID = ("", "threads=256", "threads=512", "chunk=32", "chunk=128", "cluster=0", "ctas=64")
+
 TARGETS = {
     "triton-persistent": Target(
         "fusedrnn:triton", "targets", TRITON_TUNE_ENV, {"FUSEDRNN_TRITON_KERNEL": "persistent"}, PERSISTENT_GRID
@@ -57,8 +61,7 @@ TARGETS = {
     "triton-tiled": Target(
         "fusedrnn:triton", "fastrnns", TRITON_TUNE_ENV, {"FUSEDRNN_TRITON_KERNEL": "tiled"}, TILED_GRID
     ),
-    # Its keys belong to the CUDA backend's planner; until it names them, the planner's own choice is timed.
-    "cuda": Target("fusedrnn:cuda", "targets", CUDA_TUNE_ENV, {}, ("",)),
+    "cuda": Target("fusedrnn:cuda", "targets", CUDA_TUNE_ENV, {}, CUDA_GRID),
 }
 
 #: The bench arguments of a child: the target shapes on the GPU, or a tiny shape on CPU under the interpreter (dry run).
