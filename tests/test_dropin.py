@@ -29,24 +29,6 @@ TESTS = Path(__file__).resolve().parent
 #: The zero-size child runs ~50 tiny cases; Triton's interpreter and a loaded machine make it slow, never this slow.
 CHILD_TIMEOUT_S = 600
 
-TRITON_DOUBLE_BACKWARD = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    # The fix, as fusedrnn._extension does it: apply the op through an autograd.Function with setup_context whose
-    # backward returns fusedrnn.reference.layer_vjp when torch.is_grad_enabled().
-    reason="triton_ops: backward not differentiable; registered autograd has no setup_context (torch.func)",
-)
-
-
-def backends(triton_mark=None) -> list:
-    """(backend, dtype) params from cpu_backends, with `triton_mark` added to the triton one."""
-    params = backend_params()
-    if triton_mark is None:
-        return params
-    return [pytest.param(*p.values, id=p.id, marks=[*p.marks, triton_mark] if p.id == "triton" else p.marks)
-            for p in params]  # fmt: skip
-
-
 #: (id, fusedrnn class, torch.nn class, extra constructor arguments)
 LAYERS = [
     ("lstm", fusedrnn.LSTM, nn.LSTM, {}),
@@ -117,7 +99,7 @@ def zero_size_problems(backend: str, dtype: torch.dtype) -> dict[str, str | None
 
 
 @pytest.mark.parametrize("case", list(zero_size_cases.CASES))
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_zero_sizes_match_torch_nn(backend, dtype, case):
     """Empty outputs and working gradients, or torch.nn's exception type: hidden_size=0 cells, input_size=0, batch 0,
     and T=0 / H=0 / I=0 layers (which torch.nn refuses)."""
@@ -132,7 +114,7 @@ def test_zero_sizes_match_torch_nn(backend, dtype, case):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", backends(TRITON_DOUBLE_BACKWARD))
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
     """A WGAN-GP-style penalty: the gradient of |d output / d x|^2 with respect to every parameter and to x."""
     results = []
@@ -148,7 +130,7 @@ def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", [p for p in backends() if p.values[1] == torch.float64])
+@pytest.mark.parametrize("backend,dtype", [p for p in backend_params() if p.values[1] == torch.float64])
 def test_gradgradcheck_float64(backend, dtype, kind):
     """gradgradcheck of the output with respect to the input and the initial state, as torch.nn passes it.
     (The Triton kernels run float32 only on CPU, too coarse for gradgradcheck: see the gradient penalty test.)"""
@@ -200,7 +182,7 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 @pytest.mark.parametrize("kind", LAYERS + CELLS[:1], ids=[k[0] for k in LAYERS + CELLS[:1]])
-@pytest.mark.parametrize("backend,dtype", backends(TRITON_DOUBLE_BACKWARD))
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_torch_func_matches_torch_nn(backend, dtype, kind, transform):
     x = example_input(kind, dtype)
     results = []
@@ -218,7 +200,7 @@ def test_torch_func_matches_torch_nn(backend, dtype, kind, transform):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_whole_model_save_and_weights_only_load(backend, dtype, kind, tmp_path):
     """torch.nn's class loads once the user allows it (torch.nn does not allow its own classes by default); fusedrnn's
     are allowed at import, so they load as they are, with their backend, and compute the same."""
@@ -259,7 +241,7 @@ class CellUser(StatefulUser):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_jit_script_matches_torch_nn(backend, dtype, kind):
     """torch.jit.script compiles a model holding fusedrnn layers (as torch.nn's twin with the same parameters); the
     scripted model computes what the torch.nn model does, and saves and loads with torch.jit."""
