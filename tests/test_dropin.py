@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from torch.func import functional_call, grad, jacrev, vjp
 import fusedrnn
 import zero_size_cases
 from cpu_backends import backend_params
+from fusedrnn.kernels.plan import KERNEL_ENV
 from parity import TOLERANCES, leaf
 
 TESTS = Path(__file__).resolve().parent
@@ -77,11 +79,13 @@ class Skip(str):
 
 
 @functools.cache
-def zero_size_problems(backend: str, dtype: torch.dtype) -> dict[str, str | None]:
-    """case id -> None (same outcome as torch.nn) or what differs, from one child process per backend."""
+def zero_size_problems(backend: str, dtype: torch.dtype, triton_kernel: str | None = None) -> dict[str, str | None]:
+    """case id -> None (same outcome as torch.nn) or what differs, from one child process per backend (and
+    FUSEDRNN_TRITON_KERNEL=`triton_kernel` if given)."""
+    env = None if triton_kernel is None else {**os.environ, KERNEL_ENV: triton_kernel}
     child = subprocess.run(
         [sys.executable, str(TESTS / "zero_size_cases.py"), backend, str(dtype).removeprefix("torch.")],
-        cwd=TESTS, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+        cwd=TESTS, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env,
     )  # fmt: skip
     lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     problems = {line["case"]: line["problem"] for line in lines}
@@ -107,6 +111,33 @@ def test_zero_sizes_match_torch_nn(backend, dtype, case):
     if isinstance(problem, Skip):
         pytest.skip(f"backend {backend!r} does not serve this configuration at any size: {problem}")
     assert problem is None
+
+
+#: The planner's reason for refusing a hidden-size-0 call (fusedrnn.kernels.plan), which every such cell reaches.
+HIDDEN_0_REFUSAL = "hidden size 0"
+
+
+def persistent_refusal(case: str) -> str | None:
+    """Why the forced persistent Triton kernels refuse a zero-size case if it reaches them (fusedrnn.kernels.plan).
+    Layers with hidden size 0 never do: their constructor raises, as torch.nn's does."""
+    name, sizes = zero_size_cases.CASES[case]
+    if sizes.hidden_size == 0 and name in zero_size_cases.CELL_CLASSES:
+        return HIDDEN_0_REFUSAL
+    return "LSTM projection" if "proj_size" in zero_size_cases.CLASSES[name][2] else None
+
+
+@pytest.mark.parametrize("case", list(zero_size_cases.CASES))
+@pytest.mark.parametrize("backend,dtype", [p for p in backend_params() if p.id == "triton"])
+def test_zero_sizes_on_forced_persistent_triton_kernels(backend, dtype, case):
+    """The same cases on the persistent kernels (one launch per step under the interpreter): batch 0 runs them;
+    hidden size 0 (no W_hh slice to hold) is refused with the planner's reason, as is the projection wherever a
+    launch would happen (a T = 0 layer ends before any)."""
+    problem = zero_size_problems(backend, dtype, "persistent")[case]
+    refusal = persistent_refusal(case)
+    if isinstance(problem, Skip) or refusal == HIDDEN_0_REFUSAL:
+        assert isinstance(problem, Skip) and refusal is not None and refusal in problem, problem
+    else:
+        assert problem is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
