@@ -55,7 +55,8 @@ class LayerAutograd:
         input_positions: Sequence[int],
         arity: int,
     ) -> None:
-        self.op, self.setup_context, self.kernel_backward, self.recompute = op, setup_context, kernel_backward, recompute
+        self.op, self.setup_context, self.recompute = op, setup_context, recompute
+        self.kernel_backward = kernel_backward
         self.input_positions, self.arity = tuple(input_positions), arity
         self.function = type(f"{name}Function", (torch.autograd.Function,), {
             "__doc__": "The op as an autograd.Function with setup_context, for torch.func (see the module docstring).",
