@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import _build, reference
+from . import _build, autograd_paths
 
 _PACKAGE = Path(__file__).resolve().parent
 #: Where the C++/CUDA sources are: inside an installed package (setup.py copies them), or the source checkout.
@@ -117,9 +117,8 @@ def has_cuda_kernels() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Autograd: layer_backward is the derivative of layer_forward. Where the backward itself must be differentiable
-# (`create_graph=True`: double backward, gradgradcheck, torch.func), it is the reference's vector-Jacobian product
-# instead, which autograd can differentiate again; the first-order path keeps the compiled backward.
+# Autograd (the pattern in fusedrnn.autograd_paths): layer_backward is the derivative of layer_forward; where the
+# backward itself must be differentiable, it is the reference's vector-Jacobian product instead.
 
 
 def _setup_context(ctx, inputs, output):
@@ -134,16 +133,13 @@ def _contiguous_or_zeros(grad, like):
     return torch.zeros_like(like) if grad is None else grad.contiguous()
 
 
-def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
+def _recompute(ctx) -> autograd_paths.Recompute:
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, _y, _workspace, lengths = ctx.saved_tensors
+    return autograd_paths.Recompute(ctx.mode, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), ctx.reverse, lengths)
+
+
+def _kernel_backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, workspace, lengths = ctx.saved_tensors
-    inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    if torch.is_grad_enabled():
-        # needs_input_grad follows the op's arguments: mode first, then the eight tensors.
-        grads = reference.layer_vjp(
-            ctx.mode, inputs, (grad_y, grad_h_n, grad_c_n if c0 is not None else None), ctx.reverse, lengths,
-            ctx.needs_input_grad[1:9],
-        )  # fmt: skip
-        return None, *grads, None, None, None
     has_bias = b_ih is not None
     grad_y = _contiguous_or_zeros(grad_y, y)
     grad_h_n = _contiguous_or_zeros(grad_h_n, h0)
@@ -157,50 +153,23 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
     return None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None, None
 
 
+_LAYER = autograd_paths.LayerAutograd(
+    "NativeLayer",
+    lambda *args: torch.ops.fusedrnn.layer_forward(*args),  # looked up per call: the op exists once load() ran
+    _setup_context,
+    _kernel_backward,
+    _recompute,
+    input_positions=range(1, 9),  # mode first, then the eight tensors
+    arity=12,
+)
+
+
 def _register_autograd() -> None:
-    torch.library.register_autograd("fusedrnn::layer_forward", _backward, setup_context=_setup_context)
-
-
-class _LayerFunction(torch.autograd.Function):
-    """layer_forward and the same autograd as registered on the op, as an autograd.Function with `setup_context`:
-    the form torch.func's transforms accept (the Function that torch.library generates for a registered autograd
-    has none). Its vmap rule (torch.func.vmap, jacrev) runs the op once per batch entry."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(*args):
-        with torch._C._AutoDispatchBelowAutograd():
-            return torch.ops.fusedrnn.layer_forward(*args)
-
-    setup_context = staticmethod(_setup_context)
-    backward = staticmethod(_backward)
-
-
-class _EagerLayerFunction(torch.autograd.Function):
-    """_LayerFunction in the older form, forward(ctx, ...), for plain autograd: `apply` of a Function with
-    setup_context binds its arguments with inspect.signature on every call (measured ~4x the cost of this form's
-    whole apply), which a one-step cell notices. torch.func's transforms need the other form."""
-
-    @staticmethod
-    def forward(ctx, *args):
-        output = _LayerFunction.forward(*args)
-        _setup_context(ctx, args, output)
-        return output
-
-    backward = staticmethod(_backward)
+    torch.library.register_autograd("fusedrnn::layer_forward", _LAYER.backward, setup_context=_setup_context)
 
 
 def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths):
-    """torch.ops.fusedrnn.layer_forward with autograd, at the least per-call cost: inference and training in eager
-    mode skip the Python autograd kernel registered on the op (several microseconds, which a one-step cell notices);
-    torch.compile traces the op itself."""
-    args = (mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths)
-    if torch.compiler.is_compiling():
-        return torch.ops.fusedrnn.layer_forward(*args)
-    if save_workspace and torch.is_grad_enabled():
-        if torch._C._are_functorch_transforms_active():
-            return _LayerFunction.apply(*args)
-        return _EagerLayerFunction.apply(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return torch.ops.fusedrnn.layer_forward(*args)
+    """torch.ops.fusedrnn.layer_forward with autograd, at the least per-call cost (fusedrnn.autograd_paths):
+    inference saves no workspace and needs none."""
+    return _LAYER.apply(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths,
+                        differentiable=save_workspace)  # fmt: skip

@@ -2,7 +2,9 @@
 
 Two ops, `torch.library.triton_op`s (fake shapes come from tracing the Python body; Inductor sees the Triton kernels;
 under Triton's interpreter they are opaque custom ops instead, see `_op`), with autograd registered, so torch.compile
-traces forward and backward without graph breaks:
+traces forward and backward without graph breaks (the autograd, shared with the native ops, is in
+fusedrnn.autograd_paths: the backward op below at first order, fusedrnn.reference.layer_vjp where the backward must
+itself be differentiable: double backward, torch.func):
 
   fusedrnn::triton_recurrence_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, w_hr?, lengths?, mode, reverse, save)
       -> (y [T,N,P], h_n [N,P], c_n [N,H] | [0], saved [T,N,SLOTS*H] | [0], hs [S,N,P] fp32, cs [S,N,H] fp32 | [0])
@@ -47,6 +49,7 @@ from fusedrnn.kernels.forward import recurrence_forward_kernel
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
 from fusedrnn.kernels.persistent import persistent_backward_kernel, persistent_forward_kernel
 
+from . import autograd_paths
 from .reference import GATES
 
 LSTM_ID = MODE_IDS["LSTM"]
@@ -345,14 +348,21 @@ def recurrence_backward(
 def _setup_context(ctx, inputs, output) -> None:
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode, reverse, save = inputs
     _, _, _, saved, hs, cs = output
-    ctx.save_for_backward(x, w_ih, w_hh, w_hr, saved, hs, cs, lengths)
+    # h0, c0 and the biases are for the differentiable backward (fusedrnn.autograd_paths), which recomputes the layer;
+    # being inputs, saving them costs nothing.
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, saved, hs, cs, lengths)
     ctx.mode, ctx.reverse, ctx.save = mode, reverse, save
-    ctx.has_h0, ctx.has_c0, ctx.has_bias = h0 is not None, c0 is not None, b_ih is not None
     ctx.mark_non_differentiable(saved, hs, cs)
 
 
-def _backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
-    x, w_ih, w_hh, w_hr, saved, hs, cs, lengths = ctx.saved_tensors
+def _recompute(ctx) -> autograd_paths.Recompute:
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, _saved, _hs, _cs, lengths = ctx.saved_tensors
+    return autograd_paths.Recompute(_mode_name(ctx.mode), (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), ctx.reverse,
+                                    lengths)  # fmt: skip
+
+
+def _kernel_backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
+    x, h0, c0, w_ih, w_hh, b_ih, _b_hh, w_hr, saved, hs, cs, lengths = ctx.saved_tensors
     if not ctx.save:
         raise RuntimeError("fusedrnn triton backend: the forward ran without saving activations (autograd was off)")
     T, N, _ = x.shape
@@ -362,18 +372,19 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
     if grad_hn is None:
         grad_hn = x.new_zeros((N, P))
     is_lstm = ctx.mode == LSTM_ID
+    has_bias = b_ih is not None
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = recurrence_backward(
         grad_y, grad_hn, grad_cn if is_lstm else None, x, w_ih, w_hh, w_hr, saved, hs, cs, lengths,
-        ctx.mode, ctx.reverse, ctx.has_bias,
+        ctx.mode, ctx.reverse, has_bias,
     )  # fmt: skip
     return (
         dx,
-        dh0 if ctx.has_h0 else None,
-        dc0 if ctx.has_c0 else None,
+        dh0 if h0 is not None else None,
+        dc0 if c0 is not None else None,
         dw_ih,
         dw_hh,
-        db_ih if ctx.has_bias else None,
-        db_hh if ctx.has_bias else None,
+        db_ih if has_bias else None,
+        db_hh if has_bias else None,
         dw_hr if w_hr is not None else None,
         None,
         None,
@@ -382,7 +393,16 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, *_unused):
     )
 
 
-recurrence_forward.register_autograd(_backward, setup_context=_setup_context)
+_LAYER = autograd_paths.LayerAutograd(
+    "TritonLayer",
+    recurrence_forward,
+    _setup_context,
+    _kernel_backward,
+    _recompute,
+    input_positions=range(8),  # the eight tensors first, then lengths, mode, reverse, save
+    arity=12,
+)
+recurrence_forward.register_autograd(_LAYER.backward, setup_context=_setup_context)
 
 
 def rnn_layer(
@@ -402,7 +422,8 @@ def rnn_layer(
     mode_id = MODE_IDS[mode]
     tensors = (x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    y, h_n, c_n, *_ = recurrence_forward(
-        x, hx, cx if mode == "LSTM" else None, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode_id, reverse, save
+    y, h_n, c_n, *_ = _LAYER.apply(
+        x, hx, cx if mode == "LSTM" else None, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, mode_id, reverse, save,
+        differentiable=save,
     )
     return y, h_n, (c_n if mode == "LSTM" else None)

@@ -237,6 +237,8 @@ def plan_persistent(problem: Problem, backward: bool, device: Device, tuning: Tu
     if problem.exact_fp32 and not device.interpreter:
         raise Refused(f"{name}: fp32 with exact (ieee) dots: Triton lowers them to FMA loops whose resident operands "
                       f"spill (sm_90: 13 KB); allow TF32 (torch.set_float32_matmul_precision('high')) or use bf16/fp16")
+    if H == 0:
+        raise Refused(f"{name}: hidden size 0: no W_hh slice to hold, no program to run (the tiled kernels handle it)")
     if N > MAX_PERSISTENT_BATCH:
         raise Refused(f"{name}: batch {N} > {MAX_PERSISTENT_BATCH}: every program covers all batch rows")
     if max(G * H * H, N * 4 * H) > MAX_OFFSET:

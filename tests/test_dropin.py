@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -23,29 +24,12 @@ from torch.func import functional_call, grad, jacrev, vjp
 import fusedrnn
 import zero_size_cases
 from cpu_backends import backend_params
+from fusedrnn.kernels.plan import KERNEL_ENV
 from parity import TOLERANCES, leaf
 
 TESTS = Path(__file__).resolve().parent
 #: The zero-size child runs ~50 tiny cases; Triton's interpreter and a loaded machine make it slow, never this slow.
 CHILD_TIMEOUT_S = 600
-
-TRITON_DOUBLE_BACKWARD = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    # The fix, as fusedrnn._extension does it: apply the op through an autograd.Function with setup_context whose
-    # backward returns fusedrnn.reference.layer_vjp when torch.is_grad_enabled().
-    reason="triton_ops: backward not differentiable; registered autograd has no setup_context (torch.func)",
-)
-
-
-def backends(triton_mark=None) -> list:
-    """(backend, dtype) params from cpu_backends, with `triton_mark` added to the triton one."""
-    params = backend_params()
-    if triton_mark is None:
-        return params
-    return [pytest.param(*p.values, id=p.id, marks=[*p.marks, triton_mark] if p.id == "triton" else p.marks)
-            for p in params]  # fmt: skip
-
 
 #: (id, fusedrnn class, torch.nn class, extra constructor arguments)
 LAYERS = [
@@ -95,11 +79,13 @@ class Skip(str):
 
 
 @functools.cache
-def zero_size_problems(backend: str, dtype: torch.dtype) -> dict[str, str | None]:
-    """case id -> None (same outcome as torch.nn) or what differs, from one child process per backend."""
+def zero_size_problems(backend: str, dtype: torch.dtype, triton_kernel: str | None = None) -> dict[str, str | None]:
+    """case id -> None (same outcome as torch.nn) or what differs, from one child process per backend (and
+    FUSEDRNN_TRITON_KERNEL=`triton_kernel` if given)."""
+    env = None if triton_kernel is None else {**os.environ, KERNEL_ENV: triton_kernel}
     child = subprocess.run(
         [sys.executable, str(TESTS / "zero_size_cases.py"), backend, str(dtype).removeprefix("torch.")],
-        cwd=TESTS, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+        cwd=TESTS, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env,
     )  # fmt: skip
     lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     problems = {line["case"]: line["problem"] for line in lines}
@@ -117,7 +103,7 @@ def zero_size_problems(backend: str, dtype: torch.dtype) -> dict[str, str | None
 
 
 @pytest.mark.parametrize("case", list(zero_size_cases.CASES))
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_zero_sizes_match_torch_nn(backend, dtype, case):
     """Empty outputs and working gradients, or torch.nn's exception type: hidden_size=0 cells, input_size=0, batch 0,
     and T=0 / H=0 / I=0 layers (which torch.nn refuses)."""
@@ -127,12 +113,39 @@ def test_zero_sizes_match_torch_nn(backend, dtype, case):
     assert problem is None
 
 
+#: The planner's reason for refusing a hidden-size-0 call (fusedrnn.kernels.plan), which every such cell reaches.
+HIDDEN_0_REFUSAL = "hidden size 0"
+
+
+def persistent_refusal(case: str) -> str | None:
+    """Why the forced persistent Triton kernels refuse a zero-size case if it reaches them (fusedrnn.kernels.plan).
+    Layers with hidden size 0 never do: their constructor raises, as torch.nn's does."""
+    name, sizes = zero_size_cases.CASES[case]
+    if sizes.hidden_size == 0 and name in zero_size_cases.CELL_CLASSES:
+        return HIDDEN_0_REFUSAL
+    return "LSTM projection" if "proj_size" in zero_size_cases.CLASSES[name][2] else None
+
+
+@pytest.mark.parametrize("case", list(zero_size_cases.CASES))
+@pytest.mark.parametrize("backend,dtype", [p for p in backend_params() if p.id == "triton"])
+def test_zero_sizes_on_forced_persistent_triton_kernels(backend, dtype, case):
+    """The same cases on the persistent kernels (one launch per step under the interpreter): batch 0 runs them;
+    hidden size 0 (no W_hh slice to hold) is refused with the planner's reason, as is the projection wherever a
+    launch would happen (a T = 0 layer ends before any)."""
+    problem = zero_size_problems(backend, dtype, "persistent")[case]
+    refusal = persistent_refusal(case)
+    if isinstance(problem, Skip) or refusal == HIDDEN_0_REFUSAL:
+        assert isinstance(problem, Skip) and refusal is not None and refusal in problem, problem
+    else:
+        assert problem is None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. Higher-order gradients
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", backends(TRITON_DOUBLE_BACKWARD))
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
     """A WGAN-GP-style penalty: the gradient of |d output / d x|^2 with respect to every parameter and to x."""
     results = []
@@ -148,7 +161,7 @@ def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", [p for p in backends() if p.values[1] == torch.float64])
+@pytest.mark.parametrize("backend,dtype", [p for p in backend_params() if p.values[1] == torch.float64])
 def test_gradgradcheck_float64(backend, dtype, kind):
     """gradgradcheck of the output with respect to the input and the initial state, as torch.nn passes it.
     (The Triton kernels run float32 only on CPU, too coarse for gradgradcheck: see the gradient penalty test.)"""
@@ -200,7 +213,7 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 @pytest.mark.parametrize("kind", LAYERS + CELLS[:1], ids=[k[0] for k in LAYERS + CELLS[:1]])
-@pytest.mark.parametrize("backend,dtype", backends(TRITON_DOUBLE_BACKWARD))
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_torch_func_matches_torch_nn(backend, dtype, kind, transform):
     x = example_input(kind, dtype)
     results = []
@@ -218,7 +231,7 @@ def test_torch_func_matches_torch_nn(backend, dtype, kind, transform):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_whole_model_save_and_weights_only_load(backend, dtype, kind, tmp_path):
     """torch.nn's class loads once the user allows it (torch.nn does not allow its own classes by default); fusedrnn's
     are allowed at import, so they load as they are, with their backend, and compute the same."""
@@ -259,7 +272,7 @@ class CellUser(StatefulUser):
 
 
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
-@pytest.mark.parametrize("backend,dtype", backends())
+@pytest.mark.parametrize("backend,dtype", backend_params())
 def test_jit_script_matches_torch_nn(backend, dtype, kind):
     """torch.jit.script compiles a model holding fusedrnn layers (as torch.nn's twin with the same parameters); the
     scripted model computes what the torch.nn model does, and saves and loads with torch.jit."""

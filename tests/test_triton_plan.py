@@ -49,6 +49,9 @@ REFUSALS = {
     "dot_below_16": ((16, 256, 1, BF16), False, H100, plan.Tuning(block_h=8), "M = 8 < 16"),
     "block_k_is_tiled_only": ((16, 256, 4, BF16), False, H100, plan.Tuning(block_k=32), "block_k"),
     "stages_across_barrier": ((16, 256, 4, BF16), True, H100, plan.Tuning(stages=3), "stages=3"),
+    "hidden_0_forward": ((16, 0, 4, BF16), False, H100, plan.Tuning(), "hidden size 0"),
+    "hidden_0_backward": ((16, 0, 3, FP32), True, H100, plan.Tuning(), "hidden size 0"),
+    "hidden_0_interpreter": ((2, 0, 1, FP32), False, plan.Device.interpreter_device(), plan.Tuning(), "hidden size 0"),
 }
 
 
@@ -87,6 +90,12 @@ def test_choose_auto_prefers_persistent_on_cuda_where_it_fits():
         plan.choose(large, False, H100, "persistent")
     with pytest.raises(ValueError, match="kernel 'fast'"):
         plan.choose(small, False, H100, "fast")
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_choose_auto_runs_hidden_size_0_on_the_tiled_kernels(backward):
+    """H = 0 leaves the persistent kernels nothing to hold (and no reduction to split): auto falls to the tiled ones."""
+    assert plan.choose(plan.Problem(16, 0, 4, BF16), backward, H100).kernel == "tiled"
 
 
 def test_tiled_plan_follows_tuning():
