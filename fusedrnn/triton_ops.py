@@ -94,9 +94,12 @@ def _pieces(plan: kernel_plan.PersistentPlan) -> dict:
 
 
 def _check_barrier(sync: Tensor, kernel: str) -> None:
-    """Raise if a persistent launch's barrier timed out. Skipped while torch.compile traces (fake tensors): the
-    compiled graph does not carry the check, though the kernel still ends instead of hanging."""
-    if not is_fake(sync) and sync[1].item():
+    """Raise if a persistent launch's barrier timed out. Skipped while torch.compile traces (fake tensors) and while a
+    CUDA graph is captured (reading the flag synchronises, which capture forbids): there the check is not carried,
+    though the kernel still ends instead of hanging."""
+    if is_fake(sync) or (sync.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    if sync[1].item():
         raise RuntimeError(
             f"fusedrnn triton: the {kernel} kernel's grid barrier timed out: not all of its programs were resident "
             f"at once (another kernel occupying SMs?), so its results are invalid. Set "
