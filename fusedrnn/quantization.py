@@ -42,7 +42,12 @@ def quantize_dynamic(model: nn.Module, qconfig_spec=None, dtype=torch.qint8, map
         (module, module.backend) for module in model.modules() if type_before_parametrizations(module) in ORIGINALS
     ]
     restore_rnns(model)
-    model = torch_quantize_dynamic(model, _torch_spec(qconfig_spec), dtype=dtype, mapping=mapping, inplace=True)
+    try:
+        model = torch_quantize_dynamic(model, _torch_spec(qconfig_spec), dtype=dtype, mapping=mapping, inplace=True)
+    except Exception:  # e.g. a bad spec: the user's model (modified in place when inplace) keeps fusedrnn's classes
+        for module, backend in fused:
+            replace_rnns(module, backend)
+        raise
     still_here = {id(module) for module in model.modules()}
     for module, backend in fused:
         if id(module) in still_here:  # left float by torch: fusedrnn's again

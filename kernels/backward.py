@@ -91,7 +91,7 @@ def recurrence_backward_kernel(
                 tile = rows[:, None] * P + cols[None, :]
                 dh = load_f32(dh_in + tile, mask)
                 dy = load_f32(dy_t + tile, mask)
-                through = dh * 0.0
+                through = tl.zeros_like(dh)  # not dh * 0.0: an inf upstream gradient would become NaN
                 if HAS_LENGTHS:  # rows past their length did not step: their (output-free) dh goes to h_{t-1}
                     through = tl.where(valid, 0.0, dh)
                     dh = tl.where(valid, dh + dy, 0.0)

@@ -1,8 +1,9 @@
 """Which recurrence kernels a call gets, how they are tiled, and why a persistent launch is refused.
 
 Plain Python: no triton, no torch, no GPU state (the caller passes the device's limits in `Device`), so CPU tests
-cover every decision and a sweep driver can call it directly. Used by fusedrnn.triton_ops (the launches) and by the
-triton backend (to refuse a call with a reason before any launch).
+cover every decision and a sweep driver can call it directly. Used by fusedrnn.triton_ops, which plans each launch
+(a forced persistent call that does not fit raises BackendError with the planner's reason there), and by the triton
+backend for the 32-bit offset limit (MAX_OFFSET).
 
 Environment (read by the host, once per call):
   FUSEDRNN_TRITON_KERNEL  auto (default) | tiled | persistent
