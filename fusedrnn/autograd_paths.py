@@ -30,8 +30,10 @@ from . import reference
 class Recompute(NamedTuple):
     """What fusedrnn.reference.layer_vjp needs from a saved context to recompute the layer."""
 
-    mode: str  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
-    inputs: tuple[Tensor | None, ...]  # (x, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr), as the op received them
+    mode: str  # fusedrnn.reference.GATES's keys
+    # reference.LAYER_INPUTS (reference.layer_inputs builds it), as the op received them: (x, hx, cx, w_ih, w_hh,
+    # b_ih, b_hh, w_hr) and, for the variants, the layer-norm weights and zoneout masks after them.
+    inputs: tuple[Tensor | None, ...]
     reverse: bool
     lengths: Tensor | None
 
@@ -42,7 +44,7 @@ class LayerAutograd:
 
     op(*args): the op; setup_context(ctx, args, outputs): saves what both backwards need;
     kernel_backward(ctx, *output_grads): one gradient (or None) per argument, from the compiled kernels;
-    recompute(ctx) -> Recompute; input_positions: where in `args` the eight tensors of Recompute.inputs are;
+    recompute(ctx) -> Recompute; input_positions: where in `args` the tensors of Recompute.inputs are;
     arity: the number of arguments."""
 
     def __init__(

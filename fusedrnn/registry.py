@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reference import GATES
+# LayerNormWeights and ZoneoutMasks are part of this module's interface; they are defined with the oracle, which
+# takes them too, because imports point downward.
+from .reference import ELEMENTWISE_RECURRENCE, GATES, LayerNormWeights, ZoneoutMasks  # noqa: F401
 
 #: Environment variable that replaces the default backend ("auto") of every module.
 BACKEND_ENV = "FUSEDRNN_BACKEND"
@@ -38,7 +40,7 @@ class BackendError(RuntimeError):
 class RNNCall:
     """Everything a backend may need to decide whether it supports a call (hashable, so selection is cached)."""
 
-    mode: str  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU"
+    mode: str  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU" | "INDRNN_TANH" | "INDRNN_RELU"
     device_type: str  # "cpu" | "cuda" | ...
     dtype: torch.dtype
     input_size: int
@@ -53,10 +55,21 @@ class RNNCall:
     dropout: float = 0.0  # applied between layers (only passed when training)
     needs_grad: bool = False
     compiling: bool = False  # traced by torch.compile
+    # The variants (fusedrnn.reference's docstring). New fields go last: select_cell passes the fields by position.
+    layer_norm: bool = False  # LayerNormLSTM / LayerNormGRU: every LayerWeights carries `norm`
+    zoneout: bool = False  # zoneout masks are given (training draws, or the rate in eval)
+    weight_dropout: bool = False  # W_hh is a per-call DropConnect copy, not the module's parameter
 
     @property
     def gates(self) -> int:
         return GATES[self.mode]
+
+    @property
+    def variant(self) -> str | None:
+        """What torch.nn's RNN kernels cannot compute about this call (None: plain torch.nn math)."""
+        names = [name for name, used in (("layer norm", self.layer_norm), ("zoneout", self.zoneout),
+                                         ("IndRNN", self.mode in ELEMENTWISE_RECURRENCE)) if used]  # fmt: skip
+        return " and ".join(names) or None
 
     @property
     def output_size(self) -> int:
@@ -64,13 +77,15 @@ class RNNCall:
 
 
 class LayerWeights(NamedTuple):
-    """The parameters of one layer and direction, in torch.nn's order; absent ones are None."""
+    """The parameters of one layer and direction, in torch.nn's order; absent ones are None. IndRNN: w_hh is the
+    vector u [H]. `norm`: the layer-norm gains of LayerNormLSTM / LayerNormGRU (RNNCall.layer_norm)."""
 
     w_ih: Tensor
     w_hh: Tensor
     b_ih: Tensor | None
     b_hh: Tensor | None
     w_hr: Tensor | None
+    norm: LayerNormWeights | None = None
 
 
 class Backend:
@@ -101,12 +116,15 @@ class Backend:
         cx: Tensor | None,
         weights: list[LayerWeights],
         dropout: float,
+        *,
+        zoneout: list[ZoneoutMasks] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """The whole stack. x [T, N, I]; lengths [N] int64 on the CPU (as PackedSequence keeps them) or None;
         hx [L*D, N, P] or None; cx [L*D, N, H] or None; weights per (layer, dir).
 
         Returns y [T, N, D*P], h_n [L*D, N, P], c_n [L*D, N, H] (None unless LSTM). `dropout` is the inter-layer
-        dropout probability, already zero outside training.
+        dropout probability, already zero outside training. `zoneout`: one ZoneoutMasks per (layer, dir), given
+        exactly when call.zoneout (callers pass the keyword only then, so a backend without zoneout need not take it).
         """
         raise NotImplementedError
 
@@ -136,15 +154,18 @@ class LayerBackend(Backend):
         w: LayerWeights,
         reverse: bool,
         lengths: Tensor | None,
+        *,
+        zoneout: ZoneoutMasks | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Same contract as `fusedrnn.reference.rnn_layer`; lengths, if any, are on x's device."""
+        """Same contract as `fusedrnn.reference.rnn_layer` (w.norm is its `norm`); lengths, if any, are on x's
+        device. `zoneout` is passed only when the call has masks."""
         raise NotImplementedError
 
     def cell(self, call, x, hx, cx, weights):
         _, h, c = self.layer(call.mode, x.unsqueeze(0), hx, cx, weights, False, None)
         return h, c
 
-    def run(self, call, x, lengths, hx, cx, weights, dropout):
+    def run(self, call, x, lengths, hx, cx, weights, dropout, *, zoneout=None):
         directions = 2 if call.bidirectional else 1
         if lengths is not None:
             lengths = lengths.to(x.device)  # once per call: layer kernels read the lengths where x lives
@@ -163,6 +184,7 @@ class LayerBackend(Backend):
                     weights[k],
                     direction == 1,
                     lengths,
+                    **({} if zoneout is None else {"zoneout": zoneout[k]}),
                 )
                 outputs.append(y)
                 h_n.append(h)
@@ -273,23 +295,31 @@ def _exporting() -> bool:
     return torch.compiler.is_exporting() if flag is None else bool(flag)
 
 
+#: What a variant (layer norm, zoneout, IndRNN: no torch op computes them) records instead: its plain-PyTorch loop.
+EXPORT_VARIANT_BACKEND = "reference"
+
+
 def select(requested: str, call: RNNCall) -> Backend:
     """The backend that runs `call`: the named one (or an error saying why it cannot), or for `auto` the most
-    preferred available backend on the call's device that supports it; `EXPORT_BACKEND` while a graph is recorded."""
+    preferred available backend on the call's device that supports it; `EXPORT_BACKEND` while a graph is recorded
+    (`EXPORT_VARIANT_BACKEND` for a variant)."""
     if recording_graph():
-        return get_backend(EXPORT_BACKEND)
+        return get_backend(EXPORT_BACKEND if call.variant is None else EXPORT_VARIANT_BACKEND)
     fields = tuple(getattr(call, name) for name in _CALL_FIELDS)
     return _LOADED[_select_name(requested_backend(requested), *fields)]
 
 
-def select_cell(requested: str, mode: str, x: Tensor, hidden_size: int, bias: bool) -> tuple[Backend, RNNCall]:
+def select_cell(
+    requested: str, mode: str, x: Tensor, hidden_size: int, bias: bool, layer_norm: bool = False
+) -> tuple[Backend, RNNCall]:
     """`select` for one step of a cell on input x [N, I], and the call it was selected for. The selection is looked
     up by the call's field values, so a cell (latency-bound) pays for building the RNNCall only in eager mode."""
     compiling = torch.compiler.is_compiling()
     fields = (mode, x.device.type, x.dtype, x.shape[1], hidden_size, 0, 1, False, bias, x.shape[0], 1, False, 0.0,
-              torch.is_grad_enabled(), compiling)  # fmt: skip  (RNNCall's field order)
+              torch.is_grad_enabled(), compiling, layer_norm, False, False)  # fmt: skip  (RNNCall's field order)
     if recording_graph():
-        return get_backend(EXPORT_BACKEND), RNNCall(*fields)
+        call = RNNCall(*fields)
+        return get_backend(EXPORT_BACKEND if call.variant is None else EXPORT_VARIANT_BACKEND), call
     if compiling:  # Dynamo: the constant-result selection, and a call built in the traced code (no lru_cache)
         return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
     return _select_with_call(requested_backend(requested), fields)

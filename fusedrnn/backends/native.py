@@ -68,6 +68,10 @@ class NativeBackend(LayerBackend):
         if call.dtype not in DTYPES[self.device_type]:
             names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
+        if call.variant is not None:
+            if self.device_type == "cuda":
+                return f"no CUDA kernels for {call.variant} yet (they may follow the Triton design later)"
+            return f"the CPU kernels do not implement {call.variant} yet"
         return None
 
     def preference(self, call: RNNCall) -> int:

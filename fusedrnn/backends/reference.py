@@ -13,8 +13,9 @@ class ReferenceBackend(LayerBackend):
     def preference(self, call) -> int:
         return 1  # the last resort of `auto`: always correct, never fast
 
-    def layer(self, mode, x, hx, cx, w, reverse, lengths):
-        return reference.rnn_layer(mode, x, hx, cx, *w, reverse=reverse, lengths=lengths)
+    def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
+        return reference.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, reverse=reverse,
+                                   lengths=lengths, norm=w.norm, zoneout=zoneout)  # fmt: skip
 
 
 BACKEND = ReferenceBackend()

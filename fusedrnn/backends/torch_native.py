@@ -32,6 +32,12 @@ class TorchBackend(Backend):
     summary = "torch's own kernels: cuDNN on CUDA, ATen/oneDNN on CPU"
 
     def unsupported_reason(self, call) -> str | None:
+        if call.variant is not None:
+            return f"torch's RNN kernels have no {call.variant}; use backend 'auto', 'reference', 'cpu' or 'triton'"
+        if call.weight_dropout and call.device_type == "cuda":
+            # cuDNN wants W_hh inside the module's flat weight buffer: a dropped copy is copied again and warned
+            # about ("not part of single contiguous chunk of memory") on every call.
+            return "cuDNN needs the weights in one flat buffer, which a weight_dropout copy of W_hh is not"
         if call.compiling:
             # PyTorch graph-breaks on its own nn.LSTM/GRU/RNN, and AOT autograd fails on these ATen ops (even for
             # nn.LSTM with torch._dynamo.config.allow_rnn) when the input needs no gradient.
@@ -48,7 +54,7 @@ class TorchBackend(Backend):
             return super().cell(call, x, hx, cx, weights)
         if hx is None:
             hx = x.new_zeros(x.shape[0], call.hidden_size)
-        w_ih, w_hh, b_ih, b_hh, _ = weights
+        w_ih, w_hh, b_ih, b_hh = weights[:4]
         if call.mode == "LSTM":
             return _VF.lstm_cell(x, (hx, x.new_zeros(hx.shape) if cx is None else cx), w_ih, w_hh, b_ih, b_hh)
         return _CELL_FUNCTIONS[call.mode](x, hx, w_ih, w_hh, b_ih, b_hh), None
@@ -62,7 +68,7 @@ class TorchBackend(Backend):
             hidden = (hx, x.new_zeros(states, N, call.hidden_size) if cx is None else cx)
         else:
             hidden = hx
-        flat = [w for layer in weights for w in layer if w is not None]
+        flat = [w for layer in weights for w in layer[:5] if w is not None]
         options = (call.bias, call.num_layers, dropout, aten_train_flag(call, dropout), call.bidirectional)
         function = _FUNCTIONS[call.mode]
         if lengths is None:

@@ -35,6 +35,8 @@ class TritonBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
+        if call.variant is not None:
+            return f"the Triton kernels do not implement {call.variant} yet"
         weights = call.gates * call.hidden_size * call.hidden_size
         step = call.batch_size * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
         if max(weights, step) > MAX_OFFSET:
