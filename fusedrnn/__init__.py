@@ -1,10 +1,13 @@
-"""fusedrnn: fused-kernel LSTM / GRU / Elman RNN layers for PyTorch, drop-in replacements for torch.nn's."""
+"""fusedrnn: fused-kernel LSTM / GRU / Elman RNN layers for PyTorch, drop-in replacements for torch.nn's, and the
+variants torch.nn lacks (layer-norm LSTM/GRU, IndRNN, zoneout, DropConnect)."""
 
 from .cells import GRUCell, LSTMCell, RNNCell
+from .haste import from_haste, load_haste_state_dict
 from .modules import GRU, LSTM, RNN
 from .quantization import quantize_dynamic
 from .registry import BackendError, available_backends, get_backend
 from .replace import replace_rnns, restore_rnns
+from .variants import IndRNN, IndRNNCell, LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell
 
 __version__ = "0.1.0"
 __all__ = [
@@ -14,6 +17,14 @@ __all__ = [
     "LSTMCell",
     "GRUCell",
     "RNNCell",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "IndRNN",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
+    "IndRNNCell",
+    "from_haste",
+    "load_haste_state_dict",
     "replace_rnns",
     "restore_rnns",
     "quantize_dynamic",

@@ -16,6 +16,7 @@ from .registry import LayerWeights
 
 class _FusedCellBase(nn.RNNCellBase):
     mode: str
+    layer_norm = False  # fusedrnn.variants' layer-norm cells set it
 
     def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None, *, backend) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks, device=device, dtype=dtype)
@@ -44,9 +45,32 @@ class _FusedCellBase(nn.RNNCellBase):
                     f"{name}: hidden{index} has dtype {state.dtype} on {state.device}, "
                     f"the input {input.dtype} on {input.device}; they must match"
                 )
-        backend, call = registry.select_cell(self.backend, self.mode, input, self.hidden_size, self.bias)
-        weights = LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
-        return backend.cell(call, input, hx, cx, weights)
+        backend, call = registry.select_cell(self.backend, self.mode, input, self.hidden_size, self.bias,
+                                             self.layer_norm)  # fmt: skip
+        return backend.cell(call, input, hx, cx, self.layer_weights())
+
+    def layer_weights(self) -> LayerWeights:
+        return LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
+
+    def _one_state_forward(self, input: Tensor, hx: Tensor | None) -> Tensor:
+        """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
+        is_batched = self._check_ranks(input, (hx,))
+        if not is_batched:
+            input = input.unsqueeze(0)
+            hx = None if hx is None else hx.unsqueeze(0)
+        h, _ = self._step(input, hx, None)
+        return h if is_batched else h.squeeze(0)
+
+    def _two_state_forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
+        is_batched = self._check_ranks(input, tuple(hx) if hx is not None else (None, None))
+        h0, c0 = hx if hx is not None else (None, None)
+        if not is_batched:
+            input = input.unsqueeze(0)
+            h0 = None if h0 is None else h0.unsqueeze(0)
+            c0 = None if c0 is None else c0.unsqueeze(0)
+        h, c = self._step(input, h0, c0)
+        return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
 
     def _check_ranks(self, input: Tensor, states) -> bool:
         name = type(self).__name__
@@ -72,12 +96,7 @@ class _FusedCellBase(nn.RNNCellBase):
 class _SingleStateCell(_FusedCellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
-        is_batched = self._check_ranks(input, (hx,))
-        if not is_batched:
-            input = input.unsqueeze(0)
-            hx = None if hx is None else hx.unsqueeze(0)
-        h, _ = self._step(input, hx, None)
-        return h if is_batched else h.squeeze(0)
+        return self._one_state_forward(input, hx)
 
 
 class RNNCell(_SingleStateCell):
@@ -119,15 +138,7 @@ class LSTMCell(_FusedCellBase):
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
-        is_batched = self._check_ranks(input, tuple(hx) if hx is not None else (None, None))
-        h0, c0 = hx if hx is not None else (None, None)
-        if not is_batched:
-            input = input.unsqueeze(0)
-            h0 = None if h0 is None else h0.unsqueeze(0)
-            c0 = None if c0 is None else c0.unsqueeze(0)
-        h, c = self._step(input, h0, c0)
-        return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
-
+        return self._two_state_forward(input, hx)
 
 
 # As fusedrnn.modules: whole-model torch.load with weights_only=True accepts the cells.

@@ -8,14 +8,16 @@ those classes, and tracing without graph breaks is one of the things fusedrnn is
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import registry
-from .registry import LayerWeights, RNNCall
+from .registry import LayerWeights, RNNCall, ZoneoutMasks
 
 
 def check_backend_name(backend: object) -> str:
@@ -27,6 +29,26 @@ def check_backend_name(backend: object) -> str:
         known = ", ".join([registry.AUTO, *registry.backend_names()])
         raise ValueError(f"unknown fusedrnn backend {backend!r}; known: {known}")
     return backend
+
+
+def check_rate(name: str, value: object) -> float:
+    """A probability argument, validated as torch.nn validates `dropout` (ValueError, bools refused)."""
+    if not isinstance(value, numbers.Number) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ValueError(f"{name} should be a number in range [0, 1] representing the probability of an element "
+                         f"being zeroed or kept, got {value!r}")  # fmt: skip
+    return float(value)
+
+
+def zoneout_rates(zoneout: object, mode: str) -> tuple[float, float]:
+    """`zoneout=p` (h and, LSTM, c) or `(p_h, p_c)` (LSTM only) -> (p_h, p_c); p_c is 0 without a cell state."""
+    if isinstance(zoneout, (tuple, list)):
+        if mode != "LSTM":
+            raise ValueError(f"zoneout=(p_h, p_c) needs a cell state (LSTM); give one rate for {mode}")
+        if len(zoneout) != 2:
+            raise ValueError(f"zoneout should be a rate or a pair (p_h, p_c), got {zoneout!r}")
+        return check_rate("zoneout p_h", zoneout[0]), check_rate("zoneout p_c", zoneout[1])
+    rate = check_rate("zoneout", zoneout)
+    return rate, (rate if mode == "LSTM" else 0.0)
 
 
 def torch_twin(module: nn.Module, torch_cls: type, *args, **kwargs) -> nn.Module:
@@ -41,11 +63,61 @@ def torch_twin(module: nn.Module, torch_cls: type, *args, **kwargs) -> nn.Module
 
 
 class _FusedRNNBase(nn.RNNBase):
-    """Shared forward of LSTM, GRU and RNN; `self.mode` tells them apart, as in torch.nn."""
+    """Shared forward of LSTM, GRU and RNN (and of the variants in fusedrnn.variants); `self.mode` tells them apart,
+    as in torch.nn.
 
-    def __init__(self, mode: str, *args, backend: str = registry.AUTO, **kwargs) -> None:
+    The regularisers (keyword-only, 0 = off, the torch.nn contract untouched: no extra RNG draw, the same path):
+      zoneout: p, or (p_h, p_c) for an LSTM; in training each unit keeps its previous h (c) with probability p_h
+        (p_c), masks drawn here from torch's RNG, per layer-direction in the flat weight order, h then c, [T, N, H];
+        in eval the expectation (mask = p).
+      weight_dropout: DropConnect on W_hh: in training one F.dropout(W_hh, p) per layer-direction and forward call,
+        drawn before the zoneout masks; the backend runs on that copy.
+    """
+
+    # Class-level defaults: the state of modules pickled before these options existed, and of plain modules.
+    zoneout: float | tuple[float, float] = 0.0
+    weight_dropout: float = 0.0
+    layer_norm = False  # the variants with layer norm set it
+
+    def __init__(self, mode: str, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(mode, *args, **kwargs)
         self.backend = check_backend_name(backend)
+        if zoneout != 0.0:  # only set when used: a default module's __dict__ (and pickle) stays torch.nn's
+            zoneout_rates(zoneout, self.mode)
+            if self.proj_size > 0:
+                raise ValueError("zoneout with proj_size > 0 is not defined (the kept state would be the projection)")
+            self.zoneout = zoneout
+        if weight_dropout != 0.0:
+            self.weight_dropout = check_rate("weight_dropout", weight_dropout)
+
+    @property
+    def regularised(self) -> bool:
+        """Whether zoneout or weight_dropout is on (torch.nn's class would compute something else)."""
+        return self.zoneout != 0.0 or self.weight_dropout != 0.0
+
+    def _zoneout_masks(self, x: Tensor) -> list[ZoneoutMasks] | None:
+        """One ZoneoutMasks per layer-direction for input x [T, N, ...], or None when zoneout is off."""
+        p_h, p_c = zoneout_rates(self.zoneout, self.mode)
+        if p_h == 0.0 and p_c == 0.0:
+            return None
+        shape = (x.shape[0], x.shape[1], self.hidden_size)
+        with_c = self.mode == "LSTM" and p_c > 0.0
+        if not self.training:  # the expectation: every layer-direction reads the same constant masks
+            eval_masks = ZoneoutMasks(x.new_full(shape, p_h), x.new_full(shape, p_c) if with_c else None)
+            return [eval_masks] * self._layer_directions()
+
+        def draw(p: float) -> Tensor:
+            return x.new_empty(shape).bernoulli_(p) if p > 0.0 else x.new_zeros(shape)
+
+        masks = []
+        for _ in range(self._layer_directions()):
+            h = draw(p_h)
+            masks.append(ZoneoutMasks(h, draw(p_c) if with_c else None))
+        return masks
+
+    def _layer_directions(self) -> int:
+        return self.num_layers * (2 if self.bidirectional else 1)
 
     def layer_weights(self) -> list[LayerWeights]:
         """The flat parameter list grouped per (layer, direction), in torch.nn's order."""
@@ -133,6 +205,10 @@ class _FusedRNNBase(nn.RNNBase):
     def _run(self, x: Tensor, lengths: Tensor | None, h0: Tensor | None, c0: Tensor | None):
         dropout = self.dropout if self.training else 0.0
         weights = self.layer_weights()
+        weight_dropout = self.weight_dropout if self.training else 0.0
+        if weight_dropout > 0.0:
+            weights = [w._replace(w_hh=F.dropout(w.w_hh, weight_dropout, training=True)) for w in weights]
+        masks = self._zoneout_masks(x)
         call = RNNCall(
             mode=self.mode,
             device_type=x.device.type,
@@ -149,18 +225,31 @@ class _FusedRNNBase(nn.RNNBase):
             dropout=dropout,
             needs_grad=torch.is_grad_enabled(),
             compiling=torch.compiler.is_compiling(),
+            layer_norm=self.layer_norm,
+            zoneout=masks is not None,
+            weight_dropout=weight_dropout > 0.0,
         )
         backend = registry.select(self.backend, call)
-        return backend.run(call, x, lengths, h0, c0, weights, dropout)
+        # zoneout= only with masks: a backend that has none need not take the keyword (Backend.run).
+        return backend.run(call, x, lengths, h0, c0, weights, dropout, **({} if masks is None else {"zoneout": masks}))
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
+        if self.zoneout != 0.0:
+            s += f", zoneout={self.zoneout!r}"
+        if self.weight_dropout != 0.0:
+            s += f", weight_dropout={self.weight_dropout!r}"
         return s if self.backend == registry.AUTO else f"{s}, backend={self.backend!r}"
 
     def __prepare_scriptable__(self) -> nn.Module:
         """What `torch.jit.script` compiles in place of this layer: torch.nn's own class with these very parameters
         (TorchScript cannot compile the backend registry). A scripted model therefore runs torch's kernels, and
-        saves and loads with torch.jit like one built from torch.nn."""
+        saves and loads with torch.jit like one built from torch.nn. torch.nn has no zoneout or weight_dropout: a
+        layer using them is refused rather than scripted without them."""
+        if self.regularised:
+            raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__} with zoneout or weight_dropout "
+                               "(torch.nn has neither); use torch.compile, or torch.jit.trace / torch.export, which "
+                               "record the layer's plain-PyTorch reference path")  # fmt: skip
         torch_cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(self.mode, nn.RNN)
         kwargs = {"num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
                   "dropout": self.dropout, "bidirectional": self.bidirectional}  # fmt: skip
@@ -172,10 +261,11 @@ class _FusedRNNBase(nn.RNNBase):
 
 
 class LSTM(_FusedRNNBase):
-    """`torch.nn.LSTM` (incl. `proj_size`) with a `backend` keyword; see torch.nn.LSTM for the arguments."""
+    """`torch.nn.LSTM` (incl. `proj_size`) with keyword-only `backend`, `zoneout` (p or (p_h, p_c)) and
+    `weight_dropout` (see _FusedRNNBase); see torch.nn.LSTM for the other arguments."""
 
-    def __init__(self, *args, backend: str = registry.AUTO, **kwargs) -> None:
-        super().__init__("LSTM", *args, backend=backend, **kwargs)
+    def __init__(self, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, **kwargs) -> None:
+        super().__init__("LSTM", *args, backend=backend, zoneout=zoneout, weight_dropout=weight_dropout, **kwargs)
 
     # torch.nn.LSTM's own checks for the (h_0, c_0) pair, reused rather than rewritten.
     get_expected_cell_size = nn.LSTM.get_expected_cell_size
@@ -184,12 +274,12 @@ class LSTM(_FusedRNNBase):
 
 
 class GRU(_FusedRNNBase):
-    """`torch.nn.GRU` with a `backend` keyword."""
+    """`torch.nn.GRU` with keyword-only `backend`, `zoneout` and `weight_dropout` (see _FusedRNNBase)."""
 
-    def __init__(self, *args, backend: str = registry.AUTO, **kwargs) -> None:
+    def __init__(self, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, **kwargs) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        super().__init__("GRU", *args, backend=backend, **kwargs)
+        super().__init__("GRU", *args, backend=backend, zoneout=zoneout, weight_dropout=weight_dropout, **kwargs)
 
 
 class RNN(_FusedRNNBase):

@@ -61,7 +61,14 @@ def replace_rnns(model: nn.Module, backend: str = registry.AUTO) -> nn.Module:
 
 def restore_rnns(model: nn.Module) -> nn.Module:
     """The inverse of `replace_rnns`: turn every fusedrnn layer and cell inside `model` (`model` itself included)
-    back into its torch.nn class, in place. Returns `model`."""
+    back into its torch.nn class, in place. Returns `model`. ValueError (and nothing changed) if a layer uses zoneout
+    or weight_dropout, which torch.nn's classes would silently drop."""
+    for module in model.modules():
+        if parametrize.type_before_parametrizations(module) in ORIGINALS and getattr(module, "regularised", False):
+            raise ValueError(f"cannot restore {type(module).__name__} with zoneout or weight_dropout to torch.nn, "
+                             "which has neither")  # fmt: skip
     for module in _swap_all(model, ORIGINALS):
         del module.backend
+        for option in ("zoneout", "weight_dropout"):  # set only when used; all zero here
+            module.__dict__.pop(option, None)
     return model
