@@ -17,6 +17,7 @@ from fusedrnn.reference import (
     layer_vjp,
     rnn_layer,
 )
+from haste_formulas import haste_forward
 from parity import TOLERANCES
 
 T, N, I, H = 4, 3, 3, 4
@@ -134,45 +135,11 @@ def reorder(w, order, dim=0):
 HASTE_ORDER = {"LSTM": (0, 2, 1, 3), "GRU": (1, 0, 2)}
 
 
-def haste_layer(mode, x, h0, c0, kernel, recurrent_kernel, bias, recurrent_bias, gamma, gamma_h, beta_h,
-                zoneout_prob, haste_mask, training):  # fmt: skip
-    """haste's LayerNormLSTMScript / LayerNormGRUScript (frameworks/pytorch/layer_norm_*.py) written out in haste's
-    layout (kernel [I, G*H], gates i,g,f,o and z,r,n; haste_mask 1 keeps the NEW state) with F.layer_norm."""
-    G = GATES[mode]
-    h, c = h0, c0
-    hs = []
-    if mode == "LSTM":
-        Wx = F.layer_norm(x @ kernel, (G * H,), weight=gamma[0])
-    else:
-        Wx = F.layer_norm(x @ kernel, (G * H,), weight=gamma[0]) + bias
-    for t in range(x.shape[0]):
-        h_prev = h
-        if mode == "LSTM":
-            v = F.layer_norm(h @ recurrent_kernel, (G * H,), weight=gamma[1]) + Wx[t] + bias
-            i, g, f, o = torch.chunk(v, 4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, (H,), weight=gamma_h, bias=beta_h))
-        else:
-            Rh = F.layer_norm(h @ recurrent_kernel, (G * H,), weight=gamma[1]) + recurrent_bias
-            vx, vh = torch.chunk(Wx[t], 3, 1), torch.chunk(Rh, 3, 1)
-            z = torch.sigmoid(vx[0] + vh[0])
-            r = torch.sigmoid(vx[1] + vh[1])
-            g = torch.tanh(vx[2] + r * vh[2])
-            h = z * h + (1 - z) * g
-        if zoneout_prob:
-            if training:
-                h = (h - h_prev) * haste_mask[t] + h_prev
-            else:
-                h = zoneout_prob * h_prev + (1 - zoneout_prob) * h
-        hs.append(h)
-    return torch.stack(hs), h, c
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("case", ["ln_lstm", "ln_gru", "zoneout_ln_gru"])
 def test_layer_norm_matches_haste_formula(case, training):
-    """Our torch.nn-layout LN-LSTM/GRU equals haste's scripted math on the same weights in haste's layout (zoneout:
-    haste zones out h only, with a mask of the opposite sense)."""
+    """Our torch.nn-layout LN-LSTM/GRU equals haste's scripted math (tests/haste_formulas.py) on the same weights
+    reordered by hand into haste's layout (zoneout: haste zones out h only, with a mask of the opposite sense)."""
     mode, tensors, norm, _ = make_layer(case)
     p = 0.0 if CASES[case][2] is None else CASES[case][2][0]
     generator = torch.Generator().manual_seed(1)
@@ -183,13 +150,18 @@ def test_layer_norm_matches_haste_formula(case, training):
     y, h_n, c_n = rnn_layer(mode, **tensors, norm=norm, zoneout=zoneout)
 
     order = HASTE_ORDER[mode]
-    expected = haste_layer(
-        mode, tensors["x"], tensors["hx"], tensors["cx"],
-        reorder(tensors["w_ih"], order).T, reorder(tensors["w_hh"], order).T,
-        reorder(tensors["b_ih"], order), reorder(tensors["b_hh"], order),
-        torch.stack([reorder(norm.ih, order), reorder(norm.hh, order)]), norm.c_weight, norm.c_bias,
-        p, 1 - keep_previous, training,
-    )  # fmt: skip
+    haste_sd = {
+        "kernel": reorder(tensors["w_ih"], order).T,
+        "recurrent_kernel": reorder(tensors["w_hh"], order).T,
+        "bias": reorder(tensors["b_ih"], order),
+        "recurrent_bias": reorder(tensors["b_hh"], order),
+        "gamma": torch.stack([reorder(norm.ih, order), reorder(norm.hh, order)]),
+        "gamma_h": norm.c_weight,
+        "beta_h": norm.c_bias,
+    }
+    kind = "LayerNormLSTM" if mode == "LSTM" else "LayerNormGRU"
+    expected = haste_forward(kind, tensors["x"], tensors["hx"], tensors["cx"], haste_sd, p, 1 - keep_previous,
+                             training)  # fmt: skip
     torch.testing.assert_close(y, expected[0], **TOLERANCES[torch.float64])
     torch.testing.assert_close(h_n, expected[1], **TOLERANCES[torch.float64])
     if mode == "LSTM":
