@@ -1,0 +1,458 @@
+"""The issue-#15 modules: LayerNormLSTM, LayerNormGRU, IndRNN (+ cells) and zoneout / weight_dropout on fusedrnn.LSTM
+and GRU, on every backend that serves them here, against the oracle stacked by hand (fusedrnn.reference.rnn_layer
+per layer direction, the masks drawn in the documented order from the same seed); torch.nn's contract (arguments,
+packed / batch_first / unbatched input, state shapes and errors) against torch.nn's own classes."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+
+import fusedrnn
+from fusedrnn import registry
+from fusedrnn.reference import LayerNormWeights, ZoneoutMasks, rnn_layer
+from parity import TOLERANCES
+
+I, H, T, N = 3, 4, 5, 3
+
+#: id -> (class, constructor keywords, torch.nn class with the same contract, its keywords, mode, layer norm)
+LAYERS = {
+    "ln_lstm": (fusedrnn.LayerNormLSTM, {}, nn.LSTM, {}, "LSTM", True),
+    "ln_gru": (fusedrnn.LayerNormGRU, {}, nn.GRU, {}, "GRU", True),
+    "indrnn_tanh": (fusedrnn.IndRNN, {}, nn.RNN, {}, "INDRNN_TANH", False),
+    "indrnn_relu": (fusedrnn.IndRNN, {"nonlinearity": "relu"}, nn.RNN, {"nonlinearity": "relu"}, "INDRNN_RELU", False),
+}
+#: Configurations of the stacked comparison: (id, constructor keywords).
+CONFIGS = [
+    ("one_layer", {}),
+    ("stacked_bidirectional_dropout", {"num_layers": 2, "bidirectional": True, "dropout": 0.4}),
+    ("no_bias", {"bias": False}),
+]
+#: Regularisers: (id, zoneout, weight_dropout).
+REGULARISERS = [("none", 0.0, 0.0), ("zoneout", 0.3, 0.0), ("zoneout_pair", (0.2, 0.5), 0.0),
+                ("weight_dropout", 0.0, 0.4), ("both", 0.25, 0.3)]  # fmt: skip
+
+
+#: The backends meant to serve the variants on CPU (torch never does; cuda runs CUDA tensors only), `auto` first.
+CPU_VARIANT_BACKENDS = [registry.AUTO, "reference", "cpu", "triton"]
+
+
+def backend_params(mode: str, layer_norm: bool, zoneout: bool) -> list:
+    """(backend, dtype) for each of CPU_VARIANT_BACKENDS, in float64 where it serves this variant, else float32
+    (triton's interpreter); one that serves neither is skipped with its reason."""
+    params = []
+    for name in CPU_VARIANT_BACKENDS:
+        reasons = []
+        for dtype in (torch.float64, torch.float32):
+            call = registry.RNNCall(mode, "cpu", dtype, I, H, layer_norm=layer_norm, zoneout=zoneout)
+            try:
+                reason = None if name == registry.AUTO else (registry.availability()[name]
+                                                              or registry.get_backend(name).unsupported_reason(call))
+            except Exception as error:  # noqa: BLE001 - reported as the skip reason
+                reason = str(error)
+            if reason is None:
+                params.append(pytest.param(name, dtype, id=f"{name}-{str(dtype).removeprefix('torch.')}"))
+                break
+            reasons.append(reason)
+        else:
+            skip = pytest.mark.skip(reason=f"{name}: " + "; ".join(dict.fromkeys(reasons)))
+            params.append(pytest.param(name, torch.float64, id=name, marks=skip))
+    return params
+
+
+def expected_stack(module, x, h0, c0, seed):
+    """The module's forward composed by hand from the oracle, drawing from torch's RNG in the documented order:
+    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout."""
+    torch.manual_seed(seed)
+    D = 2 if module.bidirectional else 1
+    groups = module.layer_weights()  # parameters per layer direction, in torch.nn's flat order
+    training = module.training
+    if training and module.weight_dropout:
+        groups = [g._replace(w_hh=F.dropout(g.w_hh, module.weight_dropout)) for g in groups]
+    p_h, p_c = fusedrnn.modules.zoneout_rates(module.zoneout, module.mode)
+    masks = [None] * len(groups)
+    if p_h or p_c:
+        with_c = module.mode == "LSTM" and p_c > 0
+        shape = (x.shape[0], x.shape[1], module.hidden_size)
+
+        def mask(p):
+            if not training:
+                return torch.full(shape, p, dtype=x.dtype)
+            return torch.bernoulli(torch.full(shape, p, dtype=x.dtype)) if p else torch.zeros(shape, dtype=x.dtype)
+
+        masks = []
+        for _ in groups:
+            h_mask = mask(p_h)
+            masks.append(ZoneoutMasks(h_mask, mask(p_c) if with_c else None))
+    layer_input, h_n, c_n = x, [], []
+    for layer in range(module.num_layers):
+        outputs = []
+        for direction in range(D):
+            k = layer * D + direction
+            g = groups[k]
+            y, h, c = rnn_layer(module.mode, layer_input, h0[k], None if c0 is None else c0[k], *g[:5],
+                                reverse=direction == 1, norm=g.norm, zoneout=masks[k])  # fmt: skip
+            outputs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = torch.cat(outputs, -1)
+        if training and module.dropout and layer < module.num_layers - 1:
+            layer_input = F.dropout(layer_input, module.dropout)
+    return layer_input, torch.stack(h_n), (torch.stack(c_n) if c0 is not None else None)
+
+
+def compare_with_stack(module, dtype, seed=0):
+    """Module forward + backward against expected_stack, every output and every gradient."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    D = 2 if module.bidirectional else 1
+    x = torch.randn(T, N, I, generator=generator, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(module.num_layers * D, N, H, generator=generator, dtype=dtype, requires_grad=True)
+    lstm = module.mode == "LSTM"
+    states = (module.num_layers * D, N, H)
+    c0 = torch.randn(states, generator=generator, dtype=dtype, requires_grad=True) if lstm else None
+    leaves = [x, h0] + ([c0] if lstm else []) + list(module.parameters())
+
+    torch.manual_seed(seed)
+    y, hidden = module(x, (h0, c0) if lstm else h0)
+    actual = [y, *(hidden if lstm else (hidden,))]
+    expected = [o for o in expected_stack(module, x, h0, c0, seed) if o is not None]
+    upstream = [torch.randn(o.shape, generator=generator, dtype=dtype) for o in actual]
+    tolerance = TOLERANCES[dtype]
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, **tolerance)
+    for a, e in zip(torch.autograd.grad(actual, leaves, upstream, allow_unused=True),
+                    torch.autograd.grad(expected, leaves, upstream, allow_unused=True)):  # fmt: skip
+        assert (a is None) == (e is None)
+        if e is not None:
+            torch.testing.assert_close(a, e, **tolerance)
+
+
+def variant_cases():
+    for layer_id, (cls, kwargs, _, _, mode, layer_norm) in LAYERS.items():
+        for config_id, config in CONFIGS:
+            for reg_id, zoneout, weight_dropout in REGULARISERS:
+                if isinstance(zoneout, tuple) and mode != "LSTM":
+                    continue
+                for training in (True, False):
+                    if not training and reg_id in ("none", "weight_dropout"):
+                        continue  # eval without zoneout is the plain layer, covered by training=True with none
+                    for param in backend_params(mode, layer_norm, bool(zoneout)):
+                        backend, dtype = param.values
+                        case_id = f"{layer_id}-{config_id}-{reg_id}-{'train' if training else 'eval'}-{param.id}"
+                        yield pytest.param(cls, dict(kwargs, **config), zoneout, weight_dropout, training, backend,
+                                           dtype, id=case_id, marks=param.marks)  # fmt: skip
+
+
+@pytest.mark.parametrize("cls, kwargs, zoneout, weight_dropout, training, backend, dtype", list(variant_cases()))
+def test_variant_module_matches_oracle_stack(cls, kwargs, zoneout, weight_dropout, training, backend, dtype):
+    torch.manual_seed(0)
+    module = cls(I, H, **kwargs, zoneout=zoneout, weight_dropout=weight_dropout, backend=backend, dtype=dtype)
+    with torch.no_grad():  # LN gains away from their initial 1 and 0, so that a misplaced gain shows
+        for name, p in module.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(0.3 * torch.randn_like(p))
+    compare_with_stack(module.train(training), dtype)
+
+
+REGULARISED_PLAIN = {
+    "lstm-both": (fusedrnn.LSTM, {"zoneout": (0.3, 0.1), "weight_dropout": 0.2}),
+    "lstm-zoneout-stacked": (fusedrnn.LSTM, {"zoneout": 0.4, "num_layers": 2, "bidirectional": True}),
+    "gru-both-stacked": (fusedrnn.GRU, {"zoneout": 0.3, "weight_dropout": 0.5, "num_layers": 2, "dropout": 0.3}),
+    "gru-weight_dropout": (fusedrnn.GRU, {"weight_dropout": 0.5}),
+}
+
+
+def regularised_cases():
+    for case_id, (cls, kwargs) in REGULARISED_PLAIN.items():
+        for training in (True, False):
+            for param in backend_params(cls.__name__, False, "zoneout" in kwargs):
+                backend, dtype = param.values
+                yield pytest.param(cls, kwargs, training, backend, dtype, marks=param.marks,
+                                   id=f"{case_id}-{'train' if training else 'eval'}-{param.id}")  # fmt: skip
+
+
+@pytest.mark.parametrize("cls, kwargs, training, backend, dtype", list(regularised_cases()))
+def test_regularised_lstm_gru_match_oracle_stack(cls, kwargs, training, backend, dtype):
+    torch.manual_seed(0)
+    compare_with_stack(cls(I, H, **kwargs, backend=backend, dtype=dtype).train(training), dtype)
+
+
+@pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU], ids=["lstm", "gru"])
+def test_default_regularisers_leave_torch_nn_contract_bit_identical(cls):
+    """zoneout=0, weight_dropout=0: the same outputs, gradients and RNG state as torch.nn (inter-layer dropout draws
+    included), and a module __dict__ without the options."""
+    torch.manual_seed(0)
+    reference = getattr(nn, cls.__name__)(I, H, num_layers=2, dropout=0.5)
+    module = cls(I, H, num_layers=2, dropout=0.5, zoneout=0.0, weight_dropout=0.0, backend="torch")
+    module.load_state_dict(reference.state_dict())
+    assert "zoneout" not in module.__dict__ and "weight_dropout" not in module.__dict__
+    assert repr(cls(I, H, num_layers=2, dropout=0.5, zoneout=0.0, weight_dropout=0.0)) == repr(reference)
+    x = torch.randn(T, N, I)
+    results = []
+    for layer in (reference, module):
+        torch.manual_seed(5)
+        y, _ = layer(x)
+        results.append((y, torch.autograd.grad(y.sum(), list(layer.parameters())), torch.get_rng_state()))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+    assert torch.equal(results[0][2], results[1][2])
+
+
+@pytest.mark.parametrize("cls", [fusedrnn.LayerNormLSTM, fusedrnn.LSTM, fusedrnn.IndRNN],
+                         ids=["ln_lstm", "lstm", "indrnn"])  # fmt: skip
+def test_seed_reproduces_regularised_training_run(cls):
+    module = cls(I, H, num_layers=2, dropout=0.3, zoneout=0.3, weight_dropout=0.3)
+    x = torch.randn(T, N, I)
+    runs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        runs.append(module(x)[0])
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_weight_dropout_warns_nothing_and_masks_once_per_call():
+    """One F.dropout of W_hh per layer direction and call (two calls of the RNG on a one-layer bidirectional LSTM),
+    no warning (torch's "not part of a single contiguous chunk" included), and eval runs the parameter itself."""
+    module = fusedrnn.LSTM(I, H, bidirectional=True, weight_dropout=0.5, dtype=torch.float64)
+    x = torch.randn(T, N, I, dtype=torch.float64)
+    calls = []
+    original = F.dropout
+
+    def counting_dropout(input, *args, **kwargs):
+        calls.append(input.shape)
+        return original(input, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        F.dropout = counting_dropout
+        try:
+            module(x)
+        finally:
+            F.dropout = original
+    assert calls == [module.weight_hh_l0.shape] * 2
+    module.eval()
+    plain = fusedrnn.LSTM(I, H, bidirectional=True, dtype=torch.float64)
+    plain.load_state_dict(module.state_dict())
+    assert torch.equal(module(x)[0], plain.eval()(x)[0])
+
+
+def test_torch_backend_refuses_weight_dropout_on_cuda_only():
+    call = registry.RNNCall("LSTM", "cuda", torch.float32, I, H, weight_dropout=True)
+    assert "flat buffer" in registry.get_backend("torch").unsupported_reason(call)
+    assert registry.get_backend("torch").unsupported_reason(dataclasses.replace(call, device_type="cpu")) is None
+
+
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_variants_refused_by_torch_and_run_on_reference_under_auto(layer_id):
+    cls, kwargs, _, _, mode, layer_norm = LAYERS[layer_id]
+    call = registry.RNNCall(mode, "cpu", torch.float64, I, H, layer_norm=layer_norm)
+    assert "torch's RNN kernels have no" in registry.get_backend("torch").unsupported_reason(call)
+    with pytest.raises(registry.BackendError, match="torch's RNN kernels have no"):
+        cls(I, H, **kwargs, backend="torch")(torch.randn(T, N, I))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.nn's contract
+
+
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_packed_batch_first_and_unbatched_inputs(layer_id):
+    """A packed batch (unsorted) equals each sequence run alone, unbatched; batch_first is a transpose (eval with
+    zoneout: the expectation, deterministic)."""
+    cls, kwargs, *_ = LAYERS[layer_id]
+    torch.manual_seed(0)
+    module = cls(I, H, num_layers=2, bidirectional=True, zoneout=0.3, dtype=torch.float64, **kwargs).eval()
+    sequences = [torch.randn(length, I, dtype=torch.float64) for length in (3, 5, 2)]
+    packed_out, packed_hidden = module(pack_sequence(sequences, enforce_sorted=False))
+    padded, lengths = pad_packed_sequence(packed_out)
+    lstm = isinstance(packed_hidden, tuple)
+    tolerance = TOLERANCES[torch.float64]
+    for n, sequence in enumerate(sequences):
+        y, hidden = module(sequence)
+        torch.testing.assert_close(padded[: lengths[n], n], y, **tolerance)
+        for a, b in zip(packed_hidden if lstm else (packed_hidden,), hidden if lstm else (hidden,)):
+            torch.testing.assert_close(a[:, n], b, **tolerance)
+    batch = torch.randn(T, N, I, dtype=torch.float64)
+    first = cls(I, H, num_layers=2, bidirectional=True, batch_first=True, zoneout=0.3, dtype=torch.float64, **kwargs)
+    first.load_state_dict(module.state_dict())
+    first.eval()
+    torch.testing.assert_close(first(batch.transpose(0, 1))[0].transpose(0, 1), module(batch)[0], **tolerance)
+
+
+BAD_CONSTRUCTORS = [
+    pytest.param({"hidden_size": 0}, id="hidden_zero"),
+    pytest.param({"hidden_size": 2.5}, id="hidden_float"),
+    pytest.param({"num_layers": 0}, id="layers_zero"),
+    pytest.param({"dropout": 1.5}, id="dropout_big"),
+    pytest.param({"dropout": True}, id="dropout_bool"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_CONSTRUCTORS)
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_constructor_errors_as_torch_nn(layer_id, bad):
+    cls, kwargs, torch_cls, torch_kwargs, *_ = LAYERS[layer_id]
+    arguments = {"input_size": I, "hidden_size": H, **bad}
+    with pytest.raises(Exception) as expected:
+        torch_cls(**arguments, **torch_kwargs)
+    with pytest.raises(expected.type):
+        cls(**arguments, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls, options",
+    [
+        (fusedrnn.LSTM, {"zoneout": 1.5}),
+        (fusedrnn.LSTM, {"zoneout": True}),
+        (fusedrnn.LSTM, {"zoneout": (0.1,)}),
+        (fusedrnn.GRU, {"zoneout": (0.1, 0.2)}),
+        (fusedrnn.IndRNN, {"zoneout": (0.1, 0.2)}),
+        (fusedrnn.LSTM, {"zoneout": 0.1, "proj_size": 2}),
+        (fusedrnn.LayerNormGRU, {"weight_dropout": -0.1}),
+        (fusedrnn.IndRNN, {"nonlinearity": "sigmoid"}),
+    ],
+    ids=["rate_big", "rate_bool", "pair_short", "pair_gru", "pair_indrnn", "with_projection", "weight_dropout_neg",
+         "nonlinearity"],  # fmt: skip
+)
+def test_option_errors(cls, options):
+    with pytest.raises(ValueError):
+        cls(I, H, **options)
+
+
+BAD_STATES = [
+    pytest.param(lambda D: torch.randn(D, N, H + 1), id="hidden_size"),
+    pytest.param(lambda D: torch.randn(D + 1, N, H), id="layers"),
+    pytest.param(lambda D: torch.randn(D, N + 1, H), id="batch"),
+    pytest.param(lambda D: torch.randn(N, H), id="rank"),
+]
+
+
+@pytest.mark.parametrize("bad_state", BAD_STATES)
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_state_shape_errors_as_torch_nn(layer_id, bad_state):
+    cls, kwargs, torch_cls, torch_kwargs, *_ = LAYERS[layer_id]
+    x = torch.randn(T, N, I)
+    state = bad_state(1)
+    lstm = torch_cls is nn.LSTM
+    hx = (state, torch.zeros(1, N, H)) if lstm else state
+    with pytest.raises(Exception) as expected:
+        torch_cls(I, H, **torch_kwargs)(x, hx)
+    with pytest.raises(expected.type):
+        cls(I, H, **kwargs)(x, hx)
+
+
+def test_lstm_state_must_be_a_pair():
+    """As fusedrnn.LSTM (torch.nn.LSTM fails with an IndexError from inside its checks)."""
+    with pytest.raises(TypeError, match="tuple"):
+        fusedrnn.LayerNormLSTM(I, H)(torch.randn(T, N, I), torch.zeros(1, N, H))
+
+
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_parameters_names_shapes_and_init(layer_id):
+    cls, kwargs, torch_cls, torch_kwargs, mode, layer_norm = LAYERS[layer_id]
+    module = cls(I, H, num_layers=2, bidirectional=True, **kwargs)
+    torch_module = torch_cls(I, H, num_layers=2, bidirectional=True, **torch_kwargs)
+    torch_names = [name for name, _ in torch_module.named_parameters()]
+    names = [name for name, _ in module.named_parameters()]
+    assert names[: len(torch_names)] == torch_names  # torch.nn's first, in its order
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    for name, p in module.named_parameters():
+        if name.startswith("ln_c"):
+            assert p.shape == (H,) and torch.all(p == (0 if "bias" in name else 1))
+        elif name.startswith("ln_"):
+            assert p.shape == (G * H,) and torch.all(p == 1)
+        elif name.startswith("weight_hh") and mode.startswith("INDRNN"):
+            assert p.shape == (H,) and p.abs().max() <= fusedrnn.variants.INDRNN_SCALE_INIT
+        else:
+            assert p.abs().max() <= H**-0.5  # torch.nn's U(-1/sqrt(H), 1/sqrt(H))
+    expected_ln = {"LSTM": 4, "GRU": 2}.get(mode, 0) * 4 if layer_norm else 0
+    assert len(names) - len(torch_names) == expected_ln
+    module.double()  # _apply: the IndRNN vector and the LN weights follow, no cuDNN flattening attempted
+    assert all(p.dtype == torch.float64 for p in module.parameters())
+
+
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_state_dict_and_whole_model_weights_only_load(layer_id):
+    cls, kwargs, *_ = LAYERS[layer_id]
+    module = cls(I, H, num_layers=2, zoneout=0.2, **kwargs).eval()
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)  # weights_only=True by default: needs the safe globals
+    x = torch.randn(T, N, I)
+    torch.testing.assert_close(loaded(x)[0], module(x)[0], rtol=0, atol=0)
+    fresh = cls(I, H, num_layers=2, zoneout=0.2, **kwargs).eval()
+    fresh.load_state_dict(module.state_dict())
+    torch.testing.assert_close(fresh(x)[0], module(x)[0], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cells
+
+CELLS = {
+    "ln_lstm_cell": (fusedrnn.LayerNormLSTMCell, fusedrnn.LayerNormLSTM, {}),
+    "ln_gru_cell": (fusedrnn.LayerNormGRUCell, fusedrnn.LayerNormGRU, {}),
+    "indrnn_relu_cell": (fusedrnn.IndRNNCell, fusedrnn.IndRNN, {"nonlinearity": "relu"}),
+}
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("cell_id", CELLS)
+def test_cell_is_one_step_of_the_layer(cell_id, bias):
+    cell_cls, layer_cls, kwargs = CELLS[cell_id]
+    torch.manual_seed(0)
+    cell = cell_cls(I, H, bias, dtype=torch.float64, **kwargs)
+    layer = layer_cls(I, H, bias=bias, dtype=torch.float64, **kwargs)
+    layer.load_state_dict({f"{name}_l0": p for name, p in cell.state_dict().items()})
+    x = torch.randn(N, I, dtype=torch.float64)
+    lstm = cell_cls is fusedrnn.LayerNormLSTMCell
+    h = torch.randn(N, H, dtype=torch.float64)
+    state = (h, torch.randn(N, H, dtype=torch.float64)) if lstm else h
+    out = cell(x, state)
+    _, hidden = layer(x[None], tuple(s[None] for s in state) if lstm else state[None])
+    tolerance = TOLERANCES[torch.float64]
+    for a, b in zip(out if lstm else (out,), hidden if lstm else (hidden,)):
+        torch.testing.assert_close(a, b[0], **tolerance)
+    unbatched = cell(x[0], tuple(s[0] for s in state) if lstm else state[0])  # torch.nn's unbatched cell input
+    torch.testing.assert_close(unbatched[0] if lstm else unbatched, (out[0] if lstm else out)[0], **tolerance)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scripting, tracing, replace_rnns
+
+
+@pytest.mark.parametrize("module", [fusedrnn.LayerNormLSTM(I, H), fusedrnn.IndRNNCell(I, H),
+                                    fusedrnn.LSTM(I, H, zoneout=0.1)], ids=["ln_lstm", "indrnn_cell", "lstm_zoneout"])
+def test_jit_script_refuses_with_a_reason(module):
+    with pytest.raises(RuntimeError, match="torch.jit.script cannot compile"):
+        torch.jit.script(module)
+
+
+@pytest.mark.parametrize("layer_id", ["ln_lstm", "indrnn_tanh"])
+def test_jit_trace_records_the_reference_path(layer_id):
+    cls, kwargs, *_ = LAYERS[layer_id]
+    module = cls(I, H, zoneout=0.2, **kwargs).eval()
+    x = torch.randn(T, N, I)
+    traced = torch.jit.trace(module, (x,))
+    torch.testing.assert_close(traced(x)[0], module(x)[0])
+    assert "aten::lstm" not in str(traced.inlined_graph)
+
+
+def test_replace_and_restore_leave_variants_alone():
+    model = nn.Sequential(nn.LSTM(I, H), fusedrnn.LayerNormLSTM(H, H), fusedrnn.IndRNN(H, H))
+    fusedrnn.replace_rnns(model)
+    assert [type(m) for m in model] == [fusedrnn.LSTM, fusedrnn.LayerNormLSTM, fusedrnn.IndRNN]
+    fusedrnn.restore_rnns(model)
+    assert [type(m) for m in model] == [nn.LSTM, fusedrnn.LayerNormLSTM, fusedrnn.IndRNN]
+    regularised = nn.Sequential(fusedrnn.GRU(I, H), fusedrnn.LSTM(I, H, weight_dropout=0.1))
+    with pytest.raises(ValueError, match="cannot restore"):
+        fusedrnn.restore_rnns(regularised)
+    assert type(regularised[0]) is fusedrnn.GRU  # nothing changed
