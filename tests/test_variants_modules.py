@@ -456,3 +456,47 @@ def test_replace_and_restore_leave_variants_alone():
     with pytest.raises(ValueError, match="cannot restore"):
         fusedrnn.restore_rnns(regularised)
     assert type(regularised[0]) is fusedrnn.GRU  # nothing changed
+
+
+def test_fullgraph_compile_of_a_regularised_variant():
+    """torch.compile traces a variant, its zoneout masks and W_hh dropout without graph breaks; with aot_eager the
+    seeded masks are torch's eager draws, so the run equals the eager one, gradients included."""
+    torch.manual_seed(0)
+    module = fusedrnn.LayerNormLSTM(I, H, num_layers=2, zoneout=(0.3, 0.2), weight_dropout=0.3, dtype=torch.float64)
+    x = torch.randn(T, N, I, dtype=torch.float64)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    results = []
+    for run in (module, compiled):
+        torch.manual_seed(3)
+        y, (h, c) = run(x)
+        results.append([y, h, c, *torch.autograd.grad((y * y).sum() + h.sum() + c.sum(), list(module.parameters()))])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOLERANCES[torch.float64])
+
+
+def double_backward_cases():
+    for layer_id, (_, _, _, _, mode, layer_norm) in LAYERS.items():
+        for param in backend_params(mode, layer_norm, True):
+            if param.values[0] != "reference":  # the baseline
+                yield pytest.param(layer_id, *param.values, marks=param.marks, id=f"{layer_id}-{param.id}")
+
+
+@pytest.mark.parametrize("layer_id, backend, dtype", list(double_backward_cases()))
+def test_double_backward_matches_the_reference(layer_id, backend, dtype):
+    """Gradients of gradients (create_graph=True: the fused ops' backward is reference.layer_vjp over the variant
+    inputs) equal the reference backend's, with zoneout masks and layer norm in the graph."""
+    cls, kwargs, *_ = LAYERS[layer_id]
+    torch.manual_seed(0)
+    modules = [cls(I, H, bidirectional=True, zoneout=0.3, dtype=dtype, backend=name, **kwargs)
+               for name in (backend, "reference")]  # fmt: skip
+    modules[1].load_state_dict(modules[0].state_dict())
+    x = torch.randn(T, N, I, dtype=dtype)
+    results = []
+    for module in modules:
+        leaves = [x.clone().requires_grad_(), *module.parameters()]
+        torch.manual_seed(4)
+        y, _ = module(leaves[0])
+        grads = torch.autograd.grad((y * y).sum(), leaves, create_graph=True)
+        results.append(torch.autograd.grad(sum((g * g).sum() for g in grads), leaves))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOLERANCES[dtype])
