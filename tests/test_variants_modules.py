@@ -161,18 +161,20 @@ def test_variant_module_matches_oracle_stack(cls, kwargs, zoneout, weight_dropou
     compare_with_stack(module.train(training), dtype)
 
 
+#: id -> (class, mode, keywords). fusedrnn.RNN takes the options too (through the shared base; not in torch.nn).
 REGULARISED_PLAIN = {
-    "lstm-both": (fusedrnn.LSTM, {"zoneout": (0.3, 0.1), "weight_dropout": 0.2}),
-    "lstm-zoneout-stacked": (fusedrnn.LSTM, {"zoneout": 0.4, "num_layers": 2, "bidirectional": True}),
-    "gru-both-stacked": (fusedrnn.GRU, {"zoneout": 0.3, "weight_dropout": 0.5, "num_layers": 2, "dropout": 0.3}),
-    "gru-weight_dropout": (fusedrnn.GRU, {"weight_dropout": 0.5}),
+    "lstm-both": (fusedrnn.LSTM, "LSTM", {"zoneout": (0.3, 0.1), "weight_dropout": 0.2}),
+    "lstm-zoneout-stacked": (fusedrnn.LSTM, "LSTM", {"zoneout": 0.4, "num_layers": 2, "bidirectional": True}),
+    "gru-both-stacked": (fusedrnn.GRU, "GRU", {"zoneout": 0.3, "weight_dropout": 0.5, "num_layers": 2, "dropout": 0.3}),
+    "gru-weight_dropout": (fusedrnn.GRU, "GRU", {"weight_dropout": 0.5}),
+    "rnn_relu-both": (fusedrnn.RNN, "RNN_RELU", {"nonlinearity": "relu", "zoneout": 0.3, "weight_dropout": 0.3}),
 }
 
 
 def regularised_cases():
-    for case_id, (cls, kwargs) in REGULARISED_PLAIN.items():
+    for case_id, (cls, mode, kwargs) in REGULARISED_PLAIN.items():
         for training in (True, False):
-            for param in backend_params(cls.__name__, False, "zoneout" in kwargs):
+            for param in backend_params(mode, False, "zoneout" in kwargs):
                 backend, dtype = param.values
                 yield pytest.param(cls, kwargs, training, backend, dtype, marks=param.marks,
                                    id=f"{case_id}-{'train' if training else 'eval'}-{param.id}")  # fmt: skip
@@ -437,13 +439,17 @@ def test_jit_script_refuses_with_a_reason(module):
 
 
 @pytest.mark.parametrize("layer_id", ["ln_lstm", "indrnn_tanh"])
-def test_jit_trace_records_the_reference_path(layer_id):
+def test_trace_and_export_record_the_reference_path(layer_id):
+    """No torch op computes a variant: the recorded graph is the reference's plain ops (not aten::lstm & co.)."""
     cls, kwargs, *_ = LAYERS[layer_id]
     module = cls(I, H, zoneout=0.2, **kwargs).eval()
     x = torch.randn(T, N, I)
     traced = torch.jit.trace(module, (x,))
     torch.testing.assert_close(traced(x)[0], module(x)[0])
-    assert "aten::lstm" not in str(traced.inlined_graph)
+    assert "aten::lstm" not in str(traced.inlined_graph) and "aten::rnn_tanh" not in str(traced.inlined_graph)
+    exported = torch.export.export(module, (x,))
+    torch.testing.assert_close(exported.module()(x)[0], module(x)[0])
+    assert "aten.lstm" not in str(exported.graph) and "aten.rnn_tanh" not in str(exported.graph)
 
 
 def test_replace_and_restore_leave_variants_alone():
