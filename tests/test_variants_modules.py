@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
 
 import fusedrnn
 from fusedrnn import registry
-from fusedrnn.reference import LayerNormWeights, ZoneoutMasks, rnn_layer
+from fusedrnn.reference import ZoneoutMasks, rnn_layer
 from parity import TOLERANCES
 
 I, H, T, N = 3, 4, 5, 3
