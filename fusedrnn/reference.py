@@ -123,7 +123,7 @@ def rnn_layer(
     zoneout: ZoneoutMasks | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Run one layer in one direction over the whole sequence (shapes and variants in the module docstring)."""
-    check_variant(mode, norm, zoneout, w_hr)
+    check_variant(mode, x, w_hh, norm, zoneout, w_hr)
     T, N, _ = x.shape
     H = w_hh.shape[0] // GATES[mode]
     P = H if mode in ELEMENTWISE_RECURRENCE else w_hh.shape[1]
@@ -156,22 +156,51 @@ def rnn_layer(
     return torch.stack(ys), h, c
 
 
-def check_variant(mode: str, norm: LayerNormWeights | None, zoneout: ZoneoutMasks | None, w_hr: Tensor | None) -> None:
-    """ValueError for a combination the variants do not define."""
+def check_variant(
+    mode: str,
+    x: Tensor,
+    w_hh: Tensor,
+    norm: LayerNormWeights | None,
+    zoneout: ZoneoutMasks | None,
+    w_hr: Tensor | None,
+) -> None:
+    """The one check of a layer call's variant inputs (shapes in the module docstring), made before any kernel reads
+    them by pointer: ValueError for a combination the variants do not define, RuntimeError (as torch.nn's shape
+    checks) for a tensor of the wrong shape, dtype or device."""
     if mode not in GATES:
         raise ValueError(f"unknown RNN mode {mode!r}; expected one of {sorted(GATES)}")
+    if mode in ELEMENTWISE_RECURRENCE and w_hh.dim() != 1:
+        raise RuntimeError(f"{mode}: the recurrent weight is the vector u [H], got shape {list(w_hh.shape)}")
+    H = w_hh.shape[0] // GATES[mode]
     if norm is not None:
         if mode not in ("LSTM", "GRU"):
             raise ValueError(f"layer norm is defined for LSTM and GRU, not {mode}")
         if (mode == "LSTM") != (norm.c_weight is not None):
             raise ValueError("the LSTM's layer norm needs the cell-state gain c_weight, the GRU's has none")
+        if norm.c_bias is not None and norm.c_weight is None:
+            raise ValueError("a cell-state layer-norm bias c_bias needs its gain c_weight")
         if w_hr is not None:
             raise ValueError("layer norm with a projection (proj_size) is not defined")
+        sizes = {"ih": GATES[mode] * H, "hh": GATES[mode] * H, "c_weight": H, "c_bias": H}
+        for name, size in sizes.items():
+            gain = getattr(norm, name)
+            if gain is not None and gain.shape != (size,):
+                raise RuntimeError(f"layer norm {name} should have shape [{size}], got {list(gain.shape)}")
     if zoneout is not None:
         if w_hr is not None:
             raise ValueError("zoneout with a projection (proj_size) is not defined")
         if zoneout.c is not None and mode != "LSTM":
             raise ValueError(f"a cell-state zoneout mask needs an LSTM, not {mode}")
+        shape = (x.shape[0], x.shape[1], H)
+        for name, mask in zip(ZoneoutMasks._fields, zoneout):
+            if mask is None:
+                continue
+            if mask.shape != shape:
+                raise RuntimeError(f"zoneout mask {name} should have shape [T, N, H] = {list(shape)}, got "
+                                   f"{list(mask.shape)}")  # fmt: skip
+            if mask.dtype != x.dtype or mask.device != x.device:
+                raise RuntimeError(f"zoneout mask {name} has dtype {mask.dtype} on {mask.device}, but the input has "
+                                   f"dtype {x.dtype} on {x.device}; they must match")  # fmt: skip
 
 
 #: The tensors of one layer call, in the order `layer_vjp` takes them (`layer_inputs` builds the tuple).

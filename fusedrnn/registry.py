@@ -25,7 +25,7 @@ from torch import Tensor
 
 # LayerNormWeights and ZoneoutMasks are part of this module's interface; they are defined with the oracle, which
 # takes them too, because imports point downward.
-from .reference import ELEMENTWISE_RECURRENCE, GATES, LayerNormWeights, ZoneoutMasks  # noqa: F401
+from .reference import ELEMENTWISE_RECURRENCE, GATES, LayerNormWeights, ZoneoutMasks, check_variant  # noqa: F401
 
 #: Environment variable that replaces the default backend ("auto") of every module.
 BACKEND_ENV = "FUSEDRNN_BACKEND"
@@ -176,6 +176,9 @@ class LayerBackend(Backend):
             outputs = []
             for direction in range(directions):
                 k = layer * directions + direction
+                masks = None if zoneout is None else zoneout[k]
+                if call.variant is not None:  # here, once for every layer kernel: they read the masks by pointer
+                    check_variant(call.mode, layer_input, weights[k].w_hh, weights[k].norm, masks, weights[k].w_hr)
                 y, h, c = self.layer(
                     call.mode,
                     layer_input,
@@ -184,7 +187,7 @@ class LayerBackend(Backend):
                     weights[k],
                     direction == 1,
                     lengths,
-                    **({} if zoneout is None else {"zoneout": zoneout[k]}),
+                    **({} if masks is None else {"zoneout": masks}),
                 )
                 outputs.append(y)
                 h_n.append(h)

@@ -17,6 +17,7 @@ from fusedrnn.reference import (
     layer_vjp,
     rnn_layer,
 )
+from fusedrnn import registry
 from haste_formulas import haste_forward
 from parity import TOLERANCES
 
@@ -32,6 +33,7 @@ CASES = {
     "zoneout_lstm_h_only": ("LSTM", False, (0.3, 0.0)),
     "zoneout_gru": ("GRU", False, (0.4, 0.0)),
     "zoneout_ln_lstm": ("LSTM", True, (0.5, 0.5)),
+    "zoneout_ln_lstm_h_only": ("LSTM", True, (0.4, 0.0)),
     "zoneout_ln_gru": ("GRU", True, (0.5, 0.0)),
     "zoneout_indrnn": ("INDRNN_TANH", False, (0.5, 0.0)),
 }
@@ -125,6 +127,46 @@ def test_variant_gradgradcheck(case):
     assert torch.autograd.gradgradcheck(run, inputs)
 
 
+def wrong_mask(masks: ZoneoutMasks, field: str, change) -> ZoneoutMasks:
+    return masks._replace(**{field: change(getattr(masks, field))})
+
+
+#: id -> (case, what to break in (tensors, norm, zoneout), message). Kernels read masks and gains by pointer: a
+#: wrong shape must be an error (RuntimeError, as torch.nn's shape checks), never a read past the end.
+BAD_VARIANT_INPUTS = {
+    "mask_h_length": ("zoneout_lstm", lambda t, n, z: (t, n, wrong_mask(z, "h", lambda m: m[:-1])), "zoneout mask h"),
+    "mask_c_batch": ("zoneout_lstm", lambda t, n, z: (t, n, wrong_mask(z, "c", lambda m: m[:, :-1])), "zoneout mask c"),
+    "mask_h_size": ("zoneout_gru", lambda t, n, z: (t, n, wrong_mask(z, "h", lambda m: m[..., :-1])), "zoneout mask h"),
+    "mask_dtype": ("zoneout_indrnn", lambda t, n, z: (t, n, wrong_mask(z, "h", lambda m: m.float())), "dtype"),
+    "indrnn_matrix": ("indrnn_tanh", lambda t, n, z: ({**t, "w_hh": t["w_hh"].detach().diag()}, n, z), "vector u"),
+    "ln_ih_size": ("ln_gru", lambda t, n, z: (t, n._replace(ih=n.ih[:-1]), z), "layer norm ih"),
+    "ln_c_bias_size": ("ln_lstm", lambda t, n, z: (t, n._replace(c_bias=n.c_bias[:-1]), z), "layer norm c_bias"),
+}
+
+
+@pytest.mark.parametrize("bad_id", BAD_VARIANT_INPUTS)
+def test_bad_variant_inputs_are_refused_before_any_kernel(bad_id):
+    """The oracle and every layer backend's `run` (where the registry checks once, before the kernels) refuse them;
+    a backend that cannot run here still checks first."""
+    case, breaks, message = BAD_VARIANT_INPUTS[bad_id]
+    mode, tensors, norm, zoneout = make_layer(case)
+    tensors, norm, zoneout = breaks(tensors, norm, zoneout)
+    with pytest.raises(RuntimeError, match=message):
+        rnn_layer(mode, **tensors, norm=norm, zoneout=zoneout)
+    call = registry.RNNCall(mode, "cpu", torch.float64, I, H, layer_norm=norm is not None, zoneout=zoneout is not None,
+                            batch_size=N, seq_len=T)  # fmt: skip
+    weights = registry.LayerWeights(tensors["w_ih"], tensors["w_hh"], tensors["b_ih"], tensors["b_hh"], None, norm)
+    cx = None if tensors["cx"] is None else tensors["cx"][None]
+    layer_backends = [name for name in registry.backend_names()
+                      if registry.availability()[name] is None
+                      and isinstance(registry.get_backend(name), registry.LayerBackend)]  # fmt: skip
+    assert "reference" in layer_backends
+    for name in layer_backends:
+        with pytest.raises(RuntimeError, match=message):
+            registry.get_backend(name).run(call, tensors["x"], None, tensors["hx"][None], cx, [weights], 0.0,
+                                           **({} if zoneout is None else {"zoneout": [zoneout]}))  # fmt: skip
+
+
 def reorder(w, order, dim=0):
     """Permute gate chunks along `dim`: order lists, for each target slot, the source chunk."""
     chunks = w.chunk(len(order), dim)
@@ -135,10 +177,15 @@ def reorder(w, order, dim=0):
 HASTE_ORDER = {"LSTM": (0, 2, 1, 3), "GRU": (1, 0, 2)}
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("case", ["ln_lstm", "ln_gru", "zoneout_ln_gru"])
-def test_layer_norm_matches_haste_formula(case, training):
-    """Our torch.nn-layout LN-LSTM/GRU equals haste's scripted math (tests/haste_formulas.py) on the same weights
+#: (case, training): haste zones out h only, so the LSTMs' cases keep c (p_c = 0); without zoneout, one computation.
+HASTE_CASES = [("ln_lstm", True), ("ln_gru", True), ("zoneout_lstm_h_only", True), ("zoneout_lstm_h_only", False),
+               ("zoneout_ln_lstm_h_only", True), ("zoneout_ln_lstm_h_only", False), ("zoneout_ln_gru", True),
+               ("zoneout_ln_gru", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case, training", HASTE_CASES, ids=[f"{c}-{'train' if t else 'eval'}" for c, t in HASTE_CASES])
+def test_matches_haste_formula(case, training):
+    """Our torch.nn-layout (LN-)LSTM/GRU equals haste's scripted math (tests/haste_formulas.py) on the same weights
     reordered by hand into haste's layout (zoneout: haste zones out h only, with a mask of the opposite sense)."""
     mode, tensors, norm, _ = make_layer(case)
     p = 0.0 if CASES[case][2] is None else CASES[case][2][0]
@@ -155,11 +202,11 @@ def test_layer_norm_matches_haste_formula(case, training):
         "recurrent_kernel": reorder(tensors["w_hh"], order).T,
         "bias": reorder(tensors["b_ih"], order),
         "recurrent_bias": reorder(tensors["b_hh"], order),
-        "gamma": torch.stack([reorder(norm.ih, order), reorder(norm.hh, order)]),
-        "gamma_h": norm.c_weight,
-        "beta_h": norm.c_bias,
     }
-    kind = "LayerNormLSTM" if mode == "LSTM" else "LayerNormGRU"
+    if norm is not None:
+        haste_sd.update(gamma=torch.stack([reorder(norm.ih, order), reorder(norm.hh, order)]), gamma_h=norm.c_weight,
+                        beta_h=norm.c_bias)  # fmt: skip
+    kind = ("LayerNorm" if norm is not None else "") + mode
     expected = haste_forward(kind, tensors["x"], tensors["hx"], tensors["cx"], haste_sd, p, 1 - keep_previous,
                              training)  # fmt: skip
     torch.testing.assert_close(y, expected[0], **TOLERANCES[torch.float64])
