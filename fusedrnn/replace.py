@@ -59,14 +59,19 @@ def replace_rnns(model: nn.Module, backend: str = registry.AUTO) -> nn.Module:
     return model
 
 
+def refuse_regularised(model: nn.Module, what: str) -> None:
+    """ValueError "cannot " + `what` (formatted with the layer's class name) if a fusedrnn layer inside `model` uses
+    zoneout or weight_dropout, which torch.nn's classes would silently drop."""
+    for module in model.modules():
+        if parametrize.type_before_parametrizations(module) in ORIGINALS and getattr(module, "regularised", False):
+            raise ValueError("cannot " + what.format(type(module).__name__))
+
+
 def restore_rnns(model: nn.Module) -> nn.Module:
     """The inverse of `replace_rnns`: turn every fusedrnn layer and cell inside `model` (`model` itself included)
     back into its torch.nn class, in place. Returns `model`. ValueError (and nothing changed) if a layer uses zoneout
     or weight_dropout, which torch.nn's classes would silently drop."""
-    for module in model.modules():
-        if parametrize.type_before_parametrizations(module) in ORIGINALS and getattr(module, "regularised", False):
-            raise ValueError(f"cannot restore {type(module).__name__} with zoneout or weight_dropout to torch.nn, "
-                             "which has neither")  # fmt: skip
+    refuse_regularised(model, "restore {} with zoneout or weight_dropout to torch.nn, which has neither")
     for module in _swap_all(model, ORIGINALS):
         del module.backend
         for option in ("zoneout", "weight_dropout"):  # set only when used; all zero here
