@@ -13,16 +13,24 @@ from parity import TOLERANCES
 
 T, N, I, H = 5, 3, 4, 6
 KINDS = list(HASTE_GATES)
+SEED = 11
 
 
 def run_both(kind, module, sd, zoneout_prob, generator):
+    """The module (eval: the expectation; training: the h mask it draws after torch.manual_seed(SEED), its only
+    draw) against haste's formula given that mask in haste's sense (1 = take the new value)."""
     x = torch.randn(T, N, I, generator=generator, dtype=torch.float64)
     h0 = torch.randn(N, H, generator=generator, dtype=torch.float64)
     lstm = "LSTM" in kind
     c0 = torch.randn(N, H, generator=generator, dtype=torch.float64) if lstm else None
     state = (h0[None], c0[None]) if lstm else h0[None]
+    torch.manual_seed(SEED)
     y, hidden = module(x, state)
-    expected = haste_forward(kind, x, h0, c0, sd, zoneout_prob)
+    haste_mask = None
+    if module.training and zoneout_prob:
+        torch.manual_seed(SEED)
+        haste_mask = 1 - torch.empty(T, N, H, dtype=torch.float64).bernoulli_(zoneout_prob)
+    expected = haste_forward(kind, x, h0, c0, sd, zoneout_prob, haste_mask, module.training)
     tolerance = TOLERANCES[torch.float64]
     torch.testing.assert_close(y, expected[0], **tolerance)
     torch.testing.assert_close(hidden[0][0] if lstm else hidden[0], expected[1], **tolerance)
@@ -30,15 +38,16 @@ def run_both(kind, module, sd, zoneout_prob, generator):
         torch.testing.assert_close(hidden[1][0], expected[2], **tolerance)
 
 
-@pytest.mark.parametrize("zoneout", [0.0, 0.3], ids=["plain", "zoneout_eval"])
+@pytest.mark.parametrize("zoneout, training", [(0.0, False), (0.3, False), (0.3, True)],
+                         ids=["plain", "zoneout_eval", "zoneout_train"])  # fmt: skip
 @pytest.mark.parametrize("kind", KINDS)
-def test_converted_module_computes_haste_formula(kind, zoneout):
+def test_converted_module_computes_haste_formula(kind, zoneout, training):
     """from_haste's module equals haste's math; haste's zoneout=p maps to (p, 0.0) on the LSTMs (h only), to p on
-    the others (checked on the eval expectation, where no mask is drawn)."""
+    the others: in eval the expectation, in training the module's own mask handed to haste's formula."""
     generator = torch.Generator().manual_seed(HASTE_GATES[kind] + len(kind))
     sd = random_haste_state_dict(kind, I, H, generator)
     rate = (zoneout, 0.0) if "LSTM" in kind and zoneout else zoneout
-    module = from_haste(sd, kind, zoneout=rate).eval()
+    module = from_haste(sd, kind, zoneout=rate).train(training)
     assert module.weight_ih_l0.dtype == torch.float64
     run_both(kind, module, sd, zoneout, generator)
 
