@@ -13,11 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
 
+import cpu_backends
 import fusedrnn
 from fusedrnn import registry
-from fusedrnn.reference import ZoneoutMasks, rnn_layer
+from fusedrnn.reference import GATES, ZoneoutMasks, rnn_layer
 from parity import TOLERANCES
 
 I, H, T, N = 3, 4, 5, 3
@@ -29,19 +30,21 @@ LAYERS = {
     "indrnn_tanh": (fusedrnn.IndRNN, {}, nn.RNN, {}, "INDRNN_TANH", False),
     "indrnn_relu": (fusedrnn.IndRNN, {"nonlinearity": "relu"}, nn.RNN, {"nonlinearity": "relu"}, "INDRNN_RELU", False),
 }
-#: Configurations of the stacked comparison: (id, constructor keywords).
+#: Configurations of the stacked comparison: (id, constructor keywords, packed input with these lengths or None).
 CONFIGS = [
-    ("one_layer", {}),
-    ("stacked_bidirectional_dropout", {"num_layers": 2, "bidirectional": True, "dropout": 0.4}),
-    ("no_bias", {"bias": False}),
+    ("one_layer", {}, None),
+    ("stacked_bidirectional_dropout", {"num_layers": 2, "bidirectional": True, "dropout": 0.4}, None),
+    ("no_bias", {"bias": False}, None),
+    ("packed_stacked_bidirectional", {"num_layers": 2, "bidirectional": True}, [T, T - 2, 1]),
 ]
 #: Regularisers: (id, zoneout, weight_dropout).
 REGULARISERS = [("none", 0.0, 0.0), ("zoneout", 0.3, 0.0), ("zoneout_pair", (0.2, 0.5), 0.0),
                 ("weight_dropout", 0.0, 0.4), ("both", 0.25, 0.3)]  # fmt: skip
 
 
-#: The backends meant to serve the variants on CPU (torch never does; cuda runs CUDA tensors only), `auto` first.
-CPU_VARIANT_BACKENDS = [registry.AUTO, "reference", "cpu", "triton"]
+#: The backends meant to serve the variants on CPU (torch never does; cuda runs CUDA tensors only), each forced by
+#: name: `auto` only picks one of them (test_auto_picks_the_most_preferred_backend_serving_the_call).
+CPU_VARIANT_BACKENDS = ["reference", "cpu", "triton"]
 
 
 def backend_params(mode: str, layer_norm: bool, zoneout: bool) -> list:
@@ -53,8 +56,7 @@ def backend_params(mode: str, layer_norm: bool, zoneout: bool) -> list:
         for dtype in (torch.float64, torch.float32):
             call = registry.RNNCall(mode, "cpu", dtype, I, H, layer_norm=layer_norm, zoneout=zoneout)
             try:
-                reason = None if name == registry.AUTO else (registry.availability()[name]
-                                                              or registry.get_backend(name).unsupported_reason(call))
+                reason = registry.availability()[name] or registry.get_backend(name).unsupported_reason(call)
             except Exception as error:  # noqa: BLE001 - reported as the skip reason
                 reason = str(error)
             if reason is None:
@@ -67,9 +69,10 @@ def backend_params(mode: str, layer_norm: bool, zoneout: bool) -> list:
     return params
 
 
-def expected_stack(module, x, h0, c0, seed):
+def expected_stack(module, x, h0, c0, seed, lengths=None):
     """The module's forward composed by hand from the oracle, drawing from torch's RNG in the documented order:
-    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout."""
+    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout.
+    `lengths` [N] (decreasing: the packed batch's order is x's): each row's valid steps, outputs past them zero."""
     torch.manual_seed(seed)
     D = 2 if module.bidirectional else 1
     groups = module.layer_weights()  # parameters per layer direction, in torch.nn's flat order
@@ -98,7 +101,7 @@ def expected_stack(module, x, h0, c0, seed):
             k = layer * D + direction
             g = groups[k]
             y, h, c = rnn_layer(module.mode, layer_input, h0[k], None if c0 is None else c0[k], *g[:5],
-                                reverse=direction == 1, norm=g.norm, zoneout=masks[k])  # fmt: skip
+                                reverse=direction == 1, lengths=lengths, norm=g.norm, zoneout=masks[k])  # fmt: skip
             outputs.append(y)
             h_n.append(h)
             c_n.append(c)
@@ -108,8 +111,9 @@ def expected_stack(module, x, h0, c0, seed):
     return layer_input, torch.stack(h_n), (torch.stack(c_n) if c0 is not None else None)
 
 
-def compare_with_stack(module, dtype, seed=0):
-    """Module forward + backward against expected_stack, every output and every gradient."""
+def compare_with_stack(module, dtype, seed=0, lengths=None):
+    """Module forward + backward against expected_stack, every output and every gradient; with `lengths`
+    (decreasing), the input is packed from x [T, N, I] and the packed output padded back for the comparison."""
     generator = torch.Generator().manual_seed(seed + 1)
     D = 2 if module.bidirectional else 1
     x = torch.randn(T, N, I, generator=generator, dtype=dtype, requires_grad=True)
@@ -120,9 +124,14 @@ def compare_with_stack(module, dtype, seed=0):
     leaves = [x, h0] + ([c0] if lstm else []) + list(module.parameters())
 
     torch.manual_seed(seed)
-    y, hidden = module(x, (h0, c0) if lstm else h0)
+    if lengths is None:
+        y, hidden = module(x, (h0, c0) if lstm else h0)
+    else:
+        lengths = torch.tensor(lengths)
+        packed, hidden = module(pack_padded_sequence(x, lengths), (h0, c0) if lstm else h0)
+        y, _ = pad_packed_sequence(packed, total_length=T)
     actual = [y, *(hidden if lstm else (hidden,))]
-    expected = [o for o in expected_stack(module, x, h0, c0, seed) if o is not None]
+    expected = [o for o in expected_stack(module, x, h0, c0, seed, lengths) if o is not None]
     upstream = [torch.randn(o.shape, generator=generator, dtype=dtype) for o in actual]
     tolerance = TOLERANCES[dtype]
     for a, e in zip(actual, expected):
@@ -136,7 +145,7 @@ def compare_with_stack(module, dtype, seed=0):
 
 def variant_cases():
     for layer_id, (cls, kwargs, _, _, mode, layer_norm) in LAYERS.items():
-        for config_id, config in CONFIGS:
+        for config_id, config, lengths in CONFIGS:
             for reg_id, zoneout, weight_dropout in REGULARISERS:
                 if isinstance(zoneout, tuple) and mode != "LSTM":
                     continue
@@ -146,65 +155,94 @@ def variant_cases():
                     for param in backend_params(mode, layer_norm, bool(zoneout)):
                         backend, dtype = param.values
                         case_id = f"{layer_id}-{config_id}-{reg_id}-{'train' if training else 'eval'}-{param.id}"
-                        yield pytest.param(cls, dict(kwargs, **config), zoneout, weight_dropout, training, backend,
-                                           dtype, id=case_id, marks=param.marks)  # fmt: skip
+                        yield pytest.param(cls, dict(kwargs, **config), lengths, zoneout, weight_dropout, training,
+                                           backend, dtype, id=case_id, marks=param.marks)  # fmt: skip
 
 
-@pytest.mark.parametrize("cls, kwargs, zoneout, weight_dropout, training, backend, dtype", list(variant_cases()))
-def test_variant_module_matches_oracle_stack(cls, kwargs, zoneout, weight_dropout, training, backend, dtype):
+@pytest.mark.parametrize("cls, kwargs, lengths, zoneout, weight_dropout, training, backend, dtype",
+                         list(variant_cases()))  # fmt: skip
+def test_variant_module_matches_oracle_stack(cls, kwargs, lengths, zoneout, weight_dropout, training, backend, dtype):
     torch.manual_seed(0)
     module = cls(I, H, **kwargs, zoneout=zoneout, weight_dropout=weight_dropout, backend=backend, dtype=dtype)
     with torch.no_grad():  # LN gains away from their initial 1 and 0, so that a misplaced gain shows
         for name, p in module.named_parameters():
             if name.startswith("ln_"):
                 p.add_(0.3 * torch.randn_like(p))
-    compare_with_stack(module.train(training), dtype)
+    compare_with_stack(module.train(training), dtype, lengths=lengths)
 
 
-#: id -> (class, mode, keywords). fusedrnn.RNN takes the options too (through the shared base; not in torch.nn).
+#: id -> (class, mode, keywords, packed input's lengths or None). fusedrnn.RNN takes the options too (through the
+#: shared base; not in torch.nn).
 REGULARISED_PLAIN = {
-    "lstm-both": (fusedrnn.LSTM, "LSTM", {"zoneout": (0.3, 0.1), "weight_dropout": 0.2}),
-    "lstm-zoneout-stacked": (fusedrnn.LSTM, "LSTM", {"zoneout": 0.4, "num_layers": 2, "bidirectional": True}),
-    "gru-both-stacked": (fusedrnn.GRU, "GRU", {"zoneout": 0.3, "weight_dropout": 0.5, "num_layers": 2, "dropout": 0.3}),
-    "gru-weight_dropout": (fusedrnn.GRU, "GRU", {"weight_dropout": 0.5}),
-    "rnn_relu-both": (fusedrnn.RNN, "RNN_RELU", {"nonlinearity": "relu", "zoneout": 0.3, "weight_dropout": 0.3}),
+    "lstm-both": (fusedrnn.LSTM, "LSTM", {"zoneout": (0.3, 0.1), "weight_dropout": 0.2}, None),
+    "lstm-zoneout-stacked": (fusedrnn.LSTM, "LSTM", {"zoneout": 0.4, "num_layers": 2, "bidirectional": True}, None),
+    "lstm-zoneout-packed": (fusedrnn.LSTM, "LSTM", {"zoneout": (0.4, 0.2), "bidirectional": True}, [T, T - 2, 1]),
+    "gru-both-stacked": (fusedrnn.GRU, "GRU", {"zoneout": 0.3, "weight_dropout": 0.5, "num_layers": 2, "dropout": 0.3},
+                         None),  # fmt: skip
+    "gru-weight_dropout": (fusedrnn.GRU, "GRU", {"weight_dropout": 0.5}, None),
+    "rnn_relu-both": (fusedrnn.RNN, "RNN_RELU", {"nonlinearity": "relu", "zoneout": 0.3, "weight_dropout": 0.3}, None),
 }
 
 
 def regularised_cases():
-    for case_id, (cls, mode, kwargs) in REGULARISED_PLAIN.items():
+    for case_id, (cls, mode, kwargs, lengths) in REGULARISED_PLAIN.items():
         for training in (True, False):
             for param in backend_params(mode, False, "zoneout" in kwargs):
                 backend, dtype = param.values
-                yield pytest.param(cls, kwargs, training, backend, dtype, marks=param.marks,
+                yield pytest.param(cls, kwargs, lengths, training, backend, dtype, marks=param.marks,
                                    id=f"{case_id}-{'train' if training else 'eval'}-{param.id}")  # fmt: skip
 
 
-@pytest.mark.parametrize("cls, kwargs, training, backend, dtype", list(regularised_cases()))
-def test_regularised_lstm_gru_match_oracle_stack(cls, kwargs, training, backend, dtype):
+@pytest.mark.parametrize("cls, kwargs, lengths, training, backend, dtype", list(regularised_cases()))
+def test_regularised_lstm_gru_match_oracle_stack(cls, kwargs, lengths, training, backend, dtype):
     torch.manual_seed(0)
-    compare_with_stack(cls(I, H, **kwargs, backend=backend, dtype=dtype).train(training), dtype)
+    compare_with_stack(cls(I, H, **kwargs, backend=backend, dtype=dtype).train(training), dtype, lengths=lengths)
 
 
-@pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU], ids=["lstm", "gru"])
-def test_default_regularisers_leave_torch_nn_contract_bit_identical(cls):
-    """zoneout=0, weight_dropout=0: the same outputs, gradients and RNG state as torch.nn (inter-layer dropout draws
-    included), and a module __dict__ without the options."""
+def recorded_selections(monkeypatch) -> list:
+    """(RNNCall, selected backend's name) of every layer call from now on."""
+    selections = []
+    select = registry.select
+
+    def recording_select(requested, call):
+        backend = select(requested, call)
+        selections.append((call, backend.name))
+        return backend
+
+    monkeypatch.setattr(registry, "select", recording_select)
+    return selections
+
+
+#: Zero regularisers as a user may spell them: (id, class, zoneout). (0.0, 0.0) is no zoneout, like 0.0.
+ZERO_REGULARISERS = [("lstm", fusedrnn.LSTM, 0.0), ("lstm_zero_pair", fusedrnn.LSTM, (0.0, 0.0)),
+                     ("gru_int", fusedrnn.GRU, 0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("backend, dtype", cpu_backends.backend_params())
+@pytest.mark.parametrize("layer_id, cls, zoneout", ZERO_REGULARISERS, ids=[case[0] for case in ZERO_REGULARISERS])
+def test_default_regularisers_leave_torch_nn_contract_bit_identical(layer_id, cls, zoneout, backend, dtype,
+                                                                    monkeypatch):  # fmt: skip
+    """zoneout=0, weight_dropout=0 given explicitly is the module built without them: the same selected backend and
+    RNNCall, bitwise the same outputs and gradients, the same RNG state after (inter-layer dropout draws included),
+    and a module __dict__ and repr without the options (torch.nn's)."""
     torch.manual_seed(0)
-    reference = getattr(nn, cls.__name__)(I, H, num_layers=2, dropout=0.5)
-    module = cls(I, H, num_layers=2, dropout=0.5, zoneout=0.0, weight_dropout=0.0, backend="torch")
-    module.load_state_dict(reference.state_dict())
-    assert "zoneout" not in module.__dict__ and "weight_dropout" not in module.__dict__
-    assert repr(cls(I, H, num_layers=2, dropout=0.5, zoneout=0.0, weight_dropout=0.0)) == repr(reference)
-    x = torch.randn(T, N, I)
+    plain = cls(I, H, num_layers=2, dropout=0.5, backend=backend, dtype=dtype)
+    module = cls(I, H, num_layers=2, dropout=0.5, zoneout=zoneout, weight_dropout=0.0, backend=backend, dtype=dtype)
+    module.load_state_dict(plain.state_dict())
+    assert module.__dict__.keys() == plain.__dict__.keys() and repr(module) == repr(plain)
+    x = torch.randn(T, N, I, dtype=dtype)
+    selections = recorded_selections(monkeypatch)
     results = []
-    for layer in (reference, module):
+    for layer in (plain, module):
         torch.manual_seed(5)
         y, _ = layer(x)
-        results.append((y, torch.autograd.grad(y.sum(), list(layer.parameters())), torch.get_rng_state()))
-    assert torch.equal(results[0][0], results[1][0])
-    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
-    assert torch.equal(results[0][2], results[1][2])
+        grads = torch.autograd.grad(y.sum(), list(layer.parameters()))
+        results.append((y, grads, torch.get_rng_state()))
+    (y, grads, rng), (y_z, grads_z, rng_z) = results
+    assert len(selections) == 2 and selections[0] == selections[1]
+    assert torch.equal(y, y_z)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_z))
+    assert torch.equal(rng, rng_z)
 
 
 @pytest.mark.parametrize("cls", [fusedrnn.LayerNormLSTM, fusedrnn.LSTM, fusedrnn.IndRNN],
@@ -222,7 +260,9 @@ def test_seed_reproduces_regularised_training_run(cls):
 
 def test_weight_dropout_warns_nothing_and_masks_once_per_call():
     """One F.dropout of W_hh per layer direction and call (two calls of the RNG on a one-layer bidirectional LSTM),
-    no warning (torch's "not part of a single contiguous chunk" included), and eval runs the parameter itself."""
+    and eval runs the parameter itself. The no-warning check guards only against torch's cuDNN warning ("not part
+    of a single contiguous chunk"), which cannot show on CPU; what keeps the dropped W_hh away from cuDNN's flat
+    buffer is the torch backend's refusal (test_torch_backend_refuses_weight_dropout_on_cuda_only)."""
     module = fusedrnn.LSTM(I, H, bidirectional=True, weight_dropout=0.5, dtype=torch.float64)
     x = torch.randn(T, N, I, dtype=torch.float64)
     calls = []
@@ -253,12 +293,34 @@ def test_torch_backend_refuses_weight_dropout_on_cuda_only():
 
 
 @pytest.mark.parametrize("layer_id", LAYERS)
-def test_variants_refused_by_torch_and_run_on_reference_under_auto(layer_id):
+def test_variants_refused_by_torch(layer_id):
     cls, kwargs, _, _, mode, layer_norm = LAYERS[layer_id]
     call = registry.RNNCall(mode, "cpu", torch.float64, I, H, layer_norm=layer_norm)
     assert "torch's RNN kernels have no" in registry.get_backend("torch").unsupported_reason(call)
     with pytest.raises(registry.BackendError, match="torch's RNN kernels have no"):
         cls(I, H, **kwargs, backend="torch")(torch.randn(T, N, I))
+
+
+@pytest.mark.parametrize("zoneout", [0.0, 0.3], ids=["plain", "zoneout"])
+@pytest.mark.parametrize("layer_id", LAYERS)
+def test_auto_picks_the_most_preferred_backend_serving_the_call(layer_id, zoneout, monkeypatch):
+    """`auto` runs a variant on the available backend of highest preference that serves the call (today
+    `reference`; `cpu` or `triton` once their kernels serve it), and computes what that backend computes."""
+    monkeypatch.delenv(registry.BACKEND_ENV, raising=False)
+    cls, kwargs, *_ = LAYERS[layer_id]
+    torch.manual_seed(0)
+    module = cls(I, H, **kwargs, zoneout=zoneout, dtype=torch.float64).eval()
+    x = torch.randn(T, N, I, dtype=torch.float64)
+    selections = recorded_selections(monkeypatch)
+    y, _ = module(x)
+    ((call, selected),) = selections
+    serving = [(registry.get_backend(name).preference(call), name) for name in registry.backend_names()
+               if registry.availability()[name] is None and registry.get_backend(name).unsupported_reason(call) is None]
+    ranked = sorted((pair for pair in serving if pair[0] > 0), key=lambda pair: -pair[0])  # fmt: skip
+    assert ranked and selected == ranked[0][1], (selected, ranked)
+    forced = cls(I, H, **kwargs, zoneout=zoneout, dtype=torch.float64, backend=selected).eval()
+    forced.load_state_dict(module.state_dict())
+    assert torch.equal(forced(x)[0], y)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -329,6 +391,42 @@ def test_option_errors(cls, options):
         cls(I, H, **options)
 
 
+@pytest.mark.parametrize("cls", [fusedrnn.IndRNN, fusedrnn.GRU, fusedrnn.LayerNormGRU], ids=lambda cls: cls.__name__)
+def test_zoneout_pair_error_names_the_class(cls):
+    """IndRNN is built on torch.nn's RNN_TANH: the message names the class the user built, not its base mode."""
+    with pytest.raises(ValueError, match=f"give {cls.__name__} one rate"):
+        cls(I, H, zoneout=(0.1, 0.2))
+
+
+@pytest.mark.parametrize("zoneout", [(0.0, 0.0), [0, 0.0], 0], ids=["pair", "list", "int"])
+def test_all_zero_zoneout_is_no_zoneout(zoneout):
+    """Stored normalised (a float or a tuple of floats) and only when on: zero rates, however spelt, are torch.nn's
+    LSTM, so proj_size, torch.jit.script and restore_rnns accept it."""
+    module = fusedrnn.LSTM(I, H, proj_size=2, zoneout=zoneout)
+    assert not module.regularised and "zoneout" not in module.__dict__
+    scripted = torch.jit.script(nn.Sequential(module))  # a scripted torch.nn.LSTM has no forward of its own
+    x = torch.randn(T, N, I)
+    torch.testing.assert_close(scripted(x)[0], module(x)[0])
+    assert type(fusedrnn.restore_rnns(nn.Sequential(module))[0]) is nn.LSTM
+    assert fusedrnn.LSTM(I, H, zoneout=[0, 1]).zoneout == (0.0, 1.0)
+    assert type(fusedrnn.GRU(I, H, zoneout=1).zoneout) is float
+
+
+def test_layer_norm_lstm_positional_arguments_follow_torch_nn_lstm():
+    """torch.nn.LSTM's order: proj_size is the 8th positional, device the 9th; a nonzero proj_size is refused."""
+    module = fusedrnn.LayerNormLSTM(I, H, 1, True, False, 0.0, False, 0, "cpu", torch.float64)
+    assert module.weight_ih_l0.dtype == torch.float64 and module.proj_size == 0
+    with pytest.raises(ValueError, match="proj_size"):
+        fusedrnn.LayerNormLSTM(I, H, 1, True, False, 0.0, False, 2)
+
+
+def test_quantize_dynamic_refuses_regularised_layers_saying_so():
+    model = nn.Sequential(fusedrnn.LSTM(I, H, zoneout=0.1))
+    with pytest.raises(ValueError, match="cannot quantize LSTM with zoneout"):
+        fusedrnn.quantize_dynamic(model)
+    assert type(model[0]) is fusedrnn.LSTM
+
+
 BAD_STATES = [
     pytest.param(lambda D: torch.randn(D, N, H + 1), id="hidden_size"),
     pytest.param(lambda D: torch.randn(D + 1, N, H), id="layers"),
@@ -365,7 +463,7 @@ def test_parameters_names_shapes_and_init(layer_id):
     torch_names = [name for name, _ in torch_module.named_parameters()]
     names = [name for name, _ in module.named_parameters()]
     assert names[: len(torch_names)] == torch_names  # torch.nn's first, in its order
-    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    G = GATES[mode]
     for name, p in module.named_parameters():
         if name.startswith("ln_c"):
             assert p.shape == (H,) and torch.all(p == (0 if "bias" in name else 1))
@@ -438,18 +536,59 @@ def test_jit_script_refuses_with_a_reason(module):
         torch.jit.script(module)
 
 
+#: Layers torch.jit.trace would record as the reference's loop unrolled T times: refused.
+UNTRACEABLE = {
+    "ln_lstm": lambda: fusedrnn.LayerNormLSTM(I, H),
+    "indrnn_tanh": lambda: fusedrnn.IndRNN(I, H),
+    "ln_gru_zoneout": lambda: fusedrnn.LayerNormGRU(I, H, zoneout=0.2),
+    "lstm_zoneout": lambda: fusedrnn.LSTM(I, H, zoneout=(0.2, 0.0)),
+    "gru_zoneout_and_weight_dropout": lambda: fusedrnn.GRU(I, H, zoneout=0.2, weight_dropout=0.1),
+}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("layer_id", UNTRACEABLE)
+def test_jit_trace_refuses_what_it_would_record_at_one_length(layer_id, training):
+    """A trace would unroll the reference loop at the traced T and keep zoneout's [T, N, H] eval masks, then return
+    a [T_traced, N, H] output for any input without an error: refused, as torch.jit.script refuses."""
+    module = UNTRACEABLE[layer_id]().train(training)
+    with pytest.raises(RuntimeError, match="torch.jit.trace .* cannot record"):
+        torch.jit.trace(module, (torch.randn(T, N, I),), check_trace=False)
+
+
+#: What torch.jit.trace records correctly at every length and batch: (id, module, input shape at trace time).
+TRACEABLE = {
+    "lstm_weight_dropout": (lambda: fusedrnn.LSTM(I, H, weight_dropout=0.5), (T, N, I)),  # eval: W_hh itself
+    "ln_lstm_cell": (lambda: fusedrnn.LayerNormLSTMCell(I, H), (N, I)),  # one step: no loop to unroll
+    "indrnn_cell": (lambda: fusedrnn.IndRNNCell(I, H), (N, I)),
+}
+
+
+@pytest.mark.parametrize("case_id", TRACEABLE)
+def test_jit_trace_of_what_it_keeps_runs_at_other_shapes(case_id):
+    """Traced at one length (and batch), run at others: equal to eager."""
+    factory, shape = TRACEABLE[case_id]
+    module = factory().double().eval()
+    traced = torch.jit.trace(module, (torch.randn(shape, dtype=torch.float64),))
+    other = torch.randn(tuple(d + 3 for d in shape[:-1]) + shape[-1:], dtype=torch.float64)
+    leaves = torch.utils._pytree.tree_leaves
+    for got, want in zip(leaves(traced(other)), leaves(module(other))):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
+
+
 @pytest.mark.parametrize("layer_id", ["ln_lstm", "indrnn_tanh"])
-def test_trace_and_export_record_the_reference_path(layer_id):
-    """No torch op computes a variant: the recorded graph is the reference's plain ops (not aten::lstm & co.)."""
+def test_export_records_the_reference_path_and_refuses_other_lengths(layer_id):
+    """No torch op computes a variant: the exported program holds the reference's plain ops (not aten.lstm & co.),
+    unrolled at the exported T, and its shape guard refuses any other T rather than returning the wrong length."""
     cls, kwargs, *_ = LAYERS[layer_id]
     module = cls(I, H, zoneout=0.2, **kwargs).eval()
     x = torch.randn(T, N, I)
-    traced = torch.jit.trace(module, (x,))
-    torch.testing.assert_close(traced(x)[0], module(x)[0])
-    assert "aten::lstm" not in str(traced.inlined_graph) and "aten::rnn_tanh" not in str(traced.inlined_graph)
     exported = torch.export.export(module, (x,))
     torch.testing.assert_close(exported.module()(x)[0], module(x)[0])
     assert "aten.lstm" not in str(exported.graph) and "aten.rnn_tanh" not in str(exported.graph)
+    with pytest.raises(Exception, match=f"Guard failed|{T}"):
+        exported.module()(torch.randn(T + 3, N, I))
 
 
 def test_replace_and_restore_leave_variants_alone():
