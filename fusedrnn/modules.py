@@ -39,16 +39,23 @@ def check_rate(name: str, value: object) -> float:
     return float(value)
 
 
-def zoneout_rates(zoneout: object, mode: str) -> tuple[float, float]:
-    """`zoneout=p` (h and, LSTM, c) or `(p_h, p_c)` (LSTM only) -> (p_h, p_c); p_c is 0 without a cell state."""
+def normalise_zoneout(zoneout: object, mode: str, layer: str) -> float | tuple[float, float]:
+    """Validate the `zoneout` argument of a `layer` (its class name) computing `mode`: a rate p (h and, LSTM, c) or,
+    LSTM only, a pair (p_h, p_c). Returns it as a float or a tuple of two floats."""
     if isinstance(zoneout, (tuple, list)):
         if mode != "LSTM":
-            raise ValueError(f"zoneout=(p_h, p_c) needs a cell state (LSTM); give one rate for {mode}")
+            raise ValueError(f"zoneout=(p_h, p_c) needs a cell state (LSTM); give {layer} one rate")
         if len(zoneout) != 2:
             raise ValueError(f"zoneout should be a rate or a pair (p_h, p_c), got {zoneout!r}")
         return check_rate("zoneout p_h", zoneout[0]), check_rate("zoneout p_c", zoneout[1])
-    rate = check_rate("zoneout", zoneout)
-    return rate, (rate if mode == "LSTM" else 0.0)
+    return check_rate("zoneout", zoneout)
+
+
+def zoneout_rates(zoneout: float | tuple[float, float], mode: str) -> tuple[float, float]:
+    """A normalised `zoneout` (normalise_zoneout) -> (p_h, p_c); p_c is 0 without a cell state."""
+    if isinstance(zoneout, tuple):
+        return zoneout
+    return zoneout, (zoneout if mode == "LSTM" else 0.0)
 
 
 def torch_twin(module: nn.Module, torch_cls: type, *args, **kwargs) -> nn.Module:
@@ -83,8 +90,9 @@ class _FusedRNNBase(nn.RNNBase):
                  **kwargs) -> None:  # fmt: skip
         super().__init__(mode, *args, **kwargs)
         self.backend = check_backend_name(backend)
-        if zoneout != 0.0:  # only set when used: a default module's __dict__ (and pickle) stays torch.nn's
-            zoneout_rates(zoneout, self.mode)
+        zoneout = normalise_zoneout(zoneout, self.mode, type(self).__name__)
+        # Set only when used (all-zero rates are no zoneout): a default module's __dict__ (and pickle) stays torch.nn's.
+        if any(zoneout_rates(zoneout, self.mode)):
             if self.proj_size > 0:
                 raise ValueError("zoneout with proj_size > 0 is not defined (the kept state would be the projection)")
             self.zoneout = zoneout
@@ -94,7 +102,7 @@ class _FusedRNNBase(nn.RNNBase):
     @property
     def regularised(self) -> bool:
         """Whether zoneout or weight_dropout is on (torch.nn's class would compute something else)."""
-        return self.zoneout != 0.0 or self.weight_dropout != 0.0
+        return any(zoneout_rates(self.zoneout, self.mode)) or self.weight_dropout != 0.0
 
     def _zoneout_masks(self, x: Tensor) -> list[ZoneoutMasks] | None:
         """One ZoneoutMasks per layer-direction for input x [T, N, ...], or None when zoneout is off."""
@@ -229,13 +237,20 @@ class _FusedRNNBase(nn.RNNBase):
             zoneout=masks is not None,
             weight_dropout=weight_dropout > 0.0,
         )
+        if call.variant is not None and torch.jit.is_tracing():
+            raise RuntimeError(
+                f"torch.jit.trace (and the TorchScript-based torch.onnx.export) cannot record fusedrnn."
+                f"{type(self).__name__} with {call.variant}: no torch op computes it, and its plain-PyTorch loop would "
+                "be unrolled at the traced sequence length (zoneout's masks at the traced batch too), silently wrong "
+                "at any other; use torch.export (which checks the shapes it recorded) or torch.compile"
+            )
         backend = registry.select(self.backend, call)
         # zoneout= only with masks: a backend that has none need not take the keyword (Backend.run).
         return backend.run(call, x, lengths, h0, c0, weights, dropout, **({} if masks is None else {"zoneout": masks}))
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        if self.zoneout != 0.0:
+        if any(zoneout_rates(self.zoneout, self.mode)):
             s += f", zoneout={self.zoneout!r}"
         if self.weight_dropout != 0.0:
             s += f", weight_dropout={self.weight_dropout!r}"

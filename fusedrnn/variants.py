@@ -12,9 +12,10 @@ gains ln_ih_weight_l{k} [G*H], ln_hh_weight_l{k} [G*H] and, LSTM, ln_c_weight_l{
 bias only). Cells: the same names without the _l{k} suffix. Initialisation: torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for
 weights and biases, LN gains 1 and LN bias 0, IndRNN's u U(-0.5, 0.5) as haste.
 
-No torch.nn class computes these layers, so: torch.jit.script refuses them (RuntimeError); torch.jit.trace and
-torch.export record their plain-PyTorch reference path (fusedrnn.registry.EXPORT_VARIANT_BACKEND); torch.compile runs
-them like the other layers; `replace_rnns` never produces them and `restore_rnns` leaves them alone.
+No torch.nn class computes these layers, so: torch.jit.script and torch.jit.trace refuse them (RuntimeError: a trace
+would unroll the reference loop at the traced length); torch.export records their plain-PyTorch reference path
+(fusedrnn.registry.EXPORT_VARIANT_BACKEND), which checks on each call that the shapes are those it was exported at;
+torch.compile runs them like the other layers; `replace_rnns` never produces them and `restore_rnns` leaves them alone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from . import registry
 from .cells import _FusedCellBase
 from .modules import _FusedRNNBase
-from .reference import ELEMENTWISE_RECURRENCE
+from .reference import ELEMENTWISE_RECURRENCE, GATES
 from .registry import LayerNormWeights, LayerWeights
 
 #: IndRNN's recurrent scale u is drawn from U(-INDRNN_SCALE_INIT, INDRNN_SCALE_INIT), haste's initialisation
@@ -53,7 +54,7 @@ def add_variant_parameters(module: nn.Module, mode: str, layer_norm: bool, suffi
         setattr(module, f"weight_hh{suffix}", nn.Parameter(u))
     if not layer_norm:
         return ()
-    G = 4 if mode == "LSTM" else 3
+    G = GATES[mode]
     sizes = (G * H, G * H, H if mode == "LSTM" else 0, H if mode == "LSTM" and module.bias else 0)
     names = []
     for name, size, fill in zip(NORM_NAMES, sizes, (1.0, 1.0, 1.0, 0.0)):
@@ -121,12 +122,15 @@ class _VariantRNNBase(_FusedRNNBase):
 
 class LayerNormLSTM(_VariantRNNBase):
     """LSTM with layer norm on the input and recurrent pre-activations and on the cell state before the output tanh
-    (haste's LayerNormLSTM, Ba et al. 2016). torch.nn.LSTM's arguments except proj_size; keyword-only zoneout (p or
-    (p_h, p_c)), weight_dropout and backend as fusedrnn.LSTM. forward(input, (h_0, c_0)) as torch.nn.LSTM."""
+    (haste's LayerNormLSTM, Ba et al. 2016). torch.nn.LSTM's arguments (proj_size must be 0); keyword-only zoneout
+    (p or (p_h, p_c)), weight_dropout and backend as fusedrnn.LSTM. forward(input, (h_0, c_0)) as torch.nn.LSTM."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None, *, zoneout=0.0, weight_dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, zoneout=0.0, weight_dropout=0.0,
                  backend=registry.AUTO) -> None:  # fmt: skip
+        if proj_size != 0:  # taken at torch.nn.LSTM's position, so that the arguments after it keep theirs
+            raise ValueError(f"LayerNormLSTM has no projection (layer norm with proj_size is not defined), got "
+                             f"proj_size={proj_size!r}")  # fmt: skip
         super().__init__("LSTM", "LSTM", True, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device, dtype, zoneout=zoneout, weight_dropout=weight_dropout,
                          backend=backend)  # fmt: skip
@@ -173,8 +177,7 @@ class IndRNN(_VariantRNNBase):
 
 class _VariantCellBase(_FusedCellBase):
     def __init__(self, mode, layer_norm, input_size, hidden_size, bias, device, dtype, backend) -> None:
-        super().__init__(input_size, hidden_size, bias, 4 if mode == "LSTM" else 3 if mode == "GRU" else 1,
-                         device=device, dtype=dtype, backend=backend)  # fmt: skip
+        super().__init__(input_size, hidden_size, bias, GATES[mode], device=device, dtype=dtype, backend=backend)
         self.layer_norm = layer_norm
         self._norm_names = add_variant_parameters(self, mode, layer_norm, "", {"device": device, "dtype": dtype})
 
