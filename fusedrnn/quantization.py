@@ -31,7 +31,8 @@ def _torch_spec(qconfig_spec):
 def quantize_dynamic(model: nn.Module, qconfig_spec=None, dtype=torch.qint8, mapping=None, inplace: bool = False):
     """Same arguments and result as `torch.ao.quantization.quantize_dynamic`; fusedrnn's LSTM, GRU, LSTMCell, GRUCell
     and RNNCell are quantized exactly where torch.nn's would be. A fusedrnn class in `qconfig_spec` stands for its
-    torch.nn class. Returns the quantized model (a copy unless `inplace`)."""
+    torch.nn class. Returns the quantized model (a copy unless `inplace`). ValueError, and the model unchanged, if a
+    fusedrnn layer uses zoneout or weight_dropout (torch's quantized layers have neither)."""
     try:
         from torch.ao.quantization import quantize_dynamic as torch_quantize_dynamic
     except ImportError as error:  # torch has announced the removal of torch.ao.quantization in favour of torchao
