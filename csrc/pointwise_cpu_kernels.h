@@ -7,7 +7,13 @@
 // libtorch's own copies, share a symbol. pointwise_cpu.cpp picks one variant at load time.
 //
 // Storage types: float and double compute in their own type; bfloat16 and float16 are loaded into float lanes
-// (at::opmath_type), run the same float cell math and are rounded back to the storage type when stored.
+// (at::opmath_type), run the same float cell math and are rounded back to the storage type when stored. So h and c
+// are rounded to the storage type between steps: the workspace, the states and their gradients have the call's one
+// dtype (as on the CUDA loop path), and h is the next step's bf16 GEMM input anyway. A float32 c would need a second
+// dtype in the workspace (saved c, c_n and dc: the saved layout, the Meta shapes and the backward loop). Measured
+// against float64 (LSTM T=200 N=8 I=64 H=128, max abs error, ours vs torch.nn's CPU result in the same dtype):
+// bfloat16 y 2.7e-3 vs 2.1e-3, c_n 3.5e-3 vs 2.6e-3, grad x 4.5e-3 vs 3.3e-3, grad W_hh 3.5e-2 vs 3.0e-2; float16
+// y 3.1e-4 vs 5.9e-4, grad W_hh 5.5e-3 vs 2.9e-2. The tests hold every output and gradient within twice torch.nn's.
 #pragma once
 
 #ifndef CPU_CAPABILITY
