@@ -87,7 +87,7 @@ def test_cpu_matches_torch_nn_float32(cell, case):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
 def test_cpu_wide_hidden_partial_vector_lanes(cell, dtype):
-    """H = 37 is several CPU vectors plus a partial one (8 floats / 4 doubles per AVX2 vector)."""
+    """H = 37 is several CPU vectors plus a partial one (8 floats / 4 doubles per AVX2 vector, 16 / 8 per AVX-512 vector)."""
     _, fused_cls, torch_cls, extra = cell
     sizes = dict(input_size=WIDE_INPUT, hidden_size=WIDE_HIDDEN, num_layers=2, bidirectional=True, dtype=dtype)
     torch.manual_seed(0)
