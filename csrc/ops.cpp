@@ -35,10 +35,9 @@ Mode parse_mode(c10::string_view mode) {
   TORCH_CHECK_VALUE(false, "fusedrnn: unknown mode '", std::string(mode), "'; expected LSTM, GRU, RNN_TANH or RNN_RELU");
 }
 
-bool dtype_supported(c10::DeviceType device, c10::ScalarType dtype) {
-  const bool wide = dtype == at::kFloat || dtype == at::kDouble;
-  if (device == c10::kCPU) return wide;
-  return wide || dtype == at::kHalf || dtype == at::kBFloat16;  // CUDA, and Meta (shape functions) for any device
+//: Every device (CPU, CUDA, and Meta for the shape functions) runs the same four floating dtypes.
+bool dtype_supported(c10::DeviceType /*device*/, c10::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
 }
 
 //: Symbolic sizes of one layer call, so the same checks serve the real and the Meta implementations.
@@ -67,7 +66,7 @@ Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, 
   TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D [T, N, I], got ", x.dim(), "-D");
   TORCH_CHECK_NOT_IMPLEMENTED(dtype_supported(x.device().type(), x.scalar_type()), op, ": dtype ",
                               x.scalar_type(), " is not supported on ", x.device().type(),
-                              " (CPU: float32, float64; CUDA: float16, bfloat16, float32, float64)");
+                              " (float16, bfloat16, float32, float64)");
   // An empty batch is fine (empty outputs, zero weight gradients, as torch.nn); an empty sequence has no h_n.
   TORCH_CHECK(x.sym_size(0) > 0, op, ": empty sequence (x has shape ", x.sym_sizes(), ")");
   const int64_t G = gates_of(mode);
@@ -266,6 +265,7 @@ TORCH_LIBRARY(fusedrnn, m) {
       "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
       "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (str path, str tiling, str reason)",
       &cuda_plan);
+  m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
 }
 
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {

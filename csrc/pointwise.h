@@ -24,6 +24,8 @@ struct Pointwise {
 };
 
 const Pointwise& cpu_pointwise();
+//: The CPU capability whose pointwise variant cpu_pointwise() runs: "DEFAULT", "AVX2" or "AVX512" (ATen's names).
+const char* cpu_pointwise_capability();
 #ifdef FUSEDRNN_WITH_CUDA
 const Pointwise& cuda_pointwise();
 #endif

@@ -13,7 +13,10 @@ from pathlib import Path
 #: Sources of fusedrnn._C, relative to the csrc folder. CUDA_SOURCES are built only with a CUDA toolkit: the .cu files
 #: by nvcc (the persistent kernels' templates split in two files, so MAX_JOBS=2 builds them side by side), the .cpp
 #: host code of the persistent path by the C++ compiler.
-CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp"]
+#: The CPU pointwise pass is one source (pointwise_cpu_kernels.h) compiled per CPU capability by the variant files,
+#: each enabling its instruction set with `#pragma GCC target`, so one set of compiler flags builds them all.
+CPU_POINTWISE_VARIANTS = ["pointwise_cpu_default.cpp", "pointwise_cpu_avx2.cpp", "pointwise_cpu_avx512.cpp"]
+CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp", *CPU_POINTWISE_VARIANTS]
 CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp"]
 #: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.
 PERSISTENT_KERNEL_SOURCES = ["persistent_forward.cu", "persistent_backward.cu"]
@@ -35,11 +38,11 @@ def is_x86() -> bool:
 
 
 def cxx_flags() -> list[str]:
-    # The CPU pointwise pass uses ATen's AVX2 vector types (SLEEF exp/tanh), which need the instruction set at
-    # compile time; the loader refuses the extension on x86 CPUs without AVX2. -fopenmp: at::parallel_for is inline
-    # OpenMP code in ATen's headers and runs serially in a translation unit compiled without it (the GOMP symbols
-    # resolve to the libgomp libtorch_cpu already loaded).
-    return ["-O3", "-fopenmp", *(["-mavx2", "-mfma"] if is_x86() else [])]
+    # Baseline instruction set: the CPU pointwise variants switch AVX2/AVX-512 on in their own files (see
+    # CPU_POINTWISE_VARIANTS) and one is picked at load time. -fopenmp: at::parallel_for is inline OpenMP code in
+    # ATen's headers and runs serially in a translation unit compiled without it (the GOMP symbols resolve to the
+    # libgomp libtorch_cpu already loaded).
+    return ["-O3", "-fopenmp"]
 
 
 def nvcc_flags() -> list[str]:

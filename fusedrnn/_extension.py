@@ -2,7 +2,7 @@
 
 `load()` imports the ahead-of-time build `fusedrnn._C` (setup.py); when that is missing or does not load, it builds
 the same sources just in time with ninja through `torch.utils.cpp_extension.load` into torch's extension cache.
-Whatever fails, the error says what is missing (a compiler, ninja, the sources, AVX2) and the pure-Python backends
+Whatever fails, the error says what is missing (a compiler, ninja, the sources) and the pure-Python backends
 are unaffected: only the `cpu` and `cuda` backends depend on this module.
 
 Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and device):
@@ -12,6 +12,8 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
            empty when save_workspace is False, which only inference may use). With lengths, rows with
            t >= lengths[n] keep their state and y[t] is that state (the caller zeroes those outputs).
     layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
+    cpu_capability() -> "DEFAULT", "AVX2" or "AVX512": the CPU pointwise variant in use, chosen at load time as ATen
+              chooses its own kernels (the CPU's best; ATEN_CPU_CAPABILITY=default|avx2|avx512 forces a narrower one)
     cuda_plan(mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm=-1,
               max_cluster=0, tune="") -> (path, tiling, reason): the `cuda` backend's planner (persistent, per-step
               fused or loop) on given device numbers (no GPU needed; fusedrnn.backends.native.cuda_plan wraps it)
@@ -46,11 +48,6 @@ def _sources() -> Path:
         + ", ".join(map(str, _SOURCE_DIRS))
         + "); reinstall fusedrnn with `pip install --no-build-isolation .`"
     )
-
-
-def _check_cpu() -> None:
-    if _build.is_x86() and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        raise ExtensionError("fusedrnn._C is compiled for AVX2 and this x86 CPU lacks it")
 
 
 def _jit_build(import_error: Exception) -> str:
@@ -96,7 +93,6 @@ def load() -> str:
     one on every call (a failed build is not retried in the same process)."""
     if not _LOADED:
         try:
-            _check_cpu()
             try:
                 importlib.import_module("fusedrnn._C")
                 origin = "fusedrnn._C"

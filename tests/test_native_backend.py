@@ -7,6 +7,9 @@ torch.library.opcheck, gradcheck in float64, and bad-input checks. CUDA variants
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +20,10 @@ from fusedrnn.backends import native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
 from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
+from test_cells import CELLS as CELL_MODULES
 from test_modules import CASES, CELLS, check_case, input_maker, make_pair
+
+import zero_size_cases
 
 ops = torch.ops.fusedrnn
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -30,6 +36,11 @@ FLOAT32_CASES = {name: CASES[name] for name in ("T7_N3", "no_bias", "3layers_bid
 WIDE_SEQ_LEN, WIDE_BATCH, WIDE_INPUT, WIDE_HIDDEN = 9, 5, 13, 37
 
 GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+LOW_PRECISION = [torch.float16, torch.bfloat16]
+#: Low-precision CPU cases: every option once (lengths/packed, bidirectional, layers, states, no bias, batch_first).
+LOW_PRECISION_CASES = {
+    name: CASES[name] for name in ("T7_N3", "no_bias", "3layers_bidir", "batch_first", "packed_bidir_states", "unbatched")
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,7 +87,7 @@ def test_cpu_matches_torch_nn_float32(cell, case):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
 def test_cpu_wide_hidden_partial_vector_lanes(cell, dtype):
-    """H = 37 is several CPU vectors plus a partial one (8 floats / 4 doubles per AVX2 vector)."""
+    """H = 37 is several CPU vectors plus a partial one (8 floats / 4 doubles per AVX2 vector, 16 / 8 per AVX-512 vector)."""
     _, fused_cls, torch_cls, extra = cell
     sizes = dict(input_size=WIDE_INPUT, hidden_size=WIDE_HIDDEN, num_layers=2, bidirectional=True, dtype=dtype)
     torch.manual_seed(0)
@@ -91,30 +102,90 @@ def test_cpu_wide_hidden_partial_vector_lanes(cell, dtype):
     assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), dtype)
 
 
+def assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=False):
+    """Every output and gradient at most twice as far from the float64 truth as torch.nn's own result in that dtype
+    (or within the dtype's atol), since error grows with length and a fixed atol hides that. relative_floor: also
+    within the dtype's atol + rtol * max|truth| (a gradient of magnitude 20 has a float16 ulp of 0.016, above the
+    atol, and torch.nn's CPU result may happen to round well)."""
+    assert ours.keys() == truth.keys() == theirs.keys()
+    for key, expected in truth.items():
+        assert (ours[key] is None) == (expected is None), f"{key}: gradient present in only one of the two runs"
+        if expected is None:
+            continue
+        assert ours[key].dtype == dtype, f"{key}: {ours[key].dtype}, not {dtype}"
+        error = (ours[key].double() - expected).abs().max().item() if expected.numel() else 0.0
+        baseline = (theirs[key].double() - expected).abs().max().item() if expected.numel() else 0.0
+        floor = TOLERANCES[dtype]["atol"]
+        if relative_floor and expected.numel():
+            floor += TOLERANCES[dtype]["rtol"] * expected.abs().max().item()
+        assert error <= max(2 * baseline, floor), f"{key}: error {error} vs torch.nn's {baseline} (floor {floor})"
+
+
+def check_against_float64(cell, case, dtype, device):
+    """float32: within the float32 tolerance of torch.nn run in float64 (cuDNN's float32 may use TF32, so it is no
+    reference; TF32 is off in the CUDA test, which the `cuda` backend follows too). float16/bfloat16: see
+    assert_as_close_to_float64_as_torch_nn."""
+    actual, low = make_pair(cell, case, dtype, device, device)
+    exact = copy.deepcopy(low).double()
+    ours = forward_backward(actual, input_maker(low, case, dtype, device))
+    truth = forward_backward(exact, input_maker(exact, case, torch.float64, device))
+    if dtype == torch.float32:
+        assert_all_close({k: v if v is None else v.double() for k, v in ours.items()}, truth, torch.float32)
+        return
+    theirs = forward_backward(low, input_maker(low, case, dtype, device))
+    assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=device == "cpu")
+
+
 @needs_gpu
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=str)
 @pytest.mark.parametrize("case", FLOAT32_CASES.values(), ids=FLOAT32_CASES.keys())
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
 def test_cuda_against_float64(cell, case, dtype, monkeypatch):
-    """float32: within the float32 tolerance of torch.nn run in float64 (cuDNN's float32 may use TF32, so it is no
-    reference; TF32 is off here, which the `cuda` backend follows too). float16/bfloat16: every output and gradient
-    at most twice as far from float64 as torch.nn's own result in that dtype (or within the dtype's atol), since
-    error grows with length and a fixed atol hides that."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    actual, low = make_pair(cell, case, dtype, "cuda", "cuda")
+    check_against_float64(cell, case, dtype, "cuda")
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("case", LOW_PRECISION_CASES.values(), ids=LOW_PRECISION_CASES.keys())
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_low_precision_against_float64(cell, case, dtype):
+    """bfloat16/float16 on the `cpu` backend (storage in that dtype, gate math in float32): every output and gradient
+    against the float64 truth, no further from it than twice torch.nn's CPU result in that dtype."""
+    check_against_float64(cell, case, dtype, "cpu")
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("cell", CELL_MODULES, ids=[c[0] for c in CELL_MODULES])
+def test_cpu_low_precision_cells_against_float64(cell, dtype):
+    """LSTMCell, GRUCell, RNNCell in bfloat16/float16 on the `cpu` backend, as the layers above."""
+    _, fused_cls, torch_cls, extra = cell
+    torch.manual_seed(0)
+    low = torch_cls(WIDE_INPUT, WIDE_HIDDEN, dtype=dtype, **extra)
+    actual = fused_cls(WIDE_INPUT, WIDE_HIDDEN, dtype=dtype, backend="cpu", **extra)
+    actual.load_state_dict(low.state_dict())
     exact = copy.deepcopy(low).double()
-    ours = forward_backward(actual, input_maker(low, case, dtype, "cuda"))
-    truth = forward_backward(exact, input_maker(exact, case, torch.float64, "cuda"))
-    if dtype == torch.float32:
-        assert_all_close({k: v if v is None else v.double() for k, v in ours.items()}, truth, torch.float32)
-        return
-    theirs = forward_backward(low, input_maker(low, case, dtype, "cuda"))
-    for key, expected in truth.items():
-        if expected is None:
-            continue
-        error = (ours[key].double() - expected).abs().max().item()
-        baseline = (theirs[key].double() - expected).abs().max().item()
-        assert error <= max(2 * baseline, TOLERANCES[dtype]["atol"]), f"{key}: error {error} vs torch.nn's {baseline}"
+    x, h, c = (torch.randn(WIDE_BATCH, size, dtype=torch.float64) for size in (WIDE_INPUT, WIDE_HIDDEN, WIDE_HIDDEN))
+
+    def inputs(dt):
+        def make_inputs():
+            leaves = {"input": leaf(x.to(dt)), "h": leaf(h.to(dt))}
+            if fused_cls is fusedrnn.LSTMCell:
+                leaves["c"] = leaf(c.to(dt))
+                return (leaves["input"], (leaves["h"], leaves["c"])), leaves
+            return (leaves["input"], leaves["h"]), leaves
+
+        return make_inputs
+
+    ours, theirs = forward_backward(actual, inputs(dtype)), forward_backward(low, inputs(dtype))
+    truth = forward_backward(exact, inputs(torch.float64))
+    assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=True)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("case", list(zero_size_cases.CASES))
+def test_cpu_low_precision_zero_sizes_match_torch_nn(case, dtype):
+    """The zero-size cases (tests/zero_size_cases.py; float64 in test_dropin) in bfloat16/float16 on `cpu`."""
+    assert zero_size_cases.run_case(case, "cpu", dtype) is None
 
 
 @needs_gpu
@@ -123,10 +194,46 @@ def test_cuda_matches_torch_nn_float64(cell):
     check_case(cell, CASES["3layers_bidir"], "cuda", device="cuda")
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_cpu_backend_refuses_half_precision_with_a_reason(dtype):
-    with pytest.raises(fusedrnn.BackendError, match="not supported on cpu"):
-        fusedrnn.GRU(3, 4, backend="cpu", dtype=dtype)(torch.randn(2, 1, 3, dtype=dtype))
+def test_cpu_backend_refuses_other_dtypes_with_a_reason():
+    call = fusedrnn.registry.RNNCall(mode="GRU", device_type="cpu", dtype=torch.int32, input_size=3, hidden_size=4)
+    assert "not supported on cpu" in native.CPU_BACKEND.unsupported_reason(call)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The CPU pointwise variants (csrc/pointwise_cpu_kernels.h), chosen at load time
+
+#: ATEN_CPU_CAPABILITY value -> the variant it selects, in ATen's order (narrowest first).
+CPU_VARIANTS = {"default": "DEFAULT", "avx2": "AVX2", "avx512": "AVX512"}
+#: The tests each variant runs in its own process: float32/float64 partial lanes and low precision, every cell.
+VARIANT_TESTS = "wide_hidden_partial_vector_lanes or (low_precision_against_float64 and 3layers_bidir)"
+VARIANT_TIMEOUT_S = 900
+
+
+def test_cpu_capability_is_atens():
+    """The variant follows ATen's capability (ATEN_CPU_CAPABILITY included) where the x86 variants are built."""
+    expected = torch.backends.cpu.get_cpu_capability() if _build.is_x86() else "DEFAULT"
+    assert ops.cpu_capability() == expected
+
+
+@pytest.mark.skipif(not _build.is_x86(), reason="the AVX2/AVX-512 variants exist on x86-64 only")
+@pytest.mark.parametrize("env,variant", CPU_VARIANTS.items(), ids=CPU_VARIANTS.keys())
+def test_each_cpu_variant_matches_in_its_own_process(env, variant):
+    """ATEN_CPU_CAPABILITY=`env` selects `variant` (reported by cpu_capability) and that variant passes the parity
+    tests. Variants wider than this CPU are skipped: ATen would pick them but the CPU cannot run them."""
+    order = list(CPU_VARIANTS.values())
+    if order.index(variant) > order.index(torch.backends.cpu.get_cpu_capability()):
+        pytest.skip(f"this CPU runs up to {torch.backends.cpu.get_cpu_capability()}")
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k",
+         f"cpu_capability_is_atens or {VARIANT_TESTS}"],
+        capture_output=True, text=True, timeout=VARIANT_TIMEOUT_S, env={**os.environ, "ATEN_CPU_CAPABILITY": env},
+    )  # fmt: skip
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch, fusedrnn._extension as e; e.load(); print(torch.ops.fusedrnn.cpu_capability())"],
+        capture_output=True, text=True, timeout=VARIANT_TIMEOUT_S, env={**os.environ, "ATEN_CPU_CAPABILITY": env},
+    )  # fmt: skip
+    assert probe.stdout.strip().splitlines()[-1] == variant, probe.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,7 +473,7 @@ def test_bad_input_is_a_clear_error(index, breaker, error, match):
         ops.layer_forward(*replaced(args, index, breaker(args[index])), False)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int32], ids=str)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.complex64], ids=str)
 def test_unsupported_dtype_on_cpu_is_not_implemented(dtype):
     args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in op_inputs("GRU", False, True)]
     with pytest.raises(NotImplementedError, match="not supported on cpu"):

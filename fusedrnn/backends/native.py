@@ -18,8 +18,9 @@ from ..reference import GATES
 from ..registry import LayerBackend, RNNCall
 
 #: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
+#: CPU bfloat16/float16: stored in that dtype, GEMMs by ATen (oneDNN), gate math in float32 (csrc/pointwise_cpu_kernels.h).
 DTYPES = {
-    "cpu": (torch.float32, torch.float64),
+    "cpu": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
     "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
 }
 

@@ -86,4 +86,6 @@ def describe(device: torch.device) -> dict:
         if (status := _git("status", "--porcelain", "--untracked-files=no")) is None
         else bool(status),
         "backends": registry.availability(),
+        # The `cpu` backend's pointwise variant (ATen's CPU capability; ATEN_CPU_CAPABILITY forces a narrower one).
+        "cpu_pointwise_variant": torch.ops.fusedrnn.cpu_capability() if registry.availability()["cpu"] is None else None,
     }

@@ -1,0 +1,47 @@
+// The pointwise pass for AVX-512 (ATen's AVX512 capability: F, BW, VL, DQ and FMA; its compile flags, as target
+// options). Vectorized<float> has 16 lanes here.
+#include "pointwise_cpu_prelude.h"
+
+#if FUSEDRNN_X86_VARIANTS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
+// g++ does not update the instruction-set macros for a target pragma; the headers (SLEEF's, ATen's) test them.
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#ifndef __BMI__
+#define __BMI__ 1
+#endif
+#ifndef __BMI2__
+#define __BMI2__ 1
+#endif
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#ifndef __AVX512BW__
+#define __AVX512BW__ 1
+#endif
+#ifndef __AVX512VL__
+#define __AVX512VL__ 1
+#endif
+#ifndef __AVX512DQ__
+#define __AVX512DQ__ 1
+#endif
+#define CPU_CAPABILITY AVX512
+#define CPU_CAPABILITY_AVX512
+#include "pointwise_cpu_kernels.h"
+#pragma GCC pop_options
+#else
+const fusedrnn::PointwiseKernels* fusedrnn::AVX512::pointwise_kernels() {
+  return nullptr;
+}
+#endif
