@@ -13,7 +13,7 @@ from pathlib import Path
 #: Sources of fusedrnn._C, relative to the csrc folder. CUDA_SOURCES are built only with a CUDA toolkit: the .cu files
 #: by nvcc (the persistent kernels' templates split in two files, so MAX_JOBS=2 builds them side by side), the .cpp
 #: host code of the persistent path by the C++ compiler.
-CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp"]
+CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp", "gemm_cpu.cpp"]
 CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp"]
 #: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.
 PERSISTENT_KERNEL_SOURCES = ["persistent_forward.cu", "persistent_backward.cu"]
