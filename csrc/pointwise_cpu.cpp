@@ -129,7 +129,7 @@ void backward_cpu(const BackwardStep& s, c10::ScalarType dtype) {
 }  // namespace
 
 const Pointwise& cpu_pointwise() {
-  static const Pointwise pointwise{forward_cpu, backward_cpu, kGemmRows, step_gemm_cpu};
+  static const Pointwise pointwise{forward_cpu, backward_cpu, kGemmRows, step_gemm_cpu, &cpu_prepared_gemm()};
   return pointwise;
 }
 

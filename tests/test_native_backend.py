@@ -289,6 +289,38 @@ def test_cpu_split_step_gemm_matches_reference(two_threads, cell, dtype, seq_len
     check_layer_against_reference(cell, seq_len, SPLIT_BATCH, False, lengths, SPLIT_INPUT, SPLIT_HIDDEN, dtype)
 
 
+#: Either side of the length from which float32 runs every GEMM through oneDNN against weights reordered once per call
+#: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; rnn_loop.cpp: kMinStepsToTransposeWeights), in both directions and with
+#: lengths (the backward's dh carried for finished rows); float64 always takes the BLAS path.
+PREPARED_SEQ_LENS = {"blas": 15, "prepared": 16}
+PREPARED_BATCH, PREPARED_INPUT, PREPARED_HIDDEN = 5, 12, 20
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("seq_len", PREPARED_SEQ_LENS.values(), ids=PREPARED_SEQ_LENS.keys())
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
+    check_layer_against_reference(cell, seq_len, PREPARED_BATCH, reverse, lengths, PREPARED_INPUT, PREPARED_HIDDEN,
+                                  torch.float32)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("seq_len", "dtype", "prepared"),
+    [(16, torch.float32, True), (15, torch.float32, False), (16, torch.float64, False)],
+    ids=["float32_long", "float32_short", "float64"],
+)
+def test_cpu_prepared_gemm_runs_where_it_should(seq_len, dtype, prepared):
+    """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies."""
+    layer = fusedrnn.LSTM(PREPARED_INPUT, PREPARED_HIDDEN, backend="cpu", dtype=dtype)
+    x = torch.randn(seq_len, PREPARED_BATCH, PREPARED_INPUT, dtype=dtype, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        layer(x)[0].sum().backward()
+    names = {event.name for event in profile.events()}
+    assert ("mkldnn::_linear_pointwise" in names) == prepared
+    assert ("mkldnn::_reorder_linear_weight" in names) == prepared
+
+
 @pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
 def test_inference_without_workspace_gives_the_same_outputs(name, mode, projection, bias, reverse, lengths):
     args = op_inputs(mode, projection, bias)
