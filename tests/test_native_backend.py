@@ -7,6 +7,8 @@ torch.library.opcheck, gradcheck in float64, and bad-input checks. CUDA variants
 from __future__ import annotations
 
 import copy
+import os
+import threading
 
 import pytest
 import torch
@@ -319,6 +321,45 @@ def test_cpu_prepared_gemm_runs_where_it_should(seq_len, dtype, prepared):
     names = {event.name for event in profile.events()}
     assert ("mkldnn::_linear_pointwise" in names) == prepared
     assert ("mkldnn::_reorder_linear_weight" in names) == prepared
+
+
+def thread_cpu_seconds() -> dict[int, float]:
+    """CPU time (user + system, seconds) of every thread of this process, by thread id (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds[int(task)] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (stat fields 14 and 15)
+    return seconds
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads per-thread CPU time from Linux /proc")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_cpu_backend_honours_one_torch_thread(dtype):
+    """With torch.set_num_threads(1) all of the loop's work (GEMMs, pointwise pass) runs on the calling thread: no
+    thread pool of ours, and torch's OpenMP workers (started by earlier multi-threaded calls) stay idle."""
+    previous = torch.get_num_threads()
+    layer = fusedrnn.LSTM(64, 128, backend="cpu", dtype=dtype)
+    x = torch.randn(40, 64, 64, dtype=dtype, requires_grad=True)
+    try:
+        torch.set_num_threads(2)
+        layer(x)[0].sum().backward()  # let the OpenMP pool exist, as it does in a real process
+        torch.set_num_threads(1)
+        main = threading.get_native_id()
+        before = thread_cpu_seconds()
+        for _ in range(20):
+            layer(x)[0].sum().backward()
+        after = thread_cpu_seconds()
+    finally:
+        torch.set_num_threads(previous)
+    others = sum(after[t] - before.get(t, 0.0) for t in after if t != main)
+    ours = after[main] - before[main]
+    assert ours > 0.05, "the workload is too small to tell"
+    assert others < 0.1 * ours, f"other threads used {others:.2f} s of CPU next to the calling thread's {ours:.2f} s"
 
 
 @pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
