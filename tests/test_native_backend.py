@@ -307,6 +307,7 @@ def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
                                   torch.float32)  # fmt: skip
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN: BLAS only")
 @pytest.mark.parametrize(
     ("seq_len", "dtype", "prepared"),
     [(16, torch.float32, True), (15, torch.float32, False), (16, torch.float64, False)],
