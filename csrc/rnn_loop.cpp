@@ -189,7 +189,9 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   // Prepared weights (see forward_loop): dh_{t-1} = dg_t W_hh and dx = dg W_ih, so W_hh^T and W_ih^T are the weights.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
   const Tensor w_hh_t_prepared = prepare(gemm, in.w_hh.t(), N);
-  const Tensor w_ih_t_prepared = w_hh_t_prepared.defined() ? prepare(gemm, in.w_ih.t(), chunk * N) : Tensor();
+  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), chunk * N);
+  // The weight gradients (two activations: nothing to prepare) go the same way as the chunk's other big GEMM.
+  const bool gemm_weight_gradients = w_ih_t_prepared.defined();
   Tensor dg_h = at::empty({chunk, N, GH}, options);
   Tensor dg_i = gru ? at::empty({chunk, N, GH}, options) : dg_h;
   Tensor dh_total = projection ? at::empty({chunk, N, P}, options) : Tensor();
@@ -227,7 +229,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   // of the output, which a one-step call (a cell: one chunk) notices.
   bool first_chunk = true;
   auto gemm_into = [&](Tensor& out, const Tensor& a, const Tensor& b) {
-    if (w_hh_t_prepared.defined()) {  // a b = a (b^T)^T: b^T is the (unprepared, strided) weight of the product
+    if (gemm_weight_gradients) {  // a b = a (b^T)^T: b^T is the (unprepared, strided) weight of the product
       Tensor product = gemm->linear(a, b.t(), std::nullopt);
       out = first_chunk ? product : out.add_(product);
       return;

@@ -291,11 +291,15 @@ def test_cpu_split_step_gemm_matches_reference(two_threads, cell, dtype, seq_len
     check_layer_against_reference(cell, seq_len, SPLIT_BATCH, False, lengths, SPLIT_INPUT, SPLIT_HIDDEN, dtype)
 
 
-#: Either side of the length from which float32 runs every GEMM through oneDNN against weights reordered once per call
+#: Either side of the length from which float32 runs its GEMMs through oneDNN against weights reordered once per call
 #: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; rnn_loop.cpp: kMinStepsToTransposeWeights), in both directions and with
-#: lengths (the backward's dh carried for finished rows); float64 always takes the BLAS path.
+#: lengths (the backward's dh carried for finished rows); float64 always takes the BLAS path. The sizes make every
+#: cell's step and input projection large enough for oneDNN (gemm_cpu.cpp: kMinPreparedMacs, 2^20 multiply-adds:
+#: Elman's step 4 x 512 x 512 is exactly that, its projection 64 x 512 x 32 just above).
 PREPARED_SEQ_LENS = {"blas": 15, "prepared": 16}
-PREPARED_BATCH, PREPARED_INPUT, PREPARED_HIDDEN = 5, 12, 20
+PREPARED_BATCH, PREPARED_INPUT, PREPARED_HIDDEN = 4, 32, 512
+#: A layer whose products all stay below kMinPreparedMacs even at T=16 (step 4 x 256 x 64, projection 64 x 256 x 32).
+SMALL_HIDDEN = 64
 
 
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
@@ -309,13 +313,18 @@ def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN: BLAS only")
 @pytest.mark.parametrize(
-    ("seq_len", "dtype", "prepared"),
-    [(16, torch.float32, True), (15, torch.float32, False), (16, torch.float64, False)],
-    ids=["float32_long", "float32_short", "float64"],
+    ("seq_len", "hidden", "dtype", "prepared"),
+    [
+        (16, PREPARED_HIDDEN, torch.float32, True),
+        (15, PREPARED_HIDDEN, torch.float32, False),
+        (16, SMALL_HIDDEN, torch.float32, False),
+        (16, PREPARED_HIDDEN, torch.float64, False),
+    ],
+    ids=["float32_long", "float32_short", "float32_small", "float64"],
 )
-def test_cpu_prepared_gemm_runs_where_it_should(seq_len, dtype, prepared):
+def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared):
     """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies."""
-    layer = fusedrnn.LSTM(PREPARED_INPUT, PREPARED_HIDDEN, backend="cpu", dtype=dtype)
+    layer = fusedrnn.LSTM(PREPARED_INPUT, hidden, backend="cpu", dtype=dtype)
     x = torch.randn(seq_len, PREPARED_BATCH, PREPARED_INPUT, dtype=dtype, requires_grad=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         layer(x)[0].sum().backward()
