@@ -1,30 +1,46 @@
 """CPU speed of the `cpu` backend (fusedrnn._C) against torch.nn, one layer: inference and forward+backward.
 
-    python bench/native_cpu_speed.py [--repeats 5] [--csv out.csv] [--dtype bfloat16] [--shapes 100x64x512x512,...]
+    python bench/native_cpu_speed.py [--repeats 5] [--csv out.csv] [--threads N] [--dtype float32,bfloat16]
+                                     [--shapes 100x64x512x512,...] [--cells LSTM,GRU]
+    python bench/native_cpu_speed.py --table     # issue #14's table -> bench/results/<device>/cpu-table.{md,json}
 
-The pointwise variant is ATen's CPU capability: run once per ATEN_CPU_CAPABILITY=avx2|avx512 to compare them (that
-also switches torch.nn's own kernels, so compare the fusedrnn column).
-
-Prints a markdown table of the best (minimum) wall times (ms) over the repeats and the speed-up torch.nn time / fusedrnn time. Interleaves the
-two implementations so that load from other processes hits both alike; the minimum is the least disturbed run.
+Prints a markdown table of the median wall times (ms) over the repeats and the speed-up torch.nn time / fusedrnn
+time. The two implementations run alternately, one call each, so load from other processes hits both alike; the
+median is robust to the odd stalled call (a 2-thread OpenMP region that lost a core), which the minimum would hide
+and the mean would magnify. `--table` runs T=100, I=H=512, N in {64, 4}, LSTM and GRU, every dtype the `cpu` backend
+accepts of float32/bfloat16, with torch's default threads, and writes the markdown table and a JSON (every
+repetition, the machine, the load average before and after) next to the other results.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
+import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import fusedrnn
+from fusedrnn.bench.environment import describe
 
 #: (T, N, I, H): PyTorch's own RNN benchmark shape, then small batches where a step is latency-bound.
 SHAPES = [(100, 64, 512, 512), (100, 4, 512, 512), (100, 1, 512, 512), (100, 1, 256, 256), (100, 4, 256, 256)]
+#: Issue #14's table: the benchmark shape and a latency-bound batch.
+TABLE_SHAPES = [(100, 64, 512, 512), (100, 4, 512, 512)]
+TABLE_CELLS = "LSTM,GRU"
+TABLE_DTYPES = "float32,bfloat16"
+#: Interleaved calls per implementation in --table: the median of 15 is stable to a few percent on a quiet machine,
+#: and the whole table (8 cells x 2 dtypes) stays within a few minutes.
+TABLE_REPEATS = 15
 CELLS = {"LSTM": (nn.LSTM, fusedrnn.LSTM), "GRU": (nn.GRU, fusedrnn.GRU), "RNN": (nn.RNN, fusedrnn.RNN)}
 WARMUP = 2
+RESULTS = Path(__file__).parent / "results"
 
 
 def run_once(module: nn.Module, x: torch.Tensor, train: bool) -> float:
@@ -38,7 +54,8 @@ def run_once(module: nn.Module, x: torch.Tensor, train: bool) -> float:
     return time.perf_counter() - start
 
 
-def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> tuple[float, float]:
+def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> dict[str, list[float]]:
+    """Wall times (ms) of `repeats` alternating calls of torch.nn and fusedrnn's `cpu` backend, after a warm-up."""
     T, N, I, H = shape
     torch_cls, fused_cls = CELLS[cell]
     torch.manual_seed(0)
@@ -51,42 +68,93 @@ def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> 
         for name, module in (("torch", reference), ("fused", fused)):
             elapsed = run_once(module, x, train)
             if i >= WARMUP:
-                times[name].append(elapsed)
-    return min(times["torch"]) * 1e3, min(times["fused"]) * 1e3
+                times[name].append(elapsed * 1e3)
+    return times
+
+
+def supported(dtype: torch.dtype) -> bool:
+    """Whether the `cpu` backend runs this dtype (bf16 arrives with issue #14's first item)."""
+    try:
+        fusedrnn.LSTM(4, 4, backend="cpu", dtype=dtype)(torch.zeros(1, 1, 4, dtype=dtype))
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
+def write_table(rows: list[dict], args: argparse.Namespace, started: dict) -> None:
+    folder = RESULTS / started["device_slug"]
+    folder.mkdir(parents=True, exist_ok=True)
+    load_after = list(os.getloadavg())
+    lines = [
+        f"# `cpu` backend vs torch.nn: T=100, I=H=512, one layer ({started['cpu']}, {started['torch_threads']} "
+        f"threads)",
+        "",
+        f"Medians of {args.repeats} interleaved calls each; speed-up = torch.nn median / fusedrnn median. torch "
+        f"{started['torch']}, commit {started['git_commit']}{' (dirty)' if started['git_dirty'] else ''}; load "
+        f"average {started['load_average_at_start'][0]:.2f} at start, {load_after[0]:.2f} at the end.",
+        "",
+        "| cell | dtype | N | mode | torch.nn ms | fusedrnn cpu ms | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['dtype']} | {r['N']} | {r['mode']} | {r['torch_ms']:.2f} | "
+                     f"{r['fused_ms']:.2f} | {r['speedup']:.2f}x |")  # fmt: skip
+    lines.append("")
+    for dtype in dict.fromkeys(r["dtype"] for r in rows):
+        ratios = [r["speedup"] for r in rows if r["dtype"] == dtype]
+        geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+        lines.append(f"{dtype}: geometric mean {geomean:.2f}x, worst {min(ratios):.2f}x.")
+    text = "\n".join(lines) + "\n"
+    (folder / "cpu-table.md").write_text(text)
+    document = {"environment": started, "load_average_at_end": load_after, "repeats": args.repeats,
+                "command": "python bench/native_cpu_speed.py --table", "rows": rows}  # fmt: skip
+    (folder / "cpu-table.json").write_text(json.dumps(document, indent=1) + "\n")
+    print(text + f"written to {folder}/cpu-table.md and .json")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--table", action="store_true", help="issue #14's table, written to bench/results/")
+    parser.add_argument("--repeats", type=int, help=f"interleaved calls each (default 5, --table {TABLE_REPEATS})")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
-    parser.add_argument("--cells", default=",".join(CELLS))
+    parser.add_argument("--cells", help=f"default LSTM,GRU,RNN; --table {TABLE_CELLS}")
+    parser.add_argument("--dtype", help=f"comma-separated; default float32, --table {TABLE_DTYPES} (those the "
+                        "backend runs)")  # fmt: skip
+    default_shapes = ",".join("x".join(map(str, shape)) for shape in SHAPES)
+    parser.add_argument("--shapes", help=f"TxNxIxH,... (default {default_shapes}; --table: 100, N=64/4, 512)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
-    parser.add_argument("--shapes", help="TxNxIxH,... (default: " + ",".join("x".join(map(str, s)) for s in SHAPES) + ")")
     args = parser.parse_args()
-    dtype = getattr(torch, args.dtype)
-    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    args.repeats = args.repeats or (TABLE_REPEATS if args.table else 5)
+    cells = (args.cells or (TABLE_CELLS if args.table else ",".join(CELLS))).split(",")
+    dtypes = [getattr(torch, d) for d in (args.dtype or (TABLE_DTYPES if args.table else "float32")).split(",")]
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else None
+    dtypes = [d for d in dtypes if supported(d) or print(f"skipped {d}: not supported by the cpu backend")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    started = describe(torch.device("cpu"))
     rows = []
-    fusedrnn.registry.availability()  # loads the extension
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, ATen "
-          f"{torch.backends.cpu.get_cpu_capability()}, fusedrnn pointwise {torch.ops.fusedrnn.cpu_capability()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print("| cell | T | N | I | H | mode | torch.nn ms | fusedrnn cpu ms | speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for cell in args.cells.split(","):
-        for shape in shapes:
-            for train in (False, True):
-                torch_ms, fused_ms = measure(cell, shape, train, args.repeats, dtype)
-                mode = "fwd+bwd" if train else "inference"
-                rows.append(dict(cell=cell, dtype=args.dtype, T=shape[0], N=shape[1], I=shape[2], H=shape[3], mode=mode,
-                                 torch_ms=round(torch_ms, 3), fused_ms=round(fused_ms, 3)))  # fmt: skip
-                print(f"| {cell} | {' | '.join(map(str, shape))} | {mode} | {torch_ms:.2f} | {fused_ms:.2f} | "
-                      f"{torch_ms / fused_ms:.2f}x |", flush=True)  # fmt: skip
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}, "
+          f"fusedrnn pointwise {torch.ops.fusedrnn.cpu_capability()}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("| cell | dtype | T | N | I | H | mode | torch.nn ms | fusedrnn cpu ms | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for cell in cells:
+        for dtype in dtypes:
+            for shape in shapes or (TABLE_SHAPES if args.table else SHAPES):
+                for train in (False, True):
+                    times = measure(cell, shape, train, args.repeats, dtype)
+                    torch_ms, fused_ms = statistics.median(times["torch"]), statistics.median(times["fused"])
+                    mode = "training" if train else "inference"
+                    name = str(dtype).removeprefix("torch.")
+                    rows.append(dict(cell=cell, dtype=name, T=shape[0], N=shape[1], I=shape[2], H=shape[3], mode=mode,
+                                     torch_ms=round(torch_ms, 3), fused_ms=round(fused_ms, 3),
+                                     speedup=round(torch_ms / fused_ms, 3), times_ms=times))  # fmt: skip
+                    print(f"| {cell} | {name} | {' | '.join(map(str, shape))} | {mode} | {torch_ms:.2f} | "
+                          f"{fused_ms:.2f} | {torch_ms / fused_ms:.2f}x |", flush=True)  # fmt: skip
+    if args.table:
+        write_table(rows, args, started)
     if args.csv:
         with open(args.csv, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(file, fieldnames=[k for k in rows[0] if k != "times_ms"], extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

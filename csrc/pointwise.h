@@ -3,6 +3,8 @@
 
 #include <c10/core/ScalarType.h>
 
+#include <optional>
+
 #include "step.h"
 
 namespace at {
@@ -10,6 +12,8 @@ class Tensor;
 }
 
 namespace fusedrnn {
+
+struct PreparedGemm;
 
 //: One device's pointwise pass (one step for all N*H elements, asynchronously on the current stream), and how the
 //: host loop should size that device's GEMMs.
@@ -21,6 +25,19 @@ struct Pointwise {
   //: Optional per-step recurrent GEMM c = a b (c += a b when accumulate) on 2-D tensors (a [M, K], b [K, C] or a
   //: transposed view, c [M, C]); returns false where it does not apply, and the host loop calls ATen instead.
   bool (*step_gemm)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) = nullptr;
+  //: Optional products against a weight prepared once per call and reused by every step and chunk (e.g. reordered
+  //: into the GEMM library's blocked layout, as oneDNN's fused LSTM does). The host loop uses them where
+  //: prepare_weight returns a defined tensor, and step_gemm / ATen otherwise.
+  const PreparedGemm* prepared_gemm = nullptr;
+};
+
+struct PreparedGemm {
+  //: w [C, K] (any strides) in the form `linear` multiplies fastest for about `rows`-row inputs; undefined where
+  //: this dtype or build has no such path.
+  at::Tensor (*prepare_weight)(const at::Tensor& w, int64_t rows);
+  //: x [M, K] (any strides) times w^T, plus bias [C] if given: a new [M, C] tensor. w is a prepare_weight result of
+  //: the same dtype, or a plain [C, K] tensor (any strides: the weight gradients multiply two activations).
+  at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias);
 };
 
 const Pointwise& cpu_pointwise();

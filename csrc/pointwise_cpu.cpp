@@ -1,19 +1,18 @@
-// CPU pointwise pass: one of its compiled variants (pointwise_cpu_kernels.h), chosen at load time; and the per-step
-// recurrent GEMM, split by output columns over the threads, each part a single-threaded BLAS call.
+// CPU pointwise pass: one of its compiled variants (pointwise_cpu_kernels.h), chosen at load time. The GEMMs it is
+// paired with (Pointwise::step_gemm, prepared_gemm) live in gemm_cpu.cpp.
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-#include <dlfcn.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
 
+#include "gemm_cpu.h"
 #include "pointwise.h"
 #include "pointwise_cpu_dispatch.h"
 
@@ -64,93 +63,10 @@ void backward_cpu(const BackwardStep& s, c10::ScalarType dtype) {
 //: chunk's buffers (rows x G*H) stay small enough to be reused from cache.
 constexpr int64_t kGemmRows = 1024;
 
-// ---------------------------------------------------------------------------------------------------------------
-// The per-step recurrent GEMM. Through at::mm a step paid the dispatcher and tensor bookkeeping (microseconds, when a
-// whole step at N <= 16 is ~10 us), and MKL's own two-thread split of these small GEMMs reached 53-229 GFLOP/s where
-// two single-threaded halves reach 2x its one-thread 46-153 (measured, N=1..64, H=128..512). So the columns of c are
-// split over at::parallel_for and each part is one call to the BLAS that libtorch itself uses.
-
-//: Fortran BLAS ?gemm_ with 32-bit integers (MKL's LP64 interface, the one libtorch links).
-template <class S>
-using BlasGemm = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-                          const S* alpha, const S* a, const int* lda, const S* b, const int* ldb, const S* beta, S* c,
-                          const int* ldc);
-
-//: sgemm_/dgemm_ as exported by the libtorch_cpu this process loaded, or null (a torch built without MKL). Looked up
-//: in that library only, so another BLAS in the process (e.g. one with 64-bit integers) is never picked up.
-template <class S>
-BlasGemm<S> libtorch_blas_gemm() {
-  static const BlasGemm<S> gemm = []() -> BlasGemm<S> {
-    if (!at::hasMKL()) return nullptr;
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&at::Context::hasMKL), &info) == 0 || info.dli_fname == nullptr) return nullptr;
-    void* library = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    if (library == nullptr) return nullptr;
-    void* symbol = dlsym(library, std::is_same_v<S, float> ? "sgemm_" : "dgemm_");
-    dlclose(library);  // RTLD_NOLOAD only took a reference; libtorch stays loaded
-    return reinterpret_cast<BlasGemm<S>>(symbol);
-  }();
-  return gemm;
-}
-
-//: Multiply-adds per parallel task (~10 us on one core) below which the GEMM stays one BLAS call with BLAS's own
-//: threading: splitting the batch-1..16 GEMMs (~0.25M multiply-adds) measured no faster.
-constexpr int64_t kMinMacsPerTask = 1 << 20;
-//: Column blocks are multiples of this (a 64-byte cache line of float), so no two threads write one line.
-constexpr int64_t kColumnAlign = 16;
-
-bool fits_int(std::initializer_list<int64_t> values) {
-  return std::all_of(values.begin(), values.end(), [](int64_t v) { return v >= 0 && v <= INT_MAX; });
-}
-
-bool step_gemm_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) {
-  const int64_t M = a.size(0), K = a.size(1), C = b.size(1);
-  // Column-major BLAS on row-major data: c^T [C, M] = op(b)^T [C, K] a^T [K, M]. b is either row-major (its
-  // memory is b^T, column-major) or a transposed view of a row-major [C, K] matrix (its memory is b, column-major).
-  const bool b_transposed = b.stride(1) != 1;
-  const int64_t ldb = b_transposed ? b.stride(1) : b.stride(0);
-  const bool layout_ok = a.stride(1) == 1 && c.stride(1) == 1 && (!b_transposed || b.stride(0) == 1) &&
-                         a.stride(0) >= std::max<int64_t>(1, K) && c.stride(0) >= std::max<int64_t>(1, C) &&
-                         ldb >= std::max<int64_t>(1, b_transposed ? K : C);
-  if (!layout_ok || M == 0 || C == 0 || K == 0 || !fits_int({M, K, C, a.stride(0), ldb, c.stride(0)})) return false;
-  bool done = false;
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "fusedrnn_step_gemm_cpu", [&] {
-    const BlasGemm<scalar_t> gemm = libtorch_blas_gemm<scalar_t>();
-    if (gemm == nullptr) return;
-    const int64_t threads = at::get_num_threads();
-    const int64_t per_thread = std::max((C + threads - 1) / threads, kMinMacsPerTask / (M * K));
-    const int64_t block = std::min((per_thread + kColumnAlign - 1) / kColumnAlign * kColumnAlign, C);
-    const int64_t blocks = (C + block - 1) / block;
-    const scalar_t* a_ptr = a.const_data_ptr<scalar_t>();
-    const scalar_t* b_ptr = b.const_data_ptr<scalar_t>();
-    scalar_t* c_ptr = c.mutable_data_ptr<scalar_t>();
-    const scalar_t alpha = 1, beta = accumulate ? 1 : 0;
-    const char ta = b_transposed ? 'T' : 'N', tb = 'N';
-    const int n = static_cast<int>(M), k = static_cast<int>(K), lda = static_cast<int>(ldb);
-    const int ldb_a = static_cast<int>(a.stride(0)), ldc = static_cast<int>(c.stride(0));
-    // Inside an at::parallel_for task BLAS runs single-threaded (it does not nest into an active OpenMP region).
-    at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
-      const int64_t begin = first * block, end = std::min(last * block, C);
-      const int m = static_cast<int>(end - begin);
-      const scalar_t* b_part = b_ptr + begin * (b_transposed ? ldb : 1);
-      gemm(&ta, &tb, &m, &n, &k, &alpha, b_part, &lda, a_ptr, &ldb_a, &beta, c_ptr + begin, &ldc);
-    });
-    done = true;
-  });
-  return done;
-}
-
 }  // namespace
 
-//: The BLAS step GEMM serves float and double (sgemm_/dgemm_); for bfloat16 and float16 it declines and the host
-//: loop calls ATen's GEMM (oneDNN: AVX512-BF16 or AMX where the CPU has them).
-static bool step_gemm_wide_dtypes(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, bool accumulate) {
-  const bool wide = c.scalar_type() == at::kFloat || c.scalar_type() == at::kDouble;
-  return wide && step_gemm_cpu(a, b, c, accumulate);
-}
-
 const Pointwise& cpu_pointwise() {
-  static const Pointwise pointwise{forward_cpu, backward_cpu, kGemmRows, step_gemm_wide_dtypes};
+  static const Pointwise pointwise{forward_cpu, backward_cpu, kGemmRows, step_gemm_cpu, &cpu_prepared_gemm()};
   return pointwise;
 }
 

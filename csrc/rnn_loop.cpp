@@ -7,7 +7,8 @@ namespace {
 
 using at::Tensor;
 
-//: See forward_loop: below this many steps, copying W_hh^T once costs more than it saves.
+//: See forward_loop: below this many steps, copying W_hh^T once (or reordering the weights for
+//: Pointwise::prepared_gemm, which costs about the same: ~0.5 ms for a 4 MB W_hh on CPU) costs more than it saves.
 constexpr int64_t kMinStepsToTransposeWeights = 16;
 
 //: Steps per input-projection (forward) and weight-gradient (backward) GEMM. The device decides how many rows such a
@@ -48,6 +49,21 @@ void step_gemm(const Pointwise& pw, const Tensor& a, const Tensor& b, Tensor c, 
   }
 }
 
+//: The device's prepared-weight GEMMs (Pointwise::prepared_gemm) if it has them and a call of T steps pays for
+//: preparing the weights, else null.
+const PreparedGemm* prepared_gemm(const Pointwise& pw, int64_t T) {
+  return T >= kMinStepsToTransposeWeights ? pw.prepared_gemm : nullptr;
+}
+
+//: `w` prepared for products of about `rows` rows, or undefined (no prepared path here: the caller uses BLAS/ATen).
+Tensor prepare(const PreparedGemm* gemm, const Tensor& w, int64_t rows) {
+  return gemm != nullptr ? gemm->prepare_weight(w, rows) : Tensor();
+}
+
+std::optional<Tensor> optional(const Tensor& t) {
+  return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
+}
+
 }  // namespace
 
 std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
@@ -78,13 +94,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   std::tie(bias, b_hn) = fold_biases(in);
   // The input projection x W_ih^T + bias: one GEMM per chunk of steps (see chunk_steps).
   const int64_t chunk = chunk_steps(pw, T, N);
-  Tensor gi = at::empty({chunk, N, GH}, in.x.options());
+  // Weights prepared once for this call (see Pointwise::prepared_gemm), W^T being the weight of x W^T and h W_hh^T.
+  const PreparedGemm* gemm = prepared_gemm(pw, T);
+  const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N);
+  const Tensor w_hh_prepared = prepare(gemm, in.w_hh, N);
+  Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, in.x.options());
   int64_t chunk_first_t = 0;  // the time step of gi[0]
   auto project = [&](int64_t s) {
     const int64_t steps = std::min(chunk, T - s);
     chunk_first_t = in.reverse ? T - s - steps : s;
-    Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
     Tensor x_chunk = in.x.narrow(0, chunk_first_t, steps).view({steps * N, I});
+    if (w_ih_prepared.defined()) {
+      gi = gemm->linear(x_chunk, w_ih_prepared, optional(bias)).view({steps, N, GH});
+      return;
+    }
+    Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
     if (bias.defined()) {
       at::addmm_out(out, bias, x_chunk, in.w_ih.t());
     } else {
@@ -97,14 +121,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   const int64_t width = saved_width(in.mode, H, projection);
   Tensor saved = in.save ? at::empty({T, N, width}, in.x.options()) : at::empty({0}, in.x.options());
   Tensor scratch = in.save ? Tensor() : at::empty({N, width}, in.x.options());
-  Tensor gh = at::empty({N, GH}, in.x.options());
+  Tensor gh = w_hh_prepared.defined() ? Tensor() : at::empty({N, GH}, in.x.options());
   // Per-step GEMMs are faster against W^T stored contiguously ([K, G*H]) than against the transposed view: measured
   // on CPU (MKL, 1 thread) 1.3-2x at N <= 64. The copy costs about as much as ten small-batch steps, so short
   // sequences (a decoder stepping one token at a time) keep the view. (With 2 threads MKL's small GEMMs stalled for
   // milliseconds now and then in either layout on the busy dev machine; no layout avoided that.)
-  const bool transpose_once = T >= kMinStepsToTransposeWeights;
+  const bool transpose_once = T >= kMinStepsToTransposeWeights && !w_hh_prepared.defined();
   const Tensor w_hh_t = transpose_once ? in.w_hh.t().contiguous() : in.w_hh.t();
-  const Tensor w_hr_t = projection ? (transpose_once ? in.w_hr->t().contiguous() : in.w_hr->t()) : Tensor();
+  const Tensor w_hr_t =
+      projection ? (T >= kMinStepsToTransposeWeights ? in.w_hr->t().contiguous() : in.w_hr->t()) : Tensor();
   const int64_t h_column = kLstmSaved * H;  // LSTM with projection: h before the projection is saved here
 
   // With a projection, finished rows are carried after the projection GEMM (the pointwise pass works before it).
@@ -117,7 +142,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = in.reverse ? T - 1 - s : s;
     if (s % chunk == 0) project(s);
-    step_gemm(pw, h_prev, w_hh_t, gh, false);
+    if (w_hh_prepared.defined()) {
+      gh = gemm->linear(h_prev, w_hh_prepared, std::nullopt);
+    } else {
+      step_gemm(pw, h_prev, w_hh_t, gh, false);
+    }
     Tensor y_t = y.select(0, t);
     ws_t = in.save ? saved.select(0, t) : scratch;
     ForwardStep step{in.mode, N, H, t, lengths_ptr(in.lengths)};
@@ -157,6 +186,12 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   // Per chunk of steps (see chunk_steps): the gate pre-activation gradients of the recurrent side, of the input side
   // (differs only in GRU's n gate) and, with a projection, the full gradient of each output.
   const int64_t chunk = chunk_steps(pw, T, N);
+  // Prepared weights (see forward_loop): dh_{t-1} = dg_t W_hh and dx = dg W_ih, so W_hh^T and W_ih^T are the weights.
+  const PreparedGemm* gemm = prepared_gemm(pw, T);
+  const Tensor w_hh_t_prepared = prepare(gemm, in.w_hh.t(), N);
+  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), chunk * N);
+  // The weight gradients (two activations: nothing to prepare) go the same way as the chunk's other big GEMM.
+  const bool gemm_weight_gradients = w_ih_t_prepared.defined();
   Tensor dg_h = at::empty({chunk, N, GH}, options);
   Tensor dg_i = gru ? at::empty({chunk, N, GH}, options) : dg_h;
   Tensor dh_total = projection ? at::empty({chunk, N, P}, options) : Tensor();
@@ -194,6 +229,11 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   // of the output, which a one-step call (a cell: one chunk) notices.
   bool first_chunk = true;
   auto gemm_into = [&](Tensor& out, const Tensor& a, const Tensor& b) {
+    if (gemm_weight_gradients) {  // a b = a (b^T)^T: b^T is the (unprepared, strided) weight of the product
+      Tensor product = gemm->linear(a, b.t(), std::nullopt);
+      out = first_chunk ? product : out.add_(product);
+      return;
+    }
     if (first_chunk) {
       at::mm_out(out, a, b);
     } else {
@@ -213,7 +253,11 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     gemm_into(dw_hh, dgh.t(), h_prev_rows());
     gemm_into(dw_ih, dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
     Tensor dx_rows = dx.narrow(0, lo, steps).view({steps * N, I});
-    at::mm_out(dx_rows, dgi, in.w_ih);
+    if (w_ih_t_prepared.defined()) {
+      dx_rows.copy_(gemm->linear(dgi, w_ih_t_prepared, std::nullopt));
+    } else {
+      at::mm_out(dx_rows, dgi, in.w_ih);
+    }
     if (has_bias) {
       sum_into(db_ih, dgi);
       sum_into(db_hh, dgh);
@@ -254,7 +298,11 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     step.dg_i = step_mat(dg_i, k);
     step.dh_prev = direct ? mat(dh_next) : Mat{};
     if (N * H > 0) pw.backward(step, y.scalar_type());  // as in forward_loop: nothing to do, nothing to launch
-    if (direct) {
+    if (w_hh_t_prepared.defined()) {
+      Tensor recurrent = gemm->linear(dg_h.select(0, k), w_hh_t_prepared, std::nullopt);
+      dh_next = direct ? dh_next.add_(recurrent) : recurrent;  // direct: the part the step wrote + the GEMM
+      if (masked && !direct) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished: carried
+    } else if (direct) {
       // The direct part (written by the step) + the recurrent GEMM.
       step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, true);
     } else {

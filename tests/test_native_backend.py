@@ -10,6 +10,7 @@ import copy
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -394,6 +395,87 @@ def two_threads():
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
 def test_cpu_split_step_gemm_matches_reference(two_threads, cell, dtype, seq_len, lengths):
     check_layer_against_reference(cell, seq_len, SPLIT_BATCH, False, lengths, SPLIT_INPUT, SPLIT_HIDDEN, dtype)
+
+
+#: Either side of the length from which float32 runs its GEMMs through oneDNN against weights reordered once per call
+#: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; rnn_loop.cpp: kMinStepsToTransposeWeights), in both directions and with
+#: lengths (the backward's dh carried for finished rows); float64 always takes the BLAS path. The sizes make every
+#: cell's step and input projection large enough for oneDNN (gemm_cpu.cpp: kMinPreparedMacs, 2^20 multiply-adds:
+#: Elman's step 4 x 512 x 512 is exactly that, its projection 64 x 512 x 32 just above).
+PREPARED_SEQ_LENS = {"blas": 15, "prepared": 16}
+PREPARED_BATCH, PREPARED_INPUT, PREPARED_HIDDEN = 4, 32, 512
+#: A layer whose products all stay below kMinPreparedMacs even at T=16 (step 4 x 256 x 64, projection 64 x 256 x 32).
+SMALL_HIDDEN = 64
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("seq_len", PREPARED_SEQ_LENS.values(), ids=PREPARED_SEQ_LENS.keys())
+@pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
+def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
+    check_layer_against_reference(cell, seq_len, PREPARED_BATCH, reverse, lengths, PREPARED_INPUT, PREPARED_HIDDEN,
+                                  torch.float32)  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN: BLAS only")
+@pytest.mark.parametrize(
+    ("seq_len", "hidden", "dtype", "prepared"),
+    [
+        (16, PREPARED_HIDDEN, torch.float32, True),
+        (15, PREPARED_HIDDEN, torch.float32, False),
+        (16, SMALL_HIDDEN, torch.float32, False),
+        (16, PREPARED_HIDDEN, torch.float64, False),
+    ],
+    ids=["float32_long", "float32_short", "float32_small", "float64"],
+)
+def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared):
+    """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies."""
+    layer = fusedrnn.LSTM(PREPARED_INPUT, hidden, backend="cpu", dtype=dtype)
+    x = torch.randn(seq_len, PREPARED_BATCH, PREPARED_INPUT, dtype=dtype, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        layer(x)[0].sum().backward()
+    names = {event.name for event in profile.events()}
+    assert ("mkldnn::_linear_pointwise" in names) == prepared
+    assert ("mkldnn::_reorder_linear_weight" in names) == prepared
+
+
+def thread_cpu_seconds() -> dict[int, float]:
+    """CPU time (user + system, seconds) of every thread of this process, by thread id (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds[int(task)] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (stat fields 14 and 15)
+    return seconds
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads per-thread CPU time from Linux /proc")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_cpu_backend_honours_one_torch_thread(dtype):
+    """With torch.set_num_threads(1) all of the loop's work (GEMMs, pointwise pass) runs on the calling thread: no
+    thread pool of ours, and torch's OpenMP workers (started by earlier multi-threaded calls) stay idle."""
+    previous = torch.get_num_threads()
+    layer = fusedrnn.LSTM(64, 128, backend="cpu", dtype=dtype)
+    x = torch.randn(40, 64, 64, dtype=dtype, requires_grad=True)
+    try:
+        torch.set_num_threads(2)
+        layer(x)[0].sum().backward()  # let the OpenMP pool exist, as it does in a real process
+        torch.set_num_threads(1)
+        main = threading.get_native_id()
+        before = thread_cpu_seconds()
+        for _ in range(20):
+            layer(x)[0].sum().backward()
+        after = thread_cpu_seconds()
+    finally:
+        torch.set_num_threads(previous)
+    others = sum(after[t] - before.get(t, 0.0) for t in after if t != main)
+    ours = after[main] - before[main]
+    assert ours > 0.05, "the workload is too small to tell"
+    assert others < 0.1 * ours, f"other threads used {others:.2f} s of CPU next to the calling thread's {ours:.2f} s"
 
 
 @pytest.mark.parametrize(OP_PARAMS, OP_CONFIGS, ids=OP_IDS)
