@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import statistics
+import threading
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +43,32 @@ class Timing:
     @property
     def max(self) -> float:
         return max(self.times_ms)
+
+
+class TimeLimitExceeded(Exception):
+    """A call ran past its time limit (`time_limit`) and was interrupted."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Interrupt the body with TimeLimitExceeded after `seconds` (None: no limit).
+
+    Uses SIGALRM, so it limits only in the main thread of a POSIX process (elsewhere the body runs unlimited): a
+    compilation cannot be cancelled any other way from inside the process."""
+    if seconds is None or not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise TimeLimitExceeded(f"gave up after {seconds:.0f} s (the row's limit on its first call)")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def synchronize(device: torch.device) -> None:
