@@ -15,7 +15,7 @@ import torch
 #: Command-line cell name -> torch.nn mode string (fusedrnn.registry.RNNCall.mode).
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 #: The recurrent variants of issue 15 (LayerNorm cells, IndRNN, the regularisers) -> their cell's mode. torch.nn has
-#: none of them: their baseline is the same model written as a plain PyTorch step loop (fusedrnn.bench.variant_rows).
+#: none of them: their baseline is the same model written as a plain PyTorch step loop (fusedrnn.bench.variant_models).
 VARIANTS = {
     "ln_lstm": "LSTM",
     "ln_gru": "GRU",

@@ -3,7 +3,7 @@
 Every row turns the baseline module (which owns the shared, seeded weights) into a `Runnable`: a callable
 `(x, h0, c0) -> [y, h_n, c_n?]` plus the parameters whose gradients are compared with the baseline's by name.
 The baseline is torch.nn's layer for torch.nn's cells, and for issue 15's variants (which torch.nn lacks) the same
-model written as a plain PyTorch step loop (fusedrnn.bench.variants). fusedrnn backends are picked up generically
+model written as a plain PyTorch step loop (fusedrnn.bench.variant_models). fusedrnn backends are picked up generically
 from the registry, so a backend registered later appears by itself.
 """
 
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import cells, modules, registry
-from . import peers, variants
+from . import peers, variant_models
 from .configs import BenchConfig
 from .runnable import RowSpec, Runnable, module_runnable
 
@@ -66,7 +66,7 @@ def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.
     """The module whose seeded weights every row copies: torch.nn's (cuDNN on GPU, ATen on CPU), or for a variant
     its plain PyTorch loop."""
     if config.variant:
-        return variants.loop_module(config, device, seed)
+        return variant_models.loop_module(config, device, seed)
     s = config.shape
     torch.manual_seed(seed)
     if s.step_by_step:
@@ -101,7 +101,7 @@ def _fused_row(name: str, unavailable: str | None, variant: bool = False) -> Row
     backend = registry.get_backend(name) if unavailable is None else None
     summary = getattr(backend, "summary", "") or f"fusedrnn backend {name!r}"
     if variant:
-        return RowSpec(FUSED_PREFIX + name, summary, lambda c, b: variants.fused_variant(c, b, name), unavailable)
+        return RowSpec(FUSED_PREFIX + name, summary, lambda c, b: variant_models.fused_variant(c, b, name), unavailable)
     return RowSpec(
         FUSED_PREFIX + name,
         summary,
@@ -148,15 +148,15 @@ def all_rows(include_compile: bool, variant: bool = False) -> list[RowSpec]:
 def _variant_rows(include_compile: bool) -> list[RowSpec]:
     rows = [
         RowSpec(LOOP_BASELINE, "the same model as a plain PyTorch step loop (what users write today)",
-                lambda c, b: variants.seeded(module_runnable(b))),
-        RowSpec(COMPILE_STEP_ROW, "that loop with torch.compile of its step", variants.compiled_step, compiles=True),
-        RowSpec(AUTO_ROW, "fusedrnn's layer, backend picked by auto", lambda c, b: variants.fused_variant(c, b, "auto")),
+                lambda c, b: variant_models.seeded(module_runnable(b))),
+        RowSpec(COMPILE_STEP_ROW, "that loop with torch.compile of its step", variant_models.compiled_step, compiles=True),
+        RowSpec(AUTO_ROW, "fusedrnn's layer, backend picked by auto", lambda c, b: variant_models.fused_variant(c, b, "auto")),
     ]  # fmt: skip
     rows += [_fused_row(name, reason, variant=True) for name, reason in registry.availability().items()]
     compile_note = None if include_compile else (
         f"not requested (--compile): Dynamo unrolls all T steps, compiling took 163 s for LayerNorm-LSTM training at "
         f"T=100 H=256 on a 2-core CPU (limit {COMPILE_LOOP_LIMIT_S:.0f} s when requested)"
     )  # fmt: skip
-    rows.append(RowSpec(COMPILE_LOOP_ROW, "torch.compile of the whole loop", variants.compiled_loop, compile_note,
+    rows.append(RowSpec(COMPILE_LOOP_ROW, "torch.compile of the whole loop", variant_models.compiled_loop, compile_note,
                         compiles=True, first_call_limit_s=COMPILE_LOOP_LIMIT_S))  # fmt: skip
     return rows

@@ -1,6 +1,6 @@
 """What a row of the table is: a `RowSpec` that builds, from the baseline module's weights, a `Runnable`.
 
-Kept apart from the row lists (rows.py for torch.nn's cells, variant_rows.py for the variants) so that the peer
+Kept apart from the row lists (rows.py for torch.nn's cells, variant_models.py for the variants) so that the peer
 adapters, the row lists and the runner all import it from below and none of them imports another in a circle.
 """
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..registry import BackendError
 from . import timing
-from .check import LOW_PRECISION, Check, compare
+from .check import Check, compare, uses_float64_truth
 from .configs import BenchConfig
 from .runnable import Unsupported
 from .rows import baseline_module
@@ -132,7 +132,9 @@ def run_config(
     baseline_spec = rows[0]
     baseline = baseline_module(config, device, seed).train(config.training)
     inputs = make_inputs(config, device, seed)
-    truth = float64_truth(baseline_spec, baseline, inputs, config) if config.torch_dtype in LOW_PRECISION else None
+    truth = None
+    if uses_float64_truth(config.torch_dtype, config.variant):
+        truth = float64_truth(baseline_spec, baseline, inputs, config)
     if any(spec.compiles for spec in rows):
         torch.compiler.reset()  # fresh Dynamo caches for this config's compiled rows (RowSpec.compiles)
     expected: dict[str, Tensor | None] | None = None

@@ -115,7 +115,7 @@ class LoopRNN(nn.Module):
         count = 2 if self.cell == "lstm" else 1
         if not self.training:
             return tuple(x.new_full(shape, self.zoneout) for _ in range(count)) + (None,) * (2 - count)
-        return tuple(torch.bernoulli(x.new_full(shape, self.zoneout)) for _ in range(count)) + (None,) * (2 - count)
+        return tuple(x.new_empty(shape).bernoulli_(self.zoneout) for _ in range(count)) + (None,) * (2 - count)
 
     def forward(self, x: Tensor, hx=None):
         T, N, _ = x.shape
