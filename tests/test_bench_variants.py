@@ -98,7 +98,7 @@ def test_configs_name_every_variant_model():
 # The CLI
 
 #: Rows that need no compiler (torch.compile rows have their own, single-config tests below: they compile for seconds).
-NO_COMPILE = ["--backends", "fusedrnn:auto,fusedrnn:reference,fusedrnn:cpu"]
+NO_COMPILE = ["--backends", f"fusedrnn:auto,fusedrnn:reference,fusedrnn:cpu,{rows.WEIGHT_DROP_ROW}"]
 
 
 def test_variants_preset_checks_every_variant_against_its_loop(tmp_path):
@@ -112,10 +112,15 @@ def test_variants_preset_checks_every_variant_against_its_loop(tmp_path):
     for label in labels:
         table = [r for r in records if r["label"] == label]
         assert table[0]["row"] == rows.LOOP_BASELINE and {r["baseline"] for r in table} == {rows.LOOP_BASELINE}
-        assert [r["row"] for r in table][:3] == [rows.LOOP_BASELINE, rows.AUTO_ROW, "fusedrnn:reference"]
+        assert [r["row"] for r in table][:4] == [rows.LOOP_BASELINE, rows.WEIGHT_DROP_ROW, rows.AUTO_ROW,
+                                                 "fusedrnn:reference"]  # fmt: skip
         for record in table:
-            if record["row"] != "fusedrnn:cpu":  # the C++ backend may decline a variant (unsupported, with why)
+            # The C++ backend may decline a variant (unsupported, with why); torch.nn's LSTM serves only DropConnect.
+            if record["row"] != "fusedrnn:cpu" and record["row"] != rows.WEIGHT_DROP_ROW:
                 assert record["status"] == "ok", record
+            if record["row"] == rows.WEIGHT_DROP_ROW:
+                assert record["status"] == ("ok" if record["config"]["cell"] == "lstm_weight_dropout" else
+                                            "unsupported"), record  # fmt: skip
             assert record["status"] in ("ok", "unsupported"), record
             assert record["speedup_vs_torch"] is None or record["speedup_vs_torch"] > 0
     training = [r for r in records if r["config"]["mode"] == "training" and r["row"] == "fusedrnn:reference"]

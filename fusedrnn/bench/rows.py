@@ -26,6 +26,7 @@ FUSED_PREFIX = "fusedrnn:"
 LOOP_BASELINE = "loop"
 COMPILE_STEP_ROW = "compile:step"
 COMPILE_LOOP_ROW = "compile:loop"
+WEIGHT_DROP_ROW = "torch.nn+weight_drop"
 AUTO_ROW = FUSED_PREFIX + registry.AUTO
 #: How long torch.compile may take to unroll and compile the loop of a variant before its row is given up: it took
 #: 163 s for the LayerNorm-LSTM's training step at T=100 H=256 on the 2-core CPU (loaded), the step alone 7 s.
@@ -146,11 +147,15 @@ def all_rows(include_compile: bool, variant: bool = False) -> list[RowSpec]:
 
 
 def _variant_rows(include_compile: bool) -> list[RowSpec]:
+    loop = lambda config, baseline: variant_models.seeded(module_runnable(baseline))  # noqa: E731
+    auto = lambda config, baseline: variant_models.fused_variant(config, baseline, registry.AUTO)  # noqa: E731
     rows = [
-        RowSpec(LOOP_BASELINE, "the same model as a plain PyTorch step loop (what users write today)",
-                lambda c, b: variant_models.seeded(module_runnable(b))),
-        RowSpec(COMPILE_STEP_ROW, "that loop with torch.compile of its step", variant_models.compiled_step, compiles=True),
-        RowSpec(AUTO_ROW, "fusedrnn's layer, backend picked by auto", lambda c, b: variant_models.fused_variant(c, b, "auto")),
+        RowSpec(LOOP_BASELINE, "the same model as a plain PyTorch step loop (what users write today)", loop),
+        RowSpec(COMPILE_STEP_ROW, "that loop with torch.compile of its step", variant_models.compiled_step,
+                compiles=True),
+        RowSpec(WEIGHT_DROP_ROW, "torch.nn's LSTM on a dropped copy of W_hh (AWD-LSTM's WeightDrop)",
+                variant_models.weight_drop_lstm),
+        RowSpec(AUTO_ROW, "fusedrnn's layer, backend picked by auto", auto),
     ]  # fmt: skip
     rows += [_fused_row(name, reason, variant=True) for name, reason in registry.availability().items()]
     compile_note = None if include_compile else (

@@ -155,7 +155,8 @@ def run_config(
             if spec is baseline_spec:
                 expected = actual
             if expected is None:
-                result.status, result.note = UNCHECKED, f"{baseline_spec.name} baseline failed: nothing to check against"
+                result.status = UNCHECKED
+                result.note = f"{baseline_spec.name} baseline failed: nothing to check against"
             else:
                 result.check = compare(actual, expected, config.torch_dtype, truth)
                 if not result.check.passed:

@@ -17,8 +17,8 @@ from torch import nn
 import fusedrnn
 
 from .configs import VARIANTS, BenchConfig
-from .runnable import Runnable, module_runnable
-from .variant_peers import LoopRNN
+from .runnable import Runnable, Unsupported, module_runnable
+from .variant_peers import LoopRNN, WeightDropLSTM
 
 #: Zoneout probability of the benchmark: Krueger et al. (2016) found 0.05-0.15 on h best for language models.
 ZONEOUT = 0.1
@@ -112,3 +112,14 @@ def compiled_loop(config: BenchConfig, baseline: nn.Module) -> Runnable:
     twin = _loop_twin(config, baseline)
     compiled = torch.compile(twin, dynamic=False, options={"fallback_random": True})
     return seeded(Runnable(module_runnable(compiled).forward, dict(twin.named_parameters())))
+
+
+def weight_drop_lstm(config: BenchConfig, baseline: nn.Module) -> Runnable:
+    """torch.nn's fused LSTM on a DropConnect copy of W_hh (AWD-LSTM's WeightDrop): lstm_weight_dropout only."""
+    variant, s = MODELS[config.cell], config.shape
+    if variant != Variant("lstm", "LSTM", weight_dropout=variant.weight_dropout) or not variant.weight_dropout:
+        raise Unsupported("torch.nn's LSTM with a dropped W_hh computes only the lstm_weight_dropout variant")
+    weight = next(baseline.parameters())
+    module = WeightDropLSTM(s.input_size, s.hidden_size, variant.weight_dropout, device=weight.device,
+                            dtype=weight.dtype)  # fmt: skip
+    return seeded(module_runnable(_same_weights(module, baseline, config)))

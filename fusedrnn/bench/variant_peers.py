@@ -136,3 +136,27 @@ class LoopRNN(nn.Module):
             outputs.append(h)
         y = torch.stack(outputs)
         return (y, (h.unsqueeze(0), c.unsqueeze(0))) if lstm else (y, h.unsqueeze(0))
+
+
+class WeightDropLSTM(nn.Module):
+    """torch.nn.LSTM with DropConnect on W_hh, as AWD-LSTM's WeightDrop wrapper does it: each call runs torch's own
+    fused LSTM (cuDNN, ATen) on a dropped copy of W_hh, through torch.func.functional_call instead of WeightDrop's
+    attribute patching. The fastest thing users have for this variant today. forward like LoopRNN's; parameters are
+    nn.LSTM's (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0)."""
+
+    def __init__(self, input_size: int, hidden_size: int, weight_dropout: float, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.weight_dropout = weight_dropout
+        template = nn.LSTM(input_size, hidden_size, device="meta", dtype=dtype)  # shapes and forward only
+        factory = {"device": device, "dtype": dtype}
+        for name, meta in template.named_parameters():
+            self.register_parameter(name, nn.Parameter(torch.empty(meta.shape, **factory)))
+        self._template = (template,)  # in a tuple: not a submodule, so its meta parameters stay out of ours
+        bound = 1 / math.sqrt(hidden_size)
+        for param in self.parameters():
+            nn.init.uniform_(param, -bound, bound)
+
+    def forward(self, x: Tensor, hx=None):
+        weights = dict(self.named_parameters())
+        weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], self.weight_dropout, self.training)
+        return torch.func.functional_call(self._template[0], weights, (x, hx))
