@@ -3,8 +3,8 @@
 Every row turns the baseline module (which owns the shared, seeded weights) into a `Runnable`: a callable
 `(x, h0, c0) -> [y, h_n, c_n?]` plus the parameters whose gradients are compared with the baseline's by name.
 The baseline is torch.nn's layer for torch.nn's cells, and for issue 15's variants (which torch.nn lacks) the same
-model written as a plain PyTorch step loop (fusedrnn.bench.variant_models). fusedrnn backends are picked up generically
-from the registry, so a backend registered later appears by itself.
+model written as a plain PyTorch step loop (fusedrnn.bench.variant_models). fusedrnn backends are picked up
+generically from the registry, so a backend registered later appears by itself.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def _fused_row(name: str, unavailable: str | None, variant: bool = False) -> Row
     backend = registry.get_backend(name) if unavailable is None else None
     summary = getattr(backend, "summary", "") or f"fusedrnn backend {name!r}"
     if variant:
-        return RowSpec(FUSED_PREFIX + name, summary, lambda c, b: variant_models.fused_variant(c, b, name), unavailable)
+        build = lambda config, baseline: variant_models.fused_variant(config, baseline, name)  # noqa: E731
+        return RowSpec(FUSED_PREFIX + name, summary, build, unavailable)
     return RowSpec(
         FUSED_PREFIX + name,
         summary,
@@ -162,6 +163,6 @@ def _variant_rows(include_compile: bool) -> list[RowSpec]:
         f"not requested (--compile): Dynamo unrolls all T steps, compiling took 163 s for LayerNorm-LSTM training at "
         f"T=100 H=256 on a 2-core CPU (limit {COMPILE_LOOP_LIMIT_S:.0f} s when requested)"
     )  # fmt: skip
-    rows.append(RowSpec(COMPILE_LOOP_ROW, "torch.compile of the whole loop", variant_models.compiled_loop, compile_note,
-                        compiles=True, first_call_limit_s=COMPILE_LOOP_LIMIT_S))  # fmt: skip
+    rows.append(RowSpec(COMPILE_LOOP_ROW, "torch.compile of the whole loop", variant_models.compiled_loop,
+                        compile_note, compiles=True, first_call_limit_s=COMPILE_LOOP_LIMIT_S))  # fmt: skip
     return rows
