@@ -141,11 +141,15 @@ def test_torch_nn_cells_and_variants_each_get_their_own_baseline(tmp_path):
     assert all(r["status"] == "ok" for r in doc["results"])
 
 
-def test_compiled_step_row_matches_the_loop(tmp_path):
-    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "lstm_zoneout", "--mode", "training",
-                          "--backends", rows.COMPILE_STEP_ROW)  # fmt: skip
+def test_compiled_rows_match_the_loop_masks_included(tmp_path):
+    """torch.compile of the step and of the whole loop (which draws the zoneout masks inside the compiled graph:
+    fallback_random keeps them eager torch's) give the loop's outputs and gradients. ~20 s of compiling."""
+    status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "lstm_zoneout", "--mode", "training", "--compile",
+                          "--backends", f"{rows.COMPILE_STEP_ROW},{rows.COMPILE_LOOP_ROW}")  # fmt: skip
     records = {r["row"]: r for r in doc["results"]}
-    assert status == 0 and records[rows.COMPILE_STEP_ROW]["status"] == "ok", records
+    assert status == 0
+    for row in (rows.COMPILE_STEP_ROW, rows.COMPILE_LOOP_ROW):
+        assert records[row]["status"] == "ok" and records[row]["check"]["compared"] == 3 + 3 + 4, records[row]
 
 
 def test_compiling_the_loop_past_its_limit_gives_the_row_up(tmp_path, monkeypatch):
