@@ -4,6 +4,7 @@ variant against its loop, records it and flags a wrong row. Tiny shapes, one rep
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -173,6 +174,24 @@ def test_time_limit_interrupts_a_long_call_and_none_does_not():
     assert time.perf_counter() - start < 5
     with timing.time_limit(None):
         time.sleep(0.01)
+
+
+def test_time_limit_keeps_an_outer_alarm_pending():
+    """pytest-timeout (and others) arm SIGALRM too: after a time_limit the outer alarm is still armed."""
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("no interval timers here")
+    previous = signal.signal(signal.SIGALRM, lambda *_: None)
+    signal.setitimer(signal.ITIMER_REAL, 100.0)
+    try:
+        with timing.time_limit(5.0):
+            pass
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 90.0 < remaining <= 100.0
+        with timing.time_limit(500.0):  # the outer alarm comes first: left in place
+            assert 90.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class OffsetReference(Backend):
