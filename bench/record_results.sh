@@ -2,6 +2,7 @@
 # Record this machine's benchmark results under bench/results/<device>/: JSON (everything), markdown table, plot.
 # Usage: [THREADS=n] bench/record_results.sh [preset ...]
 #   presets default to: quick fastrnns latency (and flashrnn in bf16 on a GPU)
+#   `variants`: issue 15's variants against a plain PyTorch step loop (~1.5 min on the 2-core CPU)
 #   THREADS=n runs torch with n CPU threads and adds -t<n> to the file names (steadier on a shared, busy machine)
 # Each preset is a separate fusedrnn-bench run; a run whose table shows a mismatch is recorded and reported, not
 # hidden (fusedrnn-bench exits 1 then; this script goes on and exits 1 at the end).

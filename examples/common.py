@@ -58,6 +58,10 @@ def backend_name(rnn: nn.Module, batch_size: int, seq_len: int, device: torch.de
         batch_size=batch_size,
         seq_len=seq_len,
         needs_grad=True,
+        # The variants (fusedrnn.LayerNormLSTM, zoneout=, weight_dropout=) are served by fewer backends.
+        layer_norm=getattr(rnn, "layer_norm", False),
+        zoneout=getattr(rnn, "zoneout", 0.0) != 0.0,
+        weight_dropout=getattr(rnn, "weight_dropout", 0.0) != 0.0,
     )
     return registry.select(rnn.backend, call).name
 

@@ -35,6 +35,8 @@ CASES = {
     "seq2seq_dates": ([], 1, ["dates_learning_curve"]),
     "synced_and_one_to_many": ([], 2, ["synced_and_one_to_many_learning_curves"]),
     "forecasting": ([], 2, ["sunspots_forecast"]),
+    # One seed of each of the three models (LSTM, LN-LSTM, LSTM+zoneout).
+    "char_lm_variants": ([], 3, ["char_lm_learning_curves"]),
 }
 
 

@@ -25,6 +25,14 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 TRUTH_ERROR_FACTOR = 2.0
 
 
+def uses_float64_truth(dtype: torch.dtype, variant: bool) -> bool:
+    """Whether a config's rows may also be judged against the float64 truth (as above): in 16-bit always, and in
+    float32 for issue 15's variants. Their LayerNorm cells amplify rounding over time: at T=100 N=16 H=256 the
+    LayerNorm-LSTM's float32 loop and float32 reference each end ~1e-3 from float64 and 2e-3 from each other (1e-6
+    after 10 steps, 2e-5 after 30), which no fixed float32 tolerance separates from a bug."""
+    return dtype in LOW_PRECISION or (variant and dtype == torch.float32)
+
+
 @dataclasses.dataclass
 class Check:
     """Outcome of comparing one row with the baseline: `passed`, the largest absolute error over every compared
@@ -42,7 +50,7 @@ class Check:
 
     def summary(self) -> str:
         if self.passed:
-            vs_truth = f", {len(self.judged_by_truth)} within {TRUTH_ERROR_FACTOR:g}x torch's fp64 error" * bool(
+            vs_truth = f", {len(self.judged_by_truth)} within {TRUTH_ERROR_FACTOR:g}x the baseline's fp64 error" * bool(
                 self.judged_by_truth
             )
             return f"ok ({self.max_abs_err:.1e}{vs_truth})"

@@ -1,7 +1,9 @@
 """`fusedrnn-bench` (also `python -m fusedrnn.bench`): speed, memory and correctness of every backend vs torch.nn.
 
-Exit status: 0 when every row that ran matched torch.nn, 1 when some row's outputs or gradients did not (the table
-shows which), 2 for a usage error.
+Issue 15's variants (`--preset variants`, or their names given to --cell) have no torch.nn layer: their baseline is
+the same model as a plain PyTorch step loop, and their rows add torch.compile of that loop and fusedrnn's `auto`.
+Exit status: 0 when every row that ran matched its baseline, 1 when some row's outputs or gradients did not (the
+table shows which), 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import environment, report, timing
 from .check import TOLERANCES, TRUTH_ERROR_FACTOR
-from .configs import CELLS, DEFAULT_PRESET, DTYPES, MODES, PRESETS, build_configs, validate_shape
-from .rows import BASELINE, COMPILE_ROW, all_rows
+from .configs import CELLS, DEFAULT_PRESET, DTYPES, MODES, PRESETS, VARIANTS, build_configs, validate_shape
+from .rows import BASELINE, COMPILE_LOOP_ROW, COMPILE_ROW, LOOP_BASELINE, all_rows
 from .runners import FAILED, MISMATCH, run_config
 
 #: (warm-up, timed repetitions) per device type: a GPU step is cheap and noisy, a CPU step is slow and steadier.
@@ -55,11 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fusedrnn-bench",
         description="Benchmark every available fusedrnn backend against torch.nn (cuDNN on GPU, ATen on CPU): "
         "outputs and gradients are checked against torch.nn on the same weights before timing.",
-        epilog="Exit status: 0 all rows matched torch.nn, 1 some row mismatched, 2 usage error.",
+        epilog="Variants (--preset variants; cells " + ", ".join(VARIANTS) + ") are compared with a plain PyTorch "
+        "step loop instead of torch.nn. Exit status: 0 all rows matched their baseline, 1 some row mismatched, "
+        "2 usage error.",
     )
     shape = parser.add_argument_group("what to run")
     shape.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=f"shapes and cells ({presets})")
-    shape.add_argument("--cell", nargs="+", choices=[*CELLS, "all"], help="cells (default: the preset's)")
+    shape.add_argument("--cell", nargs="+", choices=[*CELLS, *VARIANTS, "all"],
+                       help="cells or variants (default: the preset's; all: torch.nn's cells)")  # fmt: skip
     shape.add_argument("--seq-len", type=_positive, help="time steps T (overrides the preset)")
     shape.add_argument("--batch", type=_positive, help="batch size N")
     shape.add_argument("--input-size", type=_positive, help="input features I")
@@ -70,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--dtype", choices=DTYPES, default="float32")
     shape.add_argument("--mode", choices=[*MODES, "both"], default="both", help="no-grad forward, fwd+bwd, or both")
     shape.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present")
-    shape.add_argument("--backends", help="comma-separated rows to run (see --list); torch.nn always runs")
-    shape.add_argument("--compile", action="store_true", help=f"include the {COMPILE_ROW} row (slow to compile)")
+    shape.add_argument("--backends", help=f"comma-separated rows to run (see --list); the baseline ({BASELINE}, or "
+                       f"{LOOP_BASELINE} for a variant) always runs")  # fmt: skip
+    shape.add_argument("--compile", action="store_true",
+                       help=f"include the {COMPILE_ROW} / {COMPILE_LOOP_ROW} rows (slow to compile)")  # fmt: skip
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--warmup", type=_non_negative, help="untimed runs per row (default: cpu 2, cuda 10)")
     measure.add_argument("--repeat", type=_positive, help="timed runs per row (default: cpu 10, cuda 30)")
@@ -94,22 +101,27 @@ def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
     return torch.device(name)
 
 
-def select_rows(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """(rows to run, skipped rows with the reason), from --backends / --compile and what this machine has."""
+def select_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, families: list[bool]):
+    """({family: rows to run}, skipped rows with the reason), from --backends / --compile and what this machine has.
+
+    A family is False for torch.nn's cells and True for the variants (`all_rows(variant=...)`), each with its own
+    baseline first; `families` are those the run's configs need."""
     wanted = None if args.backends is None else [n.strip() for n in args.backends.split(",") if n.strip()]
-    include_compile = args.compile or (wanted is not None and COMPILE_ROW in wanted)
-    rows = all_rows(include_compile)
+    include_compile = args.compile or (wanted is not None and bool({COMPILE_ROW, COMPILE_LOOP_ROW} & set(wanted)))
+    rows = {variant: all_rows(include_compile, variant) for variant in families}
     if wanted is not None:
-        unknown = sorted(set(wanted) - {row.name for row in rows})
+        known = list(dict.fromkeys(row.name for family in rows.values() for row in family))
+        unknown = sorted(set(wanted) - set(known))
         if unknown:
-            parser.error(f"--backends: unknown row(s) {', '.join(unknown)}; known: {', '.join(r.name for r in rows)}")
-        rows = [row for row in rows if row.name == BASELINE or row.name in wanted]
-    skipped = [{"row": row.name, "reason": row.unavailable} for row in rows if row.unavailable]
-    return [row for row in rows if not row.unavailable], skipped
+            parser.error(f"--backends: unknown row(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        rows = {variant: [family[0], *(r for r in family[1:] if r.name in wanted)] for variant, family in rows.items()}
+    skipped = list({row.name: {"row": row.name, "reason": row.unavailable}
+                    for family in rows.values() for row in family if row.unavailable}.values())  # fmt: skip
+    return {variant: [row for row in family if not row.unavailable] for variant, family in rows.items()}, skipped
 
 
 def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.device, rows, modes) -> dict:
-    """How the run was made, recorded in --json (with the exact command line)."""
+    """How the run was made, recorded in --json (with the exact command line); `rows`: every row that may run."""
     warmup, repeat = DEFAULT_REPEATS[device.type]
     return {
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -159,13 +171,16 @@ def _write_outputs(args: argparse.Namespace, results, env: dict, settings: dict,
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    # No emoji codes: a row name such as "compile:loop" followed by ":" would print as an emoji.
+    console = Console(emoji=False)
     if not console.is_terminal:
-        console = Console(width=WIDE_OUTPUT)  # piped or captured: don't squeeze the table into 80 columns
+        console = Console(width=WIDE_OUTPUT, emoji=False)  # piped or captured: don't squeeze the table into 80 columns
     if args.list:
-        for row in all_rows(include_compile=True):
-            state = "available" if row.unavailable is None else f"unavailable: {row.unavailable}"
-            console.print(f"{row.name:22} {row.summary} [dim]({state})[/]")
+        for variant, title in ((False, "torch.nn's cells"), (True, "variants (" + ", ".join(VARIANTS) + ")")):
+            console.print(f"[bold]rows for {title}[/]")
+            for row in all_rows(include_compile=True, variant=variant):
+                state = "available" if row.unavailable is None else f"unavailable: {row.unavailable}"
+                console.print(f"  {row.name:22} {row.summary} [dim]({state})[/]")
         return 0
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib: pip install 'fusedrnn[plot]'")
@@ -180,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         problem = validate_shape(config.shape, config.cell)
         if problem:
             parser.error(problem)
-    rows, skipped = select_rows(parser, args)
-    settings = _settings(args, argv, device, rows, modes)
+    rows, skipped = select_rows(parser, args, list(dict.fromkeys(config.variant for config in configs)))
+    settings = _settings(args, argv, device, list({r.name: r for family in rows.values() for r in family}.values()),
+                         modes)  # fmt: skip
     env = environment.describe(device)
 
     results = []
@@ -189,13 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         report.write_json(args.json, report.document(results, env, settings, skipped, complete=False))
     progress_columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*progress_columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("benchmark", total=len(configs) * len(rows))
+        task = progress.add_task("benchmark", total=sum(len(rows[config.variant]) for config in configs))
         for config in configs:
 
             def advance(row: str, config=config) -> None:
                 progress.update(task, description=f"{config.label()} · {row}", advance=1)
 
-            results += run_config(config, rows, device, settings["warmup"], settings["repeat"], args.seed, advance)
+            results += run_config(
+                config, rows[config.variant], device, settings["warmup"], settings["repeat"], args.seed, advance
+            )
             if args.json:
                 report.write_json(args.json, report.document(results, env, settings, skipped, complete=False))
 

@@ -14,6 +14,15 @@ import torch
 
 #: Command-line cell name -> torch.nn mode string (fusedrnn.registry.RNNCall.mode).
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+#: The recurrent variants of issue 15 (LayerNorm cells, IndRNN, the regularisers) -> their cell's mode. torch.nn has
+#: none of them: their baseline is the same model written as a plain PyTorch step loop (fusedrnn.bench.variant_models).
+VARIANTS = {
+    "ln_lstm": "LSTM",
+    "ln_gru": "GRU",
+    "indrnn": "INDRNN_TANH",
+    "lstm_zoneout": "LSTM",
+    "lstm_weight_dropout": "LSTM",
+}
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MODES = ("inference", "training")
 
@@ -61,6 +70,9 @@ PRESETS = {
     "sweep": Preset(_grid((1, 4, 16, 64), (128, 256, 512), 100), ("lstm",), "T=100, N in 1..64 x H in 128..512"),
     # pytorch/examples' time_sequence_prediction (LSTMCell, N=97, H=51, float64 there: add --dtype float64).
     "cells": Preset((Shape(100, 97, 51, 51, step_by_step=True),), ("lstm", "gru"), "cells stepped T=100 N=97 I=H=51"),
+    # Issue 15's target shape: the fused CPU layers should be >= 3x the plain step loop there.
+    "variants": Preset((Shape(100, 16, 256, 256),), tuple(VARIANTS), "LayerNorm/IndRNN/zoneout/DropConnect vs a "
+                       "plain PyTorch step loop, T=100 N=16 I=H=256"),  # fmt: skip
 }
 DEFAULT_PRESET = "quick"
 
@@ -69,14 +81,19 @@ DEFAULT_PRESET = "quick"
 class BenchConfig:
     """One measured point: a cell on a shape in a dtype, run for inference or for a training step."""
 
-    cell: str  # a key of CELLS
+    cell: str  # a key of CELLS or of VARIANTS
     shape: Shape
     dtype: str  # a key of DTYPES
     mode: str  # "inference" | "training"
 
     @property
     def torch_mode(self) -> str:
-        return CELLS[self.cell]
+        return CELLS[self.cell] if self.cell in CELLS else VARIANTS[self.cell]
+
+    @property
+    def variant(self) -> bool:
+        """One of issue 15's variants (compared with a plain PyTorch loop), not one of torch.nn's cells."""
+        return self.cell in VARIANTS
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -125,6 +142,8 @@ def validate_shape(shape: Shape, cell: str) -> str | None:
         return f"--proj-size must be >= 0, got {shape.proj_size}"
     if shape.proj_size and cell != "lstm":
         return f"--proj-size is only supported for lstm, not {cell}"
+    if cell in VARIANTS and (shape.layers > 1 or shape.bidirectional or shape.step_by_step):
+        return f"{cell}: the variants' plain-loop baselines run one unidirectional layer (no --layers, --bidirectional)"
     if shape.step_by_step and (shape.layers > 1 or shape.bidirectional or shape.proj_size):
         return "the cells preset steps one unidirectional layer without projection"
     if shape.proj_size >= shape.hidden_size:

@@ -11,10 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .configs import BenchConfig
-
-
-class Unsupported(Exception):
-    """This row cannot run this configuration; the message says why (shown in the table, not an error)."""
+from .runnable import Runnable, Unsupported
 
 
 def _single_layer_only(config: BenchConfig, library: str, modes: tuple[str, ...]) -> None:
@@ -30,8 +27,6 @@ def _single_layer_only(config: BenchConfig, library: str, modes: tuple[str, ...]
 def haste_runnable(config: BenchConfig, baseline: nn.Module):
     """haste_pytorch.LSTM/GRU loaded with the baseline's weights through haste's own `from_native_weights`."""
     import haste_pytorch as haste
-
-    from .rows import Runnable
 
     _single_layer_only(config, "haste", ("LSTM", "GRU"))
     s = config.shape
@@ -56,8 +51,6 @@ def flashrnn_runnable(config: BenchConfig, baseline: nn.Module):
     import torch
     import torch.nn.functional as F
     from flashrnn import flashrnn
-
-    from .rows import Runnable
 
     _single_layer_only(config, "flashrnn", ("LSTM",))
     H = config.shape.hidden_size

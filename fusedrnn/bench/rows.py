@@ -1,42 +1,36 @@
 """The rows of the table: which implementations are benchmarked, and how each is built on the baseline's weights.
 
-Every row turns the torch.nn baseline module (which owns the shared, seeded weights) into a `Runnable`: a callable
+Every row turns the baseline module (which owns the shared, seeded weights) into a `Runnable`: a callable
 `(x, h0, c0) -> [y, h_n, c_n?]` plus the parameters whose gradients are compared with the baseline's by name.
-fusedrnn backends are picked up generically from the registry, so a backend registered later appears by itself.
+The baseline is torch.nn's layer for torch.nn's cells, and for issue 15's variants (which torch.nn lacks) the same
+model written as a plain PyTorch step loop (fusedrnn.bench.variant_models). fusedrnn backends are picked up
+generically from the registry, so a backend registered later appears by itself.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .. import cells, modules, registry
-from . import peers
+from . import peers, variant_models
 from .configs import BenchConfig
+from .runnable import RowSpec, Runnable, module_runnable
 
 BASELINE = "torch.nn"
 COMPILE_ROW = "compile:reference"
 FUSED_PREFIX = "fusedrnn:"
-
-
-@dataclasses.dataclass
-class Runnable:
-    """forward(x [T,N,I], h0 [L*D,N,P], c0 [L*D,N,H] or None) -> [y, h_n] (+ [c_n] for LSTM); params by torch name."""
-
-    forward: Callable[[Tensor, Tensor, Tensor | None], list[Tensor]]
-    params: dict[str, Tensor]
-
-
-@dataclasses.dataclass(frozen=True)
-class RowSpec:
-    name: str
-    summary: str
-    build: Callable[[BenchConfig, nn.Module], Runnable]
-    unavailable: str | None = None  # why this row cannot run on this machine at all (shown as a note)
+#: The variants' rows: their baseline (a plain PyTorch loop), torch.compile of it, and fusedrnn's layer under `auto`.
+LOOP_BASELINE = "loop"
+COMPILE_STEP_ROW = "compile:step"
+COMPILE_LOOP_ROW = "compile:loop"
+WEIGHT_DROP_ROW = "torch.nn+weight_drop"
+AUTO_ROW = FUSED_PREFIX + registry.AUTO
+#: How long torch.compile may take to unroll and compile the loop of a variant before its row is given up: it took
+#: 163 s for the LayerNorm-LSTM's training step at T=100 H=256 on the 2-core CPU (loaded), the step alone 7 s.
+COMPILE_LOOP_LIMIT_S = 300.0
 
 
 class CellLoop(nn.Module):
@@ -70,7 +64,10 @@ def _cell_loop(config: BenchConfig, namespace, **kwargs) -> nn.Module:
 
 
 def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.Module:
-    """The plain torch.nn module (cuDNN on GPU, ATen on CPU) whose seeded weights every row copies."""
+    """The module whose seeded weights every row copies: torch.nn's (cuDNN on GPU, ATen on CPU), or for a variant
+    its plain PyTorch loop."""
+    if config.variant:
+        return variant_models.loop_module(config, device, seed)
     s = config.shape
     torch.manual_seed(seed)
     if s.step_by_step:
@@ -81,17 +78,6 @@ def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.
     if config.torch_mode == "GRU":
         return nn.GRU(s.input_size, s.hidden_size, **kwargs)
     return nn.RNN(s.input_size, s.hidden_size, nonlinearity=config.cell.removeprefix("rnn_"), **kwargs)
-
-
-def module_runnable(module: nn.Module) -> Runnable:
-    """Wrap a torch.nn-compatible module (torch.nn, fusedrnn, or a compiled one) as a Runnable."""
-
-    def forward(x, h0, c0):
-        y, hidden = module(x, h0 if c0 is None else (h0, c0))
-        return [y, *hidden] if isinstance(hidden, tuple) else [y, hidden]
-
-    params = dict(module.named_parameters())
-    return Runnable(forward, params)
 
 
 def fused_twin(config: BenchConfig, baseline: nn.Module, backend: str) -> nn.Module:
@@ -112,9 +98,12 @@ def fused_twin(config: BenchConfig, baseline: nn.Module, backend: str) -> nn.Mod
     return module.train(config.training)
 
 
-def _fused_row(name: str, unavailable: str | None) -> RowSpec:
+def _fused_row(name: str, unavailable: str | None, variant: bool = False) -> RowSpec:
     backend = registry.get_backend(name) if unavailable is None else None
     summary = getattr(backend, "summary", "") or f"fusedrnn backend {name!r}"
+    if variant:
+        build = lambda config, baseline: variant_models.fused_variant(config, baseline, name)  # noqa: E731
+        return RowSpec(FUSED_PREFIX + name, summary, build, unavailable)
     return RowSpec(
         FUSED_PREFIX + name,
         summary,
@@ -127,9 +116,6 @@ def _compiled_reference(config: BenchConfig, baseline: nn.Module) -> Runnable:
     # dynamic=False: the benchmark reuses one shape, and a static graph is what a user of a fixed shape would get.
     module = fused_twin(config, baseline, "reference")
     runnable = module_runnable(module)
-    # Every fusedrnn module shares one forward code object, so Dynamo's per-code cache (8 entries by default) would
-    # fill up over a sweep and silently fall back to eager; a fresh cache per config keeps this row compiled.
-    torch._dynamo.reset()
     compiled = torch.compile(module, dynamic=False)
     return Runnable(module_runnable(compiled).forward, runnable.params)
 
@@ -139,8 +125,11 @@ def _peer_row(name: str, package: str, summary: str, build) -> RowSpec:
     return RowSpec(name, summary, build, missing)
 
 
-def all_rows(include_compile: bool) -> list[RowSpec]:
-    """Every row this machine knows of, available or not, in table order: the baseline first."""
+def all_rows(include_compile: bool, variant: bool = False) -> list[RowSpec]:
+    """Every row this machine knows of, available or not, in table order: the baseline first. `variant`: the rows
+    of issue 15's variants instead of torch.nn's cells."""
+    if variant:
+        return _variant_rows(include_compile)
     rows = [
         RowSpec(BASELINE, "plain torch.nn module: cuDNN on GPU, ATen/oneDNN on CPU", lambda c, b: module_runnable(b))
     ]
@@ -150,7 +139,30 @@ def all_rows(include_compile: bool) -> list[RowSpec]:
         if include_compile
         else ("not requested (--compile): Dynamo unrolls all T steps, compiling took ~90 s at T=50 on a 2-core CPU")
     )
-    rows.append(RowSpec(COMPILE_ROW, "torch.compile of the reference loop", _compiled_reference, compile_note))
+    rows.append(
+        RowSpec(COMPILE_ROW, "torch.compile of the reference loop", _compiled_reference, compile_note, compiles=True)
+    )
     rows.append(_peer_row("flashrnn", "flashrnn", "FlashRNN (NX-AI), fused CUDA kernels", peers.flashrnn_runnable))
     rows.append(_peer_row("haste", "haste_pytorch", "haste (LMNT), CUDA kernels", peers.haste_runnable))
+    return rows
+
+
+def _variant_rows(include_compile: bool) -> list[RowSpec]:
+    loop = lambda config, baseline: variant_models.seeded(module_runnable(baseline))  # noqa: E731
+    auto = lambda config, baseline: variant_models.fused_variant(config, baseline, registry.AUTO)  # noqa: E731
+    rows = [
+        RowSpec(LOOP_BASELINE, "the same model as a plain PyTorch step loop (what users write today)", loop),
+        RowSpec(COMPILE_STEP_ROW, "that loop with torch.compile of its step", variant_models.compiled_step,
+                compiles=True),
+        RowSpec(WEIGHT_DROP_ROW, "torch.nn's LSTM on a dropped copy of W_hh (AWD-LSTM's WeightDrop)",
+                variant_models.weight_drop_lstm),
+        RowSpec(AUTO_ROW, "fusedrnn's layer, backend picked by auto", auto),
+    ]  # fmt: skip
+    rows += [_fused_row(name, reason, variant=True) for name, reason in registry.availability().items()]
+    compile_note = None if include_compile else (
+        f"not requested (--compile): Dynamo unrolls all T steps, compiling took 163 s for LayerNorm-LSTM training at "
+        f"T=100 H=256 on a 2-core CPU (limit {COMPILE_LOOP_LIMIT_S:.0f} s when requested)"
+    )  # fmt: skip
+    rows.append(RowSpec(COMPILE_LOOP_ROW, "torch.compile of the whole loop", variant_models.compiled_loop,
+                        compile_note, compiles=True, first_call_limit_s=COMPILE_LOOP_LIMIT_S))  # fmt: skip
     return rows

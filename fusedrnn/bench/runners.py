@@ -11,10 +11,11 @@ from torch import Tensor
 
 from ..registry import BackendError
 from . import timing
-from .check import LOW_PRECISION, Check, compare
+from .check import Check, compare, uses_float64_truth
 from .configs import BenchConfig
-from .peers import Unsupported
-from .rows import BASELINE, RowSpec, Runnable, baseline_module, module_runnable
+from .runnable import Unsupported
+from .rows import baseline_module
+from .runnable import RowSpec, Runnable
 
 #: Row outcomes. A mismatching row is still timed: the table shows its speed next to the failed check.
 OK, MISMATCH, UNCHECKED, UNSUPPORTED, FAILED = "ok", "mismatch", "unchecked", "unsupported", "failed"
@@ -31,6 +32,7 @@ class Result:
     peak_bytes: int | None = None
     rss_growth_bytes: int | None = None  # CPU only: process peak RSS growth during one step (a lower bound)
     speedup: float | None = None  # baseline median / this median, same config
+    baseline: str = ""  # the row every row of this config is checked against and compared with (the first)
 
     @property
     def throughput(self) -> float | None:
@@ -97,15 +99,18 @@ def step(runnable: Runnable, inputs: Inputs, training: bool) -> dict[str, Tensor
     return {**dict(zip(names, (o.detach() for o in outputs))), **dict(zip(targets, grads))}
 
 
-def float64_truth(baseline: torch.nn.Module, inputs: Inputs, config: BenchConfig) -> dict[str, Tensor | None]:
-    """torch.nn in float64 on the very same (already rounded) weights, inputs and upstream gradients."""
+def float64_truth(
+    spec: RowSpec, baseline: torch.nn.Module, inputs: Inputs, config: BenchConfig
+) -> dict[str, Tensor | None]:
+    """The baseline row (`spec` on the module `baseline`) in float64 on the very same (already rounded) weights,
+    inputs and upstream gradients."""
     exact = copy.deepcopy(baseline).double()
 
     def widen(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.detach().double().requires_grad_(config.training)
 
     wide = Inputs(widen(inputs.x), widen(inputs.h0), widen(inputs.c0), [u.double() for u in inputs.upstream])
-    return step(module_runnable(exact), wide, config.training)
+    return step(spec.build(config, exact), wide, config.training)
 
 
 def run_config(
@@ -119,18 +124,25 @@ def run_config(
 ) -> list[Result]:
     """Benchmark every row on `config`; `advance(row)` is called as each row is built and checked (progress).
 
+    The first row is the baseline (torch.nn, or a variant's plain loop): every other row is checked against its
+    outputs and gradients, and its median time is the speedup's numerator.
     Rows are checked one by one, then timed interleaved (repetition r of every row before repetition r+1 of any),
     so a burst of load from elsewhere on a shared machine slows all rows alike instead of one row's whole block.
     """
+    baseline_spec = rows[0]
     baseline = baseline_module(config, device, seed).train(config.training)
     inputs = make_inputs(config, device, seed)
-    truth = float64_truth(baseline, inputs, config) if config.torch_dtype in LOW_PRECISION else None
+    truth = None
+    if uses_float64_truth(config.torch_dtype, config.variant):
+        truth = float64_truth(baseline_spec, baseline, inputs, config)
+    if any(spec.compiles for spec in rows):
+        torch.compiler.reset()  # fresh Dynamo caches for this config's compiled rows (RowSpec.compiles)
     expected: dict[str, Tensor | None] | None = None
     results: list[Result] = []
     steps: dict[str, Callable[[], object]] = {}
     for spec in rows:
         advance(spec.name)
-        result = Result(config, spec.name, OK)
+        result = Result(config, spec.name, OK, baseline=baseline_spec.name)
         results.append(result)
         try:
             runnable = spec.build(config, baseline)
@@ -138,11 +150,13 @@ def run_config(
             def run(runnable=runnable):
                 return step(runnable, inputs, config.training)
 
-            actual = run()  # the first call also compiles / autotunes where a row does that
-            if spec.name == BASELINE:
+            with timing.time_limit(spec.first_call_limit_s):
+                actual = run()  # the first call also compiles / autotunes where a row does that
+            if spec is baseline_spec:
                 expected = actual
             if expected is None:
-                result.status, result.note = UNCHECKED, f"{BASELINE} baseline failed: nothing to check against"
+                result.status = UNCHECKED
+                result.note = f"{baseline_spec.name} baseline failed: nothing to check against"
             else:
                 result.check = compare(actual, expected, config.torch_dtype, truth)
                 if not result.check.passed:
@@ -162,7 +176,7 @@ def run_config(
             result.peak_bytes, result.rss_growth_bytes = timing.peak_memory(steps[name], device)
         except Exception as error:  # noqa: BLE001 - a failed probe leaves the memory unknown, the timing stands
             result.note = f"memory probe failed: {type(error).__name__}: {error}"
-    base = by_name.get(BASELINE)
+    base = by_name.get(baseline_spec.name)
     for result in results:
         if base is not None and base.timing is not None and result.timing is not None:
             result.speedup = base.timing.median / result.timing.median
@@ -170,7 +184,7 @@ def run_config(
 
 
 def _record_failure(result: Result, error: Exception) -> None:
-    if isinstance(error, (BackendError, Unsupported)):
+    if isinstance(error, (BackendError, Unsupported, timing.TimeLimitExceeded)):
         result.status, result.note = UNSUPPORTED, str(error)
     else:
         result.status, result.note = FAILED, f"{type(error).__name__}: {error}".strip()

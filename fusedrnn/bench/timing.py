@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -41,6 +43,45 @@ class Timing:
     @property
     def max(self) -> float:
         return max(self.times_ms)
+
+
+#: An outer alarm due while time_limit ran still fires, this soon after (setitimer(0) would cancel it instead).
+_REARM_AT_LEAST_S = 1e-3
+
+
+class TimeLimitExceeded(Exception):
+    """A call ran past its time limit (`time_limit`) and was interrupted."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Interrupt the body with TimeLimitExceeded after `seconds` (None: no limit).
+
+    Uses SIGALRM, so it limits only in the main thread of a POSIX process (elsewhere the body runs unlimited): a
+    compilation cannot be cancelled any other way from inside the process. An alarm already pending (pytest-timeout's,
+    say) is honoured: if it comes first this adds no limit, otherwise it is re-armed for its remaining time after."""
+    if seconds is None or not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outer_remaining, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if outer_remaining and outer_remaining <= seconds:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise TimeLimitExceeded(f"gave up after {seconds:.0f} s (the row's limit on its first call)")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_remaining:
+            left = max(outer_remaining - (time.monotonic() - start), _REARM_AT_LEAST_S)
+            signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
 
 
 def synchronize(device: torch.device) -> None:
