@@ -1,5 +1,5 @@
 """torch.library ops around issue #15's variant kernels (fusedrnn.kernels.variants): LayerNorm-LSTM / GRU, IndRNN and
-zoneout (of those and of the plain LSTM / GRU), with the autograd shared with the other layer ops
+zoneout (of those and of the plain LSTM / GRU / Elman RNN), with the autograd shared with the other layer ops
 (fusedrnn.autograd_paths). Registered like fusedrnn.triton_ops' (whose launch helpers they use).
 
   fusedrnn::triton_variant_forward(x, h0?, c0?, w_ih, w_hh, b_ih?, b_hh?, w_hr?, ln_ih?, ln_hh?, ln_c_weight?,
@@ -15,7 +15,8 @@ zoneout (of those and of the plain LSTM / GRU), with the autograd shared with th
       reductions over T*N: dx, dW_ih, dW_hh (IndRNN: du = sum dgates * h_{t-1}), the biases and the LN gains (the
       input-side LN backward is done here, from the recomputed x W_ih^T).
 
-Saved for the backward (SAVE), beyond the plain ops' hs, cs, saved (IndRNN: h~, whose zoneout makes it differ from h):
+Saved for the backward (SAVE), beyond the plain ops' hs, cs, saved (IndRNN, Elman RNN: h~, which zoneout makes
+differ from h):
 xhat [T, N, G*H] fp32 and rstd [T, N, 2] fp32 (layer norm: the normalised recurrent pre-activations and both 1/std),
 cn [T, N, H] fp32 (LSTM: c~ before zoneout, or its normalised value with layer norm).
 """
@@ -37,6 +38,12 @@ from .triton_ops import _launchable, _op, _placeholder, _stages, dot_precision, 
 LSTM_ID = MODE_IDS["LSTM"]
 GRU_ID = MODE_IDS["GRU"]
 ELEMENTWISE_IDS = tuple(MODE_IDS[name] for name in ELEMENTWISE_RECURRENCE)
+
+
+def _slots(mode: int) -> int:
+    """Saved activations per row, in units of H: the plain kernels' (SAVED_SLOTS), except that the Elman RNN saves
+    h~ here, since zoneout makes its state differ from h~."""
+    return max(SAVED_SLOTS[mode], 1)
 
 
 def _mode_name(mode: int) -> str:
@@ -95,7 +102,7 @@ def variant_forward(
     T, N, _ = x.shape
     gates = GATES[_mode_name(mode)]
     H = w_hh.shape[0] // gates
-    slots = SAVED_SLOTS[mode]
+    slots = _slots(mode)
     is_lstm = mode == LSTM_ID
     norm = ln_ih is not None
     elementwise = mode in ELEMENTWISE_IDS
@@ -185,7 +192,7 @@ def variant_backward(
             given(ln_hh), given(ln_c_weight), given(ln_c_bias), given(zoneout_h), given(zoneout_c), given(lengths),
             dh, dc, dgi, dgh, draw, dcn, T, N, H,
             MODE=mode, GATES=gates, reverse=int(reverse), HAS_BIAS=bias, HAS_LENGTHS=lengths is not None,
-            SLOTS=SAVED_SLOTS[mode], NORM=norm, ZONEOUT_H=zoneout_h is not None, ZONEOUT_C=zoneout_c is not None,
+            SLOTS=_slots(mode), NORM=norm, ZONEOUT_H=zoneout_h is not None, ZONEOUT_C=zoneout_c is not None,
             ELEMENTWISE=elementwise, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
             PRECISION=dot_precision(x.dtype), num_warps=plan.warps, **_stages(plan),
         )  # fmt: skip

@@ -24,7 +24,7 @@ from .activations import sigmoid, tanh
 from .backward import _matmul_rows
 from .cells import cell_backward, cell_forward, load_f32, load_gate_inputs, skip_finished_rows
 from .forward import _bias, _hh_dot, _store_state
-from .modes import GRU, INDRNN_TANH, LSTM
+from .modes import GRU, INDRNN_TANH, LSTM, RNN_TANH
 
 
 @triton.jit
@@ -97,7 +97,7 @@ def variant_forward_kernel(
     hs_ptr,  # [S, N, H] fp32 states, slots as recurrence_forward_kernel's
     cs_ptr,  # [S, N, H] fp32 cell states (LSTM)
     y_ptr,  # [T, N, H] output, input dtype
-    saved_ptr,  # [T, N, SLOTS*H] (SAVE): LSTM i, f, g, o; GRU r, z, n, gh_n; IndRNN h~
+    saved_ptr,  # [T, N, SLOTS*H] (SAVE): LSTM i, f, g, o; GRU r, z, n, gh_n; IndRNN and Elman RNN h~
     xhat_ptr,  # [T, N, G*H] fp32 (SAVE and NORM): the normalised recurrent pre-activations
     cn_ptr,  # [T, N, H] fp32 (SAVE and LSTM): c~ before zoneout, or its normalised xhat with NORM
     rstd_ptr,  # [T, N, 2] fp32 (SAVE and NORM): 1/std of the recurrent row and of c~
@@ -227,9 +227,9 @@ def variant_forward_kernel(
                     tl.store(cn_ptr + step_off + tile, c_keep, mask=mask)
             elif MODE == GRU:
                 h_tilde, _c, a0, a1, a2, a3 = cell_forward(gi0 + gh0, gi1 + gh1, gi2, gh2, gi0, h_prev, h_prev, MODE)
-            else:  # IndRNN
+            else:  # IndRNN, or the Elman RNN with zoneout
                 pre = gi0 + gh0
-                if MODE == INDRNN_TANH:
+                if MODE == INDRNN_TANH or MODE == RNN_TANH:
                     h_tilde = tanh(pre)
                 else:
                     h_tilde = tl.maximum(pre, 0.0)
@@ -378,14 +378,16 @@ def variant_backward_kernel(
                                                                        h_prev, h_prev, MODE)  # fmt: skip
                 dc = dc_prev
                 direct += kept
-            else:  # IndRNN: a0 is h~
-                if MODE == INDRNN_TANH:
+            else:  # IndRNN or Elman RNN: a0 is h~
+                if MODE == INDRNN_TANH or MODE == RNN_TANH:
                     d0 = dh_tilde * (1.0 - a0 * a0)
                 else:
                     d0 = tl.where(a0 > 0, dh_tilde, 0.0)
-                u = tl.load(w_hh_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
                 d1, d2, d2_hh, d3, dc, dc_prev = d0, d0, d0, d0, d0, d0
-                direct = kept + d0 * u
+                direct = kept
+                if ELEMENTWISE:  # IndRNN's u * h_{t-1}; the Elman RNN's W_hh goes through phase B
+                    u = tl.load(w_hh_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+                    direct += d0 * u
             if HAS_LENGTHS:
                 d0, d1, d2, d2_hh, d3, dc_prev, direct = skip_finished_rows(
                     valid, d0, d1, d2, d2_hh, d3, dc_prev, direct, dc, dh
