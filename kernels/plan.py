@@ -301,6 +301,9 @@ VARIANT_KERNELS = ("rowwise", "tiled", "elementwise")
 #: one program (BLOCK_H >= H, G fp32 accumulators [16, BLOCK_H]). Beyond this the accumulators no longer fit in
 #: registers (compile_check, sm_90, 8 warps: see tests/test_triton_compile.py's variant checks).
 MAX_NORM_HIDDEN = 128
+#: The rowwise kernel's tiles are the whole row (up to 4 x [16, 128] fp32 accumulators): at the tiled kernels' 8 warps
+#: the fp32 LN-LSTM backward with zoneout spilled 36 B at H=128 (compile_check --variants), at 16 nothing spills.
+ROWWISE_WARPS = 16
 #: IndRNN's elementwise kernel: no dot, so any tile works; 16 x 64 fp32 tiles per program and step.
 ELEMENTWISE_BLOCK_H = 64
 ELEMENTWISE_WARPS = 4
@@ -364,11 +367,11 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
         if block_h < H:
             raise Refused(f"layer norm kernels: block_h={block_h} < H={H}: the row reduction needs the whole row in "
                           f"one tile")  # fmt: skip
-        name = "rowwise"
+        name, warps = "rowwise", ROWWISE_WARPS
     else:
         block_h = tuning.block_h or TILED_BLOCK_H
-        name = "tiled"
+        name, warps = "tiled", TILED_WARPS
     if min(block_h, block_k) < MIN_DOT:
         raise Refused(f"variant kernels: block_h={block_h}, block_k={block_k}: tl.dot needs every dimension >= {MIN_DOT}")
-    return VariantPlan(kernel=name, block_n=block_n, block_h=block_h, block_k=block_k, warps=tuning.warps or TILED_WARPS,
+    return VariantPlan(kernel=name, block_n=block_n, block_h=block_h, block_k=block_k, warps=tuning.warps or warps,
                        stages=tuning.stages, grid=(_cdiv(N, block_n), 1))  # fmt: skip
