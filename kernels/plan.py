@@ -17,6 +17,9 @@ Environment (read by the host, once per call):
       kernels), stages (num_stages of the tiled kernels). An unknown key or a malformed value is a ValueError; a
       well-formed value that the chosen path cannot use is `Refused` with the reason (auto then runs tiled).
 
+The variants (layer norm, zoneout, IndRNN: fusedrnn.kernels.variants) are planned by `plan_variant` (bottom of this
+file, with why the persistent kernels refuse layer norm and zoneout and how they could do it).
+
 Persistent kernels (fusedrnn.kernels.persistent): one program per slice of BLOCK_H hidden units, all batch rows in one
 tile, the program's W_hh slice resident on chip for the sequence, one grid-wide barrier per step. The barrier
 requires every program to be resident at once: at most one program per SM (`Device.programs`). Their reduction
@@ -304,6 +307,9 @@ MAX_NORM_HIDDEN = 128
 #: The rowwise kernel's tiles are the whole row (up to 4 x [16, 128] fp32 accumulators): at the tiled kernels' 8 warps
 #: the fp32 LN-LSTM backward with zoneout spilled 36 B at H=128 (compile_check --variants), at 16 nothing spills.
 ROWWISE_WARPS = 16
+#: ... and its reduction tile is 16 deep: at 32 the fp32 LN-LSTM forward (four [32, 128] W_hh tiles per K step) still
+#: spilled 8 B at 16 warps; at 16 neither dtype spills and the staged tiles take half the shared memory.
+ROWWISE_BLOCK_K = MIN_DOT
 #: IndRNN's elementwise kernel: no dot, so any tile works; 16 x 64 fp32 tiles per program and step.
 ELEMENTWISE_BLOCK_H = 64
 ELEMENTWISE_WARPS = 4
@@ -356,7 +362,7 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
     if kernel == "persistent":
         what = "layer norm" if layer_norm else "zoneout"
         raise Refused(f"variant kernels ({what}): {PERSISTENT_VARIANT_REASON}")
-    block_k = tuning.block_k or TILED_BLOCK_K
+    block_k = tuning.block_k or (ROWWISE_BLOCK_K if layer_norm else TILED_BLOCK_K)
     if layer_norm:
         if H > MAX_NORM_HIDDEN:
             raise Refused(f"layer norm kernels: hidden size {H} > {MAX_NORM_HIDDEN}: one program holds a step's whole "

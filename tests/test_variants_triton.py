@@ -229,7 +229,7 @@ def _problem(N=16, H=64, G=4, element_size=2):
 def test_layer_norm_plans_one_tile_holding_the_whole_row(H, block_h):
     chosen = plan.plan_variant(_problem(N=17, H=H), layer_norm=True, elementwise=False)
     assert (chosen.kernel, chosen.block_h, chosen.grid) == ("rowwise", block_h, (2, 1))
-    assert chosen.block_h >= H and chosen.warps == plan.ROWWISE_WARPS
+    assert chosen.block_h >= H and (chosen.warps, chosen.block_k) == (plan.ROWWISE_WARPS, plan.ROWWISE_BLOCK_K)
 
 
 def test_layer_norm_refuses_rows_too_wide_for_one_program():
