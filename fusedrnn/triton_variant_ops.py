@@ -111,10 +111,12 @@ def variant_forward(
     first = T if save and reverse else 0  # slots as in triton_ops.recurrence_forward
     last = (0 if reverse else T) if save else T % 2
     hs = x.new_empty((states, N, H), dtype=torch.float32)
-    hs[first].copy_(h0) if h0 is not None else hs[first].zero_()
     cs = x.new_empty((states, N, H) if is_lstm else (0,), dtype=torch.float32)
-    if is_lstm:
-        cs[first].copy_(c0) if c0 is not None else cs[first].zero_()
+    for buffer, initial, used in ((hs, h0, True), (cs, c0, is_lstm)):
+        if used and initial is None:
+            buffer[first].zero_()
+        elif used:
+            buffer[first].copy_(initial)
     y = x.new_empty((T, N, H))
     saved = x.new_empty((T, N, slots * H) if save else (0,))
     xhat = x.new_empty((T, N, gates * H) if save and norm else (0,), dtype=torch.float32)

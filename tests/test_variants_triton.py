@@ -217,6 +217,34 @@ def test_packed_bidirectional_module_matches_reference_backend(module_id, traini
     assert_all_close(*results, DTYPE)
 
 
+CELLS = {
+    "ln_lstm_cell": (fusedrnn.LayerNormLSTMCell, {}),
+    "ln_gru_cell": (fusedrnn.LayerNormGRUCell, {}),
+    "indrnn_tanh_cell": (fusedrnn.IndRNNCell, {}),
+}
+
+
+@pytest.mark.parametrize("cell_id", list(CELLS))
+def test_cell_matches_reference_backend(cell_id):
+    """One step (the layer kernels at T=1): output and every gradient."""
+    cls, kwargs = CELLS[cell_id]
+    cells = []
+    for backend in ("triton", "reference"):
+        torch.manual_seed(0)
+        cells.append(cls(3, 5, backend=backend, **kwargs))
+    generator = torch.Generator().manual_seed(3)
+    x, h, c = (torch.randn(2, n, generator=generator) for n in (3, 5, 5))
+
+    def make_inputs():
+        leaves = {"x": x.clone().requires_grad_(), "h": h.clone().requires_grad_(), "c": c.clone().requires_grad_()}
+        state = (leaves["h"], leaves["c"]) if cls is fusedrnn.LayerNormLSTMCell else leaves["h"]
+        if cls is not fusedrnn.LayerNormLSTMCell:
+            del leaves["c"]
+        return (leaves["x"], state), leaves
+
+    assert_all_close(*(forward_backward(cell, make_inputs) for cell in cells), DTYPE)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Planner (plain Python) and the backend's support decisions
 
