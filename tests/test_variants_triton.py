@@ -245,6 +245,23 @@ def test_cell_matches_reference_backend(cell_id):
     assert_all_close(*(forward_backward(cell, make_inputs) for cell in cells), DTYPE)
 
 
+@pytest.mark.parametrize("module_id", ["ln_lstm_zoneout_pair", "indrnn_relu"])
+def test_fullgraph_compile_equals_eager(module_id):
+    """torch.compile traces the variant ops (and their registered autograd) without graph breaks."""
+    cls, kwargs = MODULES[module_id]
+    torch.manual_seed(0)
+    module = cls(3, 5, backend="triton", **kwargs).eval()  # eval: zoneout's constant masks, no RNG in the graph
+    x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(1))
+
+    def make_inputs():
+        leaf = x.clone().requires_grad_()
+        return (leaf,), {"x": leaf}
+
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    traced = {key.replace("_orig_mod.", ""): value for key, value in forward_backward(compiled, make_inputs).items()}
+    assert_all_close(traced, forward_backward(module, make_inputs), DTYPE)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Planner (plain Python) and the backend's support decisions
 
