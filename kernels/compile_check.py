@@ -33,7 +33,8 @@ VARIANTS = (("ln", 0, True, False, False), ("ln", 1, True, False, False), ("ln z
             ("zoneout", 0, False, True, True), ("zoneout", 1, False, True, False), ("indrnn", 4, False, False, False),
             ("indrnn zoneout", 5, False, True, False))  # fmt: skip
 #: The key configurations of the variant kernels: layer norm at its largest planned H, zoneout and IndRNN at 768.
-VARIANT_KEY_SHAPES = ((16, 128, ("ln", "ln zoneout")), (64, 128, ("ln",)), (16, 768, ("zoneout", "indrnn", "indrnn zoneout")))
+VARIANT_KEY_SHAPES = ((16, 128, ("ln", "ln zoneout")), (64, 128, ("ln",)),
+                      (16, 768, ("zoneout", "indrnn", "indrnn zoneout")))
 #: The persistent kernels' reduction pieces (fusedrnn.kernels.plan.k_pieces).
 PIECES = ("K0", "K1", "K2", "K3")
 #: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.

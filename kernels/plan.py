@@ -365,9 +365,9 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
     block_k = tuning.block_k or (ROWWISE_BLOCK_K if layer_norm else TILED_BLOCK_K)
     if layer_norm:
         if H > MAX_NORM_HIDDEN:
-            raise Refused(f"layer norm kernels: hidden size {H} > {MAX_NORM_HIDDEN}: one program holds a step's whole "
-                          f"row of {problem.gates}*H pre-activations for the in-program reduction, and beyond "
-                          f"{MAX_NORM_HIDDEN} its accumulators spill; the split design is described in plan.py")  # fmt: skip
+            raise Refused(f"layer norm kernels: hidden size {H} > {MAX_NORM_HIDDEN}: one program holds a step's "
+                          f"whole row of {problem.gates}*H pre-activations for the in-program reduction, and beyond "
+                          f"{MAX_NORM_HIDDEN} its accumulators spill (the split design: fusedrnn.kernels.plan)")  # fmt: skip
         whole = max(MIN_DOT, _next_power_of_two(H))
         block_h = tuning.block_h or whole
         if block_h < H:
@@ -378,6 +378,7 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
         block_h = tuning.block_h or TILED_BLOCK_H
         name, warps = "tiled", TILED_WARPS
     if min(block_h, block_k) < MIN_DOT:
-        raise Refused(f"variant kernels: block_h={block_h}, block_k={block_k}: tl.dot needs every dimension >= {MIN_DOT}")
+        raise Refused(f"variant kernels: block_h={block_h}, block_k={block_k}: tl.dot needs every dimension >= "
+                      f"{MIN_DOT}")
     return VariantPlan(kernel=name, block_n=block_n, block_h=block_h, block_k=block_k, warps=tuning.warps or warps,
                        stages=tuning.stages, grid=(_cdiv(N, block_n), 1))  # fmt: skip
