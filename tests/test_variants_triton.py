@@ -257,11 +257,16 @@ def test_fullgraph_compile_equals_eager(module_id):
         leaf = x.clone().requires_grad_()
         return (leaf,), {"x": leaf}
 
-    # Static shapes, from a clean cache: after other tests' compiles Dynamo would mark the batch size dynamic, and the
-    # registry's selection (an assume_constant_result of the call's sizes) does not take symbolic sizes.
+    # Static shapes, from a clean cache and leaving one: after another compile of the same code Dynamo would mark the
+    # batch size dynamic, and the registry's selection (an assume_constant_result of the call's sizes) does not take
+    # symbolic sizes.
     torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager", dynamic=False)
-    traced = {key.replace("_orig_mod.", ""): value for key, value in forward_backward(compiled, make_inputs).items()}
+    try:
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager", dynamic=False)
+        result = forward_backward(compiled, make_inputs)
+        traced = {key.replace("_orig_mod.", ""): value for key, value in result.items()}
+    finally:
+        torch._dynamo.reset()
     assert_all_close(traced, forward_backward(module, make_inputs), DTYPE)
 
 
