@@ -24,9 +24,17 @@ import time
 
 #: Pointer arguments by name: the ones in the input dtype; the rest are fp32 state buffers or integers.
 DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "hx_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr",
-                  "w_hr_ptr"}
+                  "w_hr_ptr", "ln_hh_ptr", "ln_cw_ptr", "ln_cb_ptr", "zh_ptr", "zc_ptr", "draw_ptr"}
 INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i64"}
 GATES = {0: 4, 1: 3, 2: 1, 3: 1}
+#: The variant kernels (fusedrnn.kernels.variants, --variants): (label, mode, layer norm, zoneout h, zoneout c), each
+#: with every optional piece on (bias, lengths, save); IndRNN's modes 4 / 5 have one gate.
+VARIANTS = (("ln", 0, True, False, False), ("ln", 1, True, False, False), ("ln zoneout", 0, True, True, True),
+            ("zoneout", 0, False, True, True), ("zoneout", 1, False, True, False), ("indrnn", 4, False, False, False),
+            ("indrnn zoneout", 5, False, True, False))  # fmt: skip
+#: The key configurations of the variant kernels: layer norm at its largest planned H, zoneout and IndRNN at 768.
+VARIANT_KEY_SHAPES = ((16, 128, ("ln", "ln zoneout")), (64, 128, ("ln",)),
+                      (16, 768, ("zoneout", "indrnn", "indrnn zoneout")))
 #: The persistent kernels' reduction pieces (fusedrnn.kernels.plan.k_pieces).
 PIECES = ("K0", "K1", "K2", "K3")
 #: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
@@ -125,6 +133,33 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132, tune: st
             else:
                 kernel, flags = persistent_forward_kernel, dict(forward, **tiles, GATES_P2=chosen.gates_p2)
             yield Spec(name, kernel, dtype, flags, chosen.warps, 1, chosen.shared_bytes)
+
+
+def variant_specializations(hidden: int, batch: int, labels=None, dtypes=("bf16", "fp32"), tune: str = ""):
+    """Specs of the variant kernels (VARIANTS whose label is in `labels`, all if None), planned by
+    plan.plan_variant; ones it refuses at this size are reported and skipped."""
+    from fusedrnn.kernels import plan
+    from fusedrnn.kernels.variants import variant_backward_kernel, variant_forward_kernel
+
+    for name, mode, norm, zoneout_h, zoneout_c in VARIANTS:
+        if labels is not None and name not in labels:
+            continue
+        gates = 1 if mode >= 4 else GATES[mode]
+        for dtype in dtypes:
+            label = f"variant {name} mode={mode} {dtype}"
+            problem = plan.Problem(batch=batch, hidden=hidden, gates=gates, element_size=4 if dtype == "fp32" else 2)
+            try:
+                chosen = plan.plan_variant(problem, norm, mode >= 4, tuning=plan.parse_tuning(tune))
+            except plan.Refused as refusal:
+                print(f"{label}: {refusal}", file=sys.stderr)
+                continue
+            common = dict(MODE=mode, GATES=gates, HAS_BIAS=True, HAS_LENGTHS=True, SLOTS=4 if mode < 2 else 1,
+                          NORM=norm, ZONEOUT_H=zoneout_h, ZONEOUT_C=zoneout_c, ELEMENTWISE=mode >= 4,
+                          BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h, BLOCK_K=chosen.block_k,
+                          PRECISION="tf32")  # fmt: skip
+            yield Spec(f"{label} forward", variant_forward_kernel, dtype, dict(common, SAVE=True), chosen.warps,
+                       chosen.stages, None)  # fmt: skip
+            yield Spec(f"{label} backward", variant_backward_kernel, dtype, common, chosen.warps, chosen.stages, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,18 +265,27 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print each kernel's report as a JSON line")
     parser.add_argument("--key", action="store_true", help="build the key configurations (KEY_SHAPES) only")
     parser.add_argument("--only", default="", help="build only labels containing this text")
+    parser.add_argument("--variants", action="store_true", help="build the variant kernels (with --key: theirs)")
     parser.add_argument("--tune", default="", help="tiling overrides as in FUSEDRNN_TRITON_TUNE, e.g. warps=4")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
-    shapes = KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
+    if args.variants:
+        shapes = VARIANT_KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
+    else:
+        shapes = KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
     # The projection's P is specialised like H (the sizes built here have P = H).
     if args.ptxas:
         print(TABLE_HEADER)
     for batch, hidden, labels in shapes:
         sizes = {"N": batch, "H": hidden, "P": hidden}
-        for spec in specializations(hidden, batch, tune=args.tune):
+        if args.variants:
+            specs = variant_specializations(hidden, batch, labels, tune=args.tune)
+            labels = None
+        else:
+            specs = specializations(hidden, batch, tune=args.tune)
+        for spec in specs:
             if args.only not in spec.label or (labels is not None and spec.label not in labels):
                 continue
             start = time.perf_counter()

@@ -17,6 +17,9 @@ Environment (read by the host, once per call):
       kernels), stages (num_stages of the tiled kernels). An unknown key or a malformed value is a ValueError; a
       well-formed value that the chosen path cannot use is `Refused` with the reason (auto then runs tiled).
 
+The variants (layer norm, zoneout, IndRNN: fusedrnn.kernels.variants) are planned by `plan_variant` (bottom of this
+file, with why the persistent kernels refuse layer norm and zoneout and how they could do it).
+
 Persistent kernels (fusedrnn.kernels.persistent): one program per slice of BLOCK_H hidden units, all batch rows in one
 tile, the program's W_hh slice resident on chip for the sequence, one grid-wide barrier per step. The barrier
 requires every program to be resident at once: at most one program per SM (`Device.programs`). Their reduction
@@ -293,3 +296,89 @@ def choose(problem: Problem, backward: bool, device: Device, kernel: str = "auto
         return plan_persistent(problem, backward, device, tuning)
     except Refused:
         return plan_tiled(problem, tuning)
+
+
+# Issue #15's variants (fusedrnn.kernels.variants): layer norm, zoneout, IndRNN.
+VARIANT_KERNELS = ("rowwise", "tiled", "elementwise")
+#: Layer norm reduces over a step's whole G*H row (and the LSTM's c~ over H): the rowwise kernel holds all of it in
+#: one program (BLOCK_H >= H, G fp32 accumulators [16, BLOCK_H]). Beyond this the accumulators no longer fit in
+#: registers (compile_check, sm_90, 8 warps: see tests/test_triton_compile.py's variant checks).
+MAX_NORM_HIDDEN = 128
+#: The rowwise kernel's tiles are the whole row (up to 4 x [16, 128] fp32 accumulators): at the tiled kernels' 8 warps
+#: the fp32 LN-LSTM backward with zoneout spilled 36 B at H=128 (compile_check --variants), at 16 nothing spills.
+ROWWISE_WARPS = 16
+#: ... and its reduction tile is 16 deep: at 32 the fp32 LN-LSTM forward (four [32, 128] W_hh tiles per K step) still
+#: spilled 8 B at 16 warps; at 16 neither dtype spills and the staged tiles take half the shared memory.
+ROWWISE_BLOCK_K = MIN_DOT
+#: IndRNN's elementwise kernel: no dot, so any tile works; 16 x 64 fp32 tiles per program and step.
+ELEMENTWISE_BLOCK_H = 64
+ELEMENTWISE_WARPS = 4
+#: Why the persistent (split-hidden) kernels do not run layer norm / zoneout. The design they would need, for later:
+#: each program holds BLOCK_H units of every gate, so a step's row mean and variance are partial sums per program;
+#: either a second grid barrier per step (programs publish [N, 2] partial sums to global memory, barrier, each reads
+#: all and finishes the statistics), or a two-pass scheme folding the exchange into the existing barrier (publish
+#: partials of step t with h_t, normalise after the barrier of step t+1 — the LN of c~ needs it before h_t exists,
+#: so the LSTM would still need two). The backward needs the same for its two LN reductions per row.
+PERSISTENT_VARIANT_REASON = (
+    "the persistent kernels split the hidden units across programs, so layer norm's per-step row reduction would "
+    "need a cross-program exchange (a second grid barrier per step) that they do not implement; use the tiled family "
+    f"({KERNEL_ENV}=auto or tiled)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantPlan:
+    """Launch of variants.variant_forward_kernel / variant_backward_kernel for one pass."""
+
+    kernel: str  # rowwise (layer norm: whole row per program), tiled (zoneout: hidden tiles), elementwise (IndRNN)
+    block_n: int
+    block_h: int
+    block_k: int
+    warps: int
+    stages: int | None
+    grid: tuple[int, int]  # (batch tiles, hidden tiles; > 1 only for elementwise)
+
+
+def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: str = "auto",
+                 tuning: Tuning = Tuning()) -> VariantPlan:  # fmt: skip
+    """The variant kernels' plan (both passes use the same tiles), or `Refused` with the reason.
+
+    kernel (FUSEDRNN_TRITON_KERNEL): IndRNN's elementwise kernel is persistent by construction (every program runs
+    the whole sequence on its own hidden units, no barrier), so every setting runs it; layer norm and zoneout run
+    the tiled family under auto / tiled and are refused under persistent (PERSISTENT_VARIANT_REASON)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
+    N, H = problem.batch, problem.hidden
+    if problem.projection:
+        raise Refused("variant kernels: layer norm and zoneout are not defined with a projection (proj_size)")
+    if max(problem.gates * H * H, N * 4 * H) > MAX_OFFSET:
+        raise Refused(f"variant kernels: H={H}, N={N} exceed the kernels' 32-bit offsets (G*H*H and N*4*H < 2**31)")
+    block_n = TILED_BLOCK_N
+    if elementwise:
+        block_h = tuning.block_h or ELEMENTWISE_BLOCK_H
+        return VariantPlan(kernel="elementwise", block_n=block_n, block_h=block_h, block_k=tuning.block_k or MIN_DOT,
+                           warps=tuning.warps or ELEMENTWISE_WARPS, stages=tuning.stages,
+                           grid=(_cdiv(N, block_n), max(1, _cdiv(H, block_h))))  # fmt: skip
+    if kernel == "persistent":
+        what = "layer norm" if layer_norm else "zoneout"
+        raise Refused(f"variant kernels ({what}): {PERSISTENT_VARIANT_REASON}")
+    block_k = tuning.block_k or (ROWWISE_BLOCK_K if layer_norm else TILED_BLOCK_K)
+    if layer_norm:
+        if H > MAX_NORM_HIDDEN:
+            raise Refused(f"layer norm kernels: hidden size {H} > {MAX_NORM_HIDDEN}: one program holds a step's "
+                          f"whole row of {problem.gates}*H pre-activations for the in-program reduction, and beyond "
+                          f"{MAX_NORM_HIDDEN} its accumulators spill (the split design: fusedrnn.kernels.plan)")  # fmt: skip
+        whole = max(MIN_DOT, _next_power_of_two(H))
+        block_h = tuning.block_h or whole
+        if block_h < H:
+            raise Refused(f"layer norm kernels: block_h={block_h} < H={H}: the row reduction needs the whole row in "
+                          f"one tile")  # fmt: skip
+        name, warps = "rowwise", ROWWISE_WARPS
+    else:
+        block_h = tuning.block_h or TILED_BLOCK_H
+        name, warps = "tiled", TILED_WARPS
+    if min(block_h, block_k) < MIN_DOT:
+        raise Refused(f"variant kernels: block_h={block_h}, block_k={block_k}: tl.dot needs every dimension >= "
+                      f"{MIN_DOT}")
+    return VariantPlan(kernel=name, block_n=block_n, block_h=block_h, block_k=block_k, warps=tuning.warps or warps,
+                       stages=tuning.stages, grid=(_cdiv(N, block_n), 1))  # fmt: skip

@@ -83,3 +83,34 @@ def test_every_bf16_specialisation_compiles():
     interpreter would accept code a GPU rejects."""
     result = _compile_check("--only", "bf16")
     assert result.stdout.count(": ok in") >= 20, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def variant_reports() -> dict[str, dict]:
+    """compile_check --variants --key --json: the variant kernels (fusedrnn.kernels.variants) at their key shapes."""
+    lines = _compile_check("--variants", "--key", "--json").stdout.splitlines()
+    reports = [json.loads(line) for line in lines if line.startswith("{")]
+    return {f"{r['label']} N={r['batch']} H={r['hidden']}": r for r in reports}
+
+
+def _variant_ids() -> list[str]:
+    from fusedrnn.kernels.compile_check import VARIANT_KEY_SHAPES, VARIANTS
+
+    return [f"variant {name} mode={mode} {dtype} {direction} N={batch} H={hidden}"
+            for batch, hidden, labels in VARIANT_KEY_SHAPES for name, mode, *_ in VARIANTS if name in labels
+            for dtype in ("bf16", "fp32") for direction in ("forward", "backward")]  # fmt: skip
+
+
+def test_every_variant_key_configuration_was_built(variant_reports):
+    assert sorted(variant_reports) == sorted(_variant_ids())
+
+
+@pytest.mark.parametrize("key", _variant_ids())
+def test_variant_kernels_no_spills_and_fit(variant_reports, key):
+    """No spills or local memory, shared memory within an H100's, tensor cores for the recurrent matmul (IndRNN has
+    none: its recurrence is elementwise)."""
+    r = variant_reports[key]
+    assert (r["spill_bytes"], r["stack_bytes"], r["local_in_ptx"]) == (0, 0, False), r
+    assert r["shared_bytes"] <= plan.H100_SHARED_BYTES, r
+    assert r["vector_loads"] > 0, r
+    assert (r["mma"] + r["wgmma"] > 0) == ("indrnn" not in key), r

@@ -88,7 +88,9 @@ def expected_stack(module, x, h0, c0, seed, lengths=None):
         def mask(p):
             if not training:
                 return torch.full(shape, p, dtype=x.dtype)
-            return torch.bernoulli(torch.full(shape, p, dtype=x.dtype)) if p else torch.zeros(shape, dtype=x.dtype)
+            # Tensor.bernoulli_(p), as the module draws: torch.bernoulli of a full tensor reads the RNG differently
+            # in float32 (the triton backend's dtype here), though the same in float64.
+            return torch.empty(shape, dtype=x.dtype).bernoulli_(p) if p else torch.zeros(shape, dtype=x.dtype)
 
         masks = []
         for _ in groups:

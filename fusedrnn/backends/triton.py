@@ -1,5 +1,6 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
-for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save).
+for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
+variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_NORM_HIDDEN.
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
 and is never chosen by `auto`.
@@ -11,7 +12,8 @@ import importlib.util
 
 import torch
 
-from ..kernels.plan import MAX_OFFSET, Refused, interpreter_enabled
+from ..kernels.plan import MAX_NORM_HIDDEN, MAX_OFFSET, Refused, interpreter_enabled
+from ..reference import ELEMENTWISE_RECURRENCE
 from ..registry import BackendError, LayerBackend, RNNCall
 
 #: Dtypes the kernels are written for: tl.dot takes fp16/bf16/fp32 operands (fp64 has no tensor-core dot).
@@ -35,8 +37,10 @@ class TritonBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
-        if call.variant is not None:
-            return f"the Triton kernels do not implement {call.variant} yet"
+        if call.layer_norm and call.hidden_size > MAX_NORM_HIDDEN:
+            # plan.plan_variant: one program holds a step's whole row for layer norm's in-program reduction.
+            return (f"layer norm with hidden size {call.hidden_size} > {MAX_NORM_HIDDEN}: the Triton kernels hold a "
+                    f"step's whole row of gate pre-activations in one program (see fusedrnn.kernels.plan)")
         weights = call.gates * call.hidden_size * call.hidden_size
         step = call.batch_size * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
         if max(weights, step) > MAX_OFFSET:
@@ -62,13 +66,17 @@ class TritonBackend(LayerBackend):
         # auto-picked on CPU, where it would be the slow interpreter.
         return UNMEASURED_GPU_PREFERENCE if call.device_type == "cuda" else 0
 
-    def layer(self, mode, x, hx, cx, w, reverse, lengths):
-        from .. import triton_ops  # imports triton; deferred so that the registry can list this backend without it
+    def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
+        # Both import triton; deferred so that the registry can list this backend without it.
+        from .. import triton_ops, triton_variant_ops
 
         try:
+            if w.norm is not None or zoneout is not None or mode in ELEMENTWISE_RECURRENCE:  # issue #15's variants
+                return triton_variant_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse,
+                                                    lengths=lengths, norm=w.norm, zoneout=zoneout)  # fmt: skip
             return triton_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, reverse=reverse,
                                         lengths=lengths)  # fmt: skip
-        except Refused as error:  # forced persistent kernels that do not fit this call
+        except Refused as error:  # forced persistent kernels that do not fit this call (or a variant)
             raise BackendError(f"fusedrnn backend 'triton': {error}") from error
 
 

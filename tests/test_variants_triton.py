@@ -1,0 +1,337 @@
+"""Issue #15's variants on the `triton` backend (fusedrnn.triton_variant_ops, fusedrnn.kernels.variants): the layer
+against fusedrnn.reference.rnn_layer, every output and every gradient (LN gains included); modules against the
+reference backend (packed, bidirectional, seeded training zoneout); the planner's paths and refusals.
+
+Without a GPU the kernels run under Triton's interpreter in float32 only: they keep their state and statistics in
+fp32 whatever the input dtype, so float64 would be compared at fp32 accuracy (the backend serves fp32 there).
+tests/test_variants_modules.py also runs the modules on this backend; test_triton_compile.py builds the kernels for
+sm_90.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fusedrnn
+from fusedrnn import reference, registry
+from fusedrnn.kernels import plan
+from fusedrnn.reference import LayerNormWeights, ZoneoutMasks
+from parity import TOLERANCES, assert_all_close, forward_backward
+
+TRITON_REASON = registry.availability()["triton"]
+pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
+DTYPE = torch.float32
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    mode: str
+    layer_norm: bool = False
+    zoneout_h: bool = False
+    zoneout_c: bool = False
+
+
+VARIANTS = {
+    "ln_lstm": Variant("LSTM", layer_norm=True),
+    "ln_gru": Variant("GRU", layer_norm=True),
+    "indrnn_tanh": Variant("INDRNN_TANH"),
+    "indrnn_relu": Variant("INDRNN_RELU"),
+    "lstm_zoneout_h_c": Variant("LSTM", zoneout_h=True, zoneout_c=True),
+    "lstm_zoneout_h": Variant("LSTM", zoneout_h=True),
+    "gru_zoneout": Variant("GRU", zoneout_h=True),
+    "rnn_tanh_zoneout": Variant("RNN_TANH", zoneout_h=True),
+    "ln_lstm_zoneout": Variant("LSTM", layer_norm=True, zoneout_h=True, zoneout_c=True),
+    "ln_gru_zoneout": Variant("GRU", layer_norm=True, zoneout_h=True),
+    "indrnn_relu_zoneout": Variant("INDRNN_RELU", zoneout_h=True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    T: int
+    N: int
+    I: int
+    H: int
+    bias: bool = True
+    states: bool = True
+    lengths: tuple[int, ...] | None = None
+    reverse: bool = False
+    training: bool = True  # zoneout masks: 0/1 draws (training) or the rate everywhere (eval)
+
+
+# 19 is no multiple of the 16-wide tiles; 70 needs two hidden tiles of the tiled / elementwise kernels (64 wide) and a
+# padded 128-wide row in the rowwise one, batch 17 two batch tiles; T=1 N=1 the smallest launch.
+CASES = {
+    "T5_N3_H19": Case(5, 3, 4, 19),
+    "lengths_reverse_eval": Case(5, 3, 4, 19, lengths=(5, 2, 4), reverse=True, training=False),
+    "lengths_no_bias_no_states": Case(5, 3, 4, 19, bias=False, states=False, lengths=(3, 5, 1)),
+    "T3_N17_H70_two_tiles": Case(3, 17, 6, 70, lengths=tuple(1 + n % 3 for n in range(17))),
+    "T1_N1_H5": Case(1, 1, 3, 5),
+}
+ZONEOUT_RATE = 0.35
+
+
+def layer_inputs(variant: Variant, case: Case, seed: int = 0):
+    """(tensors, norm, zoneout, lengths): random leaves for one layer call, LN gains away from 1 and 0 so that a
+    misplaced gain shows."""
+    generator = torch.Generator().manual_seed(seed)
+    G, H = reference.GATES[variant.mode], case.H
+
+    def rand(*shape, scale=0.5, offset=0.0):
+        return (offset + scale * torch.randn(*shape, generator=generator, dtype=DTYPE)).requires_grad_()
+
+    elementwise = variant.mode in reference.ELEMENTWISE_RECURRENCE
+    x = rand(case.T, case.N, case.I, scale=1.0)
+    hx = rand(case.N, H) if case.states else None
+    cx = rand(case.N, H) if case.states and variant.mode == "LSTM" else None
+    w_ih = rand(G * H, case.I)
+    w_hh = rand(H) if elementwise else rand(G * H, H, scale=0.3)
+    b_ih = rand(G * H, scale=0.2) if case.bias else None
+    b_hh = rand(G * H, scale=0.2) if case.bias else None
+    norm = None
+    if variant.layer_norm:
+        lstm = variant.mode == "LSTM"
+        norm = LayerNormWeights(rand(G * H, scale=0.3, offset=1.0), rand(G * H, scale=0.3, offset=1.0),
+                                rand(H, scale=0.3, offset=1.0) if lstm else None,
+                                rand(H, scale=0.3) if lstm and case.bias else None)  # fmt: skip
+    zoneout = None
+    if variant.zoneout_h:
+        shape = (case.T, case.N, H)
+
+        def mask():
+            if case.training:
+                return torch.bernoulli(torch.full(shape, ZONEOUT_RATE, dtype=DTYPE), generator=generator)
+            return torch.full(shape, ZONEOUT_RATE, dtype=DTYPE)
+
+        zoneout = ZoneoutMasks(mask(), mask() if variant.zoneout_c else None)
+    lengths = None if case.lengths is None else torch.tensor(case.lengths)
+    return (x, hx, cx, w_ih, w_hh, b_ih, b_hh), norm, zoneout, lengths
+
+
+def run_layer(layer, variant, tensors, norm, zoneout, lengths, reverse, seed=1):
+    """Outputs and the gradients of every leaf for random upstream gradients of every output."""
+    x, hx, cx, w_ih, w_hh, b_ih, b_hh = tensors
+    outputs = [o for o in layer(variant.mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, reverse=reverse, lengths=lengths,
+                                norm=norm, zoneout=zoneout) if o is not None]  # fmt: skip
+    leaves = [t for t in (*tensors, *(norm or ())) if t is not None]
+    generator = torch.Generator().manual_seed(seed)
+    upstream = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
+    grads = torch.autograd.grad(outputs, leaves, upstream)
+    return [o.detach() for o in outputs], list(grads)
+
+
+def reference_layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, **kwargs):
+    return reference.rnn_layer(mode, x, hx, cx, w_ih, w_hh, b_ih, b_hh, None, **kwargs)
+
+
+def triton_layer(*args, **kwargs):
+    from fusedrnn import triton_variant_ops
+
+    return triton_variant_ops.rnn_layer(*args, **kwargs)
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+@pytest.mark.parametrize("variant_id", list(VARIANTS))
+def test_layer_matches_reference(variant_id, case_id):
+    variant, case = VARIANTS[variant_id], CASES[case_id]
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    for kind, got, want in zip(("output", "gradient"), actual, expected):
+        assert len(got) == len(want)
+        for index, (a, e) in enumerate(zip(got, want)):
+            torch.testing.assert_close(a, e, **TOLERANCES[DTYPE], msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")
+
+
+@pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "lstm_zoneout_h_c", "indrnn_relu_zoneout"])
+def test_no_unwritten_elements(variant_id, monkeypatch):
+    """Every buffer the ops allocate starts as NaN: an element the kernels forget to write (a padded column of the
+    row, a finished row, a second tile) would surface in some output or gradient."""
+    new_empty = torch.Tensor.new_empty
+
+    def poisoned(self, *args, **kwargs):
+        out = new_empty(self, *args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    variant, case = VARIANTS[variant_id], CASES["T3_N17_H70_two_tiles"]
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
+    actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    for got, want in zip(actual[0] + actual[1], expected[0] + expected[1]):
+        torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
+
+
+def test_no_grad_forward_saves_nothing_and_matches():
+    variant, case = VARIANTS["ln_lstm_zoneout"], CASES["T5_N3_H19"]
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    with torch.no_grad():
+        actual = triton_layer(variant.mode, *tensors, norm=norm, zoneout=zoneout, lengths=lengths)
+        expected = reference_layer(variant.mode, *tensors, norm=norm, zoneout=zoneout, lengths=lengths)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, **TOLERANCES[DTYPE])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modules: triton against the reference backend, packed and bidirectional, training zoneout seeded alike
+
+MODULES = {
+    "ln_lstm_zoneout_pair": (fusedrnn.LayerNormLSTM, {"zoneout": (0.3, 0.2)}),
+    "ln_gru_no_bias": (fusedrnn.LayerNormGRU, {"bias": False, "zoneout": 0.3}),
+    "indrnn_relu": (fusedrnn.IndRNN, {"nonlinearity": "relu", "zoneout": 0.3}),
+    "lstm_zoneout_weight_dropout": (fusedrnn.LSTM, {"zoneout": 0.3, "weight_dropout": 0.3}),
+}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("module_id", list(MODULES))
+def test_packed_bidirectional_module_matches_reference_backend(module_id, training):
+    cls, kwargs = MODULES[module_id]
+    I, H, T, N = 3, 6, 5, 4
+    modules = []
+    for backend in ("triton", "reference"):
+        torch.manual_seed(0)
+        module = cls(I, H, num_layers=2, bidirectional=True, backend=backend, **kwargs)
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name.startswith("ln_"):
+                    p.add_(0.3 * torch.randn_like(p))
+        modules.append(module.train(training))
+    modules[1].load_state_dict(modules[0].state_dict())
+    x = torch.randn(T, N, I, generator=torch.Generator().manual_seed(2))
+    lengths = torch.tensor([5, 3, 4, 1])
+
+    def make_inputs():
+        leaf = x.clone().requires_grad_()
+        return (pack_padded_sequence(leaf, lengths, enforce_sorted=False),), {"x": leaf}
+
+    results = []
+    for module in modules:
+        torch.manual_seed(7)  # the same zoneout / weight_dropout draws for both backends
+        results.append(forward_backward(module, make_inputs))
+    assert_all_close(*results, DTYPE)
+
+
+CELLS = {
+    "ln_lstm_cell": (fusedrnn.LayerNormLSTMCell, {}),
+    "ln_gru_cell": (fusedrnn.LayerNormGRUCell, {}),
+    "indrnn_tanh_cell": (fusedrnn.IndRNNCell, {}),
+}
+
+
+@pytest.mark.parametrize("cell_id", list(CELLS))
+def test_cell_matches_reference_backend(cell_id):
+    """One step (the layer kernels at T=1): output and every gradient."""
+    cls, kwargs = CELLS[cell_id]
+    cells = []
+    for backend in ("triton", "reference"):
+        torch.manual_seed(0)
+        cells.append(cls(3, 5, backend=backend, **kwargs))
+    generator = torch.Generator().manual_seed(3)
+    x, h, c = (torch.randn(2, n, generator=generator) for n in (3, 5, 5))
+
+    def make_inputs():
+        leaves = {"x": x.clone().requires_grad_(), "h": h.clone().requires_grad_(), "c": c.clone().requires_grad_()}
+        state = (leaves["h"], leaves["c"]) if cls is fusedrnn.LayerNormLSTMCell else leaves["h"]
+        if cls is not fusedrnn.LayerNormLSTMCell:
+            del leaves["c"]
+        return (leaves["x"], state), leaves
+
+    assert_all_close(*(forward_backward(cell, make_inputs) for cell in cells), DTYPE)
+
+
+@pytest.mark.parametrize("module_id", ["ln_lstm_zoneout_pair", "indrnn_relu"])
+def test_fullgraph_compile_equals_eager(module_id):
+    """torch.compile traces the variant ops (and their registered autograd) without graph breaks."""
+    cls, kwargs = MODULES[module_id]
+    torch.manual_seed(0)
+    module = cls(3, 5, backend="triton", **kwargs).eval()  # eval: zoneout's constant masks, no RNG in the graph
+    x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(1))
+
+    def make_inputs():
+        leaf = x.clone().requires_grad_()
+        return (leaf,), {"x": leaf}
+
+    # Static shapes, from a clean cache and leaving one: after another compile of the same code Dynamo would mark the
+    # batch size dynamic, and the registry's selection (an assume_constant_result of the call's sizes) does not take
+    # symbolic sizes.
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(module, fullgraph=True, backend="aot_eager", dynamic=False)
+        result = forward_backward(compiled, make_inputs)
+        traced = {key.replace("_orig_mod.", ""): value for key, value in result.items()}
+    finally:
+        torch._dynamo.reset()
+    assert_all_close(traced, forward_backward(module, make_inputs), DTYPE)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Planner (plain Python) and the backend's support decisions
+
+
+def _problem(N=16, H=64, G=4, element_size=2):
+    return plan.Problem(batch=N, hidden=H, gates=G, element_size=element_size)
+
+
+@pytest.mark.parametrize("H, block_h", [(5, 16), (19, 32), (64, 64), (70, 128), (plan.MAX_NORM_HIDDEN, 128)])
+def test_layer_norm_plans_one_tile_holding_the_whole_row(H, block_h):
+    chosen = plan.plan_variant(_problem(N=17, H=H), layer_norm=True, elementwise=False)
+    assert (chosen.kernel, chosen.block_h, chosen.grid) == ("rowwise", block_h, (2, 1))
+    assert chosen.block_h >= H and (chosen.warps, chosen.block_k) == (plan.ROWWISE_WARPS, plan.ROWWISE_BLOCK_K)
+
+
+def test_layer_norm_refuses_rows_too_wide_for_one_program():
+    with pytest.raises(plan.Refused, match=r"hidden size 129 > 128.*whole row"):
+        plan.plan_variant(_problem(H=plan.MAX_NORM_HIDDEN + 1), layer_norm=True, elementwise=False)
+    with pytest.raises(plan.Refused, match="block_h=32 < H=70"):
+        plan.plan_variant(_problem(H=70), True, False, tuning=plan.Tuning(block_h=32))
+
+
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["layer_norm", "zoneout"])
+def test_persistent_kernels_refuse_layer_norm_and_zoneout_with_the_reason(layer_norm):
+    with pytest.raises(plan.Refused, match="cross-program"):
+        plan.plan_variant(_problem(), layer_norm, elementwise=False, kernel="persistent")
+
+
+def test_zoneout_runs_the_tiled_loop_for_any_hidden_size():
+    chosen = plan.plan_variant(_problem(N=3, H=4096), layer_norm=False, elementwise=False)
+    assert (chosen.kernel, chosen.block_h, chosen.grid, chosen.warps) == ("tiled", plan.TILED_BLOCK_H, (1, 1),
+                                                                          plan.TILED_WARPS)  # fmt: skip
+
+
+@pytest.mark.parametrize("kernel", plan.KERNELS)
+def test_indrnn_is_elementwise_and_persistent_by_construction(kernel):
+    chosen = plan.plan_variant(_problem(N=40, H=200, G=1), False, elementwise=True, kernel=kernel)
+    assert (chosen.kernel, chosen.grid) == ("elementwise", (3, 4))  # (ceil(40 / 16), ceil(200 / 64)) programs
+
+
+def test_variant_plan_refusals():
+    with pytest.raises(plan.Refused, match="projection"):
+        plan.plan_variant(dataclasses.replace(_problem(), projection=True), False, False)
+    with pytest.raises(plan.Refused, match="32-bit offsets"):
+        plan.plan_variant(_problem(N=2**20, H=1024), False, False)
+    with pytest.raises(ValueError, match="expected one of"):
+        plan.plan_variant(_problem(), False, False, kernel="fast")
+
+
+def test_backend_serves_the_variants_and_says_why_not_above_the_layer_norm_bound():
+    backend = registry.get_backend("triton")
+    call = registry.RNNCall("LSTM", DEVICE, DTYPE, 4, plan.MAX_NORM_HIDDEN, layer_norm=True, zoneout=True)
+    assert backend.unsupported_reason(call) is None
+    for mode in reference.ELEMENTWISE_RECURRENCE:
+        assert backend.unsupported_reason(dataclasses.replace(call, mode=mode, layer_norm=False)) is None
+    wide = dataclasses.replace(call, hidden_size=plan.MAX_NORM_HIDDEN + 1)
+    assert "whole row" in backend.unsupported_reason(wide)
+    assert backend.unsupported_reason(dataclasses.replace(wide, layer_norm=False)) is None  # zoneout: any H
+
+
+def test_forced_persistent_kernels_refuse_layer_norm_with_a_backend_error(monkeypatch):
+    monkeypatch.setenv(plan.KERNEL_ENV, "persistent")
+    module = fusedrnn.LayerNormGRU(3, 5, backend="triton")
+    with pytest.raises(registry.BackendError, match="cross-program"):
+        module(torch.randn(2, 1, 3))
