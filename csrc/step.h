@@ -115,7 +115,10 @@ FUSEDRNN_HOST_DEVICE void forward_element(const ForwardStep& s, const Lane& lane
     const int saved = s.mode == Mode::LSTM ? kLstmSaved - 1 : s.mode == Mode::GRU ? kGruSaved : 0;
     for (int k = 0; k < saved; ++k) save(k, zero);
     if (s.mode == Mode::LSTM) save(kLstmSaved - 1, lane.load(at_<S>(s.c_prev, n, j)));
-    if (s.layout.nhat_c >= 0) save_at(s.layout.nhat_c, zero);  // its gain's gradient sums over every row
+    // Finite values in every saved column (nhat_c: its gain's gradient sums over every row).
+    if (s.layout.h_tilde >= 0) save_at(s.layout.h_tilde, zero);
+    if (s.layout.c_tilde >= 0) save_at(s.layout.c_tilde, zero);
+    if (s.layout.nhat_c >= 0) save_at(s.layout.nhat_c, zero);
     lane.store(at_<S>(s.h, n, j), s.h_carries ? lane.load(at_<S>(s.h_prev, n, j)) : zero);
     return;
   }
@@ -264,6 +267,7 @@ void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
   S* ws = at_<S>(s.ws, n, 0);
   if (s.norm.ih.p != nullptr) {  // every row (finished ones too: their saved values stay finite)
     S* stats = ws + s.layout.stats;
+    stats[kStatC] = S(0);  // set below where there is a cell norm (an LSTM's valid row); saved values stay finite
     const S* bias = static_cast<const S*>(s.norm.bias.p);
     stats[kStatIh] = layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
                                        ws + s.layout.nhat_ih);
