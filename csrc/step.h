@@ -213,27 +213,30 @@ FUSEDRNN_HOST_DEVICE void backward_element(const BackwardStep& s, const Lane& la
 // ---------------------------------------------------------------------------------------------------------------
 // Whole rows, for the layer-norm variants, whose norms need sums over a row (host code: the CPU pass owns whole
 // rows). `lanes` walks a row segment: lanes(width, body(lane, j)) calls body for consecutive lanes from j = 0;
-// Lanes::Vec is the lane's vector type and Lanes::total(v) the sum of its elements; lane.keep(v) zeroes the elements
+// Lanes::Vec is the lane's vector type, Lanes::Compute its scalar (the accumulate type; S is the storage type) and
+// Lanes::total(v) the sum of its elements; lane.keep(v) zeroes the elements
 // past the row's end (a partial lane), so that they do not enter a sum.
 
 //: The mean of v [W] (v(lane, j) loads it).
-template <class S, class Lanes, class Load>
-S row_mean(const Lanes& lanes, int64_t W, const Load& v) {
-  typename Lanes::Vec sum(S(0));
+template <class Lanes, class Load>
+typename Lanes::Compute row_mean(const Lanes& lanes, int64_t W, const Load& v) {
+  using C = typename Lanes::Compute;
+  typename Lanes::Vec sum(C(0));
   lanes(W, [&](const auto& lane, int64_t j) { sum = sum + lane.keep(v(lane, j)); });
-  return Lanes::total(sum) / S(W);
+  return Lanes::total(sum) / C(W);
 }
 
 //: Normalises v [W] in place (v = nhat * gain + bias, bias may be null), saves nhat [W]; returns rstd.
 template <class S, class Lanes>
-S layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain, const S* bias, S* nhat) {
+typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain, const S* bias, S* nhat) {
   using V = typename Lanes::Vec;
-  const V mean(row_mean<S>(lanes, W, [&](const auto& lane, int64_t j) { return lane.load(v + j); }));
-  const S var = row_mean<S>(lanes, W, [&](const auto& lane, int64_t j) {
+  using C = typename Lanes::Compute;
+  const V mean(row_mean(lanes, W, [&](const auto& lane, int64_t j) { return lane.load(v + j); }));
+  const C var = row_mean(lanes, W, [&](const auto& lane, int64_t j) {
     const V centred = lane.load(v + j) - mean;
     return centred * centred;
   });
-  const S rstd = S(1) / std::sqrt(var + S(kLayerNormEps));
+  const C rstd = C(1) / std::sqrt(var + C(kLayerNormEps));
   lanes(W, [&](const auto& lane, int64_t j) {
     const V normalised = (lane.load(v + j) - mean) * V(rstd);
     lane.store(nhat + j, normalised);
@@ -245,12 +248,12 @@ S layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain, const S* bi
 
 //: The gradient dv [W] of the un-normalised row, from d out [W] (out = nhat * gain + bias).
 template <class S, class Lanes>
-void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, const S* gain, const S* nhat, S rstd,
-                             S* dv) {
+void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, const S* gain, const S* nhat,
+                             typename Lanes::Compute rstd, S* dv) {
   using V = typename Lanes::Vec;
   auto dn = [&](const auto& lane, int64_t j) { return lane.load(d_out + j) * lane.load(gain + j); };
-  const V mean_dn(row_mean<S>(lanes, W, dn));
-  const V mean_dn_nhat(row_mean<S>(lanes, W, [&](const auto& lane, int64_t j) {
+  const V mean_dn(row_mean(lanes, W, dn));
+  const V mean_dn_nhat(row_mean(lanes, W, [&](const auto& lane, int64_t j) {
     return dn(lane, j) * lane.load(nhat + j);
   }));
   lanes(W, [&](const auto& lane, int64_t j) {
@@ -263,16 +266,17 @@ void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, cons
 template <class M, class S, class Lanes>
 void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
   using V = typename Lanes::Vec;
+  using C = typename Lanes::Compute;
   const int64_t H = s.H, GH = H * gates_of(s.mode);
   S* ws = at_<S>(s.ws, n, 0);
   if (s.norm.ih.p != nullptr) {  // every row (finished ones too: their saved values stay finite)
     S* stats = ws + s.layout.stats;
-    stats[kStatC] = S(0);  // set below where there is a cell norm (an LSTM's valid row); saved values stay finite
+    stats[kStatC] = S(C(0));  // set below where there is a cell norm (an LSTM's valid row); saved values stay finite
     const S* bias = static_cast<const S*>(s.norm.bias.p);
-    stats[kStatIh] = layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
-                                       ws + s.layout.nhat_ih);
-    stats[kStatHh] = layer_norm_row<S>(lanes, GH, at_<S>(s.gh, n, 0), at_<S>(s.norm.hh, 0, 0), nullptr,
-                                       ws + s.layout.nhat_hh);
+    stats[kStatIh] = S(layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
+                                         ws + s.layout.nhat_ih));
+    stats[kStatHh] = S(layer_norm_row<S>(lanes, GH, at_<S>(s.gh, n, 0), at_<S>(s.norm.hh, 0, 0), nullptr,
+                                         ws + s.layout.nhat_hh));
   }
   if (s.norm.c_w.p == nullptr || !row_valid(s.lengths, s.t, n)) {
     lanes(H, [&](const auto& lane, int64_t j) { forward_element<M, S>(s, lane, n, j); });
@@ -286,13 +290,13 @@ void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
     lane.store(ws + j, i), lane.store(ws + H + j, f), lane.store(ws + 2 * H + j, g), lane.store(ws + 3 * H + j, o);
     lane.store(c_tilde + j, f * lane.load(at_<S>(s.c_prev, n, j)) + i * g);
   });
-  const V mean(row_mean<S>(lanes, H, [&](const auto& lane, int64_t j) { return lane.load(c_tilde + j); }));
-  const S var = row_mean<S>(lanes, H, [&](const auto& lane, int64_t j) {
+  const V mean(row_mean(lanes, H, [&](const auto& lane, int64_t j) { return lane.load(c_tilde + j); }));
+  const C var = row_mean(lanes, H, [&](const auto& lane, int64_t j) {
     const V centred = lane.load(c_tilde + j) - mean;
     return centred * centred;
   });
-  const S rstd = S(1) / std::sqrt(var + S(kLayerNormEps));
-  ws[s.layout.stats + kStatC] = rstd;
+  const C rstd = C(1) / std::sqrt(var + C(kLayerNormEps));
+  ws[s.layout.stats + kStatC] = S(rstd);
   // Pass 2: h~ = o tanh(LN(c~)), then zoneout.
   lanes(H, [&](const auto& lane, int64_t j) {
     const V c = lane.load(c_tilde + j), c_prev = lane.load(at_<S>(s.c_prev, n, j));  // c_prev may be column 4
@@ -313,6 +317,7 @@ void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
 template <class M, class S, class Lanes>
 void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
   using V = typename Lanes::Vec;
+  using C = typename Lanes::Compute;
   const int64_t H = s.H, GH = H * gates_of(s.mode);
   const S* ws = at_<S>(s.ws, n, 0);
   if (s.norm.c_w.p == nullptr || !row_valid(s.lengths, s.t, n)) {
@@ -337,11 +342,11 @@ void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
       if (s.dh_prev.p != nullptr) lane.store(at_<S>(s.dh_prev, n, j), direct);
     });
     auto dn = [&](const auto& lane, int64_t j) { return lane.load(d_cn + j) * lane.load(at_<S>(s.norm.c_w, 0, j)); };
-    const V mean_dn(row_mean<S>(lanes, H, dn));
-    const V mean_dn_nhat(row_mean<S>(lanes, H, [&](const auto& lane, int64_t j) {
+    const V mean_dn(row_mean(lanes, H, dn));
+    const V mean_dn_nhat(row_mean(lanes, H, [&](const auto& lane, int64_t j) {
       return dn(lane, j) * lane.load(nhat + j);
     }));
-    const V rstd(ws[s.layout.stats + kStatC]);
+    const V rstd(C(ws[s.layout.stats + kStatC]));
     // Pass 2: dc~ (from c_t, after zoneout, and from h through the norm), then the gates i, f, g and dc_{t-1}.
     lanes(H, [&](const auto& lane, int64_t j) {
       V dc = lane.load(at_<S>(s.dc, n, j));
@@ -363,9 +368,9 @@ void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
   if (s.norm.ih.p != nullptr) {  // finished rows: zero gate gradients give zero dv
     const S* stats = ws + s.layout.stats;
     layer_norm_backward_row<S>(lanes, GH, at_<S>(s.dg_h, n, 0), at_<S>(s.norm.hh, 0, 0), ws + s.layout.nhat_hh,
-                               stats[kStatHh], at_<S>(s.dv_h, n, 0));
+                               C(stats[kStatHh]), at_<S>(s.dv_h, n, 0));
     layer_norm_backward_row<S>(lanes, GH, at_<S>(s.dg_i, n, 0), at_<S>(s.norm.ih, 0, 0), ws + s.layout.nhat_ih,
-                               stats[kStatIh], at_<S>(s.dv_i, n, 0));
+                               C(stats[kStatIh]), at_<S>(s.dv_i, n, 0));
   }
 }
 
