@@ -248,3 +248,14 @@ def test_bad_variant_arguments_raise(change, message):
     change(args, variants)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fusedrnn.layer_forward(*args, **variants)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_long_sequence_matches_reference(case):
+    """T >= 16: the host loop's prepared-weight GEMMs (rnn_loop.cpp: kMinStepsToTransposeWeights), with lengths."""
+    long_t = 20
+    mode, tensors, norm, zoneout = make_layer(case, torch.float64, True, True, T=long_t)
+    lengths = torch.tensor([20, 7, 13, 1])
+    actual = run(cpu_layer, mode, tensors, norm, zoneout, True, lengths)
+    expected = run(reference_layer, mode, tensors, norm, zoneout, True, lengths)
+    assert_same(actual, expected, torch.float64)
