@@ -19,8 +19,17 @@
 
 namespace fusedrnn {
 
-//: The cells, in the same order as fusedrnn.reference.GATES.
-enum class Mode { LSTM, GRU, RNN_TANH, RNN_RELU };
+//: The cells, in the same order as fusedrnn.reference.GATES. IndRNN's recurrence is elementwise (u * h_{t-1}, no
+//: GEMM); otherwise it is the Elman cell.
+enum class Mode { LSTM, GRU, RNN_TANH, RNN_RELU, INDRNN_TANH, INDRNN_RELU };
+
+FUSEDRNN_HOST_DEVICE bool is_indrnn(Mode mode) {
+  return mode == Mode::INDRNN_TANH || mode == Mode::INDRNN_RELU;
+}
+
+FUSEDRNN_HOST_DEVICE bool uses_tanh(Mode mode) {
+  return mode == Mode::RNN_TANH || mode == Mode::INDRNN_TANH;
+}
 
 //: Gates per cell (torch.nn's weight layout: LSTM i,f,g,o; GRU r,z,n; Elman one).
 FUSEDRNN_HOST_DEVICE int gates_of(Mode mode) {
@@ -61,6 +70,16 @@ FUSEDRNN_HOST_DEVICE void lstm_forward(T ai, T af, T ag, T ao, T c_prev, T& i, T
   h = o * M::tanh(c);
 }
 
+//: The gate gradients through c = f*c_prev + i*g, given dc, the whole gradient of c.
+template <class T>
+FUSEDRNN_HOST_DEVICE void lstm_cell_backward(T i, T f, T g, T c_prev, T dc, T& dai, T& daf, T& dag, T& dc_prev) {
+  const T one = T(1);
+  dai = dc * g * i * (one - i);
+  daf = dc * c_prev * f * (one - f);
+  dag = dc * i * (one - g * g);
+  dc_prev = dc * f;
+}
+
 //: dh: gradient of this step's h (before projection); dc: gradient of c from the next step. Writes the gate
 //: pre-activation gradients and dc_prev.
 template <class M, class T>
@@ -68,12 +87,8 @@ FUSEDRNN_HOST_DEVICE void lstm_backward(T i, T f, T g, T o, T c, T c_prev, T dh,
                                         T& dao, T& dc_prev) {
   const T one = T(1);
   const T tc = M::tanh(c);
-  dc = dc + dh * o * (one - tc * tc);
   dao = dh * tc * o * (one - o);
-  dai = dc * g * i * (one - i);
-  daf = dc * c_prev * f * (one - f);
-  dag = dc * i * (one - g * g);
-  dc_prev = dc * f;
+  lstm_cell_backward(i, f, g, c_prev, dc + dh * o * (one - tc * tc), dai, daf, dag, dc_prev);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -105,12 +120,34 @@ FUSEDRNN_HOST_DEVICE void gru_backward(T r, T z, T n, T hn, T h_prev, T dh, T& d
 
 template <class M, class T>
 FUSEDRNN_HOST_DEVICE T rnn_forward(Mode mode, T a) {
-  return mode == Mode::RNN_TANH ? M::tanh(a) : M::relu(a);
+  return uses_tanh(mode) ? M::tanh(a) : M::relu(a);
 }
 
 template <class M, class T>
 FUSEDRNN_HOST_DEVICE T rnn_backward(Mode mode, T h, T dh) {
-  return mode == Mode::RNN_TANH ? dh * (T(1) - h * h) : M::relu_backward(h, dh);
+  return uses_tanh(mode) ? dh * (T(1) - h * h) : M::relu_backward(h, dh);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Zoneout (Krueger et al. 2016): state = fresh + m (prev - fresh), m the weight of the previous state (a 0/1 draw in
+// training, the rate in eval). Backward: d fresh = (1 - m) d state, d prev += m d state.
+
+template <class T>
+FUSEDRNN_HOST_DEVICE T zoneout(T m, T prev, T fresh) {
+  return fresh + m * (prev - fresh);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Layer norm over a row v of width W: nhat = (v - mean) * rstd, rstd = 1 / sqrt(var + kLayerNormEps) (biased
+// variance), out = nhat * gain (+ bias). The row sums are the caller's (they span lanes); these are the per-element
+// parts. Backward, with dn = d out * gain: dv = rstd * (dn - mean(dn) - nhat * mean(dn * nhat)).
+
+//: F.layer_norm's and haste's epsilon (fusedrnn.reference.EPS).
+constexpr double kLayerNormEps = 1e-5;
+
+template <class T>
+FUSEDRNN_HOST_DEVICE T layer_norm_backward(T dn, T nhat, T rstd, T mean_dn, T mean_dn_nhat) {
+  return rstd * (dn - mean_dn - nhat * mean_dn_nhat);
 }
 
 }  // namespace fusedrnn

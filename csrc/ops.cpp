@@ -32,7 +32,10 @@ Mode parse_mode(c10::string_view mode) {
   if (mode == "GRU") return Mode::GRU;
   if (mode == "RNN_TANH") return Mode::RNN_TANH;
   if (mode == "RNN_RELU") return Mode::RNN_RELU;
-  TORCH_CHECK_VALUE(false, "fusedrnn: unknown mode '", std::string(mode), "'; expected LSTM, GRU, RNN_TANH or RNN_RELU");
+  if (mode == "INDRNN_TANH") return Mode::INDRNN_TANH;
+  if (mode == "INDRNN_RELU") return Mode::INDRNN_RELU;
+  TORCH_CHECK_VALUE(false, "fusedrnn: unknown mode '", std::string(mode),
+                    "'; expected LSTM, GRU, RNN_TANH, RNN_RELU, INDRNN_TANH or INDRNN_RELU");
 }
 
 //: Every device (CPU, CUDA, and Meta for the shape functions) runs the same four floating dtypes.
@@ -70,17 +73,28 @@ Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, 
   // An empty batch is fine (empty outputs, zero weight gradients, as torch.nn); an empty sequence has no h_n.
   TORCH_CHECK(x.sym_size(0) > 0, op, ": empty sequence (x has shape ", x.sym_sizes(), ")");
   const int64_t G = gates_of(mode);
-  TORCH_CHECK(w_hh.dim() == 2 && w_hh.sym_size(0) % G == 0, op, ": w_hh must be [", G, "*H, P], got shape ",
-              w_hh.sym_sizes());
-  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), w_hh.sym_size(0) / G, w_hh.sym_size(1), w_hr.has_value()};
+  if (is_indrnn(mode)) {  // w_hh is the recurrent scale u [H]
+    TORCH_CHECK(w_hh.dim() == 1, op, ": IndRNN's w_hh must be the vector u [H], got shape ", w_hh.sym_sizes());
+    TORCH_CHECK(!w_hr.has_value(), op, ": w_hr (projection) is only supported for LSTM");
+  } else {
+    TORCH_CHECK(w_hh.dim() == 2 && w_hh.sym_size(0) % G == 0, op, ": w_hh must be [", G, "*H, P], got shape ",
+                w_hh.sym_sizes());
+  }
+  const SymInt H = w_hh.sym_size(0) / G;
+  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), H, is_indrnn(mode) ? H : w_hh.sym_size(1),
+          w_hr.has_value()};
   check_tensor(op, "x", x, x, {s.T, s.N, s.I});
   check_tensor(op, "w_ih", w_ih, x, {s.H * G, s.I});
-  check_tensor(op, "w_hh", w_hh, x, {s.H * G, s.P});
+  if (is_indrnn(mode)) {
+    check_tensor(op, "w_hh", w_hh, x, {s.H});
+  } else {
+    check_tensor(op, "w_hh", w_hh, x, {s.H * G, s.P});
+  }
   check_tensor(op, "h0", h0, x, {s.N, s.P});
   if (w_hr.has_value()) {
     TORCH_CHECK(mode == Mode::LSTM, op, ": w_hr (projection) is only supported for LSTM");
     check_tensor(op, "w_hr", *w_hr, x, {s.P, s.H});
-  } else {
+  } else if (!is_indrnn(mode)) {
     TORCH_CHECK(s.P == s.H, op, ": w_hh must be [G*H, H] without a projection, got shape ", w_hh.sym_sizes());
   }
   TORCH_CHECK(c0.has_value() == (mode == Mode::LSTM), op, ": c0 must be given for LSTM and only for LSTM");
@@ -108,13 +122,43 @@ void check_lengths(const char* op, const Sizes& s, const Tensor& x, const option
   TORCH_CHECK(lengths->is_contiguous(), op, ": lengths must be contiguous");
 }
 
+//: The variants' optional inputs (fusedrnn/reference.py): layer-norm gains and zoneout masks.
+struct VariantArgs {
+  optional<Tensor> ln_ih, ln_hh, ln_c_weight, ln_c_bias, zoneout_h, zoneout_c;
+  Variants flags() const { return {ln_ih.has_value(), zoneout_h.has_value(), zoneout_c.has_value()}; }
+  bool any() const { return ln_ih || ln_hh || ln_c_weight || ln_c_bias || zoneout_h || zoneout_c; }
+};
+
+void check_variants(const char* op, const Sizes& s, const Tensor& x, const VariantArgs& v) {
+  const bool lstm = s.mode == Mode::LSTM;
+  TORCH_CHECK(v.ln_ih.has_value() == v.ln_hh.has_value(), op, ": give both ln_ih and ln_hh or neither");
+  if (v.ln_ih.has_value()) {
+    TORCH_CHECK(lstm || s.mode == Mode::GRU, op, ": layer norm is defined for LSTM and GRU only");
+    TORCH_CHECK(!s.projection, op, ": layer norm with a projection (w_hr) is not defined");
+    check_tensor(op, "ln_ih", *v.ln_ih, x, {s.H * gates_of(s.mode)});
+    check_tensor(op, "ln_hh", *v.ln_hh, x, {s.H * gates_of(s.mode)});
+    TORCH_CHECK(v.ln_c_weight.has_value() == lstm, op, ": ln_c_weight must be given for LSTM and only for LSTM");
+  }
+  TORCH_CHECK(v.ln_ih.has_value() || !(v.ln_c_weight || v.ln_c_bias), op, ": ln_c_weight/ln_c_bias need ln_ih");
+  TORCH_CHECK(!v.ln_c_bias.has_value() || v.ln_c_weight.has_value(), op, ": ln_c_bias needs ln_c_weight");
+  if (v.ln_c_weight.has_value()) check_tensor(op, "ln_c_weight", *v.ln_c_weight, x, {s.H});
+  if (v.ln_c_bias.has_value()) check_tensor(op, "ln_c_bias", *v.ln_c_bias, x, {s.H});
+  TORCH_CHECK(!v.zoneout_c.has_value() || (lstm && v.zoneout_h.has_value()), op,
+              ": zoneout_c needs an LSTM and zoneout_h");
+  TORCH_CHECK(!(v.zoneout_h.has_value() && s.projection), op, ": zoneout with a projection (w_hr) is not defined");
+  if (v.zoneout_h.has_value()) check_tensor(op, "zoneout_h", *v.zoneout_h, x, {s.T, s.N, s.H});
+  if (v.zoneout_c.has_value()) check_tensor(op, "zoneout_c", *v.zoneout_c, x, {s.T, s.N, s.H});
+  TORCH_CHECK_NOT_IMPLEMENTED(!(v.any() || is_indrnn(s.mode)) || x.device().type() != c10::kCUDA, op,
+                              ": layer norm, zoneout and IndRNN have CPU kernels only");
+}
+
 //: Shapes of the gradients given to layer_backward (the Python autograd wrapper makes them contiguous).
 void check_grads(const char* op, const Sizes& s, const Tensor& x, const Tensor& y, const Tensor& saved,
-                 const Tensor& grad_y, const Tensor& grad_h_n, const optional<Tensor>& grad_c_n) {
+                 const Tensor& grad_y, const Tensor& grad_h_n, const optional<Tensor>& grad_c_n, Variants v) {
   check_tensor(op, "y", y, x, {s.T, s.N, s.P});
   TORCH_CHECK(saved.dim() != 1, op, ": the workspace is empty; differentiating needs layer_forward(..., "
               "save_workspace=True)");
-  check_tensor(op, "workspace", saved, x, {s.T, s.N, saved_width(s.mode, s.H, s.projection)});
+  check_tensor(op, "workspace", saved, x, {s.T, s.N, saved_width(s.mode, s.H, s.projection, v)});
   check_tensor(op, "grad_y", grad_y, x, {s.T, s.N, s.P});
   check_tensor(op, "grad_h_n", grad_h_n, x, {s.N, s.P});
   if (grad_c_n.has_value()) {
@@ -125,25 +169,38 @@ void check_grads(const char* op, const Sizes& s, const Tensor& x, const Tensor& 
 
 LayerInputs inputs_of(Mode mode, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0, const Tensor& w_ih,
                       const Tensor& w_hh, const optional<Tensor>& b_ih, const optional<Tensor>& b_hh,
-                      const optional<Tensor>& w_hr, bool reverse) {
-  return {mode, x, h0, c0.value_or(Tensor()), w_ih, w_hh, b_ih, b_hh, w_hr, reverse};
+                      const optional<Tensor>& w_hr, bool reverse, const VariantArgs& v) {
+  LayerInputs in{mode, x, h0, c0.value_or(Tensor()), w_ih, w_hh, b_ih, b_hh, w_hr, reverse};
+  in.ln_ih = v.ln_ih.value_or(Tensor()), in.ln_hh = v.ln_hh.value_or(Tensor());
+  in.ln_c_w = v.ln_c_weight.value_or(Tensor()), in.ln_c_b = v.ln_c_bias.value_or(Tensor());
+  in.zoneout_h = v.zoneout_h.value_or(Tensor()), in.zoneout_c = v.zoneout_c.value_or(Tensor());
+  return in;
 }
 
 using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                  Tensor, Tensor>;
+
+#define FUSEDRNN_VARIANT_PARAMS                                                                                  \
+  const optional<Tensor>&ln_ih, const optional<Tensor>&ln_hh, const optional<Tensor>&ln_c_weight,               \
+      const optional<Tensor>&ln_c_bias, const optional<Tensor>&zoneout_h, const optional<Tensor>&zoneout_c
+#define FUSEDRNN_VARIANT_ARGS \
+  VariantArgs { ln_ih, ln_hh, ln_c_weight, ln_c_bias, zoneout_h, zoneout_c }
 
 //: The real implementation on a device whose pointwise pass `get_pointwise` returns.
 template <const Pointwise& (*get_pointwise)()>
 ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0,
                             const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& b_ih,
                             const optional<Tensor>& b_hh, const optional<Tensor>& w_hr, bool reverse,
-                            bool save_workspace, const optional<Tensor>& lengths) {
+                            bool save_workspace, const optional<Tensor>& lengths, FUSEDRNN_VARIANT_PARAMS) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
   check_lengths("fusedrnn.layer_forward", s, x, lengths);
+  const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
+  check_variants("fusedrnn.layer_forward", s, x, variants);
   c10::OptionalDeviceGuard guard(x.device());
-  LayerInputs in = inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
+  LayerInputs in = inputs_of(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, variants);
   in.save = save_workspace;
   in.lengths = lengths.value_or(Tensor());
 #ifdef FUSEDRNN_WITH_CUDA
@@ -159,13 +216,15 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
                               const optional<Tensor>& grad_c_n, const Tensor& x, const Tensor& h0,
                               const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                               const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse,
-                              bool has_bias, const optional<Tensor>& lengths) {
+                              bool has_bias, const optional<Tensor>& lengths, FUSEDRNN_VARIANT_PARAMS) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_backward", mode, x, h0, c0, w_ih, w_hh, w_hr);
-  check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n);
+  const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
+  check_variants("fusedrnn.layer_backward", s, x, variants);
+  check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n, variants.flags());
   check_lengths("fusedrnn.layer_backward", s, x, lengths);
   c10::OptionalDeviceGuard guard(x.device());
-  auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse);
+  auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse, variants);
   in.lengths = lengths.value_or(Tensor());
   std::optional<std::vector<Tensor>> persistent_grads;
 #ifdef FUSEDRNN_WITH_CUDA
@@ -174,7 +233,7 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   auto g = persistent_grads ? *persistent_grads
                             : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
                                             get_pointwise());
-  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]};
+  return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
 }
 
 //: The planner on explicit device numbers (no GPU needed): (path, tiling, reason): path "persistent", "step" or
@@ -216,14 +275,16 @@ ForwardResult layer_forward_meta(c10::string_view mode_name, const Tensor& x, co
                                  const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                                  const optional<Tensor>& b_ih, const optional<Tensor>& b_hh,
                                  const optional<Tensor>& w_hr, bool reverse, bool save_workspace,
-                                 const optional<Tensor>& lengths) {
+                                 const optional<Tensor>& lengths, FUSEDRNN_VARIANT_PARAMS) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
   check_lengths("fusedrnn.layer_forward", s, x, lengths);
+  const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
+  check_variants("fusedrnn.layer_forward", s, x, variants);
   return {empty_like_shape(x, {s.T, s.N, s.P}), empty_like_shape(x, {s.N, s.P}),
           mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : empty_like_shape(x, {0}),
-          save_workspace ? empty_like_shape(x, {s.T, s.N, saved_width(mode, s.H, s.projection)})
+          save_workspace ? empty_like_shape(x, {s.T, s.N, saved_width(mode, s.H, s.projection, variants.flags())})
                          : empty_like_shape(x, {0})};
 }
 
@@ -231,21 +292,28 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
                                    const optional<Tensor>& grad_c_n, const Tensor& x, const Tensor& h0,
                                    const optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
                                    const optional<Tensor>& w_hr, const Tensor& y, const Tensor& saved, bool reverse,
-                                   bool has_bias, const optional<Tensor>& lengths) {
+                                   bool has_bias, const optional<Tensor>& lengths, FUSEDRNN_VARIANT_PARAMS) {
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_backward", mode, x, h0, c0, w_ih, w_hh, w_hr);
-  check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n);
+  const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
+  check_variants("fusedrnn.layer_backward", s, x, variants);
+  check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n, variants.flags());
   check_lengths("fusedrnn.layer_backward", s, x, lengths);
   const int64_t G = gates_of(mode);
   auto none = [&] { return empty_like_shape(x, {0}); };
+  const bool norm = variants.ln_ih.has_value(), norm_lstm = norm && mode == Mode::LSTM;
   return {empty_like_shape(x, {s.T, s.N, s.I}),
           empty_like_shape(x, {s.N, s.P}),
           mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : none(),
           empty_like_shape(x, {s.H * G, s.I}),
-          empty_like_shape(x, {s.H * G, s.P}),
+          is_indrnn(mode) ? empty_like_shape(x, {s.H}) : empty_like_shape(x, {s.H * G, s.P}),
           has_bias ? empty_like_shape(x, {s.H * G}) : none(),
           has_bias ? empty_like_shape(x, {s.H * G}) : none(),
-          s.projection ? empty_like_shape(x, {s.P, s.H}) : none()};
+          s.projection ? empty_like_shape(x, {s.P, s.H}) : none(),
+          norm ? empty_like_shape(x, {s.H * G}) : none(),
+          norm ? empty_like_shape(x, {s.H * G}) : none(),
+          norm_lstm ? empty_like_shape(x, {s.H}) : none(),
+          norm_lstm && variants.ln_c_bias.has_value() ? empty_like_shape(x, {s.H}) : none()};
 }
 
 }  // namespace
@@ -253,14 +321,18 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
 TORCH_LIBRARY(fusedrnn, m) {
   m.def(
       "layer_forward(str mode, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh, Tensor? w_hr, bool reverse, bool save_workspace=True, Tensor? lengths=None) -> "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, bool save_workspace=True, Tensor? lengths=None, "
+      "Tensor? ln_ih=None, Tensor? ln_hh=None, Tensor? ln_c_weight=None, Tensor? ln_c_bias=None, "
+      "Tensor? zoneout_h=None, Tensor? zoneout_c=None) -> "
       "(Tensor y, Tensor h_n, Tensor c_n, Tensor workspace)");
   m.def(
       "layer_backward(str mode, Tensor grad_y, Tensor grad_h_n, Tensor? grad_c_n, Tensor x, Tensor h0, Tensor? c0, "
       "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor y, Tensor workspace, bool reverse, bool has_bias, "
-      "Tensor? lengths=None) -> "
+      "Tensor? lengths=None, Tensor? ln_ih=None, Tensor? ln_hh=None, Tensor? ln_c_weight=None, "
+      "Tensor? ln_c_bias=None, Tensor? zoneout_h=None, Tensor? zoneout_c=None) -> "
       "(Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, Tensor grad_b_ih, "
-      "Tensor grad_b_hh, Tensor grad_w_hr)");
+      "Tensor grad_b_hh, Tensor grad_w_hr, Tensor grad_ln_ih, Tensor grad_ln_hh, Tensor grad_ln_c_weight, "
+      "Tensor grad_ln_c_bias)");
   m.def(
       "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
       "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (str path, str tiling, str reason)",

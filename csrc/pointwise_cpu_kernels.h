@@ -116,38 +116,46 @@ struct VecLane {
     }
   }
   V zero() const { return V(Compute(0)); }
+  //: v with the elements past `count` zeroed, for row sums (step.h: Lanes).
+  V keep(const V& v) const { return V::set(V(Compute(0)), v, count); }
+};
+
+//: A row segment of storage type S as consecutive lanes (step.h: the row functions' `lanes`).
+template <class S>
+struct RowLanes {
+  using Compute = typename VecLane<S>::Compute;
+  using Vec = typename VecLane<S>::V;
+  template <class Body>
+  void operator()(int64_t width, const Body& body) const {
+    for (int64_t j = 0; j < width; j += Vec::size()) body(VecLane<S>{std::min<int64_t>(Vec::size(), width - j)}, j);
+  }
+  static Compute total(const Vec& v) {
+    return at::vec::vec_reduce_all<Compute>([](Vec a, Vec b) { return a + b; }, v);
+  }
 };
 
 //: Rows per parallel task: enough elements that a task outweighs the thread hand-off (~a few microseconds).
 constexpr int64_t kElementsPerTask = 16384;
 
-template <class S, class Step, class Body>
-void for_each_lane(const Step& s, Body body) {
-  constexpr int64_t width = VecLane<S>::V::size();
+template <class Step, class Body>
+void for_each_row(const Step& s, Body body) {
   // max(1, ...): a hidden size of 0 (torch.nn allows it for cells) must not divide by zero.
   const int64_t grain = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, s.H * gates_of(s.mode)));
   at::parallel_for(0, s.N, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      for (int64_t j = 0; j < s.H; j += width) {
-        body(VecLane<S>{std::min<int64_t>(width, s.H - j)}, n, j);
-      }
-    }
+    for (int64_t n = begin; n < end; ++n) body(n);
   });
 }
 
+//: Whole rows (step.h: forward_row, backward_row): the layer norms need sums over a row.
 void forward(const ForwardStep& s, c10::ScalarType dtype) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "fusedrnn_forward_cpu", [&] {
-    for_each_lane<scalar_t>(s, [&](const auto& lane, int64_t n, int64_t j) {
-      forward_element<VecMath, scalar_t>(s, lane, n, j);
-    });
+    for_each_row(s, [&](int64_t n) { forward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
   });
 }
 
 void backward(const BackwardStep& s, c10::ScalarType dtype) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "fusedrnn_backward_cpu", [&] {
-    for_each_lane<scalar_t>(s, [&](const auto& lane, int64_t n, int64_t j) {
-      backward_element<VecMath, scalar_t>(s, lane, n, j);
-    });
+    for_each_row(s, [&](int64_t n) { backward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
   });
 }
 

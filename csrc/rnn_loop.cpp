@@ -30,6 +30,16 @@ Mat step_mat(const Tensor& t3, int64_t t, int64_t col = 0) {
   return {base + (t * t3.stride(0) + col) * t3.element_size(), t3.stride(1)};
 }
 
+//: A vector (a per-unit parameter) as a [1, C] row; null when undefined.
+Mat row_mat(const Tensor& t) {
+  return t.defined() ? Mat{t.data_ptr(), 0} : Mat{};
+}
+
+//: Time step t of a [T, N, H] tensor, or null when undefined (an absent zoneout mask).
+Mat optional_step_mat(const Tensor& t3, int64_t t) {
+  return t3.defined() ? step_mat(t3, t) : Mat{};
+}
+
 const int64_t* lengths_ptr(const Tensor& lengths) {
   return lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
 }
@@ -86,30 +96,38 @@ std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw) {
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
-  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = in.w_hh.size(1);
+  const bool indrnn = is_indrnn(in.mode);  // no recurrent GEMM: u * h_{t-1} is part of the pointwise pass
+  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = indrnn ? H : in.w_hh.size(1);
   const bool projection = in.w_hr.has_value();
   const bool gru = in.mode == Mode::GRU;
+  const Variants variants = variants_of(in);
+  const SavedLayout layout = saved_layout(in.mode, H, projection, variants);
+  // With layer norm the projection is left un-normalised and without bias: the pointwise pass normalises each row.
+  Norms norms;
 
   Tensor bias, b_hn;
   std::tie(bias, b_hn) = fold_biases(in);
+  if (variants.norm) {
+    norms = {row_mat(in.ln_ih), row_mat(in.ln_hh), row_mat(in.ln_c_w), row_mat(in.ln_c_b), row_mat(bias)};
+  }
   // The input projection x W_ih^T + bias: one GEMM per chunk of steps (see chunk_steps).
   const int64_t chunk = chunk_steps(pw, T, N);
   // Weights prepared once for this call (see Pointwise::prepared_gemm), W^T being the weight of x W^T and h W_hh^T.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
   const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N);
-  const Tensor w_hh_prepared = prepare(gemm, in.w_hh, N);
+  const Tensor w_hh_prepared = indrnn ? Tensor() : prepare(gemm, in.w_hh, N);  // IndRNN: u is a vector
   Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, in.x.options());
   int64_t chunk_first_t = 0;  // the time step of gi[0]
   auto project = [&](int64_t s) {
     const int64_t steps = std::min(chunk, T - s);
     chunk_first_t = in.reverse ? T - s - steps : s;
     Tensor x_chunk = in.x.narrow(0, chunk_first_t, steps).view({steps * N, I});
-    if (w_ih_prepared.defined()) {
-      gi = gemm->linear(x_chunk, w_ih_prepared, optional(bias)).view({steps, N, GH});
+    if (w_ih_prepared.defined()) {  // with layer norm the bias follows the norm (the pointwise pass adds it)
+      gi = gemm->linear(x_chunk, w_ih_prepared, variants.norm ? std::nullopt : optional(bias)).view({steps, N, GH});
       return;
     }
     Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
-    if (bias.defined()) {
+    if (bias.defined() && !variants.norm) {
       at::addmm_out(out, bias, x_chunk, in.w_ih.t());
     } else {
       at::mm_out(out, x_chunk, in.w_ih.t());
@@ -118,15 +136,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
 
   Tensor y = at::empty({T, N, P}, in.x.options());
   // Saved activations: all steps when a backward will follow, else one step's worth, overwritten in place.
-  const int64_t width = saved_width(in.mode, H, projection);
+  const int64_t width = layout.width;
   Tensor saved = in.save ? at::empty({T, N, width}, in.x.options()) : at::empty({0}, in.x.options());
   Tensor scratch = in.save ? Tensor() : at::empty({N, width}, in.x.options());
-  Tensor gh = w_hh_prepared.defined() ? Tensor() : at::empty({N, GH}, in.x.options());
+  Tensor gh = w_hh_prepared.defined() ? Tensor() : at::empty({indrnn ? 0 : N, GH}, in.x.options());
   // Per-step GEMMs are faster against W^T stored contiguously ([K, G*H]) than against the transposed view: measured
   // on CPU (MKL, 1 thread) 1.3-2x at N <= 64. The copy costs about as much as ten small-batch steps, so short
   // sequences (a decoder stepping one token at a time) keep the view. (With 2 threads MKL's small GEMMs stalled for
   // milliseconds now and then in either layout on the busy dev machine; no layout avoided that.)
-  const bool transpose_once = T >= kMinStepsToTransposeWeights && !w_hh_prepared.defined();
+  const bool transpose_once = T >= kMinStepsToTransposeWeights && !w_hh_prepared.defined() && !indrnn;
   const Tensor w_hh_t = transpose_once ? in.w_hh.t().contiguous() : in.w_hh.t();
   const Tensor w_hr_t =
       projection ? (T >= kMinStepsToTransposeWeights ? in.w_hr->t().contiguous() : in.w_hr->t()) : Tensor();
@@ -142,7 +160,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = in.reverse ? T - 1 - s : s;
     if (s % chunk == 0) project(s);
-    if (w_hh_prepared.defined()) {
+    if (indrnn) {
+      // No recurrent GEMM: u * h_{t-1} is part of the pointwise pass.
+    } else if (w_hh_prepared.defined()) {
       gh = gemm->linear(h_prev, w_hh_prepared, std::nullopt);
     } else {
       step_gemm(pw, h_prev, w_hh_t, gh, false);
@@ -158,6 +178,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     step.ws = mat(ws_t);
     step.h = projection ? mat(ws_t.narrow(1, h_column, H)) : mat(y_t);
     step.h_carries = !projection;
+    step.u = indrnn ? row_mat(in.w_hh) : Mat{};
+    step.zoneout_h = optional_step_mat(in.zoneout_h, t);
+    step.zoneout_c = optional_step_mat(in.zoneout_c, t);
+    step.norm = norms;
+    step.layout = layout;
     if (N * H > 0) pw.forward(step, in.x.scalar_type());  // empty batch or H=0 cell: no elements, no launch
     if (projection) {
       step_gemm(pw, ws_t.narrow(1, h_column, H), w_hr_t, y_t, false);
@@ -176,9 +201,15 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
                                   const Tensor& grad_h_n, const Tensor& grad_c_n, bool has_bias,
                                   const Pointwise& pw) {
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
-  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = in.w_hh.size(1);
+  const bool indrnn = is_indrnn(in.mode);
+  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = indrnn ? H : in.w_hh.size(1);
   const bool projection = in.w_hr.has_value();
   const bool lstm = in.mode == Mode::LSTM, gru = in.mode == Mode::GRU;
+  const Variants variants = variants_of(in);
+  const SavedLayout layout = saved_layout(in.mode, H, projection, variants);
+  const bool norm = variants.norm, norm_lstm = norm && lstm;
+  const Norms norms = norm ? Norms{row_mat(in.ln_ih), row_mat(in.ln_hh), row_mat(in.ln_c_w), row_mat(in.ln_c_b), {}}
+                           : Norms{};
   const int64_t h_column = kLstmSaved * H;
   const auto options = y.options();
   auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
@@ -188,19 +219,25 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   const int64_t chunk = chunk_steps(pw, T, N);
   // Prepared weights (see forward_loop): dh_{t-1} = dg_t W_hh and dx = dg W_ih, so W_hh^T and W_ih^T are the weights.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
-  const Tensor w_hh_t_prepared = prepare(gemm, in.w_hh.t(), N);
+  const Tensor w_hh_t_prepared = indrnn ? Tensor() : prepare(gemm, in.w_hh.t(), N);
   const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), chunk * N);
   // The weight gradients (two activations: nothing to prepare) go the same way as the chunk's other big GEMM.
   const bool gemm_weight_gradients = w_ih_t_prepared.defined();
   Tensor dg_h = at::empty({chunk, N, GH}, options);
   Tensor dg_i = gru ? at::empty({chunk, N, GH}, options) : dg_h;
+  // Layer norm: the gradients of the un-normalised pre-activations (the GEMMs' inputs), and of the LSTM's
+  // normalised cell state (for its gain and bias).
+  Tensor dv_h = norm ? at::empty({chunk, N, GH}, options) : dg_h;
+  Tensor dv_i = norm ? at::empty({chunk, N, GH}, options) : dg_i;
+  Tensor d_cn = norm_lstm ? at::empty({chunk, N, H}, options) : Tensor();
   Tensor dh_total = projection ? at::empty({chunk, N, P}, options) : Tensor();
   Tensor dh_raw = projection ? at::empty({N, H}, options) : Tensor();
   Tensor dh_next = grad_h_n.clone();  // gradient of h_t from step t+1, [N, P]
   // With lengths, finished rows pass dh through: the pointwise pass writes the direct part of dh_{t-1} for every
   // cell and the recurrent GEMM adds to it (with a projection, dh lives in P-space and is carried by a mask below).
   const bool masked = in.lengths.defined();
-  const bool direct = gru || (masked && !projection);
+  // Zoneout adds m * dh to dh_{t-1}; IndRNN's pointwise pass writes all of dh_{t-1}.
+  const bool direct = gru || (masked && !projection) || variants.zoneout_h || indrnn;
   Tensor finished = masked && projection ? 1 - valid_mask(in.lengths, T, options) : Tensor();
   Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options)) : Tensor();
 
@@ -209,6 +246,9 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   Tensor dw_ih = at::empty_like(in.w_ih), dw_hh = at::empty_like(in.w_hh);
   Tensor db_ih = has_bias ? at::empty({GH}, options) : none(), db_hh = has_bias ? at::empty({GH}, options) : none();
   Tensor dw_hr = projection ? at::empty_like(*in.w_hr) : none();
+  Tensor dln_ih = norm ? at::empty({GH}, options) : none(), dln_hh = norm ? at::empty({GH}, options) : none();
+  Tensor dln_c_w = norm_lstm ? at::empty({H}, options) : none();
+  Tensor dln_c_b = norm_lstm && in.ln_c_b.defined() ? at::empty({H}, options) : none();
 
   // The chunk holds steps t in [lo, lo + steps); its weight gradients are GEMMs over all its steps * N rows.
   int64_t lo = 0, steps = 0;
@@ -248,15 +288,29 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     }
   };
   auto accumulate_weight_gradients = [&]() {
-    Tensor dgh = dg_h.narrow(0, 0, steps).view({steps * N, GH});
-    Tensor dgi = dg_i.narrow(0, 0, steps).view({steps * N, GH});
-    gemm_into(dw_hh, dgh.t(), h_prev_rows());
-    gemm_into(dw_ih, dgi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
+    auto rows = [&](const Tensor& chunk3) { return chunk3.narrow(0, 0, steps).view({steps * N, chunk3.size(2)}); };
+    Tensor dgh = rows(dg_h), dgi = rows(dg_i), dvh = rows(dv_h), dvi = rows(dv_i);
+    if (indrnn) {
+      sum_into(dw_hh, dgh * h_prev_rows());  // du = sum over t, n of da * h_{t-1}
+    } else {
+      gemm_into(dw_hh, dvh.t(), h_prev_rows());
+    }
+    gemm_into(dw_ih, dvi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
     Tensor dx_rows = dx.narrow(0, lo, steps).view({steps * N, I});
     if (w_ih_t_prepared.defined()) {
-      dx_rows.copy_(gemm->linear(dgi, w_ih_t_prepared, std::nullopt));
+      dx_rows.copy_(gemm->linear(dvi, w_ih_t_prepared, std::nullopt));
     } else {
-      at::mm_out(dx_rows, dgi, in.w_ih);
+      at::mm_out(dx_rows, dvi, in.w_ih);
+    }
+    if (norm) {  // the gains' gradients: the gradient after each norm times the saved normalised values
+      Tensor ws = saved.narrow(0, lo, steps).view({steps * N, layout.width});
+      sum_into(dln_ih, dgi * ws.narrow(1, layout.nhat_ih, GH));
+      sum_into(dln_hh, dgh * ws.narrow(1, layout.nhat_hh, GH));
+      if (norm_lstm) {
+        Tensor dcn = rows(d_cn);
+        sum_into(dln_c_w, dcn * ws.narrow(1, layout.nhat_c, H));
+        if (in.ln_c_b.defined()) sum_into(dln_c_b, dcn);
+      }
     }
     if (has_bias) {
       sum_into(db_ih, dgi);
@@ -297,21 +351,31 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     step.dg_h = step_mat(dg_h, k);
     step.dg_i = step_mat(dg_i, k);
     step.dh_prev = direct ? mat(dh_next) : Mat{};
+    step.u = indrnn ? row_mat(in.w_hh) : Mat{};
+    step.zoneout_h = optional_step_mat(in.zoneout_h, t);
+    step.zoneout_c = optional_step_mat(in.zoneout_c, t);
+    step.norm = norms;
+    step.layout = layout;
+    step.d_cn = norm_lstm ? step_mat(d_cn, k) : Mat{};
+    step.dv_h = norm ? step_mat(dv_h, k) : Mat{};
+    step.dv_i = norm ? step_mat(dv_i, k) : Mat{};
     if (N * H > 0) pw.backward(step, y.scalar_type());  // as in forward_loop: nothing to do, nothing to launch
-    if (w_hh_t_prepared.defined()) {
-      Tensor recurrent = gemm->linear(dg_h.select(0, k), w_hh_t_prepared, std::nullopt);
+    if (indrnn) {
+      // The step wrote all of dh_{t-1}.
+    } else if (w_hh_t_prepared.defined()) {
+      Tensor recurrent = gemm->linear(dv_h.select(0, k), w_hh_t_prepared, std::nullopt);
       dh_next = direct ? dh_next.add_(recurrent) : recurrent;  // direct: the part the step wrote + the GEMM
       if (masked && !direct) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished: carried
     } else if (direct) {
       // The direct part (written by the step) + the recurrent GEMM.
-      step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, true);
+      step_gemm(pw, dv_h.select(0, k), in.w_hh, dh_next, true);
     } else {
-      step_gemm(pw, dg_h.select(0, k), in.w_hh, dh_next, false);
+      step_gemm(pw, dv_h.select(0, k), in.w_hh, dh_next, false);
       if (masked) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished rows: carried
     }
   }
   accumulate_weight_gradients();
-  return {dx, dh_next, lstm ? dc : none(), dw_ih, dw_hh, db_ih, db_hh, dw_hr};
+  return {dx, dh_next, lstm ? dc : none(), dw_ih, dw_hh, db_ih, db_hh, dw_hr, dln_ih, dln_hh, dln_c_w, dln_c_b};
 }
 
 }  // namespace fusedrnn

@@ -24,15 +24,60 @@ struct LayerInputs {
   bool reverse;
   at::Tensor lengths;  // [N] int64 or undefined: rows with t >= lengths[n] keep their state (a padded packed batch)
   bool save = true;  // keep every step's activations for layer_backward (false: inference, nothing saved)
+  // The variants (fusedrnn/reference.py), undefined when absent. IndRNN: w_hh is u [H].
+  at::Tensor ln_ih, ln_hh;        // [G*H] gains of the input / recurrent pre-activation norms (layer norm)
+  at::Tensor ln_c_w, ln_c_b;      // LSTM with layer norm: [H] gain and bias (may be undefined) of the cell norm
+  at::Tensor zoneout_h, zoneout_c;  // [T, N, H] weights of the previous state (c: LSTM only)
 };
 
-//: Columns of the saved activations per (t, n), in units of H: LSTM [i f g o c (h before projection)],
-//: GRU [r z n hn], Elman none (the output is all its backward needs).
+//: Which variant features a call has: they decide the saved columns (SavedLayout).
+struct Variants {
+  bool norm = false, zoneout_h = false, zoneout_c = false;
+};
+
+inline Variants variants_of(const LayerInputs& in) {
+  return {in.ln_ih.defined(), in.zoneout_h.defined(), in.zoneout_c.defined()};
+}
+
+//: Columns of the saved activations per (t, n): LSTM [i f g o c (h before projection)], GRU [r z n hn], Elman and
+//: IndRNN none (the output is all their backward needs); then the variants' columns (SavedLayout, step.h).
+//: Returns the layout for hidden size 1 (offsets and width are units of H plus `scalars` elements at the end).
+struct SavedUnits {
+  SavedLayout per_h;  // offsets and width in units of H
+  int64_t scalars;    // elements after the H-blocks (the layer-norm statistics)
+};
+
+inline SavedUnits saved_units(Mode mode, bool projection, Variants v) {
+  SavedLayout l;
+  const int64_t G = gates_of(mode);
+  int64_t next = mode == Mode::LSTM ? kLstmSaved + (projection ? 1 : 0) : mode == Mode::GRU ? kGruSaved : 0;
+  auto take = [&](int64_t& field, bool used, int64_t units) {
+    if (used) field = next, next += units;
+  };
+  take(l.h_tilde, v.zoneout_h && mode != Mode::LSTM && mode != Mode::GRU, 1);
+  take(l.c_tilde, v.zoneout_c && !v.norm, 1);
+  take(l.nhat_c, v.norm && mode == Mode::LSTM, 1);
+  take(l.nhat_ih, v.norm, G);
+  take(l.nhat_hh, v.norm, G);
+  take(l.stats, v.norm, 0);
+  l.width = next;
+  return {l, v.norm ? kStats : 0};
+}
+
 template <class Int>
-Int saved_width(Mode mode, Int H, bool projection) {
-  if (mode == Mode::LSTM) return H * (kLstmSaved + (projection ? 1 : 0));
-  if (mode == Mode::GRU) return H * kGruSaved;
-  return H * 0;
+Int saved_width(Mode mode, Int H, bool projection, Variants v = {}) {
+  const SavedUnits u = saved_units(mode, projection, v);
+  return H * u.per_h.width + u.scalars;
+}
+
+//: The layout in elements for hidden size H.
+inline SavedLayout saved_layout(Mode mode, int64_t H, bool projection, Variants v) {
+  SavedLayout l = saved_units(mode, projection, v).per_h;
+  for (int64_t* field : {&l.h_tilde, &l.c_tilde, &l.nhat_c, &l.nhat_ih, &l.nhat_hh, &l.stats}) {
+    if (*field >= 0) *field *= H;
+  }
+  l.width = saved_width(mode, H, projection, v);
+  return l;
 }
 
 //: The biases as the loops apply them: (bias [G*H] added to the input projection, undefined without bias; GRU's
@@ -45,7 +90,8 @@ std::pair<at::Tensor, at::Tensor> fold_biases(const LayerInputs& in);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw);
 
 //: Gradients of a forward_loop call; returns dx, dh0, dc0 (LSTM; else empty), dw_ih, dw_hh, db_ih, db_hh (empty
-//: without bias), dw_hr (empty without projection). grad_c_n may be undefined (zero).
+//: without bias), dw_hr (empty without projection), then the layer-norm gains' gradients d ln_ih, d ln_hh,
+//: d ln_c_w, d ln_c_b (empty where absent). grad_c_n may be undefined (zero).
 std::vector<at::Tensor> backward_loop(const LayerInputs& in, const at::Tensor& y, const at::Tensor& saved,
                                       const at::Tensor& grad_y, const at::Tensor& grad_h_n,
                                       const at::Tensor& grad_c_n, bool has_bias, const Pointwise& pw);

@@ -7,11 +7,15 @@ are unaffected: only the `cpu` and `cuda` backends depend on this module.
 
 Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and device):
     layer_forward(mode, x [T,N,I], h0 [N,P], c0 [N,H]|None, w_ih, w_hh, b_ih|None, b_hh|None, w_hr|None, reverse,
-                  save_workspace=True, lengths [N] int64|None)
+                  save_workspace=True, lengths [N] int64|None, ln_ih [G*H]|None, ln_hh [G*H]|None,
+                  ln_c_weight [H]|None, ln_c_bias [H]|None, zoneout_h [T,N,H]|None, zoneout_c [T,N,H]|None)
         -> y [T,N,P], h_n [N,P], c_n [N,H] (LSTM; else empty), workspace (saved activations for the backward;
            empty when save_workspace is False, which only inference may use). With lengths, rows with
            t >= lengths[n] keep their state and y[t] is that state (the caller zeroes those outputs).
-    layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr
+           The variants (CPU only; fusedrnn/reference.py): mode INDRNN_TANH/INDRNN_RELU with w_hh = u [H]; the
+           layer-norm gains (ln_ih and ln_hh together, ln_c_* for LSTM); zoneout masks.
+    layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
+                           grad_ln_ih, grad_ln_hh, grad_ln_c_weight, grad_ln_c_bias (empty where absent)
     cpu_capability() -> "DEFAULT", "AVX2" or "AVX512": the CPU pointwise variant in use, chosen at load time as ATen
               chooses its own kernels (the CPU's best; ATEN_CPU_CAPABILITY=default|avx2|avx512 forces a narrower one)
     cuda_plan(mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm=-1,
@@ -117,10 +121,16 @@ def has_cuda_kernels() -> bool:
 # backward itself must be differentiable, it is the reference's vector-Jacobian product instead.
 
 
+#: Where the op's arguments are: mode, the eight tensors of a plain layer, reverse, save_workspace, lengths, then
+#: the variants' six (fusedrnn.reference.LAYER_INPUTS after w_hr: layer-norm gains, zoneout masks).
+_PLAIN, _VARIANTS = range(1, 9), range(12, 18)
+_ARITY = 18
+
+
 def _setup_context(ctx, inputs, output):
-    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _save_workspace, lengths = inputs
+    mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _save_workspace, lengths, *variants = inputs
     y, _, _, workspace = output
-    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, workspace, lengths)
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *variants, y, workspace, lengths)
     ctx.mode, ctx.reverse = mode, reverse
     ctx.mark_non_differentiable(workspace)
 
@@ -130,23 +140,26 @@ def _contiguous_or_zeros(grad, like):
 
 
 def _recompute(ctx) -> autograd_paths.Recompute:
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, _y, _workspace, lengths = ctx.saved_tensors
-    return autograd_paths.Recompute(ctx.mode, (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr), ctx.reverse, lengths)
+    *inputs, _y, _workspace, lengths = ctx.saved_tensors  # reference.LAYER_INPUTS, in order
+    return autograd_paths.Recompute(ctx.mode, tuple(inputs), ctx.reverse, lengths)
 
 
 def _kernel_backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_workspace):
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, workspace, lengths = ctx.saved_tensors
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *variants, y, workspace, lengths = ctx.saved_tensors
     has_bias = b_ih is not None
     grad_y = _contiguous_or_zeros(grad_y, y)
     grad_h_n = _contiguous_or_zeros(grad_h_n, h0)
     grad_c_n = None if grad_c_n is None or c0 is None else grad_c_n.contiguous()
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = torch.ops.fusedrnn.layer_backward(
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr, *d_norm = torch.ops.fusedrnn.layer_backward(
         ctx.mode, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y, workspace, ctx.reverse, has_bias,
-        lengths,
+        lengths, *variants,
     )
     bias = (db_ih, db_hh) if has_bias else (None, None)
     dc0 = dc0 if c0 is not None else None
-    return None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None, None
+    # The layer-norm gains get their gradients; the zoneout masks (constants) none.
+    d_norm = [g if v is not None else None for g, v in zip(d_norm, variants)]
+    return (None, dx, dh0, dc0, dw_ih, dw_hh, *bias, dw_hr if w_hr is not None else None, None, None, None,
+            *d_norm, None, None)  # fmt: skip
 
 
 _LAYER = autograd_paths.LayerAutograd(
@@ -155,8 +168,8 @@ _LAYER = autograd_paths.LayerAutograd(
     _setup_context,
     _kernel_backward,
     _recompute,
-    input_positions=range(1, 9),  # mode first, then the eight tensors
-    arity=12,
+    input_positions=(*_PLAIN, *_VARIANTS),  # reference.LAYER_INPUTS's positions among the op's arguments
+    arity=_ARITY,
 )
 
 
@@ -164,8 +177,10 @@ def _register_autograd() -> None:
     torch.library.register_autograd("fusedrnn::layer_forward", _LAYER.backward, setup_context=_setup_context)
 
 
-def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths):
+def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths,
+                  ln_ih=None, ln_hh=None, ln_c_weight=None, ln_c_bias=None, zoneout_h=None, zoneout_c=None):
     """torch.ops.fusedrnn.layer_forward with autograd, at the least per-call cost (fusedrnn.autograd_paths):
     inference saves no workspace and needs none."""
     return _LAYER.apply(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths,
+                        ln_ih, ln_hh, ln_c_weight, ln_c_bias, zoneout_h, zoneout_c,
                         differentiable=save_workspace)  # fmt: skip

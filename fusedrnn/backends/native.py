@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _extension
-from ..reference import GATES
+from ..reference import ELEMENTWISE_RECURRENCE, GATES
 from ..registry import LayerBackend, RNNCall
 
 #: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
@@ -69,10 +69,8 @@ class NativeBackend(LayerBackend):
         if call.dtype not in DTYPES[self.device_type]:
             names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
-        if call.variant is not None:
-            if self.device_type == "cuda":
-                return f"no CUDA kernels for {call.variant} yet (they may follow the Triton design later)"
-            return f"the CPU kernels do not implement {call.variant} yet"
+        if call.variant is not None and self.device_type == "cuda":
+            return f"no CUDA kernels for {call.variant} yet (they may follow the Triton design later)"
         return None
 
     def preference(self, call: RNNCall) -> int:
@@ -94,26 +92,40 @@ class NativeBackend(LayerBackend):
         b_ih, b_hh = (None, None) if w.b_ih is None else (w.b_ih.contiguous(), w.b_hh.contiguous())
         _, h, c, _ = _extension.layer_forward(
             call.mode, x.contiguous().unsqueeze(0), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh,
-            None, False, save, None,
+            None, False, save or _norm_requires_grad(w), None, *_variant_args(w, None),
         )  # fmt: skip
         return h, (c if c0 is not None else None)
 
-    def layer(self, mode, x, hx, cx, w, reverse, lengths):
+    def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
         T, N, _ = x.shape
         H = w.w_hh.shape[0] // GATES[mode]
-        h0 = x.new_zeros(N, w.w_hh.shape[1]) if hx is None else hx.contiguous()
+        P = H if mode in ELEMENTWISE_RECURRENCE else w.w_hh.shape[1]
+        h0 = x.new_zeros(N, P) if hx is None else hx.contiguous()
         c0 = None if mode != "LSTM" else (x.new_zeros(N, H) if cx is None else cx.contiguous())
         b_ih, b_hh, w_hr = (None if t is None else t.contiguous() for t in (w.b_ih, w.b_hh, w.w_hr))
         # Inference saves nothing for a backward pass: less memory, and no page faults on a [T, N, ~5H] buffer.
-        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, cx, *w))
+        save = torch.is_grad_enabled() and (
+            any(t is not None and t.requires_grad for t in (x, hx, cx, *w[:5])) or _norm_requires_grad(w)
+        )
         y, h_n, c_n, _ = _extension.layer_forward(
             mode, x.contiguous(), h0, c0, w.w_ih.contiguous(), w.w_hh.contiguous(), b_ih, b_hh, w_hr, reverse, save,
-            None if lengths is None else lengths.to(torch.int64).contiguous(),
+            None if lengths is None else lengths.to(torch.int64).contiguous(), *_variant_args(w, zoneout),
         )
         if lengths is not None:  # y holds each row's state, carried past its end; the output is zero there
             valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
             y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
         return y, h_n, (c_n if mode == "LSTM" else None)
+
+
+def _norm_requires_grad(w) -> bool:
+    return torch.is_grad_enabled() and w.norm is not None and any(t is not None and t.requires_grad for t in w.norm)
+
+
+def _variant_args(w, zoneout) -> tuple:
+    """The op's trailing variant arguments: layer-norm gains (ih, hh, c_weight, c_bias) and zoneout masks (h, c)."""
+    norm = (None,) * 4 if w.norm is None else w.norm
+    masks = (None, None) if zoneout is None else zoneout
+    return tuple(None if t is None else t.contiguous() for t in (*norm, *masks))
 
 
 CPU_BACKEND = NativeBackend("cpu")
