@@ -168,7 +168,8 @@ if [ "$SWEEP" = 0 ] || [ "$DRY_RUN" = 1 ]; then
     # The suite, the GPU backends' files first (pytest runs each file once): on a GPU the triton and cuda tests run in
     # fp32/fp16/bf16. Not the examples (CPU training runs), nor this script's own dry run. A dry run only collects (CI
     # runs the suite itself).
-    PYTEST=("$PY" -m pytest tests/test_triton_backend.py tests/test_native_backend.py tests/test_triton_registration.py
+    PYTEST=("$PY" -m pytest tests/test_triton_backend.py tests/test_native_backend.py tests/test_variants_triton.py
+        tests/test_triton_registration.py
         tests -q -rfEs -p no:cacheprovider --ignore=tests/test_examples.py -k "not dry_run")
     "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=("--timeout=$PER_TEST_TIMEOUT_S")
     [ "$DRY_RUN" = 1 ] && PYTEST+=(--collect-only)
