@@ -49,8 +49,10 @@ class RNNCall:
     num_layers: int = 1
     bidirectional: bool = False
     bias: bool = True
-    batch_size: int = 1
-    seq_len: int = 1
+    # None: unknown, symbolic under torch.compile's dynamic shapes (see `_select_name`). Dynamo specialises sizes 0
+    # and 1, so an unknown size is at least 2.
+    batch_size: int | None = 1
+    seq_len: int | None = 1
     variable_lengths: bool = False  # a PackedSequence: per-row lengths
     dropout: float = 0.0  # applied between layers (only passed when training)
     needs_grad: bool = False
@@ -309,6 +311,8 @@ def select(requested: str, call: RNNCall) -> Backend:
     if recording_graph():
         return get_backend(EXPORT_BACKEND if call.variant is None else EXPORT_VARIANT_BACKEND)
     fields = tuple(getattr(call, name) for name in _CALL_FIELDS)
+    if torch.compiler.is_compiling():
+        fields = _static_fields(fields)
     return _LOADED[_select_name(requested_backend(requested), *fields)]
 
 
@@ -324,6 +328,7 @@ def select_cell(
         call = RNNCall(*fields)
         return get_backend(EXPORT_BACKEND if call.variant is None else EXPORT_VARIANT_BACKEND), call
     if compiling:  # Dynamo: the constant-result selection, and a call built in the traced code (no lru_cache)
+        fields = _static_fields(fields)
         return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
     return _select_with_call(requested_backend(requested), fields)
 
@@ -342,6 +347,18 @@ _CALL_FIELDS = tuple(field.name for field in dataclasses.fields(RNNCall))
 @torch.compiler.assume_constant_result
 def _select_name(name: str, *fields) -> str:
     return _select_cached(name, fields)
+
+
+def _static_fields(fields: tuple) -> tuple:
+    """The fields with each symbolic size (a torch.SymInt: Dynamo made the batch size or length dynamic) replaced
+    by None, "unknown".
+
+    Why not the size's hint: the selection is a constant of the compiled graph, and a decision taken on one size
+    would be reused for every size the graph serves, without a guard. Why not specialising on the size: one
+    recompilation per batch size, which dynamic shapes exist to avoid. All backends compute the same function, so
+    an unknown size can only change which one is chosen; each backend whose refusal or preference depends on a size
+    says what it does with an unknown one (a refusal it cannot rule out must be checked where the size is known)."""
+    return tuple(None if isinstance(value, torch.SymInt) else value for value in fields)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -40,3 +40,62 @@ def test_torch_backend_refuses_compile_with_a_reason():
     module = fusedrnn.LSTM(4, 5, backend="torch")
     with pytest.raises(Exception, match="torch.compile cannot trace torch's fused RNN ops"):
         torch.compile(module, fullgraph=True, backend="aot_eager")(torch.randn(3, 2, 4))
+
+
+#: Batch sizes, then sequence lengths, of successive calls: the second call makes Dynamo's automatic dynamic shapes
+#: mark the size symbolic, so the later ones run the dynamic-shape graph.
+VARYING_SIZES = [(4, 3), (4, 5), (6, 7)]
+DYNAMIC_MODULES = {
+    "lstm": lambda backend: fusedrnn.LSTM(4, 5, 2, bidirectional=True, backend=backend),
+    "gru": lambda backend: fusedrnn.GRU(4, 5, backend=backend),
+    "rnn": lambda backend: fusedrnn.RNN(4, 5, backend=backend),
+    "layernorm_lstm": lambda backend: fusedrnn.LayerNormLSTM(4, 5, backend=backend),
+}
+
+
+def _first_output(result):
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _assert_compiled_matches_eager(module, compiled, x):
+    x = x.requires_grad_()
+    outputs = [_first_output(fn(x)) for fn in (compiled, module)]
+    grads = [torch.autograd.grad(y.square().sum(), [x, *module.parameters()]) for y in outputs]
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("dynamic", [None, True], ids=["automatic", "dynamic"])
+@pytest.mark.parametrize("backend", ["auto", "cpu"])
+@pytest.mark.parametrize("name", list(DYNAMIC_MODULES))
+def test_compile_with_dynamic_batch_and_length(name, backend, dynamic):
+    """Like torch.nn.LSTM, a compiled module serves varying batch sizes and lengths once Dynamo makes them symbolic."""
+    if backend == "cpu" and name == "layernorm_lstm":
+        pytest.skip("the cpu backend has no layer-norm kernels")
+    torch._dynamo.reset()
+    module = DYNAMIC_MODULES[name](backend)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager", dynamic=dynamic)
+    for seq_len, batch in VARYING_SIZES:
+        _assert_compiled_matches_eager(module, compiled, torch.randn(seq_len, batch, 4))
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu"])
+def test_compile_of_a_cell_with_dynamic_batch(backend):
+    torch._dynamo.reset()
+    cell = fusedrnn.LSTMCell(4, 5, backend=backend)
+    compiled = torch.compile(cell, fullgraph=True, backend="aot_eager")
+    for _, batch in VARYING_SIZES:
+        _assert_compiled_matches_eager(cell, compiled, torch.randn(batch, 4))
+    torch._dynamo.reset()
+
+
+def test_inductor_compile_with_marked_dynamic_batch():
+    torch._dynamo.reset()
+    module = fusedrnn.LSTM(4, 5)
+    compiled = torch.compile(module, fullgraph=True)
+    for seq_len, batch in VARYING_SIZES:
+        x = torch.randn(seq_len, batch, 4)
+        torch._dynamo.mark_dynamic(x, 1)
+        _assert_compiled_matches_eager(module, compiled, x)
+    torch._dynamo.reset()

@@ -41,13 +41,10 @@ class TritonBackend(LayerBackend):
             # plan.plan_variant: one program holds a step's whole row for layer norm's in-program reduction.
             return (f"layer norm with hidden size {call.hidden_size} > {MAX_NORM_HIDDEN}: the Triton kernels hold a "
                     f"step's whole row of gate pre-activations in one program (see fusedrnn.kernels.plan)")
-        weights = call.gates * call.hidden_size * call.hidden_size
-        step = call.batch_size * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
-        if max(weights, step) > MAX_OFFSET:
-            return (
-                f"hidden size {call.hidden_size} with batch {call.batch_size} exceeds the kernels' 32-bit offsets "
-                f"(G*H*H and N*4*H must stay below 2**31)"
-            )
+        # An unknown batch (symbolic under torch.compile) is checked by `run`/`cell`, where it is known.
+        reason = _offset_reason(call, 1 if call.batch_size is None else call.batch_size)
+        if reason is not None:
+            return reason
         if call.device_type == "cuda":
             if call.dtype not in CUDA_DTYPES:
                 return f"dtype {call.dtype} is not supported on CUDA (float32, float16 and bfloat16 are)"
@@ -66,6 +63,14 @@ class TritonBackend(LayerBackend):
         # auto-picked on CPU, where it would be the slow interpreter.
         return UNMEASURED_GPU_PREFERENCE if call.device_type == "cuda" else 0
 
+    def run(self, call, x, *args, **kwargs):
+        _check_symbolic_batch(call, x.shape[1])
+        return super().run(call, x, *args, **kwargs)
+
+    def cell(self, call, x, hx, cx, weights):
+        _check_symbolic_batch(call, x.shape[0])
+        return super().cell(call, x, hx, cx, weights)
+
     def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
         # Both import triton; deferred so that the registry can list this backend without it.
         from .. import triton_ops, triton_variant_ops
@@ -78,6 +83,25 @@ class TritonBackend(LayerBackend):
                                         lengths=lengths)  # fmt: skip
         except Refused as error:  # forced persistent kernels that do not fit this call (or a variant)
             raise BackendError(f"fusedrnn backend 'triton': {error}") from error
+
+
+def _offset_reason(call: RNNCall, batch) -> str | None:
+    weights = call.gates * call.hidden_size * call.hidden_size
+    step = batch * 4 * call.hidden_size  # 4: saved activations per row (GRU: 3 gates, 4 slots)
+    if max(weights, step) > MAX_OFFSET:
+        return (f"hidden size {call.hidden_size} with batch {batch} exceeds the kernels' 32-bit offsets "
+                f"(G*H*H and N*4*H must stay below 2**31)")  # fmt: skip
+    return None
+
+
+def _check_symbolic_batch(call: RNNCall, batch) -> None:
+    """The refusal that selection could not make for a batch size it saw as unknown (registry._static_fields).
+    Traced by Dynamo, the comparison on the symbolic batch becomes a guard: a batch past the limit recompiles and
+    raises here."""
+    if call.batch_size is None or isinstance(call.batch_size, torch.SymInt):
+        reason = _offset_reason(call, batch)
+        if reason is not None:
+            raise BackendError(f"fusedrnn backend 'triton' cannot run this {call.mode} call: {reason}")
 
 
 BACKEND = TritonBackend()
