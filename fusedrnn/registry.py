@@ -49,12 +49,11 @@ class RNNCall:
     num_layers: int = 1
     bidirectional: bool = False
     bias: bool = True
-    # None: unknown, symbolic under torch.compile's dynamic shapes (see `_select_name`). Dynamo specialises sizes 0
-    # and 1, so an unknown size is at least 2.
+    # None: unknown, as torch.compile selects (`_compiled_fields`).
     batch_size: int | None = 1
     seq_len: int | None = 1
     variable_lengths: bool = False  # a PackedSequence: per-row lengths
-    dropout: float = 0.0  # applied between layers (only passed when training)
+    dropout: float | None = 0.0  # applied between layers (only passed when training); None: as batch_size
     needs_grad: bool = False
     compiling: bool = False  # traced by torch.compile
     # The variants (fusedrnn.reference's docstring). New fields go last: select_cell passes the fields by position.
@@ -312,7 +311,7 @@ def select(requested: str, call: RNNCall) -> Backend:
         return get_backend(EXPORT_BACKEND if call.variant is None else EXPORT_VARIANT_BACKEND)
     fields = tuple(getattr(call, name) for name in _CALL_FIELDS)
     if torch.compiler.is_compiling():
-        fields = _static_fields(fields)
+        fields = _compiled_fields(fields)
     return _LOADED[_select_name(requested_backend(requested), *fields)]
 
 
@@ -328,7 +327,7 @@ def select_cell(
         call = RNNCall(*fields)
         return get_backend(EXPORT_BACKEND if call.variant is None else EXPORT_VARIANT_BACKEND), call
     if compiling:  # Dynamo: the constant-result selection, and a call built in the traced code (no lru_cache)
-        fields = _static_fields(fields)
+        fields = _compiled_fields(fields)
         return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
     return _select_with_call(requested_backend(requested), fields)
 
@@ -349,16 +348,31 @@ def _select_name(name: str, *fields) -> str:
     return _select_cached(name, fields)
 
 
-def _static_fields(fields: tuple) -> tuple:
-    """The fields with each symbolic size (a torch.SymInt: Dynamo made the batch size or length dynamic) replaced
-    by None, "unknown".
+#: The fields that Dynamo can make symbolic: the sizes (automatic dynamic shapes after a second size, dynamic=True,
+#: mark_dynamic) and, with dynamic=True, the module's float dropout.
+_SYMBOLIC_FIELDS = tuple(_CALL_FIELDS.index(name) for name in ("batch_size", "seq_len", "dropout"))
 
-    Why not the size's hint: the selection is a constant of the compiled graph, and a decision taken on one size
-    would be reused for every size the graph serves, without a guard. Why not specialising on the size: one
-    recompilation per batch size, which dynamic shapes exist to avoid. All backends compute the same function, so
-    an unknown size can only change which one is chosen; each backend whose refusal or preference depends on a size
-    says what it does with an unknown one (a refusal it cannot rule out must be checked where the size is known)."""
-    return tuple(None if isinstance(value, torch.SymInt) else value for value in fields)
+
+def _compiled_fields(fields: tuple) -> tuple:
+    """The fields that torch.compile selects on: those Dynamo can make symbolic replaced by None, "unknown".
+
+    A symbolic value cannot be an argument of the constant-result `_select_name`, and Dynamo reports a SymInt as a
+    plain int, so it cannot be told apart here. Why not the size's hint: the selection is a constant of the graph,
+    and a decision taken on one size would be reused for every size the graph serves, unguarded. Why not
+    specialising: one recompilation per batch size, which dynamic shapes exist to avoid. Unknown in every compiled
+    graph, static or not, so the backend does not change when Dynamo turns a size dynamic. All backends compute the
+    same function, so an unknown size can only change which one is chosen: each backend whose preference or refusal
+    depends on a size handles None, and a refusal it cannot rule out is checked where the size is known (see the
+    triton backend). No backend selects on the dropout probability (they are given it by `run`)."""
+    return tuple(
+        None if index in _SYMBOLIC_FIELDS else (True if value else False) if index in _FLAG_FIELDS else value
+        for index, value in enumerate(fields)
+    )
+
+
+#: The flags. With dynamic=True, `weight_dropout > 0.0` on the module's (then symbolic) float is a SymBool; a branch on it
+#: makes Dynamo guard on its value, so a change recompiles, as a selection that depends on it needs.
+_FLAG_FIELDS = tuple(index for index, field in enumerate(dataclasses.fields(RNNCall)) if field.type == "bool")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -76,7 +76,7 @@ class NativeBackend(LayerBackend):
     def preference(self, call: RNNCall) -> int:
         if call.device_type != self.device_type:
             return 0
-        # An unknown (symbolic) length is at least 2 (RNNCall.seq_len): a sequence.
+        # An unknown length (torch.compile's selection) ranks as a sequence: compiled, torch is refused anyway.
         if call.device_type == "cpu" and call.mode == "LSTM" and call.seq_len != 1:
             return CPU_LSTM_PREFERENCE
         return PREFERENCE[self.device_type]

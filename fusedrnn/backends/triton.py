@@ -41,7 +41,7 @@ class TritonBackend(LayerBackend):
             # plan.plan_variant: one program holds a step's whole row for layer norm's in-program reduction.
             return (f"layer norm with hidden size {call.hidden_size} > {MAX_NORM_HIDDEN}: the Triton kernels hold a "
                     f"step's whole row of gate pre-activations in one program (see fusedrnn.kernels.plan)")
-        # An unknown batch (symbolic under torch.compile) is checked by `run`/`cell`, where it is known.
+        # An unknown batch (torch.compile's selection) is checked by `run` and `cell`, where it is known.
         reason = _offset_reason(call, 1 if call.batch_size is None else call.batch_size)
         if reason is not None:
             return reason
@@ -64,11 +64,11 @@ class TritonBackend(LayerBackend):
         return UNMEASURED_GPU_PREFERENCE if call.device_type == "cuda" else 0
 
     def run(self, call, x, *args, **kwargs):
-        _check_symbolic_batch(call, x.shape[1])
+        _check_compiled_batch(call, x.shape[1])
         return super().run(call, x, *args, **kwargs)
 
     def cell(self, call, x, hx, cx, weights):
-        _check_symbolic_batch(call, x.shape[0])
+        _check_compiled_batch(call, x.shape[0])
         return super().cell(call, x, hx, cx, weights)
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
@@ -94,11 +94,11 @@ def _offset_reason(call: RNNCall, batch) -> str | None:
     return None
 
 
-def _check_symbolic_batch(call: RNNCall, batch) -> None:
-    """The refusal that selection could not make for a batch size it saw as unknown (registry._static_fields).
-    Traced by Dynamo, the comparison on the symbolic batch becomes a guard: a batch past the limit recompiles and
-    raises here."""
-    if call.batch_size is None or isinstance(call.batch_size, torch.SymInt):
+def _check_compiled_batch(call: RNNCall, batch) -> None:
+    """The refusal that selection cannot make under torch.compile, which selects without sizes
+    (registry._compiled_fields). Traced by Dynamo, the comparison on a symbolic batch becomes a guard: a batch
+    past the limit recompiles and raises here."""
+    if torch.compiler.is_compiling():
         reason = _offset_reason(call, batch)
         if reason is not None:
             raise BackendError(f"fusedrnn backend 'triton' cannot run this {call.mode} call: {reason}")
