@@ -70,8 +70,6 @@ def _assert_compiled_matches_eager(module, compiled, x):
 @pytest.mark.parametrize("name", list(DYNAMIC_MODULES))
 def test_compile_with_dynamic_batch_and_length(name, backend, dynamic):
     """Like torch.nn.LSTM, a compiled module serves varying batch sizes and lengths once Dynamo makes them symbolic."""
-    if backend == "cpu" and name == "layernorm_lstm":
-        pytest.skip("the cpu backend has no layer-norm kernels")
     torch._dynamo.reset()
     module = DYNAMIC_MODULES[name](backend)
     compiled = torch.compile(module, fullgraph=True, backend="aot_eager", dynamic=dynamic)
