@@ -97,3 +97,35 @@ def test_inductor_compile_with_marked_dynamic_batch():
         torch._dynamo.mark_dynamic(x, 1)
         _assert_compiled_matches_eager(module, compiled, x)
     torch._dynamo.reset()
+
+
+@pytest.mark.skipif(
+    fusedrnn.registry.availability()["triton"] is not None, reason="triton backend unavailable here"
+)
+def test_compile_with_dynamic_batch_on_triton():
+    """The triton backend refuses batches past its 32-bit offsets, which a compiled selection cannot see: it checks
+    them at run time instead (fusedrnn.backends.triton), and the sizes that fit run as in eager."""
+    torch._dynamo.reset()
+    module = DYNAMIC_MODULES["gru"]("triton")
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    for seq_len, batch in VARYING_SIZES:
+        _assert_compiled_matches_eager(module, compiled, torch.randn(seq_len, batch, 4))
+    torch._dynamo.reset()
+
+
+@pytest.mark.skipif(
+    fusedrnn.registry.availability()["triton"] is not None, reason="triton backend unavailable here"
+)
+def test_compiled_triton_refuses_a_batch_past_its_offsets(monkeypatch):
+    from fusedrnn.backends import triton as triton_backend
+
+    # GRU, H=5: weights 3*5*5 = 75 fit; a step is N*4*5 offsets, so batches 3 and 5 fit and 7 does not.
+    monkeypatch.setattr(triton_backend, "MAX_OFFSET", 6 * 4 * 5)
+    torch._dynamo.reset()
+    module = DYNAMIC_MODULES["gru"]("triton")
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    for batch in (3, 5):
+        _assert_compiled_matches_eager(module, compiled, torch.randn(4, batch, 4))
+    with pytest.raises(Exception, match="exceeds the kernels' 32-bit offsets"):
+        compiled(torch.randn(4, 7, 4))
+    torch._dynamo.reset()
