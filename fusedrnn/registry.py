@@ -370,8 +370,8 @@ def _compiled_fields(fields: tuple) -> tuple:
     )
 
 
-#: The flags. With dynamic=True, `weight_dropout > 0.0` on the module's (then symbolic) float is a SymBool; a branch on it
-#: makes Dynamo guard on its value, so a change recompiles, as a selection that depends on it needs.
+#: The flags. With dynamic=True, `weight_dropout > 0.0` on the module's (then symbolic) float is a SymBool: a branch
+#: on it (bool() leaves it symbolic under Dynamo) makes Dynamo guard on its value, so a change recompiles.
 _FLAG_FIELDS = tuple(index for index, field in enumerate(dataclasses.fields(RNNCall)) if field.type == "bool")
 
 
