@@ -417,6 +417,18 @@ def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
                                   torch.float32)  # fmt: skip
 
 
+def cpu_has_avx512_bf16() -> bool:
+    """Whether this CPU has AVX512-BF16, where the cpu backend's bfloat16 GEMMs also take oneDNN's prepared path."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return "avx512_bf16" in cpuinfo.read().split()
+    except OSError:
+        return False
+
+
+NATIVE_BF16 = cpu_has_avx512_bf16()
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN: BLAS only")
 @pytest.mark.parametrize(
     ("seq_len", "hidden", "dtype", "prepared"),
@@ -425,8 +437,9 @@ def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
         (15, PREPARED_HIDDEN, torch.float32, False),
         (16, SMALL_HIDDEN, torch.float32, False),
         (16, PREPARED_HIDDEN, torch.float64, False),
+        (16, PREPARED_HIDDEN, torch.bfloat16, NATIVE_BF16),
     ],
-    ids=["float32_long", "float32_short", "float32_small", "float64"],
+    ids=["float32_long", "float32_short", "float32_small", "float64", "bfloat16"],
 )
 def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared):
     """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies."""
