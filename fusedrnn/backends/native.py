@@ -24,18 +24,18 @@ DTYPES = {
     "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
 }
 
-#: `auto` order; torch's own kernels have 10. CPU: measured faster than torch.nn overall on the 2-core dev machine
-#: (bench/native_cpu_speed.py, T=100, one layer, fp32, geometric means over N=1..64, H=256..512): forward+backward
-#: 1.8x (1 thread) / 2.1x (2 threads), inference 1.18x / 1.00x; GRU and Elman RNN training 2.3-3.4x. LSTM is the
-#: exception: torch runs oneDNN's fused LSTM there; after the faster float tanh/sigmoid, direct BLAS step GEMMs and a
-#: really parallel loop ours measured 0.68-1.04x for inference and 0.84-1.06x for training (T=50 N=16 H=128,
-#: T=1000 N=1 H=256, T=100 N=64 H=512; 1 and 2 threads; it still loses at small batch and in 2-thread inference), so
-#: LSTM sequences stay with torch. One step (LSTMCell) is not oneDNN's sequence kernel but torch's per-op lstm_cell,
-#: which this backend matches (pytorch/examples-style LSTMCell loop, float64: `fusedrnn-bench --preset cells`),
-#: while `torch` adds fusedrnn's Python to torch.nn's own call: one-step LSTM calls come here. CUDA: the persistent
-#: and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed to beat cuDNN's
-#: ~2 us/step at small batch, unmeasured), so `cuda` stays below torch's cuDNN until a GPU run shows it correct and
-#: faster for a shape.
+#: `auto` order; torch's own kernels have 10. CPU, from the quiet table of issue #14 (bench/native_cpu_speed.py --table,
+#: bench/results/cpu-amd-epyc-2c/cpu-table.md: 2-core AMD EPYC, torch's 2 threads, T=100, I=H=512, N=64 and 4,
+#: inference and training): GRU 1.8-3.5x torch.nn in float32 and 1.2-2.6x in bfloat16 (Elman RNN alike), so this
+#: backend leads. LSTM is the exception: torch runs oneDNN's fused LSTM primitive (the whole sequence in one JIT'd
+#: call) where this loop pays one oneDNN GEMM call per step through the dispatcher (~12 us each) plus the pointwise
+#: pass: float32 measured 0.76-0.98x, bfloat16 inference 0.73-0.79x, so LSTM sequences stay with torch, except
+#: bfloat16 training (1.06-1.08x), which comes here. One step (LSTMCell) is not oneDNN's sequence kernel but torch's
+#: per-op lstm_cell, which this backend matches (pytorch/examples-style LSTMCell loop, float64: `fusedrnn-bench
+#: --preset cells`), while `torch` adds fusedrnn's Python to torch.nn's own call: one-step LSTM calls come here. CUDA:
+#: the persistent and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed
+#: to beat cuDNN's ~2 us/step at small batch, unmeasured), so `cuda` stays below torch's cuDNN until a GPU run shows
+#: it correct and faster for a shape.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 
@@ -78,7 +78,8 @@ class NativeBackend(LayerBackend):
             return 0
         # An unknown length (torch.compile's selection) ranks as a sequence: compiled, torch is refused anyway.
         if call.device_type == "cpu" and call.mode == "LSTM" and call.seq_len != 1:
-            return CPU_LSTM_PREFERENCE
+            bf16_training = call.dtype == torch.bfloat16 and call.needs_grad
+            return PREFERENCE["cpu"] if bf16_training else CPU_LSTM_PREFERENCE
         return PREFERENCE[self.device_type]
 
     def cell(self, call, x, hx, cx, w):
