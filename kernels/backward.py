@@ -18,6 +18,7 @@ import triton.language as tl
 
 from .cells import cell_backward, load_f32, skip_finished_rows, store_gate_grads
 from .modes import GRU, LSTM
+from .timesteps import backward_step_slots
 
 
 @triton.jit
@@ -69,9 +70,7 @@ def recurrence_backward_kernel(
     state_size = N * P
     GH = GATES * H
     for step in range(T):
-        t = (T - 1 - step) + reverse * (2 * step + 1 - T)  # forward direction: T-1 .. 0; reverse: 0 .. T-1
-        prev = t + reverse
-        new = t + 1 - reverse
+        t, prev, new = backward_step_slots(step, T, reverse)
         dh_in = dh_ptr + (step % 2) * state_size
         dh_out = dh_ptr + ((step + 1) % 2) * state_size
         dy_t = dy_ptr + tl.cast(t, tl.int64) * state_size

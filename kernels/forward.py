@@ -15,6 +15,7 @@ import triton.language as tl
 
 from .cells import load_f32, step_forward
 from .modes import LSTM
+from .timesteps import forward_step_slots
 
 
 @triton.jit
@@ -82,15 +83,7 @@ def recurrence_forward_kernel(
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * P
     for step in range(T):
-        t = step + reverse * (T - 1 - 2 * step)  # the time index this step processes
-        if SAVE:
-            # Forward: h_{t-1} in slot t, h_t into slot t+1. Reverse: read slot t+1, write slot t. So the state
-            # before step t of either direction is slot t + reverse, which the backward reuses.
-            prev = t + reverse
-            new = t + 1 - reverse
-        else:
-            prev = step % 2
-            new = (step + 1) % 2
+        t, prev, new = forward_step_slots(step, T, reverse, SAVE)
         h_prev_ptr = hs_ptr + tl.cast(prev, tl.int64) * state_size
         h_new_ptr = hs_ptr + tl.cast(new, tl.int64) * state_size
         gi_t = gi_ptr + tl.cast(t, tl.int64) * N * GATES * H

@@ -25,6 +25,7 @@ from .backward import _matmul_rows
 from .cells import cell_backward, cell_forward, load_f32, load_gate_inputs, skip_finished_rows
 from .forward import _bias, _hh_dot, _store_state
 from .modes import GRU, INDRNN_TANH, LSTM, RNN_TANH
+from .timesteps import backward_step_slots, forward_step_slots
 
 
 @triton.jit
@@ -83,6 +84,19 @@ def _zone(m_ptr, tile, mask, new, old, ZONEOUT: tl.constexpr):
         return new
 
 
+@triton.jit
+def _column_range(H, ELEMENTWISE: tl.constexpr, BLOCK_H: tl.constexpr):
+    """[col_start, col_end) of the hidden units this program steps: one BLOCK_H tile per grid axis 1 program for
+    IndRNN (ELEMENTWISE, no matmul couples the columns), otherwise all H."""
+    if ELEMENTWISE:
+        col_start = tl.program_id(1) * BLOCK_H
+        col_end = col_start + BLOCK_H
+    else:
+        col_start = 0
+        col_end = H
+    return col_start, col_end
+
+
 @triton.jit(do_not_specialize=["T", "reverse"])
 def variant_forward_kernel(
     gi_ptr,  # [T, N, G*H] input side LN(x W_ih^T; g_ih) + b_ih (or x W_ih^T + b_ih), input dtype
@@ -122,24 +136,13 @@ def variant_forward_kernel(
 ):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
-    if ELEMENTWISE:
-        col_start = tl.program_id(1) * BLOCK_H
-        col_end = col_start + BLOCK_H
-    else:
-        col_start = 0
-        col_end = H
+    col_start, col_end = _column_range(H, ELEMENTWISE, BLOCK_H)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
     GH = GATES * H
     for step in range(T):
-        t = step + reverse * (T - 1 - 2 * step)
-        if SAVE:
-            prev = t + reverse
-            new = t + 1 - reverse
-        else:
-            prev = step % 2
-            new = (step + 1) % 2
+        t, prev, new = forward_step_slots(step, T, reverse, SAVE)
         h_prev_ptr = hs_ptr + tl.cast(prev, tl.int64) * state_size
         h_new_ptr = hs_ptr + tl.cast(new, tl.int64) * state_size
         step_off = tl.cast(t, tl.int64) * state_size  # offset of step t in every [T, N, H] tensor
@@ -290,20 +293,13 @@ def variant_backward_kernel(
 ):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < N
-    if ELEMENTWISE:
-        col_start = tl.program_id(1) * BLOCK_H
-        col_end = col_start + BLOCK_H
-    else:
-        col_start = 0
-        col_end = H
+    col_start, col_end = _column_range(H, ELEMENTWISE, BLOCK_H)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     state_size = N * H
     GH = GATES * H
     for step in range(T):
-        t = (T - 1 - step) + reverse * (2 * step + 1 - T)
-        prev = t + reverse
-        new = t + 1 - reverse
+        t, prev, new = backward_step_slots(step, T, reverse)
         dh_in = dh_ptr + (step % 2) * state_size
         dh_out = dh_ptr + ((step + 1) % 2) * state_size
         step_off = tl.cast(t, tl.int64) * state_size
