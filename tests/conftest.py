@@ -1,6 +1,7 @@
 """Test session set-up shared by every test file."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -25,3 +26,20 @@ def child_timeout(pytestconfig):
         return default_s if not per_test else max(1.0, min(default_s, float(per_test) - CHILD_MARGIN_S))
 
     return limit
+
+
+#: A skip reason that says a test needs a GPU ("needs a CUDA device", "needs compiled Triton on a GPU").
+_NEEDS_GPU = re.compile(r"\bneeds\b(?!.*\bwithout\b).*\b(CUDA|GPU)\b")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that skips for want of a GPU must carry the `gpu` marker (tests/devices.py), or the GPU run's
+    `pytest -m gpu` would leave it out: a collection error names the ones that do not."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("gpu") is None
+        and any(_NEEDS_GPU.search(str(mark.kwargs.get("reason", ""))) for mark in item.iter_markers("skipif"))
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests that need a GPU without the `gpu` marker: " + ", ".join(unmarked[:10]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from devices import CUDA, NEEDS_CUDA_REASON
 from parity import TOLERANCES
 
 import fusedrnn
@@ -18,7 +19,7 @@ from fusedrnn.backends import native
 from fusedrnn.reference import GATES
 from fusedrnn.registry import LayerWeights
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason=NEEDS_CUDA_REASON)]
 TUNE_ENV = "FUSEDRNN_CUDA_TUNE"
 
 #: (id, mode, bias, reverse, lengths); projections always take the per-step path.

@@ -18,6 +18,7 @@ import warnings
 import pytest
 import torch
 from cpu_backends import backend_params
+from devices import needs_cuda
 from parity import TOLERANCES, output_tensors
 from torch import nn
 
@@ -303,7 +304,7 @@ def test_a_recorded_cuda_graph_keeps_what_backward_needs_whatever_the_grad_mode(
     assert not aten_train_flag(dataclasses.replace(call, device_type="cpu"), 0.0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 @pytest.mark.parametrize("layer", LAYERS, ids=[layer[0] for layer in LAYERS])
 def test_jit_trace_on_cuda_runs_like_torch_nn_trace(layer):
     expected_module, actual_module = (m.cuda() for m in make_pair(layer, "auto"))

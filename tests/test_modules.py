@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
+from devices import DEVICE
 from parity import assert_all_close, forward_backward, leaf
 
 INPUT_SIZE, HIDDEN_SIZE, PROJ_SIZE = 5, 7, 3  # odd on purpose: no size is a multiple of a vector width
@@ -209,6 +210,7 @@ def test_rnn_nonlinearity_is_fourth_positional():
     assert rnn.mode == "RNN_RELU" and rnn.bias is False and rnn.num_layers == 2
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_torch_backend_keeps_what_backward_needs_without_dropout(training, monkeypatch):
     """ATen's `train` flag is what lets cuDNN run a backward ("cudnn RNN backward can only be called in training
@@ -219,7 +221,7 @@ def test_torch_backend_keeps_what_backward_needs_without_dropout(training, monke
     flags = []
     gru = torch_native._FUNCTIONS["GRU"]
     monkeypatch.setitem(torch_native._FUNCTIONS, "GRU", lambda *args: (flags.append(args[6]), gru(*args))[1])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = DEVICE
     module = fusedrnn.GRU(INPUT_SIZE, HIDDEN_SIZE, 2, device=device, backend="torch").train(training)
     x = torch.randn(4, 3, INPUT_SIZE, device=device, requires_grad=True)
     module(x)[0].sum().backward()

@@ -20,6 +20,7 @@ from fusedrnn import _build, _extension
 from fusedrnn.backends import native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
+from devices import needs_cuda
 from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
 from test_cells import CELLS as CELL_MODULES
 from test_modules import CASES, CELLS, check_case, input_maker, make_pair
@@ -27,7 +28,6 @@ from test_modules import CASES, CELLS, check_case, input_maker, make_pair
 import zero_size_cases
 
 ops = torch.ops.fusedrnn
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 #: Module cases: all of test_modules' grid (packed sequences included).
 NATIVE_CASES = CASES
@@ -137,7 +137,7 @@ def check_against_float64(cell, case, dtype, device):
     assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=device == "cpu")
 
 
-@needs_gpu
+@needs_cuda
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=str)
 @pytest.mark.parametrize("case", FLOAT32_CASES.values(), ids=FLOAT32_CASES.keys())
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
@@ -189,7 +189,7 @@ def test_cpu_low_precision_zero_sizes_match_torch_nn(case, dtype):
     assert zero_size_cases.run_case(case, "cpu", dtype) is None
 
 
-@needs_gpu
+@needs_cuda
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
 def test_cuda_matches_torch_nn_float64(cell):
     check_case(cell, CASES["3layers_bidir"], "cuda", device="cuda")
@@ -599,7 +599,7 @@ def test_unknown_mode_and_misplaced_arguments():
         ops.layer_forward(*replaced(args, 8, torch.zeros(H, H, dtype=torch.float64)), False)
 
 
-@needs_gpu
+@needs_cuda
 def test_cuda_device_mix_is_a_clear_error():
     args = op_inputs("GRU", False, True, device="cuda")
     with pytest.raises(RuntimeError, match="same device"):

@@ -20,14 +20,15 @@ from torch import nn
 
 import fusedrnn
 from fusedrnn import registry
+from devices import CUDA, DEVICE, needs_cuda
 from parity import TOLERANCES, assert_all_close, forward_backward
 from test_modules import CELLS, Case, input_maker
 
-CUDA = torch.cuda.is_available()
-DEVICE = "cuda" if CUDA else "cpu"
 TRITON_REASON = registry.availability()["triton"]
-pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
-gpu_only = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (the CPU runs only the interpreter grid)")
+#: On a GPU the whole file runs there (the grid on CUDA tensors): `gpu` selects it for the GPU run.
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")]
+gpu_only = needs_cuda  # the CPU runs only the interpreter grid
 
 MODES = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 #: Cells the kernels implement: all of them (LSTM projection on the tiled kernels).

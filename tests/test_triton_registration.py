@@ -34,6 +34,7 @@ def test_under_the_interpreter_kernels_launch_bare_from_opaque_ops():
     assert not set(OPS) & set(triton_ops_to_kernels)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or interpreter_enabled(), reason="needs compiled Triton on a GPU")
 def test_on_a_gpu_the_ops_are_triton_ops_that_name_their_kernels():
     from torch._library.triton import triton_ops_to_kernels

@@ -20,12 +20,14 @@ import fusedrnn
 from fusedrnn import reference, registry
 from fusedrnn.kernels import plan
 from fusedrnn.reference import LayerNormWeights, ZoneoutMasks
+from devices import DEVICE
 from parity import TOLERANCES, assert_all_close, forward_backward
 
 TRITON_REASON = registry.availability()["triton"]
-pytestmark = pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")
+#: On a GPU the whole file runs there: `gpu` selects it for the GPU run.
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(TRITON_REASON is not None, reason=f"triton backend unavailable: {TRITON_REASON}")]
 DTYPE = torch.float32
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclasses.dataclass(frozen=True)
