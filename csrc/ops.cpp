@@ -246,7 +246,6 @@ std::tuple<std::string, std::string, std::string> cuda_plan(c10::string_view mod
                                                             c10::string_view tune) {
   TORCH_CHECK_VALUE(element_size == 2 || element_size == 4 || element_size == 8,
                     "fusedrnn.cuda_plan: element_size must be 2, 4 or 8, got ", element_size);
-  TORCH_CHECK_VALUE(batch > 0 && hidden > 0, "fusedrnn.cuda_plan: batch and hidden must be positive");
   persistent::PlanInput in;
   in.gates = gates_of(parse_mode(mode_name));
   in.batch = batch, in.hidden = hidden, in.projection = projection;

@@ -333,12 +333,86 @@ __device__ __forceinline__ void store_to_cluster_rank(S* local_ptr, S v, unsigne
 }
 
 //: Every thread of every CTA in the cluster: arrive (release: this thread's shared and distributed shared memory
-//: writes) and wait (acquire). Also a full __syncthreads of the CTA.
+//: writes) and wait (acquire). Also a full __syncthreads of the CTA. It has no bound, so the kernel uses it only once,
+//: at the start (every CTA of a cluster is scheduled at once), and cluster_step_barrier between steps.
 __device__ __forceinline__ void cluster_barrier() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // .aligned requires every thread of the warp to execute this same instruction: reconverge the warp first (the
+  // caller may come from divergent code, and the compiler does not guarantee reconvergence before inline asm).
+  __syncwarp();
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 #else
   __trap();
+#endif
+}
+
+//: The cluster path's step barrier, bounded as grid_barrier is: an mbarrier in every CTA's shared memory, on which
+//: each CTA of the cluster arrives once per step; a CTA waits on its own. (barrier.cluster cannot be polled, so a
+//: CTA that missed it would hang the launch until the process is killed.)
+//: init: thread 0 of each CTA, before the kernel's first cluster_barrier(), which makes every CTA's mbarrier
+//: initialised before any other CTA arrives on it.
+__device__ __forceinline__ void cluster_step_barrier_init(unsigned long long* mbar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (threadIdx.x == 0) {
+    const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(mbar));
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(local), "r"(gridDim.x) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+#else
+  __trap();
+#endif
+}
+
+//: The barrier ending step `round` (0 for the first of the launch): returns once every CTA of the cluster has
+//: arrived, or false (in every thread of the CTA) when the wait timed out here or the error flag was set elsewhere;
+//: the kernel must then return (its results are invalid and the host raises).
+//: Ordering: __syncthreads orders the CTA's stores of the step (into every CTA's buffers) and its reads of this step's
+//: buffer before the arrivals; thread r's mbarrier.arrive.release.cluster on CTA r's mbarrier publishes them
+//: (release, cumulative through bar.sync); thread 0's try_wait.acquire.cluster on its own, then __syncthreads,
+//: orders every thread's later shared-memory reads after the other CTAs' stores. Phase `round` of each mbarrier
+//: completes with the cluster's gridDim.x arrivals; a CTA cannot arrive for the next phase before its own wait of
+//: this one ended, so no mbarrier runs more than one phase ahead of a waiter (parity is enough).
+__device__ __forceinline__ bool cluster_step_barrier(unsigned long long* mbar, unsigned round, const Barrier& barrier,
+                                                     int& abort_flag) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  __syncthreads();
+  const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(mbar));
+  if (threadIdx.x < gridDim.x) {  // the cluster is the grid: thread r arrives on CTA r's mbarrier
+    unsigned remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(threadIdx.x));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+  }
+  if (threadIdx.x == 0) {
+    const unsigned long long start = global_timer_ns();
+    int abort = 0;
+    for (;;) {
+      unsigned done;
+      // try_wait suspends the thread for up to a hardware-defined time when the phase is not complete yet.
+      asm volatile(
+          "{\n\t.reg .pred p;\n\t"
+          "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
+          "selp.u32 %0, 1, 0, p;\n\t}"
+          : "=r"(done)
+          : "r"(local), "r"(round & 1u)
+          : "memory");
+      if (done) break;
+      if (load_relaxed(barrier.words + 1) != 0) {
+        abort = 1;
+        break;
+      }
+      if (global_timer_ns() - start > barrier.timeout_ns) {
+        atomicExch(barrier.words + 1, 1ull);
+        abort = 1;
+        break;
+      }
+    }
+    abort_flag = abort;
+  }
+  __syncthreads();
+  return abort_flag == 0;
+#else
+  __trap();
+  return false;
 #endif
 }
 

@@ -12,7 +12,8 @@
 //     from L2 and meets the others at the counter barrier (grid_barrier);
 //   cluster path (one thread-block cluster, sm_90): every CTA writes its h_t slice straight into the shared memory of
 //     every CTA of the cluster (distributed shared memory; two buffers, read / written alternately) and the step
-//     ends at the hardware cluster barrier: no L2 round trip, no spinning.
+//     ends at a cluster barrier of mbarriers in shared memory (cluster_step_barrier: no L2 round trip, and bounded
+//     like the grid barrier).
 #include "persistent_device.h"
 
 namespace fusedrnn::persistent {
@@ -25,6 +26,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
   constexpr int kSaved = kMode == Mode::LSTM ? kLstmSaved : kMode == Mode::GRU ? kGruSaved : 0;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int abort_flag;
+  __shared__ __align__(8) unsigned long long step_mbarrier;  // cluster path: cluster_step_barrier's
   S* Ws = reinterpret_cast<S*>(smem);
   S* Bs = Ws + tl.m_pad * tl.w_ld;                      // grid path: the staged chunk; cluster path: buffer 0
   S* Bs_other = Bs + tl.n_pad * tl.b_ld;                // cluster path: buffer 1
@@ -80,6 +82,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     // padding stays zero. The barrier also makes sure every CTA of the cluster runs before anyone writes into it.
     stage(Bs, tl, h0, H, N, H, 0, tl.k_pad, p.vector_loads);
     for (int i = threadIdx.x; i < tl.n_pad * tl.b_ld; i += blockDim.x) Bs_other[i] = Storage<S>::store(A(0));
+    cluster_step_barrier_init(&step_mbarrier);
     cluster_barrier();
   } else {
     __syncthreads();  // Ws complete
@@ -149,7 +152,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
       if constexpr (kCluster) {
         // After it no CTA reads this step's buffer any more, so the next step may overwrite it. (No barrier after
         // the last step: no CTA touches another's shared memory then.)
-        cluster_barrier();
+        if (!cluster_step_barrier(&step_mbarrier, static_cast<unsigned>(s - begin), p.barrier, abort_flag)) return;
       } else if (!grid_barrier(p.barrier, s + 1 - begin, abort_flag)) {
         return;
       }

@@ -7,11 +7,16 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+#include <torch/version.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "persistent.h"
 
@@ -40,10 +45,16 @@ DType dtype_of(c10::ScalarType t) {
   TORCH_CHECK(false, "fusedrnn: the persistent CUDA kernels do not support dtype ", t);
 }
 
-Tune tune_from_env() {
+//: FUSEDRNN_CUDA_TUNE's text (read on every call: a test or sweep may change it between calls; getenv is cheap,
+//: the parse and the plan are cached by this text).
+std::string tune_text() {
   const char* spec = std::getenv(kTuneEnv);
+  return spec != nullptr ? spec : "";
+}
+
+Tune tune_from(const std::string& text) {
   try {
-    return parse_tune(spec != nullptr ? spec : "");
+    return parse_tune(text);
   } catch (const std::invalid_argument& error) {
     TORCH_CHECK_VALUE(false, error.what());
   }
@@ -75,15 +86,40 @@ struct ClusterLaunch {
   }
 };
 
-//: Raises the kernel's dynamic shared-memory limit (and cluster-size limit) to what `plan` launches it with.
+//: Guards the caches below (plans, kernel attributes): layers may run on several host threads (DDP, autograd).
+std::mutex cache_mutex;
+
+//: Raises the kernel's dynamic shared-memory limit (and cluster-size limit) to what `plan` launches it with, once per
+//: (device, kernel, size). The limit only ever grows: a plan cached earlier may launch the same kernel with more
+//: shared memory than the latest one. Call with cache_mutex held.
 void allow(const void* kernel, const Plan& plan) {
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(plan.smem_bytes)),
-             "cudaFuncSetAttribute (dynamic shared memory)");
-  if (plan.cluster > kPortableCluster) {
+  static std::map<std::pair<int, const void*>, std::pair<int64_t, bool>> allowed;  // -> (smem, non-portable)
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  auto& [smem, non_portable] = allowed[{device, kernel}];
+  if (plan.smem_bytes > smem) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(plan.smem_bytes)),
+               "cudaFuncSetAttribute (dynamic shared memory)");
+    smem = plan.smem_bytes;
+  }
+  if (plan.cluster > kPortableCluster && !non_portable) {
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1),
                "cudaFuncSetAttribute (non-portable cluster size)");
+    non_portable = true;
   }
+}
+
+//: Whether `kernel` was built for sm_90 (SASS, or PTX of compute_90): a build without it (e.g.
+//: TORCH_CUDA_ARCH_LIST=8.0+PTX) JIT-compiles compute_80 PTX, where the cluster code is a trap, a sticky error that
+//: would break every later CUDA call in the process.
+bool built_for_clusters(const void* kernel) {
+  cudaFuncAttributes attributes{};
+  if (cudaFuncGetAttributes(&attributes, kernel) != cudaSuccess) {
+    (void)cudaGetLastError();  // no usable binary is an answer here, not a sticky error
+    return false;
+  }
+  return attributes.ptxVersion >= 90 && attributes.binaryVersion >= 90;
 }
 
 //: Whether one cluster of the cluster-path plan can be resident (cudaOccupancyMaxActiveClusters >= 1).
@@ -98,12 +134,28 @@ bool cluster_fits(const void* kernel, const Plan& plan) {
   return clusters >= 1;
 }
 
+//: The plan of one layer direction on the current device, computed once per (device, mode, dtype, batch, hidden,
+//: projection, direction, FUSEDRNN_CUDA_TUNE) and then reused (planning queries the device and the occupancy).
+struct PlanKey {
+  int device;
+  Mode mode;
+  c10::ScalarType dtype;
+  int64_t batch, hidden;
+  bool projection;
+  Direction direction;
+  std::string tune;
+  bool operator<(const PlanKey& o) const {
+    return std::tie(device, mode, dtype, batch, hidden, projection, direction, tune) <
+           std::tie(o.device, o.mode, o.dtype, o.batch, o.hidden, o.projection, o.direction, o.tune);
+  }
+};
+
 //: The plan on the current device: the pure planner, then the kernel's real occupancy at the planned shared memory
 //: (the cluster path falls back to the portable cluster size, then to the grid path, when its cluster cannot run).
-Plan plan_for(const LayerInputs& in, Direction direction) {
-  const Tune tune = tune_from_env();
-  int device = 0, sm_count = 0, smem_optin = 0, cooperative = 0, cluster_launch = 0, major = 0;
-  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+//: no_cluster: plan the grid path (the driver refused a cluster launch that the occupancy query accepted).
+//: Call with cache_mutex held.
+Plan compute_plan(const LayerInputs& in, Direction direction, const Tune& tune, int device, bool no_cluster) {
+  int sm_count = 0, smem_optin = 0, cooperative = 0, cluster_launch = 0, major = 0;
   check_cuda(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
   check_cuda(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
              "cudaDeviceGetAttribute");
@@ -119,8 +171,11 @@ Plan plan_for(const LayerInputs& in, Direction direction) {
   input.direction = direction;
   input.sm_count = sm_count;
   input.smem_per_block = smem_optin;
-  // sm_90 is the only architecture the cluster kernels are compiled for (fusedrnn/_build.py's arch list).
-  input.max_cluster = major == 9 && cluster_launch != 0 ? kMaxCluster : 0;
+  // sm_90 is the only architecture the cluster kernels run on: the device must be one, and the loaded kernel must
+  // have been built for it (fusedrnn/_build.py's arch list; a user's TORCH_CUDA_ARCH_LIST may leave it out).
+  const bool clusters = !no_cluster && direction == Direction::Forward && major == 9 && cluster_launch != 0 &&
+                        built_for_clusters(kernel_of(in, direction, true));
+  input.max_cluster = clusters ? kMaxCluster : 0;
   Plan plan = plan_persistent(input, tune);
   for (const int smaller : {kPortableCluster, 0}) {
     if (!plan.persistent() || plan.cluster == 0 || cluster_fits(kernel_of(in, direction, true), plan)) break;
@@ -147,9 +202,36 @@ Plan plan_for(const LayerInputs& in, Direction direction) {
   return plan;
 }
 
-//: fp32 matmuls on TF32 tensor cores exactly when torch.nn's cuDNN RNNs use them (torch.backends.cudnn.allow_tf32).
+PlanKey key_of(const LayerInputs& in, Direction direction, std::string tune) {
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  return {device, in.mode, in.x.scalar_type(), in.x.size(1), in.w_hh.size(1), in.w_hr.has_value(), direction,
+          std::move(tune)};
+}
+
+//: The cached plan (see PlanKey); no_cluster replaces the entry with the grid path's plan (the driver refused its
+//: cluster launch), so later calls of that shape skip the refused launch.
+Plan plan_for(const LayerInputs& in, Direction direction, bool no_cluster = false) {
+  static std::map<PlanKey, Plan> plans;
+  PlanKey key = key_of(in, direction, tune_text());
+  const std::lock_guard<std::mutex> lock(cache_mutex);
+  auto found = plans.find(key);
+  if (found != plans.end() && !no_cluster) return found->second;
+  Plan plan = compute_plan(in, direction, tune_from(key.tune), key.device, no_cluster);
+  plans.insert_or_assign(std::move(key), plan);
+  return plan;
+}
+
+//: fp32 matmuls on TF32 tensor cores exactly when torch.nn's cuDNN RNNs use them: torch.backends.cudnn.rnn's
+//: fp32_precision (which follows torch.backends.cudnn.allow_tf32 unless set). The call without an operator is
+//: deprecated since torch 2.9 and raises when the RNN and conv settings differ; 2.11 (our oldest) takes the operator.
 bool use_tf32(const Tensor& x) {
-  return x.scalar_type() == at::kFloat && at::globalContext().allowTF32CuDNN();
+  if (x.scalar_type() != at::kFloat) return false;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 11)
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::RNN);
+#else
+  return at::globalContext().allowTF32CuDNN();
+#endif
 }
 
 bool aligned(const void* p) {
@@ -190,30 +272,37 @@ Tensor carried_for(const Tensor& x, int64_t N, int64_t H) {
   return at::empty({2, N, H}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
 }
 
-//: Launches `kernel` with (params, tiling) over every step: the cluster path as one cluster (its hardware barrier
-//: cannot hang); the grid path cooperatively, then, unless the stream is being captured into a CUDA graph, waits
-//: for it and turns the barrier's error flag into an error (a timed-out grid never returns silently wrong results).
+//: Launches `kernel` with (params, tiling) over every step: the cluster path as one cluster, the grid path
+//: cooperatively; then, unless the stream is being captured into a CUDA graph, waits for it and turns the barrier's
+//: error flag into an error (a timed-out barrier never returns silently wrong results; both barriers are bounded).
+//: Returns false, with nothing launched and no error left behind, when the driver refuses the cluster launch (the
+//: occupancy query may accept a cluster that the launch then finds no room for); the caller then takes the grid path.
 template <class Params>
-void launch(const void* kernel, const Plan& plan, Params& params, int steps, const Tensor& barrier_words) {
+bool launch(const void* kernel, const Plan& plan, Params& params, int steps, const Tensor& barrier_words) {
   params.steps = {0, steps, nullptr};
   Tiling tiling = plan;
   void* args[] = {&params, &tiling};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (plan.cluster > 0) {
     ClusterLaunch launch(plan, stream);
-    check_cuda(cudaLaunchKernelExC(&launch.config, kernel, args), "the cluster launch of the persistent kernel");
-    return;
+    if (cudaLaunchKernelExC(&launch.config, kernel, args) != cudaSuccess) {
+      (void)cudaGetLastError();  // a refused launch config is not sticky; a sticky error resurfaces at the next call
+      return false;
+    }
+  } else {
+    check_cuda(cudaLaunchCooperativeKernel(kernel, dim3(plan.ctas), dim3(plan.threads), args,
+                                           static_cast<size_t>(plan.smem_bytes), stream),
+               "the cooperative launch of the persistent kernel");
   }
-  check_cuda(cudaLaunchCooperativeKernel(kernel, dim3(plan.ctas), dim3(plan.threads), args,
-                                         static_cast<size_t>(plan.smem_bytes), stream),
-             "the cooperative launch of the persistent kernel");
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
-  if (capture != cudaStreamCaptureStatusNone) return;
+  if (capture != cudaStreamCaptureStatusNone) return true;
   const int64_t timed_out = barrier_words[1].item<int64_t>();  // synchronises with the stream
-  TORCH_CHECK(timed_out == 0, "fusedrnn: the persistent CUDA kernel's grid barrier timed out (its CTAs were not all "
-              "running at once, or one of them failed); set ", kTuneEnv, "=path=step to use the per-step path, or a "
-              "longer timeout_ms= under a slow tool such as compute-sanitizer");
+  TORCH_CHECK(timed_out == 0, "fusedrnn: the persistent CUDA kernel's ", plan.cluster > 0 ? "cluster" : "grid",
+              " barrier timed out (its CTAs were not all running at once, or one of them failed); set ", kTuneEnv,
+              "=path=step to use the per-step path, or a longer ", kBarrierTimeoutEnv,
+              " under a slow tool such as compute-sanitizer");
+  return true;
 }
 
 Tensor barrier_words_for(const Tensor& x) {
@@ -223,22 +312,28 @@ Tensor barrier_words_for(const Tensor& x) {
 constexpr unsigned long long kNsPerMs = 1000000ull;
 
 Barrier barrier_of(const Tensor& words) {
-  const int timeout_ms = tune_from_env().timeout_ms;
+  int timeout_ms = kDefaultBarrierTimeoutMs;
+  try {
+    timeout_ms = barrier_timeout_ms(tune_from(tune_text()), std::getenv(kBarrierTimeoutEnv));
+  } catch (const std::invalid_argument& error) {
+    TORCH_CHECK_VALUE(false, error.what());
+  }
   return {reinterpret_cast<unsigned long long*>(words.data_ptr<int64_t>()),
-          static_cast<unsigned long long>(timeout_ms > 0 ? timeout_ms : kDefaultBarrierTimeoutMs) * kNsPerMs};
+          static_cast<unsigned long long>(timeout_ms) * kNsPerMs};
 }
 
-//: An empty sequence or batch has nothing to launch (rnn_loop.cpp returns the empty results). Projections reach the
-//: planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces a fused path).
+//: An empty sequence, batch or hidden size has nothing to launch (rnn_loop.cpp returns the empty results, as the CPU
+//: does). Projections reach the planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces
+//: a fused path).
 bool fused_candidate(const LayerInputs& in) {
-  return in.x.size(0) > 0 && in.x.size(1) > 0;
+  return in.x.size(0) > 0 && in.x.size(1) > 0 && in.w_hh.size(1) > 0;
 }
 
 }  // namespace
 
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInputs& in) {
   if (!fused_candidate(in)) return std::nullopt;
-  const Plan plan = plan_for(in, Direction::Forward);
+  Plan plan = plan_for(in, Direction::Forward);
   if (plan.path == Path::Loop) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2), H = in.w_hh.size(1);
   const bool lstm = in.mode == Mode::LSTM;
@@ -270,8 +365,16 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   const void* kernel = kernel_of(in, Direction::Forward, plan.cluster > 0);
   if (plan.path == Path::Step) {
     launch_per_step(kernel, plan, p, static_cast<int>(T), carried_for(in.x, N, H));
-  } else {
-    launch(kernel, plan, p, static_cast<int>(T), barrier);
+  } else if (!launch(kernel, plan, p, static_cast<int>(T), barrier)) {
+    // The driver refused the cluster: plan this shape without one from now on (the grid path, else per step).
+    plan = plan_for(in, Direction::Forward, /*no_cluster=*/true);
+    if (plan.path == Path::Loop) return std::nullopt;  // nothing was written: the loop recomputes everything
+    kernel = kernel_of(in, Direction::Forward, false);
+    if (plan.path == Path::Step) {
+      launch_per_step(kernel, plan, p, static_cast<int>(T), carried_for(in.x, N, H));
+    } else {
+      launch(kernel, plan, p, static_cast<int>(T), barrier);
+    }
   }
   return std::make_tuple(y, h_n, c_n, saved);
 }

@@ -42,9 +42,14 @@ constexpr int kMaxStatesPerThread = 4;
 constexpr int kRowPad = 8;
 //: How long a CTA waits at the grid barrier before it gives up and flags an error: far beyond any step (a step takes
 //: microseconds), short enough that a stuck grid (CTAs not co-resident, a failed CTA) surfaces as an error. Tools
-//: that slow kernels down by orders of magnitude (compute-sanitizer) may need FUSEDRNN_CUDA_TUNE=timeout_ms=...
+//: that slow kernels down by orders of magnitude (compute-sanitizer) may need a longer one: kBarrierTimeoutEnv, or
+//: FUSEDRNN_CUDA_TUNE=timeout_ms=... (which wins: it is the per-run override a sweep or a test sets).
 constexpr int kDefaultBarrierTimeoutMs = 5000;
-//: Shared memory the kernels declare statically (the abort flag), kept out of the dynamic budget.
+//: The barrier timeout as its own setting, apart from FUSEDRNN_CUDA_TUNE, so a caller can shorten it for a whole test
+//: run (scripts/gpu_check.sh) although the tests set FUSEDRNN_CUDA_TUNE themselves.
+constexpr const char* kBarrierTimeoutEnv = "FUSEDRNN_CUDA_BARRIER_TIMEOUT_MS";
+//: Shared memory the kernels declare statically (the abort flag and the cluster path's mbarrier, 8-byte aligned),
+//: kept out of the dynamic budget.
 constexpr int64_t kStaticSmemBytes = 16;
 
 enum class Direction { Forward, Backward };
@@ -68,7 +73,7 @@ struct Tune {
   int threads = 0;  // threads per CTA
   int chunk = 0;    // K columns of the gathered operand staged in shared memory at once (a multiple of kTileK)
   int cluster = -1;  // CTAs of the cluster path; 0: never the cluster path; -1: the planner's choice
-  int timeout_ms = 0;  // the grid barrier's bounded wait (0: kDefaultBarrierTimeoutMs); longer under a sanitizer
+  int timeout_ms = 0;  // the barriers' bounded wait (0: kBarrierTimeoutEnv, else kDefaultBarrierTimeoutMs)
   std::string path;  // "" (planner); "persistent" or "step" (that path, a refusal is an error); "loop" (rnn_loop.cpp)
 };
 
@@ -102,6 +107,29 @@ inline std::string trimmed(const std::string& s) {
   return first == std::string::npos ? "" : s.substr(first, last - first + 1);
 }
 
+//: A positive integer setting, or std::invalid_argument naming `what`.
+inline int parse_positive(const std::string& what, const std::string& value) {
+  size_t used = 0;
+  int v = -1;
+  try {
+    v = std::stoi(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != value.size() || v <= 0) {
+    throw std::invalid_argument(what + "=" + value + " is not a positive integer");
+  }
+  return v;
+}
+
+//: The barrier timeout in ms: tune's timeout_ms, else the kBarrierTimeoutEnv value `env` (nullptr: unset), else the
+//: default. Throws std::invalid_argument on a malformed env value.
+inline int barrier_timeout_ms(const Tune& tune, const char* env) {
+  if (tune.timeout_ms > 0) return tune.timeout_ms;
+  if (env != nullptr && *env != '\0') return parse_positive(kBarrierTimeoutEnv, trimmed(env));
+  return kDefaultBarrierTimeoutMs;
+}
+
 //: Parses FUSEDRNN_CUDA_TUNE; throws std::invalid_argument on an unknown key or a malformed value.
 inline Tune parse_tune(const std::string& spec) {
   Tune tune;
@@ -115,19 +143,7 @@ inline Tune parse_tune(const std::string& spec) {
     const size_t eq = item.find('=');
     const std::string key = trimmed(eq == std::string::npos ? item : item.substr(0, eq));
     const std::string value = trimmed(eq == std::string::npos ? "" : item.substr(eq + 1));
-    auto number = [&]() {
-      size_t used = 0;
-      int v = -1;
-      try {
-        v = std::stoi(value, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used == 0 || used != value.size() || v <= 0) {
-        throw std::invalid_argument("FUSEDRNN_CUDA_TUNE: " + key + "=" + value + " is not a positive integer");
-      }
-      return v;
-    };
+    auto number = [&]() { return parse_positive("FUSEDRNN_CUDA_TUNE: " + key, value); };
     if (key == "ctas") {
       tune.ctas = number();
     } else if (key == "threads") {
@@ -219,11 +235,15 @@ inline std::string tile(Plan& p, const PlanInput& in, const Tune& tune, int64_t 
   return "";
 }
 
-//: The plan of one layer direction (see the top of this file). Pure: same input, same plan.
-//: Forward passes whose W_hh fits in one thread-block cluster (in.max_cluster CTAs) take the cluster path: h is
-//: exchanged through distributed shared memory and each step ends at the hardware cluster barrier, far cheaper than
-//: the grid-wide one (which cannot time out: the cluster's CTAs are scheduled together). Everything else that fits
-//: takes the grid path (one CTA per SM, exchange through L2, the counter barrier).
+//: Why a layer of this size has nothing to fuse, or "": every tiling divides by the batch and hidden sizes.
+inline std::string check_sizes(const PlanInput& in) {
+  if (in.batch <= 0 || in.hidden <= 0) {
+    return "batch " + std::to_string(in.batch) + ", hidden " + std::to_string(in.hidden) +
+           ": an empty layer has nothing to fuse (the loop returns its empty results)";
+  }
+  return "";
+}
+
 //: Why tune.threads cannot run the kernels, or "".
 inline std::string check_threads(int threads) {
   if (threads % kWarpSize != 0 || threads < 2 * kWarpSize || threads > kMaxThreads) {
@@ -234,6 +254,11 @@ inline std::string check_threads(int threads) {
 }
 
 //: The persistent plan, or a refusal (path Loop) with its reason; plan_layer picks what runs then.
+//: Pure: same input, same plan.
+//: Forward passes whose W_hh fits in one thread-block cluster (in.max_cluster CTAs) take the cluster path: h is
+//: exchanged through distributed shared memory and each step ends at a barrier of mbarriers in shared memory, far
+//: cheaper than the grid-wide one (no L2 round trip; the cluster's CTAs are scheduled together). Everything else
+//: that fits takes the grid path (one CTA per SM, exchange through L2, the counter barrier).
 inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
   Plan p;
   auto refuse = [&](std::string why) {
@@ -244,6 +269,7 @@ inline Plan plan_persistent(const PlanInput& in, const Tune& tune = {}) {
   if (tune.path == "step" || tune.path == "loop") {
     return refuse("FUSEDRNN_CUDA_TUNE asks for the " + tune.path + " path (path=" + tune.path + ")");
   }
+  if (std::string why = check_sizes(in); !why.empty()) return refuse(why);
   if (in.projection) {
     return refuse("projection (proj_size): every step would need a second grid-wide exchange for W_hr h");
   }
@@ -300,6 +326,7 @@ inline Plan plan_step(const PlanInput& in, const Tune& tune = {}) {
     return p;
   };
   if (tune.path == "loop") return refuse("FUSEDRNN_CUDA_TUNE asks for the loop path (path=loop)");
+  if (std::string why = check_sizes(in); !why.empty()) return refuse(why);
   if (in.projection) return refuse("projection (proj_size): the fused kernels have no W_hr step");
   p.threads = tune.threads ? tune.threads : kDefaultThreads;
   if (std::string why = check_threads(p.threads); !why.empty()) return refuse(why);

@@ -107,6 +107,16 @@ def _check_barrier(sync: Tensor, kernel: str) -> None:
         )
 
 
+def _cooperative(x: Tensor) -> dict:
+    """The persistent kernels' launch option on a GPU in eager mode: `launch_cooperative_grid` (triton >= 3.6) makes the
+    driver refuse a grid whose programs cannot all be resident at once, instead of every program spinning at the
+    first barrier until SPIN_LIMIT. Not while torch.compile traces: torch's `wrap_triton` (2.11-2.14) treats only
+    num_warps, num_stages and the like as launch options; there the spin bound and the flag stand alone. (Under the
+    interpreter the option is dropped, as every launch option is.)"""
+    eager = not torch.compiler.is_compiling() and not is_fake(x)  # fake: Inductor decomposing the triton_op
+    return {"launch_cooperative_grid": True} if x.is_cuda and eager else {}
+
+
 def _stages(plan: kernel_plan.TiledPlan) -> dict:
     """num_stages for a tiled launch: Triton's default unless tuned."""
     return {} if plan.stages is None else {"num_stages": plan.stages}
@@ -250,7 +260,7 @@ def recurrence_forward(
                 wrap_triton(persistent_forward_kernel)[(plan.grid,)](
                     *pointers, hx, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, GATES_P2=plan.gates_p2,
                     BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps,
-                    num_stages=1,
+                    num_stages=1, **_cooperative(x),
                 )  # fmt: skip
         _check_barrier(sync, "persistent forward")
     h_n = hs[last].to(x.dtype, copy=True)
@@ -321,7 +331,7 @@ def recurrence_backward(
             for step0, steps in _spans(plan, T + 1):  # stages 0 .. T (see persistent_backward_kernel)
                 wrap_triton(persistent_backward_kernel)[(plan.grid,)](
                     *pointers, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, BLOCK_N=plan.block_n,
-                    BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps, num_stages=1,
+                    BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps, num_stages=1, **_cooperative(x),
                 )  # fmt: skip
         _check_barrier(sync, "persistent backward")
         final = (T + 1) % 2

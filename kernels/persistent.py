@@ -38,17 +38,52 @@ TIMEOUT_BUMP = tl.constexpr(2**40)
 
 
 @triton.jit
+def _spin_until(sync_ptr, target, spin_limit):
+    """Thread 0 of the program polls the arrival counter (ld.acquire.gpu) until it reaches `target` or `spin_limit`
+    polls have passed; every other thread returns at once (the caller's block barrier then waits for thread 0). A poll
+    in Triton code would be a scalar atomic: a block barrier and a shared-memory broadcast per poll, ~1-2 us a step
+    on the critical path; here the program synchronises once after the wait."""
+    return tl.inline_asm_elementwise(
+        asm="""{
+        .reg .pred p;
+        .reg .u32 tid, n;
+        .reg .s64 v;
+        mov.s64 v, 0;
+        mov.u32 tid, %tid.x;
+        setp.ne.u32 p, tid, 0;
+        @p bra DONE;
+        mov.u32 n, 0;
+        SPIN:
+        ld.acquire.gpu.global.s64 v, [$1];
+        setp.ge.s64 p, v, $2;
+        @p bra DONE;
+        add.u32 n, n, 1;
+        setp.lt.u32 p, n, $3;
+        @p bra SPIN;
+        DONE:
+        mov.b64 $0, v;
+        }""",
+        constraints="=l,l,l,r",
+        args=[sync_ptr, target, spin_limit],
+        dtype=tl.int64,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@triton.jit
 def _grid_barrier(sync_ptr, arrivals, spin_limit):
     """Wait until every program has arrived here `arrivals` times in this launch. sync_ptr: [2] int64, zero at launch:
-    the arrival counter (it only grows: no reset race) and the error flag. Gives up after `spin_limit` polls."""
+    the arrival counter (it only grows: no reset race) and the error flag. Gives up after `spin_limit` polls.
+    Ordering: the block barrier orders the program's stores of the step before the release add; after thread 0's
+    acquire polls, a block barrier and one acquire read of the counter (the same value for every thread) order every
+    thread's later loads after the other programs' stores."""
     tl.debug_barrier()  # all of this program's stores of the step are issued before it signals
     tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
-    target = arrivals * tl.num_programs(0)
+    target = arrivals.to(tl.int64) * tl.num_programs(0)
+    _spin_until(sync_ptr, target, spin_limit)
+    tl.debug_barrier()  # every thread waits for thread 0's spin
     arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-    spins = 0
-    while (arrived < target) & (spins < spin_limit):
-        arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
-        spins += 1
     if arrived < target:
         tl.atomic_xchg(sync_ptr + 1, 1)
         tl.atomic_add(sync_ptr, TIMEOUT_BUMP, sem="release", scope="gpu")

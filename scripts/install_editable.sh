@@ -7,4 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MAX_JOBS=${MAX_JOBS:-$(nproc)} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
-exec "${PYTHON:-python3}" -m pip install --no-build-isolation --no-deps -e . "$@"
+# --no-index: the GPU machine is offline (nothing to resolve anyway, with --no-deps); --disable-pip-version-check: pip's
+# version check would wait on the network there.
+exec "${PYTHON:-python3}" -m pip install --no-index --disable-pip-version-check --no-build-isolation --no-deps -e . "$@"

@@ -100,6 +100,12 @@ LOOP = [
     ("w_hh_rows_too_wide_bwd", ("LSTM", 16, 2048, torch.bfloat16), {"backward": True}, "bytes of shared memory"),
     ("tuned_threads_not_warps", ("LSTM", 16, 768, torch.bfloat16), {"tune": "threads=100"}, "multiple of 32"),
     ("tuned_path_loop", ("LSTM", 16, 768, torch.bfloat16), {"tune": "path=loop"}, "path=loop"),
+    # Empty layers: every tiling divides by the sizes (hidden 0 once crashed the process with SIGFPE).
+    ("hidden_0", ("LSTM", 4, 0, torch.float16), {}, "empty layer"),
+    ("hidden_0_bwd", ("GRU", 4, 0, torch.bfloat16), {"backward": True}, "empty layer"),
+    ("hidden_0_cluster", ("RNN_TANH", 4, 0, torch.float32), {"max_cluster": H100_MAX_CLUSTER}, "empty layer"),
+    ("batch_0", ("LSTM", 0, 64, torch.float16), {}, "empty layer"),
+    ("hidden_0_tuned", ("LSTM", 4, 0, torch.float16), {"tune": "ctas=4"}, "empty layer"),
 ]  # fmt: skip
 
 

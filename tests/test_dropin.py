@@ -24,6 +24,7 @@ from torch.func import functional_call, grad, jacrev, vjp
 import fusedrnn
 import zero_size_cases
 from cpu_backends import backend_params
+from devices import needs_cuda
 from fusedrnn.kernels.plan import KERNEL_ENV
 from parity import TOLERANCES, leaf
 
@@ -79,12 +80,14 @@ class Skip(str):
 
 
 @functools.cache
-def zero_size_problems(backend: str, dtype: torch.dtype, triton_kernel: str | None = None) -> dict[str, str | None]:
+def zero_size_problems(
+    backend: str, dtype: torch.dtype, triton_kernel: str | None = None, device: str = "cpu"
+) -> dict[str, str | None]:
     """case id -> None (same outcome as torch.nn) or what differs, from one child process per backend (and
-    FUSEDRNN_TRITON_KERNEL=`triton_kernel` if given)."""
+    FUSEDRNN_TRITON_KERNEL=`triton_kernel` if given) on `device`."""
     env = None if triton_kernel is None else {**os.environ, KERNEL_ENV: triton_kernel}
     child = subprocess.run(
-        [sys.executable, str(TESTS / "zero_size_cases.py"), backend, str(dtype).removeprefix("torch.")],
+        [sys.executable, str(TESTS / "zero_size_cases.py"), backend, str(dtype).removeprefix("torch."), device],
         cwd=TESTS, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env,
     )  # fmt: skip
     lines = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
@@ -138,6 +141,18 @@ def test_zero_sizes_on_forced_persistent_triton_kernels(backend, dtype, case):
         assert isinstance(problem, Skip) and refusal is not None and refusal in problem, problem
     else:
         assert problem is None
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", list(zero_size_cases.CASES))
+def test_zero_sizes_on_cuda_match_torch_nn(case, dtype):
+    """The zero-size cases on the `cuda` backend with CUDA tensors, against torch.nn (cuDNN) there: a hidden-size-0
+    cell reaches the fused kernels' planner, whose tilings divide by the sizes (once a SIGFPE that killed the
+    process: the child process keeps a crash a test failure)."""
+    problem = zero_size_problems("cuda", dtype, device="cuda")[case]
+    assert not isinstance(problem, Skip), problem
+    assert problem is None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Zero sizes (hidden_size=0 cells, input_size=0, batch 0, an empty sequence) on torch.nn and on fusedrnn.
 
-Run as a script, `python zero_size_cases.py BACKEND DTYPE` (e.g. `cpu float64`), it runs every case on torch.nn and
+Run as a script, `python zero_size_cases.py BACKEND DTYPE [DEVICE]` (e.g. `cpu float64`), it runs every case on torch.nn and
 on fusedrnn with BACKEND in DTYPE and
 prints one JSON line per case: {"case": id, "problem": null or what differs, "unsupported": why the forced
 backend refuses this configuration at any size, if it does}. test_dropin.py runs it in a child process,
@@ -67,7 +67,7 @@ CASES = {
 }
 
 
-def make_inputs(name: str, sizes: Sizes, dtype: torch.dtype) -> Callable:
+def make_inputs(name: str, sizes: Sizes, dtype: torch.dtype, device: str = "cpu") -> Callable:
     is_cell = name in CELL_CLASSES
     is_lstm = name.startswith("lstm")
     out_size = CLASSES[name][2].get("proj_size") or sizes.hidden_size
@@ -80,7 +80,7 @@ def make_inputs(name: str, sizes: Sizes, dtype: torch.dtype) -> Callable:
         time_batch = (*batch, sizes.seq_len) if sizes.layer_args.get("batch_first") else (sizes.seq_len, *batch)
         x_shape = (*time_batch, sizes.input_size)
         h_shape, c_shape = (layers, *batch, out_size), (layers, *batch, sizes.hidden_size)
-    values = [torch.randn(shape, generator=generator, dtype=dtype) for shape in (x_shape, h_shape, c_shape)]
+    values = [torch.randn(shape, generator=generator, dtype=dtype).to(device) for shape in (x_shape, h_shape, c_shape)]
 
     def inputs():
         x, h, c = (leaf(v) for v in values)
@@ -133,8 +133,8 @@ def _show(result: dict | str) -> str:
     )
 
 
-def run_case(case_id: str, backend: str, dtype: torch.dtype) -> str | None:
-    """None when fusedrnn has torch.nn's outcome, else what differs; raises Unsupported."""
+def run_case(case_id: str, backend: str, dtype: torch.dtype, device: str = "cpu") -> str | None:
+    """None when fusedrnn has torch.nn's outcome (both on `device`), else what differs; raises Unsupported."""
     name, sizes = CASES[case_id]
     fused_cls, torch_cls, extra = CLASSES[name]
     kwargs = dict(extra, dtype=dtype, **({} if name in CELL_CLASSES else sizes.layer_args))
@@ -142,22 +142,23 @@ def run_case(case_id: str, backend: str, dtype: torch.dtype) -> str | None:
 
     def build_torch():
         torch.manual_seed(0)
-        return torch_cls(*args, **kwargs)
+        return torch_cls(*args, **kwargs).to(device)
 
     def build_fused():
-        module = fused_cls(*args, **kwargs, backend=backend)
+        module = fused_cls(*args, **kwargs, backend=backend).to(device)
         module.load_state_dict(build_torch().state_dict())
         return module
 
-    inputs = make_inputs(name, sizes, dtype)
+    inputs = make_inputs(name, sizes, dtype, device)
     return compare(outcome(build_fused, inputs), outcome(build_torch, inputs), dtype)
 
 
 if __name__ == "__main__":
     backend, dtype = sys.argv[1], getattr(torch, sys.argv[2])
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     for case in CASES:
         try:
-            report = {"case": case, "problem": run_case(case, backend, dtype)}
+            report = {"case": case, "problem": run_case(case, backend, dtype, device)}
         except Unsupported as error:
             report = {"case": case, "problem": None, "unsupported": str(error)}
         print(json.dumps(report), flush=True)

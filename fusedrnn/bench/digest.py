@@ -72,11 +72,26 @@ def table(runs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compact(runs: list[tuple[str, dict]]) -> str:
+    """The fused rows only, one short line each (what fits the GPU tool's short reply): config, row, result (ok or
+    what went wrong, cut to 24 characters), median ms, torch.nn's, and torch.nn / row."""
+    lines = ["| config | row | result | ms | torch.nn ms | x torch |", "|---|---|---|---|---|---|"]
+    for name, doc in runs:
+        for r in row_records(doc):
+            result = r["result"] if len(r["result"]) <= 24 else r["result"][:21] + "..."
+            stopped = "" if doc.get("complete", True) else f" ({name} stopped)"
+            row = r["row"].removeprefix("fusedrnn:")
+            times = f"{number(r['median_ms'])} | {number(r['torch_ms'])} | {number(r['speedup_vs_torch'], '.2f')}"
+            lines.append(f"| {r['config']}{stopped} | {row} | {result.replace('|', '/')} | {times} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, help="fusedrnn-bench --json files")
     parser.add_argument("--json", type=Path, help="write all runs here, merged")
     parser.add_argument("--markdown", type=Path, help="write the table here too")
+    parser.add_argument("--compact", action="store_true", help="print the short table (fused rows) instead")
     args = parser.parse_args(argv)
     runs = [(path.stem, json.loads(path.read_text())) for path in args.files if path.exists()]
     text = table(runs)
@@ -85,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(merged, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(text)
-    print(text, end="")
+    print(compact(runs) if args.compact else text, end="")
     return 0
 
 
