@@ -79,6 +79,23 @@ def test_gpu_check_time_limits_nest():
     assert int(re.search(r"--budget-s (\d+)", gpu_check_text()).group(1)) < _step_limit("sweep")
 
 
+def test_gpu_check_stages_fit_the_deadline_on_a_gpu():
+    """The stages a GPU run goes through one after another (install, smoke, tests, benchmarks, sanitizers; the
+    evidence runs beside them) fit within the deadline with the summary's reserve: none is cut on a GPU as fast as
+    their limits assume, and the whole call ends within MAX_BUDGET_S."""
+    text = gpu_check_text()
+    serial = _step_limit("install") + int(re.search(r'step "smoke-\$group" (\d+) ', text).group(1))
+    serial += _step_limit("tests") + sum(int(n) for n in re.findall(r"^\s*bench [\w-]+ (\d+) ", text, re.MULTILINE))
+    serial += 2 * int(re.search(r'step "sanitize-\$tool" (\d+) "\$SANITIZER"', text).group(1))
+    assert serial + _number("RESERVE_S") <= _number("BUDGET_S") <= MAX_BUDGET_S
+
+
+def test_install_editable_stays_offline():
+    """The GPU machine has no network: pip must neither look for packages nor check its own version there."""
+    text = (ROOT / "scripts/install_editable.sh").read_text()
+    assert "--no-index" in text and "--disable-pip-version-check" in text and "--no-build-isolation" in text
+
+
 def test_gpu_run_selects_the_gpu_marker():
     """The GPU run's pytest runs exactly the `gpu`-marked tests (tests/devices.py); this file's are not among them."""
     assert re.search(r'PYTEST=\("\$PY" -m pytest -m gpu ', gpu_check_text())
