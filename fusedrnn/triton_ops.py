@@ -21,7 +21,9 @@ itself be differentiable: double backward, torch.func):
       dh_t [T, N, P] from the kernel and o, c from what the forward saved).
 
 A persistent launch whose grid barrier timed out (its programs were not all resident) raises RuntimeError after the
-launch (eager mode: one host sync on a flag per launch; while torch.compile traces, the check is not recorded).
+launch: one host sync on a flag per launch, in `fusedrnn::triton_checked_state`, which also runs in compiled graphs
+(not while a CUDA graph is captured). In eager mode the launch is cooperative, so the driver refuses a grid that
+cannot be resident at once.
 
 What the forward saves for the backward (only when autograd needs it; else S = 2 and nothing else is kept):
   hs  [T+1, N, P] fp32   every hidden state, h0 included (dW_hh = sum_t dgates_t^T h_{t-1}; GRU and RNN derivatives)
@@ -94,9 +96,9 @@ def _pieces(plan: kernel_plan.PersistentPlan) -> dict:
 
 
 def _check_barrier(sync: Tensor, kernel: str) -> None:
-    """Raise if a persistent launch's barrier timed out. Skipped while torch.compile traces (fake tensors) and while a
-    CUDA graph is captured (reading the flag synchronises, which capture forbids): there the check is not carried,
-    though the kernel still ends instead of hanging."""
+    """Raise if a persistent launch's barrier timed out. Skipped on fake tensors (shapes only) and while a CUDA graph is
+    captured (reading the flag synchronises, which capture forbids): there the check is not carried, though the
+    kernel still ends instead of hanging."""
     if is_fake(sync) or (sync.is_cuda and torch.cuda.is_current_stream_capturing()):
         return
     if sync[1].item():
@@ -105,6 +107,21 @@ def _check_barrier(sync: Tensor, kernel: str) -> None:
             f"at once (another kernel occupying SMs?), so its results are invalid. Set "
             f"{kernel_plan.KERNEL_ENV}=tiled to avoid the persistent kernels."
         )
+
+
+@custom_op("fusedrnn::triton_checked_state", mutates_args=())
+def checked_state(sync: Tensor, state: Tensor, dtype: torch.dtype, kernel: str) -> Tensor:
+    """A copy of `state` in `dtype` (h_n of a forward, dL/dh_0 of a backward), made only once the persistent launch
+    behind `sync` is known not to have timed out (`_check_barrier`). An op of its own, not a check in the ops' bodies:
+    torch.compile traces those bodies, where the flag cannot be read, but records this call and runs it after the
+    launch, so a compiled graph raises on a timed-out barrier too instead of returning invalid results."""
+    _check_barrier(sync, kernel)
+    return state.to(dtype, copy=True)
+
+
+@checked_state.register_fake
+def _checked_state_fake(sync: Tensor, state: Tensor, dtype: torch.dtype, kernel: str) -> Tensor:
+    return state.to(dtype, copy=True)
 
 
 def _cooperative(x: Tensor) -> dict:
@@ -262,8 +279,9 @@ def recurrence_forward(
                     BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps,
                     num_stages=1, **_cooperative(x),
                 )  # fmt: skip
-        _check_barrier(sync, "persistent forward")
-    h_n = hs[last].to(x.dtype, copy=True)
+        h_n = checked_state(sync, hs[last], x.dtype, "persistent forward")
+    if plan.kernel == "tiled":
+        h_n = hs[last].to(x.dtype, copy=True)
     c_n = cs[last].to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return y, h_n, c_n, saved, hs, cs
 
@@ -333,8 +351,8 @@ def recurrence_backward(
                     *pointers, sync, T, N, H, step0, steps, SPIN_LIMIT, **flags, BLOCK_N=plan.block_n,
                     BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps, num_stages=1, **_cooperative(x),
                 )  # fmt: skip
-        _check_barrier(sync, "persistent backward")
         final = (T + 1) % 2
+        dh0 = checked_state(sync, dh[final], x.dtype, "persistent backward")
     # Everything else is a few large matmuls over all T*N rows.
     dgi_rows = dgi.view(T * N, gates * H)
     dgh_rows = dgh.view(T * N, gates * H) if mode == GRU_ID else dgi_rows
@@ -353,7 +371,8 @@ def recurrence_backward(
         db_hh = dgh_rows.sum(0, dtype=torch.float32).to(x.dtype)
     else:
         db_ih, db_hh = x.new_empty((0,)), x.new_empty((0,))  # two tensors: outputs may not alias
-    dh0 = dh[final].to(x.dtype, copy=True)
+    if plan.kernel == "tiled":
+        dh0 = dh[final].to(x.dtype, copy=True)
     dc0 = dc.to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 

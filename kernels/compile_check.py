@@ -181,6 +181,7 @@ class Report:
     exchange_vector_loads: int  # ... of which 16 bytes wide
     mma: int  # mma.sync (MMAv2) instructions in the PTX
     wgmma: int  # wgmma.mma_async (MMAv3) instructions
+    barrier_polls: int  # the persistent kernels' one-thread barrier spin (ld.acquire.gpu.global.s64 in PTX)
     seconds: float
 
     def row(self) -> str:
@@ -237,7 +238,8 @@ def report(spec: Spec, compiled, sizes: dict, arch: int, seconds: float = 0.0) -
         planned_shared_bytes=spec.planned_shared_bytes, vector_loads=sum(map(_is_16_bytes, loads)),
         other_loads=len(loads) - sum(map(_is_16_bytes, loads)), exchange_loads=len(exchange),
         exchange_vector_loads=sum(map(_is_16_bytes, exchange)), mma=len(re.findall(r"\bmma\.sync\b", ptx)),
-        wgmma=len(re.findall(r"\bwgmma\.mma_async\b", ptx)), seconds=seconds,
+        wgmma=len(re.findall(r"\bwgmma\.mma_async\b", ptx)),
+        barrier_polls=len(re.findall(r"\bld\.acquire\.gpu\.global\.s64\b", ptx)), seconds=seconds,
     )  # fmt: skip
 
 

@@ -31,10 +31,14 @@ import triton.language as tl
 
 from .cells import cell_backward, combine_forward, load_f32, load_gate_inputs, skip_finished_rows, store_gate_grads
 from .modes import GRU, LSTM
+from .plan import interpreter_enabled
 
 #: Added to the barrier counter by a program that gave up waiting: larger than any count of arrivals
 #: (programs * steps < 2**40), so every later wait of the launch passes at once.
 TIMEOUT_BUMP = tl.constexpr(2**40)
+#: The barrier's wait as one thread's PTX loop (_spin_until); Triton's interpreter runs no PTX, so there the wait is
+#: the same polls in Triton code (the interpreter runs a whole-sequence launch only to test the timeout path).
+SPIN_IN_PTX = tl.constexpr(not interpreter_enabled())
 
 
 @triton.jit
@@ -81,7 +85,12 @@ def _grid_barrier(sync_ptr, arrivals, spin_limit):
     tl.debug_barrier()  # all of this program's stores of the step are issued before it signals
     tl.atomic_add(sync_ptr, 1, sem="release", scope="gpu")
     target = arrivals.to(tl.int64) * tl.num_programs(0)
-    _spin_until(sync_ptr, target, spin_limit)
+    if SPIN_IN_PTX:
+        _spin_until(sync_ptr, target, spin_limit)
+    else:
+        spins = 0
+        while (tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu") < target) & (spins < spin_limit):
+            spins += 1
     tl.debug_barrier()  # every thread waits for thread 0's spin
     arrived = tl.atomic_add(sync_ptr, 0, sem="acquire", scope="gpu")
     if arrived < target:

@@ -78,6 +78,13 @@ def test_vector_loads_and_tensor_cores(key_reports, key):
     assert r["mma"] + r["wgmma"] > 0, r  # 16-bit and TF32 dots on tensor cores
 
 
+@pytest.mark.parametrize("key", [key for key in _key_ids() if key.startswith("persistent")])
+def test_persistent_barrier_spins_in_one_thread(key_reports, key):
+    """The grid barrier's wait is thread 0's PTX loop (kernels/persistent.py: _spin_until), not a Triton-level poll
+    (a block barrier and a shared-memory broadcast per poll)."""
+    assert key_reports[key]["barrier_polls"] == 1, key_reports[key]
+
+
 def test_every_bf16_specialisation_compiles():
     """Every kernel specialisation (cells x optional pieces, tiled and persistent) compiles to an sm_90 cubin: the
     interpreter would accept code a GPU rejects."""
