@@ -337,6 +337,19 @@ TORCH_LIBRARY(fusedrnn, m) {
       "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (str path, str tiling, str reason)",
       &cuda_plan);
   m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
+  // Deferred barrier checks of the persistent CUDA kernels (persistent_host.h); no-ops in a build without CUDA.
+  m.def("cuda_defer_barrier_checks() -> ()", [] {
+#ifdef FUSEDRNN_WITH_CUDA
+    persistent::defer_barrier_checks();
+#endif
+  });
+  m.def("cuda_flush_barrier_checks(bool check) -> ()", [](bool check) {
+#ifdef FUSEDRNN_WITH_CUDA
+    persistent::flush_barrier_checks(check);
+#else
+    (void)check;
+#endif
+  });
 }
 
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {

@@ -272,6 +272,17 @@ Tensor carried_for(const Tensor& x, int64_t N, int64_t H) {
   return at::empty({2, N, H}, x.options().dtype(x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
 }
 
+//: See defer_barrier_checks (persistent_host.h).
+thread_local int defer_depth = 0;
+thread_local std::vector<Tensor> deferred_flags;
+
+void throw_if_timed_out(bool timed_out, const char* barrier) {
+  TORCH_CHECK(!timed_out, "fusedrnn: the persistent CUDA kernel's ", barrier,
+              " barrier timed out (its CTAs were not all running at once, or one of them failed); set ", kTuneEnv,
+              "=path=step to use the per-step path, or a longer ", kBarrierTimeoutEnv,
+              " under a slow tool such as compute-sanitizer");
+}
+
 //: Launches `kernel` with (params, tiling) over every step: the cluster path as one cluster, the grid path
 //: cooperatively; then, unless the stream is being captured into a CUDA graph, waits for it and turns the barrier's
 //: error flag into an error (a timed-out barrier never returns silently wrong results; both barriers are bounded).
@@ -297,11 +308,12 @@ bool launch(const void* kernel, const Plan& plan, Params& params, int steps, con
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   check_cuda(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
   if (capture != cudaStreamCaptureStatusNone) return true;
-  const int64_t timed_out = barrier_words[1].item<int64_t>();  // synchronises with the stream
-  TORCH_CHECK(timed_out == 0, "fusedrnn: the persistent CUDA kernel's ", plan.cluster > 0 ? "cluster" : "grid",
-              " barrier timed out (its CTAs were not all running at once, or one of them failed); set ", kTuneEnv,
-              "=path=step to use the per-step path, or a longer ", kBarrierTimeoutEnv,
-              " under a slow tool such as compute-sanitizer");
+  if (defer_depth > 0) {
+    deferred_flags.push_back(barrier_words.narrow(0, 1, 1));
+    return true;
+  }
+  throw_if_timed_out(barrier_words[1].item<int64_t>() != 0,  // synchronises with the stream
+                     plan.cluster > 0 ? "cluster" : "grid");
   return true;
 }
 
@@ -430,6 +442,19 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   Tensor dx = at::mm(dgi, in.w_ih).view({T, N, I});
   Tensor db_ih = has_bias ? dgi.sum(0) : none(), db_hh = has_bias ? dgh.sum(0) : none();
   return std::vector<Tensor>{dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, none()};
+}
+
+void defer_barrier_checks() {
+  ++defer_depth;
+}
+
+void flush_barrier_checks(bool check) {
+  TORCH_CHECK(defer_depth > 0, "fusedrnn: flush_barrier_checks without defer_barrier_checks");
+  if (--defer_depth > 0) return;
+  std::vector<Tensor> flags = std::move(deferred_flags);
+  deferred_flags.clear();
+  if (!check || flags.empty()) return;
+  throw_if_timed_out(at::cat(flags).max().item<int64_t>() != 0, "grid or cluster");  // one sync for them all
 }
 
 }  // namespace fusedrnn::persistent

@@ -22,4 +22,11 @@ std::optional<std::vector<at::Tensor>> backward(const LayerInputs& in, const at:
                                                 const at::Tensor& grad_y, const at::Tensor& grad_h_n,
                                                 const std::optional<at::Tensor>& grad_c_n, bool has_bias);
 
+//: Deferred barrier checks, per host thread. Between defer_barrier_checks() and flush_barrier_checks(), a persistent
+//: launch keeps its barrier flag instead of reading it (a host sync each); the flush reads them all in one sync and
+//: throws if any barrier timed out (check=false: drops them, for an exception already on its way). A module call
+//: runs its layers under one (fusedrnn.backends.native), so it syncs once, not once per layer direction. Nests.
+void defer_barrier_checks();
+void flush_barrier_checks(bool check);
+
 }  // namespace fusedrnn::persistent

@@ -57,3 +57,32 @@ def test_plans_are_cached_per_tuning_text(monkeypatch):
     monkeypatch.setenv(TUNE_ENV, "path=loop")
     lstm_step()
 
+
+
+def test_deferred_barrier_checks_nest_and_refuse_an_unpaired_flush():
+    """The deferral's bookkeeping runs on the CPU too (the flags only exist after a persistent CUDA launch): a flush
+    without a deferral is a bug in the caller and says so; nested deferrals flush at the outermost."""
+    from fusedrnn import _extension
+
+    if not _extension.has_cuda_kernels():
+        pytest.skip("the extension was built without CUDA: the deferral ops are no-ops")
+    ops = torch.ops.fusedrnn
+    ops.cuda_defer_barrier_checks()
+    ops.cuda_defer_barrier_checks()
+    ops.cuda_flush_barrier_checks(True)
+    ops.cuda_flush_barrier_checks(True)
+    with pytest.raises(RuntimeError, match="without defer_barrier_checks"):
+        ops.cuda_flush_barrier_checks(True)
+
+
+@needs_cuda
+def test_a_module_call_defers_its_barrier_checks(monkeypatch):
+    """A 2-layer bidirectional module call on the grid path gives the per-step path's results (the same kernels),
+    with its four barrier flags read once at the end."""
+    monkeypatch.setenv(TUNE_ENV, "path=persistent,cluster=0")
+    torch.manual_seed(0)
+    lstm = fusedrnn.LSTM(16, 64, num_layers=2, bidirectional=True, backend="cuda").to("cuda", torch.bfloat16)
+    x = torch.randn(5, 3, 16, device="cuda", dtype=torch.bfloat16)
+    grid = lstm(x)[0]
+    monkeypatch.setenv(TUNE_ENV, "path=step")
+    torch.testing.assert_close(grid, lstm(x)[0], rtol=0, atol=0)

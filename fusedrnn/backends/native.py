@@ -82,6 +82,21 @@ class NativeBackend(LayerBackend):
             return PREFERENCE["cpu"] if bf16_training else CPU_LSTM_PREFERENCE
         return PREFERENCE[self.device_type]
 
+    def run(self, call, x, *args, **kwargs):
+        """The layer stack (LayerBackend.run); on CUDA in eager mode with the persistent kernels' barrier flags read
+        once at the end, in one host sync, instead of once per layer direction (each sync stalls the host until the
+        GPU drains, so the next layer's launch waits). A timed-out barrier still raises, before anything returns."""
+        if self.device_type != "cuda" or torch.compiler.is_compiling():
+            return super().run(call, x, *args, **kwargs)
+        torch.ops.fusedrnn.cuda_defer_barrier_checks()
+        try:
+            result = super().run(call, x, *args, **kwargs)
+        except BaseException:
+            torch.ops.fusedrnn.cuda_flush_barrier_checks(False)  # the error on its way says more
+            raise
+        torch.ops.fusedrnn.cuda_flush_barrier_checks(True)
+        return result
+
     def cell(self, call, x, hx, cx, w):
         # layer() for one step, without what a cell never has (lengths, reversal): a cell is latency-bound.
         N = x.shape[0]
