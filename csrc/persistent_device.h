@@ -346,16 +346,25 @@ __device__ __forceinline__ void cluster_barrier() {
 #endif
 }
 
-//: The cluster path's step barrier, bounded as grid_barrier is: an mbarrier in every CTA's shared memory, on which
+//: The cluster path's step barrier, bounded as grid_barrier is: mbarriers in every CTA's shared memory, on which
 //: each CTA of the cluster arrives once per step; a CTA waits on its own. (barrier.cluster cannot be polled, so a
 //: CTA that missed it would hang the launch until the process is killed.)
-//: init: thread 0 of each CTA, before the kernel's first cluster_barrier(), which makes every CTA's mbarrier
-//: initialised before any other CTA arrives on it.
+//: Two mbarriers per CTA, used by alternate steps: an arrival counts towards an mbarrier's current phase, and a CTA's
+//: arrivals on different CTAs are unordered, so with one mbarrier a CTA that has passed step k could arrive for step
+//: k + 1 on a third CTA before another CTA's step-k arrival lands there, completing that phase without it. An
+//: arrival on mbarrier k % 2 for step k + 2 needs its sender to have passed step k + 1, which needs every CTA's
+//: arrival for step k + 1, made after each passed step k: so every phase counts exactly its step's arrivals.
+constexpr int kClusterStepBarriers = 2;
+
+//: init: thread 0 of each CTA, before the kernel's first cluster_barrier(), which makes every CTA's mbarriers
+//: initialised before any other CTA arrives on them. mbar: kClusterStepBarriers mbarriers.
 __device__ __forceinline__ void cluster_step_barrier_init(unsigned long long* mbar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (threadIdx.x == 0) {
-    const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(mbar));
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(local), "r"(gridDim.x) : "memory");
+    for (int b = 0; b < kClusterStepBarriers; ++b) {
+      const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(mbar + b));
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(local), "r"(gridDim.x) : "memory");
+    }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
 #else
@@ -365,18 +374,24 @@ __device__ __forceinline__ void cluster_step_barrier_init(unsigned long long* mb
 
 //: The barrier ending step `round` (0 for the first of the launch): returns once every CTA of the cluster has
 //: arrived, or false (in every thread of the CTA) when the wait timed out here or the error flag was set elsewhere;
-//: the kernel must then return (its results are invalid and the host raises).
+//: the kernel must then call cluster_barrier() and return (its results are invalid and the host raises). That final
+//: hardware barrier keeps the CTA, and its shared memory, alive until every CTA of the cluster has stopped storing
+//: into it: a CTA whose shared memory another CTA accesses after it exited is an illegal access, a sticky error
+//: that would break every later CUDA call of the process. It cannot hang: CTAs that returned normally count as
+//: arrived (exit), and every other CTA fails its next wait (the flag) and joins it.
 //: Ordering: __syncthreads orders the CTA's stores of the step (into every CTA's buffers) and its reads of this step's
 //: buffer before the arrivals; thread r's mbarrier.arrive.release.cluster on CTA r's mbarrier publishes them
 //: (release, cumulative through bar.sync); thread 0's try_wait.acquire.cluster on its own, then __syncthreads,
 //: orders every thread's later shared-memory reads after the other CTAs' stores. Phase `round` of each mbarrier
 //: completes with the cluster's gridDim.x arrivals; a CTA cannot arrive for the next phase before its own wait of
-//: this one ended, so no mbarrier runs more than one phase ahead of a waiter (parity is enough).
+//: this one ended, so no mbarrier runs more than one phase ahead of a waiter (parity is enough). mbar:
+//: kClusterStepBarriers mbarriers (see there).
 __device__ __forceinline__ bool cluster_step_barrier(unsigned long long* mbar, unsigned round, const Barrier& barrier,
                                                      int& abort_flag) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   __syncthreads();
-  const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(mbar));
+  const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(mbar + round % kClusterStepBarriers));
+  const unsigned parity = (round / kClusterStepBarriers) & 1u;
   if (threadIdx.x < gridDim.x) {  // the cluster is the grid: thread r arrives on CTA r's mbarrier
     unsigned remote;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(threadIdx.x));
@@ -385,7 +400,7 @@ __device__ __forceinline__ bool cluster_step_barrier(unsigned long long* mbar, u
   if (threadIdx.x == 0) {
     const unsigned long long start = global_timer_ns();
     int abort = 0;
-    for (;;) {
+    for (int spin = 1;; ++spin) {
       unsigned done;
       // try_wait suspends the thread for up to a hardware-defined time when the phase is not complete yet.
       asm volatile(
@@ -393,9 +408,10 @@ __device__ __forceinline__ bool cluster_step_barrier(unsigned long long* mbar, u
           "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
           "selp.u32 %0, 1, 0, p;\n\t}"
           : "=r"(done)
-          : "r"(local), "r"(round & 1u)
+          : "r"(local), "r"(parity)
           : "memory");
       if (done) break;
+      if (spin % kSpinsPerCheck != 0) continue;  // the flag and the clock are slower than a poll
       if (load_relaxed(barrier.words + 1) != 0) {
         abort = 1;
         break;

@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
   constexpr int kSaved = kMode == Mode::LSTM ? kLstmSaved : kMode == Mode::GRU ? kGruSaved : 0;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int abort_flag;
-  __shared__ __align__(8) unsigned long long step_mbarrier;  // cluster path: cluster_step_barrier's
+  __shared__ __align__(8) unsigned long long step_mbarriers[kClusterStepBarriers];  // cluster path's step barrier
   S* Ws = reinterpret_cast<S*>(smem);
   S* Bs = Ws + tl.m_pad * tl.w_ld;                      // grid path: the staged chunk; cluster path: buffer 0
   S* Bs_other = Bs + tl.n_pad * tl.b_ld;                // cluster path: buffer 1
@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
     // padding stays zero. The barrier also makes sure every CTA of the cluster runs before anyone writes into it.
     stage(Bs, tl, h0, H, N, H, 0, tl.k_pad, p.vector_loads);
     for (int i = threadIdx.x; i < tl.n_pad * tl.b_ld; i += blockDim.x) Bs_other[i] = Storage<S>::store(A(0));
-    cluster_step_barrier_init(&step_mbarrier);
+    cluster_step_barrier_init(step_mbarriers);
     cluster_barrier();
   } else {
     __syncthreads();  // Ws complete
@@ -152,7 +152,10 @@ __global__ void __launch_bounds__(kMaxThreads, 1) forward_kernel_impl(const Forw
       if constexpr (kCluster) {
         // After it no CTA reads this step's buffer any more, so the next step may overwrite it. (No barrier after
         // the last step: no CTA touches another's shared memory then.)
-        if (!cluster_step_barrier(&step_mbarrier, static_cast<unsigned>(s - begin), p.barrier, abort_flag)) return;
+        if (!cluster_step_barrier(step_mbarriers, static_cast<unsigned>(s - begin), p.barrier, abort_flag)) {
+          cluster_barrier();  // stay resident until no CTA of the cluster writes into this one (see there)
+          return;
+        }
       } else if (!grid_barrier(p.barrier, s + 1 - begin, abort_flag)) {
         return;
       }

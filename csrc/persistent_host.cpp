@@ -205,8 +205,8 @@ Plan compute_plan(const LayerInputs& in, Direction direction, const Tune& tune, 
 PlanKey key_of(const LayerInputs& in, Direction direction, std::string tune) {
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  return {device, in.mode, in.x.scalar_type(), in.x.size(1), in.w_hh.size(1), in.w_hr.has_value(), direction,
-          std::move(tune)};
+  return {device, in.mode, in.x.scalar_type(), in.x.size(1), in.w_hh.size(0) / gates_of(in.mode),
+          in.w_hr.has_value(), direction, std::move(tune)};
 }
 
 //: The cached plan (see PlanKey); no_cluster replaces the entry with the grid path's plan (the driver refused its
@@ -278,8 +278,8 @@ thread_local std::vector<Tensor> deferred_flags;
 
 void throw_if_timed_out(bool timed_out, const char* barrier) {
   TORCH_CHECK(!timed_out, "fusedrnn: the persistent CUDA kernel's ", barrier,
-              " barrier timed out (its CTAs were not all running at once, or one of them failed); set ", kTuneEnv,
-              "=path=step to use the per-step path, or a longer ", kBarrierTimeoutEnv,
+              " barrier timed out (its CTAs were not all running at once, or one of them stalled or failed); set ",
+              kTuneEnv, "=path=step to use the per-step path, or a longer ", kBarrierTimeoutEnv,
               " under a slow tool such as compute-sanitizer");
 }
 
@@ -296,10 +296,12 @@ bool launch(const void* kernel, const Plan& plan, Params& params, int steps, con
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (plan.cluster > 0) {
     ClusterLaunch launch(plan, stream);
-    if (cudaLaunchKernelExC(&launch.config, kernel, args) != cudaSuccess) {
-      (void)cudaGetLastError();  // a refused launch config is not sticky; a sticky error resurfaces at the next call
+    const cudaError_t rc = cudaLaunchKernelExC(&launch.config, kernel, args);
+    if (rc == cudaErrorInvalidClusterSize || rc == cudaErrorLaunchOutOfResources) {
+      (void)cudaGetLastError();  // a refused cluster configuration (not sticky); the caller takes the grid path
       return false;
     }
+    check_cuda(rc, "the cluster launch of the persistent kernel");
   } else {
     check_cuda(cudaLaunchCooperativeKernel(kernel, dim3(plan.ctas), dim3(plan.threads), args,
                                            static_cast<size_t>(plan.smem_bytes), stream),
@@ -335,10 +337,12 @@ Barrier barrier_of(const Tensor& words) {
 }
 
 //: An empty sequence, batch or hidden size has nothing to launch (rnn_loop.cpp returns the empty results, as the CPU
-//: does). Projections reach the planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces
-//: a fused path).
+//: does). The variants (IndRNN, zoneout, layer norm) run on the loop: the fused kernels have none of their math.
+//: Projections reach the planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces a fused
+//: path).
 bool fused_candidate(const LayerInputs& in) {
-  return in.x.size(0) > 0 && in.x.size(1) > 0 && in.w_hh.size(1) > 0;
+  const bool variant = is_indrnn(in.mode) || in.zoneout_h.defined() || in.ln_ih.defined();
+  return !variant && in.x.size(0) > 0 && in.x.size(1) > 0 && in.w_hh.size(1) > 0;
 }
 
 }  // namespace

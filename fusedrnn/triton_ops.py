@@ -352,7 +352,6 @@ def recurrence_backward(
                     BLOCK_H=plan.block_h, **_pieces(plan), num_warps=plan.warps, num_stages=1, **_cooperative(x),
                 )  # fmt: skip
         final = (T + 1) % 2
-        dh0 = checked_state(sync, dh[final], x.dtype, "persistent backward")
     # Everything else is a few large matmuls over all T*N rows.
     dgi_rows = dgi.view(T * N, gates * H)
     dgh_rows = dgh.view(T * N, gates * H) if mode == GRU_ID else dgi_rows
@@ -371,8 +370,11 @@ def recurrence_backward(
         db_hh = dgh_rows.sum(0, dtype=torch.float32).to(x.dtype)
     else:
         db_ih, db_hh = x.new_empty((0,)), x.new_empty((0,))  # two tensors: outputs may not alias
+    # The persistent launch's flag is read last (a host sync): the GEMMs above are queued behind the kernel first.
     if plan.kernel == "tiled":
         dh0 = dh[final].to(x.dtype, copy=True)
+    else:
+        dh0 = checked_state(sync, dh[final], x.dtype, "persistent backward")
     dc0 = dc.to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
     return dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr
 

@@ -20,7 +20,7 @@ ARCHES = ["sm_80", "sm_90"]
 #: Instantiations per file: LSTM/GRU/RNN_TANH/RNN_RELU x fp16/bf16/fp32/fp64 (x grid/cluster path for the forward).
 #: The per-step path launches the grid path's instantiations (a step range is a kernel argument): none of its own.
 INSTANTIATIONS = {"persistent_forward.cu": 4 * 4 * 2, "persistent_backward.cu": 4 * 4}
-STATIC_SMEM_BYTES = 16  # csrc/persistent_plan.h: kStaticSmemBytes
+STATIC_SMEM_BYTES = 32  # csrc/persistent_plan.h: kStaticSmemBytes
 MAX_REGISTERS = 255
 #: torch's nvcc flags that change what compiles (cpp_extension adds them to every .cu of the extension).
 TORCH_NVCC_DEFINES = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",

@@ -12,7 +12,7 @@ import torch
 from fusedrnn.backends.native import H100_MAX_CLUSTER, H100_SMEM_PER_BLOCK, H100_SMS, cuda_plan
 
 #: csrc/persistent_plan.h's limits, restated: a plan that breaks them would fail to launch or spill.
-MAX_THREADS, TILE_M, TILE_N, TILE_K, MAX_TILES_PER_WARP, MAX_STATES_PER_THREAD, STATIC_SMEM = 256, 16, 8, 16, 4, 4, 16
+MAX_THREADS, TILE_M, TILE_N, TILE_K, MAX_TILES_PER_WARP, MAX_STATES_PER_THREAD, STATIC_SMEM = 256, 16, 8, 16, 4, 4, 32
 #: Warps of the default 256 threads: the K-split accumulators hold at most max(warps, output tiles) tiles.
 WARPS = 8
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}

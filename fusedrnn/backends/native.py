@@ -69,8 +69,10 @@ class NativeBackend(LayerBackend):
         if call.dtype not in DTYPES[self.device_type]:
             names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
-        if call.variant is not None and self.device_type == "cuda":
-            return f"no CUDA kernels for {call.variant} yet (they may follow the Triton design later)"
+        if call.layer_norm and self.device_type == "cuda":
+            # IndRNN and zoneout run on the C++ loop's per-step CUDA kernel (step.h's element math); layer norm needs
+            # row sums, which only the CPU pass computes (step.h: forward_row).
+            return "no CUDA kernel for layer norm yet (IndRNN and zoneout run on the per-step loop)"
         return None
 
     def preference(self, call: RNNCall) -> int:
