@@ -277,6 +277,17 @@ __device__ __forceinline__ unsigned long long global_timer_ns() {
   return t;
 }
 
+//: Whether a barrier wait begun at `start` must give up: the error flag was set elsewhere, or this wait timed out
+//: (then it sets the flag, so that every other CTA gives up too). Thread 0 only.
+__device__ __forceinline__ bool wait_failed(const Barrier& barrier, unsigned long long start) {
+  if (load_relaxed(barrier.words + 1) != 0) return true;
+  if (global_timer_ns() - start > barrier.timeout_ns) {
+    atomicExch(barrier.words + 1, 1ull);
+    return true;
+  }
+  return false;
+}
+
 //: The grid-wide barrier ending a step: returns once all gridDim.x CTAs have arrived `round` times in total, or
 //: false (in every thread of the CTA) when a wait timed out here or the error flag was set elsewhere; the kernel
 //: must then return. Every CTA must be resident (cooperative launch), or the wait times out.
@@ -292,13 +303,7 @@ __device__ __forceinline__ bool grid_barrier(const Barrier& barrier, unsigned lo
     const unsigned long long start = global_timer_ns();
     int abort = 0;
     for (int spin = 1; load_acquire(barrier.words) < target; ++spin) {
-      if (spin % kSpinsPerCheck != 0) continue;
-      if (load_relaxed(barrier.words + 1) != 0) {
-        abort = 1;
-        break;
-      }
-      if (global_timer_ns() - start > barrier.timeout_ns) {
-        atomicExch(barrier.words + 1, 1ull);
+      if (spin % kSpinsPerCheck == 0 && wait_failed(barrier, start)) {
         abort = 1;
         break;
       }
@@ -411,13 +416,7 @@ __device__ __forceinline__ bool cluster_step_barrier(unsigned long long* mbar, u
           : "r"(local), "r"(parity)
           : "memory");
       if (done) break;
-      if (spin % kSpinsPerCheck != 0) continue;  // the flag and the clock are slower than a poll
-      if (load_relaxed(barrier.words + 1) != 0) {
-        abort = 1;
-        break;
-      }
-      if (global_timer_ns() - start > barrier.timeout_ns) {
-        atomicExch(barrier.words + 1, 1ull);
+      if (spin % kSpinsPerCheck == 0 && wait_failed(barrier, start)) {  // the flag and clock: slower than a poll
         abort = 1;
         break;
       }
