@@ -10,10 +10,12 @@ sm_90.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
@@ -21,7 +23,7 @@ from fusedrnn import reference, registry
 from fusedrnn.kernels import plan
 from fusedrnn.reference import LayerNormWeights, ZoneoutMasks
 from devices import DEVICE
-from parity import TOLERANCES, assert_all_close, forward_backward
+from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, forward_backward
 
 TRITON_REASON = registry.availability()["triton"]
 #: On a GPU the whole file runs there: `gpu` selects it for the GPU run.
@@ -122,7 +124,8 @@ def run_layer(layer, variant, tensors, norm, zoneout, lengths, reverse, seed=1):
                                 norm=norm, zoneout=zoneout) if o is not None]  # fmt: skip
     leaves = [t for t in (*tensors, *(norm or ())) if t is not None]
     generator = torch.Generator().manual_seed(seed)
-    upstream = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
+    # Drawn in float64 and rounded, so a float64 run of the same layer gets the same upstream gradients.
+    upstream = [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o) for o in outputs]
     grads = torch.autograd.grad(outputs, leaves, upstream)
     return [o.detach() for o in outputs], list(grads)
 
@@ -137,17 +140,32 @@ def triton_layer(*args, **kwargs):
     return triton_variant_ops.rnn_layer(*args, **kwargs)
 
 
+def in_float64(tensors, norm, zoneout):
+    """The same layer inputs in float64 (fresh leaves), for the float64 truth."""
+
+    def copy(t, leaf=True):
+        return None if t is None else t.detach().double().requires_grad_(leaf)
+
+    norm = None if norm is None else LayerNormWeights(*(copy(t) for t in norm))
+    zoneout = None if zoneout is None else ZoneoutMasks(*(copy(t, leaf=False) for t in zoneout))
+    return tuple(copy(t) for t in tensors), norm, zoneout
+
+
 @pytest.mark.parametrize("case_id", list(CASES))
 @pytest.mark.parametrize("variant_id", list(VARIANTS))
 def test_layer_matches_reference(variant_id, case_id):
+    """The float32 kernels against the reference in float64 (the truth, not the reference's own float32 rounding),
+    within the float32 tolerance: every output and every gradient."""
     variant, case = VARIANTS[variant_id], CASES[case_id]
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
-    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    expected = run_layer(reference_layer, variant, *in_float64(tensors, norm, zoneout), lengths, case.reverse)
     actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
     for kind, got, want in zip(("output", "gradient"), actual, expected):
         assert len(got) == len(want)
         for index, (a, e) in enumerate(zip(got, want)):
-            torch.testing.assert_close(a, e, **TOLERANCES[DTYPE], msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")
+            assert a.dtype == DTYPE, f"{kind} {index}: {a.dtype}"
+            torch.testing.assert_close(a.double(), e, **TOLERANCES[DTYPE],
+                                       msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")  # fmt: skip
 
 
 @pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "lstm_zoneout_h_c", "indrnn_relu_zoneout"])
@@ -190,9 +208,23 @@ MODULES = {
 }
 
 
+def dropout_masked_in_float32(monkeypatch):
+    """F.dropout drawing its mask as a float32 call does (torch's RNG gives float64 other draws), so that a float64
+    run of a module with weight_dropout zeroes the same weights as the float32 runs it is the truth of."""
+    dropout = F.dropout
+
+    def same_draws(t, p=0.5, training=True, inplace=False):
+        return t * dropout(torch.ones_like(t, dtype=torch.float32), p, training).to(t.dtype)
+
+    monkeypatch.setattr(F, "dropout", same_draws)
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("module_id", list(MODULES))
-def test_packed_bidirectional_module_matches_reference_backend(module_id, training):
+def test_packed_bidirectional_module_matches_reference_backend(module_id, training, monkeypatch):
+    """Two layers, both directions, packed: the triton module against the reference backend's in float64 (the truth),
+    at most ERROR_RATIO times the reference backend's own float32 error, or within the float32 tolerance relative to
+    the largest value."""
     cls, kwargs = MODULES[module_id]
     I, H, T, N = 3, 6, 5, 4
     modules = []
@@ -205,18 +237,22 @@ def test_packed_bidirectional_module_matches_reference_backend(module_id, traini
                     p.add_(0.3 * torch.randn_like(p))
         modules.append(module.train(training))
     modules[1].load_state_dict(modules[0].state_dict())
-    x = torch.randn(T, N, I, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(T, N, I, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     lengths = torch.tensor([5, 3, 4, 1])
 
-    def make_inputs():
-        leaf = x.clone().requires_grad_()
-        return (pack_padded_sequence(leaf, lengths, enforce_sorted=False),), {"x": leaf}
+    def make_inputs(dtype):
+        def inputs():
+            leaf = x.to(dtype).requires_grad_()
+            return (pack_padded_sequence(leaf, lengths, enforce_sorted=False),), {"x": leaf}
+
+        return inputs
 
     results = []
-    for module in modules:
-        torch.manual_seed(7)  # the same zoneout / weight_dropout draws for both backends
-        results.append(forward_backward(module, make_inputs))
-    assert_all_close(*results, DTYPE)
+    dropout_masked_in_float32(monkeypatch)
+    for module, dtype in zip((*modules, copy.deepcopy(modules[1]).double()), (DTYPE, DTYPE, torch.float64)):
+        torch.manual_seed(7)  # the same zoneout / weight_dropout draws for every run
+        results.append(forward_backward(module, make_inputs(dtype)))
+    assert_as_close_to_float64(*results, DTYPE, relative_floor=True)
 
 
 CELLS = {
