@@ -11,9 +11,11 @@ where `make_inputs()` returns fresh `(args, leaves)`: the module's call argument
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
@@ -109,3 +111,19 @@ def assert_as_close_to_float64(ours: dict, theirs: dict, truth: dict, dtype: tor
         assert error <= max(ratio * baseline, floor), (
             f"{key}: error {error:.3g} vs the independent run's {baseline:.3g} in {dtype} (floor {floor:.3g})"
         )
+
+
+@contextlib.contextmanager
+def dropout_drawn_as_float32() -> Iterator[None]:
+    """F.dropout drawing its mask as a float32 call does (torch's RNG draws float64 masks differently), so that a
+    float64 run zeroes the same elements as the float32 run it is the truth of (weight_dropout, inter-layer dropout)."""
+    dropout = F.dropout
+
+    def same_draws(t, p=0.5, training=True, inplace=False):
+        return t * dropout(torch.ones_like(t, dtype=torch.float32), p, training).to(t.dtype)
+
+    F.dropout = same_draws
+    try:
+        yield
+    finally:
+        F.dropout = dropout

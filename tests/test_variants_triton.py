@@ -10,20 +10,20 @@ sm_90.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 from fusedrnn import reference, registry
 from fusedrnn.kernels import plan
 from fusedrnn.reference import LayerNormWeights, ZoneoutMasks
-from devices import DEVICE
-from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, forward_backward
+from devices import DEVICE, needs_cuda
+from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, dropout_drawn_as_float32, forward_backward
 
 TRITON_REASON = registry.availability()["triton"]
 #: On a GPU the whole file runs there: `gpu` selects it for the GPU run.
@@ -168,6 +168,49 @@ def test_layer_matches_reference(variant_id, case_id):
                                        msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")  # fmt: skip
 
 
+def converted(tensors, norm, zoneout, dtype, device):
+    """The layer inputs as fresh leaves in `dtype` on `device` (the masks as constants)."""
+
+    def copy(t, leaf=True):
+        return None if t is None else t.detach().to(device, dtype).requires_grad_(leaf)
+
+    norm = None if norm is None else LayerNormWeights(*(copy(t) for t in norm))
+    zoneout = None if zoneout is None else ZoneoutMasks(*(copy(t, leaf=False) for t in zoneout))
+    return tuple(copy(t) for t in tensors), norm, zoneout
+
+
+def as_result(run):
+    """run_layer's (outputs, gradients) as a dict on the CPU, for parity.assert_as_close_to_float64."""
+    outputs, grads = run
+    result = {f"output[{i}]": o.cpu() for i, o in enumerate(outputs)}
+    result.update({f"grad[{i}]": g.cpu() for i, g in enumerate(grads)})
+    return result
+
+
+#: The 16-bit case: two hidden tiles, two batch tiles, lengths, training masks (one compiled kernel set per variant
+#: and dtype is most of its GPU cost).
+LOW_PRECISION_CASE = "T3_N17_H70_two_tiles"
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("variant_id", list(VARIANTS))
+def test_layer_low_precision_against_float64(variant_id, dtype):
+    """float16/bfloat16 on the GPU: every output and gradient against the reference in float64 on the CPU (the same
+    rounded values), no further from it than ERROR_RATIO times the reference's own error in that dtype (on the GPU), or
+    within the dtype's tolerance relative to the largest value, as test_variants_cpu's 16-bit test for `cpu`."""
+    variant, case = VARIANTS[variant_id], CASES[LOW_PRECISION_CASE]
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    low = converted(tensors, norm, zoneout, dtype, DEVICE)
+    exact = converted(*low, torch.float64, "cpu")
+    device_lengths = None if lengths is None else lengths.to(DEVICE)
+    truth = as_result(run_layer(reference_layer, variant, *exact, lengths, case.reverse))
+    theirs = as_result(run_layer(reference_layer, variant, *converted(*low, dtype, DEVICE), device_lengths,
+                                 case.reverse))  # fmt: skip
+    ours = as_result(run_layer(triton_layer, variant, *low, device_lengths, case.reverse))
+    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
+
+
 @pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "lstm_zoneout_h_c", "indrnn_relu_zoneout"])
 def test_no_unwritten_elements(variant_id, monkeypatch):
     """Every buffer the ops allocate starts as NaN: an element the kernels forget to write (a padded column of the
@@ -208,20 +251,9 @@ MODULES = {
 }
 
 
-def dropout_masked_in_float32(monkeypatch):
-    """F.dropout drawing its mask as a float32 call does (torch's RNG gives float64 other draws), so that a float64
-    run of a module with weight_dropout zeroes the same weights as the float32 runs it is the truth of."""
-    dropout = F.dropout
-
-    def same_draws(t, p=0.5, training=True, inplace=False):
-        return t * dropout(torch.ones_like(t, dtype=torch.float32), p, training).to(t.dtype)
-
-    monkeypatch.setattr(F, "dropout", same_draws)
-
-
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("module_id", list(MODULES))
-def test_packed_bidirectional_module_matches_reference_backend(module_id, training, monkeypatch):
+def test_packed_bidirectional_module_matches_reference_backend(module_id, training):
     """Two layers, both directions, packed: the triton module against the reference backend's in float64 (the truth),
     at most ERROR_RATIO times the reference backend's own float32 error, or within the float32 tolerance relative to
     the largest value."""
@@ -248,10 +280,10 @@ def test_packed_bidirectional_module_matches_reference_backend(module_id, traini
         return inputs
 
     results = []
-    dropout_masked_in_float32(monkeypatch)
     for module, dtype in zip((*modules, copy.deepcopy(modules[1]).double()), (DTYPE, DTYPE, torch.float64)):
         torch.manual_seed(7)  # the same zoneout / weight_dropout draws for every run
-        results.append(forward_backward(module, make_inputs(dtype)))
+        with dropout_drawn_as_float32() if dtype == torch.float64 else contextlib.nullcontext():
+            results.append(forward_backward(module, make_inputs(dtype)))
     assert_as_close_to_float64(*results, DTYPE, relative_floor=True)
 
 
