@@ -45,7 +45,7 @@ class LayerValues:
 def make_values(mode: str, shape: tuple[int, int, int, int], bias: bool, lengths: bool, seed: int = 0) -> LayerValues:
     """Random inputs of a layer of `shape` (T, N, I, H), lengths in 1..T per row. The weights are scaled by
     1/sqrt(fan-in), as torch.nn initialises them: with larger ones the Elman recurrence is chaotic or explodes, which
-    amplifies any rounding difference by a random factor, and no error bound relative to another implementation holds."""
+    amplifies any rounding difference by a random factor, and no bound relative to another implementation holds."""
     T, N, I, H = shape
     G = reference.GATES[mode]
     generator = torch.Generator().manual_seed(seed)

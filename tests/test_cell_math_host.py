@@ -31,8 +31,9 @@ def host_binary(tmp_path_factory):
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     assert compiler, "no C++ compiler (c++ / g++ / $CXX): the extension's build needs one too"
     binary = tmp_path_factory.mktemp("cell_math") / "cell_math_host"
-    subprocess.run([compiler, "-std=c++17", "-O1", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}",
-                    str(TESTS / "host" / "cell_math_host.cpp"), "-o", str(binary)], check=True, timeout=300)  # fmt: skip
+    source = TESTS / "host" / "cell_math_host.cpp"
+    command = [compiler, "-std=c++17", "-O1", "-Wall", "-Werror", f"-I{ROOT / 'csrc'}", str(source), "-o", str(binary)]
+    subprocess.run(command, check=True, timeout=300)
     return binary
 
 

@@ -153,7 +153,8 @@ def in_float64(tensors, norm, zoneout):
 
 #: (case, training): zoneout's 0/1 training masks and its eval rate; without zoneout, one computation.
 TRAINING_CASES = [pytest.param(case, training, id=f"{case}-{'train' if training else 'eval'}")
-                  for case, (_, _, rates) in CASES.items() for training in ((True, False) if rates else (True,))]  # fmt: skip
+                  for case, (_, _, rates) in CASES.items()
+                  for training in ((True, False) if rates else (True,))]  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
