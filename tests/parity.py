@@ -11,20 +11,31 @@ where `make_inputs()` returns fresh `(args, leaves)`: the module's call argument
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-#: (rtol, atol) per dtype for a kernel against the reference computed in the same dtype on short sequences.
+#: (rtol, atol) per dtype for a kernel against the reference computed in the same dtype, or against a float64 truth,
+#: on short sequences (a few steps, H <= ~100).
 #: float64 is the parity dtype: implementations agree to rounding, so 1e-10 is loose enough and 1e-4 would hide bugs.
+#: float32: measured triton and cpu against float64 truth, at most ~4e-6 * (1 + |truth|) (values up to ~20, gradients
+#: included), so 1e-5 leaves ~2x; a layer-norm eps of 1e-4 instead of 1e-5 moves results by >= 1.4e-4 * (1 + |truth|).
+#: (The former 3e-4 / 1e-3 was ~1000x the real error and let that bug pass.)
 TOLERANCES = {
     torch.float64: dict(rtol=1e-9, atol=1e-10),
-    torch.float32: dict(rtol=3e-4, atol=1e-3),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
     torch.float16: dict(rtol=3e-3, atol=5e-3),
     torch.bfloat16: dict(rtol=1e-2, atol=5e-2),
 }
+
+#: Against a float64 truth, a kernel's error (max norm) may be at most this many times the error of an independent
+#: implementation in the same dtype (torch.nn, cuDNN, the reference), or within the dtype's tolerance (the floor: the
+#: independent run may happen to round well): error grows with length and size, which a fixed tolerance would hide.
+ERROR_RATIO = 2.0
 
 Inputs = tuple[tuple, dict[str, Tensor]]
 
@@ -75,3 +86,44 @@ def twin(torch_module: nn.Module, fused_cls: type, backend: str, **kwargs) -> nn
     fused = fused_cls(**kwargs, backend=backend)
     fused.load_state_dict(torch_module.state_dict())
     return fused.train(torch_module.training)
+
+
+def max_error(value: Tensor, truth: Tensor) -> float:
+    return (value.double() - truth.double()).abs().max().item() if truth.numel() else 0.0
+
+
+def assert_as_close_to_float64(ours: dict, theirs: dict, truth: dict, dtype: torch.dtype,
+                               relative_floor: bool = False, ratio: float = ERROR_RATIO) -> None:
+    """Every entry (an output or a gradient) of `ours`, a run in `dtype`, at most `ratio` times as far from the float64
+    `truth` as `theirs`, an independent implementation run in the same dtype, or within the dtype's atol.
+    relative_floor: the floor is atol + rtol * max|truth| (a gradient of magnitude 20 has a float16 ulp of 0.016,
+    above the atol, and the independent result may happen to round well)."""
+    assert ours.keys() == truth.keys() == theirs.keys()
+    for key, expected in truth.items():
+        assert (ours[key] is None) == (expected is None), f"{key}: gradient present in only one of the two runs"
+        if expected is None:
+            continue
+        assert ours[key].dtype == dtype, f"{key}: {ours[key].dtype}, not {dtype}"
+        error, baseline = max_error(ours[key], expected), max_error(theirs[key], expected)
+        floor = TOLERANCES[dtype]["atol"]
+        if relative_floor and expected.numel():
+            floor += TOLERANCES[dtype]["rtol"] * expected.abs().max().item()
+        assert error <= max(ratio * baseline, floor), (
+            f"{key}: error {error:.3g} vs the independent run's {baseline:.3g} in {dtype} (floor {floor:.3g})"
+        )
+
+
+@contextlib.contextmanager
+def dropout_drawn_as_float32() -> Iterator[None]:
+    """F.dropout drawing its mask as a float32 call does (torch's RNG draws float64 masks differently), so that a
+    float64 run zeroes the same elements as the float32 run it is the truth of (weight_dropout, inter-layer dropout)."""
+    dropout = F.dropout
+
+    def same_draws(t, p=0.5, training=True, inplace=False):
+        return t * dropout(torch.ones_like(t, dtype=torch.float32), p, training).to(t.dtype)
+
+    F.dropout = same_draws
+    try:
+        yield
+    finally:
+        F.dropout = dropout

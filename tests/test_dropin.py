@@ -26,6 +26,8 @@ import zero_size_cases
 from cpu_backends import backend_params
 from devices import needs_cuda
 from fusedrnn.kernels.plan import KERNEL_ENV
+from devices import CUDA, DEVICE, NEEDS_CUDA_REASON
+from fusedrnn import reference, registry
 from parity import TOLERANCES, leaf
 
 TESTS = Path(__file__).resolve().parent
@@ -162,7 +164,13 @@ def test_zero_sizes_on_cuda_match_torch_nn(case, dtype):
 @pytest.mark.parametrize("kind", LAYERS + CELLS, ids=[k[0] for k in LAYERS + CELLS])
 @pytest.mark.parametrize("backend,dtype", backend_params())
 def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
-    """A WGAN-GP-style penalty: the gradient of |d output / d x|^2 with respect to every parameter and to x."""
+    """A WGAN-GP-style penalty: the gradient of |d output / d x|^2 with respect to every parameter and to x.
+
+    What this checks for the compiled backends (cpu, cuda, triton): their forward and the wiring of their ops'
+    differentiable backward. Under create_graph=True that backward is fusedrnn.reference.layer_vjp
+    (fusedrnn/autograd_paths.py), never the kernels' own backward, so this passes for any kernel backward: that one is
+    tested against torch.nn in the parity grids, and its equality with this path in
+    test_create_graph_first_order_gradients_equal_the_kernel_backward."""
     results = []
     for module in twins(kind, backend, dtype):
         x = leaf(example_input(kind, dtype))
@@ -179,7 +187,11 @@ def test_gradient_penalty_matches_torch_nn(backend, dtype, kind):
 @pytest.mark.parametrize("backend,dtype", [p for p in backend_params() if p.values[1] == torch.float64])
 def test_gradgradcheck_float64(backend, dtype, kind):
     """gradgradcheck of the output with respect to the input and the initial state, as torch.nn passes it.
-    (The Triton kernels run float32 only on CPU, too coarse for gradgradcheck: see the gradient penalty test.)"""
+    (The Triton kernels run float32 only on CPU, too coarse for gradgradcheck: see the gradient penalty test.)
+
+    For the compiled backends the second order is fusedrnn.reference.layer_vjp's (see the gradient penalty test); the
+    first-order gradcheck inside gradgradcheck runs under create_graph too, so the kernels' backward is not what this
+    checks."""
     state_shape = (BATCH, HIDDEN_SIZE) if kind in CELLS else (1, BATCH, HIDDEN_SIZE)
     for module in twins(kind, backend, dtype):
         x = leaf(example_input(kind, torch.float64))
@@ -191,6 +203,56 @@ def test_gradgradcheck_float64(backend, dtype, kind):
             return out[0] if isinstance(out, tuple) else out
 
         assert torch.autograd.gradgradcheck(outputs, (x, h))
+
+
+#: The backends whose ops have a kernel backward of their own (fusedrnn/autograd_paths.py): (name, dtype, device,
+#: marks); cuda only on a GPU (the `gpu` marker selects it, and triton, for the GPU run).
+KERNEL_BACKWARD_BACKENDS = [
+    ("cpu", torch.float64, "cpu", []),
+    ("triton", torch.float32, DEVICE, [pytest.mark.gpu]),
+    ("cuda", torch.float64, "cuda", [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason=NEEDS_CUDA_REASON)]),
+]
+#: A layer of each compiled op family: the three cells, the LSTM projection, a variant (layer norm and zoneout masks,
+#: eval so that the masks are the rate: no random draw to repeat; `cuda` has no variant kernels).
+KERNEL_BACKWARD_LAYERS = {
+    "lstm_bidir": lambda **kw: fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True, **kw),
+    "lstm_proj": lambda **kw: fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, proj_size=3, **kw),
+    "gru_2layers": lambda **kw: fusedrnn.GRU(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, **kw),
+    "rnn_tanh": lambda **kw: fusedrnn.RNN(INPUT_SIZE, HIDDEN_SIZE, **kw),
+    "ln_lstm_zoneout": lambda **kw: fusedrnn.LayerNormLSTM(INPUT_SIZE, HIDDEN_SIZE, zoneout=(0.3, 0.2), **kw).eval(),
+}
+KERNEL_BACKWARD_PARAMS = [
+    pytest.param(backend, dtype, device, layer_id, id=f"{backend}-{layer_id}", marks=marks)
+    for backend, dtype, device, marks in KERNEL_BACKWARD_BACKENDS
+    for layer_id in KERNEL_BACKWARD_LAYERS
+    if not (backend == "cuda" and layer_id.startswith("ln_"))
+]
+
+
+@pytest.mark.parametrize("backend,dtype,device,layer_id", KERNEL_BACKWARD_PARAMS)
+def test_create_graph_first_order_gradients_equal_the_kernel_backward(backend, dtype, device, layer_id, monkeypatch):
+    """The first-order gradients of the create_graph path (fusedrnn.reference.layer_vjp) equal the kernels' own
+    backward's, every input and parameter: the double-backward and torch.func tests above run only the former, so
+    this ties what they check to the kernels. Counting layer_vjp's calls shows that the two runs took the two paths."""
+    if registry.availability()[backend] is not None:  # triton: asserted available in test_registry.py
+        pytest.skip(f"backend {backend!r} unavailable: {registry.availability()[backend]}")
+    torch.manual_seed(0)
+    module = KERNEL_BACKWARD_LAYERS[layer_id](backend=backend, dtype=dtype, device=device)
+    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    vjp_calls = []
+    layer_vjp = reference.layer_vjp
+    monkeypatch.setattr(reference, "layer_vjp", lambda *a, **k: vjp_calls.append(1) or layer_vjp(*a, **k))
+    results = []
+    for create_graph in (False, True):
+        leaves = [leaf(x.to(device, dtype)), *module.parameters()]
+        outputs = [o for o in torch.utils._pytree.tree_leaves(module(leaves[0])) if o.requires_grad]
+        generator = torch.Generator().manual_seed(2)
+        upstream = [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o) for o in outputs]
+        calls_before = len(vjp_calls)
+        results.append(torch.autograd.grad(outputs, leaves, upstream, create_graph=create_graph))
+        assert (len(vjp_calls) > calls_before) == create_graph, "the run did not take the path it is meant to test"
+    for index, (kernel, graph) in enumerate(zip(*results)):
+        torch.testing.assert_close(graph.detach(), kernel, **TOLERANCES[dtype], msg=lambda m, i=index: f"leaf {i}: {m}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,6 +292,9 @@ TRANSFORMS = {
 @pytest.mark.parametrize("kind", LAYERS + CELLS[:1], ids=[k[0] for k in LAYERS + CELLS[:1]])
 @pytest.mark.parametrize("backend,dtype", backend_params())
 def test_torch_func_matches_torch_nn(backend, dtype, kind, transform):
+    """torch.func's transforms over a model holding the layer. They always record a graph of the backward, so for the
+    compiled backends the backward here is fusedrnn.reference.layer_vjp, not the kernels' (see the gradient penalty
+    test): this checks the forward, the op's torch.func registration (setup_context, vmap rule) and that wiring."""
     x = example_input(kind, dtype)
     results = []
     for model in regressor_twins(kind, backend, dtype):

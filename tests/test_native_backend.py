@@ -21,7 +21,7 @@ from fusedrnn.backends import native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
 from devices import needs_cuda
-from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
+from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, forward_backward, leaf, twin
 from test_cells import CELLS as CELL_MODULES
 from test_modules import CASES, CELLS, check_case, input_maker, make_pair
 
@@ -103,29 +103,10 @@ def test_cpu_wide_hidden_partial_vector_lanes(cell, dtype):
     assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), dtype)
 
 
-def assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=False):
-    """Every output and gradient at most twice as far from the float64 truth as torch.nn's own result in that dtype
-    (or within the dtype's atol), since error grows with length and a fixed atol hides that. relative_floor: also
-    within the dtype's atol + rtol * max|truth| (a gradient of magnitude 20 has a float16 ulp of 0.016, above the
-    atol, and torch.nn's CPU result may happen to round well)."""
-    assert ours.keys() == truth.keys() == theirs.keys()
-    for key, expected in truth.items():
-        assert (ours[key] is None) == (expected is None), f"{key}: gradient present in only one of the two runs"
-        if expected is None:
-            continue
-        assert ours[key].dtype == dtype, f"{key}: {ours[key].dtype}, not {dtype}"
-        error = (ours[key].double() - expected).abs().max().item() if expected.numel() else 0.0
-        baseline = (theirs[key].double() - expected).abs().max().item() if expected.numel() else 0.0
-        floor = TOLERANCES[dtype]["atol"]
-        if relative_floor and expected.numel():
-            floor += TOLERANCES[dtype]["rtol"] * expected.abs().max().item()
-        assert error <= max(2 * baseline, floor), f"{key}: error {error} vs torch.nn's {baseline} (floor {floor})"
-
-
 def check_against_float64(cell, case, dtype, device):
     """float32: within the float32 tolerance of torch.nn run in float64 (cuDNN's float32 may use TF32, so it is no
     reference; TF32 is off in the CUDA test, which the `cuda` backend follows too). float16/bfloat16: see
-    assert_as_close_to_float64_as_torch_nn."""
+    assert_as_close_to_float64."""
     actual, low = make_pair(cell, case, dtype, device, device)
     exact = copy.deepcopy(low).double()
     ours = forward_backward(actual, input_maker(low, case, dtype, device))
@@ -134,7 +115,7 @@ def check_against_float64(cell, case, dtype, device):
         assert_all_close({k: v if v is None else v.double() for k, v in ours.items()}, truth, torch.float32)
         return
     theirs = forward_backward(low, input_maker(low, case, dtype, device))
-    assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=device == "cpu")
+    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=device == "cpu")
 
 
 @needs_cuda
@@ -179,7 +160,7 @@ def test_cpu_low_precision_cells_against_float64(cell, dtype):
 
     ours, theirs = forward_backward(actual, inputs(dtype)), forward_backward(low, inputs(dtype))
     truth = forward_backward(exact, inputs(torch.float64))
-    assert_as_close_to_float64_as_torch_nn(ours, theirs, truth, dtype, relative_floor=True)
+    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
@@ -342,27 +323,41 @@ CHUNKED_SEQ_LEN, CHUNKED_BATCH = 7, 300
 
 def check_layer_against_reference(cell, seq_len, batch, reverse, lengths, input_size=I, hidden_size=H,
                                   dtype=torch.float64):
-    """One `cpu` layer call against fusedrnn.reference in `dtype`: every output and every gradient."""
+    """One `cpu` layer call against fusedrnn.reference: every output and every gradient. float64: within the parity
+    tolerance; float32 (these sizes run long GEMM sums, whose rounding a fixed tolerance would have to allow for):
+    against the reference in float64, at most ERROR_RATIO times the reference's own float32 error or within the float32
+    tolerance relative to the largest value (the GEMMs block their sums differently from torch's matmul)."""
     _, _, torch_cls, extra = cell
     torch.manual_seed(0)
-    module = torch_cls(input_size, hidden_size, dtype=dtype, **extra)
-    x = torch.randn(seq_len, batch, input_size, dtype=dtype, requires_grad=True)
-    weights = [p.detach().requires_grad_() for p in module.parameters()]
-    w_ih, w_hh, b_ih, b_hh, *w_hr = weights
-    mode = module.mode
-    h0 = torch.randn(batch, w_hh.shape[1], dtype=dtype)
-    c0 = torch.randn(batch, hidden_size, dtype=dtype) if mode == "LSTM" else None
-    row_lengths = torch.randint(1, seq_len + 1, (batch,)) if lengths else None
-    args = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr[0] if w_hr else None)
-    actual = backend_layer(mode, *args, reverse, row_lengths)
-    expected = fusedrnn.reference.rnn_layer(mode, *args, reverse=reverse, lengths=row_lengths)
-    outputs = [(a, e) for a, e in zip(actual, expected) if e is not None]
-    upstream = [torch.randn_like(e) for _, e in outputs]
-    leaves = [x, *weights]
-    grads_actual = torch.autograd.grad([a for a, _ in outputs], leaves, upstream)
-    grads_expected = torch.autograd.grad([e for _, e in outputs], leaves, upstream)
-    for a, e in [*outputs, *zip(grads_actual, grads_expected)]:
-        torch.testing.assert_close(a, e, **TOLERANCES[dtype])
+    module = torch_cls(input_size, hidden_size, dtype=torch.float64, **extra)
+    generator = torch.Generator().manual_seed(1)
+    values = [torch.randn(seq_len, batch, input_size, generator=generator, dtype=torch.float64),
+              *[p.detach() for p in module.parameters()]]  # fmt: skip
+    w_hh = values[2]
+    values.insert(1, torch.randn(batch, w_hh.shape[1], generator=generator, dtype=torch.float64))  # h0
+    c0 = torch.randn(batch, hidden_size, generator=generator, dtype=torch.float64) if module.mode == "LSTM" else None
+    row_lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator) if lengths else None
+
+    def run(layer, run_dtype):
+        x, h0, *weights = [v.to(run_dtype).requires_grad_(i != 1) for i, v in enumerate(values)]
+        w_ih, w_hh, b_ih, b_hh, *w_hr = weights
+        args = (x, h0, None if c0 is None else c0.to(run_dtype), w_ih, w_hh, b_ih, b_hh, w_hr[0] if w_hr else None)
+        outputs = [o for o in layer(module.mode, *args, reverse, row_lengths) if o is not None]
+        upstream_generator = torch.Generator().manual_seed(2)
+        upstream = [torch.randn(o.shape, generator=upstream_generator, dtype=torch.float64).to(o) for o in outputs]
+        grads = torch.autograd.grad(outputs, [x, *weights], upstream)
+        return {f"{kind}[{i}]": t.detach() for kind, ts in (("output", outputs), ("grad", grads))
+                for i, t in enumerate(ts)}  # fmt: skip
+
+    def reference_layer(mode, *args):
+        return fusedrnn.reference.rnn_layer(mode, *args[:8], reverse=args[8], lengths=args[9])
+
+    actual = run(backend_layer, dtype)
+    if dtype == torch.float64:
+        assert_all_close(actual, run(reference_layer, dtype), dtype)
+    else:
+        assert_as_close_to_float64(actual, run(reference_layer, dtype), run(reference_layer, torch.float64), dtype,
+                                   relative_floor=True)  # fmt: skip
 
 
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])

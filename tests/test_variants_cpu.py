@@ -15,7 +15,7 @@ import torch
 from fusedrnn import registry
 from fusedrnn.backends.native import NativeBackend
 from fusedrnn.reference import GATES, LayerNormWeights, ZoneoutMasks, rnn_layer
-from parity import TOLERANCES
+from parity import TOLERANCES, assert_as_close_to_float64
 
 pytestmark = pytest.mark.skipif(
     registry.get_backend("cpu").unavailable_reason() is not None, reason="the compiled extension is not available"
@@ -138,6 +138,38 @@ def test_layer_matches_reference(case, bias, reverse, lengths, training, dtype):
     mode, ref_tensors, ref_norm, ref_zoneout = make_layer(case, torch.float64, bias, training)
     expected = run(reference_layer, mode, ref_tensors, ref_norm, ref_zoneout, reverse, lengths)
     assert_same(actual, {k: None if v is None else v.to(dtype) for k, v in expected.items()}, dtype)
+
+
+def in_float64(tensors, norm, zoneout):
+    """The same values (already rounded to their dtype) as float64 leaves: the truth of a run in that dtype."""
+
+    def copy(t, leaf=True):
+        return None if t is None else t.detach().double().requires_grad_(leaf)
+
+    norm = None if norm is None else LayerNormWeights(*(copy(t) for t in norm))
+    zoneout = None if zoneout is None else ZoneoutMasks(*(copy(t, leaf=False) for t in zoneout))
+    return {name: copy(t) for name, t in tensors.items()}, norm, zoneout
+
+
+#: (case, training): zoneout's 0/1 training masks and its eval rate; without zoneout, one computation.
+TRAINING_CASES = [pytest.param(case, training, id=f"{case}-{'train' if training else 'eval'}")
+                  for case, (_, _, rates) in CASES.items()
+                  for training in ((True, False) if rates else (True,))]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("case, training", TRAINING_CASES)
+def test_layer_low_precision_against_float64(case, training, dtype):
+    """float16/bfloat16 (storage in that dtype, math in float32), with lengths, in reverse: every output and gradient
+    against the oracle in float64 on the same (rounded) values, no further from it than ERROR_RATIO times the oracle's
+    own error in that dtype, or within the dtype's tolerance relative to the largest value (as the plain cells'
+    test_cpu_low_precision_against_float64)."""
+    mode, tensors, norm, zoneout = make_layer(case, dtype, True, training)
+    lengths = torch.tensor(LENGTHS)
+    truth = run(reference_layer, mode, *in_float64(tensors, norm, zoneout), True, lengths)
+    theirs = run(reference_layer, mode, tensors, norm, zoneout, True, lengths)
+    ours = run(cpu_layer, mode, tensors, norm, zoneout, True, lengths)
+    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])

@@ -313,3 +313,27 @@ def test_undefined_variants_are_refused(mode, norm, zoneout, message):
     with pytest.raises(ValueError, match=message):
         rnn_layer(mode, torch.randn(T, N, I), None, None, torch.randn(G * H, I), torch.randn(G * H, H),
                   norm=norm, zoneout=zoneout)  # fmt: skip
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_lstm_cell_state_zoneout_matches_plain_loop(reverse, training):
+    """The LSTM's zoneout of h and c written out step by step from Krueger et al.'s formulas, independently of
+    rnn_layer: the c mask weighs c_{t-1}, the h mask h_{t-1}, and h~ is computed from the fresh c~ (not the zoned c).
+    The two masks differ, so a c mask taken from h's (or the reverse) shows."""
+    mode, tensors, _, zoneout = make_layer("zoneout_lstm", training)
+    assert not torch.equal(zoneout.h, zoneout.c)
+    x, h, c, w_ih, w_hh, b_ih, b_hh = (tensors[k] for k in ("x", "hx", "cx", "w_ih", "w_hh", "b_ih", "b_hh"))
+    ys = [None] * T
+    for t in reversed(range(T)) if reverse else range(T):
+        i, f, g, o = (x[t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=1)
+        c_fresh = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_fresh = torch.sigmoid(o) * torch.tanh(c_fresh)
+        m_h, m_c = zoneout.h[t], zoneout.c[t]
+        h = m_h * h + (1 - m_h) * h_fresh
+        c = m_c * c + (1 - m_c) * c_fresh
+        ys[t] = h
+    y, h_n, c_n = rnn_layer(mode, **tensors, reverse=reverse, zoneout=zoneout)
+    torch.testing.assert_close(y, torch.stack(ys), **TOLERANCES[torch.float64])
+    torch.testing.assert_close(h_n, h, **TOLERANCES[torch.float64])
+    torch.testing.assert_close(c_n, c, **TOLERANCES[torch.float64])

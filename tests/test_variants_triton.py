@@ -10,6 +10,8 @@ sm_90.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 
 import pytest
@@ -20,8 +22,8 @@ import fusedrnn
 from fusedrnn import reference, registry
 from fusedrnn.kernels import plan
 from fusedrnn.reference import LayerNormWeights, ZoneoutMasks
-from devices import DEVICE
-from parity import TOLERANCES, assert_all_close, forward_backward
+from devices import DEVICE, needs_cuda
+from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, dropout_drawn_as_float32, forward_backward
 
 TRITON_REASON = registry.availability()["triton"]
 #: On a GPU the whole file runs there: `gpu` selects it for the GPU run.
@@ -122,7 +124,8 @@ def run_layer(layer, variant, tensors, norm, zoneout, lengths, reverse, seed=1):
                                 norm=norm, zoneout=zoneout) if o is not None]  # fmt: skip
     leaves = [t for t in (*tensors, *(norm or ())) if t is not None]
     generator = torch.Generator().manual_seed(seed)
-    upstream = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
+    # Drawn in float64 and rounded, so a float64 run of the same layer gets the same upstream gradients.
+    upstream = [torch.randn(o.shape, generator=generator, dtype=torch.float64).to(o) for o in outputs]
     grads = torch.autograd.grad(outputs, leaves, upstream)
     return [o.detach() for o in outputs], list(grads)
 
@@ -137,17 +140,75 @@ def triton_layer(*args, **kwargs):
     return triton_variant_ops.rnn_layer(*args, **kwargs)
 
 
+def in_float64(tensors, norm, zoneout):
+    """The same layer inputs in float64 (fresh leaves), for the float64 truth."""
+
+    def copy(t, leaf=True):
+        return None if t is None else t.detach().double().requires_grad_(leaf)
+
+    norm = None if norm is None else LayerNormWeights(*(copy(t) for t in norm))
+    zoneout = None if zoneout is None else ZoneoutMasks(*(copy(t, leaf=False) for t in zoneout))
+    return tuple(copy(t) for t in tensors), norm, zoneout
+
+
 @pytest.mark.parametrize("case_id", list(CASES))
 @pytest.mark.parametrize("variant_id", list(VARIANTS))
 def test_layer_matches_reference(variant_id, case_id):
+    """The float32 kernels against the reference in float64 (the truth, not the reference's own float32 rounding),
+    within the float32 tolerance: every output and every gradient."""
     variant, case = VARIANTS[variant_id], CASES[case_id]
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
-    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    expected = run_layer(reference_layer, variant, *in_float64(tensors, norm, zoneout), lengths, case.reverse)
     actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
     for kind, got, want in zip(("output", "gradient"), actual, expected):
         assert len(got) == len(want)
         for index, (a, e) in enumerate(zip(got, want)):
-            torch.testing.assert_close(a, e, **TOLERANCES[DTYPE], msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")
+            assert a.dtype == DTYPE, f"{kind} {index}: {a.dtype}"
+            torch.testing.assert_close(a.double(), e, **TOLERANCES[DTYPE],
+                                       msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")  # fmt: skip
+
+
+def converted(tensors, norm, zoneout, dtype, device):
+    """The layer inputs as fresh leaves in `dtype` on `device` (the masks as constants)."""
+
+    def copy(t, leaf=True):
+        return None if t is None else t.detach().to(device, dtype).requires_grad_(leaf)
+
+    norm = None if norm is None else LayerNormWeights(*(copy(t) for t in norm))
+    zoneout = None if zoneout is None else ZoneoutMasks(*(copy(t, leaf=False) for t in zoneout))
+    return tuple(copy(t) for t in tensors), norm, zoneout
+
+
+def as_result(run):
+    """run_layer's (outputs, gradients) as a dict on the CPU, for parity.assert_as_close_to_float64."""
+    outputs, grads = run
+    result = {f"output[{i}]": o.cpu() for i, o in enumerate(outputs)}
+    result.update({f"grad[{i}]": g.cpu() for i, g in enumerate(grads)})
+    return result
+
+
+#: The 16-bit case: two hidden tiles, two batch tiles, lengths, training masks (one compiled kernel set per variant
+#: and dtype is most of its GPU cost).
+LOW_PRECISION_CASE = "T3_N17_H70_two_tiles"
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("variant_id", list(VARIANTS))
+def test_layer_low_precision_against_float64(variant_id, dtype):
+    """float16/bfloat16 on the GPU: every output and gradient against the reference in float64 on the CPU (the same
+    rounded values), no further from it than ERROR_RATIO times the reference's own error in that dtype (on the GPU), or
+    within the dtype's tolerance relative to the largest value, as test_variants_cpu's 16-bit test for `cpu`."""
+    variant, case = VARIANTS[variant_id], CASES[LOW_PRECISION_CASE]
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    low = converted(tensors, norm, zoneout, dtype, DEVICE)
+    exact = converted(*low, torch.float64, "cpu")
+    device_lengths = None if lengths is None else lengths.to(DEVICE)
+    truth = as_result(run_layer(reference_layer, variant, *exact, lengths, case.reverse))
+    theirs = as_result(run_layer(reference_layer, variant, *converted(*low, dtype, DEVICE), device_lengths,
+                                 case.reverse))  # fmt: skip
+    ours = as_result(run_layer(triton_layer, variant, *low, device_lengths, case.reverse))
+    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
 
 
 @pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "lstm_zoneout_h_c", "indrnn_relu_zoneout"])
@@ -193,6 +254,9 @@ MODULES = {
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("module_id", list(MODULES))
 def test_packed_bidirectional_module_matches_reference_backend(module_id, training):
+    """Two layers, both directions, packed: the triton module against the reference backend's in float64 (the truth),
+    at most ERROR_RATIO times the reference backend's own float32 error, or within the float32 tolerance relative to
+    the largest value."""
     cls, kwargs = MODULES[module_id]
     I, H, T, N = 3, 6, 5, 4
     modules = []
@@ -205,18 +269,22 @@ def test_packed_bidirectional_module_matches_reference_backend(module_id, traini
                     p.add_(0.3 * torch.randn_like(p))
         modules.append(module.train(training))
     modules[1].load_state_dict(modules[0].state_dict())
-    x = torch.randn(T, N, I, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(T, N, I, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     lengths = torch.tensor([5, 3, 4, 1])
 
-    def make_inputs():
-        leaf = x.clone().requires_grad_()
-        return (pack_padded_sequence(leaf, lengths, enforce_sorted=False),), {"x": leaf}
+    def make_inputs(dtype):
+        def inputs():
+            leaf = x.to(dtype).requires_grad_()
+            return (pack_padded_sequence(leaf, lengths, enforce_sorted=False),), {"x": leaf}
+
+        return inputs
 
     results = []
-    for module in modules:
-        torch.manual_seed(7)  # the same zoneout / weight_dropout draws for both backends
-        results.append(forward_backward(module, make_inputs))
-    assert_all_close(*results, DTYPE)
+    for module, dtype in zip((*modules, copy.deepcopy(modules[1]).double()), (DTYPE, DTYPE, torch.float64)):
+        torch.manual_seed(7)  # the same zoneout / weight_dropout draws for every run
+        with dropout_drawn_as_float32() if dtype == torch.float64 else contextlib.nullcontext():
+            results.append(forward_backward(module, make_inputs(dtype)))
+    assert_as_close_to_float64(*results, DTYPE, relative_floor=True)
 
 
 CELLS = {
