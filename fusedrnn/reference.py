@@ -67,6 +67,18 @@ def layer_norm(v: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return normalised if bias is None else normalised + bias
 
 
+def headwise_linear(h: Tensor, w_hh: Tensor) -> Tensor:
+    """The block-diagonal recurrent projection of multi-head cells: h [N, K*d] (K heads of d units, head-major) and
+    w_hh [K, G*d, d] (one torch.nn-style recurrent matrix per head, its rows gate-major) -> [N, G*K*d] in torch.nn's
+    gate-major order (gate g, head k, unit j at g*K*d + k*d + j), the order the input projection has. Heads never see
+    each other's units. K = 1 is the same as F.linear(h, w_hh[0]) (up to summation order)."""
+    K, Gd, d = w_hh.shape
+    G = Gd // d
+    N = h.shape[0]
+    per_head = torch.matmul(h.view(N, K, d).transpose(0, 1), w_hh.transpose(1, 2))  # [K, N, G*d]
+    return per_head.view(K, N, G, d).permute(1, 2, 0, 3).reshape(N, G * K * d)
+
+
 def cell_step(
     mode: str,
     gi: Tensor,
