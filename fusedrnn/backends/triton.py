@@ -14,7 +14,7 @@ import torch
 
 from ..kernels.plan import MAX_NORM_HIDDEN, MAX_OFFSET, Refused, interpreter_enabled
 from ..reference import ELEMENTWISE_RECURRENCE
-from ..registry import BackendError, LayerBackend, RNNCall
+from ..registry import BackendError, LayerBackend, RNNCall, reference_only_reason
 
 #: Dtypes the kernels are written for: tl.dot takes fp16/bf16/fp32 operands (fp64 has no tensor-core dot).
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -37,6 +37,9 @@ class TritonBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
+        reason = reference_only_reason(call, self.name)
+        if reason is not None:
+            return reason
         if call.layer_norm and call.hidden_size > MAX_NORM_HIDDEN:
             # plan.plan_variant: one program holds a step's whole row for layer norm's in-program reduction.
             return (f"layer norm with hidden size {call.hidden_size} > {MAX_NORM_HIDDEN}: the Triton kernels hold a "
