@@ -7,6 +7,7 @@ from .modules import GRU, LSTM, RNN
 from .quantization import quantize_dynamic
 from .registry import BackendError, available_backends, get_backend
 from .replace import replace_rnns, restore_rnns
+from .replace_slstm import replace_slstm, restore_slstm
 from .slstm import sLSTM, sLSTMCell
 from .variants import IndRNN, IndRNNCell, LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell
 
@@ -30,6 +31,8 @@ __all__ = [
     "load_haste_state_dict",
     "replace_rnns",
     "restore_rnns",
+    "replace_slstm",
+    "restore_slstm",
     "quantize_dynamic",
     "available_backends",
     "get_backend",
