@@ -15,34 +15,15 @@ the input already projected (its sLSTMLayer's headwise gate projections), which 
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import registry
-from .modules import _FusedRNNBase, check_backend_name
+from .modules import _FusedRNNBase, check_backend_name, check_num_heads, head_weight
 from .reference_slstm import SLSTM_GATES, SLSTMState, check_formulation
 from .registry import SLSTM, LayerWeights, RNNCall
 from .variants import refuse_script
-
-
-def check_num_heads(num_heads: object, hidden_size: int) -> int:
-    """Validate `num_heads` as torch.nn validates sizes: TypeError for a non-int, ValueError for a bad value."""
-    if not isinstance(num_heads, numbers.Integral) or isinstance(num_heads, bool):
-        raise TypeError(f"num_heads should be of type int, got: {type(num_heads).__name__}")
-    if num_heads <= 0:
-        raise ValueError("num_heads must be greater than zero")
-    if hidden_size % num_heads != 0:
-        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-    return int(num_heads)
-
-
-def head_weight(hidden_size: int, num_heads: int, gates: int, factory: dict) -> nn.Parameter:
-    """An uninitialised block-diagonal recurrent weight [num_heads, gates*d, d]."""
-    d = hidden_size // num_heads
-    return nn.Parameter(torch.empty(num_heads, gates * d, d, **factory))
 
 
 def _call(module: nn.Module, x: Tensor, num_layers: int, bidirectional: bool, lengths, dropout: float) -> RNNCall:
