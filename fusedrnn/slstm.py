@@ -145,12 +145,8 @@ class sLSTM(_FusedRNNBase):  # noqa: N801 - xLSTM's name
         return y, hidden
 
     def extra_repr(self) -> str:
-        s = super().extra_repr()
-        if self.num_heads != 1:
-            s += f", num_heads={self.num_heads}"
-        if self.formulation != "xlstm":
-            s += f", formulation={self.formulation!r}"
-        return s
+        s = super().extra_repr()  # num_heads and backend: _FusedRNNBase's
+        return s if self.formulation == "xlstm" else f"{s}, formulation={self.formulation!r}"
 
 
 class sLSTMCell(nn.RNNCellBase):  # noqa: N801 - xLSTM's name

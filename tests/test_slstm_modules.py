@@ -198,7 +198,7 @@ def test_replace_slstm_matches_xlstm_vanilla(dtype):
     actual = forward_backward(layer, layer_inputs(dtype))
     assert_all_close(actual, expected, dtype)
     fusedrnn.restore_slstm(layer)
-    assert type(cell).__name__ == "sLSTMCell_vanilla" and "backend" not in vars(cell)
+    assert type(cell).__name__ == "sLSTMCell_vanilla" and "fusedrnn_backend" not in vars(cell)
     assert_all_close(forward_backward(layer, layer_inputs(dtype)), expected, torch.float64)  # bit for bit
 
 
@@ -230,3 +230,67 @@ def test_replace_slstm_reads_the_cuda_class_layout():
         torch.testing.assert_close(got, want, **TOLERANCES[torch.float64])
     fusedrnn.restore_slstm(cuda_cell)
     assert type(cuda_cell) is cell_module.sLSTMCell_cuda
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# replace_slstm against TiRex's own cell (tirex-ts; skipped without it).
+
+
+def tirex_cell():
+    cell_module = pytest.importorskip("tirex.models.slstm.cell")
+    torch.manual_seed(0)
+    cell = cell_module.sLSTMCell(cell_module.sLSTMBlockConfig(embedding_dim=H, num_heads=K), "torch")
+    with torch.no_grad():  # TiRex leaves them uninitialised (its checkpoints fill them)
+        cell._recurrent_kernel_.copy_(torch.randn_like(cell._recurrent_kernel_) * 0.5)
+        cell._bias_.copy_(torch.randn_like(cell._bias_))
+        cell._bias_.view(K, 4, H // K)[0, 1] = 20.0  # head 0's forget pre-activations past TiRex's clamp at 15
+    return cell_module, cell
+
+
+def test_replace_slstm_matches_tirex_in_float32():
+    """TiRex's own loop and pointwise step (sLSTMCellTorch.slstm_forward) in float32, on the replaced cell's
+    parameters, against the replaced cell: outputs and parameter gradients, to float32 rounding. Past the clamp the
+    forget bias gets no gradient, in both (and does in xlstm's formulation)."""
+    cell_module, cell = tirex_cell()
+    x = torch.randn(N, T, 4 * H)
+    state = torch.stack(random_state(1, 1, torch.float32)).squeeze(1)
+    upstream = torch.randn(N, K, T, H // K)
+    fusedrnn.replace_slstm(cell)
+    assert type(cell).__name__ == "TiRexsLSTMCell"
+
+    def outputs_and_grads(run):
+        cell.zero_grad(set_to_none=True)
+        output, final = run()
+        torch.autograd.backward((output, final), (upstream, torch.ones_like(final)))
+        return output.detach(), final.detach(), cell._recurrent_kernel_.grad, cell._bias_.grad
+
+    def tirex_own():
+        _, bias = cell.fused_weights()  # TiRex's own bias permutation is checked by the bfloat16 test below
+        y, final = cell_module.sLSTMCellTorch.slstm_forward(x.transpose(0, 1), state, cell._recurrent_kernel_, bias)
+        return y.view(T, N, K, H // K).permute(1, 2, 0, 3), final
+
+    def xlstm_formulation():
+        w_hh, bias = cell.fused_weights()
+        y, final = slstm_layer(x.transpose(0, 1), SLSTMState(*state), None, w_hh, None, bias, formulation="xlstm")
+        return y.view(T, N, K, H // K).permute(1, 2, 0, 3), torch.stack(final)
+
+    actual = outputs_and_grads(lambda: cell(x, state))
+    for got, want in zip(actual, outputs_and_grads(tirex_own)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    clamped = actual[3].view(K, 4, H // K)[0, 1]
+    assert not clamped.any() and outputs_and_grads(xlstm_formulation)[3].view(K, 4, H // K)[0, 1].all()
+
+
+def test_replace_slstm_matches_tirex_cell_and_restores():
+    """The whole TiRex cell, whose torch path rounds R and the states to bfloat16 each step: to bfloat16's
+    tolerance; then restored, its own output again."""
+    cell_module, cell = tirex_cell()
+    x = torch.randn(N, T, 4 * H)
+    expected = cell(x, None)
+    fusedrnn.replace_slstm(torch.nn.Sequential(cell))
+    for got, want in zip(cell(x, None), expected):
+        torch.testing.assert_close(got, want, **TOLERANCES[torch.bfloat16])
+    fusedrnn.restore_slstm(cell)
+    assert type(cell) is cell_module.sLSTMCell and "fusedrnn_backend" not in vars(cell) and cell.backend == "torch"
+    for got, want in zip(cell(x, None), expected):
+        assert torch.equal(got, want)
