@@ -74,7 +74,8 @@ class XLSTMsLSTMCell(nn.Module):
         classes' internal layouts read right."""
         config = self.config
         K, d = config.num_heads, config.hidden_size // config.num_heads
-        external = self._xlstm_class._recurrent_kernel_int2ext(self, self._recurrent_kernel_).reshape(K, d, SLSTM_GATES, d)
+        external = self._xlstm_class._recurrent_kernel_int2ext(self, self._recurrent_kernel_)
+        external = external.reshape(K, d, SLSTM_GATES, d)
         w_hh = external.permute(0, 2, 3, 1).reshape(K, SLSTM_GATES * d, d)
         bias = self._xlstm_class._bias_int2ext(self, self._bias_).reshape(K, SLSTM_GATES, d)
         return w_hh, bias.permute(1, 0, 2).reshape(-1)
@@ -105,8 +106,9 @@ class XLSTMsLSTMCell(nn.Module):
 
     def __repr__(self) -> str:
         config = self.config
-        return (f"{type(self).__name__}(function={config.function}, hidden_size={config.hidden_size}, num_heads="
-                f"{config.num_heads}, was={self._xlstm_class.__name__}, backend={self.fusedrnn_backend!r})")  # fmt: skip
+        return (f"{type(self).__name__}(function={config.function}, hidden_size={config.hidden_size}, "
+                f"num_heads={config.num_heads}, was={self._xlstm_class.__name__}, "
+                f"backend={self.fusedrnn_backend!r})")  # fmt: skip
 
 
 class TiRexsLSTMCell(nn.Module):

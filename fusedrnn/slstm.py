@@ -179,7 +179,8 @@ class sLSTMCell(nn.RNNCellBase):  # noqa: N801 - xLSTM's name
             input = input.unsqueeze(0)
             hx = None if hx is None else tuple(state.unsqueeze(0) for state in hx)
         if input.dtype != self.weight_ih.dtype:
-            raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight dtype ({self.weight_ih.dtype})")
+            raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight dtype "
+                               f"({self.weight_ih.dtype})")  # fmt: skip
         if input.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
         for index, state in enumerate(hx or ()):

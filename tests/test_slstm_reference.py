@@ -143,7 +143,8 @@ def test_matches_xlstm_vanilla_forward(dtype, state):
     vanilla = pytest.importorskip("xlstm.blocks.slstm.src.vanilla")
     x, _, w_hh, _, b = make(dtype, projected=True)
     s0 = given_state(dtype) if state else SLSTMState(*torch.zeros(4, N, H, dtype=dtype))
-    all_states, _, _ = vanilla.slstm_forward(x, torch.stack(s0), w_hh, b, vanilla.slstm_pointwise_function_registry["slstm"])
+    pointwise = vanilla.slstm_pointwise_function_registry["slstm"]
+    all_states, _, _ = vanilla.slstm_forward(x, torch.stack(s0), w_hh, b, pointwise)
     y, out = slstm_layer(x, s0, None, w_hh, None, b)
     exact = dict(rtol=0, atol=0) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(y, all_states[0, 1:], **exact)
