@@ -27,6 +27,13 @@ from .variants import refuse_script
 
 
 def _call(module: nn.Module, x: Tensor, num_layers: int, bidirectional: bool, lengths, dropout: float) -> RNNCall:
+    """The registry call of a forward; RuntimeError under torch.jit.trace, as fusedrnn's other variants."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(
+            f"torch.jit.trace (and the TorchScript-based torch.onnx.export) cannot record fusedrnn."
+            f"{type(module).__name__}: no torch op computes it, and its plain-PyTorch loop would be unrolled at the "
+            "traced sequence length, silently wrong at any other; use torch.export or torch.compile"
+        )
     return RNNCall(
         mode=SLSTM,
         device_type=x.device.type,

@@ -294,3 +294,11 @@ def test_replace_slstm_matches_tirex_cell_and_restores():
     assert type(cell) is cell_module.sLSTMCell and "fusedrnn_backend" not in vars(cell) and cell.backend == "torch"
     for got, want in zip(cell(x, None), expected):
         assert torch.equal(got, want)
+
+
+def test_jit_trace_and_script_refuse():
+    module = fusedrnn.sLSTM(I, H)
+    with pytest.raises(RuntimeError, match="cannot record fusedrnn.sLSTM"):
+        torch.jit.trace(module, torch.randn(T, N, I))
+    with pytest.raises(RuntimeError, match="torch.jit.script cannot compile fusedrnn.sLSTMCell"):
+        torch.jit.script(fusedrnn.sLSTMCell(I, H))
