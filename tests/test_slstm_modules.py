@@ -156,7 +156,10 @@ def test_forward_errors():
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
 def test_other_backends_refuse_with_a_reason(backend):
     call = registry.RNNCall("SLSTM", "cpu", torch.float32, I, H, num_heads=K, formulation="xlstm")
-    assert "no sLSTM and multi-head kernels yet" in registry._load(backend).unsupported_reason(call)
+    loaded = registry._load(backend)  # the instance, or why its module did not import (then nothing to ask)
+    if isinstance(loaded, str):
+        pytest.skip(loaded)
+    assert "no sLSTM and multi-head kernels yet" in loaded.unsupported_reason(call)
     if registry.availability()[backend] is None:
         with pytest.raises(registry.BackendError, match="issue #21"):
             fusedrnn.sLSTM(I, H, backend=backend)(torch.randn(T, N, I))
