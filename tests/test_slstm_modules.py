@@ -153,7 +153,7 @@ def test_forward_errors():
         fusedrnn.sLSTMCell(I, H)(torch.randn(N, I), torch.zeros(N, H))
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("backend", ["torch", "cpu", "cuda"])  # triton's sLSTM kernel: tests/test_slstm_triton.py
 def test_other_backends_refuse_with_a_reason(backend):
     call = registry.RNNCall("SLSTM", "cpu", torch.float32, I, H, num_heads=K, formulation="xlstm")
     loaded = registry._load(backend)  # the instance, or why its module did not import (then nothing to ask)
