@@ -1,6 +1,7 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
 for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
 variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_NORM_HIDDEN.
+xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (a forward kernel, the oracle's backward), by name only.
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
 and is never chosen by `auto`.
