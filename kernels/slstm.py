@@ -18,7 +18,7 @@ import triton.language as tl
 from .activations import tanh
 
 #: sLSTM's gates (i, f, z, o).
-SLSTM_GATES: tl.constexpr = 4
+SLSTM_GATES = tl.constexpr(4)
 
 
 @triton.jit
