@@ -1,7 +1,7 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
 for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
 variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_NORM_HIDDEN.
-xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (a forward kernel, the oracle's backward), by name only.
+xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels), by name only.
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
 and is never chosen by `auto`.
@@ -98,19 +98,20 @@ class TritonBackend(LayerBackend):
                                             formulation=formulation)  # fmt: skip
 
 
-#: The largest sLSTM head size the kernel holds (fusedrnn.triton_slstm_ops.MAX_HEAD_DIM, without importing triton).
-MAX_SLSTM_HEAD_DIM = 64
+#: The largest sLSTM head size the kernels hold: the backward keeps R_k's four [d, d] tiles twice (both orientations)
+#: and dR_k's four; built for sm_90 at d = 32 it takes 64 KB of shared memory, at 64 it took 224 KB (an H100's limit).
+MAX_SLSTM_HEAD_DIM = 32
 
 
 def _slstm_reason(call: RNNCall) -> str | None:
-    """What the sLSTM kernel (forward kernel, the oracle's backward) does not serve; None when it does."""
+    """What the sLSTM kernels (fusedrnn.triton_slstm_ops) do not serve; None when they do."""
     if call.dtype != torch.float32:
         return f"the sLSTM kernel is written for float32 only, got {call.dtype}"
     if call.compiling:
         return "the sLSTM kernel is not yet a torch.library op, which torch.compile needs; use backend 'reference'"
     if call.hidden_size // call.num_heads > MAX_SLSTM_HEAD_DIM:
         return (f"head size {call.hidden_size // call.num_heads} > {MAX_SLSTM_HEAD_DIM}: one program holds its "
-                "head's four [d, d] recurrent tiles for the whole sequence")  # fmt: skip
+                "head's [d, d] recurrent tiles (and, backward, their gradients) for the whole sequence")  # fmt: skip
     if call.device_type == "cpu" and not interpreter_enabled():
         return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1)"
     if call.device_type not in ("cpu", "cuda"):
