@@ -73,11 +73,25 @@ def test_gradcheck(case):
                              formulation=formulation)  # fmt: skip
         return (y, *out)
 
-    # One case checks every entry of the Jacobian; the others (and every second derivative) random projections of
-    # it (fast_mode), which catch a wrong derivative as surely for a loop of autograd ops, in CI's time.
-    full = case is CASES["packed_reverse_state"]
-    assert torch.autograd.gradcheck(layer, tensors, fast_mode=not full)
+    # Random projections of the Jacobian and of the second derivative (fast_mode), which catch a wrong derivative as
+    # surely for a loop of autograd ops, in CI's time; test_gradcheck_every_entry checks every entry once.
+    assert torch.autograd.gradcheck(layer, tensors, fast_mode=True)
     assert torch.autograd.gradgradcheck(layer, tensors, fast_mode=True)
+
+
+def test_gradcheck_every_entry():
+    """Every entry of the Jacobian, on a small packed, reversed, multi-head case with a given state."""
+    g = torch.Generator().manual_seed(4)
+    x, w_hh, b = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+                  for shape in ((2, 2, 8), (2, 4, 1), (8,)))  # fmt: skip
+    h, c, m = (torch.randn(2, 2, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    n = (torch.rand(2, 2, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+
+    def layer(x, w_hh, b, h, c, n, m):
+        y, out = slstm_layer(x, SLSTMState(h, c, n, m), None, w_hh, None, b, True, torch.tensor([2, 1]))
+        return (y, *out)
+
+    assert torch.autograd.gradcheck(layer, (x, w_hh, b, h, c, n, m))
 
 
 def test_first_step_rule_and_caps():
