@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fusedrnn
 from fusedrnn import registry
 from devices import DEVICE
-from parity import assert_all_close, forward_backward
+from parity import TOLERANCES, assert_all_close, forward_backward
 
 TRITON_REASON = registry.availability()["triton"]
 pytestmark = [pytest.mark.gpu,
@@ -113,3 +113,23 @@ def test_kernel_compiles_for_sm90():
     assert result.returncode == 0, result.stderr[-3000:]
     shared = [int(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("shared")]
     assert len(shared) == 2 and max(shared) <= 228 * 1024  # an H100's shared memory per block
+
+
+def test_projected_input_layer_matches_reference():
+    """The layer op on already projected input (w_ih None, one bias: xlstm's cell, as replace_slstm runs it)."""
+    from fusedrnn import triton_slstm_ops
+    from fusedrnn.reference_slstm import slstm_layer
+
+    g = torch.Generator().manual_seed(5)
+    leaves = [torch.randn(*shape, generator=g).to(DEVICE).requires_grad_() for shape in ((T, N, 4 * H), (2, 12, 3),
+                                                                                        (4 * H,))]  # fmt: skip
+    upstream = [torch.randn(T, N, H, generator=g).to(DEVICE)] + [torch.randn(N, H, generator=g).to(DEVICE)] * 4
+    results = []
+    for layer in (triton_slstm_ops.slstm_layer, slstm_layer):
+        x, w_hh, b = leaves
+        y, final = layer(x, None, None, w_hh, None, b, formulation="tirex")
+        outputs = (y, *final)
+        grads = torch.autograd.grad(outputs, leaves, upstream)
+        results.append([o.detach() for o in outputs] + list(grads))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
