@@ -133,3 +133,21 @@ def test_projected_input_layer_matches_reference():
         results.append([o.detach() for o in outputs] + list(grads))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
+
+
+def test_replace_slstm_on_triton_matches_xlstm_vanilla():
+    layer_module = pytest.importorskip("xlstm.blocks.slstm.layer")
+    torch.manual_seed(0)
+    config = layer_module.sLSTMLayerConfig(embedding_dim=H, num_heads=2, backend="vanilla", conv1d_kernel_size=2)
+    layer = layer_module.sLSTMLayer(config).to(DEVICE)
+    with torch.no_grad():  # xlstm initialises R to zero: random everything
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+
+    def make_inputs():
+        x = torch.randn(N, T, H, generator=torch.Generator().manual_seed(3)).to(DEVICE).requires_grad_()
+        return (x,), {"x": x}
+
+    expected = forward_backward(layer, make_inputs)
+    fusedrnn.replace_slstm(layer, backend="triton")
+    assert_all_close(forward_backward(layer, make_inputs), expected, DTYPE)
