@@ -1,4 +1,4 @@
-"""xLSTM's sLSTM on Triton (issue #21): the forward kernel (fusedrnn.kernels.slstm) with autograd.
+"""xLSTM's sLSTM on Triton (issue #21): the forward and backward kernels (fusedrnn.kernels.slstm) with autograd.
 
 Forward: the host computes the input projection of all steps (x W_ih^T + b_ih + b_hh), one launch runs the
 recurrence and, for the backward, saves the state after every step [T, 4, N, H]. Backward: one launch walks the steps
@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .kernels.slstm import slstm_backward_kernel, slstm_forward_kernel
+from . import reference_slstm
 from .reference_slstm import SLSTM_GATES, TIREX_FORGET_CLAMP, SLSTMState, check_slstm_weights
 
 #: tl.dot needs every dimension >= 16 on a GPU: the batch tile and the head tile are padded to at least this.
@@ -98,6 +99,8 @@ class _SLSTMLayer(torch.autograd.Function):
 def slstm_layer(x, state, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None, *, formulation="xlstm"):
     """fusedrnn.reference_slstm.slstm_layer's contract, float32 tensors."""
     check_slstm_weights(x, w_ih, w_hh, b_ih, b_hh)
+    if x.shape[1] == 0:  # an empty batch: no program to launch, nothing to compute
+        return reference_slstm.slstm_layer(x, state, w_ih, w_hh, b_ih, b_hh, reverse, lengths, formulation=formulation)
     N, H = x.shape[1], w_hh.shape[0] * w_hh.shape[2]
     if state is None:
         zeros = x.new_zeros(N, H)
