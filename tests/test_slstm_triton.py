@@ -151,3 +151,11 @@ def test_replace_slstm_on_triton_matches_xlstm_vanilla():
     expected = forward_backward(layer, make_inputs)
     fusedrnn.replace_slstm(layer, backend="triton")
     assert_all_close(forward_backward(layer, make_inputs), expected, DTYPE)
+
+
+def test_empty_batch():
+    module = fusedrnn.sLSTM(I, H, num_heads=2, backend="triton", device=DEVICE)
+    x = torch.randn(T, 0, I, device=DEVICE, requires_grad=True)
+    y, state = module(x)
+    (y.sum() + sum(s.sum() for s in state)).backward()
+    assert y.shape == (T, 0, H) and all(s.shape == (1, 0, H) for s in state) and x.grad.shape == x.shape
