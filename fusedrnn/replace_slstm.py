@@ -12,7 +12,9 @@ TiRex's cells compute formulation="tirex" (the f~ clamp) in the input's dtype (f
 TiRex's own torch path rounds R and the states to bfloat16 at every step: close to it, not bit-identical.
 
 Nothing here imports xlstm or tirex: cells are recognised by their class's module and name. Not converted (left as
-they are): xlstm cells with config.function other than "slstm" (its "lstm").
+they are): xlstm cells with config.function other than "slstm" (its "lstm"). Refused (ValueError, nothing changed):
+xlstm CUDA-class cells with gradient_recurrent_cut or gradient_recurrent_clipval, which change what its kernel
+computes (its vanilla class ignores both, and so does its replacement).
 """
 
 from __future__ import annotations
@@ -147,10 +149,25 @@ class TiRexsLSTMCell(nn.Module):
 REPLACEMENTS = (XLSTMsLSTMCell, TiRexsLSTMCell)
 
 
+def _refuse_kernel_options(model: nn.Module) -> None:
+    """ValueError for an xlstm CUDA-class cell whose kernel computes what fusedrnn does not (module docstring)."""
+    for module in model.modules():
+        if _is_xlstm_cell(module) and type(module).__name__ == "sLSTMCell_cuda":
+            config = module.config
+            if config.gradient_recurrent_cut or config.gradient_recurrent_clipval is not None:
+                raise ValueError(
+                    "cannot replace an xlstm sLSTMCell_cuda built with gradient_recurrent_cut="
+                    f"{config.gradient_recurrent_cut} / gradient_recurrent_clipval={config.gradient_recurrent_clipval}"
+                    ": its kernel cuts or clips what fusedrnn computes exactly (as xlstm's vanilla class does)"
+                )
+
+
 def replace_slstm(model: nn.Module, backend: str = registry.AUTO) -> nn.Module:
     """Make every xlstm or TiRex sLSTM cell inside `model` (`model` itself included) an `XLSTMsLSTMCell` or
-    `TiRexsLSTMCell` running on `backend`, in place. Returns `model`."""
+    `TiRexsLSTMCell` running on `backend`, in place. Returns `model`. ValueError, and nothing changed, for an xlstm
+    CUDA-class cell with gradient cutting or clipping."""
     backend = check_backend_name(backend)
+    _refuse_kernel_options(model)
     for module in list(model.modules()):
         if _is_xlstm_cell(module):
             replacement = XLSTMsLSTMCell

@@ -305,3 +305,20 @@ def test_jit_trace_and_script_refuse():
         torch.jit.trace(module, torch.randn(T, N, I))
     with pytest.raises(RuntimeError, match="torch.jit.script cannot compile fusedrnn.sLSTMCell"):
         torch.jit.script(fusedrnn.sLSTMCell(I, H))
+
+
+def test_replace_slstm_step_and_refusals():
+    cell_module = pytest.importorskip("xlstm.blocks.slstm.cell")
+    layer = xlstm_layer(torch.float64)
+    cell = layer.slstm_cell
+    fusedrnn.replace_slstm(layer)
+    x = torch.randn(N, 1, 4 * H, dtype=torch.float64)
+    state = torch.stack(random_state(1, 1)).squeeze(1)
+    for got, want in zip(cell.step(x, state), cell(x, state)):  # step returns the new state (xlstm's the old one)
+        assert torch.equal(got, want)
+    config = cell_module.sLSTMCellConfig(hidden_size=H, num_heads=K, backend="cuda", gradient_recurrent_clipval=1.0)
+    clipped = cell_module.sLSTMCell_cuda(config, skip_backend_init=True)
+    model = torch.nn.Sequential(xlstm_layer(torch.float64), clipped)
+    with pytest.raises(ValueError, match="gradient_recurrent_clipval=1.0"):
+        fusedrnn.replace_slstm(model)
+    assert type(model[0].slstm_cell).__name__ == "sLSTMCell_vanilla"  # nothing changed
