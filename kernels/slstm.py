@@ -4,7 +4,8 @@ launch (fusedrnn.triton_slstm_ops launches them).
 Heads never exchange state (R is block-diagonal), so the grid is (heads, batch tiles) and each program runs the whole
 sequence on its own head and rows with its R block resident (four [d, d] gate tiles) and no barrier at all. The host
 computes the input projection of all steps, a = x W_ih^T + b_ih + b_hh [T, N, 4*H] in float32, so a step here is
-a_t + h_{t-1} R_k^T and the pointwise update, all in float32.
+a_t + h_{t-1} R_k^T and the pointwise update, all in float32, the dots exact (input_precision "ieee", not TF32: the
+kernels are float32-only for now, and the stabiliser's exp() amplifies a pre-activation's error).
 
 xlstm's first-step rule (m_t = i~ while the whole n state is zero) is a batch-wide flag that one program cannot
 reduce over the grid. It holds exactly on the steps before any row has run plus the first one, when n_0 is all zero:
