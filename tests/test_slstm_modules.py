@@ -322,3 +322,16 @@ def test_replace_slstm_step_and_refusals():
     with pytest.raises(ValueError, match="gradient_recurrent_clipval=1.0"):
         fusedrnn.replace_slstm(model)
     assert type(model[0].slstm_cell).__name__ == "sLSTMCell_vanilla"  # nothing changed
+
+
+def test_bfloat16_module_against_float32():
+    """bf16 storage: the state is computed in float32 (reference_slstm), outputs come back in bf16."""
+    torch.manual_seed(0)
+    module = fusedrnn.sLSTM(I, H, num_heads=K)
+    x = torch.randn(T, N, I)
+    y32, state32 = module(x)
+    y, state = module.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in state)
+    torch.testing.assert_close(y.float(), y32, **TOLERANCES[torch.bfloat16])
+    for s, s32 in zip(state, state32):
+        torch.testing.assert_close(s.float(), s32, **TOLERANCES[torch.bfloat16])
