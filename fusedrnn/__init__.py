@@ -1,5 +1,5 @@
 """fusedrnn: fused-kernel LSTM / GRU / Elman RNN layers for PyTorch, drop-in replacements for torch.nn's, and the
-variants torch.nn lacks (layer-norm LSTM/GRU, IndRNN, zoneout, DropConnect)."""
+variants torch.nn lacks (layer-norm LSTM/GRU, IndRNN, zoneout, DropConnect, xLSTM's sLSTM)."""
 
 from .cells import GRUCell, LSTMCell, RNNCell
 from .haste import from_haste, load_haste_state_dict
@@ -7,6 +7,8 @@ from .modules import GRU, LSTM, RNN
 from .quantization import quantize_dynamic
 from .registry import BackendError, available_backends, get_backend
 from .replace import replace_rnns, restore_rnns
+from .replace_slstm import replace_slstm, restore_slstm
+from .slstm import sLSTM, sLSTMCell
 from .variants import IndRNN, IndRNNCell, LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell
 
 __version__ = "0.1.0"
@@ -23,10 +25,14 @@ __all__ = [
     "LayerNormLSTMCell",
     "LayerNormGRUCell",
     "IndRNNCell",
+    "sLSTM",
+    "sLSTMCell",
     "from_haste",
     "load_haste_state_dict",
     "replace_rnns",
     "restore_rnns",
+    "replace_slstm",
+    "restore_slstm",
     "quantize_dynamic",
     "available_backends",
     "get_backend",

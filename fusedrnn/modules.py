@@ -39,6 +39,23 @@ def check_rate(name: str, value: object) -> float:
     return float(value)
 
 
+def check_num_heads(num_heads: object, hidden_size: int) -> int:
+    """Validate `num_heads` as torch.nn validates sizes: TypeError for a non-int, ValueError for a bad value."""
+    if not isinstance(num_heads, numbers.Integral) or isinstance(num_heads, bool):
+        raise TypeError(f"num_heads should be of type int, got: {type(num_heads).__name__}")
+    if num_heads <= 0:
+        raise ValueError("num_heads must be greater than zero")
+    if hidden_size % num_heads != 0:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+    return int(num_heads)
+
+
+def head_weight(hidden_size: int, num_heads: int, gates: int, factory: dict) -> nn.Parameter:
+    """An uninitialised block-diagonal recurrent weight [num_heads, gates*d, d] (d = hidden_size / num_heads)."""
+    d = hidden_size // num_heads
+    return nn.Parameter(torch.empty(num_heads, gates * d, d, **factory))
+
+
 def normalise_zoneout(zoneout: object, mode: str, layer: str) -> float | tuple[float, float]:
     """Validate the `zoneout` argument of a `layer` (its class name) computing `mode`: a rate p (h and, LSTM, c) or,
     LSTM only, a pair (p_h, p_c). Returns it as a float or a tuple of two floats."""
@@ -79,16 +96,26 @@ class _FusedRNNBase(nn.RNNBase):
         in eval the expectation (mask = p).
       weight_dropout: DropConnect on W_hh: in training one F.dropout(W_hh, p) per layer-direction and forward call,
         drawn before the zoneout masks; the backend runs on that copy.
+
+    Multi-head (keyword-only `num_heads`, issue #21; 1 = torch.nn's layer, untouched): the hidden units split into
+    num_heads heads of d = H / num_heads that never exchange state; weight_hh_l{k} is block-diagonal, stored as its
+    blocks [num_heads, G*d, d] (rows gate-major within a head, torch.nn's gate order); the gate pre-activations keep
+    torch.nn's gate-major order (fusedrnn.reference.headwise_linear). Not with proj_size.
     """
 
     # Class-level defaults: the state of modules pickled before these options existed, and of plain modules.
     zoneout: float | tuple[float, float] = 0.0
     weight_dropout: float = 0.0
     layer_norm = False  # the variants with layer norm set it
+    num_heads = 1
 
-    def __init__(self, mode: str, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0,
+    def __init__(self, mode: str, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, num_heads=1,
                  **kwargs) -> None:  # fmt: skip
         super().__init__(mode, *args, **kwargs)
+        if num_heads != 1 or not isinstance(num_heads, int) or isinstance(num_heads, bool):  # set only when used
+            self.num_heads = check_num_heads(num_heads, self.hidden_size)
+            if self.num_heads != 1:
+                self._use_heads()
         self.backend = check_backend_name(backend)
         zoneout = normalise_zoneout(zoneout, self.mode, type(self).__name__)
         # Set only when used (all-zero rates are no zoneout): a default module's __dict__ (and pickle) stays torch.nn's.
@@ -98,6 +125,24 @@ class _FusedRNNBase(nn.RNNBase):
             self.zoneout = zoneout
         if weight_dropout != 0.0:
             self.weight_dropout = check_rate("weight_dropout", weight_dropout)
+
+    def _use_heads(self) -> None:
+        """Replace every weight_hh_l{k} by its block-diagonal form [num_heads, G*d, d], initialised as torch.nn's."""
+        if self.proj_size > 0:
+            raise ValueError("num_heads > 1 with proj_size > 0 is not defined (heads split the hidden state)")
+        gates = registry.GATES[self.mode]
+        factory = {"device": self.weight_ih_l0.device, "dtype": self.weight_ih_l0.dtype}
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse") if self.bidirectional else ("",):
+                setattr(self, f"weight_hh_l{layer}{suffix}", head_weight(self.hidden_size, self.num_heads, gates,
+                                                                         factory))  # fmt: skip
+        self._init_flat_weights()
+        self.reset_parameters()
+
+    def flatten_parameters(self) -> None:
+        """torch.nn's (cuDNN's weight buffer), except with heads, which cuDNN never runs."""
+        if self.num_heads == 1:
+            super().flatten_parameters()
 
     @property
     def regularised(self) -> bool:
@@ -236,6 +281,7 @@ class _FusedRNNBase(nn.RNNBase):
             layer_norm=self.layer_norm,
             zoneout=masks is not None,
             weight_dropout=weight_dropout > 0.0,
+            num_heads=self.num_heads,
         )
         if call.variant is not None and torch.jit.is_tracing():
             raise RuntimeError(
@@ -250,6 +296,8 @@ class _FusedRNNBase(nn.RNNBase):
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
+        if self.num_heads != 1:
+            s += f", num_heads={self.num_heads}"
         if any(zoneout_rates(self.zoneout, self.mode)):
             s += f", zoneout={self.zoneout!r}"
         if self.weight_dropout != 0.0:
@@ -265,6 +313,10 @@ class _FusedRNNBase(nn.RNNBase):
             raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__} with zoneout or weight_dropout "
                                "(torch.nn has neither); use torch.compile, or torch.jit.trace / torch.export, which "
                                "record the layer's plain-PyTorch reference path")  # fmt: skip
+        if self.num_heads != 1:
+            raise RuntimeError(f"torch.jit.script cannot compile {type(self).__name__} with num_heads="
+                               f"{self.num_heads} (torch.nn has no heads); use torch.compile, or torch.jit.trace / "
+                               "torch.export")  # fmt: skip
         torch_cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(self.mode, nn.RNN)
         kwargs = {"num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
                   "dropout": self.dropout, "bidirectional": self.bidirectional}  # fmt: skip
@@ -277,10 +329,12 @@ class _FusedRNNBase(nn.RNNBase):
 
 class LSTM(_FusedRNNBase):
     """`torch.nn.LSTM` (incl. `proj_size`) with keyword-only `backend`, `zoneout` (p or (p_h, p_c)) and
-    `weight_dropout` (see _FusedRNNBase); see torch.nn.LSTM for the other arguments."""
+    `weight_dropout`, `num_heads` (see _FusedRNNBase); see torch.nn.LSTM for the other arguments."""
 
-    def __init__(self, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, **kwargs) -> None:
-        super().__init__("LSTM", *args, backend=backend, zoneout=zoneout, weight_dropout=weight_dropout, **kwargs)
+    def __init__(self, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, num_heads=1,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__("LSTM", *args, backend=backend, zoneout=zoneout, weight_dropout=weight_dropout,
+                         num_heads=num_heads, **kwargs)  # fmt: skip
 
     # torch.nn.LSTM's own checks for the (h_0, c_0) pair, reused rather than rewritten.
     get_expected_cell_size = nn.LSTM.get_expected_cell_size
@@ -289,18 +343,21 @@ class LSTM(_FusedRNNBase):
 
 
 class GRU(_FusedRNNBase):
-    """`torch.nn.GRU` with keyword-only `backend`, `zoneout` and `weight_dropout` (see _FusedRNNBase)."""
+    """`torch.nn.GRU` with keyword-only `backend`, `zoneout`, `weight_dropout` and `num_heads` (see _FusedRNNBase)."""
 
-    def __init__(self, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, **kwargs) -> None:
+    def __init__(self, *args, backend: str = registry.AUTO, zoneout=0.0, weight_dropout=0.0, num_heads=1,
+                 **kwargs) -> None:  # fmt: skip
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        super().__init__("GRU", *args, backend=backend, zoneout=zoneout, weight_dropout=weight_dropout, **kwargs)
+        super().__init__("GRU", *args, backend=backend, zoneout=zoneout, weight_dropout=weight_dropout,
+                         num_heads=num_heads, **kwargs)  # fmt: skip
 
 
 class RNN(_FusedRNNBase):
-    """`torch.nn.RNN` (Elman, tanh or relu) with a `backend` keyword; `nonlinearity` is the 4th positional."""
+    """`torch.nn.RNN` (Elman, tanh or relu) with keyword-only `backend` and `num_heads` (see _FusedRNNBase);
+    `nonlinearity` is the 4th positional."""
 
-    def __init__(self, *args, backend: str = registry.AUTO, **kwargs) -> None:
+    def __init__(self, *args, backend: str = registry.AUTO, num_heads=1, **kwargs) -> None:
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if len(args) > 3:
@@ -314,7 +371,7 @@ class RNN(_FusedRNNBase):
             mode = "RNN_RELU"
         else:
             raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'.")
-        super().__init__(mode, *args, backend=backend, **kwargs)
+        super().__init__(mode, *args, backend=backend, num_heads=num_heads, **kwargs)
 
 
 # `torch.load(path)` of a whole model, with the default weights_only=True, accepts these classes like torch.nn's.

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrize import type_before_parametrizations
 
-from .replace import ORIGINALS, refuse_regularised, replace_rnns, restore_rnns
+from .replace import ORIGINALS, refuse_heads, refuse_regularised, replace_rnns, restore_rnns
 
 
 def _torch_spec(qconfig_spec):
@@ -38,6 +38,7 @@ def quantize_dynamic(model: nn.Module, qconfig_spec=None, dtype=torch.qint8, map
     except ImportError as error:  # torch has announced the removal of torch.ao.quantization in favour of torchao
         raise ImportError(f"this torch has no torch.ao.quantization.quantize_dynamic: {error}") from error
     refuse_regularised(model, "quantize {} with zoneout or weight_dropout: torch's quantized layers have neither")
+    refuse_heads(model, "quantize {} with num_heads > 1: torch's quantized layers have no heads")
     if not inplace:
         model = copy.deepcopy(model)
     fused = [

@@ -8,6 +8,7 @@ Shapes (T = time steps, N = batch, I = input features, H = hidden size, P = proj
     hx       [N, P] or None (zeros)        cx  [N, H] or None (zeros; LSTM only)
     w_ih     [G*H, I]   w_hh [G*H, P]      b_ih, b_hh [G*H] or None      w_hr [P, H] or None (LSTM only)
              IndRNN: w_hh [H], the recurrent scale u (a vector: each unit sees only its own previous state)
+             multi-head: w_hh [K, G*d, d], K heads of d = H / K units, block-diagonal (headwise_linear); no w_hr
     lengths  [N] integer or None: row n is valid for t < lengths[n] (a packed sequence, padded)
     norm     LayerNormWeights or None (LSTM and GRU only): the layer-normalised variants
     zoneout  ZoneoutMasks or None: h [T, N, H] (c [T, N, H] or None, LSTM only); 1 keeps the previous state
@@ -60,11 +61,30 @@ class ZoneoutMasks(NamedTuple):
     c: Tensor | None = None
 
 
+def hidden_size(mode: str, w_hh: Tensor) -> int:
+    """H from the recurrent weight: [G*H, P], IndRNN's [H], or multi-head [K, G*d, d]."""
+    if w_hh.dim() == 3:
+        return w_hh.shape[0] * w_hh.shape[2]
+    return w_hh.shape[0] // GATES[mode]
+
+
 def layer_norm(v: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """LN over the last dimension with biased variance, written out (the tests check it against F.layer_norm)."""
     centred = v - v.mean(-1, keepdim=True)
     normalised = centred * torch.rsqrt(centred.square().mean(-1, keepdim=True) + EPS) * weight
     return normalised if bias is None else normalised + bias
+
+
+def headwise_linear(h: Tensor, w_hh: Tensor) -> Tensor:
+    """The block-diagonal recurrent projection of multi-head cells: h [N, K*d] (K heads of d units, head-major) and
+    w_hh [K, G*d, d] (one torch.nn-style recurrent matrix per head, its rows gate-major) -> [N, G*K*d] in torch.nn's
+    gate-major order (gate g, head k, unit j at g*K*d + k*d + j), the order the input projection has. Heads never see
+    each other's units. K = 1 is the same as F.linear(h, w_hh[0]) (up to summation order)."""
+    K, Gd, d = w_hh.shape
+    G = Gd // d
+    N = h.shape[0]
+    per_head = torch.matmul(h.view(N, K, d).transpose(0, 1), w_hh.transpose(1, 2))  # [K, N, G*d]
+    return per_head.view(K, N, G, d).permute(1, 2, 0, 3).reshape(N, G * K * d)
 
 
 def cell_step(
@@ -81,6 +101,8 @@ def cell_step(
     returns (h', c') before zoneout."""
     if mode in ELEMENTWISE_RECURRENCE:
         gh = h * w_hh if b_hh is None else h * w_hh + b_hh
+    elif w_hh.dim() == 3:  # multi-head
+        gh = headwise_linear(h, w_hh) if b_hh is None else headwise_linear(h, w_hh) + b_hh
     elif norm is not None:
         gh = layer_norm(F.linear(h, w_hh), norm.hh)
         gh = gh if b_hh is None else gh + b_hh
@@ -125,8 +147,8 @@ def rnn_layer(
     """Run one layer in one direction over the whole sequence (shapes and variants in the module docstring)."""
     check_variant(mode, x, w_hh, norm, zoneout, w_hr)
     T, N, _ = x.shape
-    H = w_hh.shape[0] // GATES[mode]
-    P = H if mode in ELEMENTWISE_RECURRENCE else w_hh.shape[1]
+    H = hidden_size(mode, w_hh)
+    P = H if mode in ELEMENTWISE_RECURRENCE or w_hh.dim() == 3 else w_hh.shape[1]
     h = x.new_zeros(N, P) if hx is None else hx
     c = (x.new_zeros(N, H) if cx is None else cx) if mode == "LSTM" else None
     # The input projection of all T steps: one matmul, outside the loop (normalised before its bias is added).
@@ -171,7 +193,13 @@ def check_variant(
         raise ValueError(f"unknown RNN mode {mode!r}; expected one of {sorted(GATES)}")
     if mode in ELEMENTWISE_RECURRENCE and w_hh.dim() != 1:
         raise RuntimeError(f"{mode}: the recurrent weight is the vector u [H], got shape {list(w_hh.shape)}")
-    H = w_hh.shape[0] // GATES[mode]
+    if w_hh.dim() == 3:
+        if w_hh.shape[1] != GATES[mode] * w_hh.shape[2]:
+            raise RuntimeError(f"{mode}: a multi-head recurrent weight should have shape [heads, {GATES[mode]} * "
+                               f"head_dim, head_dim], got {list(w_hh.shape)}")  # fmt: skip
+        if norm is not None or w_hr is not None:
+            raise ValueError("multi-head recurrences with layer norm or a projection are not defined")
+    H = hidden_size(mode, w_hh)
     if norm is not None:
         if mode not in ("LSTM", "GRU"):
             raise ValueError(f"layer norm is defined for LSTM and GRU, not {mode}")

@@ -26,6 +26,7 @@ from torch import Tensor
 # LayerNormWeights and ZoneoutMasks are part of this module's interface; they are defined with the oracle, which
 # takes them too, because imports point downward.
 from .reference import ELEMENTWISE_RECURRENCE, GATES, LayerNormWeights, ZoneoutMasks, check_variant  # noqa: F401
+from .reference_slstm import SLSTM_GATES, SLSTMState  # noqa: F401
 
 #: Environment variable that replaces the default backend ("auto") of every module.
 BACKEND_ENV = "FUSEDRNN_BACKEND"
@@ -40,7 +41,7 @@ class BackendError(RuntimeError):
 class RNNCall:
     """Everything a backend may need to decide whether it supports a call (hashable, so selection is cached)."""
 
-    mode: str  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU" | "INDRNN_TANH" | "INDRNN_RELU"
+    mode: str  # "LSTM" | "GRU" | "RNN_TANH" | "RNN_RELU" | "INDRNN_TANH" | "INDRNN_RELU" | "SLSTM"
     device_type: str  # "cpu" | "cuda" | ...
     dtype: torch.dtype
     input_size: int
@@ -60,16 +61,20 @@ class RNNCall:
     layer_norm: bool = False  # LayerNormLSTM / LayerNormGRU: every LayerWeights carries `norm`
     zoneout: bool = False  # zoneout masks are given (training draws, or the rate in eval)
     weight_dropout: bool = False  # W_hh is a per-call DropConnect copy, not the module's parameter
+    # Issue #21. SLSTM: xLSTM's sLSTM (fusedrnn.reference_slstm), run by `Backend.run_slstm`, not `run`.
+    num_heads: int = 1  # > 1: W_hh is block-diagonal over heads, [num_heads, G*d, d] (reference.headwise_linear)
+    formulation: str | None = None  # SLSTM only: reference_slstm.SLSTM_FORMULATIONS
 
     @property
     def gates(self) -> int:
-        return GATES[self.mode]
+        return SLSTM_GATES if self.mode == SLSTM else GATES[self.mode]
 
     @property
     def variant(self) -> str | None:
         """What torch.nn's RNN kernels cannot compute about this call (None: plain torch.nn math)."""
         names = [name for name, used in (("layer norm", self.layer_norm), ("zoneout", self.zoneout),
-                                         ("IndRNN", self.mode in ELEMENTWISE_RECURRENCE)) if used]  # fmt: skip
+                                         ("IndRNN", self.mode in ELEMENTWISE_RECURRENCE), ("sLSTM", self.mode == SLSTM),
+                                         ("multi-head", self.num_heads > 1)) if used]  # fmt: skip
         return " and ".join(names) or None
 
     @property
@@ -77,9 +82,24 @@ class RNNCall:
         return self.proj_size or self.hidden_size
 
 
+#: The mode of xLSTM's sLSTM calls.
+SLSTM = "SLSTM"
+
+
+def reference_only_reason(call: RNNCall, backend: str) -> str | None:
+    """The refusal of every backend but `reference` for what only the reference computes so far (issue #21): sLSTM
+    and multi-head recurrences. None for other calls."""
+    if call.mode == SLSTM or call.num_heads > 1:
+        return (f"backend {backend!r} has no {call.variant} kernels yet (issue #21); use backend 'reference' (or "
+                "'auto', which picks it)")
+    return None
+
+
 class LayerWeights(NamedTuple):
     """The parameters of one layer and direction, in torch.nn's order; absent ones are None. IndRNN: w_hh is the
-    vector u [H]. `norm`: the layer-norm gains of LayerNormLSTM / LayerNormGRU (RNNCall.layer_norm)."""
+    vector u [H]. `norm`: the layer-norm gains of LayerNormLSTM / LayerNormGRU (RNNCall.layer_norm). Multi-head
+    (RNNCall.num_heads > 1) and sLSTM: w_hh [num_heads, G*d, d]; sLSTM: w_ih None when the input is already the
+    gate pre-activations [T, N, 4*H] (xlstm's sLSTMCell), and w_hr None."""
 
     w_ih: Tensor
     w_hh: Tensor
@@ -128,6 +148,20 @@ class Backend:
         exactly when call.zoneout (callers pass the keyword only then, so a backend without zoneout need not take it).
         """
         raise NotImplementedError
+
+    def run_slstm(
+        self,
+        call: RNNCall,
+        x: Tensor,
+        lengths: Tensor | None,
+        state: SLSTMState | None,
+        weights: list[LayerWeights],
+        dropout: float,
+    ) -> tuple[Tensor, SLSTMState]:
+        """`run` for an sLSTM call (call.mode == SLSTM): state is None (zeros) or an SLSTMState of [L*D, N, H]
+        tensors; returns y [T, N, D*H] and the final SLSTMState of [L*D, N, H] tensors. A backend that does not
+        refuse SLSTM calls in `unsupported_reason` implements this."""
+        raise NotImplementedError(f"backend {self.name!r} does not run sLSTM")
 
     def cell(
         self, call: RNNCall, x: Tensor, hx: Tensor | None, cx: Tensor | None, weights: LayerWeights
@@ -199,6 +233,34 @@ class LayerBackend(Backend):
                 # Same call, shape and order as ATen's RNN stack, so a seeded run draws the same mask as torch.nn.
                 layer_input = F.dropout(layer_input, dropout, training=True)
         return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)
+
+
+    def slstm_layer(
+        self, x: Tensor, state: SLSTMState | None, w: LayerWeights, reverse: bool, lengths: Tensor | None,
+        formulation: str,
+    ) -> tuple[Tensor, SLSTMState]:  # fmt: skip
+        """Same contract as `fusedrnn.reference_slstm.slstm_layer`; lengths, if any, are on x's device."""
+        raise NotImplementedError(f"backend {self.name!r} does not run sLSTM")
+
+    def run_slstm(self, call, x, lengths, state, weights, dropout):
+        directions = 2 if call.bidirectional else 1
+        if lengths is not None:
+            lengths = lengths.to(x.device)
+        finals: list[SLSTMState] = []
+        layer_input = x
+        for layer in range(call.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                initial = None if state is None else SLSTMState(*(s[k] for s in state))
+                y, final = self.slstm_layer(layer_input, initial, weights[k], direction == 1, lengths,
+                                            call.formulation)  # fmt: skip
+                outputs.append(y)
+                finals.append(final)
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+            if dropout > 0 and layer < call.num_layers - 1:
+                layer_input = F.dropout(layer_input, dropout, training=True)  # as `run`
+        return layer_input, SLSTMState(*(torch.stack(parts) for parts in zip(*finals)))
 
 
 # ----------------------------------------------------------------------------------------------------------------

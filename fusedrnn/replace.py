@@ -67,13 +67,23 @@ def refuse_regularised(model: nn.Module, what: str) -> None:
             raise ValueError("cannot " + what.format(type(module).__name__))
 
 
+def refuse_heads(model: nn.Module, what: str) -> None:
+    """ValueError "cannot " + `what` (formatted with the layer's class name) if a fusedrnn layer inside `model` has
+    num_heads > 1, which torch.nn's classes cannot hold (block-diagonal weight_hh [K, G*d, d])."""
+    for module in model.modules():
+        if parametrize.type_before_parametrizations(module) in ORIGINALS and getattr(module, "num_heads", 1) != 1:
+            raise ValueError("cannot " + what.format(type(module).__name__))
+
+
 def restore_rnns(model: nn.Module) -> nn.Module:
     """The inverse of `replace_rnns`: turn every fusedrnn layer and cell inside `model` (`model` itself included)
     back into its torch.nn class, in place. Returns `model`. ValueError (and nothing changed) if a layer uses zoneout
-    or weight_dropout, which torch.nn's classes would silently drop."""
+    or weight_dropout, which torch.nn's classes would silently drop, or heads (num_heads > 1), which they cannot
+    hold."""
     refuse_regularised(model, "restore {} with zoneout or weight_dropout to torch.nn, which has neither")
+    refuse_heads(model, "restore {} with num_heads > 1 to torch.nn, which has no heads")
     for module in _swap_all(model, ORIGINALS):
         del module.backend
-        for option in ("zoneout", "weight_dropout"):  # set only when used; all zero here
+        for option in ("zoneout", "weight_dropout", "num_heads"):  # set only when used; all unset or 1 here
             module.__dict__.pop(option, None)
     return model

@@ -15,7 +15,7 @@ import torch
 
 from .. import _extension
 from ..reference import ELEMENTWISE_RECURRENCE, GATES
-from ..registry import LayerBackend, RNNCall
+from ..registry import LayerBackend, RNNCall, reference_only_reason
 
 #: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
 #: CPU bfloat16/float16: stored in that dtype, GEMMs by ATen (oneDNN), gate math in float32 (csrc/pointwise_cpu_kernels.h).
@@ -64,6 +64,9 @@ class NativeBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
+        reason = reference_only_reason(call, self.name)
+        if reason is not None:
+            return reason
         if call.device_type != self.device_type:
             return f"runs {self.device_type} tensors only, got {call.device_type}"
         if call.dtype not in DTYPES[self.device_type]:

@@ -32,6 +32,9 @@ class TorchBackend(Backend):
     summary = "torch's own kernels: cuDNN on CUDA, ATen/oneDNN on CPU"
 
     def unsupported_reason(self, call) -> str | None:
+        reason = registry.reference_only_reason(call, self.name)
+        if reason is not None:
+            return reason
         if call.variant is not None:
             return f"torch's RNN kernels have no {call.variant}; use backend 'auto', 'reference', 'cpu' or 'triton'"
         if call.weight_dropout and call.device_type == "cuda":

@@ -1,6 +1,7 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
 for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
 variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_NORM_HIDDEN.
+xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels), by name only.
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
 and is never chosen by `auto`.
@@ -14,7 +15,7 @@ import torch
 
 from ..kernels.plan import MAX_NORM_HIDDEN, MAX_OFFSET, Refused, interpreter_enabled
 from ..reference import ELEMENTWISE_RECURRENCE
-from ..registry import BackendError, LayerBackend, RNNCall
+from ..registry import SLSTM, BackendError, LayerBackend, RNNCall, reference_only_reason
 
 #: Dtypes the kernels are written for: tl.dot takes fp16/bf16/fp32 operands (fp64 has no tensor-core dot).
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -37,6 +38,9 @@ class TritonBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
+        reason = _slstm_reason(call) if call.mode == SLSTM else reference_only_reason(call, self.name)
+        if reason is not None:
+            return reason
         if call.layer_norm and call.hidden_size > MAX_NORM_HIDDEN:
             # plan.plan_variant: one program holds a step's whole row for layer norm's in-program reduction.
             return (f"layer norm with hidden size {call.hidden_size} > {MAX_NORM_HIDDEN}: the Triton kernels hold a "
@@ -58,6 +62,8 @@ class TritonBackend(LayerBackend):
         return None
 
     def preference(self, call: RNNCall) -> int:
+        if call.mode == SLSTM:
+            return 0  # the sLSTM kernel has never been compiled for a GPU: only when asked for by name
         # `auto` must pick the fastest backend, and these kernels have not yet been timed on a GPU (the tiled kernel is
         # estimated slower than cuDNN per step): below torch (cuDNN, 10) until a GPU run shows otherwise. Never
         # auto-picked on CPU, where it would be the slow interpreter.
@@ -83,6 +89,34 @@ class TritonBackend(LayerBackend):
                                         lengths=lengths)  # fmt: skip
         except Refused as error:  # forced persistent kernels that do not fit this call (or a variant)
             raise BackendError(f"fusedrnn backend 'triton': {error}") from error
+
+
+    def slstm_layer(self, x, state, w, reverse, lengths, formulation):
+        from .. import triton_slstm_ops  # imports triton
+
+        return triton_slstm_ops.slstm_layer(x, state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse, lengths,
+                                            formulation=formulation)  # fmt: skip
+
+
+#: The largest sLSTM head size the kernels hold: the backward keeps R_k's four [d, d] tiles twice (both orientations)
+#: and dR_k's four; built for sm_90 at d = 32 it takes 64 KB of shared memory, at 64 it took 224 KB (an H100's limit).
+MAX_SLSTM_HEAD_DIM = 32
+
+
+def _slstm_reason(call: RNNCall) -> str | None:
+    """What the sLSTM kernels (fusedrnn.triton_slstm_ops) do not serve; None when they do."""
+    if call.dtype != torch.float32:
+        return f"the sLSTM kernel is written for float32 only, got {call.dtype}"
+    if call.compiling:
+        return "the sLSTM kernel is not yet a torch.library op, which torch.compile needs; use backend 'reference'"
+    if call.hidden_size // call.num_heads > MAX_SLSTM_HEAD_DIM:
+        return (f"head size {call.hidden_size // call.num_heads} > {MAX_SLSTM_HEAD_DIM}: one program holds its "
+                "head's [d, d] recurrent tiles (and, backward, their gradients) for the whole sequence")  # fmt: skip
+    if call.device_type == "cpu" and not interpreter_enabled():
+        return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1)"
+    if call.device_type not in ("cpu", "cuda"):
+        return f"device type {call.device_type!r} is not supported (cuda; cpu under TRITON_INTERPRET=1)"
+    return None
 
 
 def _offset_reason(call: RNNCall, batch) -> str | None:
