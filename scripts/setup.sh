@@ -9,5 +9,5 @@ PYTHON=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # The CUDA build of torch: its CUDA headers and libraries let the extension compile without a GPU; triton comes with it.
 python -m pip install -q "torch==2.14.1" ninja "setuptools>=77" wheel
-python -m pip install -q --no-build-isolation -e ".[test,plot,triton,examples,export]"
+python -m pip install -q --no-build-isolation -e ".[test,plot,triton,examples,export,xlstm]"
 python -c "import fusedrnn; print('fusedrnn backends available here:', fusedrnn.available_backends())"
