@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 # LayerNormWeights and ZoneoutMasks are part of this module's interface; they are defined with the oracle, which
 # takes them too, because imports point downward.
@@ -168,6 +169,7 @@ class LayerBackend(Backend):
 
     def run(self, call, x, lengths, hx, cx, weights, dropout, *, zoneout=None):
         directions = 2 if call.bidirectional else 1
+        host_lengths = lengths  # on the CPU, where packing the dropout's input wants them
         if lengths is not None:
             lengths = lengths.to(x.device)  # once per call: layer kernels read the lengths where x lives
         h_n: list[Tensor] = []
@@ -196,9 +198,21 @@ class LayerBackend(Backend):
                     c_n.append(c)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
             if dropout > 0 and layer < call.num_layers - 1:
-                # Same call, shape and order as ATen's RNN stack, so a seeded run draws the same mask as torch.nn.
-                layer_input = F.dropout(layer_input, dropout, training=True)
+                layer_input = inter_layer_dropout(layer_input, host_lengths, dropout)
         return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)
+
+
+def inter_layer_dropout(y: Tensor, lengths: Tensor | None, p: float) -> Tensor:
+    """Dropout between layers, drawn as ATen's RNN stack draws it so that a seeded run gives torch.nn's mask and
+    leaves torch's RNG where torch.nn leaves it: one F.dropout of the layer output, y [T, N, D*H]. For a packed
+    sequence ATen drops out the packed data [sum(lengths), D*H] (only the valid steps, time-major), so the mask is
+    drawn on that and the result padded back to [T, N, D*H] (zeros past each row's end, as every layer writes there).
+    lengths: [N] int64 on the CPU (as pack_padded_sequence wants them), decreasing (the packed batch order), or None."""
+    if lengths is None:
+        return F.dropout(y, p, training=True)
+    packed = pack_padded_sequence(y, lengths, enforce_sorted=True)
+    dropped = PackedSequence(F.dropout(packed.data, p, training=True), packed.batch_sizes)
+    return pad_packed_sequence(dropped, total_length=y.shape[0])[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

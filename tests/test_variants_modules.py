@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence
 
 import cpu_backends
 import fusedrnn
@@ -36,6 +36,7 @@ CONFIGS = [
     ("stacked_bidirectional_dropout", {"num_layers": 2, "bidirectional": True, "dropout": 0.4}, None),
     ("no_bias", {"bias": False}, None),
     ("packed_stacked_bidirectional", {"num_layers": 2, "bidirectional": True}, [T, T - 2, 1]),
+    ("packed_stacked_dropout", {"num_layers": 3, "bidirectional": True, "dropout": 0.4}, [T, T - 2, 1]),
 ]
 #: Regularisers: (id, zoneout, weight_dropout).
 REGULARISERS = [("none", 0.0, 0.0), ("zoneout", 0.3, 0.0), ("zoneout_pair", (0.2, 0.5), 0.0),
@@ -71,7 +72,8 @@ def backend_params(mode: str, layer_norm: bool, zoneout: bool) -> list:
 
 def expected_stack(module, x, h0, c0, seed, lengths=None):
     """The module's forward composed by hand from the oracle, drawing from torch's RNG in the documented order:
-    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout.
+    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout
+    (packed input: on the packed data, as torch.nn).
     `lengths` [N] (decreasing: the packed batch's order is x's): each row's valid steps, outputs past them zero."""
     torch.manual_seed(seed)
     D = 2 if module.bidirectional else 1
@@ -109,7 +111,12 @@ def expected_stack(module, x, h0, c0, seed, lengths=None):
             c_n.append(c)
         layer_input = torch.cat(outputs, -1)
         if training and module.dropout and layer < module.num_layers - 1:
-            layer_input = F.dropout(layer_input, module.dropout)
+            if lengths is None:
+                layer_input = F.dropout(layer_input, module.dropout)
+            else:  # as torch.nn (ATen): on the packed data, the valid steps only
+                packed = pack_padded_sequence(layer_input, lengths)
+                dropped = PackedSequence(F.dropout(packed.data, module.dropout), packed.batch_sizes)
+                layer_input = pad_packed_sequence(dropped, total_length=x.shape[0])[0]
     return layer_input, torch.stack(h_n), (torch.stack(c_n) if c0 is not None else None)
 
 
