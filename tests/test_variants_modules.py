@@ -602,7 +602,7 @@ def test_export_records_the_reference_path_and_refuses_other_lengths(layer_id):
 
 def test_replace_and_restore_leave_variants_alone():
     model = nn.Sequential(nn.LSTM(I, H), fusedrnn.LayerNormLSTM(H, H), fusedrnn.IndRNN(H, H))
-    fusedrnn.replace_rnns(model)
+    fusedrnn.replace_rnns(model, keep_type=False)
     assert [type(m) for m in model] == [fusedrnn.LSTM, fusedrnn.LayerNormLSTM, fusedrnn.IndRNN]
     fusedrnn.restore_rnns(model)
     assert [type(m) for m in model] == [nn.LSTM, fusedrnn.LayerNormLSTM, fusedrnn.IndRNN]
