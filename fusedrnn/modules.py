@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import registry
-from .registry import LayerWeights, RNNCall, ZoneoutMasks
+from .registry import LayerWeights, ZoneoutMasks
 
 
 def check_backend_name(backend: object) -> str:
@@ -261,26 +261,12 @@ class _FusedRNNBase(nn.RNNBase):
         if weight_dropout > 0.0:
             weights = [w._replace(w_hh=F.dropout(w.w_hh, weight_dropout, training=True)) for w in weights]
         masks = self._zoneout_masks(x)
-        call = RNNCall(
-            mode=self.mode,
-            device_type=x.device.type,
-            dtype=x.dtype,
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            proj_size=self.proj_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            bias=self.bias,
-            batch_size=x.shape[1],
-            seq_len=x.shape[0],
-            variable_lengths=lengths is not None,
-            dropout=dropout,
-            needs_grad=torch.is_grad_enabled(),
-            compiling=torch.compiler.is_compiling(),
-            layer_norm=self.layer_norm,
-            zoneout=masks is not None,
-            weight_dropout=weight_dropout > 0.0,
-        )
+        # RNNCall's fields, in its order: the selection and the call object are looked up by them (select_call).
+        fields = (self.mode, x.device.type, x.dtype, self.input_size, self.hidden_size, self.proj_size,
+                  self.num_layers, self.bidirectional, self.bias, x.shape[1], x.shape[0], lengths is not None,
+                  dropout, torch.is_grad_enabled(), torch.compiler.is_compiling(), self.layer_norm, masks is not None,
+                  weight_dropout > 0.0)  # fmt: skip
+        backend, call = registry.select_call(self.backend, fields)
         if call.variant is not None and torch.jit.is_tracing():
             raise RuntimeError(
                 f"torch.jit.trace (and the TorchScript-based torch.onnx.export) cannot record fusedrnn."
@@ -288,7 +274,6 @@ class _FusedRNNBase(nn.RNNBase):
                 "be unrolled at the traced sequence length (zoneout's masks at the traced batch too), silently wrong "
                 "at any other; use torch.export (which checks the shapes it recorded) or torch.compile"
             )
-        backend = registry.select(self.backend, call)
         # zoneout= only with masks: a backend that has none need not take the keyword (Backend.run).
         return backend.run(call, x, lengths, h0, c0, weights, dropout, **({} if masks is None else {"zoneout": masks}))
 

@@ -69,6 +69,8 @@ class RNNCall:
     @property
     def variant(self) -> str | None:
         """What torch.nn's RNN kernels cannot compute about this call (None: plain torch.nn math)."""
+        if not (self.layer_norm or self.zoneout or self.mode in ELEMENTWISE_RECURRENCE):
+            return None  # the common answer, asked several times per call: without building a list
         names = [name for name, used in (("layer norm", self.layer_norm), ("zoneout", self.zoneout),
                                          ("IndRNN", self.mode in ELEMENTWISE_RECURRENCE)) if used]  # fmt: skip
         return " and ".join(names) or None
@@ -76,6 +78,13 @@ class RNNCall:
     @property
     def output_size(self) -> int:
         return self.proj_size or self.hidden_size
+
+
+def is_one_step(call: RNNCall) -> bool:
+    """One time step of one unidirectional layer of torch.nn's math without projection or per-row lengths: what a
+    cell computes, and a 1-step layer call of a decoder loop."""
+    return (call.seq_len == 1 and call.num_layers == 1 and not call.bidirectional and not call.proj_size
+            and not call.variable_lengths and call.variant is None)  # fmt: skip
 
 
 class LayerWeights(NamedTuple):
@@ -282,10 +291,25 @@ def available_backends() -> list[str]:
 
 
 def requested_backend(requested: str) -> str:
-    """The name a module asked for, with FUSEDRNN_BACKEND replacing the default `auto`."""
+    """The name a module asked for, with FUSEDRNN_BACKEND replacing the default `auto` (read at every call, so a
+    change takes effect at the next one)."""
     if requested == AUTO:
-        return os.environ.get(BACKEND_ENV, AUTO) or AUTO
+        return _environment_backend() or AUTO
     return requested
+
+
+# os.environ.get costs 1-2 us per call (Mapping.get, then the key's encoding), more than the rest of a cell's
+# selection (issue 24): where os.environ keeps its values in a dict of encoded keys (CPython's _Environ, updated by
+# every os.environ assignment, as monkeypatch.setenv makes), that dict is read with the key encoded once.
+_ENVIRON_DATA = getattr(os.environ, "_data", None)
+_ENVIRON_KEY = os.environ.encodekey(BACKEND_ENV) if hasattr(os.environ, "encodekey") else None
+
+
+def _environment_backend() -> str | None:
+    if _ENVIRON_DATA is None or _ENVIRON_KEY is None:
+        return os.environ.get(BACKEND_ENV)
+    value = _ENVIRON_DATA.get(_ENVIRON_KEY)
+    return None if value is None else os.environ.decodevalue(value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,6 +351,15 @@ def select(requested: str, call: RNNCall) -> Backend:
     if torch.compiler.is_compiling():
         fields = _compiled_fields(fields)
     return _LOADED[_select_name(requested_backend(requested), *fields)]
+
+
+def select_call(requested: str, fields: tuple) -> tuple[Backend, RNNCall]:
+    """`select` for a call given as its field values (RNNCall's order), and the call: in eager mode both are looked up
+    by the values (a layer called once per decoder step pays for neither the RNNCall nor the selection; issue 24)."""
+    if recording_graph() or torch.compiler.is_compiling():
+        call = RNNCall(*fields)
+        return select(requested, call), call
+    return _select_with_call(requested_backend(requested), fields)
 
 
 def select_cell(

@@ -158,7 +158,8 @@ def validate_shape(shape: Shape, cell: str) -> str | None:
         return "the cells preset steps one unidirectional layer without projection"
     if shape.decoder and (cell in VARIANTS or shape.layers > 1 or shape.bidirectional or shape.proj_size
                           or shape.step_by_step):  # fmt: skip
-        return "the decode preset steps its own two cells of torch.nn's kinds (no --layers, --bidirectional, --proj-size)"
+        return "the decode preset steps its own two cells of torch.nn's kinds (no --layers, --bidirectional, " \
+               "--proj-size)"
     if shape.proj_size >= shape.hidden_size:
         return f"--proj-size ({shape.proj_size}) must be smaller than --hidden-size ({shape.hidden_size})"
     return None
