@@ -48,7 +48,7 @@ def fusedrnn_calls(monkeypatch):
     """A list that gets one entry per layer or cell call that fusedrnn's registry serves: proof that a layer runs on
     fusedrnn, which its outputs cannot give (they equal torch.nn's)."""
     calls = []
-    select, select_cell = registry.select, registry.select_cell
+    select_call, select_cell = registry.select_call, registry.select_cell
 
     def counted(function):
         def wrapper(*args, **kwargs):
@@ -57,7 +57,7 @@ def fusedrnn_calls(monkeypatch):
 
         return wrapper
 
-    monkeypatch.setattr(registry, "select", counted(select))
+    monkeypatch.setattr(registry, "select_call", counted(select_call))  # a layer's selection
     monkeypatch.setattr(registry, "select_cell", counted(select_cell))
     return calls
 
@@ -119,7 +119,7 @@ def test_replace_switches_between_modes_and_backends(fusedrnn_calls):
     fusedrnn.replace_rnns(lstm, backend="torch")  # routed again, to the new backend
     assert type(lstm) is nn.LSTM and lstm.backend == "torch"
     lstm(torch.randn(2, 1, 3))
-    assert fusedrnn_calls == ["select"]
+    assert fusedrnn_calls == ["select_call"]
 
 
 def test_replace_refuses_a_layer_with_a_forward_of_its_own():
@@ -480,7 +480,7 @@ def test_d2l_begin_state_by_isinstance(backend, dtype, keep_type, fusedrnn_calls
         return
     expected = forward_backward(expected_model, make_inputs(expected_model))
     actual = forward_backward(actual_model, make_inputs(actual_model))
-    assert fusedrnn_calls == ["select"]
+    assert fusedrnn_calls == ["select_call"]
     assert_all_close(actual, expected, dtype)
 
 
@@ -505,7 +505,7 @@ def test_d2l_init_by_exact_type(backend, dtype, keep_type, fusedrnn_calls):
     if keep_type:
         expected = forward_backward(expected_model, lambda: ((d2l_tokens(),), {}))
         actual = forward_backward(actual_model, lambda: ((d2l_tokens(),), {}))
-        assert fusedrnn_calls == ["select"]
+        assert fusedrnn_calls == ["select_call"]
         assert_all_close(actual, expected, dtype)
 
 
