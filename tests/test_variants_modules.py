@@ -211,14 +211,14 @@ def test_regularised_lstm_gru_match_oracle_stack(cls, kwargs, lengths, training,
 def recorded_selections(monkeypatch) -> list:
     """(RNNCall, selected backend's name) of every layer call from now on."""
     selections = []
-    select = registry.select
+    select_call = registry.select_call
 
-    def recording_select(requested, call):
-        backend = select(requested, call)
+    def recording_select(requested, fields):
+        backend, call = select_call(requested, fields)
         selections.append((call, backend.name))
-        return backend
+        return backend, call
 
-    monkeypatch.setattr(registry, "select", recording_select)
+    monkeypatch.setattr(registry, "select_call", recording_select)
     return selections
 
 
