@@ -217,11 +217,12 @@ class _FusedRNNBase(nn.RNNBase):
             if not is_batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             if hx is not None:
-                self._check_state_rank(hx, is_batched)
                 if is_lstm:
+                    # A layer torch.nn has replaces this with torch.nn's own error (forward); the variants keep it.
                     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                         raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
                     hx = tuple(hx)
+                self._check_state_rank(hx, is_batched)
                 if not is_batched:
                     hx = tuple(state.unsqueeze(1) for state in hx) if is_lstm else hx.unsqueeze(1)
                 self.check_forward_args(input, hx, None)
