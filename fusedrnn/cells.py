@@ -10,8 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from . import registry
-from .modules import check_backend_name, torch_twin
+from .modules import check_backend_name, torch_nn_error, torch_twin
 from .registry import LayerWeights
+
+
+#: torch.nn's cell of each mode it has. On bad input, a cell raises what torch.nn's raises (_FusedCellBase._refused).
+TORCH_CELL_CLASSES = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell, "RNN_TANH": nn.RNNCell, "RNN_RELU": nn.RNNCell}
 
 
 class _FusedCellBase(nn.RNNCellBase):
@@ -22,8 +26,8 @@ class _FusedCellBase(nn.RNNCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks, device=device, dtype=dtype)
         self.backend = check_backend_name(backend)
 
-    def _step(self, input: Tensor, hx: Tensor | None, cx: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """input [N, I], hx/cx [N, H] or None (zeros) -> (h' [N, H], c' [N, H] or None)."""
+    def _check_step(self, input: Tensor, hx: Tensor | None, cx: Tensor | None) -> None:
+        """Refuse what torch.nn's cell refuses: input [N, I], hx/cx [N, H] or None (zeros)."""
         name = type(self).__name__
         if input.dtype != self.weight_ih.dtype:
             raise RuntimeError(f"{name}: input dtype ({input.dtype}) does not match weight dtype ({self.weight_ih.dtype})")
@@ -45,31 +49,90 @@ class _FusedCellBase(nn.RNNCellBase):
                     f"{name}: hidden{index} has dtype {state.dtype} on {state.device}, "
                     f"the input {input.dtype} on {input.device}; they must match"
                 )
+
+    def _step(self, input: Tensor, hx: Tensor | None, cx: Tensor | None,
+              weights: LayerWeights | None = None) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+        """input [N, I], hx/cx [N, H] or None (zeros), checked -> (h' [N, H], c' [N, H] or None)."""
         backend, call = registry.select_cell(self.backend, self.mode, input, self.hidden_size, self.bias,
                                              self.layer_norm)  # fmt: skip
-        return backend.cell(call, input, hx, cx, self.layer_weights())
+        return backend.cell(call, input, hx, cx, self.layer_weights() if weights is None else weights)
 
     def layer_weights(self) -> LayerWeights:
         return LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
 
+    # The fast path (issue 24: a decoder calls a cell hundreds of times per sequence, so a call's Python is a cost
+    # of its own). It serves the common call: batched input [N, I] and batched states [N, H] of the weights' dtype on
+    # the input's device. Anything else takes the full checks above, which raise torch.nn's errors.
+
+    def _fast_weights(self) -> LayerWeights | None:
+        """The plain weights read from `_parameters` directly (a module attribute lookup costs ~1 us each), or None
+        where they are not plain parameters there (parametrized, weight-drop tensors, a variant's extra weights):
+        then `layer_weights()` reads them as attributes."""
+        if type(self).layer_weights is not _FusedCellBase.layer_weights:
+            return None
+        parameters = self._parameters
+        w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
+        b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
+        if w_ih is None or w_hh is None or (self.bias and (b_ih is None or b_hh is None)):
+            return None
+        return LayerWeights(w_ih, w_hh, b_ih, b_hh, None)
+
+    def _fits(self, input: Tensor, state: Tensor | None, weights: LayerWeights) -> bool:
+        """Whether input and one state are the common call that `_check_step` would pass."""
+        shape = input.shape
+        if len(shape) != 2 or shape[1] != self.input_size or input.dtype != weights.w_ih.dtype:
+            return False
+        if state is None:
+            return True
+        return state.shape == (shape[0], self.hidden_size) and state.dtype == input.dtype and (
+            state.device == input.device)
+
+    def _refused(self, error: Exception, input, hx) -> Exception:
+        """The exception to raise for arguments this cell refused with `error`: torch.nn's own for them (type and
+        text; see fusedrnn.modules.torch_nn_error), or `error` where torch.nn has no such cell or accepts them."""
+        torch_cls = None if self.layer_norm else TORCH_CELL_CLASSES.get(self.mode)
+        torch_error = None if torch_cls is None else torch_nn_error(torch_cls.forward, self, input, hx)
+        return error if torch_error is None else torch_error
+
     def _one_state_forward(self, input: Tensor, hx: Tensor | None) -> Tensor:
         """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
-        is_batched = self._check_ranks(input, (hx,))
-        if not is_batched:
-            input = input.unsqueeze(0)
-            hx = None if hx is None else hx.unsqueeze(0)
-        h, _ = self._step(input, hx, None)
+        weights = self._fast_weights()
+        if weights is not None and self._fits(input, hx, weights):
+            return self._step(input, hx, None, weights)[0]
+        try:
+            is_batched = self._check_ranks(input, (hx,))
+            step_input, step_hx = (input, hx) if is_batched else (input.unsqueeze(0), None if hx is None else
+                                                                   hx.unsqueeze(0))  # fmt: skip
+            self._check_step(step_input, step_hx, None)
+        except Exception as error:  # noqa: BLE001 - any refusal: torch.nn's own words for it
+            refused = self._refused(error, input, hx)
+            if refused is error:
+                raise
+            raise refused from error
+        h, _ = self._step(step_input, step_hx, None)
         return h if is_batched else h.squeeze(0)
 
     def _two_state_forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
         """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
-        is_batched = self._check_ranks(input, tuple(hx) if hx is not None else (None, None))
-        h0, c0 = hx if hx is not None else (None, None)
-        if not is_batched:
-            input = input.unsqueeze(0)
-            h0 = None if h0 is None else h0.unsqueeze(0)
-            c0 = None if c0 is None else c0.unsqueeze(0)
-        h, c = self._step(input, h0, c0)
+        weights = self._fast_weights()
+        if weights is not None and type(hx) is tuple and len(hx) == 2:
+            h0, c0 = hx
+            if self._fits(input, h0, weights) and self._fits(input, c0, weights):
+                return self._step(input, h0, c0, weights)
+        try:
+            is_batched = self._check_ranks(input, tuple(hx) if hx is not None else (None, None))
+            h0, c0 = hx if hx is not None else (None, None)
+            if not is_batched:
+                h0 = None if h0 is None else h0.unsqueeze(0)
+                c0 = None if c0 is None else c0.unsqueeze(0)
+            step_input = input if is_batched else input.unsqueeze(0)
+            self._check_step(step_input, h0, c0)
+        except Exception as error:  # noqa: BLE001 - any refusal: torch.nn's own words for it
+            refused = self._refused(error, input, hx)
+            if refused is error:
+                raise
+            raise refused from error
+        h, c = self._step(step_input, h0, c0)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))
 
     def _check_ranks(self, input: Tensor, states) -> bool:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import registry
-from .registry import LayerWeights, RNNCall, ZoneoutMasks
+from .registry import LayerWeights, ZoneoutMasks
 
 
 def check_backend_name(backend: object) -> str:
@@ -73,6 +73,26 @@ def zoneout_rates(zoneout: float | tuple[float, float], mode: str) -> tuple[floa
     if isinstance(zoneout, tuple):
         return zoneout
     return zoneout, (zoneout if mode == "LSTM" else 0.0)
+
+
+#: torch.nn's class of each mode it has. On bad input, a layer raises what torch.nn's forward raises (torch_nn_error).
+TORCH_LAYER_CLASSES = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}
+
+
+def torch_nn_error(forward, module: nn.Module, *args) -> Exception | None:
+    """What torch.nn's `forward` (e.g. nn.LSTM.forward, run on `module`, which has its attributes and parameters)
+    raises for these arguments, or None if it accepts them. Called only once fusedrnn has refused the arguments, so
+    that bad input gets torch.nn's exception type and text, whichever check or kernel of torch.nn finds it (some come
+    from ATen and differ between devices and dtypes). Run without autograd and with torch's RNG restored afterwards:
+    a forward that does run (torch.nn accepting what fusedrnn refuses) leaves no trace, and the caller raises its own
+    error then."""
+    cuda = [p.device for p in module.parameters() if p.device.type == "cuda"][:1]
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+            forward(module, *args)
+    except Exception as error:  # noqa: BLE001 - the point is to capture whatever torch.nn raises
+        return error
+    return None
 
 
 def torch_twin(module: nn.Module, torch_cls: type, *args, **kwargs) -> nn.Module:
@@ -185,12 +205,14 @@ class _FusedRNNBase(nn.RNNBase):
         return groups
 
     def _check_state_rank(self, hx, is_batched: bool) -> None:
-        rank = 3 if is_batched else 2
-        states = hx if isinstance(hx, tuple) else (hx,)
-        if any(state.dim() != rank for state in states):
-            kind = "batched 3-D" if is_batched else "unbatched 2-D"
-            got = ", ".join(f"{state.dim()}-D" for state in states)
-            raise RuntimeError(f"For {kind} input, hx should also be {rank}-D but got ({got}) tensor(s)")
+        """torch.nn's check of the state's rank, with its text (LSTM: the pair, indexed as torch.nn indexes it)."""
+        rank, kind = (3, "batched 3-D") if is_batched else (2, "unbatched 2-D")
+        if self.mode == "LSTM":
+            if hx[0].dim() != rank or hx[1].dim() != rank:
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {rank}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")  # fmt: skip
+        elif hx.dim() != rank:
+            raise RuntimeError(f"For {kind} input, hx should also be {rank}-D but got {hx.dim()}-D tensor")
 
     def _check_state_dtype(self, input: Tensor, hx) -> None:
         for state in hx if isinstance(hx, tuple) else (hx,):
@@ -202,13 +224,28 @@ class _FusedRNNBase(nn.RNNBase):
 
     def forward(self, input, hx=None):
         """input [T, N, I] (or [N, T, I] with batch_first), [T, I] unbatched, or a PackedSequence;
-        hx [L*D, N, P] (LSTM: a tuple with c0 [L*D, N, H]) or None for zeros. Returns (output, h_n) like torch.nn."""
+        hx [L*D, N, P] (LSTM: a tuple with c0 [L*D, N, H]) or None for zeros. Returns (output, h_n) like torch.nn.
+        Bad input raises torch.nn's exception, with its text (`torch_nn_error`)."""
         self._update_flat_weights()
+        try:
+            x, lengths, h0, c0, is_batched, packed_as = self._prepare(input, hx)
+        except Exception as error:  # noqa: BLE001 - any refusal: torch.nn's own words for it, where it has some
+            torch_cls = None if self.layer_norm else TORCH_LAYER_CLASSES.get(self.mode)
+            torch_error = None if torch_cls is None else torch_nn_error(torch_cls.forward, self, input, hx)
+            if torch_error is None:
+                raise
+            raise torch_error from error
+        return self._finish(self._run(x, lengths, h0, c0), lengths, is_batched, packed_as)
+
+    def _prepare(self, input, hx):
+        """Validate and normalise forward's arguments -> (x [T, N, I], lengths [N] or None, h0, c0, is_batched,
+        packed_as: the input PackedSequence's (batch_sizes, sorted_indices, unsorted_indices) or None)."""
         is_lstm = self.mode == "LSTM"
-        is_packed = isinstance(input, PackedSequence)
         is_batched = True
-        if is_packed:
+        packed_as = None
+        if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = input
+            packed_as = (batch_sizes, sorted_indices, unsorted_indices)
             if hx is not None:
                 hx = self.permute_hidden(hx, sorted_indices)
                 self.check_forward_args(data, hx, batch_sizes)
@@ -217,12 +254,16 @@ class _FusedRNNBase(nn.RNNBase):
             x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
         else:
             if input.dim() not in (2, 3):
-                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+                tensor = " tensor" if self.mode.startswith("RNN_") else ""  # torch.nn.RNN's text has the word
+                raise ValueError(
+                    f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.dim()}D{tensor} instead"
+                )
             is_batched = input.dim() == 3
             if not is_batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             if hx is not None:
                 if is_lstm:
+                    # A layer torch.nn has replaces this with torch.nn's own error (forward); the variants keep it.
                     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                         raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
                     hx = tuple(hx)
@@ -234,17 +275,21 @@ class _FusedRNNBase(nn.RNNBase):
                 self.check_input(input, None)
             x = input.transpose(0, 1) if self.batch_first else input
             lengths = None
-            sorted_indices = unsorted_indices = None
         if x.shape[0] == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if hx is not None:
             self._check_state_dtype(x, hx)
         h0, c0 = hx if is_lstm and hx is not None else (hx, None)
+        return x, lengths, h0, c0, is_batched, packed_as
 
-        y, h_n, c_n = self._run(x, lengths, h0, c0)
+    def _finish(self, result, lengths, is_batched: bool, packed_as):
+        """The backend's (y [T, N, D*P], h_n, c_n) -> forward's return value, in the input's layout."""
+        y, h_n, c_n = result
+        is_lstm = self.mode == "LSTM"
 
         hidden = (h_n, c_n) if is_lstm else h_n
-        if is_packed:
+        if packed_as is not None:
+            batch_sizes, sorted_indices, unsorted_indices = packed_as
             packed = pack_padded_sequence(y, lengths, enforce_sorted=True)
             output = PackedSequence(packed.data, batch_sizes, sorted_indices, unsorted_indices)
             return output, self.permute_hidden(hidden, unsorted_indices)
@@ -262,27 +307,12 @@ class _FusedRNNBase(nn.RNNBase):
         if weight_dropout > 0.0:
             weights = [w._replace(w_hh=F.dropout(w.w_hh, weight_dropout, training=True)) for w in weights]
         masks = self._zoneout_masks(x)
-        call = RNNCall(
-            mode=self.mode,
-            device_type=x.device.type,
-            dtype=x.dtype,
-            input_size=self.input_size,
-            hidden_size=self.hidden_size,
-            proj_size=self.proj_size,
-            num_layers=self.num_layers,
-            bidirectional=self.bidirectional,
-            bias=self.bias,
-            batch_size=x.shape[1],
-            seq_len=x.shape[0],
-            variable_lengths=lengths is not None,
-            dropout=dropout,
-            needs_grad=torch.is_grad_enabled(),
-            compiling=torch.compiler.is_compiling(),
-            layer_norm=self.layer_norm,
-            zoneout=masks is not None,
-            weight_dropout=weight_dropout > 0.0,
-            num_heads=self.num_heads,
-        )
+        # RNNCall's fields, in its order: the selection and the call object are looked up by them (select_call).
+        fields = (self.mode, x.device.type, x.dtype, self.input_size, self.hidden_size, self.proj_size,
+                  self.num_layers, self.bidirectional, self.bias, x.shape[1], x.shape[0], lengths is not None,
+                  dropout, torch.is_grad_enabled(), torch.compiler.is_compiling(), self.layer_norm, masks is not None,
+                  weight_dropout > 0.0, self.num_heads)  # fmt: skip
+        backend, call = registry.select_call(self.backend, fields)
         if call.variant is not None and torch.jit.is_tracing():
             raise RuntimeError(
                 f"torch.jit.trace (and the TorchScript-based torch.onnx.export) cannot record fusedrnn."
@@ -290,7 +320,6 @@ class _FusedRNNBase(nn.RNNBase):
                 "be unrolled at the traced sequence length (zoneout's masks at the traced batch too), silently wrong "
                 "at any other; use torch.export (which checks the shapes it recorded) or torch.compile"
             )
-        backend = registry.select(self.backend, call)
         # zoneout= only with masks: a backend that has none need not take the keyword (Backend.run).
         return backend.run(call, x, lengths, h0, c0, weights, dropout, **({} if masks is None else {"zoneout": masks}))
 

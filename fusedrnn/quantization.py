@@ -2,7 +2,8 @@
 
 `torch.ao.quantization.quantize_dynamic` picks the layers it quantizes by exact class (`nn.LSTM`, `nn.GRU`,
 `nn.LSTMCell`, ...; `type(module) in qconfig_spec`), and its quantized classes convert only those exact classes, so it
-leaves fusedrnn's layers float, silently. This function turns them into their torch.nn classes (`restore_rnns`),
+leaves fusedrnn's layers float, silently (layers that `replace_rnns` left in torch.nn's class, its default, it sees and
+quantizes as torch.nn's). This function turns them into their torch.nn classes (`restore_rnns`),
 lets torch quantize, and turns the layers torch left float (e.g. `RNN`, or a class missing from `qconfig_spec`) back
 into fusedrnn's, on the backend each had. The quantized layers are torch's own (`torch.ao.nn.quantized.dynamic`).
 """
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrize import type_before_parametrizations
 
-from .replace import ORIGINALS, refuse_heads, refuse_regularised, replace_rnns, restore_rnns
+from .replace import ORIGINALS, is_routed, refuse_heads, refuse_regularised, replace_rnns, restore_rnns
 
 
 def _torch_spec(qconfig_spec):
@@ -41,18 +42,21 @@ def quantize_dynamic(model: nn.Module, qconfig_spec=None, dtype=torch.qint8, map
     refuse_heads(model, "quantize {} with num_heads > 1: torch's quantized layers have no heads")
     if not inplace:
         model = copy.deepcopy(model)
+    # (layer, its backend, whether it kept its torch.nn class: replace_rnns' keep_type mode)
     fused = [
-        (module, module.backend) for module in model.modules() if type_before_parametrizations(module) in ORIGINALS
+        (module, module.backend, is_routed(module))
+        for module in model.modules()
+        if type_before_parametrizations(module) in ORIGINALS or is_routed(module)
     ]
     restore_rnns(model)
     try:
         model = torch_quantize_dynamic(model, _torch_spec(qconfig_spec), dtype=dtype, mapping=mapping, inplace=True)
-    except Exception:  # e.g. a bad spec: the user's model (modified in place when inplace) keeps fusedrnn's classes
-        for module, backend in fused:
-            replace_rnns(module, backend)
+    except Exception:  # e.g. a bad spec: the user's model (modified in place when inplace) keeps fusedrnn's layers
+        for module, backend, keep_type in fused:
+            replace_rnns(module, backend, keep_type=keep_type)
         raise
     still_here = {id(module) for module in model.modules()}
-    for module, backend in fused:
-        if id(module) in still_here:  # left float by torch: fusedrnn's again
-            replace_rnns(module, backend)
+    for module, backend, keep_type in fused:
+        if id(module) in still_here:  # left float by torch: on fusedrnn again, as it was
+            replace_rnns(module, backend, keep_type=keep_type)
     return model

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 # LayerNormWeights and ZoneoutMasks are part of this module's interface; they are defined with the oracle, which
 # takes them too, because imports point downward.
@@ -72,6 +73,8 @@ class RNNCall:
     @property
     def variant(self) -> str | None:
         """What torch.nn's RNN kernels cannot compute about this call (None: plain torch.nn math)."""
+        if not (self.layer_norm or self.zoneout or self.mode in ELEMENTWISE_RECURRENCE):
+            return None  # the common answer, asked several times per call: without building a list
         names = [name for name, used in (("layer norm", self.layer_norm), ("zoneout", self.zoneout),
                                          ("IndRNN", self.mode in ELEMENTWISE_RECURRENCE), ("sLSTM", self.mode == SLSTM),
                                          ("multi-head", self.num_heads > 1)) if used]  # fmt: skip
@@ -93,6 +96,13 @@ def reference_only_reason(call: RNNCall, backend: str) -> str | None:
         return (f"backend {backend!r} has no {call.variant} kernels yet (issue #21); use backend 'reference' (or "
                 "'auto', which picks it)")
     return None
+
+
+def is_one_step(call: RNNCall) -> bool:
+    """One time step of one unidirectional layer of torch.nn's math without projection or per-row lengths: what a
+    cell computes, and a 1-step layer call of a decoder loop."""
+    return (call.seq_len == 1 and call.num_layers == 1 and not call.bidirectional and not call.proj_size
+            and not call.variable_lengths and call.variant is None)  # fmt: skip
 
 
 class LayerWeights(NamedTuple):
@@ -202,6 +212,7 @@ class LayerBackend(Backend):
 
     def run(self, call, x, lengths, hx, cx, weights, dropout, *, zoneout=None):
         directions = 2 if call.bidirectional else 1
+        host_lengths = lengths  # on the CPU, where packing the dropout's input wants them
         if lengths is not None:
             lengths = lengths.to(x.device)  # once per call: layer kernels read the lengths where x lives
         h_n: list[Tensor] = []
@@ -230,8 +241,7 @@ class LayerBackend(Backend):
                     c_n.append(c)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
             if dropout > 0 and layer < call.num_layers - 1:
-                # Same call, shape and order as ATen's RNN stack, so a seeded run draws the same mask as torch.nn.
-                layer_input = F.dropout(layer_input, dropout, training=True)
+                layer_input = inter_layer_dropout(layer_input, host_lengths, dropout)
         return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)
 
 
@@ -244,6 +254,7 @@ class LayerBackend(Backend):
 
     def run_slstm(self, call, x, lengths, state, weights, dropout):
         directions = 2 if call.bidirectional else 1
+        host_lengths = lengths  # as in `run`
         if lengths is not None:
             lengths = lengths.to(x.device)
         finals: list[SLSTMState] = []
@@ -259,8 +270,21 @@ class LayerBackend(Backend):
                 finals.append(final)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
             if dropout > 0 and layer < call.num_layers - 1:
-                layer_input = F.dropout(layer_input, dropout, training=True)  # as `run`
+                layer_input = inter_layer_dropout(layer_input, host_lengths, dropout)  # as `run`
         return layer_input, SLSTMState(*(torch.stack(parts) for parts in zip(*finals)))
+
+
+def inter_layer_dropout(y: Tensor, lengths: Tensor | None, p: float) -> Tensor:
+    """Dropout between layers, drawn as ATen's RNN stack draws it so that a seeded run gives torch.nn's mask and
+    leaves torch's RNG where torch.nn leaves it: one F.dropout of the layer output, y [T, N, D*H]. For a packed
+    sequence ATen drops out the packed data [sum(lengths), D*H] (only the valid steps, time-major), so the mask is
+    drawn on that and the result padded back to [T, N, D*H] (zeros past each row's end, as every layer writes there).
+    lengths: [N] int64 on the CPU (as pack_padded_sequence wants them), decreasing (the packed batch order), or None."""
+    if lengths is None:
+        return F.dropout(y, p, training=True)
+    packed = pack_padded_sequence(y, lengths, enforce_sorted=True)
+    dropped = PackedSequence(F.dropout(packed.data, p, training=True), packed.batch_sizes)
+    return pad_packed_sequence(dropped, total_length=y.shape[0])[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -330,10 +354,25 @@ def available_backends() -> list[str]:
 
 
 def requested_backend(requested: str) -> str:
-    """The name a module asked for, with FUSEDRNN_BACKEND replacing the default `auto`."""
+    """The name a module asked for, with FUSEDRNN_BACKEND replacing the default `auto` (read at every call, so a
+    change takes effect at the next one)."""
     if requested == AUTO:
-        return os.environ.get(BACKEND_ENV, AUTO) or AUTO
+        return _environment_backend() or AUTO
     return requested
+
+
+# os.environ.get costs 1-2 us per call (Mapping.get, then the key's encoding), more than the rest of a cell's
+# selection (issue 24): where os.environ keeps its values in a dict of encoded keys (CPython's _Environ, updated by
+# every os.environ assignment, as monkeypatch.setenv makes), that dict is read with the key encoded once.
+_ENVIRON_DATA = getattr(os.environ, "_data", None)
+_ENVIRON_KEY = os.environ.encodekey(BACKEND_ENV) if hasattr(os.environ, "encodekey") else None
+
+
+def _environment_backend() -> str | None:
+    if _ENVIRON_DATA is None or _ENVIRON_KEY is None:
+        return os.environ.get(BACKEND_ENV)
+    value = _ENVIRON_DATA.get(_ENVIRON_KEY)
+    return None if value is None else os.environ.decodevalue(value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,6 +414,15 @@ def select(requested: str, call: RNNCall) -> Backend:
     if torch.compiler.is_compiling():
         fields = _compiled_fields(fields)
     return _LOADED[_select_name(requested_backend(requested), *fields)]
+
+
+def select_call(requested: str, fields: tuple) -> tuple[Backend, RNNCall]:
+    """`select` for a call given as its field values (RNNCall's order), and the call: in eager mode both are looked up
+    by the values (a layer called once per decoder step pays for neither the RNNCall nor the selection; issue 24)."""
+    if recording_graph() or torch.compiler.is_compiling():
+        call = RNNCall(*fields)
+        return select(requested, call), call
+    return _select_with_call(requested_backend(requested), fields)
 
 
 def select_cell(

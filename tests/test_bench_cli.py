@@ -4,6 +4,7 @@ gate (a deliberately wrong backend must be flagged). Tiny shapes, one repetition
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -14,7 +15,7 @@ import torch
 
 from fusedrnn import registry
 from fusedrnn.bench import cli
-from fusedrnn.bench.configs import PRESETS, Shape, build_configs
+from fusedrnn.bench.configs import PRESETS, Shape, build_configs, validate_shape
 from fusedrnn.bench.report import CSV_FIELDS, SCHEMA
 from fusedrnn.registry import Backend
 
@@ -177,6 +178,32 @@ def test_cells_preset_steps_torch_nn_and_fusedrnn_cells(tmp_path):
         assert "cells" in record["label"]
 
 
+def test_decode_preset_steps_a_two_cell_decoder_against_torch_nn(tmp_path):
+    """--preset decode (issue 24): Tacotron 2's two stepped cells, both cells' gradients checked against torch.nn's;
+    every fusedrnn backend on this machine as a row, interleaved with torch.nn (the runner's repetitions)."""
+    status, doc = run_cli(tmp_path, "--preset", "decode", *TINY, *FAST, "--dtype", "float64",
+                          "--backends", "torch.nn,fusedrnn:auto,fusedrnn:reference,fusedrnn:torch")  # fmt: skip
+    assert status == 0
+    assert {r["config"]["cell"] for r in doc["results"]} == {"lstm", "gru"}
+    assert {r["config"]["batch"] for r in doc["results"]} == {2}, "--batch overrides both of the preset's batches"
+    for record in doc["results"]:
+        assert record["config"]["decoder"] and record["status"] == "ok", record
+        assert "decoder" in record["label"]
+        states = 2 if record["config"]["cell"] == "lstm" else 1
+        # y, cell2's state; training: the gradients of x, h0 (+ c0) and of both cells' 4 parameters.
+        compared = 1 + states + (1 + states + 8 if record["config"]["mode"] == "training" else 0)
+        assert record["check"]["compared"] == compared, record["label"]
+
+
+def test_decode_preset_shapes():
+    configs = build_configs("decode", None, ["inference"], "float32", {})
+    assert {(c.cell, c.shape.seq_len, c.shape.batch, c.shape.input_size, c.shape.hidden_size) for c in configs} == {
+        (cell, 200, n, 768, 1024) for cell in ("lstm", "gru") for n in (1, 8)
+    }
+    assert all(c.shape.decoder and validate_shape(c.shape, c.cell) is None for c in configs)
+    assert "decode" in validate_shape(dataclasses.replace(configs[0].shape, layers=2), "lstm")
+
+
 def test_json_records_kernel_choices_and_tf32(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSEDRNN_TRITON_TUNE", "warps=4")
     _, doc = run_cli(tmp_path, *TINY, *FAST, *ROWS, "--cell", "gru", "--mode", "inference")
@@ -208,7 +235,7 @@ def test_json_is_written_after_every_config(tmp_path, monkeypatch):
 def test_every_available_backend_is_a_row_and_the_rest_are_noted(tmp_path):
     status, doc = run_cli(tmp_path, *TINY, *FAST, "--cell", "rnn_tanh", "--mode", "inference")
     assert status == 0
-    expected = ["torch.nn", *(f"fusedrnn:{name}" for name in registry.available_backends())]
+    expected = ["torch.nn", "fusedrnn:auto", *(f"fusedrnn:{name}" for name in registry.available_backends())]
     assert [r["row"] for r in doc["results"]][: len(expected)] == expected
     skipped = {item["row"]: item["reason"] for item in doc["skipped_rows"]}
     assert "--compile" in skipped["compile:reference"]

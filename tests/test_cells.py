@@ -9,7 +9,7 @@ from torch import nn
 
 import fusedrnn
 from cpu_backends import backend_params
-from parity import assert_all_close, forward_backward, leaf
+from parity import TOLERANCES, assert_all_close, forward_backward, leaf
 
 CELLS = [
     ("lstm_cell", fusedrnn.LSTMCell, nn.LSTMCell, {}),
@@ -60,3 +60,82 @@ def test_cell_step_equals_one_step_of_the_layer():
     layer.load_state_dict({f"{k}_l0": v for k, v in cell.state_dict().items()})
     x, h = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
     torch.testing.assert_close(cell(x, h), layer(x.unsqueeze(0), h.unsqueeze(0))[1][0], rtol=0, atol=0)
+
+
+class Doubled(nn.Module):
+    """A parametrization: the weight used is twice the stored one."""
+
+    def forward(self, weight):
+        return 2 * weight
+
+
+#: What a user changes between two calls of a cell (issue 24: the cell's fast path reads weights and selects its
+#: backend per call, from what can change): each is applied to both cells, then both are called again.
+CHANGES = {
+    "none": lambda cell, dtype: None,
+    "new_parameter": lambda cell, dtype: setattr(cell, "weight_hh", nn.Parameter(
+        torch.randn(cell.weight_hh.shape, generator=torch.Generator().manual_seed(5), dtype=cell.weight_hh.dtype))),
+    "parametrized": lambda cell, dtype: nn.utils.parametrize.register_parametrization(cell, "weight_ih", Doubled()),
+    "plain_tensor_weight": lambda cell, dtype: (cell._parameters.pop("weight_hh"),
+                                                setattr(cell, "weight_hh", torch.ones(cell.weight_ih.shape[0],
+                                                                                      cell.hidden_size, dtype=dtype))),
+    "other_dtype": lambda cell, dtype: cell.float() if dtype == torch.float64 else None,
+}
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params())
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("cell", CELLS[:2], ids=[c[0] for c in CELLS[:2]])
+def test_cell_follows_changes_between_calls(cell, change, backend, dtype):
+    """Called, changed, called again with another batch size and grad mode: every output and gradient as torch.nn's."""
+    _, fused_cls, torch_cls, extra = cell
+    expected = torch_cls(5, HIDDEN, dtype=dtype, **extra)
+    actual = fused_cls(5, HIDDEN, dtype=dtype, backend=backend, **extra)
+    actual.load_state_dict(expected.state_dict())
+    is_lstm = fused_cls is fusedrnn.LSTMCell
+
+    def inputs(batch, dtype):
+        x, h = torch.randn(batch, 5, dtype=dtype), torch.randn(batch, HIDDEN, dtype=dtype)
+
+        def make_inputs():
+            leaves = {"input": leaf(x), "h": leaf(h)}
+            return (leaves["input"], (leaves["h"], leaves["h"] * 0.5) if is_lstm else leaves["h"]), leaves
+
+        return make_inputs
+
+    with torch.no_grad():
+        first = inputs(3, dtype)
+        torch.testing.assert_close(actual(*first()[0]), expected(*first()[0]), **TOLERANCES[dtype])
+    for module in (expected, actual):
+        CHANGES[change](module, dtype)
+    new_dtype = expected.weight_ih.dtype
+    second = inputs(2, new_dtype)
+    assert_all_close(forward_backward(actual, second), forward_backward(expected, second), new_dtype)
+
+
+LAYERS = [
+    ("lstm", fusedrnn.LSTM, nn.LSTM, {}),
+    ("gru", fusedrnn.GRU, nn.GRU, {}),
+    ("rnn_relu", fusedrnn.RNN, nn.RNN, {"nonlinearity": "relu"}),
+]
+
+
+@pytest.mark.parametrize("backend,dtype", backend_params())
+@pytest.mark.parametrize("batch_first", [False, True], ids=["seq_first", "batch_first"])
+@pytest.mark.parametrize("layer", LAYERS, ids=[c[0] for c in LAYERS])
+def test_one_step_layer_call_matches_torch_nn(layer, batch_first, backend, dtype):
+    """A decoder's 1-step layer call (which `auto` and `torch` run on torch's cell op, issue 24): every output and
+    gradient as torch.nn's layer."""
+    _, fused_cls, torch_cls, extra = layer
+    expected = torch_cls(5, HIDDEN, batch_first=batch_first, dtype=dtype, **extra)
+    actual = fused_cls(5, HIDDEN, batch_first=batch_first, dtype=dtype, backend=backend, **extra)
+    actual.load_state_dict(expected.state_dict())
+    x = torch.randn(3, 1, 5, dtype=dtype) if batch_first else torch.randn(1, 3, 5, dtype=dtype)
+    h = torch.randn(1, 3, HIDDEN, dtype=dtype)
+
+    def make_inputs():
+        leaves = {"input": leaf(x), "h": leaf(h)}
+        hx = (leaves["h"], leaves["h"] * 0.5) if fused_cls is fusedrnn.LSTM else leaves["h"]
+        return (leaves["input"], hx), leaves
+
+    assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), dtype)

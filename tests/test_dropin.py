@@ -1,5 +1,6 @@
 """What people do with torch.nn's RNNs besides forward and backward, on torch.nn and on fusedrnn side by side (issue 13):
-zero sizes, double backward, torch.func transforms, whole-model torch.save/torch.load and torch.jit.script.
+zero sizes, double backward, torch.func transforms, whole-model torch.save/torch.load and torch.jit.script; and
+(issue 24) inter-layer dropout on packed sequences, drawn from torch's RNG exactly as torch.nn draws it.
 
 Every scenario runs with `auto` and with each backend that runs CPU tensors here forced (triton under its interpreter,
 in float32; the others in float64), and asserts the outcome torch.nn has.
@@ -20,15 +21,15 @@ import pytest
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vjp
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 import zero_size_cases
 from cpu_backends import backend_params
-from devices import needs_cuda
-from fusedrnn.kernels.plan import KERNEL_ENV
-from devices import CUDA, DEVICE, NEEDS_CUDA_REASON
+from devices import CUDA, DEVICE, NEEDS_CUDA_REASON, needs_cuda
 from fusedrnn import reference, registry
-from parity import TOLERANCES, leaf
+from fusedrnn.kernels.plan import KERNEL_ENV
+from parity import TOLERANCES, assert_all_close, forward_backward, leaf, twin
 
 TESTS = Path(__file__).resolve().parent
 #: The zero-size child runs ~50 tiny cases; Triton's interpreter and a loaded machine make it slow, never this slow.
@@ -369,3 +370,48 @@ def test_jit_script_matches_torch_nn(backend, dtype, kind):
     buffer.seek(0)
     assert_same(torch.jit.load(buffer)(x, h), reference_output, dtype)
     assert_same(user(actual)(x, h), reference_output, dtype)  # the eager model still runs its fusedrnn backend
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. Inter-layer dropout on a PackedSequence (issue 24): ATen drops out the packed data [sum(lengths), D*H], not the
+# padded [T, N, D*H] output, so the masks, and everything drawn from torch's RNG afterwards, depend on that shape.
+
+#: Unsorted lengths, so the packed batch is permuted as well (enforce_sorted=False), and one row of length 1.
+DROPOUT_LENGTHS = [3, 5, 1, 4]
+DROPOUT_P, DROPOUT_LAYERS, DROPOUT_SEED = 0.5, 3, 7
+DROPOUT_KINDS = LAYERS + [("rnn_relu", fusedrnn.RNN, nn.RNN, {"nonlinearity": "relu"})]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bidir"])
+@pytest.mark.parametrize("kind", DROPOUT_KINDS, ids=[k[0] for k in DROPOUT_KINDS])
+@pytest.mark.parametrize("backend,dtype", backend_params())
+def test_packed_inter_layer_dropout_matches_torch_nn(backend, dtype, kind, bidirectional):
+    """Training, dropout between 3 layers, packed input and a given state: every output and gradient as torch.nn's
+    under the same seed, and the RNG left where torch.nn leaves it (the next draw is the same)."""
+    _, fused_cls, torch_cls, extra = kind
+    torch.manual_seed(0)
+    kwargs = dict(input_size=INPUT_SIZE, hidden_size=HIDDEN_SIZE, num_layers=DROPOUT_LAYERS, dropout=DROPOUT_P,
+                  bidirectional=bidirectional, dtype=dtype, **extra)  # fmt: skip
+    expected_module = torch_cls(**kwargs).train()
+    actual_module = twin(expected_module, fused_cls, backend, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(max(DROPOUT_LENGTHS), len(DROPOUT_LENGTHS), INPUT_SIZE, generator=generator, dtype=dtype)
+    states = DROPOUT_LAYERS * (2 if bidirectional else 1)
+    h0 = torch.randn(states, len(DROPOUT_LENGTHS), HIDDEN_SIZE, generator=generator, dtype=dtype)
+
+    def make_inputs():
+        leaves = {"input": leaf(x), "h0": leaf(h0)}
+        packed = pack_padded_sequence(leaves["input"], DROPOUT_LENGTHS, enforce_sorted=False)
+        hx = (leaves["h0"], leaves["h0"] * 0.5) if kind[0] == "lstm" else leaves["h0"]
+        return (packed, hx), leaves
+
+    results, next_draws = [], []
+    for module in (expected_module, actual_module):
+        torch.manual_seed(DROPOUT_SEED)
+        results.append(forward_backward(module, make_inputs))
+        next_draws.append(torch.rand(16, dtype=torch.float64))
+    assert_all_close(results[1], results[0], dtype)
+    assert torch.equal(next_draws[1], next_draws[0]), "the call consumed a different amount of the random stream"
+    with torch.no_grad():
+        evaluated = expected_module.eval()(*make_inputs()[0])[0].data
+    assert not torch.allclose(evaluated, results[0]["output[0]"]), "dropout had no effect: the test proves nothing"

@@ -184,11 +184,15 @@ class Encoder(nn.Module):
         return self.head(y), state
 
 
-def encoder_pair() -> tuple[nn.Module, nn.Module]:
-    """(torch.nn Encoder, the same model after replace_rnns), in eval mode."""
+def encoder_pair(keep_type: bool) -> tuple[nn.Module, nn.Module]:
+    """(torch.nn Encoder, the same model after replace_rnns in that mode), in eval mode."""
     torch.manual_seed(0)
     expected = Encoder().eval()
-    return expected, fusedrnn.replace_rnns(copy.deepcopy(expected))
+    return expected, fusedrnn.replace_rnns(copy.deepcopy(expected), keep_type=keep_type)
+
+
+#: replace_rnns' two modes, as test ids.
+KEEP_TYPE = [pytest.param(True, id="keep_type"), pytest.param(False, id="fusedrnn_type")]
 
 
 def encoder_args(batch: int, seed: int) -> tuple:
@@ -198,9 +202,10 @@ def encoder_args(batch: int, seed: int) -> tuple:
     return x, tuple(torch.randn(2, batch, HIDDEN_SIZE, generator=generator) for _ in range(2))
 
 
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
-def test_onnx_export_of_a_replaced_model_with_states_in_and_out(dynamo):
-    expected_module, actual_module = encoder_pair()
+def test_onnx_export_of_a_replaced_model_with_states_in_and_out(dynamo, keep_type):
+    expected_module, actual_module = encoder_pair(keep_type)
     names = ["x", "h0", "c0"]
     axes = {"x": {1: "batch"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
     inputs = [encoder_args(EXAMPLE_BATCH, seed=1), encoder_args(OTHER_BATCH, seed=2)]
@@ -269,8 +274,9 @@ def test_torch_export_runs_like_torch_nn_export(layer, backend, dtype):
             torch.testing.assert_close(g, w, **TOLERANCES[dtype])
 
 
-def test_jit_trace_and_torch_export_of_a_replaced_model_with_states_in_and_out():
-    expected_module, actual_module = encoder_pair()
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+def test_jit_trace_and_torch_export_of_a_replaced_model_with_states_in_and_out(keep_type):
+    expected_module, actual_module = encoder_pair(keep_type)
     example, other = encoder_args(EXAMPLE_BATCH, seed=1), encoder_args(EXAMPLE_BATCH, seed=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -62,12 +62,13 @@ SPECS = {
 }
 
 
+@pytest.mark.parametrize("keep_type", [pytest.param(True, id="keep_type"), pytest.param(False, id="fusedrnn_type")])
 @pytest.mark.parametrize(("backend", "dtype"), backend_params(float32_only=True))
 @pytest.mark.parametrize("spec", SPECS)
-def test_quantize_dynamic_treats_fusedrnn_layers_like_torch_nn(spec, backend, dtype):
+def test_quantize_dynamic_treats_fusedrnn_layers_like_torch_nn(spec, backend, dtype, keep_type):
     torch.manual_seed(0)
     float_model = Model().eval()
-    fused_model = fusedrnn.replace_rnns(copy.deepcopy(float_model), backend=backend)
+    fused_model = fusedrnn.replace_rnns(copy.deepcopy(float_model), backend=backend, keep_type=keep_type)
     fused_types = module_types(fused_model)
     x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE)
 
@@ -83,11 +84,12 @@ def test_quantize_dynamic_treats_fusedrnn_layers_like_torch_nn(spec, backend, dt
         else:  # left float by torch: the fusedrnn layer again, on its backend
             assert cls is fused_types[name], name
             assert getattr(actual, name).backend == backend or cls is nn.Linear, name
+            assert fusedrnn.replace.is_routed(getattr(actual, name)) == (keep_type and cls is not nn.Linear), name
     torch.testing.assert_close(actual(x), expected(x), **TOLERANCES[dtype])
 
 
 def test_a_fusedrnn_class_in_qconfig_spec_stands_for_its_torch_nn_class():
-    model = fusedrnn.replace_rnns(Model().eval())
+    model = fusedrnn.replace_rnns(Model().eval(), keep_type=False)
     quantized = fused_quantize_dynamic(model, qconfig_spec={fusedrnn.GRU, fusedrnn.LSTMCell})
     assert isinstance(quantized.gru, torch.ao.nn.quantized.dynamic.GRU)
     assert isinstance(quantized.lstm_cell, torch.ao.nn.quantized.dynamic.LSTMCell)
@@ -95,6 +97,6 @@ def test_a_fusedrnn_class_in_qconfig_spec_stands_for_its_torch_nn_class():
 
 
 def test_inplace_quantizes_the_model_itself():
-    model = fusedrnn.replace_rnns(Model().eval())
+    model = fusedrnn.replace_rnns(Model().eval(), keep_type=False)
     assert fused_quantize_dynamic(model, inplace=True) is model
     assert isinstance(model.lstm, torch.ao.nn.quantized.dynamic.LSTM) and type(model.rnn) is fusedrnn.RNN

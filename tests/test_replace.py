@@ -8,6 +8,7 @@ two training steps, and compare every output, every gradient and what the hooks 
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize
 
 import fusedrnn
+from fusedrnn import registry
 
 INPUT_SIZE, HIDDEN_SIZE, SEQ_LEN, BATCH = 3, 4, 5, 2
 WEIGHT_DROP_P = 0.5
@@ -41,7 +43,36 @@ class Tagger(nn.Module):
         return self.head(self.cell(y[-1]))
 
 
-def test_replace_keeps_outputs_gradients_and_parameters():
+@pytest.fixture
+def fusedrnn_calls(monkeypatch):
+    """A list that gets one entry per layer or cell call that fusedrnn's registry serves: proof that a layer runs on
+    fusedrnn, which its outputs cannot give (they equal torch.nn's)."""
+    calls = []
+    select_call, select_cell = registry.select_call, registry.select_cell
+
+    def counted(function):
+        def wrapper(*args, **kwargs):
+            calls.append(function.__name__)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(registry, "select_call", counted(select_call))  # a layer's selection
+    monkeypatch.setattr(registry, "select_cell", counted(select_cell))
+    return calls
+
+
+#: replace_rnns' two modes, as test ids.
+KEEP_TYPE = [pytest.param(True, id="keep_type"), pytest.param(False, id="fusedrnn_type")]
+
+
+def expected_class(torch_cls: type, keep_type: bool) -> type:
+    """The class a torch.nn layer has after replace_rnns in that mode."""
+    return torch_cls if keep_type else fusedrnn.replace.TWINS[torch_cls]
+
+
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+def test_replace_keeps_outputs_gradients_and_parameters(keep_type, fusedrnn_calls):
     torch.manual_seed(0)
     model = Tagger().double()
     x = torch.randn(3, 7, 6, dtype=torch.float64)
@@ -51,25 +82,52 @@ def test_replace_keeps_outputs_gradients_and_parameters():
     expected_grads = torch.autograd.grad(expected, parameters, upstream)
     state_keys = list(model.state_dict())
 
-    assert fusedrnn.replace_rnns(model, backend="reference") is model
-    assert isinstance(model.encoder, fusedrnn.LSTM) and model.encoder.proj_size == 4 and model.encoder.batch_first
-    assert isinstance(model.middle[0], fusedrnn.GRU)
-    assert isinstance(model.rnn, fusedrnn.RNN) and model.rnn.nonlinearity == "relu" and not model.rnn.bias
-    assert isinstance(model.cell, fusedrnn.GRUCell)
+    assert fusedrnn.replace_rnns(model, backend="reference", keep_type=keep_type) is model
+    assert type(model.encoder) is expected_class(nn.LSTM, keep_type)
+    assert model.encoder.proj_size == 4 and model.encoder.batch_first
+    assert type(model.middle[0]) is expected_class(nn.GRU, keep_type)
+    assert type(model.rnn) is expected_class(nn.RNN, keep_type)
+    assert model.rnn.nonlinearity == "relu" and not model.rnn.bias
+    assert type(model.cell) is expected_class(nn.GRUCell, keep_type)
+    assert all(m.backend == "reference" for m in (model.encoder, model.middle[0], model.rnn, model.cell))
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True)), "parameters must be shared"
     assert list(model.state_dict()) == state_keys
     actual = model(x)
+    assert len(fusedrnn_calls) == 4, "every layer and the cell ran on fusedrnn"
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
     for parameter, got, want in zip(parameters, torch.autograd.grad(actual, parameters, upstream), expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=lambda m, p=parameter: f"{p.shape}: {m}")
 
 
-def test_replace_converts_a_bare_layer_in_place_keeping_training_mode():
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+def test_replace_converts_a_bare_layer_in_place_keeping_training_mode(keep_type):
     lstm = nn.LSTM(3, 4, 2, dropout=0.25).eval()
     weight = lstm.weight_hh_l1
-    assert fusedrnn.replace_rnns(lstm, backend="reference") is lstm
-    assert type(lstm) is fusedrnn.LSTM and not lstm.training and lstm.dropout == 0.25
+    assert fusedrnn.replace_rnns(lstm, backend="reference", keep_type=keep_type) is lstm
+    assert type(lstm) is expected_class(nn.LSTM, keep_type) and not lstm.training and lstm.dropout == 0.25
     assert lstm.backend == "reference" and lstm.weight_hh_l1 is weight
+    assert fusedrnn.replace.is_routed(lstm) == keep_type
+
+
+def test_replace_switches_between_modes_and_backends(fusedrnn_calls):
+    lstm = nn.LSTM(3, 4)
+    fusedrnn.replace_rnns(lstm, backend="reference")
+    fusedrnn.replace_rnns(lstm, backend="torch", keep_type=False)
+    assert type(lstm) is fusedrnn.LSTM and lstm.backend == "torch" and not fusedrnn.replace.is_routed(lstm)
+    fusedrnn.restore_rnns(lstm)
+    fusedrnn.replace_rnns(lstm, backend="reference")
+    fusedrnn.replace_rnns(lstm, backend="torch")  # routed again, to the new backend
+    assert type(lstm) is nn.LSTM and lstm.backend == "torch"
+    lstm(torch.randn(2, 1, 3))
+    assert fusedrnn_calls == ["select_call"]
+
+
+def test_replace_refuses_a_layer_with_a_forward_of_its_own():
+    lstm = nn.LSTM(3, 4)
+    lstm.forward = lambda *args: "the user's"
+    with pytest.raises(ValueError, match="forward of its own"):
+        fusedrnn.replace_rnns(lstm)
+    assert lstm(torch.randn(2, 1, 3)) == "the user's"
 
 
 def test_replace_leaves_user_subclasses_alone():
@@ -251,27 +309,28 @@ def train(model: Net, layer_kind: str, dtype) -> list[dict]:
     return results
 
 
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
 @pytest.mark.parametrize(("backend", "dtype"), backend_params())
 @pytest.mark.parametrize("layer_kind", LAYERS)
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_replace_keeps_what_is_attached_to_the_layer(scenario, layer_kind, backend, dtype):
+def test_replace_keeps_what_is_attached_to_the_layer(scenario, layer_kind, backend, dtype, keep_type, fusedrnn_calls):
     expected_log, actual_log = [], []
     expected_model = build(scenario, layer_kind, dtype, expected_log)
     actual_model = build(scenario, layer_kind, dtype, actual_log)
     parameters = dict(actual_model.named_parameters())
-    assert fusedrnn.replace_rnns(actual_model, backend=backend) is actual_model
+    assert fusedrnn.replace_rnns(actual_model, backend=backend, keep_type=keep_type) is actual_model
 
     layer = the_layer(actual_model)
-    assert (
-        parametrize.type_before_parametrizations(layer)
-        is fusedrnn.replace.TWINS[parametrize.type_before_parametrizations(the_layer(expected_model))]
-    )
+    torch_cls = parametrize.type_before_parametrizations(the_layer(expected_model))
+    assert parametrize.type_before_parametrizations(layer) is expected_class(torch_cls, keep_type)
     assert parametrize.is_parametrized(layer) == parametrize.is_parametrized(the_layer(expected_model))
     assert all(p.device.type == "cpu" for p in actual_model.parameters()), "no weight may stay on the meta device"
     assert dict(actual_model.named_parameters()) == parameters, "the very same parameters, under the same names"
 
     expected = train(expected_model, layer_kind, dtype)
+    assert not fusedrnn_calls
     actual = train(actual_model, layer_kind, dtype)
+    assert len(fusedrnn_calls) == STEPS, "the layer ran on fusedrnn at every step"
     for got, want in zip(actual, expected, strict=True):
         assert_all_close(got, want, dtype)
     assert [entry[0] for entry in actual_log] == [entry[0] for entry in expected_log]
@@ -282,7 +341,7 @@ def test_replace_keeps_what_is_attached_to_the_layer(scenario, layer_kind, backe
             assert got == want, tag
 
 
-@pytest.mark.parametrize("model_kind", ["torch.nn", "fusedrnn"])
+@pytest.mark.parametrize("model_kind", ["torch.nn", "fusedrnn", "fusedrnn_type"])
 def test_hook_handles_taken_before_the_swap_still_remove_their_hooks(model_kind):
     calls = []
     layer = nn.GRU(INPUT_SIZE, HIDDEN_SIZE)
@@ -291,8 +350,8 @@ def test_hook_handles_taken_before_the_swap_still_remove_their_hooks(model_kind)
         layer.register_forward_hook(lambda *args: calls.append("forward")),
         layer.register_full_backward_hook(lambda *args: calls.append("backward")),
     ]
-    if model_kind == "fusedrnn":
-        fusedrnn.replace_rnns(layer)
+    if model_kind != "torch.nn":
+        fusedrnn.replace_rnns(layer, keep_type=model_kind == "fusedrnn")
     x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE, requires_grad=True)
     layer(x)[0].sum().backward()
     assert calls == ["pre", "forward", "backward"]
@@ -306,19 +365,22 @@ def test_hook_handles_taken_before_the_swap_still_remove_their_hooks(model_kind)
 # restore_rnns
 
 
-def test_restore_is_the_inverse_of_replace():
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+def test_restore_is_the_inverse_of_replace(keep_type, fusedrnn_calls):
     torch.manual_seed(0)
     model = Tagger().double()
     nn.utils.parametrizations.orthogonal(model.middle[0], "weight_hh_l0")
     x = torch.randn(3, 7, 6, dtype=torch.float64)
     expected = model(x)
+    attributes = {name: dict(vars(m)).keys() for name, m in model.named_modules()}
 
-    fusedrnn.restore_rnns(fusedrnn.replace_rnns(model, backend="reference"))
+    fusedrnn.restore_rnns(fusedrnn.replace_rnns(model, backend="reference", keep_type=keep_type))
     assert type(model.encoder) is nn.LSTM and type(model.cell) is nn.GRUCell
     assert parametrize.type_before_parametrizations(model.middle[0]) is nn.GRU
     assert parametrize.is_parametrized(model.middle[0], "weight_hh_l0")
-    assert not any(hasattr(m, "backend") for m in model.modules())
+    assert {name: dict(vars(m)).keys() for name, m in model.named_modules()} == attributes, "no attribute left behind"
     torch.testing.assert_close(model(x), expected, **TOLERANCES[torch.float64])
+    assert not fusedrnn_calls, "restored layers run torch.nn's forward"
 
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
@@ -333,3 +395,190 @@ def test_restore_turns_a_fusedrnn_layer_into_its_torch_nn_class(name):
     assert type(layer) is getattr(nn, name) and not hasattr(layer, "backend")
     assert layer.state_dict().keys() == state.keys()
     torch.testing.assert_close(first_tensor(layer(x)), expected, **TOLERANCES[torch.float64])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Type identity (issue 24): code that picks layers by their torch.nn class, in either mode of replace_rnns.
+
+
+class D2LRNNModel(nn.Module):
+    """d2l's `RNNModel` ("Concise Implementation of Recurrent Neural Networks"), as d2l writes it: `begin_state`
+    picks the form of the state by the layer's class. (d2l casts to float32; here to the model's dtype.)"""
+
+    def __init__(self, rnn_layer: nn.Module, vocab_size: int):
+        super().__init__()
+        self.rnn = rnn_layer
+        self.vocab_size = vocab_size
+        self.num_hiddens = self.rnn.hidden_size
+        self.num_directions = 2 if self.rnn.bidirectional else 1
+        self.linear = nn.Linear(self.num_hiddens * self.num_directions, self.vocab_size)
+
+    def forward(self, inputs, state):
+        X = F.one_hot(inputs.T.long(), self.vocab_size).to(self.linear.weight.dtype)
+        Y, state = self.rnn(X, state)
+        output = self.linear(Y.reshape((-1, Y.shape[-1])))
+        return output, state
+
+    def begin_state(self, device, batch_size=1):
+        shape = (self.num_directions * self.rnn.num_layers, batch_size, self.num_hiddens)
+        dtype = self.linear.weight.dtype
+        if not isinstance(self.rnn, nn.LSTM):
+            return torch.zeros(shape, device=device, dtype=dtype)
+        return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+
+
+class D2LSeq2SeqEncoder(nn.Module):
+    """d2l's `Seq2SeqEncoder` (embedding + GRU), whose training loop `train_seq2seq` re-initialises it by exact
+    class (d2l_xavier_init_weights)."""
+
+    def __init__(self, vocab_size, embed_size, num_hiddens, num_layers):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size)
+        self.rnn = nn.GRU(embed_size, num_hiddens, num_layers)
+        self.dense = nn.Linear(num_hiddens, vocab_size)
+
+    def forward(self, X):
+        output, state = self.rnn(self.embedding(X).permute(1, 0, 2))
+        return self.dense(output), state
+
+
+def d2l_xavier_init_weights(m):
+    """d2l's `train_seq2seq` initialisation, verbatim."""
+    if type(m) == nn.Linear:  # noqa: E721 - d2l's code
+        nn.init.xavier_uniform_(m.weight)
+    if type(m) == nn.GRU:  # noqa: E721
+        for param in m._flat_weights_names:
+            if "weight" in param:
+                nn.init.xavier_uniform_(m._parameters[param])
+
+
+VOCAB, D2L_HIDDEN, D2L_LAYERS, D2L_STEPS, D2L_BATCH = 7, 5, 2, 4, 3
+
+
+def d2l_tokens(dtype_seed: int = 0) -> Tensor:
+    return torch.randint(0, VOCAB, (D2L_BATCH, D2L_STEPS), generator=torch.Generator().manual_seed(dtype_seed))
+
+
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+@pytest.mark.parametrize(("backend", "dtype"), backend_params())
+def test_d2l_begin_state_by_isinstance(backend, dtype, keep_type, fusedrnn_calls):
+    """keep_type: the LSTM gets its (h, c) pair, and training matches torch.nn. fusedrnn's class: begin_state hands
+    the LSTM a lone tensor, which fails loudly, with torch.nn's own error for that input."""
+    torch.manual_seed(0)
+    expected_model = D2LRNNModel(nn.LSTM(VOCAB, D2L_HIDDEN, D2L_LAYERS, dtype=dtype), VOCAB).to(dtype)
+    torch.manual_seed(0)
+    actual_model = D2LRNNModel(nn.LSTM(VOCAB, D2L_HIDDEN, D2L_LAYERS, dtype=dtype), VOCAB).to(dtype)
+    fusedrnn.replace_rnns(actual_model, backend=backend, keep_type=keep_type)
+    tokens = d2l_tokens()
+
+    def make_inputs(model):
+        return lambda: ((tokens, model.begin_state("cpu", D2L_BATCH)), {})
+
+    if not keep_type:
+        with pytest.raises(RuntimeError, match=r"hx and cx should also be 3-D but got \(2-D, 2-D\) tensors"):
+            actual_model(*make_inputs(actual_model)()[0])
+        return
+    expected = forward_backward(expected_model, make_inputs(expected_model))
+    actual = forward_backward(actual_model, make_inputs(actual_model))
+    assert fusedrnn_calls == ["select_call"]
+    assert_all_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+@pytest.mark.parametrize(("backend", "dtype"), backend_params())
+def test_d2l_init_by_exact_type(backend, dtype, keep_type, fusedrnn_calls):
+    """keep_type: `type(m) == nn.GRU` re-initialises the replaced GRU, and training matches torch.nn. fusedrnn's
+    class: the GRU keeps its default initialisation (the documented cost of that mode: `type(m) ==` cannot be
+    intercepted; README, "Type identity")."""
+    models = []
+    for replace in (False, True):
+        torch.manual_seed(0)
+        model = D2LSeq2SeqEncoder(VOCAB, 4, D2L_HIDDEN, D2L_LAYERS).to(dtype)
+        if replace:
+            fusedrnn.replace_rnns(model, backend=backend, keep_type=keep_type)
+        torch.manual_seed(1)
+        model.apply(d2l_xavier_init_weights)
+        models.append(model)
+    expected_model, actual_model = models
+    same_init = torch.equal(actual_model.rnn.weight_hh_l1, expected_model.rnn.weight_hh_l1)
+    assert same_init == keep_type
+    if keep_type:
+        expected = forward_backward(expected_model, lambda: ((d2l_tokens(),), {}))
+        actual = forward_backward(actual_model, lambda: ((d2l_tokens(),), {}))
+        assert fusedrnn_calls == ["select_call"]
+        assert_all_close(actual, expected, dtype)
+
+
+class PatternModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE)
+        self.head = nn.Linear(HIDDEN_SIZE, 2)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0])
+
+
+def sees_torch_nn_class(pattern: str, model: PatternModel, x: Tensor) -> bool:
+    """Whether `pattern`, code that picks layers by class, treats model.lstm as torch.nn's LSTM (for the compile
+    pattern: whether the model compiles without a graph break); each checks its outcome against torch.nn's."""
+    layer = model.lstm
+    if pattern == "isinstance":
+        return isinstance(layer, nn.LSTM)
+    if pattern == "type_eq":
+        return type(layer) == nn.LSTM  # noqa: E721 - the pattern measured
+    if pattern == "class_name":
+        return layer.__class__.__name__ == "LSTM"
+    if pattern == "torch_quantize_dynamic":
+        quantized = torch.ao.quantization.quantize_dynamic(model.eval(), dtype=torch.qint8)
+        if not isinstance(quantized.lstm, torch.ao.nn.quantized.dynamic.LSTM):
+            return False
+        torch.manual_seed(0)
+        reference = torch.ao.quantization.quantize_dynamic(PatternModel().eval(), dtype=torch.qint8)
+        torch.testing.assert_close(quantized(x), reference(x), **TOLERANCES[torch.float32])
+        return True
+    if pattern == "compile_fullgraph":
+        torch._dynamo.reset()
+        try:
+            compiled = torch.compile(model, fullgraph=True, backend="eager")(x)
+        except torch._dynamo.exc.Unsupported:
+            return False
+        torch.testing.assert_close(compiled, model(x), **TOLERANCES[torch.float32])
+        return True
+    raise AssertionError(pattern)
+
+
+#: pattern -> (outcome with keep_type=True, with keep_type=False): what the README's table reports.
+TYPE_PATTERNS = {
+    "isinstance": (True, False),
+    "type_eq": (True, False),
+    "class_name": (True, True),
+    "torch_quantize_dynamic": (True, False),
+    "compile_fullgraph": (False, True),
+}
+
+
+@pytest.mark.parametrize("keep_type", KEEP_TYPE)
+@pytest.mark.parametrize("pattern", TYPE_PATTERNS)
+def test_type_identity_patterns(pattern, keep_type):
+    torch.manual_seed(0)
+    model = fusedrnn.replace_rnns(PatternModel(), keep_type=keep_type)
+    x = torch.randn(SEQ_LEN, BATCH, INPUT_SIZE)
+    assert sees_torch_nn_class(pattern, model, x) == TYPE_PATTERNS[pattern][0 if keep_type else 1]
+
+
+def test_routed_layers_survive_deepcopy_pickle_and_weights_only_load(tmp_path, fusedrnn_calls):
+    torch.manual_seed(0)
+    model = fusedrnn.replace_rnns(Tagger().double(), backend="reference")
+    x = torch.randn(3, 7, 6, dtype=torch.float64)
+    expected = model(x)
+    torch.save(model, tmp_path / "model.pt")
+    with torch.serialization.safe_globals([Tagger, nn.LSTM, nn.GRU, nn.RNN, nn.GRUCell, nn.Linear, nn.Sequential,
+                                           nn.Identity]):  # fmt: skip
+        loaded = torch.load(tmp_path / "model.pt")
+    for copied in (copy.deepcopy(model), loaded):
+        layers = [copied.encoder, copied.middle[0], copied.rnn, copied.cell]
+        assert all(fusedrnn.replace.is_routed(m) and m.forward.module is m for m in layers), "routed to itself"
+        del fusedrnn_calls[:]
+        torch.testing.assert_close(copied(x), expected, rtol=0, atol=0)
+        assert len(fusedrnn_calls) == 4

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence
 
 import cpu_backends
 import fusedrnn
@@ -37,6 +37,7 @@ CONFIGS = [
     ("stacked_bidirectional_dropout", {"num_layers": 2, "bidirectional": True, "dropout": 0.4}, None),
     ("no_bias", {"bias": False}, None),
     ("packed_stacked_bidirectional", {"num_layers": 2, "bidirectional": True}, [T, T - 2, 1]),
+    ("packed_stacked_dropout", {"num_layers": 3, "bidirectional": True, "dropout": 0.4}, [T, T - 2, 1]),
 ]
 #: Regularisers: (id, zoneout, weight_dropout).
 REGULARISERS = [("none", 0.0, 0.0), ("zoneout", 0.3, 0.0), ("zoneout_pair", (0.2, 0.5), 0.0),
@@ -72,7 +73,8 @@ def backend_params(mode: str, layer_norm: bool, zoneout: bool) -> list:
 
 def expected_stack(module, x, h0, c0, seed, lengths=None):
     """The module's forward composed by hand from the oracle, drawing from torch's RNG in the documented order:
-    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout.
+    weight_dropout's W_hh copies, then zoneout masks (h then c) per layer direction, then inter-layer dropout
+    (packed input: on the packed data, as torch.nn).
     `lengths` [N] (decreasing: the packed batch's order is x's): each row's valid steps, outputs past them zero."""
     torch.manual_seed(seed)
     D = 2 if module.bidirectional else 1
@@ -110,7 +112,12 @@ def expected_stack(module, x, h0, c0, seed, lengths=None):
             c_n.append(c)
         layer_input = torch.cat(outputs, -1)
         if training and module.dropout and layer < module.num_layers - 1:
-            layer_input = F.dropout(layer_input, module.dropout)
+            if lengths is None:
+                layer_input = F.dropout(layer_input, module.dropout)
+            else:  # as torch.nn (ATen): on the packed data, the valid steps only
+                packed = pack_padded_sequence(layer_input, lengths)
+                dropped = PackedSequence(F.dropout(packed.data, module.dropout), packed.batch_sizes)
+                layer_input = pad_packed_sequence(dropped, total_length=x.shape[0])[0]
     return layer_input, torch.stack(h_n), (torch.stack(c_n) if c0 is not None else None)
 
 
@@ -222,14 +229,14 @@ def test_regularised_lstm_gru_match_oracle_stack(cls, kwargs, lengths, training,
 def recorded_selections(monkeypatch) -> list:
     """(RNNCall, selected backend's name) of every layer call from now on."""
     selections = []
-    select = registry.select
+    select_call = registry.select_call
 
-    def recording_select(requested, call):
-        backend = select(requested, call)
+    def recording_select(requested, fields):
+        backend, call = select_call(requested, fields)
         selections.append((call, backend.name))
-        return backend
+        return backend, call
 
-    monkeypatch.setattr(registry, "select", recording_select)
+    monkeypatch.setattr(registry, "select_call", recording_select)
     return selections
 
 
@@ -613,7 +620,7 @@ def test_export_records_the_reference_path_and_refuses_other_lengths(layer_id):
 
 def test_replace_and_restore_leave_variants_alone():
     model = nn.Sequential(nn.LSTM(I, H), fusedrnn.LayerNormLSTM(H, H), fusedrnn.IndRNN(H, H))
-    fusedrnn.replace_rnns(model)
+    fusedrnn.replace_rnns(model, keep_type=False)
     assert [type(m) for m in model] == [fusedrnn.LSTM, fusedrnn.LayerNormLSTM, fusedrnn.IndRNN]
     fusedrnn.restore_rnns(model)
     assert [type(m) for m in model] == [nn.LSTM, fusedrnn.LayerNormLSTM, fusedrnn.IndRNN]

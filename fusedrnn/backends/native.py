@@ -15,7 +15,7 @@ import torch
 
 from .. import _extension
 from ..reference import ELEMENTWISE_RECURRENCE, GATES
-from ..registry import LayerBackend, RNNCall, reference_only_reason
+from ..registry import LayerBackend, RNNCall, is_one_step, reference_only_reason
 
 #: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
 #: CPU bfloat16/float16: stored in that dtype, GEMMs by ATen (oneDNN), gate math in float32 (csrc/pointwise_cpu_kernels.h).
@@ -38,6 +38,16 @@ DTYPES = {
 #: it correct and faster for a shape.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
+#: One step of one unidirectional layer (a cell, or a 1-step layer call of a decoder loop) on CPU, float32/float64:
+#: torch's one-step cell ops (what torch.nn's cells call, and what the `torch` backend runs for such a call) were
+#: faster than this op at every measured size (issue 24; 2-core Intel Xeon, one thread, load 4-5, thread CPU time
+#: per call, medians of 5 interleaved rounds; `_VF` cell vs layer_forward, us): inference float32 LSTM H=256 N=1
+#: 73 vs 101, H=256 N=16 276 vs 310, H=1024 N=1 1343 vs 1412, N=16 5415 vs 5711; GRU 50 vs 72 .. 4090 vs 4178;
+#: float64 LSTM 182 vs 214 .. 10875 vs 10930, GRU 133 vs 168 .. 7901 vs 8232; training (forward + backward of a
+#: whole module call) float32 LSTMCell H=256 N=1 817 vs 898, H=1024 N=8 23882 vs 28870 us, GRUCell alike. So such
+#: calls rank below torch's 10 (float16/bfloat16 unmeasured: unchanged).
+CPU_ONE_STEP_PREFERENCE = 9
+ONE_STEP_MEASURED_DTYPES = (torch.float32, torch.float64)
 
 
 class NativeBackend(LayerBackend):
@@ -81,6 +91,8 @@ class NativeBackend(LayerBackend):
     def preference(self, call: RNNCall) -> int:
         if call.device_type != self.device_type:
             return 0
+        if call.device_type == "cpu" and is_one_step(call) and call.dtype in ONE_STEP_MEASURED_DTYPES:
+            return CPU_ONE_STEP_PREFERENCE
         # An unknown length (torch.compile's selection) ranks as a sequence: compiled, torch is refused anyway.
         if call.device_type == "cpu" and call.mode == "LSTM" and call.seq_len != 1:
             bf16_training = call.dtype == torch.bfloat16 and call.needs_grad

@@ -41,6 +41,10 @@ class Shape:
     #: One step at a time through torch.nn's LSTMCell/GRUCell/RNNCell and fusedrnn's (a pytorch/examples-style loop:
     #: per-call overhead is what it measures) instead of one layer call for the whole sequence.
     step_by_step: bool = False
+    #: An autoregressive decoder (Tacotron 2's): two cells of `hidden_size` units stepped `seq_len` times, the first
+    #: fed x_t [N, input_size], the second the first's h; its outputs are the second's h. Per-call overhead of a cell
+    #: is what it measures (fusedrnn.bench.rows.DecoderLoop).
+    decoder: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,10 @@ PRESETS = {
     "sweep": Preset(_grid((1, 4, 16, 64), (128, 256, 512), 100), ("lstm",), "T=100, N in 1..64 x H in 128..512"),
     # pytorch/examples' time_sequence_prediction (LSTMCell, N=97, H=51, float64 there: add --dtype float64).
     "cells": Preset((Shape(100, 97, 51, 51, step_by_step=True),), ("lstm", "gru"), "cells stepped T=100 N=97 I=H=51"),
+    # Issue 24: a Tacotron-2-like decoder, 2 LSTMCells of 1024 units fed 768 features per step (prenet 256 + attention
+    # context 512), 200 steps; batch 1 (synthesis) and 8. GRUCell too: the seq2seq attention decoder's cell.
+    "decode": Preset(tuple(Shape(200, n, 768, 1024, decoder=True) for n in (1, 8)), ("lstm", "gru"),
+                     "Tacotron-2-like decoder: 2 cells of H=1024 stepped T=200, I=768, N=1 and 8"),
     # Issue 15's target shape: the fused CPU layers should be >= 3x the plain step loop there.
     "variants": Preset((Shape(100, 16, 256, 256),), tuple(VARIANTS), "LayerNorm/IndRNN/zoneout/DropConnect vs a "
                        "plain PyTorch step loop, T=100 N=16 I=H=256"),  # fmt: skip
@@ -115,6 +123,8 @@ class BenchConfig:
             parts.append(f"P={s.proj_size}")
         if s.step_by_step:
             parts.append("cells")
+        if s.decoder:
+            parts.append("decoder")
         return " ".join([*parts, self.dtype, self.mode])
 
     def as_dict(self) -> dict:
@@ -146,6 +156,10 @@ def validate_shape(shape: Shape, cell: str) -> str | None:
         return f"{cell}: the variants' plain-loop baselines run one unidirectional layer (no --layers, --bidirectional)"
     if shape.step_by_step and (shape.layers > 1 or shape.bidirectional or shape.proj_size):
         return "the cells preset steps one unidirectional layer without projection"
+    if shape.decoder and (cell in VARIANTS or shape.layers > 1 or shape.bidirectional or shape.proj_size
+                          or shape.step_by_step):  # fmt: skip
+        return "the decode preset steps its own two cells of torch.nn's kinds (no --layers, --bidirectional, " \
+               "--proj-size)"
     if shape.proj_size >= shape.hidden_size:
         return f"--proj-size ({shape.proj_size}) must be smaller than --hidden-size ({shape.hidden_size})"
     return None

@@ -16,7 +16,7 @@ from .runnable import Runnable, Unsupported
 
 def _single_layer_only(config: BenchConfig, library: str, modes: tuple[str, ...]) -> None:
     s = config.shape
-    if s.step_by_step:
+    if s.step_by_step or s.decoder:
         raise Unsupported(f"{library} has no one-step cell API")
     if config.torch_mode not in modes or s.layers != 1 or s.bidirectional or s.proj_size:
         raise Unsupported(f"{library} adapter runs one unidirectional layer of {'/'.join(modes)} without projection")

@@ -155,7 +155,7 @@ def write_json(path: Path, doc: dict) -> None:
 CSV_FIELDS = [
     "created_utc", "command", "device", "device_name", "torch", "triton", "cuda",
     "cell", "seq_len", "batch", "input_size", "hidden_size", "layers", "bidirectional", "proj_size", "step_by_step",
-    "dtype", "mode",
+    "decoder", "dtype", "mode",
     "row", "status", "check_passed", "check_max_abs_err", "check_failed", "median_ms", "min_ms", "max_ms",
     "throughput_per_s", "peak_memory_bytes", "rss_growth_bytes", "speedup_vs_torch", "note",
 ]  # fmt: skip

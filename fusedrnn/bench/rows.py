@@ -52,6 +52,44 @@ class CellLoop(nn.Module):
         return torch.stack(outputs), final
 
 
+class DecoderLoop(nn.Module):
+    """An autoregressive decoder's recurrence (Tacotron 2: two LSTMCells; issue 24): per step, `cell1` reads x_t and
+    `cell2` reads cell1's h; both start from the given state. Called like a layer: (x [T, N, I], h0 [1, N, H] or
+    (h0, c0)) -> (y [T, N, H]: cell2's h per step, cell2's final state [1, N, H] (or the pair))."""
+
+    def __init__(self, cell1: nn.Module, cell2: nn.Module) -> None:
+        super().__init__()
+        self.cell1, self.cell2 = cell1, cell2
+
+    def forward(self, x: Tensor, hx):
+        lstm = isinstance(hx, tuple)
+        state1 = state2 = (hx[0][0], hx[1][0]) if lstm else hx[0]
+        outputs = []
+        for x_t in x:
+            state1 = self.cell1(x_t, state1)
+            state2 = self.cell2(state1[0] if lstm else state1, state2)
+            outputs.append(state2[0] if lstm else state2)
+        final = (state2[0].unsqueeze(0), state2[1].unsqueeze(0)) if lstm else state2.unsqueeze(0)
+        return torch.stack(outputs), final
+
+
+def _cell_class(config: BenchConfig, namespace):
+    """(namespace's cell class for the config, its extra keyword arguments)."""
+    if config.torch_mode == "LSTM":
+        return namespace.LSTMCell, {}
+    if config.torch_mode == "GRU":
+        return namespace.GRUCell, {}
+    return namespace.RNNCell, {"nonlinearity": config.cell.removeprefix("rnn_")}
+
+
+def _decoder(config: BenchConfig, namespace, **kwargs) -> nn.Module:
+    """DecoderLoop of two of `namespace`'s (torch.nn's or fusedrnn.cells') cells for the config."""
+    s = config.shape
+    cls, extra = _cell_class(config, namespace)
+    return DecoderLoop(cls(s.input_size, s.hidden_size, **extra, **kwargs),
+                       cls(s.hidden_size, s.hidden_size, **extra, **kwargs))  # fmt: skip
+
+
 def _cell_loop(config: BenchConfig, namespace, **kwargs) -> nn.Module:
     """CellLoop around `namespace`'s (torch.nn's or fusedrnn.cells') cell for the config."""
     s = config.shape
@@ -70,6 +108,8 @@ def baseline_module(config: BenchConfig, device: torch.device, seed: int) -> nn.
         return variant_models.loop_module(config, device, seed)
     s = config.shape
     torch.manual_seed(seed)
+    if s.decoder:
+        return _decoder(config, nn, device=device, dtype=config.torch_dtype)
     if s.step_by_step:
         return _cell_loop(config, nn, device=device, dtype=config.torch_dtype)
     kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "device": device, "dtype": config.torch_dtype}
@@ -86,7 +126,9 @@ def fused_twin(config: BenchConfig, baseline: nn.Module, backend: str) -> nn.Mod
     weight = next(baseline.parameters())
     kwargs = {"num_layers": s.layers, "bidirectional": s.bidirectional, "backend": backend}
     kwargs.update(device=weight.device, dtype=weight.dtype)
-    if s.step_by_step:
+    if s.decoder:
+        module = _decoder(config, cells, backend=backend, device=weight.device, dtype=weight.dtype)
+    elif s.step_by_step:
         module = _cell_loop(config, cells, backend=backend, device=weight.device, dtype=weight.dtype)
     elif config.torch_mode == "LSTM":
         module = modules.LSTM(s.input_size, s.hidden_size, proj_size=s.proj_size, **kwargs)
@@ -133,6 +175,9 @@ def all_rows(include_compile: bool, variant: bool = False) -> list[RowSpec]:
     rows = [
         RowSpec(BASELINE, "plain torch.nn module: cuDNN on GPU, ATen/oneDNN on CPU", lambda c, b: module_runnable(b))
     ]
+    # What a user gets without naming a backend: the row a drop-in replacement is judged by.
+    rows.append(RowSpec(AUTO_ROW, "fusedrnn's module, backend picked by auto",
+                        lambda config, baseline: module_runnable(fused_twin(config, baseline, registry.AUTO))))
     rows += [_fused_row(name, reason) for name, reason in registry.availability().items()]
     compile_note = (
         None
