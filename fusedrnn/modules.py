@@ -211,6 +211,11 @@ class _FusedRNNBase(nn.RNNBase):
             if hx[0].dim() != rank or hx[1].dim() != rank:
                 raise RuntimeError(f"For {kind} input, hx and cx should also be {rank}-D but got "
                                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")  # fmt: skip
+        elif isinstance(hx, tuple):  # sLSTM's (h, c, n, m): no torch.nn counterpart, worded as LSTM's pair
+            if any(state.dim() != rank for state in hx):
+                got = ", ".join(f"{state.dim()}-D" for state in hx)
+                raise RuntimeError(f"For {kind} input, hx, cx, nx and mx should also be {rank}-D but got ({got}) "
+                                   "tensors")  # fmt: skip
         elif hx.dim() != rank:
             raise RuntimeError(f"For {kind} input, hx should also be {rank}-D but got {hx.dim()}-D tensor")
 

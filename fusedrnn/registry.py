@@ -73,7 +73,8 @@ class RNNCall:
     @property
     def variant(self) -> str | None:
         """What torch.nn's RNN kernels cannot compute about this call (None: plain torch.nn math)."""
-        if not (self.layer_norm or self.zoneout or self.mode in ELEMENTWISE_RECURRENCE):
+        if not (self.layer_norm or self.zoneout or self.mode in ELEMENTWISE_RECURRENCE or self.mode == SLSTM
+                or self.num_heads > 1):
             return None  # the common answer, asked several times per call: without building a list
         names = [name for name, used in (("layer norm", self.layer_norm), ("zoneout", self.zoneout),
                                          ("IndRNN", self.mode in ELEMENTWISE_RECURRENCE), ("sLSTM", self.mode == SLSTM),
