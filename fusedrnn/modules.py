@@ -242,10 +242,25 @@ class _FusedRNNBase(nn.RNNBase):
             raise torch_error from error
         return self._finish(self._run(x, lengths, h0, c0), lengths, is_batched, packed_as)
 
+    #: The names of the state's tensors when it is a tuple (LSTM's pair; sLSTM's four), else None: hx is one tensor.
+    _STATE_TUPLES = {"LSTM": ("h_0", "c_0")}
+
     def _prepare(self, input, hx):
         """Validate and normalise forward's arguments -> (x [T, N, I], lengths [N] or None, h0, c0, is_batched,
         packed_as: the input PackedSequence's (batch_sizes, sorted_indices, unsorted_indices) or None)."""
-        is_lstm = self.mode == "LSTM"
+        x, lengths, hx, is_batched, packed_as = self._prepare_input(input, hx)
+        h0, c0 = hx if self.mode == "LSTM" and hx is not None else (hx, None)
+        return x, lengths, h0, c0, is_batched, packed_as
+
+    def _prepare_input(self, input, hx):
+        """_prepare with the state as given: hx None, a tensor, or the tuple of `_STATE_TUPLES` (each [L*D, N, H])."""
+        names = self._STATE_TUPLES.get(self.mode)
+        if hx is not None and names is not None:
+            # A layer torch.nn has replaces this with torch.nn's own error (forward); the others keep it.
+            if not (isinstance(hx, (tuple, list)) and len(hx) == len(names)):
+                mode = "LSTM" if self.mode == "LSTM" else type(self).__name__
+                raise TypeError(f"{mode}: hx must be a tuple ({', '.join(names)}) of tensors")
+            hx = tuple(hx)
         is_batched = True
         packed_as = None
         if isinstance(input, PackedSequence):
@@ -267,14 +282,9 @@ class _FusedRNNBase(nn.RNNBase):
             if not is_batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             if hx is not None:
-                if is_lstm:
-                    # A layer torch.nn has replaces this with torch.nn's own error (forward); the variants keep it.
-                    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                        raise TypeError("LSTM: hx must be a tuple (h_0, c_0) of tensors")
-                    hx = tuple(hx)
                 self._check_state_rank(hx, is_batched)
                 if not is_batched:
-                    hx = tuple(state.unsqueeze(1) for state in hx) if is_lstm else hx.unsqueeze(1)
+                    hx = tuple(state.unsqueeze(1) for state in hx) if names is not None else hx.unsqueeze(1)
                 self.check_forward_args(input, hx, None)
             else:
                 self.check_input(input, None)
@@ -284,15 +294,16 @@ class _FusedRNNBase(nn.RNNBase):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if hx is not None:
             self._check_state_dtype(x, hx)
-        h0, c0 = hx if is_lstm and hx is not None else (hx, None)
-        return x, lengths, h0, c0, is_batched, packed_as
+        return x, lengths, hx, is_batched, packed_as
 
     def _finish(self, result, lengths, is_batched: bool, packed_as):
         """The backend's (y [T, N, D*P], h_n, c_n) -> forward's return value, in the input's layout."""
         y, h_n, c_n = result
-        is_lstm = self.mode == "LSTM"
+        return self._layout(y, (h_n, c_n) if self.mode == "LSTM" else h_n, lengths, is_batched, packed_as)
 
-        hidden = (h_n, c_n) if is_lstm else h_n
+    def _layout(self, y, hidden, lengths, is_batched: bool, packed_as):
+        """(y [T, N, D*P], the final state: a tensor or a tuple) in the input's layout (packed, batch_first,
+        unbatched), as forward returns them."""
         if packed_as is not None:
             batch_sizes, sorted_indices, unsorted_indices = packed_as
             packed = pack_padded_sequence(y, lengths, enforce_sorted=True)
@@ -302,7 +313,7 @@ class _FusedRNNBase(nn.RNNBase):
             y = y.transpose(0, 1)
         if not is_batched:
             y = y.squeeze(0 if self.batch_first else 1)
-            hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+            hidden = tuple(s.squeeze(1) for s in hidden) if isinstance(hidden, tuple) else hidden.squeeze(1)
         return y, hidden
 
     def _run(self, x: Tensor, lengths: Tensor | None, h0: Tensor | None, c0: Tensor | None):

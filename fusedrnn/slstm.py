@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import registry
 from .modules import _FusedRNNBase, check_backend_name, check_num_heads, head_weight
@@ -60,6 +59,8 @@ class sLSTM(_FusedRNNBase):  # noqa: N801 - xLSTM's name
     `backend`. forward(input, (h_0, c_0, n_0, m_0)) -> (output, (h_n, c_n, n_n, m_n)); each state [D*L, N, H]
     ([D*L, H] unbatched), None for zeros."""
 
+    _STATE_TUPLES = {SLSTM: tuple(f"{name}_0" for name in SLSTMState._fields)}
+
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, device=None, dtype=None, *, num_heads=1, formulation="xlstm",
                  backend=registry.AUTO) -> None:  # fmt: skip
@@ -98,58 +99,13 @@ class sLSTM(_FusedRNNBase):  # noqa: N801 - xLSTM's name
         """input [T, N, I] (or [N, T, I] with batch_first), [T, I] unbatched, or a PackedSequence; hx a 4-tuple
         (h_0, c_0, n_0, m_0) of [L*D, N, H] ([L*D, H] unbatched) or None for zeros. Returns (output, hx_n)."""
         self._update_flat_weights()
-        name = type(self).__name__
-        if hx is not None:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == len(SLSTMState._fields)):
-                raise TypeError(f"{name}: hx must be a tuple (h_0, c_0, n_0, m_0) of tensors")
-            hx = tuple(hx)
-        is_packed = isinstance(input, PackedSequence)
-        is_batched = True
-        if is_packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            if hx is not None:
-                hx = self.permute_hidden(hx, sorted_indices)
-                self.check_forward_args(data, hx, batch_sizes)
-            else:
-                self.check_input(data, batch_sizes)
-            x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
-        else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D instead")
-            is_batched = input.dim() == 3
-            if not is_batched:
-                input = input.unsqueeze(0 if self.batch_first else 1)
-            if hx is not None:
-                self._check_state_rank(hx, is_batched)
-                if not is_batched:
-                    hx = tuple(state.unsqueeze(1) for state in hx)
-                self.check_forward_args(input, hx, None)
-            else:
-                self.check_input(input, None)
-            x = input.transpose(0, 1) if self.batch_first else input
-            lengths = None
-        if x.shape[0] == 0:
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        if hx is not None:
-            self._check_state_dtype(x, hx)
-
+        x, lengths, hx, is_batched, packed_as = self._prepare_input(input, hx)  # torch.nn's conventions and checks
         dropout = self.dropout if self.training else 0.0
         call = _call(self, x, self.num_layers, self.bidirectional, lengths, dropout)
         backend = registry.select(self.backend, call)
         state = None if hx is None else SLSTMState(*hx)
         y, final = backend.run_slstm(call, x, lengths, state, self.layer_weights(), dropout)
-
-        hidden = tuple(final)
-        if is_packed:
-            packed = pack_padded_sequence(y, lengths, enforce_sorted=True)
-            output = PackedSequence(packed.data, batch_sizes, sorted_indices, unsorted_indices)
-            return output, self.permute_hidden(hidden, unsorted_indices)
-        if self.batch_first:
-            y = y.transpose(0, 1)
-        if not is_batched:
-            y = y.squeeze(0 if self.batch_first else 1)
-            hidden = tuple(state.squeeze(1) for state in hidden)
-        return y, hidden
+        return self._layout(y, tuple(final), lengths, is_batched, packed_as)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()  # num_heads and backend: _FusedRNNBase's
