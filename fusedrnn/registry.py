@@ -211,40 +211,39 @@ class LayerBackend(Backend):
         _, h, c = self.layer(call.mode, x.unsqueeze(0), hx, cx, weights, False, None)
         return h, c
 
-    def run(self, call, x, lengths, hx, cx, weights, dropout, *, zoneout=None):
+    def stack(self, call, x, lengths, dropout, layer_direction):
+        """The layer stack every recurrence shares: layer_direction(k, layer_input, reverse, lengths) -> (y, final)
+        runs layer direction k (lengths on x's device); between layers, dropout drawn as ATen draws it. Returns the
+        last layer's output and every direction's final state, in k order."""
         directions = 2 if call.bidirectional else 1
         host_lengths = lengths  # on the CPU, where packing the dropout's input wants them
         if lengths is not None:
             lengths = lengths.to(x.device)  # once per call: layer kernels read the lengths where x lives
-        h_n: list[Tensor] = []
-        c_n: list[Tensor] = []
+        finals = []
         layer_input = x
         for layer in range(call.num_layers):
             outputs = []
             for direction in range(directions):
-                k = layer * directions + direction
-                masks = None if zoneout is None else zoneout[k]
-                if call.variant is not None:  # here, once for every layer kernel: they read the masks by pointer
-                    check_variant(call.mode, layer_input, weights[k].w_hh, weights[k].norm, masks, weights[k].w_hr)
-                y, h, c = self.layer(
-                    call.mode,
-                    layer_input,
-                    None if hx is None else hx[k],
-                    None if cx is None else cx[k],
-                    weights[k],
-                    direction == 1,
-                    lengths,
-                    **({} if masks is None else {"zoneout": masks}),
-                )
+                y, final = layer_direction(layer * directions + direction, layer_input, direction == 1, lengths)
                 outputs.append(y)
-                h_n.append(h)
-                if c is not None:
-                    c_n.append(c)
+                finals.append(final)
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
             if dropout > 0 and layer < call.num_layers - 1:
                 layer_input = inter_layer_dropout(layer_input, host_lengths, dropout)
-        return layer_input, torch.stack(h_n), (torch.stack(c_n) if c_n else None)
+        return layer_input, finals
 
+    def run(self, call, x, lengths, hx, cx, weights, dropout, *, zoneout=None):
+        def layer_direction(k, layer_input, reverse, lengths):
+            masks = None if zoneout is None else zoneout[k]
+            if call.variant is not None:  # here, once for every layer kernel: they read the masks by pointer
+                check_variant(call.mode, layer_input, weights[k].w_hh, weights[k].norm, masks, weights[k].w_hr)
+            y, h, c = self.layer(call.mode, layer_input, None if hx is None else hx[k], None if cx is None else cx[k],
+                                 weights[k], reverse, lengths, **({} if masks is None else {"zoneout": masks}))
+            return y, (h, c)
+
+        y, finals = self.stack(call, x, lengths, dropout, layer_direction)
+        c_n = [c for _, c in finals if c is not None]
+        return y, torch.stack([h for h, _ in finals]), (torch.stack(c_n) if c_n else None)
 
     def slstm_layer(
         self, x: Tensor, state: SLSTMState | None, w: LayerWeights, reverse: bool, lengths: Tensor | None,
@@ -254,25 +253,12 @@ class LayerBackend(Backend):
         raise NotImplementedError(f"backend {self.name!r} does not run sLSTM")
 
     def run_slstm(self, call, x, lengths, state, weights, dropout):
-        directions = 2 if call.bidirectional else 1
-        host_lengths = lengths  # as in `run`
-        if lengths is not None:
-            lengths = lengths.to(x.device)
-        finals: list[SLSTMState] = []
-        layer_input = x
-        for layer in range(call.num_layers):
-            outputs = []
-            for direction in range(directions):
-                k = layer * directions + direction
-                initial = None if state is None else SLSTMState(*(s[k] for s in state))
-                y, final = self.slstm_layer(layer_input, initial, weights[k], direction == 1, lengths,
-                                            call.formulation)  # fmt: skip
-                outputs.append(y)
-                finals.append(final)
-            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
-            if dropout > 0 and layer < call.num_layers - 1:
-                layer_input = inter_layer_dropout(layer_input, host_lengths, dropout)  # as `run`
-        return layer_input, SLSTMState(*(torch.stack(parts) for parts in zip(*finals)))
+        def layer_direction(k, layer_input, reverse, lengths):
+            initial = None if state is None else SLSTMState(*(s[k] for s in state))
+            return self.slstm_layer(layer_input, initial, weights[k], reverse, lengths, call.formulation)
+
+        y, finals = self.stack(call, x, lengths, dropout, layer_direction)
+        return y, SLSTMState(*(torch.stack(parts) for parts in zip(*finals)))
 
 
 def inter_layer_dropout(y: Tensor, lengths: Tensor | None, p: float) -> Tensor:
