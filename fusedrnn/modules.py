@@ -232,6 +232,9 @@ class _FusedRNNBase(nn.RNNBase):
         hx [L*D, N, P] (LSTM: a tuple with c0 [L*D, N, H]) or None for zeros. Returns (output, h_n) like torch.nn.
         Bad input raises torch.nn's exception, with its text (`torch_nn_error`)."""
         self._update_flat_weights()
+        step = self._one_step(input, hx)
+        if step is not None:
+            return step
         try:
             x, lengths, h0, c0, is_batched, packed_as = self._prepare(input, hx)
         except Exception as error:  # noqa: BLE001 - any refusal: torch.nn's own words for it, where it has some
@@ -241,6 +244,51 @@ class _FusedRNNBase(nn.RNNBase):
                 raise
             raise torch_error from error
         return self._finish(self._run(x, lengths, h0, c0), lengths, is_batched, packed_as)
+
+    # The one-step fast path (issue 24). An autoregressive decoder calls a one-layer LSTM/GRU with one time step
+    # hundreds of times per sequence, so a call's Python is a cost of its own (the general path's checks, layouts and
+    # weight grouping measured ~8 us over torch.nn's forward). This serves exactly that call, torch.nn's plain layer
+    # (one unidirectional layer, no projection, no variant) on a batched tensor of one step with the state given in
+    # the shape, dtype and device the general path accepts; it checks only what decides that, and anything else
+    # takes the general path, whose checks raise torch.nn's errors. The backend runs the step as a cell
+    # (Backend.cell): the same function, as `cell` is one step of `run`.
+
+    def _one_step(self, input, hx):
+        """forward's (output, h_n) for the decoder's one-step call, or None where the call is not one."""
+        if (type(input) is not Tensor or hx is None or self.num_layers != 1 or self.bidirectional
+                or self.proj_size != 0 or self.num_heads != 1 or self.layer_norm or self.zoneout != 0.0
+                or self.weight_dropout != 0.0 or self.mode not in TORCH_LAYER_CLASSES
+                or type(self).layer_weights is not _FusedRNNBase.layer_weights):  # fmt: skip
+            return None
+        shape = input.shape
+        if len(shape) != 3 or shape[2] != self.input_size or shape[1 if self.batch_first else 0] != 1:
+            return None
+        batch = shape[0] if self.batch_first else shape[1]
+        state = (1, batch, self.hidden_size)
+        flat = self._flat_weights
+        if batch == 0 or input.dtype != flat[0].dtype or not self._fits_state(input, hx, state):
+            return None  # an empty batch included: the general path has its rules for it
+        h0, c0 = (hx[0][0], hx[1][0]) if self.mode == "LSTM" else (hx[0], None)
+        x = input[:, 0] if self.batch_first else input[0]
+        fields = (self.mode, input.device.type, input.dtype, self.input_size, self.hidden_size, 0, 1, False, self.bias,
+                  batch, 1, False, 0.0, torch.is_grad_enabled(), torch.compiler.is_compiling(), False, False, False,
+                  1)  # fmt: skip  (RNNCall's field order, as _run's)
+        backend, call = registry.select_call(self.backend, fields)
+        weights = LayerWeights(flat[0], flat[1], flat[2], flat[3], None) if self.bias else (
+            LayerWeights(flat[0], flat[1], None, None, None))  # fmt: skip
+        h, c = backend.cell(call, x, h0, c0, weights)
+        output = h.unsqueeze(1 if self.batch_first else 0)
+        h_n = h.unsqueeze(0)
+        return output, ((h_n, c.unsqueeze(0)) if self.mode == "LSTM" else h_n)
+
+    def _fits_state(self, input: Tensor, hx, state: tuple[int, int, int]) -> bool:
+        """Whether hx is a state the general path accepts for a batched input: of shape `state` [1, N, H] (LSTM: a
+        tuple of two), the input's dtype and device."""
+        states = hx if self.mode == "LSTM" and type(hx) is tuple and len(hx) == 2 else (hx,)
+        if len(states) != (2 if self.mode == "LSTM" else 1):
+            return False
+        return all(type(s) is Tensor and s.shape == state and s.dtype == input.dtype and s.device == input.device
+                   for s in states)  # fmt: skip
 
     #: The names of the state's tensors when it is a tuple (LSTM's pair; sLSTM's four), else None: hx is one tensor.
     _STATE_TUPLES = {"LSTM": ("h_0", "c_0")}

@@ -139,3 +139,63 @@ def test_one_step_layer_call_matches_torch_nn(layer, batch_first, backend, dtype
         return (leaves["input"], hx), leaves
 
     assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), dtype)
+
+
+#: 1-step layer calls and whether they fit the fast path (fusedrnn.modules._FusedRNNBase._one_step): the decoder's
+#: plain call does; every other shape of call takes the general path, which raises torch.nn's errors.
+ONE_STEP_CALLS = {
+    "gru": ({}, (1, 3, 5), (1, 3, HIDDEN), True),
+    "gru_batch_first": ({"batch_first": True}, (3, 1, 5), (1, 3, HIDDEN), True),
+    "gru_no_bias": ({"bias": False}, (1, 3, 5), (1, 3, HIDDEN), True),
+    "gru_no_state": ({}, (1, 3, 5), None, False),
+    "gru_two_steps": ({}, (2, 3, 5), (1, 3, HIDDEN), False),
+    "gru_two_layers": ({"num_layers": 2}, (1, 3, 5), (2, 3, HIDDEN), False),
+    "gru_bidirectional": ({"bidirectional": True}, (1, 3, 5), (2, 3, HIDDEN), False),
+    "gru_unbatched": ({}, (1, 5), (1, HIDDEN), False),
+    "gru_empty_batch": ({}, (1, 0, 5), (1, 0, HIDDEN), False),
+    "gru_zoneout": ({"zoneout": 0.1}, (1, 3, 5), (1, 3, HIDDEN), False),
+    "lstm_projection": ({"proj_size": 2}, (1, 3, 5), (1, 3, 2), False),
+}
+
+
+@pytest.mark.parametrize(("options", "x_shape", "h_shape", "fast"), ONE_STEP_CALLS.values(), ids=ONE_STEP_CALLS.keys())
+def test_one_step_fast_path_serves_exactly_the_plain_call(options, x_shape, h_shape, fast, monkeypatch):
+    """The plain call skips the general path (its `_prepare`) and matches torch.nn's layer in every output and
+    gradient; the others take the general path."""
+    cls = fusedrnn.LSTM if "proj_size" in options else fusedrnn.GRU
+    torch.manual_seed(0)
+    actual = cls(5, HIDDEN, dtype=torch.float64, **options)
+    prepared = []
+    original = type(actual)._prepare
+    monkeypatch.setattr(type(actual), "_prepare", lambda self, *a: prepared.append(1) or original(self, *a))
+    x = torch.randn(*x_shape, dtype=torch.float64)
+    h = None if h_shape is None else torch.randn(*h_shape, dtype=torch.float64)
+    hx = (h, torch.randn(1, 3, HIDDEN, dtype=torch.float64)) if cls is fusedrnn.LSTM else h
+    actual(x, hx)
+    assert (not prepared) == fast
+    if fast:
+        expected = nn.GRU(5, HIDDEN, dtype=torch.float64, **options)
+        expected.load_state_dict(actual.state_dict())
+
+        def make_inputs():
+            leaves = {"input": leaf(x), "h": leaf(h)}
+            return (leaves["input"], leaves["h"]), leaves
+
+        assert_all_close(forward_backward(actual, make_inputs), forward_backward(expected, make_inputs), torch.float64)
+
+
+@pytest.mark.parametrize("bad", ["state_rank", "state_batch", "state_dtype", "input_size", "lstm_lone_state"])
+def test_one_step_bad_calls_raise_torch_nn_errors(bad):
+    """A 1-step call that does not fit the fast path because it is wrong raises what torch.nn's layer raises."""
+    cls, torch_cls = (fusedrnn.LSTM, nn.LSTM) if bad == "lstm_lone_state" else (fusedrnn.GRU, nn.GRU)
+    ours, theirs = cls(5, HIDDEN), torch_cls(5, HIDDEN)
+    x, h = torch.randn(1, 3, 5), torch.randn(1, 3, HIDDEN)
+    hx = {"state_rank": h[0], "state_batch": h[:, :2], "state_dtype": h.double(), "input_size": h,
+          "lstm_lone_state": h}[bad]  # fmt: skip
+    if bad == "input_size":
+        x = torch.randn(1, 3, 4)
+    with pytest.raises(Exception) as theirs_error:
+        theirs(x, hx)
+    with pytest.raises(type(theirs_error.value)) as ours_error:
+        ours(x, hx)
+    assert str(ours_error.value) == str(theirs_error.value)
