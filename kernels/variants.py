@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from .activations import sigmoid, tanh
-from .backward import _matmul_rows
+from .backward import recurrent_backward_matmul
 from .cells import cell_backward, cell_forward, load_f32, load_gate_inputs, skip_finished_rows
-from .forward import _bias, _hh_dot, _store_state
+from .forward import _bias, _store_state, recurrent_tile
 from .modes import GRU, INDRNN_TANH, LSTM, RNN_TANH
 from .timesteps import backward_step_slots, forward_step_slots
 
@@ -98,28 +98,6 @@ def _column_range(H, ELEMENTWISE: tl.constexpr, BLOCK_H: tl.constexpr):
 
 
 @triton.jit
-def recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, GATES: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
-    """h_{t-1} W_hh^T of one tile, per gate: four fp32 [BLOCK_N, BLOCK_H] accumulators (unused gates stay zero)."""
-    acc0 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-    acc1 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-    acc2 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-    acc3 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < H
-        h = tl.load(h_prev_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0).to(w_hh_ptr.dtype.element_ty)  # fmt: skip
-        acc0 = _hh_dot(acc0, h, w_hh_ptr, 0, H, H, cols, col_ok, ks, k_ok, PRECISION)
-        if GATES > 1:
-            acc1 = _hh_dot(acc1, h, w_hh_ptr, 1, H, H, cols, col_ok, ks, k_ok, PRECISION)
-            acc2 = _hh_dot(acc2, h, w_hh_ptr, 2, H, H, cols, col_ok, ks, k_ok, PRECISION)
-        if GATES > 3:
-            acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, H, cols, col_ok, ks, k_ok, PRECISION)
-    return acc0, acc1, acc2, acc3
-
-
-@triton.jit
 def lstm_gates(pre0, pre1, pre2, pre3, c_prev):
     """The LSTM's i, f, g, o and c~ = f c_{t-1} + i g (h comes later: with layer norm it needs the norm of c~)."""
     a0 = sigmoid(pre0)
@@ -139,6 +117,21 @@ def cell_norm_output(c_keep, ln_cw_ptr, ln_cb_ptr, H, cols, col_ok, HAS_BIAS: tl
 
 
 @triton.jit
+def lstm_cell_carry(dc_ptr, c_prev_ptr, cn_ptr, zc_ptr, tile, mask, ZONEOUT_C: tl.constexpr):
+    """An LSTM tile's backward inputs: (dc, c_{t-1}, c_keep, dc~, dc_kept): the carried gradient of c_t, the state
+    before the step, the saved c~ (with layer norm its normalised value), and dc split by the cell zoneout into the
+    part through c~ and the part c_{t-1} keeps."""
+    dc = load_f32(dc_ptr + tile, mask)
+    c_prev = load_f32(c_prev_ptr + tile, mask)
+    c_keep = load_f32(cn_ptr + tile, mask)
+    if ZONEOUT_C:
+        mc = load_f32(zc_ptr + tile, mask)
+        return dc, c_prev, c_keep, (1.0 - mc) * dc, mc * dc
+    else:
+        return dc, c_prev, c_keep, dc, tl.zeros_like(dc)
+
+
+@triton.jit
 def lstm_gate_grads(dc_tilde, dh_tilde, tc, a0, a1, a2, a3, c_prev):
     """The LSTM's gate pre-activation gradients (i, f, g, o) from the whole gradient of c~ and of h~ (tc: tanh of
     what h~ was made from), and the part of dc_{t-1} through c~."""
@@ -147,23 +140,6 @@ def lstm_gate_grads(dc_tilde, dh_tilde, tc, a0, a1, a2, a3, c_prev):
     d2 = dc_tilde * a0 * (1.0 - a2 * a2)
     d3 = dh_tilde * tc * a3 * (1.0 - a3)
     return d0, d1, d2, d3, dc_tilde * a1
-
-
-@triton.jit
-def recurrent_backward_matmul(dh_out, src, w_hh_ptr, rows, row_ok, H, GATES: tl.constexpr, BLOCK_H: tl.constexpr,
-                              BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
-    """dh_{t-1} [rows, H] += src [rows, G*H] @ W_hh, gate by gate (src: the gradient of h W_hh^T)."""
-    GH = GATES * H
-    for j0 in range(0, H, BLOCK_H):
-        cols = j0 + tl.arange(0, BLOCK_H)
-        col_ok = cols < H
-        mask = row_ok[:, None] & col_ok[None, :]
-        tile = rows[:, None] * H + cols[None, :]
-        acc = tl.load(dh_out + tile, mask=mask, other=0.0)
-        for gate in tl.static_range(GATES):
-            acc = _matmul_rows(acc, src + gate * H, GH, w_hh_ptr + gate * H * H, H, H, rows, row_ok, cols, col_ok,
-                               BLOCK_K, PRECISION)  # fmt: skip
-        tl.store(dh_out + tile, acc, mask=mask)
 
 
 @triton.jit(do_not_specialize=["T", "reverse"])
@@ -231,8 +207,8 @@ def variant_forward_kernel(
                 acc0 = u * h_prev
                 acc1, acc2, acc3 = acc0, acc0, acc0
             else:
-                acc0, acc1, acc2, acc3 = recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, GATES,
-                                                        BLOCK_N, BLOCK_H, BLOCK_K, PRECISION)  # fmt: skip
+                acc0, acc1, acc2, acc3 = recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, H,
+                                                        GATES, BLOCK_N, BLOCK_H, BLOCK_K, PRECISION)  # fmt: skip
             if NORM:  # LN over the G*H recurrent pre-activations of each row: all of them are in this tile
                 mean, rstd = _row_stats(acc0, acc1, acc2, acc3, col_ok, GH, GATES)
                 acc0 = (acc0 - mean) * rstd
@@ -383,16 +359,9 @@ def variant_backward_kernel(
                 a1 = load_f32(saved + H, mask)
                 a2 = load_f32(saved + 2 * H, mask)
                 a3 = load_f32(saved + 3 * H, mask)
-                dc = load_f32(dc_ptr + tile, mask)
-                c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                c_keep = load_f32(cn_ptr + step_off + tile, mask)
-                if ZONEOUT_C:
-                    mc = load_f32(zc_ptr + step_off + tile, mask)
-                    dc_tilde = (1.0 - mc) * dc
-                    dc_kept = mc * dc
-                else:
-                    dc_tilde = dc
-                    dc_kept = tl.zeros_like(dc)
+                dc, c_prev, c_keep, dc_tilde, dc_kept = lstm_cell_carry(
+                    dc_ptr, cs_ptr + tl.cast(prev, tl.int64) * state_size, cn_ptr + step_off, zc_ptr + step_off, tile,
+                    mask, ZONEOUT_C)  # fmt: skip
                 if NORM:
                     tc = tanh(cell_norm_output(c_keep, ln_cw_ptr, ln_cb_ptr, H, cols, col_ok, HAS_BIAS))
                     dcn = dh_tilde * a3 * (1.0 - tc * tc)
@@ -479,5 +448,5 @@ def variant_backward_kernel(
                 src = dgh_ptr + gates_t
             else:
                 src = dgi_ptr + gates_t
-            recurrent_backward_matmul(dh_out, src, w_hh_ptr, rows, row_ok, H, GATES, BLOCK_H, BLOCK_K, PRECISION)
+            recurrent_backward_matmul(dh_out, src, w_hh_ptr, rows, row_ok, H, H, GATES, BLOCK_H, BLOCK_K, PRECISION)
             tl.debug_barrier()

@@ -11,7 +11,7 @@ walks a step's G*H pre-activations in BLOCK_H-wide hidden tiles, several times p
             4. (LSTM) c~'s variance   5. (LSTM) LN(c~), h~, zoneout, the states
   backward  A1. (LSTM) the gradient of LN(c~) and its two row sums   A2. gate gradients per tile, the gained
             gradients of the recurrent LN into the workspace and its two row sums   A3. the gradient of the raw
-            recurrent matmul   B. dh_{t-1} += that @ W_hh (variants.recurrent_backward_matmul)
+            recurrent matmul   B. dh_{t-1} += that @ W_hh (backward.recurrent_backward_matmul)
 
 The row lives in a per-call fp32 workspace in global memory ([N, plan.CHUNKED_WORKSPACE_GATES*H]: each program only
 its own rows, re-read within the step, so it stays in L1/L2) rather than in registers: a Triton program cannot index
@@ -30,11 +30,11 @@ import triton.language as tl
 
 from .activations import tanh
 from .cells import cell_backward, cell_forward, load_f32, load_gate_inputs, skip_finished_rows
-from .forward import _bias, _store_state
+from .backward import recurrent_backward_matmul
+from .forward import _bias, _store_state, recurrent_tile
 from .modes import GRU, LSTM
 from .timesteps import backward_step_slots, forward_step_slots
-from .variants import (_gain, _masked, _zone, cell_norm_output, lstm_gate_grads, lstm_gates, recurrent_backward_matmul,
-                       recurrent_tile)  # fmt: skip
+from .variants import _gain, _masked, _zone, cell_norm_output, lstm_cell_carry, lstm_gate_grads, lstm_gates
 
 EPS = tl.constexpr(1e-5)  # fusedrnn.reference.EPS
 
@@ -130,7 +130,7 @@ def chunked_norm_forward_kernel(
             cols = j0 + tl.arange(0, BLOCK_H)
             col_ok = cols < H
             mask = row_ok[:, None] & col_ok[None, :]
-            acc0, acc1, acc2, acc3 = recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, GATES,
+            acc0, acc1, acc2, acc3 = recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, H, GATES,
                                                     BLOCK_N, BLOCK_H, BLOCK_K, PRECISION)  # fmt: skip
             _store_gates(ws_rows + cols[None, :], H, acc0, acc1, acc2, acc3, mask, GATES)
             total += _gate_sum(acc0, acc1, acc2, acc3, col_ok, GATES)
@@ -331,16 +331,9 @@ def chunked_norm_backward_kernel(
             h_prev = load_f32(hs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
             a0, a1, a2, a3 = load_gate_inputs(saved_t + cols[None, :], H, mask, SLOTS)
             if MODE == LSTM:
-                dc = load_f32(dc_ptr + tile, mask)
-                c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                c_keep = load_f32(cn_ptr + step_off + tile, mask)
-                if ZONEOUT_C:
-                    mc = load_f32(zc_ptr + step_off + tile, mask)
-                    dc_tilde = (1.0 - mc) * dc
-                    dc_kept = mc * dc
-                else:
-                    dc_tilde = dc
-                    dc_kept = tl.zeros_like(dc)
+                dc, c_prev, c_keep, dc_tilde, dc_kept = lstm_cell_carry(
+                    dc_ptr, cs_ptr + tl.cast(prev, tl.int64) * state_size, cn_ptr + step_off, zc_ptr + step_off, tile,
+                    mask, ZONEOUT_C)  # fmt: skip
                 tc = tanh(cell_norm_output(c_keep, ln_cw_ptr, ln_cb_ptr, H, cols, col_ok, HAS_BIAS))
                 g = load_f32(dcn_ptr + step_off + tile, mask) * _gain(ln_cw_ptr, 0, H, cols, col_ok)
                 dc_tilde += c_rstd * (g - mean_g_c - c_keep * mean_gx_c)
@@ -391,6 +384,6 @@ def chunked_norm_backward_kernel(
             _store_gates(draw_ptr + gate_tile, H, dv0, dv1, dv2, dv3, mask, GATES)
         tl.debug_barrier()
         # Phase B: dh_{t-1} += draw_t @ W_hh.
-        recurrent_backward_matmul(dh_out, draw_ptr + gates_t, w_hh_ptr, rows, row_ok, H, GATES, BLOCK_H, BLOCK_K,
+        recurrent_backward_matmul(dh_out, draw_ptr + gates_t, w_hh_ptr, rows, row_ok, H, H, GATES, BLOCK_H, BLOCK_K,
                                   PRECISION)  # fmt: skip
         tl.debug_barrier()

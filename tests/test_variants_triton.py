@@ -156,7 +156,10 @@ def in_float64(tensors, norm, zoneout):
 def test_layer_matches_reference(variant_id, case_id):
     """The float32 kernels against the reference in float64 (the truth, not the reference's own float32 rounding),
     within the float32 tolerance: every output and every gradient."""
-    variant, case = VARIANTS[variant_id], CASES[case_id]
+    assert_matches_float64_reference(VARIANTS[variant_id], CASES[case_id])
+
+
+def assert_matches_float64_reference(variant: Variant, case: Case) -> None:
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
     expected = run_layer(reference_layer, variant, *in_float64(tensors, norm, zoneout), lengths, case.reverse)
     actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
@@ -191,33 +194,30 @@ def test_chunked_layer_norm_matches_reference(variant_id, case_id):
     chosen = plan.plan_variant(_problem(N=case.N, H=case.H, G=reference.GATES[variant.mode], element_size=4), True,
                                elementwise=False)  # fmt: skip
     assert chosen.kernel == "chunked"
-    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
-    expected = run_layer(reference_layer, variant, *in_float64(tensors, norm, zoneout), lengths, case.reverse)
-    actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
-    for kind, got, want in zip(("output", "gradient"), actual, expected):
-        assert len(got) == len(want)
-        for index, (a, e) in enumerate(zip(got, want)):
-            assert a.dtype == DTYPE, f"{kind} {index}: {a.dtype}"
-            torch.testing.assert_close(a.double(), e, **TOLERANCES[DTYPE],
-                                       msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")  # fmt: skip
+    assert_matches_float64_reference(variant, case)
 
 
-def test_chunked_layer_norm_writes_every_element(monkeypatch):
-    """NaN-poisoned buffers (the workspace too): the partial third hidden tile, the second batch tile and the
-    finished rows are all written, and nothing is read from the workspace before it is written."""
+def assert_every_element_written(variant: Variant, case: Case, monkeypatch) -> None:
+    """Every buffer the ops allocate starts as NaN: an element the kernels forget to write (a padded column of the
+    row, a finished row, a second tile, the workspace) would surface in some output or gradient."""
     new_empty = torch.Tensor.new_empty
 
     def poisoned(self, *args, **kwargs):
         out = new_empty(self, *args, **kwargs)
         return out.fill_(float("nan")) if out.is_floating_point() else out
 
-    variant, case = VARIANTS["ln_lstm_zoneout"], WIDE_CASES["T2_N17_H136_partial_tile"]
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
     expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
     monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
     actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
     for got, want in zip(actual[0] + actual[1], expected[0] + expected[1]):
         torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
+
+
+def test_chunked_layer_norm_writes_every_element(monkeypatch):
+    """The partial third hidden tile, the second batch tile and the finished rows are all written, and nothing is
+    read from the workspace before it is written."""
+    assert_every_element_written(VARIANTS["ln_lstm_zoneout"], WIDE_CASES["T2_N17_H136_partial_tile"], monkeypatch)
 
 
 def test_chunked_layer_norm_no_grad_forward_matches():
@@ -262,7 +262,10 @@ def test_layer_low_precision_against_float64(variant_id, dtype):
     """float16/bfloat16 on the GPU: every output and gradient against the reference in float64 on the CPU (the same
     rounded values), no further from it than ERROR_RATIO times the reference's own error in that dtype (on the GPU), or
     within the dtype's tolerance relative to the largest value, as test_variants_cpu's 16-bit test for `cpu`."""
-    variant, case = VARIANTS[variant_id], CASES[LOW_PRECISION_CASE]
+    assert_low_precision_close_to_float64(VARIANTS[variant_id], CASES[LOW_PRECISION_CASE], dtype)
+
+
+def assert_low_precision_close_to_float64(variant: Variant, case: Case, dtype: torch.dtype) -> None:
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
     low = converted(tensors, norm, zoneout, dtype, DEVICE)
     exact = converted(*low, torch.float64, "cpu")
@@ -285,35 +288,12 @@ WIDE_GPU_CASES = {"T5_N17_H256_lengths": Case(5, 17, 8, 256, lengths=tuple(1 + n
 @pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "ln_lstm", "ln_gru"])
 def test_chunked_layer_norm_low_precision_against_float64(variant_id, case_id, dtype):
     """float16/bfloat16 wide rows on the GPU, as test_layer_low_precision_against_float64."""
-    variant, case = VARIANTS[variant_id], WIDE_GPU_CASES[case_id]
-    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
-    low = converted(tensors, norm, zoneout, dtype, DEVICE)
-    exact = converted(*low, torch.float64, "cpu")
-    device_lengths = None if lengths is None else lengths.to(DEVICE)
-    truth = as_result(run_layer(reference_layer, variant, *exact, lengths, case.reverse))
-    theirs = as_result(run_layer(reference_layer, variant, *converted(*low, dtype, DEVICE), device_lengths,
-                                 case.reverse))  # fmt: skip
-    ours = as_result(run_layer(triton_layer, variant, *low, device_lengths, case.reverse))
-    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
+    assert_low_precision_close_to_float64(VARIANTS[variant_id], WIDE_GPU_CASES[case_id], dtype)
 
 
 @pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "lstm_zoneout_h_c", "indrnn_relu_zoneout"])
 def test_no_unwritten_elements(variant_id, monkeypatch):
-    """Every buffer the ops allocate starts as NaN: an element the kernels forget to write (a padded column of the
-    row, a finished row, a second tile) would surface in some output or gradient."""
-    new_empty = torch.Tensor.new_empty
-
-    def poisoned(self, *args, **kwargs):
-        out = new_empty(self, *args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    variant, case = VARIANTS[variant_id], CASES["T3_N17_H70_two_tiles"]
-    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
-    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
-    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
-    actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
-    for got, want in zip(actual[0] + actual[1], expected[0] + expected[1]):
-        torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
+    assert_every_element_written(VARIANTS[variant_id], CASES["T3_N17_H70_two_tiles"], monkeypatch)
 
 
 def test_no_grad_forward_saves_nothing_and_matches():
