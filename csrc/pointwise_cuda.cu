@@ -46,8 +46,10 @@ __global__ void step_kernel(const Step s) {
 // Layer norm: one block per batch row (haste's structure). The row's G*H pre-activations are reduced by the whole
 // block (mean, then variance: two block reductions per norm), then the same threads run the gates, in the same
 // kernel; step.h's forward_row / backward_row are the code, shared with the CPU pass. Any H: each thread strides
-// over the row. UNVERIFIED on a GPU (compiled for sm_80/sm_90 without spills, tests/test_cuda_kernels_compile.py;
-// the math on the host: tests/test_cell_math_host.py; tests/test_variants_cuda.py runs it under `pytest -m gpu`).
+// over the row. UNVERIFIED on a GPU: compiled for sm_80/sm_90 without spills (tests/test_cuda_kernels_compile.py);
+// the row partition and its barriers emulated by host threads under ThreadSanitizer
+// (tests/test_cuda_row_kernel_host.py); the scalar math on the host (tests/test_cell_math_host.py);
+// tests/test_variants_cuda.py runs it under `pytest -m gpu`.
 
 //: Threads per row block: a G*H = 4096-wide row (LSTM, H = 1024) is 16 elements per thread per pass; the kernel is
 //: latency-bound (a few passes over a row in L2), and 8 warps keep the block reduction to one shared-memory round.

@@ -222,6 +222,13 @@ FUSEDRNN_HOST_DEVICE void backward_element(const BackwardStep& s, const Lane& la
 // over to one over the H hidden units or back (CUDA: another thread owns the element; CPU: nothing to do). Within
 // one width a thread only reads back elements it wrote itself, so no other barrier is needed.
 
+//: *p = value from one thread only: the one owning the row's first element (on CUDA every thread of the block holds
+//: the same value, but a write from each would be a race).
+template <class Lanes, class S, class C>
+FUSEDRNN_HOST_DEVICE void store_once(const Lanes& lanes, S* p, C value) {
+  lanes(1, [&](const auto&, int64_t) { *p = S(value); });
+}
+
 //: The mean of v [W] (v(lane, j) loads it).
 template <class Lanes, class Load>
 FUSEDRNN_HOST_DEVICE typename Lanes::Compute row_mean(const Lanes& lanes, int64_t W, const Load& v) {
@@ -276,12 +283,12 @@ FUSEDRNN_HOST_DEVICE void forward_row(const ForwardStep& s, const Lanes& lanes, 
   S* ws = at_<S>(s.ws, n, 0);
   if (s.norm.ih.p != nullptr) {  // every row (finished ones too: their saved values stay finite)
     S* stats = ws + s.layout.stats;
-    stats[kStatC] = S(C(0));  // set below where there is a cell norm (an LSTM's valid row); saved values stay finite
+    store_once(lanes, stats + kStatC, C(0));  // set below where there is a cell norm (an LSTM's valid row)
     const S* bias = static_cast<const S*>(s.norm.bias.p);
-    stats[kStatIh] = S(layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
-                                         ws + s.layout.nhat_ih));
-    stats[kStatHh] = S(layer_norm_row<S>(lanes, GH, at_<S>(s.gh, n, 0), at_<S>(s.norm.hh, 0, 0), nullptr,
-                                         ws + s.layout.nhat_hh));
+    store_once(lanes, stats + kStatIh, layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
+                                                         ws + s.layout.nhat_ih));  // fmt: skip
+    store_once(lanes, stats + kStatHh, layer_norm_row<S>(lanes, GH, at_<S>(s.gh, n, 0), at_<S>(s.norm.hh, 0, 0),
+                                                         nullptr, ws + s.layout.nhat_hh));  // fmt: skip
     lanes.sync();  // gi, gh were normalised over G*H columns; the cell reads them by hidden unit
   }
   if (s.norm.c_w.p == nullptr || !row_valid(s.lengths, s.t, n)) {
@@ -302,7 +309,7 @@ FUSEDRNN_HOST_DEVICE void forward_row(const ForwardStep& s, const Lanes& lanes, 
     return centred * centred;
   });
   const C rstd = layer_norm_rstd(var);
-  ws[s.layout.stats + kStatC] = S(rstd);  // every thread of a CUDA block writes the same value
+  store_once(lanes, ws + s.layout.stats + kStatC, rstd);
   // Pass 2: h~ = o tanh(LN(c~)), then zoneout.
   lanes(H, [&](const auto& lane, int64_t j) {
     const V c = lane.load(c_tilde + j), c_prev = lane.load(at_<S>(s.c_prev, n, j));  // c_prev may be column 4

@@ -67,6 +67,20 @@ def test_cuda_layer_matches_the_oracle(case, bias, reverse, lengths, dtype):
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_cuda_layer_low_precision_against_float64(case, dtype):
+    """Every variant in float16/bfloat16 (storage in that dtype, math in float32), with lengths, in reverse: no
+    further from the float64 oracle than the oracle run in that dtype on the GPU (as test_variants_cpu's for `cpu`)."""
+    mode, tensors, norm, zoneout = make_layer(case, dtype, True, training=True)
+    lengths = torch.tensor(LENGTHS)
+    truth = run(reference_layer, mode, *in_float64(tensors, norm, zoneout), True, lengths)
+    theirs = on_cpu(run(reference_layer, mode, *to_cuda(tensors, norm, zoneout, dtype), True, lengths.cuda()))
+    ours = on_cpu(run(cuda_layer, mode, *to_cuda(tensors, norm, zoneout, dtype), True, lengths.cuda()))
+    assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
+
+
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("hidden", WIDE_HIDDEN)
 @pytest.mark.parametrize("case", LAYER_NORM_CASES)
