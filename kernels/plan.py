@@ -342,7 +342,8 @@ PERSISTENT_VARIANT_REASON = (
 
 @dataclasses.dataclass(frozen=True)
 class VariantPlan:
-    """Launch of variants.variant_forward_kernel / variant_backward_kernel for one pass."""
+    """Launch of variants.variant_forward_kernel / variant_backward_kernel (kernel "chunked":
+    variants_chunked.chunked_norm_forward_kernel / chunked_norm_backward_kernel) for one pass."""
 
     kernel: str  # rowwise (layer norm: whole row per program), chunked (layer norm: the row in hidden tiles, several
     #              passes), tiled (zoneout: hidden tiles), elementwise (IndRNN)
