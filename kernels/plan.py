@@ -314,10 +314,12 @@ ROWWISE_BLOCK_K = MIN_DOT
 #: Beyond MAX_NORM_HIDDEN layer norm runs the chunked kernels (fusedrnn.kernels.variants_chunked): the same program
 #: (16 batch rows) walks the row in hidden tiles, several passes per step (sums, then normalise and gates), the raw row
 #: in a global fp32 workspace of CHUNKED_WORKSPACE_GATES * H columns per batch row (the G*H row, then the LSTM's c~
-#: and o). Their tiles are the tiled kernels' (one hidden tile of every gate at a time: the same accumulators).
+#: and o). Their hidden tiles and warps are the tiled kernels' (one hidden tile of every gate at a time: the same
+#: accumulators); the reduction tile is 16 deep, not 32: with 32 the fp32 LN-GRU spilled 4-8 B under Triton 3.6
+#: (compile_check --variants, sm_90, N=16 H=1024), with 16 neither Triton 3.6 nor 3.8 spills in any dtype.
 CHUNKED_WORKSPACE_GATES = 6
 CHUNKED_BLOCK_H = TILED_BLOCK_H
-CHUNKED_BLOCK_K = TILED_BLOCK_K
+CHUNKED_BLOCK_K = MIN_DOT
 CHUNKED_WARPS = TILED_WARPS
 #: The chunked kernels run a step's whole G*H x H recurrent matmul in the program owning the rows (one per 16 batch
 #: rows), so one program's work per step grows as H^2: at H = 1024 an LSTM step is 16 x 4096 x 1024 per program.
