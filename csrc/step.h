@@ -240,7 +240,8 @@ FUSEDRNN_HOST_DEVICE typename Lanes::Compute row_mean(const Lanes& lanes, int64_
 
 //: Normalises v [W] in place (v = nhat * gain + bias, bias may be null), saves nhat [W]; returns rstd.
 template <class S, class Lanes>
-FUSEDRNN_HOST_DEVICE typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain, const S* bias, S* nhat) {
+FUSEDRNN_HOST_DEVICE typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain,
+                                                             const S* bias, S* nhat) {
   using V = typename Lanes::Vec;
   using C = typename Lanes::Compute;
   const V mean(row_mean(lanes, W, [&](const auto& lane, int64_t j) { return lane.load(v + j); }));
@@ -260,8 +261,8 @@ FUSEDRNN_HOST_DEVICE typename Lanes::Compute layer_norm_row(const Lanes& lanes, 
 
 //: The gradient dv [W] of the un-normalised row, from d out [W] (out = nhat * gain + bias).
 template <class S, class Lanes>
-FUSEDRNN_HOST_DEVICE void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, const S* gain, const S* nhat,
-                             typename Lanes::Compute rstd, S* dv) {
+FUSEDRNN_HOST_DEVICE void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, const S* gain,
+                                                  const S* nhat, typename Lanes::Compute rstd, S* dv) {
   using V = typename Lanes::Vec;
   auto dn = [&](const auto& lane, int64_t j) { return lane.load(d_out + j) * lane.load(gain + j); };
   const V mean_dn(row_mean(lanes, W, dn));
