@@ -145,6 +145,12 @@ FUSEDRNN_HOST_DEVICE T zoneout(T m, T prev, T fresh) {
 //: F.layer_norm's and haste's epsilon (fusedrnn.reference.EPS).
 constexpr double kLayerNormEps = 1e-5;
 
+//: 1 / sqrt(var + eps) from a row's biased variance (every norm of the CPU pass and the CUDA row kernel).
+template <class T>
+FUSEDRNN_HOST_DEVICE T layer_norm_rstd(T var) {
+  return T(1) / std::sqrt(var + T(kLayerNormEps));
+}
+
 template <class T>
 FUSEDRNN_HOST_DEVICE T layer_norm_backward(T dn, T nhat, T rstd, T mean_dn, T mean_dn_nhat) {
   return rstd * (dn - mean_dn - nhat * mean_dn_nhat);

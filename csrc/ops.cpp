@@ -148,8 +148,8 @@ void check_variants(const char* op, const Sizes& s, const Tensor& x, const Varia
   TORCH_CHECK(!(v.zoneout_h.has_value() && s.projection), op, ": zoneout with a projection (w_hr) is not defined");
   if (v.zoneout_h.has_value()) check_tensor(op, "zoneout_h", *v.zoneout_h, x, {s.T, s.N, s.H});
   if (v.zoneout_c.has_value()) check_tensor(op, "zoneout_c", *v.zoneout_c, x, {s.T, s.N, s.H});
-  TORCH_CHECK_NOT_IMPLEMENTED(!(v.any() || is_indrnn(s.mode)) || x.device().type() != c10::kCUDA, op,
-                              ": layer norm, zoneout and IndRNN have CPU kernels only");
+  // CUDA: every variant runs on the C++ loop with the per-step kernel (pointwise_cuda.cu; persistent_host.cpp sends
+  // them there), so no device check here.
 }
 
 //: Shapes of the gradients given to layer_backward (the Python autograd wrapper makes them contiguous).

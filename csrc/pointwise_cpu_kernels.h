@@ -132,6 +132,7 @@ struct RowLanes {
   static Compute total(const Vec& v) {
     return at::vec::vec_reduce_all<Compute>([](Vec a, Vec b) { return a + b; }, v);
   }
+  void sync() const {}  // one thread owns the whole row
 };
 
 //: Rows per parallel task: enough elements that a task outweighs the thread hand-off (~a few microseconds).

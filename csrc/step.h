@@ -211,15 +211,27 @@ FUSEDRNN_HOST_DEVICE void backward_element(const BackwardStep& s, const Lane& la
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Whole rows, for the layer-norm variants, whose norms need sums over a row (host code: the CPU pass owns whole
-// rows). `lanes` walks a row segment: lanes(width, body(lane, j)) calls body for consecutive lanes from j = 0;
+// Whole rows, for the layer-norm variants, whose norms need sums over a row: the CPU pass owns whole rows on one
+// thread (pointwise_cpu_kernels.h: RowLanes), the CUDA row kernel on one block (pointwise_cuda.cu: BlockLanes).
+// `lanes` walks a row segment: lanes(width, body(lane, j)) calls body for the lanes of the row this thread owns
+// (CPU: all of them, consecutive from j = 0; CUDA: every blockDim.x-th element from threadIdx.x);
 // Lanes::Vec is the lane's vector type, Lanes::Compute its scalar (the accumulate type; S is the storage type) and
-// Lanes::total(v) the sum of its elements; lane.keep(v) zeroes the elements
-// past the row's end (a partial lane), so that they do not enter a sum.
+// Lanes::total(v) the sum over the whole row of every thread's v (CUDA: a block reduction, so every thread of the
+// block must reach it); lane.keep(v) zeroes the elements past the row's end (a partial lane), so that they do not
+// enter a sum. lanes.sync() orders the row's writes before its reads where a loop over the G*H gate columns hands
+// over to one over the H hidden units or back (CUDA: another thread owns the element; CPU: nothing to do). Within
+// one width a thread only reads back elements it wrote itself, so no other barrier is needed.
+
+//: *p = value from one thread only: the one owning the row's first element (on CUDA every thread of the block holds
+//: the same value, but a write from each would be a race).
+template <class Lanes, class S, class C>
+FUSEDRNN_HOST_DEVICE void store_once(const Lanes& lanes, S* p, C value) {
+  lanes(1, [&](const auto&, int64_t) { *p = S(value); });
+}
 
 //: The mean of v [W] (v(lane, j) loads it).
 template <class Lanes, class Load>
-typename Lanes::Compute row_mean(const Lanes& lanes, int64_t W, const Load& v) {
+FUSEDRNN_HOST_DEVICE typename Lanes::Compute row_mean(const Lanes& lanes, int64_t W, const Load& v) {
   using C = typename Lanes::Compute;
   typename Lanes::Vec sum(C(0));
   lanes(W, [&](const auto& lane, int64_t j) { sum = sum + lane.keep(v(lane, j)); });
@@ -228,7 +240,8 @@ typename Lanes::Compute row_mean(const Lanes& lanes, int64_t W, const Load& v) {
 
 //: Normalises v [W] in place (v = nhat * gain + bias, bias may be null), saves nhat [W]; returns rstd.
 template <class S, class Lanes>
-typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain, const S* bias, S* nhat) {
+FUSEDRNN_HOST_DEVICE typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, const S* gain,
+                                                             const S* bias, S* nhat) {
   using V = typename Lanes::Vec;
   using C = typename Lanes::Compute;
   const V mean(row_mean(lanes, W, [&](const auto& lane, int64_t j) { return lane.load(v + j); }));
@@ -236,7 +249,7 @@ typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, cons
     const V centred = lane.load(v + j) - mean;
     return centred * centred;
   });
-  const C rstd = C(1) / std::sqrt(var + C(kLayerNormEps));
+  const C rstd = layer_norm_rstd(var);
   lanes(W, [&](const auto& lane, int64_t j) {
     const V normalised = (lane.load(v + j) - mean) * V(rstd);
     lane.store(nhat + j, normalised);
@@ -248,8 +261,8 @@ typename Lanes::Compute layer_norm_row(const Lanes& lanes, int64_t W, S* v, cons
 
 //: The gradient dv [W] of the un-normalised row, from d out [W] (out = nhat * gain + bias).
 template <class S, class Lanes>
-void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, const S* gain, const S* nhat,
-                             typename Lanes::Compute rstd, S* dv) {
+FUSEDRNN_HOST_DEVICE void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, const S* gain,
+                                                  const S* nhat, typename Lanes::Compute rstd, S* dv) {
   using V = typename Lanes::Vec;
   auto dn = [&](const auto& lane, int64_t j) { return lane.load(d_out + j) * lane.load(gain + j); };
   const V mean_dn(row_mean(lanes, W, dn));
@@ -264,19 +277,20 @@ void layer_norm_backward_row(const Lanes& lanes, int64_t W, const S* d_out, cons
 //: One row of a forward step: the gate norms, then the cell; the layer-norm LSTM's cell norm in two passes (c~ and
 //: its moments, then h).
 template <class M, class S, class Lanes>
-void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
+FUSEDRNN_HOST_DEVICE void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
   using V = typename Lanes::Vec;
   using C = typename Lanes::Compute;
   const int64_t H = s.H, GH = H * gates_of(s.mode);
   S* ws = at_<S>(s.ws, n, 0);
   if (s.norm.ih.p != nullptr) {  // every row (finished ones too: their saved values stay finite)
     S* stats = ws + s.layout.stats;
-    stats[kStatC] = S(C(0));  // set below where there is a cell norm (an LSTM's valid row); saved values stay finite
+    store_once(lanes, stats + kStatC, C(0));  // set below where there is a cell norm (an LSTM's valid row)
     const S* bias = static_cast<const S*>(s.norm.bias.p);
-    stats[kStatIh] = S(layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
-                                         ws + s.layout.nhat_ih));
-    stats[kStatHh] = S(layer_norm_row<S>(lanes, GH, at_<S>(s.gh, n, 0), at_<S>(s.norm.hh, 0, 0), nullptr,
-                                         ws + s.layout.nhat_hh));
+    store_once(lanes, stats + kStatIh, layer_norm_row<S>(lanes, GH, at_<S>(s.gi, n, 0), at_<S>(s.norm.ih, 0, 0), bias,
+                                                         ws + s.layout.nhat_ih));  // fmt: skip
+    store_once(lanes, stats + kStatHh, layer_norm_row<S>(lanes, GH, at_<S>(s.gh, n, 0), at_<S>(s.norm.hh, 0, 0),
+                                                         nullptr, ws + s.layout.nhat_hh));  // fmt: skip
+    lanes.sync();  // gi, gh were normalised over G*H columns; the cell reads them by hidden unit
   }
   if (s.norm.c_w.p == nullptr || !row_valid(s.lengths, s.t, n)) {
     lanes(H, [&](const auto& lane, int64_t j) { forward_element<M, S>(s, lane, n, j); });
@@ -295,8 +309,8 @@ void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
     const V centred = lane.load(c_tilde + j) - mean;
     return centred * centred;
   });
-  const C rstd = C(1) / std::sqrt(var + C(kLayerNormEps));
-  ws[s.layout.stats + kStatC] = S(rstd);
+  const C rstd = layer_norm_rstd(var);
+  store_once(lanes, ws + s.layout.stats + kStatC, rstd);
   // Pass 2: h~ = o tanh(LN(c~)), then zoneout.
   lanes(H, [&](const auto& lane, int64_t j) {
     const V c = lane.load(c_tilde + j), c_prev = lane.load(at_<S>(s.c_prev, n, j));  // c_prev may be column 4
@@ -315,7 +329,7 @@ void forward_row(const ForwardStep& s, const Lanes& lanes, int64_t n) {
 //: One row of a backward step: the cell (the layer-norm LSTM's cell norm in two passes: the gradient of the
 //: normalised c and its row sums, then the gates), then the gate norms' backward into dv_h / dv_i.
 template <class M, class S, class Lanes>
-void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
+FUSEDRNN_HOST_DEVICE void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
   using V = typename Lanes::Vec;
   using C = typename Lanes::Compute;
   const int64_t H = s.H, GH = H * gates_of(s.mode);
@@ -346,7 +360,7 @@ void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
     const V mean_dn_nhat(row_mean(lanes, H, [&](const auto& lane, int64_t j) {
       return dn(lane, j) * lane.load(nhat + j);
     }));
-    const V rstd(C(ws[s.layout.stats + kStatC]));
+    const V rstd = V(C(ws[s.layout.stats + kStatC]));  // not V rstd(C(...)): a declaration when V is a scalar
     // Pass 2: dc~ (from c_t, after zoneout, and from h through the norm), then the gates i, f, g and dc_{t-1}.
     lanes(H, [&](const auto& lane, int64_t j) {
       V dc = lane.load(at_<S>(s.dc, n, j));
@@ -366,6 +380,7 @@ void backward_row(const BackwardStep& s, const Lanes& lanes, int64_t n) {
     });
   }
   if (s.norm.ih.p != nullptr) {  // finished rows: zero gate gradients give zero dv
+    lanes.sync();  // the cell wrote dg_h / dg_i by hidden unit; the norms read them over G*H columns
     const S* stats = ws + s.layout.stats;
     layer_norm_backward_row<S>(lanes, GH, at_<S>(s.dg_h, n, 0), at_<S>(s.norm.hh, 0, 0), ws + s.layout.nhat_hh,
                                C(stats[kStatHh]), at_<S>(s.dv_h, n, 0));

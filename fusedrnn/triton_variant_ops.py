@@ -7,8 +7,9 @@ zoneout (of those and of the plain LSTM / GRU / Elman RNN), with the autograd sh
       -> (y, h_n, c_n | [0], saved, hs, cs, xhat, cn, rstd)   (the tensors in fusedrnn.reference.LAYER_INPUTS order;
       w_hr is always None: the variants have no projection)
       1 matmul x W_ih^T over all T*N rows (+ its layer norm and b_ih: per (t, n) row, no recurrence, so done here in
-      torch over all rows at once) + 1 kernel launch for the whole sequence (plan.plan_variant: rowwise, tiled or
-      elementwise).
+      torch over all rows at once) + 1 kernel launch for the whole sequence (plan.plan_variant: rowwise, chunked
+      (fusedrnn.kernels.variants_chunked: layer norm above plan.MAX_NORM_HIDDEN, with an fp32 workspace
+      [N, plan.workspace_columns]), tiled or elementwise).
   fusedrnn::triton_variant_backward(...) -> gradients of x, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_ih, ln_hh,
       ln_c_weight, ln_c_bias
       1 kernel launch (gate gradients and, with layer norm, the gradient through both per-step norms) + matmuls and
@@ -30,6 +31,7 @@ from torch import Tensor
 from fusedrnn.kernels import plan as kernel_plan
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
 from fusedrnn.kernels.variants import variant_backward_kernel, variant_forward_kernel
+from fusedrnn.kernels.variants_chunked import chunked_norm_backward_kernel, chunked_norm_forward_kernel
 
 from . import autograd_paths
 from .reference import ELEMENTWISE_RECURRENCE, EPS, GATES, LayerNormWeights, ZoneoutMasks, layer_inputs
@@ -127,7 +129,18 @@ def variant_forward(
         return t.contiguous() if t is not None and used else _placeholder(x)
 
     plan = variant_plan(x, N, H, gates, norm, elementwise)
-    if _launchable(x):
+    if _launchable(x) and plan.kernel == "chunked":
+        workspace = x.new_empty((N, plan.workspace_columns), dtype=torch.float32)
+        wrap_triton(chunked_norm_forward_kernel)[plan.grid](
+            gi, w_hh.contiguous(), given(b_hh), ln_hh.contiguous(), given(ln_c_weight), given(ln_c_bias),
+            given(zoneout_h), given(zoneout_c), given(lengths), hs, given(cs, is_lstm), y, given(saved, save),
+            given(xhat, save), given(cn, save and is_lstm), given(rstd, save), workspace, plan.workspace_columns,
+            T, N, H, MODE=mode, GATES=gates, reverse=int(reverse), HAS_BIAS=b_hh is not None,
+            HAS_LENGTHS=lengths is not None, SAVE=save, SLOTS=slots, ZONEOUT_H=zoneout_h is not None,
+            ZONEOUT_C=zoneout_c is not None, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
+            PRECISION=dot_precision(x.dtype), num_warps=plan.warps, **_stages(plan),
+        )  # fmt: skip
+    elif _launchable(x):
         wrap_triton(variant_forward_kernel)[plan.grid](
             gi, w_hh.contiguous(), given(b_hh), given(ln_hh), given(ln_c_weight), given(ln_c_bias),
             given(zoneout_h), given(zoneout_c), given(lengths), hs, given(cs, is_lstm), y, given(saved, save),
@@ -188,7 +201,18 @@ def variant_backward(
         return t.contiguous() if t is not None and t.numel() else _placeholder(x)
 
     plan = variant_plan(x, N, H, gates, norm, elementwise)
-    if _launchable(x):
+    if _launchable(x) and plan.kernel == "chunked":
+        workspace = x.new_empty((N, plan.workspace_columns), dtype=torch.float32)
+        wrap_triton(chunked_norm_backward_kernel)[plan.grid](
+            grad_y.contiguous(), saved, hs, given(cs), xhat, given(cn), rstd, w_hh.contiguous(), ln_hh.contiguous(),
+            given(ln_c_weight), given(ln_c_bias), given(zoneout_h), given(zoneout_c), given(lengths), dh, dc, dgi,
+            dgh, draw, dcn, workspace, plan.workspace_columns, T, N, H,
+            MODE=mode, GATES=gates, reverse=int(reverse), HAS_BIAS=bias, HAS_LENGTHS=lengths is not None,
+            SLOTS=_slots(mode), ZONEOUT_H=zoneout_h is not None, ZONEOUT_C=zoneout_c is not None,
+            BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k, PRECISION=dot_precision(x.dtype),
+            num_warps=plan.warps, **_stages(plan),
+        )  # fmt: skip
+    elif _launchable(x):
         wrap_triton(variant_backward_kernel)[plan.grid](
             grad_y.contiguous(), saved, hs, given(cs), given(xhat), given(cn), given(rstd), w_hh.contiguous(),
             given(ln_hh), given(ln_c_weight), given(ln_c_bias), given(zoneout_h), given(zoneout_c), given(lengths),

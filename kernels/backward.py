@@ -34,6 +34,24 @@ def _matmul_rows(acc, a_ptr, a_stride, w_ptr, w_stride, K, rows, row_ok, cols, c
     return acc
 
 
+@triton.jit
+def recurrent_backward_matmul(dh_out, src, w_hh_ptr, rows, row_ok, H, P, GATES: tl.constexpr, BLOCK_H: tl.constexpr,
+                              BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """Phase B: dh_{t-1} [rows, P] += src [rows, G*H] @ W_hh [G*H, P], tile by tile of dh_{t-1}, gate by gate (src:
+    the gradient of h W_hh^T)."""
+    GH = GATES * H
+    for j0 in range(0, P, BLOCK_H):
+        cols = j0 + tl.arange(0, BLOCK_H)
+        col_ok = cols < P
+        mask = row_ok[:, None] & col_ok[None, :]
+        tile = rows[:, None] * P + cols[None, :]
+        acc = tl.load(dh_out + tile, mask=mask, other=0.0)
+        for gate in tl.static_range(GATES):
+            acc = _matmul_rows(acc, src + gate * H, GH, w_hh_ptr + gate * H * P, P, H, rows, row_ok, cols, col_ok,
+                               BLOCK_K, PRECISION)  # fmt: skip
+        tl.store(dh_out + tile, acc, mask=mask)
+
+
 @triton.jit(do_not_specialize=["T", "reverse"])  # N, H specialised by class (multiple of 16 or not, 1): vector loads
 def recurrence_backward_kernel(
     dy_ptr,  # [T, N, P] gradient of the output sequence (any float dtype)
@@ -150,14 +168,5 @@ def recurrence_backward_kernel(
             src = dgh_t
         else:
             src = dgi_t
-        for j0 in range(0, P, BLOCK_H):
-            cols = j0 + tl.arange(0, BLOCK_H)
-            col_ok = cols < P
-            mask = row_ok[:, None] & col_ok[None, :]
-            tile = rows[:, None] * P + cols[None, :]
-            acc = tl.load(dh_out + tile, mask=mask, other=0.0)
-            for gate in tl.static_range(GATES):
-                acc = _matmul_rows(acc, src + gate * H, GH, w_hh_ptr + gate * H * P, P, H, rows, row_ok, cols, col_ok,
-                                   BLOCK_K, PRECISION)  # fmt: skip
-            tl.store(dh_out + tile, acc, mask=mask)
+        recurrent_backward_matmul(dh_out, src, w_hh_ptr, rows, row_ok, H, P, GATES, BLOCK_H, BLOCK_K, PRECISION)
         tl.debug_barrier()

@@ -32,9 +32,12 @@ GATES = {0: 4, 1: 3, 2: 1, 3: 1}
 VARIANTS = (("ln", 0, True, False, False), ("ln", 1, True, False, False), ("ln zoneout", 0, True, True, True),
             ("zoneout", 0, False, True, True), ("zoneout", 1, False, True, False), ("indrnn", 4, False, False, False),
             ("indrnn zoneout", 5, False, True, False))  # fmt: skip
-#: The key configurations of the variant kernels: layer norm at its largest planned H, zoneout and IndRNN at 768.
+#: The key configurations of the variant kernels: layer norm at the rowwise kernels' largest H and at the chunked
+#: kernels' (plan.MAX_NORM_HIDDEN, plan.MAX_CHUNKED_NORM_HIDDEN; 512 the benchmark's N=64 training shape), zoneout
+#: and IndRNN at 768.
 VARIANT_KEY_SHAPES = ((16, 128, ("ln", "ln zoneout")), (64, 128, ("ln",)),
-                      (16, 768, ("zoneout", "indrnn", "indrnn zoneout")))
+                      (16, 768, ("zoneout", "indrnn", "indrnn zoneout")), (16, 1024, ("ln", "ln zoneout")),
+                      (64, 512, ("ln",)))  # fmt: skip
 #: The persistent kernels' reduction pieces (fusedrnn.kernels.plan.k_pieces).
 PIECES = ("K0", "K1", "K2", "K3")
 #: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
@@ -140,6 +143,7 @@ def variant_specializations(hidden: int, batch: int, labels=None, dtypes=("bf16"
     plan.plan_variant; ones it refuses at this size are reported and skipped."""
     from fusedrnn.kernels import plan
     from fusedrnn.kernels.variants import variant_backward_kernel, variant_forward_kernel
+    from fusedrnn.kernels.variants_chunked import chunked_norm_backward_kernel, chunked_norm_forward_kernel
 
     for name, mode, norm, zoneout_h, zoneout_c in VARIANTS:
         if labels is not None and name not in labels:
@@ -154,12 +158,16 @@ def variant_specializations(hidden: int, batch: int, labels=None, dtypes=("bf16"
                 print(f"{label}: {refusal}", file=sys.stderr)
                 continue
             common = dict(MODE=mode, GATES=gates, HAS_BIAS=True, HAS_LENGTHS=True, SLOTS=4 if mode < 2 else 1,
-                          NORM=norm, ZONEOUT_H=zoneout_h, ZONEOUT_C=zoneout_c, ELEMENTWISE=mode >= 4,
-                          BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h, BLOCK_K=chosen.block_k,
-                          PRECISION="tf32")  # fmt: skip
-            yield Spec(f"{label} forward", variant_forward_kernel, dtype, dict(common, SAVE=True), chosen.warps,
-                       chosen.stages, None)  # fmt: skip
-            yield Spec(f"{label} backward", variant_backward_kernel, dtype, common, chosen.warps, chosen.stages, None)
+                          ZONEOUT_H=zoneout_h, ZONEOUT_C=zoneout_c, BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h,
+                          BLOCK_K=chosen.block_k, PRECISION="tf32")  # fmt: skip
+            if chosen.kernel == "chunked":  # layer norm only: no NORM / ELEMENTWISE flags
+                forward, backward = chunked_norm_forward_kernel, chunked_norm_backward_kernel
+            else:
+                forward, backward = variant_forward_kernel, variant_backward_kernel
+                common.update(NORM=norm, ELEMENTWISE=mode >= 4)
+            label += f" {chosen.kernel}"
+            yield Spec(f"{label} forward", forward, dtype, dict(common, SAVE=True), chosen.warps, chosen.stages, None)
+            yield Spec(f"{label} backward", backward, dtype, common, chosen.warps, chosen.stages, None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,29 @@ def _hh_dot(acc, h, w_hh_ptr, gate, H, P, cols, col_ok, ks, k_ok, PRECISION: tl.
 
 
 @triton.jit
+def recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, P, GATES: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """The recurrent matmul of all gates of one tile, h_prev [BN, P] @ W_hh[gate rows of the tile]^T: four fp32
+    [BLOCK_N, BLOCK_H] accumulators (unused gates stay zero)."""
+    acc0 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    for k0 in range(0, P, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < P
+        h = tl.load(h_prev_ptr + rows[:, None] * P + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        h = h.to(w_hh_ptr.dtype.element_ty)
+        acc0 = _hh_dot(acc0, h, w_hh_ptr, 0, H, P, cols, col_ok, ks, k_ok, PRECISION)
+        if GATES > 1:
+            acc1 = _hh_dot(acc1, h, w_hh_ptr, 1, H, P, cols, col_ok, ks, k_ok, PRECISION)
+            acc2 = _hh_dot(acc2, h, w_hh_ptr, 2, H, P, cols, col_ok, ks, k_ok, PRECISION)
+        if GATES > 3:
+            acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, P, cols, col_ok, ks, k_ok, PRECISION)
+    return acc0, acc1, acc2, acc3
+
+
+@triton.jit
 def _bias(b_ptr, gate: tl.constexpr, H, cols, col_ok, HAS_BIAS: tl.constexpr, GATES: tl.constexpr):
     """b_hh of one gate of the tile as a [1, BH] row; 0 without bias or for a gate the cell does not have."""
     if HAS_BIAS and gate < GATES:
@@ -100,23 +123,8 @@ def recurrence_forward_kernel(
             col_ok = cols < H
             mask = row_ok[:, None] & col_ok[None, :]
             tile = rows[:, None] * H + cols[None, :]
-            # The recurrent matmul of all gates of this tile: h_prev [BN, P] @ W_hh[gate rows of the tile]^T.
-            acc0 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-            acc1 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-            acc2 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-            acc3 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-            for k0 in range(0, P, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                k_ok = ks < P
-                h_mask = row_ok[:, None] & k_ok[None, :]
-                h = tl.load(h_prev_ptr + rows[:, None] * P + ks[None, :], mask=h_mask, other=0.0)
-                h = h.to(w_hh_ptr.dtype.element_ty)
-                acc0 = _hh_dot(acc0, h, w_hh_ptr, 0, H, P, cols, col_ok, ks, k_ok, PRECISION)
-                if GATES > 1:
-                    acc1 = _hh_dot(acc1, h, w_hh_ptr, 1, H, P, cols, col_ok, ks, k_ok, PRECISION)
-                    acc2 = _hh_dot(acc2, h, w_hh_ptr, 2, H, P, cols, col_ok, ks, k_ok, PRECISION)
-                if GATES > 3:
-                    acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, P, cols, col_ok, ks, k_ok, PRECISION)
+            acc0, acc1, acc2, acc3 = recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, P, GATES,
+                                                    BLOCK_N, BLOCK_H, BLOCK_K, PRECISION)  # fmt: skip
             if PROJ:
                 h_prev = acc0  # unused: the LSTM cell does not read h_prev, and lengths apply in the projection phase
             else:

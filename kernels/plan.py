@@ -17,8 +17,9 @@ Environment (read by the host, once per call):
       kernels), stages (num_stages of the tiled kernels). An unknown key or a malformed value is a ValueError; a
       well-formed value that the chosen path cannot use is `Refused` with the reason (auto then runs tiled).
 
-The variants (layer norm, zoneout, IndRNN: fusedrnn.kernels.variants) are planned by `plan_variant` (bottom of this
-file, with why the persistent kernels refuse layer norm and zoneout and how they could do it).
+The variants (layer norm, zoneout, IndRNN: fusedrnn.kernels.variants, and layer norm beyond MAX_NORM_HIDDEN
+fusedrnn.kernels.variants_chunked) are planned by `plan_variant` (bottom of this file, with why the persistent kernels
+refuse layer norm and zoneout and how they could do it).
 
 Persistent kernels (fusedrnn.kernels.persistent): one program per slice of BLOCK_H hidden units, all batch rows in one
 tile, the program's W_hh slice resident on chip for the sequence, one grid-wide barrier per step. The barrier
@@ -310,6 +311,21 @@ ROWWISE_WARPS = 16
 #: ... and its reduction tile is 16 deep: at 32 the fp32 LN-LSTM forward (four [32, 128] W_hh tiles per K step) still
 #: spilled 8 B at 16 warps; at 16 neither dtype spills and the staged tiles take half the shared memory.
 ROWWISE_BLOCK_K = MIN_DOT
+#: Beyond MAX_NORM_HIDDEN layer norm runs the chunked kernels (fusedrnn.kernels.variants_chunked): the same program
+#: (16 batch rows) walks the row in hidden tiles, several passes per step (sums, then normalise and gates), the raw row
+#: in a global fp32 workspace of CHUNKED_WORKSPACE_GATES * H columns per batch row (the G*H row, then the LSTM's c~
+#: and o). Their hidden tiles and warps are the tiled kernels' (one hidden tile of every gate at a time: the same
+#: accumulators); the reduction tile is 16 deep, not 32: with 32 the fp32 LN-GRU spilled 4-8 B under Triton 3.6
+#: (compile_check --variants, sm_90, N=16 H=1024), with 16 neither Triton 3.6 nor 3.8 spills in any dtype.
+CHUNKED_WORKSPACE_GATES = 6
+CHUNKED_BLOCK_H = TILED_BLOCK_H
+CHUNKED_BLOCK_K = MIN_DOT
+CHUNKED_WARPS = TILED_WARPS
+#: The chunked kernels run a step's whole G*H x H recurrent matmul in the program owning the rows (one per 16 batch
+#: rows), so one program's work per step grows as H^2: at H = 1024 an LSTM step is 16 x 4096 x 1024 per program.
+#: Planned up to here (the issue's sizes, interpreter-tested at 256 and 1024); beyond, the row's matmul would have to
+#: be split across programs (a cross-program exchange per step, as PERSISTENT_VARIANT_REASON describes).
+MAX_CHUNKED_NORM_HIDDEN = 1024
 #: IndRNN's elementwise kernel: no dot, so any tile works; 16 x 64 fp32 tiles per program and step.
 ELEMENTWISE_BLOCK_H = 64
 ELEMENTWISE_WARPS = 4
@@ -328,15 +344,18 @@ PERSISTENT_VARIANT_REASON = (
 
 @dataclasses.dataclass(frozen=True)
 class VariantPlan:
-    """Launch of variants.variant_forward_kernel / variant_backward_kernel for one pass."""
+    """Launch of variants.variant_forward_kernel / variant_backward_kernel (kernel "chunked":
+    variants_chunked.chunked_norm_forward_kernel / chunked_norm_backward_kernel) for one pass."""
 
-    kernel: str  # rowwise (layer norm: whole row per program), tiled (zoneout: hidden tiles), elementwise (IndRNN)
+    kernel: str  # rowwise (layer norm: whole row per program), chunked (layer norm: the row in hidden tiles, several
+    #              passes), tiled (zoneout: hidden tiles), elementwise (IndRNN)
     block_n: int
     block_h: int
     block_k: int
     warps: int
     stages: int | None
     grid: tuple[int, int]  # (batch tiles, hidden tiles; > 1 only for elementwise)
+    workspace_columns: int = 0  # chunked: fp32 workspace columns per batch row (CHUNKED_WORKSPACE_GATES * H)
 
 
 def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: str = "auto",
@@ -363,11 +382,9 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
         what = "layer norm" if layer_norm else "zoneout"
         raise Refused(f"variant kernels ({what}): {PERSISTENT_VARIANT_REASON}")
     block_k = tuning.block_k or (ROWWISE_BLOCK_K if layer_norm else TILED_BLOCK_K)
+    if layer_norm and H > MAX_NORM_HIDDEN:
+        return _plan_chunked_norm(problem, tuning)
     if layer_norm:
-        if H > MAX_NORM_HIDDEN:
-            raise Refused(f"layer norm kernels: hidden size {H} > {MAX_NORM_HIDDEN}: one program holds a step's "
-                          f"whole row of {problem.gates}*H pre-activations for the in-program reduction, and beyond "
-                          f"{MAX_NORM_HIDDEN} its accumulators spill (the split design: fusedrnn.kernels.plan)")  # fmt: skip
         whole = max(MIN_DOT, _next_power_of_two(H))
         block_h = tuning.block_h or whole
         if block_h < H:
@@ -382,3 +399,22 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
                       f"{MIN_DOT}")
     return VariantPlan(kernel=name, block_n=block_n, block_h=block_h, block_k=block_k, warps=tuning.warps or warps,
                        stages=tuning.stages, grid=(_cdiv(N, block_n), 1))  # fmt: skip
+
+
+def _plan_chunked_norm(problem: Problem, tuning: Tuning) -> VariantPlan:
+    """Layer norm above MAX_NORM_HIDDEN: the chunked kernels, or `Refused` with the reason."""
+    H = problem.hidden
+    if H > MAX_CHUNKED_NORM_HIDDEN:
+        raise Refused(f"layer norm kernels: hidden size {H} > {MAX_CHUNKED_NORM_HIDDEN}: the chunked kernels run a "
+                      f"step's whole {problem.gates}*H x H recurrent matmul in the program owning the rows, whose "
+                      f"work grows as H^2; wider rows need the row split across programs "
+                      f"(fusedrnn.kernels.plan)")  # fmt: skip
+    block_h = tuning.block_h or CHUNKED_BLOCK_H
+    block_k = tuning.block_k or CHUNKED_BLOCK_K
+    if min(block_h, block_k) < MIN_DOT:
+        raise Refused(f"chunked layer norm kernels: block_h={block_h}, block_k={block_k}: tl.dot needs every "
+                      f"dimension >= {MIN_DOT}")  # fmt: skip
+    return VariantPlan(kernel="chunked", block_n=TILED_BLOCK_N, block_h=block_h, block_k=block_k,
+                       warps=tuning.warps or CHUNKED_WARPS, stages=tuning.stages,
+                       grid=(_cdiv(problem.batch, TILED_BLOCK_N), 1),
+                       workspace_columns=CHUNKED_WORKSPACE_GATES * H)  # fmt: skip

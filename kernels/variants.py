@@ -21,9 +21,9 @@ import triton
 import triton.language as tl
 
 from .activations import sigmoid, tanh
-from .backward import _matmul_rows
+from .backward import recurrent_backward_matmul
 from .cells import cell_backward, cell_forward, load_f32, load_gate_inputs, skip_finished_rows
-from .forward import _bias, _hh_dot, _store_state
+from .forward import _bias, _store_state, recurrent_tile
 from .modes import GRU, INDRNN_TANH, LSTM, RNN_TANH
 from .timesteps import backward_step_slots, forward_step_slots
 
@@ -97,6 +97,51 @@ def _column_range(H, ELEMENTWISE: tl.constexpr, BLOCK_H: tl.constexpr):
     return col_start, col_end
 
 
+@triton.jit
+def lstm_gates(pre0, pre1, pre2, pre3, c_prev):
+    """The LSTM's i, f, g, o and c~ = f c_{t-1} + i g (h comes later: with layer norm it needs the norm of c~)."""
+    a0 = sigmoid(pre0)
+    a1 = sigmoid(pre1)
+    a2 = tanh(pre2)
+    a3 = sigmoid(pre3)
+    return a0, a1, a2, a3, a1 * c_prev + a0 * a2
+
+
+@triton.jit
+def cell_norm_output(c_keep, ln_cw_ptr, ln_cb_ptr, H, cols, col_ok, HAS_BIAS: tl.constexpr):
+    """LN(c~) from its normalised value: c_keep * g_c (+ b_c)."""
+    c_out = c_keep * _gain(ln_cw_ptr, 0, H, cols, col_ok)
+    if HAS_BIAS:
+        c_out += _gain(ln_cb_ptr, 0, H, cols, col_ok)
+    return c_out
+
+
+@triton.jit
+def lstm_cell_carry(dc_ptr, c_prev_ptr, cn_ptr, zc_ptr, tile, mask, ZONEOUT_C: tl.constexpr):
+    """An LSTM tile's backward inputs: (dc, c_{t-1}, c_keep, dc~, dc_kept): the carried gradient of c_t, the state
+    before the step, the saved c~ (with layer norm its normalised value), and dc split by the cell zoneout into the
+    part through c~ and the part c_{t-1} keeps."""
+    dc = load_f32(dc_ptr + tile, mask)
+    c_prev = load_f32(c_prev_ptr + tile, mask)
+    c_keep = load_f32(cn_ptr + tile, mask)
+    if ZONEOUT_C:
+        mc = load_f32(zc_ptr + tile, mask)
+        return dc, c_prev, c_keep, (1.0 - mc) * dc, mc * dc
+    else:
+        return dc, c_prev, c_keep, dc, tl.zeros_like(dc)
+
+
+@triton.jit
+def lstm_gate_grads(dc_tilde, dh_tilde, tc, a0, a1, a2, a3, c_prev):
+    """The LSTM's gate pre-activation gradients (i, f, g, o) from the whole gradient of c~ and of h~ (tc: tanh of
+    what h~ was made from), and the part of dc_{t-1} through c~."""
+    d0 = dc_tilde * a2 * a0 * (1.0 - a0)
+    d1 = dc_tilde * c_prev * a1 * (1.0 - a1)
+    d2 = dc_tilde * a0 * (1.0 - a2 * a2)
+    d3 = dh_tilde * tc * a3 * (1.0 - a3)
+    return d0, d1, d2, d3, dc_tilde * a1
+
+
 @triton.jit(do_not_specialize=["T", "reverse"])
 def variant_forward_kernel(
     gi_ptr,  # [T, N, G*H] input side LN(x W_ih^T; g_ih) + b_ih (or x W_ih^T + b_ih), input dtype
@@ -162,21 +207,8 @@ def variant_forward_kernel(
                 acc0 = u * h_prev
                 acc1, acc2, acc3 = acc0, acc0, acc0
             else:
-                acc0 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-                acc1 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-                acc2 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-                acc3 = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
-                for k0 in range(0, H, BLOCK_K):
-                    ks = k0 + tl.arange(0, BLOCK_K)
-                    k_ok = ks < H
-                    h = tl.load(h_prev_ptr + rows[:, None] * H + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                                other=0.0).to(w_hh_ptr.dtype.element_ty)  # fmt: skip
-                    acc0 = _hh_dot(acc0, h, w_hh_ptr, 0, H, H, cols, col_ok, ks, k_ok, PRECISION)
-                    if GATES > 1:
-                        acc1 = _hh_dot(acc1, h, w_hh_ptr, 1, H, H, cols, col_ok, ks, k_ok, PRECISION)
-                        acc2 = _hh_dot(acc2, h, w_hh_ptr, 2, H, H, cols, col_ok, ks, k_ok, PRECISION)
-                    if GATES > 3:
-                        acc3 = _hh_dot(acc3, h, w_hh_ptr, 3, H, H, cols, col_ok, ks, k_ok, PRECISION)
+                acc0, acc1, acc2, acc3 = recurrent_tile(h_prev_ptr, w_hh_ptr, rows, row_ok, cols, col_ok, H, H,
+                                                        GATES, BLOCK_N, BLOCK_H, BLOCK_K, PRECISION)  # fmt: skip
             if NORM:  # LN over the G*H recurrent pre-activations of each row: all of them are in this tile
                 mean, rstd = _row_stats(acc0, acc1, acc2, acc3, col_ok, GH, GATES)
                 acc0 = (acc0 - mean) * rstd
@@ -204,17 +236,11 @@ def variant_forward_kernel(
             gi0, gi1, gi2, gi3 = load_gate_inputs(gi_ptr + gate_tile, H, mask, GATES)
             if MODE == LSTM:
                 c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                a0 = sigmoid(gi0 + gh0)
-                a1 = sigmoid(gi1 + gh1)
-                a2 = tanh(gi2 + gh2)
-                a3 = sigmoid(gi3 + gh3)
-                c_tilde = a1 * c_prev + a0 * a2
+                a0, a1, a2, a3, c_tilde = lstm_gates(gi0 + gh0, gi1 + gh1, gi2 + gh2, gi3 + gh3, c_prev)
                 if NORM:  # LN of c~ over its H columns, all in this tile
                     c_mean, c_rstd = _row_stats(c_tilde, c_tilde, c_tilde, c_tilde, col_ok, H, 1)
                     c_keep = (c_tilde - c_mean) * c_rstd
-                    c_out = c_keep * _gain(ln_cw_ptr, 0, H, cols, col_ok)
-                    if HAS_BIAS:
-                        c_out += _gain(ln_cb_ptr, 0, H, cols, col_ok)
+                    c_out = cell_norm_output(c_keep, ln_cw_ptr, ln_cb_ptr, H, cols, col_ok, HAS_BIAS)
                     if SAVE:
                         tl.store(rstd_ptr + (tl.cast(t, tl.int64) * N + rows) * 2 + 1, tl.reshape(c_rstd, [BLOCK_N]),
                                  mask=row_ok)  # fmt: skip
@@ -333,21 +359,11 @@ def variant_backward_kernel(
                 a1 = load_f32(saved + H, mask)
                 a2 = load_f32(saved + 2 * H, mask)
                 a3 = load_f32(saved + 3 * H, mask)
-                dc = load_f32(dc_ptr + tile, mask)
-                c_prev = load_f32(cs_ptr + tl.cast(prev, tl.int64) * state_size + tile, mask)
-                c_keep = load_f32(cn_ptr + step_off + tile, mask)
-                if ZONEOUT_C:
-                    mc = load_f32(zc_ptr + step_off + tile, mask)
-                    dc_tilde = (1.0 - mc) * dc
-                    dc_kept = mc * dc
-                else:
-                    dc_tilde = dc
-                    dc_kept = tl.zeros_like(dc)
+                dc, c_prev, c_keep, dc_tilde, dc_kept = lstm_cell_carry(
+                    dc_ptr, cs_ptr + tl.cast(prev, tl.int64) * state_size, cn_ptr + step_off, zc_ptr + step_off, tile,
+                    mask, ZONEOUT_C)  # fmt: skip
                 if NORM:
-                    c_out = c_keep * _gain(ln_cw_ptr, 0, H, cols, col_ok)
-                    if HAS_BIAS:
-                        c_out += _gain(ln_cb_ptr, 0, H, cols, col_ok)
-                    tc = tanh(c_out)
+                    tc = tanh(cell_norm_output(c_keep, ln_cw_ptr, ln_cb_ptr, H, cols, col_ok, HAS_BIAS))
                     dcn = dh_tilde * a3 * (1.0 - tc * tc)
                     if HAS_LENGTHS:
                         dcn = tl.where(valid, dcn, 0.0)
@@ -359,12 +375,9 @@ def variant_backward_kernel(
                 else:
                     tc = tanh(c_keep)
                     dc_tilde += dh_tilde * a3 * (1.0 - tc * tc)
-                d0 = dc_tilde * a2 * a0 * (1.0 - a0)
-                d1 = dc_tilde * c_prev * a1 * (1.0 - a1)
-                d2 = dc_tilde * a0 * (1.0 - a2 * a2)
+                d0, d1, d2, d3, dc_prev = lstm_gate_grads(dc_tilde, dh_tilde, tc, a0, a1, a2, a3, c_prev)
                 d2_hh = d2
-                d3 = dh_tilde * tc * a3 * (1.0 - a3)
-                dc_prev = dc_tilde * a1 + dc_kept
+                dc_prev += dc_kept
                 direct = kept
             elif MODE == GRU:
                 a1 = load_f32(saved + H, mask)
@@ -435,14 +448,5 @@ def variant_backward_kernel(
                 src = dgh_ptr + gates_t
             else:
                 src = dgi_ptr + gates_t
-            for j0 in range(0, H, BLOCK_H):
-                cols = j0 + tl.arange(0, BLOCK_H)
-                col_ok = cols < H
-                mask = row_ok[:, None] & col_ok[None, :]
-                tile = rows[:, None] * H + cols[None, :]
-                acc = tl.load(dh_out + tile, mask=mask, other=0.0)
-                for gate in tl.static_range(GATES):
-                    acc = _matmul_rows(acc, src + gate * H, GH, w_hh_ptr + gate * H * H, H, H, rows, row_ok, cols,
-                                       col_ok, BLOCK_K, PRECISION)  # fmt: skip
-                tl.store(dh_out + tile, acc, mask=mask)
+            recurrent_backward_matmul(dh_out, src, w_hh_ptr, rows, row_ok, H, H, GATES, BLOCK_H, BLOCK_K, PRECISION)
             tl.debug_barrier()

@@ -36,12 +36,14 @@ def run_cli(tmp_path, *args: str) -> tuple[int, dict]:
 # Parsing
 
 
-def test_defaults_are_the_quick_preset():
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_defaults_are_the_quick_preset(device_type):
     args = cli.build_parser().parse_args([])
-    assert (args.preset, args.mode, args.dtype, args.device) == ("quick", "both", "float32", "auto")
-    configs = build_configs(args.preset, None, ["inference", "training"], args.dtype, {})
+    assert (args.preset, args.mode, args.dtype, args.device) == ("quick", "both", None, "auto")
+    configs = build_configs(args.preset, None, ["inference", "training"], args.dtype, {}, device_type)
     assert {c.cell for c in configs} == set(PRESETS["quick"].cells)
     assert {c.shape for c in configs} == set(PRESETS["quick"].shapes)
+    assert {c.dtype for c in configs} == {"float32"}  # --dtype's default where the preset names none
     assert len(configs) == len(PRESETS["quick"].cells) * 2
 
 

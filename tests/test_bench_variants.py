@@ -14,7 +14,7 @@ from torch import nn
 import fusedrnn
 from fusedrnn import registry
 from fusedrnn.bench import cli, rows, timing
-from fusedrnn.bench.configs import VARIANTS, BenchConfig, Shape
+from fusedrnn.bench.configs import VARIANTS, BenchConfig, Shape, build_configs
 from fusedrnn.bench.variant_models import MODELS, loop_module
 from fusedrnn.bench.variant_peers import LoopRNN
 from fusedrnn.registry import Backend
@@ -93,6 +93,42 @@ def test_plain_loop_cells_are_torch_nn(cell, torch_cls):
 
 def test_configs_name_every_variant_model():
     assert VARIANTS.keys() == MODELS.keys()
+
+
+#: Issue 22's GPU rows: T=100, N in (16, 64) x H in (256, 512, 1024), bf16 and fp32, inference and training.
+GPU_SHAPES = {Shape(100, n, h, h) for n in (16, 64) for h in (256, 512, 1024)}
+
+
+def test_variants_preset_on_cuda_is_the_gpu_grid():
+    """On a CUDA device the variants preset measures the issue's grid in both dtypes; on the CPU its one shape in
+    float32 (built here without a GPU: build_configs only names the device)."""
+    modes = ["inference", "training"]
+    on_gpu = build_configs("variants", None, modes, None, {}, "cuda")
+    assert {c.shape for c in on_gpu} == GPU_SHAPES
+    assert {c.dtype for c in on_gpu} == {"bfloat16", "float32"}
+    assert {c.cell for c in on_gpu} == set(MODELS)
+    assert len(on_gpu) == len(MODELS) * len(GPU_SHAPES) * 2 * len(modes)  # every combination once
+    assert BenchConfig("ln_lstm", Shape(100, 64, 512, 512), "bfloat16", "training") in on_gpu  # the 10x target
+    on_cpu = build_configs("variants", None, modes, None, {}, "cpu")
+    assert {(c.shape, c.dtype) for c in on_cpu} == {(Shape(100, 16, 256, 256), "float32")}
+    forced = build_configs("variants", ["ln_gru"], ["training"], "float16", {"batch": 8}, "cuda")
+    assert {(c.shape.batch, c.shape.hidden_size, c.dtype) for c in forced} == {(8, h, "float16") for h in
+                                                                                 (256, 512, 1024)}  # fmt: skip
+
+
+def test_dry_run_lists_the_gpu_rows_without_a_gpu(capsys):
+    """--dry-run --device cuda: every config of the GPU grid with its rows (the loop baseline first, torch.compile of
+    the loop's step, fusedrnn's auto), and no measurement."""
+    status = cli.main(["--preset", "variants", "--device", "cuda", "--dry-run"])
+    assert status == 0
+    lines = capsys.readouterr().out.splitlines()
+    count = len(MODELS) * len(GPU_SHAPES) * 2 * 2
+    assert lines[0] == f"{count} configs on cuda"
+    configs = [line for line in lines[1:] if not line.strip().startswith("skipped")]
+    assert len(configs) == count
+    target = next(line for line in configs if "ln_lstm T=100 N=64 I=512 H=512 bfloat16 training" in line)
+    listed = target.split(": ", 1)[1].split(", ")
+    assert listed[0] == rows.LOOP_BASELINE and {rows.COMPILE_STEP_ROW, rows.AUTO_ROW} <= set(listed)
 
 
 # ---------------------------------------------------------------------------------------------------------------

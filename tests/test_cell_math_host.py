@@ -150,3 +150,13 @@ def test_zoneout_and_layer_norm_backward(host_binary, ctype):
     actual = call(host_binary, ctype, "layer_norm_backward", torch.stack([rounded(c, ctype).reshape(-1) for c in
                                                                           columns], 1))  # fmt: skip
     assert_matches(actual[:, 0].reshape(rows, width), expected, ctype, "layer_norm_backward")
+
+
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_layer_norm_rstd(host_binary, ctype):
+    """1 / sqrt(var + eps) with F.layer_norm's eps (csrc/cell_math.h kLayerNormEps), down to a zero variance (a
+    constant row: the norm outputs zeros, rstd stays finite)."""
+    var = rounded(randn(COUNT, seed=64).abs(), ctype)
+    var[:2] = torch.tensor([0.0, 1e-7])
+    actual = call(host_binary, ctype, "layer_norm_rstd", var[:, None])[:, 0]
+    assert_matches(actual, torch.rsqrt(var + 1e-5), ctype, "layer_norm_rstd")

@@ -1,8 +1,9 @@
-"""Compile guards for the persistent CUDA kernels (no GPU needed): every instantiation compiles for each GPU of the
-default arch list, and ptxas's resource report shows no spills, no stack frame, at most 255 registers and only the
-kernels' few bytes of static shared memory (the dynamic part is the planner's, bounded in test_cuda_plan.py).
+"""Compile guards for the CUDA kernels (no GPU needed): every instantiation compiles for each GPU of the default arch
+list, and ptxas's resource report shows no spills, no stack frame, at most 255 registers and only the kernels' few
+bytes of static shared memory (the persistent kernels' dynamic part is the planner's, bounded in test_cuda_plan.py).
 
-Compiles only csrc/persistent_{forward,backward}.cu (CUDA headers, no torch: ~10-30 s per arch on two cores)."""
+Compiles csrc/persistent_{forward,backward}.cu (CUDA headers, no torch: ~10-30 s per arch on two cores) and
+csrc/pointwise_cuda.cu, the per-step kernels (element kernel; layer norm's row kernel), with torch's headers."""
 
 from __future__ import annotations
 
@@ -43,9 +44,10 @@ def test_every_persistent_source_is_checked():
     assert set(INSTANTIATIONS) == set(_build.PERSISTENT_KERNEL_SOURCES)
 
 
-def resource_report(source: str, arch: str, tmp_path: Path) -> dict[str, dict[str, int]]:
+def resource_report(source: str, arch: str, tmp_path: Path, extra: tuple[str, ...] = ("-std=c++17",)
+                    ) -> dict[str, dict[str, int]]:  # fmt: skip
     """{kernel: {stack, spill_stores, spill_loads, registers, smem}} from `nvcc -Xptxas -v` for one arch."""
-    command = [str(nvcc()), "-std=c++17", "-O3", f"-arch={arch}", "-cubin", "-Xptxas", "-v", *TORCH_NVCC_DEFINES,
+    command = [str(nvcc()), "-O3", f"-arch={arch}", "-cubin", "-Xptxas", "-v", *TORCH_NVCC_DEFINES, *extra,
                "-I", str(CSRC), "-o", str(tmp_path / f"{source}.{arch}.cubin"), str(CSRC / source)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -72,3 +74,31 @@ def test_persistent_kernels_have_no_spills_and_fit(source, arch, tmp_path):
         assert usage["stack"] == 0 and usage["spill_stores"] == 0 and usage["spill_loads"] == 0, (name, usage)
         assert usage["registers"] <= MAX_REGISTERS, (name, usage)
         assert usage["smem"] <= STATIC_SMEM_BYTES, (name, usage)
+
+
+#: pointwise_cuda.cu: {element, row} kernel x {forward, backward} x fp16/bf16/fp32/fp64.
+POINTWISE_INSTANTIATIONS = 2 * 2 * 4
+#: The row kernel's block reduction: one partial per warp (pointwise_cuda.cu: kRowWarps = 8) of at most 8 bytes.
+POINTWISE_SMEM_BYTES = 8 * 8
+
+
+def torch_nvcc_flags() -> tuple[str, ...]:
+    """What torch's cpp_extension gives every .cu of the extension (its headers need C++20 and relaxed constexpr)."""
+    from torch.utils import cpp_extension
+
+    includes = [f"-I{path}" for path in cpp_extension.include_paths()]
+    return ("-std=c++20", "--expt-relaxed-constexpr", "-DFUSEDRNN_WITH_CUDA", *includes)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_pointwise_kernels_have_no_spills(arch, tmp_path):
+    """The per-step kernels, the layer-norm row kernel among them (whose row loops and block reductions are step.h's
+    forward_row / backward_row, shared with the CPU pass)."""
+    report = resource_report("pointwise_cuda.cu", arch, tmp_path, torch_nvcc_flags())
+    kernels = {name: usage for name, usage in report.items() if "step_kernel" in name or "row_kernel" in name}
+    assert len(kernels) == POINTWISE_INSTANTIATIONS, sorted(report)
+    assert sum("row_kernel" in name for name in kernels) == POINTWISE_INSTANTIATIONS // 2
+    for name, usage in kernels.items():
+        assert usage["stack"] == 0 and usage["spill_stores"] == 0 and usage["spill_loads"] == 0, (name, usage)
+        assert usage["registers"] <= MAX_REGISTERS, (name, usage)
+        assert usage["smem"] <= POINTWISE_SMEM_BYTES, (name, usage)

@@ -103,8 +103,15 @@ def variant_reports() -> dict[str, dict]:
 def _variant_ids() -> list[str]:
     from fusedrnn.kernels.compile_check import VARIANT_KEY_SHAPES, VARIANTS
 
-    return [f"variant {name} mode={mode} {dtype} {direction} N={batch} H={hidden}"
-            for batch, hidden, labels in VARIANT_KEY_SHAPES for name, mode, *_ in VARIANTS if name in labels
+    def kernel(mode: int, norm: bool, hidden: int) -> str:
+        if mode >= 4:
+            return "elementwise"
+        if not norm:
+            return "tiled"
+        return "rowwise" if hidden <= plan.MAX_NORM_HIDDEN else "chunked"
+
+    return [f"variant {name} mode={mode} {dtype} {kernel(mode, norm, hidden)} {direction} N={batch} H={hidden}"
+            for batch, hidden, labels in VARIANT_KEY_SHAPES for name, mode, norm, *_ in VARIANTS if name in labels
             for dtype in ("bf16", "fp32") for direction in ("forward", "backward")]  # fmt: skip
 
 

@@ -233,13 +233,18 @@ def test_empty_batch(case):
             assert torch.count_nonzero(grad) == 0, key  # no rows: zero weight gradients, as torch.nn
 
 
-def test_cpu_serves_the_variants_and_cuda_all_but_layer_norm():
+@pytest.mark.parametrize("hidden", [H, 256, 1024])
+def test_cpu_and_cuda_serve_every_variant(hidden):
+    """Both claim every variant at any H: cuda runs them all on its per-step loop (layer norm: one block per batch
+    row, pointwise_cuda.cu), so `auto` never falls to `reference` on CUDA for one of them."""
     cuda = NativeBackend("cuda")  # its reason for a variant does not depend on a GPU or a CUDA build being here
+    reference = registry.get_backend("reference")
     for case, (mode, normed, rates) in CASES.items():
-        call = registry.RNNCall(mode, "cpu", torch.float32, I, H, layer_norm=normed, zoneout=rates is not None)
+        call = registry.RNNCall(mode, "cpu", torch.float32, I, hidden, layer_norm=normed, zoneout=rates is not None)
         assert CPU.unsupported_reason(call) is None, case
-        reason = cuda.unsupported_reason(dataclasses.replace(call, device_type="cuda"))
-        assert (reason is not None and "no CUDA kernel for layer norm" in reason) if normed else reason is None, case
+        on_cuda = dataclasses.replace(call, device_type="cuda")
+        assert cuda.unsupported_reason(on_cuda) is None, case
+        assert cuda.preference(on_cuda) > reference.preference(on_cuda), case  # auto tries cuda first
 
 
 def op_arguments(case: str, lengths):

@@ -156,7 +156,10 @@ def in_float64(tensors, norm, zoneout):
 def test_layer_matches_reference(variant_id, case_id):
     """The float32 kernels against the reference in float64 (the truth, not the reference's own float32 rounding),
     within the float32 tolerance: every output and every gradient."""
-    variant, case = VARIANTS[variant_id], CASES[case_id]
+    assert_matches_float64_reference(VARIANTS[variant_id], CASES[case_id])
+
+
+def assert_matches_float64_reference(variant: Variant, case: Case) -> None:
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
     expected = run_layer(reference_layer, variant, *in_float64(tensors, norm, zoneout), lengths, case.reverse)
     actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
@@ -166,6 +169,66 @@ def test_layer_matches_reference(variant_id, case_id):
             assert a.dtype == DTYPE, f"{kind} {index}: {a.dtype}"
             torch.testing.assert_close(a.double(), e, **TOLERANCES[DTYPE],
                                        msg=lambda m, k=kind, i=index: f"{k} {i}: {m}")  # fmt: skip
+
+
+#: Layer norm above plan.MAX_NORM_HIDDEN: the chunked kernels (fusedrnn.kernels.variants_chunked). The interpreter
+#: runs them slowly (H = 1024: ~20 s per direction and call on 2 cores), so the batches and sequences are tiny. 136 is
+#: three hidden tiles of 64 (the last partial) over two batch tiles; 256 and 1024 the issue's sizes.
+WIDE_CASES = {
+    "T2_N17_H136_partial_tile": Case(2, 17, 3, 136, lengths=tuple(1 + n % 2 for n in range(17))),
+    "T3_N2_H256_lengths_reverse": Case(3, 2, 3, 256, lengths=(3, 1), reverse=True),
+    "T2_N2_H256_no_bias_no_states_eval": Case(2, 2, 3, 256, bias=False, states=False, training=False),
+    "T2_N1_H1024": Case(2, 1, 3, 1024),
+}
+WIDE_VARIANTS = ["ln_lstm_zoneout", "ln_gru_zoneout", "ln_lstm", "ln_gru"]
+#: H = 1024 is the slowest under the interpreter: one LSTM and one GRU there.
+WIDE_PARAMS = [pytest.param(variant, case, id=f"{variant}-{case}") for case in WIDE_CASES for variant in WIDE_VARIANTS
+               if WIDE_CASES[case].H < 1024 or variant in ("ln_lstm_zoneout", "ln_gru")]  # fmt: skip
+
+
+@pytest.mark.parametrize("variant_id, case_id", WIDE_PARAMS)
+def test_chunked_layer_norm_matches_reference(variant_id, case_id):
+    """Wide rows: the plan is the chunked one, and the float32 kernels match the float64 reference in every output
+    and gradient (LN gains included), as test_layer_matches_reference."""
+    variant, case = VARIANTS[variant_id], WIDE_CASES[case_id]
+    chosen = plan.plan_variant(_problem(N=case.N, H=case.H, G=reference.GATES[variant.mode], element_size=4), True,
+                               elementwise=False)  # fmt: skip
+    assert chosen.kernel == "chunked"
+    assert_matches_float64_reference(variant, case)
+
+
+def assert_every_element_written(variant: Variant, case: Case, monkeypatch) -> None:
+    """Every buffer the ops allocate starts as NaN: an element the kernels forget to write (a padded column of the
+    row, a finished row, a second tile, the workspace) would surface in some output or gradient."""
+    new_empty = torch.Tensor.new_empty
+
+    def poisoned(self, *args, **kwargs):
+        out = new_empty(self, *args, **kwargs)
+        return out.fill_(float("nan")) if out.is_floating_point() else out
+
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
+    actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
+    for got, want in zip(actual[0] + actual[1], expected[0] + expected[1]):
+        torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
+
+
+def test_chunked_layer_norm_writes_every_element(monkeypatch):
+    """The partial third hidden tile, the second batch tile and the finished rows are all written, and nothing is
+    read from the workspace before it is written."""
+    assert_every_element_written(VARIANTS["ln_lstm_zoneout"], WIDE_CASES["T2_N17_H136_partial_tile"], monkeypatch)
+
+
+def test_chunked_layer_norm_no_grad_forward_matches():
+    """Inference (no SAVE): the chunked forward keeps c~ and o in its workspace only."""
+    variant, case = VARIANTS["ln_lstm_zoneout"], WIDE_CASES["T3_N2_H256_lengths_reverse"]
+    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
+    with torch.no_grad():
+        actual = triton_layer(variant.mode, *tensors, norm=norm, zoneout=zoneout, lengths=lengths, reverse=True)
+        expected = reference_layer(variant.mode, *tensors, norm=norm, zoneout=zoneout, lengths=lengths, reverse=True)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e, **TOLERANCES[DTYPE])
 
 
 def converted(tensors, norm, zoneout, dtype, device):
@@ -199,7 +262,10 @@ def test_layer_low_precision_against_float64(variant_id, dtype):
     """float16/bfloat16 on the GPU: every output and gradient against the reference in float64 on the CPU (the same
     rounded values), no further from it than ERROR_RATIO times the reference's own error in that dtype (on the GPU), or
     within the dtype's tolerance relative to the largest value, as test_variants_cpu's 16-bit test for `cpu`."""
-    variant, case = VARIANTS[variant_id], CASES[LOW_PRECISION_CASE]
+    assert_low_precision_close_to_float64(VARIANTS[variant_id], CASES[LOW_PRECISION_CASE], dtype)
+
+
+def assert_low_precision_close_to_float64(variant: Variant, case: Case, dtype: torch.dtype) -> None:
     tensors, norm, zoneout, lengths = layer_inputs(variant, case)
     low = converted(tensors, norm, zoneout, dtype, DEVICE)
     exact = converted(*low, torch.float64, "cpu")
@@ -211,23 +277,23 @@ def test_layer_low_precision_against_float64(variant_id, dtype):
     assert_as_close_to_float64(ours, theirs, truth, dtype, relative_floor=True)
 
 
+#: The chunked kernels at the issue's sizes on the GPU (a bigger batch than the interpreter affords).
+WIDE_GPU_CASES = {"T5_N17_H256_lengths": Case(5, 17, 8, 256, lengths=tuple(1 + n % 5 for n in range(17))),
+                  "T3_N3_H1024_reverse": Case(3, 3, 8, 1024, lengths=(3, 1, 2), reverse=True)}  # fmt: skip
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("case_id", list(WIDE_GPU_CASES))
+@pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "ln_lstm", "ln_gru"])
+def test_chunked_layer_norm_low_precision_against_float64(variant_id, case_id, dtype):
+    """float16/bfloat16 wide rows on the GPU, as test_layer_low_precision_against_float64."""
+    assert_low_precision_close_to_float64(VARIANTS[variant_id], WIDE_GPU_CASES[case_id], dtype)
+
+
 @pytest.mark.parametrize("variant_id", ["ln_lstm_zoneout", "ln_gru_zoneout", "lstm_zoneout_h_c", "indrnn_relu_zoneout"])
 def test_no_unwritten_elements(variant_id, monkeypatch):
-    """Every buffer the ops allocate starts as NaN: an element the kernels forget to write (a padded column of the
-    row, a finished row, a second tile) would surface in some output or gradient."""
-    new_empty = torch.Tensor.new_empty
-
-    def poisoned(self, *args, **kwargs):
-        out = new_empty(self, *args, **kwargs)
-        return out.fill_(float("nan")) if out.is_floating_point() else out
-
-    variant, case = VARIANTS[variant_id], CASES["T3_N17_H70_two_tiles"]
-    tensors, norm, zoneout, lengths = layer_inputs(variant, case)
-    expected = run_layer(reference_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
-    monkeypatch.setattr(torch.Tensor, "new_empty", poisoned)
-    actual = run_layer(triton_layer, variant, tensors, norm, zoneout, lengths, case.reverse)
-    for got, want in zip(actual[0] + actual[1], expected[0] + expected[1]):
-        torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
+    assert_every_element_written(VARIANTS[variant_id], CASES["T3_N17_H70_two_tiles"], monkeypatch)
 
 
 def test_no_grad_forward_saves_nothing_and_matches():
@@ -355,11 +421,26 @@ def test_layer_norm_plans_one_tile_holding_the_whole_row(H, block_h):
     assert chosen.block_h >= H and (chosen.warps, chosen.block_k) == (plan.ROWWISE_WARPS, plan.ROWWISE_BLOCK_K)
 
 
+@pytest.mark.parametrize("H", [plan.MAX_NORM_HIDDEN + 1, 256, 768, plan.MAX_CHUNKED_NORM_HIDDEN])
+@pytest.mark.parametrize("G", [4, 3], ids=["lstm", "gru"])
+def test_layer_norm_beyond_one_tile_plans_the_chunked_kernels(H, G):
+    chosen = plan.plan_variant(_problem(N=40, H=H, G=G), layer_norm=True, elementwise=False)
+    assert (chosen.kernel, chosen.grid, chosen.block_n) == ("chunked", (3, 1), plan.TILED_BLOCK_N)  # ceil(40 / 16)
+    assert (chosen.block_h, chosen.block_k, chosen.warps) == (plan.CHUNKED_BLOCK_H, plan.CHUNKED_BLOCK_K,
+                                                              plan.CHUNKED_WARPS)  # fmt: skip
+    # The workspace holds the G*H raw row and the LSTM's c~ and o: (G + 2) * H columns at most.
+    assert chosen.workspace_columns == plan.CHUNKED_WORKSPACE_GATES * H >= (G + 2) * H
+    tuned = plan.plan_variant(_problem(H=H, G=G), True, False, tuning=plan.Tuning(block_h=32, block_k=16, warps=4))
+    assert (tuned.kernel, tuned.block_h, tuned.block_k, tuned.warps) == ("chunked", 32, 16, 4)
+
+
 def test_layer_norm_refuses_rows_too_wide_for_one_program():
-    with pytest.raises(plan.Refused, match=r"hidden size 129 > 128.*whole row"):
-        plan.plan_variant(_problem(H=plan.MAX_NORM_HIDDEN + 1), layer_norm=True, elementwise=False)
+    with pytest.raises(plan.Refused, match=r"hidden size 1025 > 1024.*grows as H\^2"):
+        plan.plan_variant(_problem(H=plan.MAX_CHUNKED_NORM_HIDDEN + 1), layer_norm=True, elementwise=False)
     with pytest.raises(plan.Refused, match="block_h=32 < H=70"):
         plan.plan_variant(_problem(H=70), True, False, tuning=plan.Tuning(block_h=32))
+    with pytest.raises(plan.Refused, match="chunked.*block_h=8"):
+        plan.plan_variant(_problem(H=256), True, False, tuning=plan.Tuning(block_h=8))
 
 
 @pytest.mark.parametrize("layer_norm", [True, False], ids=["layer_norm", "zoneout"])
@@ -389,13 +470,21 @@ def test_variant_plan_refusals():
         plan.plan_variant(_problem(), False, False, kernel="fast")
 
 
+@pytest.mark.parametrize("H", [plan.MAX_NORM_HIDDEN, 256, 512, plan.MAX_CHUNKED_NORM_HIDDEN])
+def test_backend_serves_layer_norm_up_to_the_chunked_bound(H):
+    backend = registry.get_backend("triton")
+    for mode in ("LSTM", "GRU"):
+        call = registry.RNNCall(mode, DEVICE, DTYPE, 4, H, layer_norm=True, zoneout=True)
+        assert backend.unsupported_reason(call) is None, mode
+
+
 def test_backend_serves_the_variants_and_says_why_not_above_the_layer_norm_bound():
     backend = registry.get_backend("triton")
     call = registry.RNNCall("LSTM", DEVICE, DTYPE, 4, plan.MAX_NORM_HIDDEN, layer_norm=True, zoneout=True)
     assert backend.unsupported_reason(call) is None
     for mode in reference.ELEMENTWISE_RECURRENCE:
         assert backend.unsupported_reason(dataclasses.replace(call, mode=mode, layer_norm=False)) is None
-    wide = dataclasses.replace(call, hidden_size=plan.MAX_NORM_HIDDEN + 1)
+    wide = dataclasses.replace(call, hidden_size=plan.MAX_CHUNKED_NORM_HIDDEN + 1)
     assert "whole row" in backend.unsupported_reason(wide)
     assert backend.unsupported_reason(dataclasses.replace(wide, layer_norm=False)) is None  # zoneout: any H
 

@@ -83,10 +83,8 @@ class NativeBackend(LayerBackend):
         if call.dtype not in DTYPES[self.device_type]:
             names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
-        if call.layer_norm and self.device_type == "cuda":
-            # IndRNN and zoneout run on the C++ loop's per-step CUDA kernel (step.h's element math); layer norm needs
-            # row sums, which only the CPU pass computes (step.h: forward_row).
-            return "no CUDA kernel for layer norm yet (IndRNN and zoneout run on the per-step loop)"
+        # CUDA: the variants (layer norm, IndRNN, zoneout) run on the C++ loop with the per-step CUDA kernel
+        # (pointwise_cuda.cu: step.h's element math; layer norm one block per batch row, step.h's forward_row).
         return None
 
     def preference(self, call: RNNCall) -> int:

@@ -1,6 +1,6 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
 for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
-variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_NORM_HIDDEN.
+variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_CHUNKED_NORM_HIDDEN.
 xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels), by name only.
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
@@ -13,7 +13,7 @@ import importlib.util
 
 import torch
 
-from ..kernels.plan import MAX_NORM_HIDDEN, MAX_OFFSET, Refused, interpreter_enabled
+from ..kernels.plan import MAX_CHUNKED_NORM_HIDDEN, MAX_OFFSET, Refused, interpreter_enabled
 from ..reference import ELEMENTWISE_RECURRENCE
 from ..registry import SLSTM, BackendError, LayerBackend, RNNCall, reference_only_reason
 
@@ -41,10 +41,10 @@ class TritonBackend(LayerBackend):
         reason = _slstm_reason(call) if call.mode == SLSTM else reference_only_reason(call, self.name)
         if reason is not None:
             return reason
-        if call.layer_norm and call.hidden_size > MAX_NORM_HIDDEN:
-            # plan.plan_variant: one program holds a step's whole row for layer norm's in-program reduction.
-            return (f"layer norm with hidden size {call.hidden_size} > {MAX_NORM_HIDDEN}: the Triton kernels hold a "
-                    f"step's whole row of gate pre-activations in one program (see fusedrnn.kernels.plan)")
+        if call.layer_norm and call.hidden_size > MAX_CHUNKED_NORM_HIDDEN:
+            # plan.plan_variant: the program owning a batch row runs its whole recurrent matmul per step.
+            return (f"layer norm with hidden size {call.hidden_size} > {MAX_CHUNKED_NORM_HIDDEN}: the Triton kernels "
+                    f"run a step's whole row of gate pre-activations in one program (see fusedrnn.kernels.plan)")
         # An unknown batch (torch.compile's selection) is checked by `run` and `cell`, where it is known.
         reason = _offset_reason(call, 1 if call.batch_size is None else call.batch_size)
         if reason is not None:

@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import environment, report, timing
 from .check import TOLERANCES, TRUTH_ERROR_FACTOR
-from .configs import CELLS, DEFAULT_PRESET, DTYPES, MODES, PRESETS, VARIANTS, build_configs, validate_shape
+from .configs import (CELLS, DEFAULT_DTYPE, DEFAULT_PRESET, DTYPES, MODES, PRESETS, VARIANTS, build_configs,
+                      validate_shape)  # fmt: skip
 from .rows import BASELINE, COMPILE_LOOP_ROW, COMPILE_ROW, LOOP_BASELINE, all_rows
 from .runners import FAILED, MISMATCH, run_config
 
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--layers", type=_positive, help="stacked layers")
     shape.add_argument("--bidirectional", action="store_true", default=None, help="two directions")
     shape.add_argument("--proj-size", type=_non_negative, help="LSTM projection size (0 = none)")
-    shape.add_argument("--dtype", choices=DTYPES, default="float32")
+    shape.add_argument("--dtype", choices=DTYPES,
+                       help=f"default: the preset's on this device (variants on CUDA: bfloat16 and float32), else "
+                       f"{DEFAULT_DTYPE}")  # fmt: skip
     shape.add_argument("--mode", choices=[*MODES, "both"], default="both", help="no-grad forward, fwd+bwd, or both")
     shape.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present")
     shape.add_argument("--backends", help=f"comma-separated rows to run (see --list); the baseline ({BASELINE}, or "
@@ -90,11 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--markdown", type=Path, metavar="PATH", help="the table as markdown")
     output.add_argument("--plot", type=Path, metavar="PATH", help="PNG: time vs batch/hidden, speedup bars")
     output.add_argument("--list", action="store_true", help="list the rows and their availability, then exit")
+    output.add_argument("--dry-run", action="store_true",
+                        help="print what would be measured (configs and rows), then exit; --device cuda needs no "
+                        "GPU")  # fmt: skip
     return parser
 
 
-def resolve_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
+def resolve_device(parser: argparse.ArgumentParser, name: str, dry_run: bool = False) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available() and not dry_run:
         parser.error("--device cuda: no CUDA device is available here")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -120,7 +126,7 @@ def select_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, famil
     return {variant: [row for row in family if not row.unavailable] for variant, family in rows.items()}, skipped
 
 
-def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.device, rows, modes) -> dict:
+def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.device, rows, modes, dtypes) -> dict:
     """How the run was made, recorded in --json (with the exact command line); `rows`: every row that may run."""
     warmup, repeat = DEFAULT_REPEATS[device.type]
     return {
@@ -128,7 +134,7 @@ def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.de
         "command": shlex.join(["fusedrnn-bench", *(sys.argv[1:] if argv is None else argv)]),
         "preset": args.preset,
         "device": device.type,
-        "dtype": args.dtype,
+        "dtype": ",".join(dtypes),
         "modes": modes,
         "warmup": warmup if args.warmup is None else args.warmup,
         "repeat": repeat if args.repeat is None else args.repeat,
@@ -168,6 +174,15 @@ def _write_outputs(args: argparse.Namespace, results, env: dict, settings: dict,
             console.print(f"wrote {path}")
 
 
+def print_plan(configs, rows, skipped, device: torch.device, console: Console) -> None:
+    """--dry-run: one line per config with the rows it would run (rows this machine lacks are listed once, after)."""
+    console.print(f"{len(configs)} configs on {device.type}", soft_wrap=True)
+    for config in configs:
+        console.print(f"  {config.label()}: " + ", ".join(row.name for row in rows[config.variant]), soft_wrap=True)
+    for entry in skipped:
+        console.print(f"  skipped {entry['row']}: {entry['reason']}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -184,20 +199,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib: pip install 'fusedrnn[plot]'")
-    device = resolve_device(parser, args.device)
+    device = resolve_device(parser, args.device, args.dry_run)
     if args.threads:
         torch.set_num_threads(args.threads)
     cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
     modes = list(MODES) if args.mode == "both" else [args.mode]
     overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}
-    configs = build_configs(args.preset, cells, modes, args.dtype, overrides)
+    configs = build_configs(args.preset, cells, modes, args.dtype, overrides, device.type)
     for config in configs:
         problem = validate_shape(config.shape, config.cell)
         if problem:
             parser.error(problem)
     rows, skipped = select_rows(parser, args, list(dict.fromkeys(config.variant for config in configs)))
+    if args.dry_run:
+        print_plan(configs, rows, skipped, device, console)
+        return 0
     settings = _settings(args, argv, device, list({r.name: r for family in rows.values() for r in family}.values()),
-                         modes)  # fmt: skip
+                         modes, list(dict.fromkeys(config.dtype for config in configs)))  # fmt: skip
     env = environment.describe(device)
 
     results = []

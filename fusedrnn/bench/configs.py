@@ -24,6 +24,8 @@ VARIANTS = {
     "lstm_weight_dropout": "LSTM",
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: --dtype when neither it nor the preset (on this device) names one.
+DEFAULT_DTYPE = "float32"
 MODES = ("inference", "training")
 
 
@@ -52,6 +54,16 @@ class Preset:
     shapes: tuple[Shape, ...]
     cells: tuple[str, ...]
     summary: str
+    #: On a CUDA device, where given: the shapes and dtypes measured there instead (a GPU step is cheap enough for a
+    #: grid); the shape flags and --dtype still override them.
+    gpu_shapes: tuple[Shape, ...] = ()
+    gpu_dtypes: tuple[str, ...] = ()
+
+    def shapes_on(self, device_type: str) -> tuple[Shape, ...]:
+        return self.gpu_shapes if device_type == "cuda" and self.gpu_shapes else self.shapes
+
+    def dtypes_on(self, device_type: str) -> tuple[str, ...]:
+        return self.gpu_dtypes if device_type == "cuda" and self.gpu_dtypes else (DEFAULT_DTYPE,)
 
 
 def _grid(batches: tuple[int, ...], hiddens: tuple[int, ...], seq_len: int) -> tuple[Shape, ...]:
@@ -78,9 +90,12 @@ PRESETS = {
     # context 512), 200 steps; batch 1 (synthesis) and 8. GRUCell too: the seq2seq attention decoder's cell.
     "decode": Preset(tuple(Shape(200, n, 768, 1024, decoder=True) for n in (1, 8)), ("lstm", "gru"),
                      "Tacotron-2-like decoder: 2 cells of H=1024 stepped T=200, I=768, N=1 and 8"),
-    # Issue 15's target shape: the fused CPU layers should be >= 3x the plain step loop there.
+    # Issue 15's target shape: the fused CPU layers should be >= 3x the plain step loop there. On a GPU (issue 22) the
+    # hidden sizes people train, in bf16 and fp32; the target: LayerNorm-LSTM training >= 10x the loop at H=512 N=64.
     "variants": Preset((Shape(100, 16, 256, 256),), tuple(VARIANTS), "LayerNorm/IndRNN/zoneout/DropConnect vs a "
-                       "plain PyTorch step loop, T=100 N=16 I=H=256"),  # fmt: skip
+                       "plain PyTorch step loop, T=100 N=16 I=H=256 (CUDA: T=100, N in 16, 64 x I=H in 256, 512, 1024, "
+                       "bfloat16 and float32)", gpu_shapes=_grid((16, 64), (256, 512, 1024), 100),
+                       gpu_dtypes=("bfloat16", "float32")),  # fmt: skip
 }
 DEFAULT_PRESET = "quick"
 
@@ -131,16 +146,16 @@ class BenchConfig:
         return {"cell": self.cell, **dataclasses.asdict(self.shape), "dtype": self.dtype, "mode": self.mode}
 
 
-def build_configs(
-    preset: str, cells: list[str] | None, modes: list[str], dtype: str, overrides: dict[str, object]
-) -> list[BenchConfig]:
-    """Every (cell, shape, mode) of the preset, with `overrides` (Shape field -> value, None = keep) applied."""
+def build_configs(preset: str, cells: list[str] | None, modes: list[str], dtype: str | None,
+                  overrides: dict[str, object], device_type: str = "cpu") -> list[BenchConfig]:  # fmt: skip
+    """Every (cell, shape, dtype, mode) of the preset on `device_type`, with `overrides` (Shape field -> value, None =
+    keep) applied; `dtype` None: the preset's dtypes on that device (Preset.dtypes_on)."""
     chosen = PRESETS[preset]
     changes = {field: value for field, value in overrides.items() if value is not None}
-    shapes = list(dict.fromkeys(dataclasses.replace(shape, **changes) for shape in chosen.shapes))
-    return [
-        BenchConfig(cell, shape, dtype, mode) for cell in (cells or chosen.cells) for shape in shapes for mode in modes
-    ]
+    shapes = list(dict.fromkeys(dataclasses.replace(shape, **changes) for shape in chosen.shapes_on(device_type)))
+    dtypes = (dtype,) if dtype is not None else chosen.dtypes_on(device_type)
+    return [BenchConfig(cell, shape, name, mode) for cell in (cells or chosen.cells) for shape in shapes
+            for name in dtypes for mode in modes]  # fmt: skip
 
 
 def validate_shape(shape: Shape, cell: str) -> str | None:

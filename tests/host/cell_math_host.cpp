@@ -73,6 +73,8 @@ static int run() {
     } else if (fn == "zoneout") {
       auto v = read<T>(3);  // m prev fresh
       print<T>({fusedrnn::zoneout<T>(v[0], v[1], v[2])});
+    } else if (fn == "layer_norm_rstd") {
+      print<T>({fusedrnn::layer_norm_rstd<T>(read<T>(1)[0])});  // var
     } else if (fn == "layer_norm_backward") {
       auto v = read<T>(5);  // dn nhat rstd mean_dn mean_dn_nhat
       print<T>({fusedrnn::layer_norm_backward<T>(v[0], v[1], v[2], v[3], v[4])});
