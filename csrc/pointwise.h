@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "slstm_step.h"
 #include "step.h"
 
 namespace at {
@@ -29,6 +30,9 @@ struct Pointwise {
   //: into the GEMM library's blocked layout, as oneDNN's fused LSTM does). The host loop uses them where
   //: prepare_weight returns a defined tensor, and step_gemm / ATen otherwise.
   const PreparedGemm* prepared_gemm = nullptr;
+  //: xLSTM's sLSTM step (slstm_step.h), float and double; null on a device without it (the op refuses there).
+  void (*slstm_forward)(const SlstmForwardStep&, c10::ScalarType) = nullptr;
+  void (*slstm_backward)(const SlstmBackwardStep&, c10::ScalarType) = nullptr;
 };
 
 struct PreparedGemm {

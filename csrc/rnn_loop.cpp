@@ -2,33 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include "loop_views.h"
+
 namespace fusedrnn {
 namespace {
 
 using at::Tensor;
-
-//: See forward_loop: below this many steps, copying W_hh^T once (or reordering the weights for
-//: Pointwise::prepared_gemm, which costs about the same: ~0.5 ms for a 4 MB W_hh on CPU) costs more than it saves.
-constexpr int64_t kMinStepsToTransposeWeights = 16;
-
-//: Steps per input-projection (forward) and weight-gradient (backward) GEMM. The device decides how many rows such a
-//: GEMM needs (Pointwise::gemm_rows; 0 = the whole sequence at once). On CPU a bounded chunk is as fast as one huge
-//: GEMM, and its buffers are reused, stay in cache and need no fresh pages: measured 50 of 170 ms were page faults
-//: for a one-shot [T, N, G*H] projection at T=100, N=64, H=512.
-int64_t chunk_steps(const Pointwise& pw, int64_t T, int64_t N) {
-  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / std::max<int64_t>(N, 1))) : T;
-}
-
-//: A 2-D tensor as a Mat (row stride from the tensor).
-Mat mat(const Tensor& t) {
-  return {t.data_ptr(), t.stride(0)};
-}
-
-//: Time step t of a [T, N, C] tensor, starting at column `col`.
-Mat step_mat(const Tensor& t3, int64_t t, int64_t col = 0) {
-  auto* base = static_cast<char*>(t3.data_ptr());
-  return {base + (t * t3.stride(0) + col) * t3.element_size(), t3.stride(1)};
-}
 
 //: A vector (a per-unit parameter) as a [1, C] row; null when undefined.
 Mat row_mat(const Tensor& t) {
@@ -38,10 +17,6 @@ Mat row_mat(const Tensor& t) {
 //: Time step t of a [T, N, H] tensor, or null when undefined (an absent zoneout mask).
 Mat optional_step_mat(const Tensor& t3, int64_t t) {
   return t3.defined() ? step_mat(t3, t) : Mat{};
-}
-
-const int64_t* lengths_ptr(const Tensor& lengths) {
-  return lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
 }
 
 //: [T, N, 1] in `options`' dtype: 1 where row n takes part in step t (t < lengths[n]), else 0.
@@ -252,19 +227,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
 
   // The chunk holds steps t in [lo, lo + steps); its weight gradients are GEMMs over all its steps * N rows.
   int64_t lo = 0, steps = 0;
-  Tensor h0 = in.h0.unsqueeze(0);
-  auto h_prev_rows = [&]() {  // h_{t-1} of the chunk's steps, [steps * N, P]
-    Tensor rows;
-    const bool starts = in.reverse ? lo + steps == T : lo == 0;  // the chunk holds the first step: h_{t-1} = h0
-    if (starts && steps == 1) {
-      rows = h0;  // a one-step call (a cell): nothing to concatenate
-    } else if (!in.reverse) {
-      rows = starts ? at::cat({h0, y.narrow(0, 0, steps - 1)}) : y.narrow(0, lo - 1, steps);
-    } else {
-      rows = starts ? at::cat({y.narrow(0, lo + 1, steps - 1), h0}) : y.narrow(0, lo + 1, steps);
-    }
-    return rows.view({steps * N, P});
-  };
+  auto h_prev_rows = [&]() { return previous_outputs(y, in.h0, lo, steps, in.reverse); };  // [steps * N, P]
   // The first chunk writes the weight and bias gradients, later chunks add to them: no zero fill and no extra read
   // of the output, which a one-step call (a cell: one chunk) notices.
   bool first_chunk = true;

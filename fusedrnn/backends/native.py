@@ -15,7 +15,8 @@ import torch
 
 from .. import _extension
 from ..reference import ELEMENTWISE_RECURRENCE, GATES
-from ..registry import LayerBackend, RNNCall, is_one_step, reference_only_reason
+from ..reference_slstm import SLSTMState, check_slstm_weights, compute_dtype
+from ..registry import SLSTM, LayerBackend, RNNCall, is_one_step, reference_only_reason
 
 #: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
 #: CPU bfloat16/float16: stored in that dtype, GEMMs by ATen (oneDNN), gate math in float32 (csrc/pointwise_cpu_kernels.h).
@@ -74,7 +75,9 @@ class NativeBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
-        reason = reference_only_reason(call, self.name)
+        # sLSTM has a CPU loop (csrc/slstm_loop.cpp); multi-head LSTM/GRU/RNN and CUDA sLSTM not yet.
+        cpu_slstm = call.mode == SLSTM and self.device_type == "cpu"
+        reason = None if cpu_slstm else reference_only_reason(call, self.name)
         if reason is not None:
             return reason
         if call.device_type != self.device_type:
@@ -149,6 +152,29 @@ class NativeBackend(LayerBackend):
             valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
             y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
         return y, h_n, (c_n if mode == "LSTM" else None)
+
+
+    def slstm_layer(self, x, state, w, reverse, lengths, formulation):
+        check_slstm_weights(x, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+        # float16 / bfloat16 are computed in float32, states included (fusedrnn.reference_slstm): converted here,
+        # so autograd converts the gradients back.
+        dtype = compute_dtype(x.dtype)
+        T, N, _ = x.shape
+        H = w.w_hh.shape[0] * w.w_hh.shape[2]
+        if state is None:
+            zeros = x.new_zeros(N, H, dtype=dtype)
+            state = SLSTMState(zeros, zeros, zeros, zeros)
+        weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *state, *weights))
+        as_computed = lambda t: None if t is None else t.to(dtype).contiguous()  # noqa: E731
+        y, *final, _ = _extension.slstm_forward(
+            as_computed(x), *map(as_computed, state), *map(as_computed, weights), reverse, formulation == "tirex",
+            save, None if lengths is None else lengths.to(torch.int64).contiguous(),
+        )  # fmt: skip
+        if lengths is not None:  # y holds each row's state, carried past its end; the output is zero there
+            valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
+            y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
+        return y.to(x.dtype), SLSTMState(*(s.to(x.dtype) for s in final))
 
 
 def _norm_requires_grad(w) -> bool:
