@@ -260,3 +260,16 @@ def test_preactivations_of_the_wrong_width_and_bad_lengths():
         y, h, c, n, m, workspace = torch.ops.fusedrnn.slstm_forward(*args, False, False, False)
         torch.ops.fusedrnn.slstm_backward(y, h, c, n, m, args[0], *args[1:5], None, args[6], y, workspace, False,
                                           False, True)  # fmt: skip
+
+
+def test_torch_compile_fullgraph_through_the_module():
+    torch.manual_seed(0)
+    module = fusedrnn.sLSTM(I, H, num_heads=2, bidirectional=True, backend="cpu")
+    x = torch.randn(T, N, I, requires_grad=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    expected, actual = module(x)[0], compiled(x)[0]
+    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
+    grad = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
+                               **TOLERANCES[torch.float32])  # fmt: skip

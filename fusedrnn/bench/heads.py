@@ -4,7 +4,8 @@ small batches), forward + backward, against xlstm's own vanilla sLSTM loop and a
 Rows, each timed as one training step (forward, then backward of random upstream gradients through the output):
   xlstm:vanilla        xlstm's `sLSTMCell_vanilla` (its Python step loop) on the projected gate input [N, T, 4H]
   fusedrnn:<backend>   the same cell object after `fusedrnn.replace_slstm(cell, backend)`: the recurrence on fusedrnn
-  sLSTM:<backend>      `fusedrnn.sLSTM(H, H, num_heads=K)` on [T, N, H], its input projection included
+  sLSTM:<backend>      `fusedrnn.sLSTM(H, H, num_heads=K)` on [T, N, H], its input projection included (also on
+                       `reference`, the Python loop `auto` ranks the compiled backends against)
   torch.nn.LSTM        `torch.nn.LSTM(H, H)` on the same input: the plain LSTM of the same size
 The first two compute the same function on the same weights: the replaced cell's outputs and gradients are checked
 against xlstm's before timing. Timings are medians of interleaved repetitions (fusedrnn.bench.timing), on torch's
@@ -29,11 +30,22 @@ from . import environment, timing
 
 PRESET = "heads"
 SUMMARY = "sLSTM at TiRex's shape (H=512, 4 heads, T=100, N=1 and 4) vs xlstm's vanilla loop and a plain LSTM"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadsShape:
+    hidden: int
+    heads: int
+    seq_len: int
+    batches: tuple[int, ...]
+
+
 #: TiRex's sLSTM blocks: embedding 512 in 4 heads; its patched context gives on the order of 100 steps.
-HIDDEN, HEADS, SEQ_LEN, BATCHES = 512, 4, 100, (1, 4)
+TIREX_SHAPE = HeadsShape(hidden=512, heads=4, seq_len=100, batches=(1, 4))
 #: xlstm's vanilla loop is slow: few repetitions keep the run to a few minutes on 2 cores.
 WARMUP, REPEAT = 1, 5
 XLSTM_ROW = "xlstm:vanilla"
+REFERENCE = "reference"
 LSTM_ROW = "torch.nn.LSTM"
 
 
@@ -54,51 +66,58 @@ def xlstm_cell(hidden: int, heads: int, dtype: torch.dtype) -> nn.Module:
     return cell
 
 
-def training_step(module: nn.Module, x: Tensor, upstream: Tensor) -> Callable[[], list[Tensor]]:
-    """forward(x), backward of `upstream` through the output; returns the output and every gradient."""
+def training_step(module: nn.Module, x: Tensor, seed: int) -> Callable[[], list[Tensor]]:
+    """forward(x), backward of random upstream gradients (seeded, drawn once in the output's shape) through the
+    output; returns the output and every gradient."""
     leaves = [x, *module.parameters()]
+    upstream: list[Tensor] = []
 
     def step() -> list[Tensor]:
         y = module(x)[0]
-        return [y.detach(), *torch.autograd.grad(y, leaves, upstream)]
+        if not upstream:
+            upstream.append(torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)).to(y.dtype))
+        return [y.detach(), *torch.autograd.grad(y, leaves, upstream[0])]
 
     return step
 
 
-def checked_cell_rows(batch: int, dtype: torch.dtype, backend: str) -> list[Row]:
+def checked_cell_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, backend: str) -> list[Row]:
     """xlstm's cell and its fusedrnn replacement on the same weights and input; raises if they disagree."""
-    cell = xlstm_cell(HIDDEN, HEADS, dtype)
+    cell = xlstm_cell(shape.hidden, shape.heads, dtype)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, SEQ_LEN, 4 * HIDDEN, generator=g).to(dtype).requires_grad_()
-    upstream = torch.randn(batch, SEQ_LEN, HIDDEN, generator=g).to(dtype)
-    original = training_step(cell, x, upstream)
+    x = torch.randn(batch, shape.seq_len, 4 * shape.hidden, generator=g).to(dtype).requires_grad_()
+    original = training_step(cell, x, seed=2)
     expected = original()
     replaced = replace_slstm(copy.deepcopy(cell), backend=backend)  # in place: a copy, so xlstm's row stays xlstm's
-    fused = training_step(replaced, x, upstream)
+    fused = training_step(replaced, x, seed=2)
     for got, want in zip(fused(), expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     return [Row(XLSTM_ROW, original), Row(f"fusedrnn:{backend}", fused)]
 
 
-def layer_rows(batch: int, dtype: torch.dtype, backend: str) -> list[Row]:
+def layer_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, backend: str) -> list[Row]:
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(SEQ_LEN, batch, HIDDEN, generator=g).to(dtype).requires_grad_()
-    upstream = torch.randn(SEQ_LEN, batch, HIDDEN, generator=g).to(dtype)
-    slstm = sLSTM(HIDDEN, HIDDEN, num_heads=HEADS, dtype=dtype, backend=backend)
-    lstm = nn.LSTM(HIDDEN, HIDDEN, dtype=dtype)
-    return [Row(f"sLSTM:{backend}", training_step(slstm, x, upstream)), Row(LSTM_ROW, training_step(lstm, x, upstream))]
+    x = torch.randn(shape.seq_len, batch, shape.hidden, generator=g).to(dtype).requires_grad_()
+    rows = []
+    for name in dict.fromkeys((backend, REFERENCE)):  # the reference's loop: what `auto` ranks the others against
+        slstm = sLSTM(shape.hidden, shape.hidden, num_heads=shape.heads, dtype=dtype, backend=name)
+        rows.append(Row(f"sLSTM:{name}", training_step(slstm, x, seed=3)))
+    lstm = nn.LSTM(shape.hidden, shape.hidden, dtype=dtype)
+    return [*rows, Row(LSTM_ROW, training_step(lstm, x, seed=3))]
 
 
-def run(backend: str = "auto", *, dtype: torch.dtype = torch.float32, batches=BATCHES) -> dict:
+def run(backend: str = "auto", *, dtype: torch.dtype = torch.float32, shape: HeadsShape = TIREX_SHAPE,
+        repeat: int = REPEAT) -> dict:
     """Every row at every batch: {"env": ..., "rows": [{batch, row, median_ms, min_ms, max_ms}], "skipped": ...}."""
+    env = environment.describe(torch.device("cpu"))  # first: its load average is the one at the start
     records, skipped = [], None
-    for batch in batches:
-        rows = layer_rows(batch, dtype, backend)
+    for batch in shape.batches:
+        rows = layer_rows(shape, batch, dtype, backend)
         if importlib.util.find_spec("xlstm") is not None:
-            rows = checked_cell_rows(batch, dtype, backend) + rows
+            rows = checked_cell_rows(shape, batch, dtype, backend) + rows
         else:
             skipped = "xlstm is not installed (pip install 'fusedrnn[xlstm]'): its rows are skipped"
-        timings = timing.measure_interleaved({row.name: row.step for row in rows}, torch.device("cpu"), WARMUP, REPEAT)
+        timings = timing.measure_interleaved({row.name: row.step for row in rows}, torch.device("cpu"), WARMUP, repeat)
         for name, result in timings.items():
             record = {"batch": batch, "row": name}
             if isinstance(result, Exception):
@@ -106,9 +125,9 @@ def run(backend: str = "auto", *, dtype: torch.dtype = torch.float32, batches=BA
             else:
                 record.update(median_ms=result.median, min_ms=result.min, max_ms=result.max)
             records.append(record)
-    shape = {"hidden": HIDDEN, "heads": HEADS, "seq_len": SEQ_LEN, "dtype": str(dtype).removeprefix("torch."),
-             "warmup": WARMUP, "repeat": REPEAT, "backend": backend}  # fmt: skip
-    return {"preset": PRESET, "shape": shape, "env": environment.describe(torch.device("cpu")), "rows": records,
+    settings = {**dataclasses.asdict(shape), "dtype": str(dtype).removeprefix("torch."), "warmup": WARMUP,
+                "repeat": repeat, "backend": backend}  # fmt: skip
+    return {"preset": PRESET, "shape": settings, "env": env, "rows": records,
             "skipped": skipped}  # fmt: skip
 
 
