@@ -63,17 +63,25 @@ Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, 
   if (is_indrnn(mode)) {  // w_hh is the recurrent scale u [H]
     TORCH_CHECK(w_hh.dim() == 1, op, ": IndRNN's w_hh must be the vector u [H], got shape ", w_hh.sym_sizes());
     TORCH_CHECK(!w_hr.has_value(), op, ": w_hr (projection) is only supported for LSTM");
+  } else if (w_hh.dim() == 3) {  // multi-head: the blocks [K, G*d, d] of a block-diagonal W_hh (H = K*d)
+    TORCH_CHECK(w_hh.sym_size(1) == w_hh.sym_size(2) * G, op, ": multi-head w_hh must be [heads, ", G,
+                "*head_dim, head_dim], got shape ", w_hh.sym_sizes());
+    TORCH_CHECK(!w_hr.has_value(), op, ": w_hr (projection) is not defined with heads");
+    TORCH_CHECK_NOT_IMPLEMENTED(x.device().type() != c10::kCUDA, op, ": multi-head layers have CPU kernels only");
   } else {
     TORCH_CHECK(w_hh.dim() == 2 && w_hh.sym_size(0) % G == 0, op, ": w_hh must be [", G, "*H, P], got shape ",
                 w_hh.sym_sizes());
   }
-  const SymInt H = w_hh.sym_size(0) / G;
-  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), H, is_indrnn(mode) ? H : w_hh.sym_size(1),
+  const bool heads = w_hh.dim() == 3;
+  const SymInt H = heads ? w_hh.sym_size(0) * w_hh.sym_size(2) : w_hh.sym_size(0) / G;
+  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), H, is_indrnn(mode) || heads ? H : w_hh.sym_size(1),
           w_hr.has_value()};
   check_tensor(op, "x", x, x, {s.T, s.N, s.I});
   check_tensor(op, "w_ih", w_ih, x, {s.H * G, s.I});
   if (is_indrnn(mode)) {
     check_tensor(op, "w_hh", w_hh, x, {s.H});
+  } else if (heads) {
+    check_tensor(op, "w_hh", w_hh, x, {w_hh.sym_size(0), w_hh.sym_size(1), w_hh.sym_size(2)});
   } else {
     check_tensor(op, "w_hh", w_hh, x, {s.H * G, s.P});
   }
@@ -281,7 +289,7 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
           empty_like_shape(x, {s.N, s.P}),
           mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : none(),
           empty_like_shape(x, {s.H * G, s.I}),
-          is_indrnn(mode) ? empty_like_shape(x, {s.H}) : empty_like_shape(x, {s.H * G, s.P}),
+          at::empty_like(w_hh),  // u [H], [G*H, P], or the heads' blocks
           has_bias ? empty_like_shape(x, {s.H * G}) : none(),
           has_bias ? empty_like_shape(x, {s.H * G}) : none(),
           s.projection ? empty_like_shape(x, {s.P, s.H}) : none(),

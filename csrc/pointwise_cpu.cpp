@@ -74,8 +74,8 @@ constexpr int64_t kGemmRows = 1024;
 }  // namespace
 
 const Pointwise& cpu_pointwise() {
-  static const Pointwise pointwise{forward_cpu,       backward_cpu,      kGemmRows, step_gemm_cpu, &cpu_prepared_gemm(),
-                                   slstm_forward_cpu, slstm_backward_cpu};
+  static const Pointwise pointwise{forward_cpu,       backward_cpu,       kGemmRows,         step_gemm_cpu,
+                                   &cpu_prepared_gemm(), headwise_gemm_cpu, slstm_forward_cpu, slstm_backward_cpu};
   return pointwise;
 }
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include "gemm_cpu.h"
 #include "loop_views.h"
 
 namespace fusedrnn {
@@ -50,7 +49,8 @@ Tensor folded_bias(const SlstmInputs& in) {
 }  // namespace
 
 std::vector<Tensor> slstm_forward_loop(const SlstmInputs& in, const Pointwise& pw) {
-  TORCH_CHECK(pw.slstm_forward != nullptr, "fusedrnn: no sLSTM kernels on ", in.x.device().type());
+  TORCH_CHECK(pw.slstm_forward != nullptr && pw.headwise_gemm != nullptr, "fusedrnn: no sLSTM kernels on ",
+              in.x.device().type());
   const SlstmSizes z(in);
   const int64_t T = z.T, N = z.N, H = z.H, GH = kSlstmGates * H;
   const auto options = in.x.options();
@@ -98,7 +98,7 @@ std::vector<Tensor> slstm_forward_loop(const SlstmInputs& in, const Pointwise& p
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = in.reverse ? T - 1 - s : s;
     if (s % chunk == 0) project(s);
-    headwise_gemm_cpu(dtype, z.K, N, z.d, kSlstmGates * z.d, {h_prev.p, h_prev.ld, z.d}, r_t,
+    pw.headwise_gemm(dtype, z.K, 1, N, z.d, kSlstmGates * z.d, {h_prev.p, h_prev.ld, z.d}, r_t,
                       {gh.data_ptr(), GH, kSlstmGates * z.d}, false);
     ws = in.save ? step_mat(saved, t) : mat(scratch);
     SlstmForwardStep step{N, H, z.d, t, lengths_ptr(in.lengths)};
@@ -124,7 +124,8 @@ std::vector<Tensor> slstm_forward_loop(const SlstmInputs& in, const Pointwise& p
 std::vector<Tensor> slstm_backward_loop(const SlstmInputs& in, const Tensor& y, const Tensor& saved,
                                         const Tensor& grad_y, const std::vector<Tensor>& grad_final, bool has_bias,
                                         const Pointwise& pw) {
-  TORCH_CHECK(pw.slstm_backward != nullptr, "fusedrnn: no sLSTM kernels on ", in.x.device().type());
+  TORCH_CHECK(pw.slstm_backward != nullptr && pw.headwise_gemm != nullptr, "fusedrnn: no sLSTM kernels on ",
+              in.x.device().type());
   const SlstmSizes z(in);
   const int64_t T = z.T, N = z.N, H = z.H, GH = kSlstmGates * H, Gd = kSlstmGates * z.d;
   const auto options = y.options();
@@ -152,7 +153,7 @@ std::vector<Tensor> slstm_backward_loop(const SlstmInputs& in, const Tensor& y, 
     const Tensor dg_rows = (projected ? dg.narrow(0, 0, steps) : dx.narrow(0, lo, steps)).view({rows, GH});
     const Tensor h_prev = previous_outputs(y, in.h0, lo, steps, in.reverse);
     // dR_k [4d, d] = sum over rows of dg_k^T h_{t-1, k}: the head-major gradients, read transposed.
-    headwise_gemm_cpu(dtype, z.K, Gd, rows, z.d, {dg_heads.data_ptr(), GH, Gd, /*transposed=*/true},
+    pw.headwise_gemm(dtype, z.K, 1, Gd, rows, z.d, {dg_heads.data_ptr(), GH, Gd, /*transposed=*/true},
                       {h_prev.data_ptr(), H, z.d}, {dw_hh.data_ptr(), z.d, Gd * z.d}, !first_chunk);
     if (projected) {
       const Tensor x_rows = in.x.narrow(0, lo, steps).view({rows, z.I});
@@ -201,7 +202,7 @@ std::vector<Tensor> slstm_backward_loop(const SlstmInputs& in, const Tensor& y, 
     step.dh_prev = mat(dh_next);
     if (N * H > 0) pw.slstm_backward(step, dtype);
     // dh_{t-1} = the direct part the step wrote + dg_k R_k per head.
-    headwise_gemm_cpu(dtype, z.K, N, Gd, z.d, {step.dg_heads.p, GH, Gd}, r, {dh_next.data_ptr(), H, z.d}, true);
+    pw.headwise_gemm(dtype, z.K, 1, N, Gd, z.d, {step.dg_heads.p, GH, Gd}, r, {dh_next.data_ptr(), H, z.d}, true);
   }
   accumulate_weight_gradients();
   return {dx, dh_next, dc, dn, dm, dw_ih, dw_hh, db};

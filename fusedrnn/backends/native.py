@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _extension
-from ..reference import ELEMENTWISE_RECURRENCE, GATES
+from ..reference import ELEMENTWISE_RECURRENCE, hidden_size
 from ..reference_slstm import SLSTMState, check_slstm_weights, compute_dtype
 from ..registry import SLSTM, LayerBackend, RNNCall, is_one_step, reference_only_reason
 
@@ -82,9 +82,9 @@ class NativeBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
-        # sLSTM has a CPU loop (csrc/slstm_loop.cpp); multi-head LSTM/GRU/RNN and CUDA sLSTM not yet.
-        cpu_slstm = call.mode == SLSTM and self.device_type == "cpu"
-        reason = None if cpu_slstm else reference_only_reason(call, self.name)
+        # sLSTM and multi-head LSTM/GRU/RNN have CPU loops (csrc/slstm_loop.cpp, rnn_loop.cpp's headwise
+        # products), not yet CUDA kernels.
+        reason = None if self.device_type == "cpu" else reference_only_reason(call, self.name)
         if reason is not None:
             return reason
         if call.device_type != self.device_type:
@@ -144,8 +144,8 @@ class NativeBackend(LayerBackend):
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
         T, N, _ = x.shape
-        H = w.w_hh.shape[0] // GATES[mode]
-        P = H if mode in ELEMENTWISE_RECURRENCE else w.w_hh.shape[1]
+        H = hidden_size(mode, w.w_hh)
+        P = H if mode in ELEMENTWISE_RECURRENCE or w.w_hh.dim() == 3 else w.w_hh.shape[1]  # IndRNN, heads: no P
         h0 = x.new_zeros(N, P) if hx is None else hx.contiguous()
         c0 = None if mode != "LSTM" else (x.new_zeros(N, H) if cx is None else cx.contiguous())
         b_ih, b_hh, w_hr = (None if t is None else t.contiguous() for t in (w.b_ih, w.b_hh, w.w_hr))
