@@ -59,4 +59,22 @@ inline at::Tensor previous_outputs(const at::Tensor& y, const at::Tensor& h0, in
   return rows.view({steps * N, P});
 }
 
+//: The backward loops' walk: the forward's steps in reverse order, in chunks of `chunk` steps (chunk_steps) whose
+//: weight gradients are GEMMs over all their steps. Sets lo / steps to the current chunk's steps [lo, lo + steps),
+//: calls step(t, k) for each time step t (k: its index in the chunk's buffers) and flush() after each chunk.
+template <class Step, class Flush>
+void walk_back_in_chunks(int64_t T, int64_t chunk, bool reverse, int64_t& lo, int64_t& steps, const Step& step,
+                         const Flush& flush) {
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = reverse ? s : T - 1 - s;
+    if (s % chunk == 0) {
+      if (s > 0) flush();
+      steps = std::min(chunk, T - s);
+      lo = reverse ? s : T - s - steps;
+    }
+    step(t, t - lo);
+  }
+  flush();
+}
+
 }  // namespace fusedrnn

@@ -345,14 +345,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     first_chunk = false;
   };
 
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = in.reverse ? s : T - 1 - s;  // forward steps in reverse order
-    if (s % chunk == 0) {
-      if (s > 0) accumulate_weight_gradients();
-      steps = std::min(chunk, T - s);
-      lo = in.reverse ? s : T - s - steps;
-    }
-    const int64_t k = t - lo;  // index in the chunk buffers
+  auto backward_step = [&](int64_t t, int64_t k) {  // k: t's index in the chunk buffers
     const bool first = in.reverse ? t == T - 1 : t == 0;
     const int64_t t_prev = in.reverse ? t + 1 : t - 1;
     BackwardStep step{in.mode, N, H, t, lengths_ptr(in.lengths)};
@@ -397,8 +390,8 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
       step_gemm(pw, dv_h.select(0, k), in.w_hh, dh_next, false);
       if (masked) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished rows: carried
     }
-  }
-  accumulate_weight_gradients();
+  };
+  walk_back_in_chunks(T, chunk, in.reverse, lo, steps, backward_step, accumulate_weight_gradients);
   return {dx, dh_next, lstm ? dc : none(), dw_ih, dw_hh, db_ih, db_hh, dw_hr, dln_ih, dln_hh, dln_c_w, dln_c_b};
 }
 

@@ -177,14 +177,7 @@ std::vector<Tensor> slstm_backward_loop(const SlstmInputs& in, const Tensor& y, 
 
   const HeadOperand r{in.w_hh.data_ptr(), z.d, Gd * z.d};  // R_k [4d, d], the weight of dh_{t-1,k} = dg_k R_k
   const int64_t bytes = y.element_size();
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = in.reverse ? s : T - 1 - s;  // the forward's steps in reverse order
-    if (s % chunk == 0) {
-      if (s > 0) accumulate_weight_gradients();
-      steps = std::min(chunk, T - s);
-      lo = in.reverse ? s : T - s - steps;
-    }
-    const int64_t k = t - lo;  // index in the chunk buffers
+  auto backward_step = [&](int64_t t, int64_t k) {
     const bool first = in.reverse ? t == T - 1 : t == 0;
     const Mat ws_prev = first ? Mat{} : step_mat(saved, in.reverse ? t + 1 : t - 1);
     SlstmBackwardStep step{N, H, z.d, t, lengths_ptr(in.lengths)};
@@ -203,8 +196,8 @@ std::vector<Tensor> slstm_backward_loop(const SlstmInputs& in, const Tensor& y, 
     if (N * H > 0) pw.slstm_backward(step, dtype);
     // dh_{t-1} = the direct part the step wrote + dg_k R_k per head.
     pw.headwise_gemm(dtype, z.K, 1, N, Gd, z.d, {step.dg_heads.p, GH, Gd}, r, {dh_next.data_ptr(), H, z.d}, true);
-  }
-  accumulate_weight_gradients();
+  };
+  walk_back_in_chunks(T, chunk, in.reverse, lo, steps, backward_step, accumulate_weight_gradients);
   return {dx, dh_next, dc, dn, dm, dw_ih, dw_hh, db};
 }
 

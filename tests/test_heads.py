@@ -204,8 +204,8 @@ def test_cpu_heads_low_precision_against_float64(name, dtype):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN_TANH"])
 def test_cpu_heads_op_gradcheck(mode, reverse):
-    """The op itself with a [K, G*d, d] w_hh, lengths, in float64: gradcheck, and opcheck's schema and fake
-    shapes."""
+    """The op itself with a [K, G*d, d] w_hh, lengths, in float64: gradcheck and gradgradcheck, and opcheck's
+    schema and fake shapes."""
     from fusedrnn import _extension
     from fusedrnn.reference import GATES
 
@@ -222,7 +222,9 @@ def test_cpu_heads_op_gradcheck(mode, reverse):
         y, h_n, c_n, _ = _extension.layer_forward(mode, *full, None, reverse, True, lengths)
         return (y, h_n, c_n) if mode == "LSTM" else (y, h_n)
 
-    assert torch.autograd.gradcheck(op, [t for t in tensors if t is not None])
+    present = [t for t in tensors if t is not None]
+    assert torch.autograd.gradcheck(op, present)
+    assert torch.autograd.gradgradcheck(op, present, fast_mode=True)  # the reference's differentiable backward
     torch.library.opcheck(torch.ops.fusedrnn.layer_forward.default, (mode, *tensors, None, reverse, True, lengths))
 
 

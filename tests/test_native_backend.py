@@ -21,7 +21,8 @@ from fusedrnn.backends import native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
 from devices import needs_cuda
-from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, forward_backward, leaf, twin
+from parity import (TOLERANCES, assert_all_close, assert_as_close_to_float64, assert_compiles_to_the_same,
+                    forward_backward, leaf, twin)
 from test_cells import CELLS as CELL_MODULES
 from test_modules import CASES, CELLS, check_case, input_maker, make_pair
 
@@ -522,14 +523,7 @@ def test_torch_compile_fullgraph_forward_and_backward():
 def test_torch_compile_fullgraph_through_the_module():
     torch.manual_seed(0)
     module = fusedrnn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P, backend="cpu")
-    x = torch.randn(T, N, I, requires_grad=True)
-    torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    expected, actual = module(x)[0], compiled(x)[0]
-    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
-    grad = torch.randn_like(expected)
-    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
-                               **TOLERANCES[torch.float32])  # fmt: skip
+    assert_compiles_to_the_same(module, torch.randn(T, N, I, requires_grad=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
 from fusedrnn import _extension, registry
-from fusedrnn.reference_slstm import slstm_layer
-from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, forward_backward
+from fusedrnn.reference_slstm import SLSTMState, slstm_layer
+from parity import (TOLERANCES, assert_all_close, assert_as_close_to_float64, assert_compiles_to_the_same,
+                    forward_backward)
 
 CPU_REASON = registry.availability()["cpu"]
 pytestmark = pytest.mark.skipif(CPU_REASON is not None, reason=f"cpu backend unavailable: {CPU_REASON}")
@@ -265,11 +266,49 @@ def test_preactivations_of_the_wrong_width_and_bad_lengths():
 def test_torch_compile_fullgraph_through_the_module():
     torch.manual_seed(0)
     module = fusedrnn.sLSTM(I, H, num_heads=2, bidirectional=True, backend="cpu")
-    x = torch.randn(T, N, I, requires_grad=True)
-    torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    expected, actual = module(x)[0], compiled(x)[0]
-    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
-    grad = torch.randn_like(expected)
-    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
-                               **TOLERANCES[torch.float32])  # fmt: skip
+    assert_compiles_to_the_same(module, torch.randn(T, N, I, requires_grad=True))
+
+
+#: Sizes that reach the loop's other paths: several projection chunks (kGemmRows = 1024 rows: 3 steps of 300 rows
+#: per chunk), R^T copied contiguous (T >= kMinStepsToTransposeWeights = 16), and two threads splitting the heads'
+#: GEMMs (>= 2**20 multiply-adds per head) and the pointwise rows (16384 elements per task).
+SIZES = {
+    "chunked": dict(T=7, N=300, I=3, H=4, K=2, threads=1),
+    "long_contiguous_weights": dict(T=17, N=2, I=3, H=6, K=3, threads=1),
+    "two_threads": dict(T=5, N=64, I=8, H=128, K=2, threads=2),
+}
+
+
+@pytest.fixture
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("sizes, threads", [(s, s["threads"]) for s in SIZES.values()], ids=SIZES.keys(),
+                         indirect=["threads"])  # fmt: skip
+def test_layer_paths_match_reference(sizes, threads, reverse):
+    g = torch.Generator().manual_seed(7)
+    T_, N_, I_, H_, K_ = (sizes[key] for key in ("T", "N", "I", "H", "K"))
+    d_ = H_ // K_
+    shapes = [(T_, N_, I_), (N_, H_), (N_, H_), (N_, H_), (N_, H_), (4 * H_, I_), (K_, 4 * d_, d_), (4 * H_,),
+              (4 * H_,)]  # fmt: skip
+    values = [torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes]
+    values[3] = values[3].abs() + 0.5  # n_0 > 0
+    lengths = torch.randint(1, T_ + 1, (N_,), generator=g)
+    cpu = registry.get_backend("cpu")
+    results = []
+    for layer in (lambda x, state, *w: cpu.slstm_layer(x, state, registry.LayerWeights(*w, None), reverse, lengths,
+                                                       "xlstm"),
+                  lambda x, state, *w: slstm_layer(x, state, *w, reverse, lengths)):  # fmt: skip
+        leaves = [v.clone().requires_grad_() for v in values]
+        y, final = layer(leaves[0], SLSTMState(*leaves[1:5]), *leaves[5:])
+        outputs = (y, *final)
+        upstream = [torch.randn(o.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+                    for o in outputs]  # fmt: skip
+        results.append([o.detach() for o in outputs] + list(torch.autograd.grad(outputs, leaves, upstream)))
+    for index, (got, want) in enumerate(zip(*results)):
+        torch.testing.assert_close(got, want, **TOLERANCES[torch.float64], msg=lambda m, i=index: f"[{i}] {m}")

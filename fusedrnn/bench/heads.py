@@ -6,6 +6,7 @@ Rows, each timed as one training step (forward, then backward of random upstream
   fusedrnn:<backend>   the same cell object after `fusedrnn.replace_slstm(cell, backend)`: the recurrence on fusedrnn
   sLSTM:<backend>      `fusedrnn.sLSTM(H, H, num_heads=K)` on [T, N, H], its input projection included (also on
                        `reference`, the Python loop `auto` ranks the compiled backends against)
+  LSTM(num_heads):<b>  `fusedrnn.LSTM(H, H, num_heads=K)`: a multi-head LSTM (block-diagonal W_hh), same input
   torch.nn.LSTM        `torch.nn.LSTM(H, H)` on the same input: the plain LSTM of the same size
 The first two compute the same function on the same weights: the replaced cell's outputs and gradients are checked
 against xlstm's before timing. Timings are medians of interleaved repetitions (fusedrnn.bench.timing), on torch's
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..modules import LSTM
 from ..replace_slstm import replace_slstm
 from ..slstm import sLSTM
 from . import environment, timing
@@ -45,6 +47,7 @@ TIREX_SHAPE = HeadsShape(hidden=512, heads=4, seq_len=100, batches=(1, 4))
 #: xlstm's vanilla loop is slow: few repetitions keep the run to a few minutes on 2 cores.
 WARMUP, REPEAT = 1, 5
 XLSTM_ROW = "xlstm:vanilla"
+HEADS_LSTM_ROW = "LSTM(num_heads)"
 REFERENCE = "reference"
 LSTM_ROW = "torch.nn.LSTM"
 
@@ -102,6 +105,9 @@ def layer_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, backend: str) 
     for name in dict.fromkeys((backend, REFERENCE)):  # the reference's loop: what `auto` ranks the others against
         slstm = sLSTM(shape.hidden, shape.hidden, num_heads=shape.heads, dtype=dtype, backend=name)
         rows.append(Row(f"sLSTM:{name}", training_step(slstm, x, seed=3)))
+    for name in dict.fromkeys((backend, REFERENCE)):
+        heads = LSTM(shape.hidden, shape.hidden, num_heads=shape.heads, dtype=dtype, backend=name)
+        rows.append(Row(f"{HEADS_LSTM_ROW}:{name}", training_step(heads, x, seed=3)))
     lstm = nn.LSTM(shape.hidden, shape.hidden, dtype=dtype)
     return [*rows, Row(LSTM_ROW, training_step(lstm, x, seed=3))]
 
