@@ -46,7 +46,8 @@ class LayerAutograd:
     op(*args): the op; setup_context(ctx, args, outputs): saves what both backwards need;
     kernel_backward(ctx, *output_grads): one gradient (or None) per argument, from the compiled kernels;
     recompute(ctx) -> Recompute; input_positions: where in `args` the tensors of Recompute.inputs are;
-    arity: the number of arguments; vjp: the differentiable backward (fusedrnn.reference.layer_vjp's signature)."""
+    arity: the number of arguments; vjp: the differentiable backward (fusedrnn.reference.layer_vjp's signature;
+    None: layer_vjp itself)."""
 
     def __init__(
         self,
@@ -58,7 +59,7 @@ class LayerAutograd:
         input_positions: Sequence[int],
         arity: int,
         *,
-        vjp: Callable = reference.layer_vjp,
+        vjp: Callable | None = None,
         outputs: int = 3,
     ) -> None:
         self.op, self.setup_context, self.recompute = op, setup_context, recompute
@@ -94,8 +95,8 @@ class LayerAutograd:
         layer = self.recompute(ctx)
         needs_grad = tuple(ctx.needs_input_grad[p] for p in self.input_positions)
         # Upstream gradients of the differentiable outputs (layer_vjp ignores c_n's unless the mode is LSTM).
-        grads = self.vjp(layer.mode, layer.inputs, output_grads[: self.outputs], layer.reverse, layer.lengths,
-                         needs_grad)  # fmt: skip
+        vjp = self.vjp or reference.layer_vjp  # looked up per call, as the module attribute it is
+        grads = vjp(layer.mode, layer.inputs, output_grads[: self.outputs], layer.reverse, layer.lengths, needs_grad)
         result: list[Tensor | None] = [None] * self.arity
         for position, grad in zip(self.input_positions, grads):
             result[position] = grad
