@@ -195,13 +195,15 @@ void backward(const BackwardStep& s, c10::ScalarType dtype) {
 //: sLSTM (slstm_step.h), float and double: half-precision calls are computed in float32 (fusedrnn/reference_slstm.py).
 void slstm_forward(const SlstmForwardStep& s, c10::ScalarType dtype) {
   AT_DISPATCH_FLOATING_TYPES(dtype, "fusedrnn_slstm_forward_cpu", [&] {
-    for_each_row(s.N, kSlstmGates * s.H, [&](int64_t n) { slstm_forward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
+    for_each_row(s.N, kSlstmGates * s.H,
+                 [&](int64_t n) { slstm_forward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
   });
 }
 
 void slstm_backward(const SlstmBackwardStep& s, c10::ScalarType dtype) {
   AT_DISPATCH_FLOATING_TYPES(dtype, "fusedrnn_slstm_backward_cpu", [&] {
-    for_each_row(s.N, kSlstmGates * s.H, [&](int64_t n) { slstm_backward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
+    for_each_row(s.N, kSlstmGates * s.H,
+                 [&](int64_t n) { slstm_backward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
   });
 }
 

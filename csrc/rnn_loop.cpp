@@ -78,7 +78,8 @@ void headwise_recurrent(const Pointwise& pw, const Tensor& h, const Tensor& w_t,
 
 //: dh [N, H] (+)= dg [N, G*H] times the block-diagonal W_hh: gate by gate, each adding its part (accumulate: the
 //: first one too).
-void headwise_recurrent_backward(const Pointwise& pw, const Tensor& dg, const Tensor& w_hh, Tensor& dh, bool accumulate) {
+void headwise_recurrent_backward(const Pointwise& pw, const Tensor& dg, const Tensor& w_hh, Tensor& dh,
+                                 bool accumulate) {
   const int64_t K = w_hh.size(0), d = w_hh.size(2), G = w_hh.size(1) / d, H = K * d;
   const auto bytes = dg.element_size();
   for (int64_t g = 0; g < G; ++g) {

@@ -69,7 +69,8 @@ void slstm_forward_row(const SlstmForwardStep& s, const Lanes& lanes, int64_t n)
         return;
       }
       auto pre = [&](int g) {
-        const auto a = lane.load(at_<S>(s.gi, n, g * H + u)) + lane.load(at_<S>(s.gh, n, (k * kSlstmGates + g) * d + j));
+        const auto a =
+            lane.load(at_<S>(s.gi, n, g * H + u)) + lane.load(at_<S>(s.gh, n, (k * kSlstmGates + g) * d + j));
         lane.store(ws + g * H + u, a);
         return a;
       };

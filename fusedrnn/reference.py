@@ -290,7 +290,10 @@ def layer_vjp(
 
 
 def recomputed_vjp(
-    layer, inputs: tuple[Tensor | None, ...], grads: tuple[Tensor | None, ...], needs_grad: list[bool] | tuple[bool, ...]
+    layer,
+    inputs: tuple[Tensor | None, ...],
+    grads: tuple[Tensor | None, ...],
+    needs_grad: list[bool] | tuple[bool, ...],
 ) -> list[Tensor | None]:
     """The differentiable vector-Jacobian product of layer(inputs) -> outputs (layer takes the whole tuple) with
     respect to the inputs that need a gradient and are not None (None for the others); grads: one per output, None
