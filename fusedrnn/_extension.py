@@ -186,7 +186,7 @@ _LAYER = autograd_paths.LayerAutograd(
 #: slstm_forward's arguments: reference_slstm.SLSTM_LAYER_INPUTS (positions 0-8), reverse, tirex, save_workspace,
 #: lengths.
 _SLSTM_INPUTS = range(len(reference_slstm.SLSTM_LAYER_INPUTS))
-_SLSTM_ARITY = 13
+_SLSTM_ARITY = len(_SLSTM_INPUTS) + 4
 _SLSTM_OUTPUTS = 5  # y, h_n, c_n, n_n, m_n
 
 
