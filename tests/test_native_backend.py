@@ -462,13 +462,23 @@ def thread_cpu_seconds() -> dict[int, float]:
     return seconds
 
 
+#: The loops whose threading differs: the dense one, and the multi-head ones (sLSTM's own loop, the dense loop's
+#: headwise GEMMs), whose per-head GEMMs run in torch's parallel regions.
+ONE_THREAD_LAYERS = {
+    "lstm": lambda dtype: fusedrnn.LSTM(64, 128, backend="cpu", dtype=dtype),
+    "gru_heads": lambda dtype: fusedrnn.GRU(64, 128, num_heads=4, backend="cpu", dtype=dtype),
+    "slstm_heads": lambda dtype: fusedrnn.sLSTM(64, 128, num_heads=4, backend="cpu", dtype=dtype),
+}
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads per-thread CPU time from Linux /proc")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-def test_cpu_backend_honours_one_torch_thread(dtype):
+@pytest.mark.parametrize("make_layer", ONE_THREAD_LAYERS.values(), ids=ONE_THREAD_LAYERS.keys())
+def test_cpu_backend_honours_one_torch_thread(make_layer, dtype):
     """With torch.set_num_threads(1) all of the loop's work (GEMMs, pointwise pass) runs on the calling thread: no
     thread pool of ours, and torch's OpenMP workers (started by earlier multi-threaded calls) stay idle."""
     previous = torch.get_num_threads()
-    layer = fusedrnn.LSTM(64, 128, backend="cpu", dtype=dtype)
+    layer = make_layer(dtype)
     x = torch.randn(40, 64, 64, dtype=dtype, requires_grad=True)
     try:
         torch.set_num_threads(2)
