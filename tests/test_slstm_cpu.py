@@ -23,6 +23,7 @@ LENGTHS = torch.tensor([4, 2, 1])
 CASES = {
     "one_head": dict(num_heads=1),
     "heads_odd_head_size": dict(num_heads=2),  # d = 3: one partial vector lane per head
+    "head_size_one": dict(num_heads=6),  # d = 1: [N, 1] x [1, 4] GEMMs
     "tirex_big_forget": dict(num_heads=3, formulation="tirex", forget_bias=18.0),
     "no_bias_batch_first": dict(num_heads=2, bias=False, batch_first=True),
     "stacked_bidirectional_state": dict(num_heads=2, num_layers=2, bidirectional=True, state=True),
