@@ -372,7 +372,7 @@ def test_cpu_chunked_projection_matches_reference(cell, reverse, lengths):
 #: two threads, the last block partial (csrc/pointwise_cpu.cpp: step_gemm_cpu), for every cell (with a projection only
 #: the gate GEMM: its [P, H] one is too small to split).
 SPLIT_BATCH, SPLIT_INPUT, SPLIT_HIDDEN = 64, 24, 200
-#: Below / above the length at which the loop copies W_hh^T contiguous (rnn_loop.cpp: kMinStepsToTransposeWeights),
+#: Below / above the length at which the loop copies W_hh^T contiguous (loop_views.h: kMinStepsToTransposeWeights),
 #: so the GEMM sees both a transposed view and a row-major matrix.
 SPLIT_SEQ_LENS = {"transposed_view": 5, "contiguous": 17}
 
@@ -394,7 +394,7 @@ def test_cpu_split_step_gemm_matches_reference(two_threads, cell, dtype, seq_len
 
 
 #: Either side of the length from which float32 runs its GEMMs through oneDNN against weights reordered once per call
-#: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; rnn_loop.cpp: kMinStepsToTransposeWeights), in both directions and with
+#: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; loop_views.h: kMinStepsToTransposeWeights), in both directions and with
 #: lengths (the backward's dh carried for finished rows); float64 always takes the BLAS path. The sizes make every
 #: cell's step and input projection large enough for oneDNN (gemm_cpu.cpp: kMinPreparedMacs, 2^20 multiply-adds:
 #: Elman's step 4 x 512 x 512 is exactly that, its projection 64 x 512 x 32 just above).
