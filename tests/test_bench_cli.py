@@ -390,4 +390,6 @@ def test_heads_preset_runs_and_checks_the_replaced_cell(tmp_path):
     assert all("median_ms" in record for record in doc["rows"]), doc["rows"]
     table = heads.markdown(doc)
     assert "| 2 | sLSTM:auto |" in table and "vs torch.nn.LSTM" in table
+    assert all(check["passed"] for check in doc["checks"]) and ("fusedrnn:auto vs xlstm:vanilla" in table) == bool(
+        doc["checks"])
     assert cli.build_parser().parse_args(["--preset", "heads"]).preset == heads.PRESET
