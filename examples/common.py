@@ -62,6 +62,9 @@ def backend_name(rnn: nn.Module, batch_size: int, seq_len: int, device: torch.de
         layer_norm=getattr(rnn, "layer_norm", False),
         zoneout=getattr(rnn, "zoneout", 0.0) != 0.0,
         weight_dropout=getattr(rnn, "weight_dropout", 0.0) != 0.0,
+        # Multi-head layers and sLSTM (issue 21).
+        num_heads=getattr(rnn, "num_heads", 1),
+        formulation=getattr(rnn, "formulation", None),
     )
     return registry.select(rnn.backend, call).name
 

@@ -28,6 +28,14 @@ def child_timeout(pytestconfig):
     return limit
 
 
+@pytest.fixture(params=["float32", "storage"])
+def cpu_half_compute(request, monkeypatch):
+    """Both ways the `cpu` backend computes a bfloat16/float16 call (fusedrnn/backends/cpu_precision.py: upcast to
+    float32, or GEMMs in the storage dtype), whichever this CPU would pick."""
+    monkeypatch.setenv("FUSEDRNN_CPU_HALF_COMPUTE", request.param)
+    return request.param
+
+
 #: A skip reason that says a test needs a GPU ("needs a CUDA device", "needs compiled Triton on a GPU").
 _NEEDS_GPU = re.compile(r"\bneeds\b(?!.*\bwithout\b).*\b(CUDA|GPU)\b")
 

@@ -37,6 +37,8 @@ CASES = {
     "forecasting": ([], 2, ["sunspots_forecast"]),
     # One seed of each of the three models (LSTM, LN-LSTM, LSTM+zoneout).
     "char_lm_variants": ([], 3, ["char_lm_learning_curves"]),
+    # Three models (LSTM, sLSTM, sLSTM without memory mixing) at the training length and 4x it.
+    "state_tracking": ([], 6, ["state_tracking_learning_curves"]),
 }
 
 

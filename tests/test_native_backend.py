@@ -17,7 +17,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import _build, _extension
-from fusedrnn.backends import native
+from fusedrnn.backends import cpu_precision, native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
 from devices import needs_cuda
@@ -131,15 +131,16 @@ def test_cuda_against_float64(cell, case, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("case", LOW_PRECISION_CASES.values(), ids=LOW_PRECISION_CASES.keys())
 @pytest.mark.parametrize("cell", CELLS, ids=[c[0] for c in CELLS])
-def test_cpu_low_precision_against_float64(cell, case, dtype):
-    """bfloat16/float16 on the `cpu` backend (storage in that dtype, gate math in float32): every output and gradient
-    against the float64 truth, no further from it than twice torch.nn's CPU result in that dtype."""
+def test_cpu_low_precision_against_float64(cell, case, dtype, cpu_half_compute):
+    """bfloat16/float16 on the `cpu` backend (storage in that dtype, gate math in float32; GEMMs in float32 or in that
+    dtype): every output and gradient against the float64 truth, no further from it than twice torch.nn's CPU result
+    in that dtype."""
     check_against_float64(cell, case, dtype, "cpu")
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("cell", CELL_MODULES, ids=[c[0] for c in CELL_MODULES])
-def test_cpu_low_precision_cells_against_float64(cell, dtype):
+def test_cpu_low_precision_cells_against_float64(cell, dtype, cpu_half_compute):
     """LSTMCell, GRUCell, RNNCell in bfloat16/float16 on the `cpu` backend, as the layers above."""
     _, fused_cls, torch_cls, extra = cell
     torch.manual_seed(0)
@@ -413,16 +414,44 @@ def test_cpu_prepared_weights_match_reference(cell, seq_len, reverse, lengths):
                                   torch.float32)  # fmt: skip
 
 
-def cpu_has_avx512_bf16() -> bool:
-    """Whether this CPU has AVX512-BF16, where the cpu backend's bfloat16 GEMMs also take oneDNN's prepared path."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return "avx512_bf16" in cpuinfo.read().split()
-    except OSError:
-        return False
+HALF_COMPUTE_CASES = {
+    # (storage dtype, steps, the CPU's native 16-bit dtypes, FUSEDRNN_CPU_HALF_COMPUTE) -> compute dtype
+    "bf16_avx512_no_bf16": (torch.bfloat16, 100, frozenset(), "auto", torch.float32),
+    "bf16_unknown_length": (torch.bfloat16, None, frozenset(), "auto", torch.float32),
+    "bf16_short": (torch.bfloat16, cpu_precision.MIN_STEPS_TO_UPCAST[torch.bfloat16] - 1, frozenset(), "auto",
+                   torch.bfloat16),  # fmt: skip
+    "bf16_avx512_bf16": (torch.bfloat16, 100, frozenset({torch.bfloat16}), "auto", torch.bfloat16),
+    "fp16_without_fp16": (torch.float16, cpu_precision.MIN_STEPS_TO_UPCAST[torch.float16], frozenset({torch.bfloat16}),
+                          "auto", torch.float32),  # fmt: skip
+    "fp16_cell": (torch.float16, 1, frozenset(), "auto", torch.float16),
+    "fp16_amx_fp16": (torch.float16, 100, frozenset({torch.bfloat16, torch.float16}), "auto", torch.float16),
+    "forced_float32": (torch.bfloat16, 1, frozenset({torch.bfloat16}), "float32", torch.float32),
+    "forced_storage": (torch.float16, 100, frozenset(), "storage", torch.float16),
+    "float32_untouched": (torch.float32, 100, frozenset(), "float32", torch.float32),
+    "float64_untouched": (torch.float64, 100, frozenset(), "storage", torch.float64),
+}
 
 
-NATIVE_BF16 = cpu_has_avx512_bf16()
+@pytest.mark.parametrize(("dtype", "steps", "native", "choice", "expected"), HALF_COMPUTE_CASES.values(),
+                         ids=HALF_COMPUTE_CASES.keys())  # fmt: skip
+def test_cpu_half_compute_dtype(dtype, steps, native, choice, expected, monkeypatch):
+    monkeypatch.setenv(cpu_precision.ENV_VAR, choice)
+    assert cpu_precision.compute_dtype(dtype, steps, native) == expected
+
+
+def test_cpu_half_compute_rejects_an_unknown_choice(monkeypatch):
+    monkeypatch.setenv(cpu_precision.ENV_VAR, "fp8")
+    with pytest.raises(ValueError, match="FUSEDRNN_CPU_HALF_COMPUTE must be one of auto, float32, storage, got 'fp8'"):
+        fusedrnn.GRU(4, 4, backend="cpu", dtype=torch.bfloat16)(torch.randn(2, 1, 4, dtype=torch.bfloat16))
+
+
+def test_cpu_half_compute_keeps_the_callers_dtypes(cpu_half_compute):
+    """Upcast or not, outputs, states and every gradient come back in the storage dtype."""
+    layer = fusedrnn.LSTM(6, 5, num_layers=2, backend="cpu", dtype=torch.bfloat16)
+    x = torch.randn(3, 2, 6, dtype=torch.bfloat16, requires_grad=True)
+    y, (h, c) = layer(x)
+    (y.float().sum() + h.float().sum() + c.float().sum()).backward()
+    assert {t.dtype for t in (y, h, c, x.grad, *(p.grad for p in layer.parameters()))} == {torch.bfloat16}
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN: BLAS only")
@@ -433,9 +462,11 @@ NATIVE_BF16 = cpu_has_avx512_bf16()
         (15, PREPARED_HIDDEN, torch.float32, False),
         (16, SMALL_HIDDEN, torch.float32, False),
         (16, PREPARED_HIDDEN, torch.float64, False),
-        (16, PREPARED_HIDDEN, torch.bfloat16, NATIVE_BF16),
+        # bfloat16: natively where the CPU has AVX512-BF16, else upcast to float32 (cpu_precision), prepared either way
+        (16, PREPARED_HIDDEN, torch.bfloat16, True),
+        (16, PREPARED_HIDDEN, torch.float16, cpu_precision.compute_dtype(torch.float16, 16) == torch.float32),
     ],
-    ids=["float32_long", "float32_short", "float32_small", "float64", "bfloat16"],
+    ids=["float32_long", "float32_short", "float32_small", "float64", "bfloat16", "float16"],
 )
 def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared):
     """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies."""

@@ -9,6 +9,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import registry
+from fusedrnn.backends import cpu_precision
 from fusedrnn.backends.reference import ReferenceBackend
 from fusedrnn.registry import BackendError, RNNCall
 
@@ -106,33 +107,56 @@ def test_module_runs_on_the_selected_backend(monkeypatch):
     assert seen == [("reference", "LSTM", 5, 2)]
 
 
+@pytest.fixture
+def fresh_selection():
+    """Selections cached before and during the test (they follow the machine, which the test pretends) are dropped."""
+    registry._clear_selection_caches()
+    yield
+    registry._clear_selection_caches()
+
+
+#: The 16-bit dtypes a CPU multiplies natively (fusedrnn/backends/cpu_precision.py): the machines of the tables.
+AVX512_BF16, NO_NATIVE_HALF = frozenset({torch.bfloat16}), frozenset()
+
+
 @pytest.mark.parametrize(
-    "mode,seq_len,dtype,needs_grad,expected",
+    "mode,seq_len,dtype,needs_grad,native,expected",
     [
-        ("LSTM", 10, torch.float32, False, "torch"),
-        ("LSTM", 10, torch.float32, True, "torch"),
-        ("LSTM", 10, torch.bfloat16, False, "torch"),
-        ("LSTM", 10, torch.bfloat16, True, "cpu"),
-        ("LSTM", 1, torch.float32, False, "torch"),
-        ("LSTM", 1, torch.float32, True, "torch"),
-        ("LSTM", 1, torch.float64, False, "torch"),
-        ("LSTM", 1, torch.bfloat16, False, "cpu"),
-        ("GRU", 10, torch.float32, False, "cpu"),
-        ("GRU", 10, torch.bfloat16, True, "cpu"),
-        ("GRU", 1, torch.float32, False, "torch"),
-        ("GRU", 1, torch.float64, True, "torch"),
-        ("RNN_TANH", 1, torch.float32, False, "torch"),
-        ("RNN_TANH", 10, torch.float32, False, "cpu"),
+        ("LSTM", 10, torch.float32, False, AVX512_BF16, "torch"),
+        ("LSTM", 10, torch.float32, True, AVX512_BF16, "torch"),
+        ("LSTM", 10, torch.bfloat16, False, AVX512_BF16, "torch"),
+        ("LSTM", 10, torch.bfloat16, True, AVX512_BF16, "cpu"),
+        ("LSTM", 1, torch.float32, False, AVX512_BF16, "torch"),
+        ("LSTM", 1, torch.float32, True, AVX512_BF16, "torch"),
+        ("LSTM", 1, torch.float64, False, AVX512_BF16, "torch"),
+        ("LSTM", 1, torch.bfloat16, False, AVX512_BF16, "cpu"),
+        ("GRU", 10, torch.float32, False, AVX512_BF16, "cpu"),
+        ("GRU", 10, torch.bfloat16, True, AVX512_BF16, "cpu"),
+        ("GRU", 1, torch.float32, False, AVX512_BF16, "torch"),
+        ("GRU", 1, torch.float64, True, AVX512_BF16, "torch"),
+        ("RNN_TANH", 1, torch.float32, False, AVX512_BF16, "torch"),
+        ("RNN_TANH", 10, torch.float32, False, AVX512_BF16, "cpu"),
+        # Without native 16-bit dot products the loop upcasts sequences to float32 and beats torch's 16-bit path.
+        ("LSTM", 10, torch.bfloat16, False, NO_NATIVE_HALF, "cpu"),
+        ("LSTM", 10, torch.float16, False, NO_NATIVE_HALF, "cpu"),
+        ("LSTM", None, torch.float16, True, NO_NATIVE_HALF, "cpu"),
+        ("LSTM", 4, torch.bfloat16, False, NO_NATIVE_HALF, "torch"),
+        ("GRU", 10, torch.float16, False, NO_NATIVE_HALF, "cpu"),
     ],
-    ids=lambda value: str(value).removeprefix("torch."),
-)
-def test_auto_on_cpu_follows_the_measured_speed(mode, seq_len, dtype, needs_grad, expected):
+    ids=lambda value: (value.__name__ if callable(value) else "native_bf16" if value == AVX512_BF16
+                       else "no_native_half" if value == NO_NATIVE_HALF else str(value).removeprefix("torch.")),
+)  # fmt: skip
+def test_auto_on_cpu_follows_the_measured_speed(mode, seq_len, dtype, needs_grad, native, expected, monkeypatch,
+                                                fresh_selection):
     """oneDNN's fused LSTM beats the C++ backend on CPU sequences except in bfloat16 training; GRU and Elman RNN
     sequences are faster on it (bench/results/cpu-amd-epyc-2c/cpu-table.md). One step of one layer in float32/float64
     (a cell, a decoder's 1-step call): torch's cell ops measured faster than the C++ op (issue 24,
-    fusedrnn.backends.native.CPU_ONE_STEP_PREFERENCE); bfloat16 unmeasured there, unchanged."""
+    fusedrnn.backends.native.CPU_ONE_STEP_PREFERENCE); bfloat16 unmeasured there, unchanged. A CPU without native
+    16-bit dot products: fusedrnn.backends.cpu_precision."""
     if "cpu" not in fusedrnn.available_backends():
         pytest.skip("the compiled extension is not available here")
+    monkeypatch.delenv(cpu_precision.ENV_VAR, raising=False)
+    monkeypatch.setattr(cpu_precision, "native_half_dtypes", lambda: native)
     call = RNNCall(mode=mode, device_type="cpu", dtype=dtype, input_size=4, hidden_size=8, seq_len=seq_len,
                    needs_grad=needs_grad)  # fmt: skip
     assert registry.select("auto", call).name == expected

@@ -159,7 +159,7 @@ TRAINING_CASES = [pytest.param(case, training, id=f"{case}-{'train' if training 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("case, training", TRAINING_CASES)
-def test_layer_low_precision_against_float64(case, training, dtype):
+def test_layer_low_precision_against_float64(case, training, dtype, cpu_half_compute):
     """float16/bfloat16 (storage in that dtype, math in float32), with lengths, in reverse: every output and gradient
     against the oracle in float64 on the same (rounded) values, no further from it than ERROR_RATIO times the oracle's
     own error in that dtype, or within the dtype's tolerance relative to the largest value (as the plain cells'

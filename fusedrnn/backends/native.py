@@ -13,10 +13,11 @@ from typing import NamedTuple
 
 import torch
 
-from .. import _extension
+from .. import _extension, reference_slstm
 from ..reference import ELEMENTWISE_RECURRENCE, hidden_size
-from ..reference_slstm import SLSTMState, check_slstm_weights, compute_dtype
-from ..registry import SLSTM, LayerBackend, RNNCall, is_one_step, reference_only_reason
+from ..reference_slstm import SLSTMState, check_slstm_weights
+from ..registry import SLSTM, LayerBackend, LayerWeights, RNNCall, is_one_step, reference_only_reason
+from . import cpu_precision
 
 #: dtypes each device's kernels are instantiated for (csrc/ops.cpp: dtype_supported).
 #: CPU bfloat16/float16: stored in that dtype, GEMMs by ATen (oneDNN), gate math in float32 (csrc/pointwise_cpu_kernels.h).
@@ -110,7 +111,9 @@ class NativeBackend(LayerBackend):
         # An unknown length (torch.compile's selection) ranks as a sequence: compiled, torch is refused anyway.
         if call.device_type == "cpu" and call.mode == "LSTM" and call.seq_len != 1:
             bf16_training = call.dtype == torch.bfloat16 and call.needs_grad
-            return PREFERENCE["cpu"] if bf16_training else CPU_LSTM_PREFERENCE
+            # Upcast to float32 (cpu_precision), this loop runs at float32 speed, against torch's slow 16-bit GEMMs.
+            upcast = self.compute_dtype(call.dtype, call.seq_len) != call.dtype
+            return PREFERENCE["cpu"] if bf16_training or upcast else CPU_LSTM_PREFERENCE
         return PREFERENCE[self.device_type]
 
     def run(self, call, x, *args, **kwargs):
@@ -128,7 +131,16 @@ class NativeBackend(LayerBackend):
         torch.ops.fusedrnn.cuda_flush_barrier_checks(True)
         return result
 
+    def compute_dtype(self, dtype: torch.dtype, steps: int | None) -> torch.dtype:
+        """The dtype the kernels compute `steps` time steps of storage dtype `dtype` in (cpu_precision: 16-bit
+        sequences on a CPU without native dot products for them run in float32)."""
+        return cpu_precision.compute_dtype(dtype, steps) if self.device_type == "cpu" else dtype
+
     def cell(self, call, x, hx, cx, w):
+        compute = self.compute_dtype(x.dtype, 1)
+        if compute != x.dtype:
+            h, c = self.cell(call, *_cast((x, hx, cx), compute), _cast_weights(w, compute))
+            return _cast((h, c), x.dtype)
         # layer() for one step, without what a cell never has (lengths, reversal): a cell is latency-bound.
         N = x.shape[0]
         h0 = x.new_zeros(N, call.hidden_size) if hx is None else hx.contiguous()
@@ -145,6 +157,12 @@ class NativeBackend(LayerBackend):
         return h, (c if c0 is not None else None)
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
+        compute = self.compute_dtype(x.dtype, x.shape[0])
+        if compute != x.dtype:
+            masks = None if zoneout is None else type(zoneout)(*_cast(zoneout, compute))
+            outputs = self.layer(mode, *_cast((x, hx, cx), compute), _cast_weights(w, compute), reverse, lengths,
+                                 zoneout=masks)  # fmt: skip
+            return _cast(outputs, x.dtype)
         T, N, _ = x.shape
         H = hidden_size(mode, w.w_hh)
         P = H if mode in ELEMENTWISE_RECURRENCE or w.w_hh.dim() == 3 else w.w_hh.shape[1]  # IndRNN, heads: no P
@@ -164,28 +182,36 @@ class NativeBackend(LayerBackend):
             y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
         return y, h_n, (c_n if mode == "LSTM" else None)
 
-
     def slstm_layer(self, x, state, w, reverse, lengths, formulation):
         check_slstm_weights(x, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
         # float16 / bfloat16 are computed in float32, states included (fusedrnn.reference_slstm): converted here,
         # so autograd converts the gradients back.
-        dtype = compute_dtype(x.dtype)
+        dtype = reference_slstm.compute_dtype(x.dtype)
         T, N, _ = x.shape
         H = w.w_hh.shape[0] * w.w_hh.shape[2]
         if state is None:
             zeros = x.new_zeros(N, H, dtype=dtype)
             state = SLSTMState(zeros, zeros, zeros, zeros)
-        weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh)
-        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *state, *weights))
-        as_computed = lambda t: None if t is None else t.to(dtype).contiguous()  # noqa: E731
+        tensors = (x, *state, w.w_ih, w.w_hh, w.b_ih, w.b_hh)  # reference_slstm.SLSTM_LAYER_INPUTS
+        save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         y, *final, _ = _extension.slstm_forward(
-            as_computed(x), *map(as_computed, state), *map(as_computed, weights), reverse, formulation == "tirex",
+            *(None if t is None else t.contiguous() for t in _cast(tensors, dtype)), reverse, formulation == "tirex",
             save, None if lengths is None else lengths.to(torch.int64).contiguous(),
         )  # fmt: skip
         if lengths is not None:  # y holds each row's state, carried past its end; the output is zero there
             valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
             y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
-        return y.to(x.dtype), SLSTMState(*(s.to(x.dtype) for s in final))
+        return y.to(x.dtype), SLSTMState(*_cast(final, x.dtype))
+
+
+def _cast(tensors, dtype: torch.dtype) -> tuple:
+    """Each tensor in `dtype` (autograd-aware: gradients come back in the original dtype); None stays None."""
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
+def _cast_weights(w: LayerWeights, dtype: torch.dtype) -> LayerWeights:
+    norm = None if w.norm is None else type(w.norm)(*_cast(w.norm, dtype))
+    return LayerWeights(*_cast(w[:5], dtype), norm)
 
 
 def _norm_requires_grad(w) -> bool:
