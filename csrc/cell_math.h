@@ -55,6 +55,35 @@ struct ScalarMath {
   static FUSEDRNN_HOST_DEVICE T relu_backward(T y, T dy) {
     return y > T(0) ? dy : T(0);
   }
+  // sLSTM's primitives (its stabiliser): exp, logsigmoid, NaN-propagating min / max as torch.minimum / maximum, and
+  // the weights their gradients take.
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T exp(T x) {
+    return std::exp(x);
+  }
+  //: log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): no overflow for either sign (ATen's CPU formula).
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T logsigmoid(T x) {
+    return (x < T(0) ? x : T(0)) - std::log1p(std::exp(-std::fabs(x)));
+  }
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T minimum(T a, T b) {
+    return (a < b || a != a) ? a : b;
+  }
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T maximum(T a, T b) {
+    return (a > b || a != a) ? a : b;
+  }
+  //: d max(a, b) / d a as torch.maximum's backward gives it: 1 where a wins, 0 where b wins, a half each at a tie.
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T max_weight(T a, T b) {
+    return a > b ? T(1) : a == b ? T(0.5) : T(0);
+  }
+  //: 1 where x <= bound, else 0: d min(x, bound) / dx as torch.clamp(max=bound) gives it (the bound passes).
+  template <class T>
+  static FUSEDRNN_HOST_DEVICE T at_most(T x, T bound) {
+    return x <= bound ? T(1) : T(0);
+  }
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -126,6 +155,82 @@ FUSEDRNN_HOST_DEVICE T rnn_forward(Mode mode, T a) {
 template <class M, class T>
 FUSEDRNN_HOST_DEVICE T rnn_backward(Mode mode, T h, T dh) {
   return uses_tanh(mode) ? dh * (T(1) - h * h) : M::relu_backward(h, dh);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// xLSTM's sLSTM (fusedrnn/reference_slstm.py, the oracle, which these lines follow operation for operation), gates
+// i, f, z, o from pre-activations a (every bias and the recurrent product added), state (c, n, m) (h is an output):
+//   log f = logsigmoid(f~)  (tirex: logsigmoid(min(f~, kTirexForgetClamp)))
+//   m_t = i~ on a first step (the whole n state zero: the caller's batch-wide flag), else max(log f + m_{t-1}, i~)
+//   i' = min(exp(i~ - m_t), 1), f' = min(exp(log f + m_{t-1} - m_t), 1)
+//   c_t = f' c_{t-1} + i' tanh(z~), n_t = f' n_{t-1} + i', h_t = sigmoid(o~) c_t / n_t
+
+//: TiRex clamps the forget pre-activation at this value (reference_slstm.TIREX_FORGET_CLAMP).
+constexpr double kTirexForgetClamp = 15.0;
+
+//: What both directions compute from a step's pre-activations and m_{t-1}.
+template <class T>
+struct SlstmGates {
+  T f_in;          // f~, clamped for tirex
+  T log_f_plus_m;  // log f + m_{t-1}
+  T m;             // m_t
+  T e_i, e_f;      // exp(i~ - m_t), exp(log f + m_{t-1} - m_t): the gates before their cap at 1
+  T i, f, z, o;    // i', f', tanh(z~), sigmoid(o~)
+};
+
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE SlstmGates<T> slstm_gates(T i_raw, T f_raw, T z_raw, T o_raw, T m_prev, bool first,
+                                                bool tirex) {
+  SlstmGates<T> g;
+  g.f_in = tirex ? M::minimum(f_raw, T(kTirexForgetClamp)) : f_raw;
+  g.log_f_plus_m = m_prev + M::logsigmoid(g.f_in);
+  g.m = first ? i_raw : M::maximum(i_raw, g.log_f_plus_m);
+  g.e_i = M::exp(i_raw - g.m);
+  g.e_f = M::exp(g.log_f_plus_m - g.m);
+  g.i = M::minimum(g.e_i, T(1));
+  g.f = M::minimum(g.e_f, T(1));
+  g.z = M::tanh(z_raw);
+  g.o = M::sigmoid(o_raw);
+  return g;
+}
+
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE void slstm_forward(T i_raw, T f_raw, T z_raw, T o_raw, T c_prev, T n_prev, T m_prev, bool first,
+                                        bool tirex, T& c, T& n, T& m, T& h) {
+  const SlstmGates<T> g = slstm_gates<M>(i_raw, f_raw, z_raw, o_raw, m_prev, first, tirex);
+  c = g.f * c_prev + g.i * g.z;
+  n = g.f * n_prev + g.i;
+  m = g.m;
+  h = g.o * c / n;
+}
+
+//: The pre-activations' gradients of one step, recomputing its gates. dh: the whole gradient of h_t; dc, dn, dm: in,
+//: the gradients of c_t, n_t, m_t; out, those of c_{t-1}, n_{t-1}, m_{t-1} (h_{t-1} gets its part through the
+//: recurrent GEMM). torch's splits at ties: minimum / maximum give each side half, clamp passes at the bound.
+template <class M, class T>
+FUSEDRNN_HOST_DEVICE void slstm_backward(T i_raw, T f_raw, T z_raw, T o_raw, T c_prev, T n_prev, T m_prev, bool first,
+                                         bool tirex, T dh, T& dc, T& dn, T& dm, T& dai, T& daf, T& daz, T& dao) {
+  const T one = T(1);
+  const SlstmGates<T> g = slstm_gates<M>(i_raw, f_raw, z_raw, o_raw, m_prev, first, tirex);
+  const T c = g.f * c_prev + g.i * g.z;
+  const T n = g.f * n_prev + g.i;
+  dao = dh * c / n * g.o * (one - g.o);
+  const T d_c = dc + dh * g.o / n;
+  const T d_n = dn - dh * g.o * c / (n * n);
+  const T d_f = d_c * c_prev + d_n * n_prev;
+  const T d_i = d_c * g.z + d_n;
+  daz = d_c * g.i * (one - g.z * g.z);
+  const T d_e_i = d_i * M::max_weight(one, g.e_i) * g.e_i;  // d(i~ - m_t)
+  const T d_e_f = d_f * M::max_weight(one, g.e_f) * g.e_f;  // d(log f + m_{t-1} - m_t)
+  const T d_m = dm - d_e_i - d_e_f;
+  const T to_i = first ? one : M::max_weight(i_raw, g.log_f_plus_m);  // the share of d m_t that reaches i~
+  dai = d_e_i + d_m * to_i;
+  const T d_log_f_plus_m = d_e_f + d_m * (one - to_i);
+  daf = d_log_f_plus_m * M::sigmoid(T(0) - g.f_in);  // d logsigmoid(v) / dv = sigmoid(-v)
+  if (tirex) daf = daf * M::at_most(f_raw, T(kTirexForgetClamp));
+  dc = d_c * g.f;
+  dn = d_n * g.f;
+  dm = d_log_f_plus_m;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // The CPU backend's GEMMs: oneDNN's matmul against weights prepared once per call (Pointwise::prepared_gemm), and the
 // per-step BLAS GEMM (Pointwise::step_gemm) for what oneDNN does not run (float64, a torch built without it).
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -94,6 +95,56 @@ bool step_gemm_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c
     done = true;
   });
   return done;
+}
+
+void headwise_gemm_cpu(c10::ScalarType dtype, int64_t heads, int64_t gates, int64_t M, int64_t K, int64_t C,
+                       HeadOperand a, HeadOperand b, HeadOperand c, bool accumulate) {
+  TORCH_CHECK(!c.transposed, "fusedrnn: headwise_gemm_cpu writes c row-major");
+  const int64_t products = heads * gates;
+  if (products == 0 || M == 0 || C == 0) return;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "fusedrnn_headwise_gemm_cpu", [&] {
+    BlasGemm<scalar_t> gemm = nullptr;
+    if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+      gemm = libtorch_blas_gemm<scalar_t>();
+    }
+    const bool blas = gemm != nullptr && K > 0 && fits_int({M, K, C, a.ld, b.ld, c.ld});
+    auto block = [&](const HeadOperand& o, int64_t i) {  // product i = k * gates + g
+      return const_cast<scalar_t*>(static_cast<const scalar_t*>(o.p)) + (i / gates) * o.head_stride +
+             (i % gates) * o.gate_stride;
+    };
+    auto one_product = [&](int64_t i) {
+      scalar_t* c_i = block(c, i);
+      if (!blas) {  // ATen's GEMM on views of the same memory
+        const auto options = at::TensorOptions().dtype(dtype);
+        auto view = [&](const HeadOperand& o, int64_t rows, int64_t cols) {
+          return o.transposed ? at::from_blob(block(o, i), {cols, rows}, {o.ld, 1}, options).t()
+                              : at::from_blob(block(o, i), {rows, cols}, {o.ld, 1}, options);
+        };
+        at::Tensor out = at::from_blob(c_i, {M, C}, {c.ld, 1}, options);
+        if (accumulate) {
+          out.addmm_(view(a, M, K), view(b, K, C));
+        } else {
+          at::mm_out(out, view(a, M, K), view(b, K, C));
+        }
+        return;
+      }
+      if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+        // Column-major BLAS on row-major data: c^T [C, M] = b^T [C, K] a^T [K, M]; a row-major operand's memory is
+        // its transpose in column-major order ('N'), a transposed one's is the operand itself ('T').
+        const char tb = b.transposed ? 'T' : 'N', ta = a.transposed ? 'T' : 'N';
+        const int m = static_cast<int>(C), n = static_cast<int>(M), kk = static_cast<int>(K);
+        const int ldb = static_cast<int>(b.ld), lda = static_cast<int>(a.ld), ldc = static_cast<int>(c.ld);
+        const scalar_t alpha = 1, beta = accumulate ? 1 : 0;
+        gemm(&tb, &ta, &m, &n, &kk, &alpha, block(b, i), &ldb, block(a, i), &lda, &beta, c_i, &ldc);
+      }
+    };
+    // Products in parallel tasks of at least kMinMacsPerTask (one product per task at large batch); a single task
+    // runs on the calling thread, outside any parallel region, where BLAS may use torch's threads itself.
+    const int64_t grain = std::max<int64_t>(1, kMinMacsPerTask / std::max<int64_t>(1, M * K * C));
+    at::parallel_for(0, products, grain, [&](int64_t first, int64_t last) {
+      for (int64_t i = first; i < last; ++i) one_product(i);
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

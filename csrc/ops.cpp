@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "op_checks.h"
 #include "persistent_plan.h"
 #include "rnn_loop.h"
 #ifdef FUSEDRNN_WITH_CUDA
@@ -50,20 +51,6 @@ struct Sizes {
   bool projection;
 };
 
-//: One tensor against the call's dtype, device, contiguity and expected shape.
-void check_tensor(const char* op, const char* name, const Tensor& t, const Tensor& x, std::initializer_list<SymInt> shape) {
-  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but x is on ", x.device(),
-              "; every tensor must be on the same device");
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but x has ",
-              x.scalar_type(), "; every tensor must have the same dtype");
-  bool same = t.dim() == static_cast<int64_t>(shape.size());
-  int64_t d = 0;
-  for (const SymInt& size : shape) same = same && t.sym_size(d++) == size;
-  TORCH_CHECK(same, op, ": ", name, " has shape ", t.sym_sizes(), " but ", c10::SymIntArrayRef(shape),
-              " was expected");
-  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (call .contiguous() first)");
-}
-
 Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, const optional<Tensor>& c0,
                   const Tensor& w_ih, const Tensor& w_hh, const optional<Tensor>& w_hr) {
   TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D [T, N, I], got ", x.dim(), "-D");
@@ -76,17 +63,25 @@ Sizes check_layer(const char* op, Mode mode, const Tensor& x, const Tensor& h0, 
   if (is_indrnn(mode)) {  // w_hh is the recurrent scale u [H]
     TORCH_CHECK(w_hh.dim() == 1, op, ": IndRNN's w_hh must be the vector u [H], got shape ", w_hh.sym_sizes());
     TORCH_CHECK(!w_hr.has_value(), op, ": w_hr (projection) is only supported for LSTM");
+  } else if (w_hh.dim() == 3) {  // multi-head: the blocks [K, G*d, d] of a block-diagonal W_hh (H = K*d)
+    TORCH_CHECK(w_hh.sym_size(1) == w_hh.sym_size(2) * G, op, ": multi-head w_hh must be [heads, ", G,
+                "*head_dim, head_dim], got shape ", w_hh.sym_sizes());
+    TORCH_CHECK(!w_hr.has_value(), op, ": w_hr (projection) is not defined with heads");
+    TORCH_CHECK_NOT_IMPLEMENTED(x.device().type() != c10::kCUDA, op, ": multi-head layers have CPU kernels only");
   } else {
     TORCH_CHECK(w_hh.dim() == 2 && w_hh.sym_size(0) % G == 0, op, ": w_hh must be [", G, "*H, P], got shape ",
                 w_hh.sym_sizes());
   }
-  const SymInt H = w_hh.sym_size(0) / G;
-  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), H, is_indrnn(mode) ? H : w_hh.sym_size(1),
+  const bool heads = w_hh.dim() == 3;
+  const SymInt H = heads ? w_hh.sym_size(0) * w_hh.sym_size(2) : w_hh.sym_size(0) / G;
+  Sizes s{mode, x.sym_size(0), x.sym_size(1), x.sym_size(2), H, is_indrnn(mode) || heads ? H : w_hh.sym_size(1),
           w_hr.has_value()};
   check_tensor(op, "x", x, x, {s.T, s.N, s.I});
   check_tensor(op, "w_ih", w_ih, x, {s.H * G, s.I});
   if (is_indrnn(mode)) {
     check_tensor(op, "w_hh", w_hh, x, {s.H});
+  } else if (heads) {
+    check_tensor(op, "w_hh", w_hh, x, {w_hh.sym_size(0), w_hh.sym_size(1), w_hh.sym_size(2)});
   } else {
     check_tensor(op, "w_hh", w_hh, x, {s.H * G, s.P});
   }
@@ -109,17 +104,6 @@ void check_biases(const char* op, const Sizes& s, const Tensor& x, const optiona
     check_tensor(op, "b_ih", *b_ih, x, {s.H * gates_of(s.mode)});
     check_tensor(op, "b_hh", *b_hh, x, {s.H * gates_of(s.mode)});
   }
-}
-
-//: Per-row lengths: [N] int64 on x's device (values are not read here: that would synchronise a GPU).
-void check_lengths(const char* op, const Sizes& s, const Tensor& x, const optional<Tensor>& lengths) {
-  if (!lengths.has_value()) return;
-  TORCH_CHECK(lengths->scalar_type() == at::kLong, op, ": lengths must be int64, got ", lengths->scalar_type());
-  TORCH_CHECK(lengths->device() == x.device(), op, ": lengths is on ", lengths->device(), " but x is on ",
-              x.device(), "; every tensor must be on the same device");
-  TORCH_CHECK(lengths->dim() == 1 && lengths->sym_size(0) == s.N, op, ": lengths must have shape [", s.N,
-              "], got ", lengths->sym_sizes());
-  TORCH_CHECK(lengths->is_contiguous(), op, ": lengths must be contiguous");
 }
 
 //: The variants' optional inputs (fusedrnn/reference.py): layer-norm gains and zoneout masks.
@@ -196,7 +180,7 @@ ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const T
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
-  check_lengths("fusedrnn.layer_forward", s, x, lengths);
+  check_lengths("fusedrnn.layer_forward", s.N, x, lengths);
   const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
   check_variants("fusedrnn.layer_forward", s, x, variants);
   c10::OptionalDeviceGuard guard(x.device());
@@ -222,7 +206,7 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
   check_variants("fusedrnn.layer_backward", s, x, variants);
   check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n, variants.flags());
-  check_lengths("fusedrnn.layer_backward", s, x, lengths);
+  check_lengths("fusedrnn.layer_backward", s.N, x, lengths);
   c10::OptionalDeviceGuard guard(x.device());
   auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse, variants);
   in.lengths = lengths.value_or(Tensor());
@@ -278,7 +262,7 @@ ForwardResult layer_forward_meta(c10::string_view mode_name, const Tensor& x, co
   const Mode mode = parse_mode(mode_name);
   const Sizes s = check_layer("fusedrnn.layer_forward", mode, x, h0, c0, w_ih, w_hh, w_hr);
   check_biases("fusedrnn.layer_forward", s, x, b_ih, b_hh);
-  check_lengths("fusedrnn.layer_forward", s, x, lengths);
+  check_lengths("fusedrnn.layer_forward", s.N, x, lengths);
   const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
   check_variants("fusedrnn.layer_forward", s, x, variants);
   return {empty_like_shape(x, {s.T, s.N, s.P}), empty_like_shape(x, {s.N, s.P}),
@@ -297,7 +281,7 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
   const VariantArgs variants = FUSEDRNN_VARIANT_ARGS;
   check_variants("fusedrnn.layer_backward", s, x, variants);
   check_grads("fusedrnn.layer_backward", s, x, y, saved, grad_y, grad_h_n, grad_c_n, variants.flags());
-  check_lengths("fusedrnn.layer_backward", s, x, lengths);
+  check_lengths("fusedrnn.layer_backward", s.N, x, lengths);
   const int64_t G = gates_of(mode);
   auto none = [&] { return empty_like_shape(x, {0}); };
   const bool norm = variants.ln_ih.has_value(), norm_lstm = norm && mode == Mode::LSTM;
@@ -305,7 +289,7 @@ BackwardResult layer_backward_meta(c10::string_view mode_name, const Tensor& gra
           empty_like_shape(x, {s.N, s.P}),
           mode == Mode::LSTM ? empty_like_shape(x, {s.N, s.H}) : none(),
           empty_like_shape(x, {s.H * G, s.I}),
-          is_indrnn(mode) ? empty_like_shape(x, {s.H}) : empty_like_shape(x, {s.H * G, s.P}),
+          at::empty_like(w_hh),  // u [H], [G*H, P], or the heads' blocks
           has_bias ? empty_like_shape(x, {s.H * G}) : none(),
           has_bias ? empty_like_shape(x, {s.H * G}) : none(),
           s.projection ? empty_like_shape(x, {s.P, s.H}) : none(),

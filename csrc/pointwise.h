@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "slstm_step.h"
 #include "step.h"
 
 namespace at {
@@ -14,6 +15,18 @@ class Tensor;
 namespace fusedrnn {
 
 struct PreparedGemm;
+
+//: One operand of a headwise product, row-major in the call's dtype: the matrix of head k and gate g starts
+//: k * head_stride + g * gate_stride elements in; element (i, j) is at p[i * ld + j], or at p[j * ld + i] when
+//: `transposed` (the memory holds the operand's transpose, e.g. a row-major weight [C, K] used as its [K, C]
+//: transpose).
+struct HeadOperand {
+  const void* p;
+  int64_t ld, head_stride;
+  bool transposed = false;
+  int64_t gate_stride = 0;
+};
+
 
 //: One device's pointwise pass (one step for all N*H elements, asynchronously on the current stream), and how the
 //: host loop should size that device's GEMMs.
@@ -29,6 +42,14 @@ struct Pointwise {
   //: into the GEMM library's blocked layout, as oneDNN's fused LSTM does). The host loop uses them where
   //: prepare_weight returns a defined tensor, and step_gemm / ATen otherwise.
   const PreparedGemm* prepared_gemm = nullptr;
+  //: Optional block-diagonal products of multi-head recurrences (multi-head LSTM/GRU/RNN, sLSTM): for every head
+  //: k < heads and gate g < gates, c_kg = a_kg b_kg (c_kg += a_kg b_kg when accumulate), a_kg [M, K], b_kg [K, C],
+  //: c_kg [M, C] (c never transposed, no two products write the same c); null on a device without them.
+  void (*headwise_gemm)(c10::ScalarType dtype, int64_t heads, int64_t gates, int64_t M, int64_t K, int64_t C,
+                        HeadOperand a, HeadOperand b, HeadOperand c, bool accumulate) = nullptr;
+  //: xLSTM's sLSTM step (slstm_step.h), float and double; null on a device without it (the op refuses there).
+  void (*slstm_forward)(const SlstmForwardStep&, c10::ScalarType) = nullptr;
+  void (*slstm_backward)(const SlstmBackwardStep&, c10::ScalarType) = nullptr;
 };
 
 struct PreparedGemm {

@@ -59,6 +59,14 @@ void backward_cpu(const BackwardStep& s, c10::ScalarType dtype) {
   selected_kernels().backward(s, dtype);
 }
 
+void slstm_forward_cpu(const SlstmForwardStep& s, c10::ScalarType dtype) {
+  selected_kernels().slstm_forward(s, dtype);
+}
+
+void slstm_backward_cpu(const SlstmBackwardStep& s, c10::ScalarType dtype) {
+  selected_kernels().slstm_backward(s, dtype);
+}
+
 //: Rows of one input-projection / weight-gradient GEMM: BLAS reaches its large-GEMM speed well below this, and the
 //: chunk's buffers (rows x G*H) stay small enough to be reused from cache.
 constexpr int64_t kGemmRows = 1024;
@@ -66,7 +74,8 @@ constexpr int64_t kGemmRows = 1024;
 }  // namespace
 
 const Pointwise& cpu_pointwise() {
-  static const Pointwise pointwise{forward_cpu, backward_cpu, kGemmRows, step_gemm_cpu, &cpu_prepared_gemm()};
+  static const Pointwise pointwise{forward_cpu,       backward_cpu,       kGemmRows,         step_gemm_cpu,
+                                   &cpu_prepared_gemm(), headwise_gemm_cpu, slstm_forward_cpu, slstm_backward_cpu};
   return pointwise;
 }
 

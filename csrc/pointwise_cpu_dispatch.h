@@ -10,11 +10,15 @@ namespace fusedrnn {
 
 struct ForwardStep;
 struct BackwardStep;
+struct SlstmForwardStep;
+struct SlstmBackwardStep;
 
 struct PointwiseKernels {
   const char* capability;  // as ATen names it: "DEFAULT", "AVX2", "AVX512"
   void (*forward)(const ForwardStep&, c10::ScalarType);
   void (*backward)(const BackwardStep&, c10::ScalarType);
+  void (*slstm_forward)(const SlstmForwardStep&, c10::ScalarType);
+  void (*slstm_backward)(const SlstmBackwardStep&, c10::ScalarType);
 };
 
 // Each returns its variant, or null where that variant is not compiled in (not x86-64, or not GCC).

@@ -24,6 +24,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include "pointwise_cpu_dispatch.h"
+#include "slstm_step.h"
 #include "step.h"
 
 namespace fusedrnn {
@@ -83,6 +84,32 @@ struct VecMath {
   static V relu_backward(V y, V dy) {
     return V::blendv(V(0), dy, y > V(0));
   }
+  // sLSTM's primitives (cell_math.h: ScalarMath's). exp is SLEEF's (1 ulp), not exp_u20: the stabiliser's
+  // exp(i~ - m) and exp(log f + m_{t-1} - m) are gates themselves, not inputs to a saturating sigmoid.
+  template <class V>
+  static V exp(V x) {
+    return x.exp();
+  }
+  template <class V>
+  static V logsigmoid(V x) {
+    return at::vec::minimum(x, V(0)) - x.abs().neg().exp().log1p();
+  }
+  template <class V>
+  static V minimum(V a, V b) {
+    return at::vec::minimum(a, b);
+  }
+  template <class V>
+  static V maximum(V a, V b) {
+    return at::vec::maximum(a, b);
+  }
+  template <class V>
+  static V max_weight(V a, V b) {
+    return V::blendv(V::blendv(V(0), V(0.5), a == b), V(1), a > b);
+  }
+  template <class V>
+  static V at_most(V x, V bound) {
+    return V::blendv(V(0), V(1), x <= bound);
+  }
 };
 
 //: `count` consecutive elements of storage type S (count <= V::size()) as one vector of the compute type (S itself,
@@ -138,13 +165,19 @@ struct RowLanes {
 //: Rows per parallel task: enough elements that a task outweighs the thread hand-off (~a few microseconds).
 constexpr int64_t kElementsPerTask = 16384;
 
-template <class Step, class Body>
-void for_each_row(const Step& s, Body body) {
+//: body(n) for every batch row, in parallel tasks of about kElementsPerTask elements (a row has `row_elements`).
+template <class Body>
+void for_each_row(int64_t N, int64_t row_elements, Body body) {
   // max(1, ...): a hidden size of 0 (torch.nn allows it for cells) must not divide by zero.
-  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, s.H * gates_of(s.mode)));
-  at::parallel_for(0, s.N, grain, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, row_elements));
+  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) body(n);
   });
+}
+
+template <class Step, class Body>
+void for_each_row(const Step& s, Body body) {
+  for_each_row(s.N, s.H * gates_of(s.mode), body);
 }
 
 //: Whole rows (step.h: forward_row, backward_row): the layer norms need sums over a row.
@@ -160,10 +193,25 @@ void backward(const BackwardStep& s, c10::ScalarType dtype) {
   });
 }
 
+//: sLSTM (slstm_step.h), float and double: half-precision calls are computed in float32 (fusedrnn/reference_slstm.py).
+void slstm_forward(const SlstmForwardStep& s, c10::ScalarType dtype) {
+  AT_DISPATCH_FLOATING_TYPES(dtype, "fusedrnn_slstm_forward_cpu", [&] {
+    for_each_row(s.N, kSlstmGates * s.H,
+                 [&](int64_t n) { slstm_forward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
+  });
+}
+
+void slstm_backward(const SlstmBackwardStep& s, c10::ScalarType dtype) {
+  AT_DISPATCH_FLOATING_TYPES(dtype, "fusedrnn_slstm_backward_cpu", [&] {
+    for_each_row(s.N, kSlstmGates * s.H,
+                 [&](int64_t n) { slstm_backward_row<VecMath, scalar_t>(s, RowLanes<scalar_t>{}, n); });
+  });
+}
+
 #define FUSEDRNN_STRINGIFY_(x) #x
 #define FUSEDRNN_STRINGIFY(x) FUSEDRNN_STRINGIFY_(x)
 
-const PointwiseKernels kKernels{FUSEDRNN_STRINGIFY(CPU_CAPABILITY), forward, backward};
+const PointwiseKernels kKernels{FUSEDRNN_STRINGIFY(CPU_CAPABILITY), forward, backward, slstm_forward, slstm_backward};
 
 }  // namespace
 

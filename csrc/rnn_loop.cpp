@@ -2,33 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include "loop_views.h"
+
 namespace fusedrnn {
 namespace {
 
 using at::Tensor;
-
-//: See forward_loop: below this many steps, copying W_hh^T once (or reordering the weights for
-//: Pointwise::prepared_gemm, which costs about the same: ~0.5 ms for a 4 MB W_hh on CPU) costs more than it saves.
-constexpr int64_t kMinStepsToTransposeWeights = 16;
-
-//: Steps per input-projection (forward) and weight-gradient (backward) GEMM. The device decides how many rows such a
-//: GEMM needs (Pointwise::gemm_rows; 0 = the whole sequence at once). On CPU a bounded chunk is as fast as one huge
-//: GEMM, and its buffers are reused, stay in cache and need no fresh pages: measured 50 of 170 ms were page faults
-//: for a one-shot [T, N, G*H] projection at T=100, N=64, H=512.
-int64_t chunk_steps(const Pointwise& pw, int64_t T, int64_t N) {
-  return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / std::max<int64_t>(N, 1))) : T;
-}
-
-//: A 2-D tensor as a Mat (row stride from the tensor).
-Mat mat(const Tensor& t) {
-  return {t.data_ptr(), t.stride(0)};
-}
-
-//: Time step t of a [T, N, C] tensor, starting at column `col`.
-Mat step_mat(const Tensor& t3, int64_t t, int64_t col = 0) {
-  auto* base = static_cast<char*>(t3.data_ptr());
-  return {base + (t * t3.stride(0) + col) * t3.element_size(), t3.stride(1)};
-}
 
 //: A vector (a per-unit parameter) as a [1, C] row; null when undefined.
 Mat row_mat(const Tensor& t) {
@@ -38,10 +17,6 @@ Mat row_mat(const Tensor& t) {
 //: Time step t of a [T, N, H] tensor, or null when undefined (an absent zoneout mask).
 Mat optional_step_mat(const Tensor& t3, int64_t t) {
   return t3.defined() ? step_mat(t3, t) : Mat{};
-}
-
-const int64_t* lengths_ptr(const Tensor& lengths) {
-  return lengths.defined() ? lengths.const_data_ptr<int64_t>() : nullptr;
 }
 
 //: [T, N, 1] in `options`' dtype: 1 where row n takes part in step t (t < lengths[n]), else 0.
@@ -74,10 +49,58 @@ std::optional<Tensor> optional(const Tensor& t) {
   return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
 }
 
+//: Hidden units H of a layer: W_hh [G*H, P], IndRNN's u [H], or multi-head blocks [K, G*d, d] (H = K*d).
+int64_t hidden_of(const LayerInputs& in) {
+  if (in.w_hh.dim() == 3) return in.w_hh.size(0) * in.w_hh.size(2);
+  return is_indrnn(in.mode) ? in.w_hh.size(0) : in.w_hh.size(0) / gates_of(in.mode);
+}
+
+// Multi-head layers (W_hh block-diagonal, stored as its blocks [K, G*d, d]; fusedrnn.reference.headwise_linear):
+// the recurrent products run one small GEMM per head and gate (Pointwise::headwise_gemm), between the
+// gate-major pre-activations (gate g, head k, unit j at g*H + k*d + j) the pointwise passes read and write and the
+// head-major state.
+
+//: The blocks' transposes W_kg^T [d, d] (the weights of h_k W_kg^T) as the forward's products read them: copied
+//: contiguous for a sequence long enough to pay for it (as the dense W_hh^T is), else a view of W_hh.
+Tensor head_blocks_t(const Tensor& w_hh, int64_t G, bool copy) {
+  const int64_t K = w_hh.size(0), d = w_hh.size(2);
+  const Tensor view = w_hh.view({K, G, d, d}).transpose(2, 3);
+  return copy ? view.contiguous() : view;
+}
+
+//: gh [N, G*H] = h [N, H] times the block-diagonal W_hh^T, w_t from head_blocks_t.
+void headwise_recurrent(const Pointwise& pw, const Tensor& h, const Tensor& w_t, Tensor& gh) {
+  const int64_t K = w_t.size(0), G = w_t.size(1), d = w_t.size(2), H = K * d;
+  pw.headwise_gemm(gh.scalar_type(), K, G, h.size(0), d, d, {h.data_ptr(), h.stride(0), d},
+                    {w_t.data_ptr(), d, G * d * d, /*transposed=*/!w_t.is_contiguous(), d * d},
+                    {gh.data_ptr(), G * H, d, false, H}, false);
+}
+
+//: dh [N, H] (+)= dg [N, G*H] times the block-diagonal W_hh: gate by gate, each adding its part (accumulate: the
+//: first one too).
+void headwise_recurrent_backward(const Pointwise& pw, const Tensor& dg, const Tensor& w_hh, Tensor& dh,
+                                 bool accumulate) {
+  const int64_t K = w_hh.size(0), d = w_hh.size(2), G = w_hh.size(1) / d, H = K * d;
+  const auto bytes = dg.element_size();
+  for (int64_t g = 0; g < G; ++g) {
+    const auto* dg_g = static_cast<const char*>(dg.data_ptr()) + g * H * bytes;
+    const auto* w_g = static_cast<const char*>(w_hh.data_ptr()) + g * d * d * bytes;
+    pw.headwise_gemm(dg.scalar_type(), K, 1, dg.size(0), d, d, {dg_g, dg.stride(0), d}, {w_g, d, G * d * d},
+                      {dh.data_ptr(), dh.stride(0), d}, accumulate || g > 0);
+  }
+}
+
+//: dW_hh [K, G*d, d] (+)= dg^T h over rows: dg [rows, G*H] contiguous, h [rows, H] contiguous.
+void headwise_weight_gradient(const Pointwise& pw, const Tensor& dg, const Tensor& h, Tensor& dw_hh, bool accumulate) {
+  const int64_t K = dw_hh.size(0), d = dw_hh.size(2), G = dw_hh.size(1) / d, H = K * d;
+  pw.headwise_gemm(dg.scalar_type(), K, G, d, dg.size(0), d, {dg.data_ptr(), G * H, d, /*transposed=*/true, H},
+                    {h.data_ptr(), H, d}, {dw_hh.data_ptr(), d, G * d * d, false, d * d}, accumulate);
+}
+
 }  // namespace
 
 std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
-  const int64_t H = in.w_hh.size(0) / gates_of(in.mode);
+  const int64_t H = hidden_of(in);
   const bool gru = in.mode == Mode::GRU;
   // Every bias goes into the input projection, except GRU's b_hn, which the reset gate scales inside the step.
   Tensor bias;
@@ -97,7 +120,9 @@ std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, const Pointwise& pw) {
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const bool indrnn = is_indrnn(in.mode);  // no recurrent GEMM: u * h_{t-1} is part of the pointwise pass
-  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = indrnn ? H : in.w_hh.size(1);
+  const bool heads = in.w_hh.dim() == 3;  // multi-head: block-diagonal W_hh [K, G*d, d]
+  TORCH_CHECK(!heads || pw.headwise_gemm != nullptr, "fusedrnn: no multi-head kernels on ", in.x.device().type());
+  const int64_t G = gates_of(in.mode), H = hidden_of(in), GH = G * H, P = indrnn || heads ? H : in.w_hh.size(1);
   const bool projection = in.w_hr.has_value();
   const bool gru = in.mode == Mode::GRU;
   const Variants variants = variants_of(in);
@@ -115,7 +140,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   // Weights prepared once for this call (see Pointwise::prepared_gemm), W^T being the weight of x W^T and h W_hh^T.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
   const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N);
-  const Tensor w_hh_prepared = indrnn ? Tensor() : prepare(gemm, in.w_hh, N);  // IndRNN: u is a vector
+  // IndRNN: u is a vector; multi-head: per-head products (headwise_recurrent)
+  const Tensor w_hh_prepared = indrnn || heads ? Tensor() : prepare(gemm, in.w_hh, N);
   Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, in.x.options());
   int64_t chunk_first_t = 0;  // the time step of gi[0]
   auto project = [&](int64_t s) {
@@ -145,7 +171,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   // sequences (a decoder stepping one token at a time) keep the view. (With 2 threads MKL's small GEMMs stalled for
   // milliseconds now and then in either layout on the busy dev machine; no layout avoided that.)
   const bool transpose_once = T >= kMinStepsToTransposeWeights && !w_hh_prepared.defined() && !indrnn;
-  const Tensor w_hh_t = transpose_once ? in.w_hh.t().contiguous() : in.w_hh.t();
+  const Tensor w_hh_t = heads ? head_blocks_t(in.w_hh, G, transpose_once)
+                              : transpose_once ? in.w_hh.t().contiguous() : in.w_hh.t();
   const Tensor w_hr_t =
       projection ? (T >= kMinStepsToTransposeWeights ? in.w_hr->t().contiguous() : in.w_hr->t()) : Tensor();
   const int64_t h_column = kLstmSaved * H;  // LSTM with projection: h before the projection is saved here
@@ -164,6 +191,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
       // No recurrent GEMM: u * h_{t-1} is part of the pointwise pass.
     } else if (w_hh_prepared.defined()) {
       gh = gemm->linear(h_prev, w_hh_prepared, std::nullopt);
+    } else if (heads) {
+      headwise_recurrent(pw, h_prev, w_hh_t, gh);
     } else {
       step_gemm(pw, h_prev, w_hh_t, gh, false);
     }
@@ -202,7 +231,9 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
                                   const Pointwise& pw) {
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const bool indrnn = is_indrnn(in.mode);
-  const int64_t G = gates_of(in.mode), GH = in.w_hh.size(0), H = GH / G, P = indrnn ? H : in.w_hh.size(1);
+  const bool heads = in.w_hh.dim() == 3;  // multi-head: see forward_loop
+  TORCH_CHECK(!heads || pw.headwise_gemm != nullptr, "fusedrnn: no multi-head kernels on ", in.x.device().type());
+  const int64_t G = gates_of(in.mode), H = hidden_of(in), GH = G * H, P = indrnn || heads ? H : in.w_hh.size(1);
   const bool projection = in.w_hr.has_value();
   const bool lstm = in.mode == Mode::LSTM, gru = in.mode == Mode::GRU;
   const Variants variants = variants_of(in);
@@ -219,7 +250,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   const int64_t chunk = chunk_steps(pw, T, N);
   // Prepared weights (see forward_loop): dh_{t-1} = dg_t W_hh and dx = dg W_ih, so W_hh^T and W_ih^T are the weights.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
-  const Tensor w_hh_t_prepared = indrnn ? Tensor() : prepare(gemm, in.w_hh.t(), N);
+  const Tensor w_hh_t_prepared = indrnn || heads ? Tensor() : prepare(gemm, in.w_hh.t(), N);
   const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), chunk * N);
   // The weight gradients (two activations: nothing to prepare) go the same way as the chunk's other big GEMM.
   const bool gemm_weight_gradients = w_ih_t_prepared.defined();
@@ -252,19 +283,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
 
   // The chunk holds steps t in [lo, lo + steps); its weight gradients are GEMMs over all its steps * N rows.
   int64_t lo = 0, steps = 0;
-  Tensor h0 = in.h0.unsqueeze(0);
-  auto h_prev_rows = [&]() {  // h_{t-1} of the chunk's steps, [steps * N, P]
-    Tensor rows;
-    const bool starts = in.reverse ? lo + steps == T : lo == 0;  // the chunk holds the first step: h_{t-1} = h0
-    if (starts && steps == 1) {
-      rows = h0;  // a one-step call (a cell): nothing to concatenate
-    } else if (!in.reverse) {
-      rows = starts ? at::cat({h0, y.narrow(0, 0, steps - 1)}) : y.narrow(0, lo - 1, steps);
-    } else {
-      rows = starts ? at::cat({y.narrow(0, lo + 1, steps - 1), h0}) : y.narrow(0, lo + 1, steps);
-    }
-    return rows.view({steps * N, P});
-  };
+  auto h_prev_rows = [&]() { return previous_outputs(y, in.h0, lo, steps, in.reverse); };  // [steps * N, P]
   // The first chunk writes the weight and bias gradients, later chunks add to them: no zero fill and no extra read
   // of the output, which a one-step call (a cell: one chunk) notices.
   bool first_chunk = true;
@@ -293,7 +312,11 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     if (indrnn) {
       sum_into(dw_hh, dgh * h_prev_rows());  // du = sum over t, n of da * h_{t-1}
     } else {
-      gemm_into(dw_hh, dvh.t(), h_prev_rows());
+      if (heads) {
+        headwise_weight_gradient(pw, dvh, h_prev_rows(), dw_hh, !first_chunk);
+      } else {
+        gemm_into(dw_hh, dvh.t(), h_prev_rows());
+      }
     }
     gemm_into(dw_ih, dvi.t(), in.x.narrow(0, lo, steps).view({steps * N, I}));
     Tensor dx_rows = dx.narrow(0, lo, steps).view({steps * N, I});
@@ -323,14 +346,7 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     first_chunk = false;
   };
 
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = in.reverse ? s : T - 1 - s;  // forward steps in reverse order
-    if (s % chunk == 0) {
-      if (s > 0) accumulate_weight_gradients();
-      steps = std::min(chunk, T - s);
-      lo = in.reverse ? s : T - s - steps;
-    }
-    const int64_t k = t - lo;  // index in the chunk buffers
+  auto backward_step = [&](int64_t t, int64_t k) {  // k: t's index in the chunk buffers
     const bool first = in.reverse ? t == T - 1 : t == 0;
     const int64_t t_prev = in.reverse ? t + 1 : t - 1;
     BackwardStep step{in.mode, N, H, t, lengths_ptr(in.lengths)};
@@ -362,6 +378,8 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
     if (N * H > 0) pw.backward(step, y.scalar_type());  // as in forward_loop: nothing to do, nothing to launch
     if (indrnn) {
       // The step wrote all of dh_{t-1}.
+    } else if (heads) {  // no projection with heads, so no carried rows to add
+      headwise_recurrent_backward(pw, dv_h.select(0, k), in.w_hh, dh_next, direct);
     } else if (w_hh_t_prepared.defined()) {
       Tensor recurrent = gemm->linear(dv_h.select(0, k), w_hh_t_prepared, std::nullopt);
       dh_next = direct ? dh_next.add_(recurrent) : recurrent;  // direct: the part the step wrote + the GEMM
@@ -373,8 +391,8 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
       step_gemm(pw, dv_h.select(0, k), in.w_hh, dh_next, false);
       if (masked) dh_next.addcmul_(dh_total.select(0, k), finished.select(0, t));  // finished rows: carried
     }
-  }
-  accumulate_weight_gradients();
+  };
+  walk_back_in_chunks(T, chunk, in.reverse, lo, steps, backward_step, accumulate_weight_gradients);
   return {dx, dh_next, lstm ? dc : none(), dw_ih, dw_hh, db_ih, db_hh, dw_hr, dln_ih, dln_hh, dln_c_w, dln_c_b};
 }
 

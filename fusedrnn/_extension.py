@@ -16,6 +16,13 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
            layer-norm gains (ln_ih and ln_hh together, ln_c_* for LSTM); zoneout masks.
     layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
                            grad_ln_ih, grad_ln_hh, grad_ln_c_weight, grad_ln_c_bias (empty where absent)
+    slstm_forward(x [T,N,I] (or [T,N,4H] pre-activations when w_ih is None), h0, c0, n0, m0 [N,H], w_ih [4H,I]|None,
+                  w_hh [K,4d,d], b_ih|None, b_hh|None, reverse, tirex, save_workspace=True, lengths [N] int64|None)
+        -> y [T,N,H], h_n, c_n, n_n, m_n [N,H], workspace: one xLSTM sLSTM layer direction
+           (fusedrnn/reference_slstm.py; tirex: formulation "tirex"), float32/float64 on CPU (half-precision callers
+           convert to float32, as the reference computes). With lengths, y as layer_forward's.
+    slstm_backward(...) -> grad_x, grad_h0, grad_c0, grad_n0, grad_m0, grad_w_ih (empty without w_ih), grad_w_hh,
+                           grad_bias (of either bias; empty without)
     cpu_capability() -> "DEFAULT", "AVX2" or "AVX512": the CPU pointwise variant in use, chosen at load time as ATen
               chooses its own kernels (the CPU's best; ATEN_CPU_CAPABILITY=default|avx2|avx512 forces a narrower one)
     cuda_plan(mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm=-1,
@@ -34,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from . import _build, autograd_paths
+from . import _build, autograd_paths, reference_slstm
 
 _PACKAGE = Path(__file__).resolve().parent
 #: Where the C++/CUDA sources are: inside an installed package (setup.py copies them), or the source checkout.
@@ -176,8 +183,55 @@ _LAYER = autograd_paths.LayerAutograd(
 )
 
 
+#: slstm_forward's arguments: reference_slstm.SLSTM_LAYER_INPUTS (positions 0-8), reverse, tirex, save_workspace,
+#: lengths.
+_SLSTM_INPUTS = range(len(reference_slstm.SLSTM_LAYER_INPUTS))
+_SLSTM_ARITY = len(_SLSTM_INPUTS) + 4
+_SLSTM_OUTPUTS = 5  # y, h_n, c_n, n_n, m_n
+
+
+def _slstm_setup_context(ctx, inputs, output):
+    *tensors, reverse, tirex, _save_workspace, lengths = inputs
+    ctx.save_for_backward(*tensors, output[0], output[-1], lengths)
+    ctx.reverse, ctx.tirex = reverse, tirex
+    ctx.mark_non_differentiable(output[-1])
+
+
+def _slstm_recompute(ctx) -> autograd_paths.Recompute:
+    *inputs, _y, _workspace, lengths = ctx.saved_tensors
+    return autograd_paths.Recompute("tirex" if ctx.tirex else "xlstm", tuple(inputs), ctx.reverse, lengths)
+
+
+def _slstm_kernel_backward(ctx, grad_y, *grad_final):
+    x, h0, c0, n0, m0, w_ih, w_hh, b_ih, b_hh, y, workspace, lengths = ctx.saved_tensors
+    grad_state = [_contiguous_or_zeros(g, h0) for g in grad_final[: _SLSTM_OUTPUTS - 1]]
+    has_bias = b_ih is not None or b_hh is not None
+    dx, dh0, dc0, dn0, dm0, dw_ih, dw_hh, db = torch.ops.fusedrnn.slstm_backward(
+        _contiguous_or_zeros(grad_y, y), *grad_state, x, h0, c0, n0, m0, w_ih, w_hh, y, workspace, ctx.reverse,
+        ctx.tirex, has_bias, lengths,
+    )
+    # Both biases are added to the same pre-activations: the same gradient, a copy each (no two grads alias).
+    db_ih = db if b_ih is not None else None
+    db_hh = (db.clone() if b_ih is not None else db) if b_hh is not None else None
+    return (dx, dh0, dc0, dn0, dm0, dw_ih if w_ih is not None else None, dw_hh, db_ih, db_hh, None, None, None, None)
+
+
+_SLSTM = autograd_paths.LayerAutograd(
+    "NativeSLSTM",
+    lambda *args: torch.ops.fusedrnn.slstm_forward(*args),
+    _slstm_setup_context,
+    _slstm_kernel_backward,
+    _slstm_recompute,
+    input_positions=_SLSTM_INPUTS,
+    arity=_SLSTM_ARITY,
+    vjp=reference_slstm.slstm_vjp,
+    outputs=_SLSTM_OUTPUTS,
+)
+
+
 def _register_autograd() -> None:
     torch.library.register_autograd("fusedrnn::layer_forward", _LAYER.backward, setup_context=_setup_context)
+    torch.library.register_autograd("fusedrnn::slstm_forward", _SLSTM.backward, setup_context=_slstm_setup_context)
 
 
 def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths,
@@ -186,4 +240,10 @@ def layer_forward(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_w
     inference saves no workspace and needs none."""
     return _LAYER.apply(mode, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, save_workspace, lengths,
                         ln_ih, ln_hh, ln_c_weight, ln_c_bias, zoneout_h, zoneout_c,
+                        differentiable=save_workspace)  # fmt: skip
+
+
+def slstm_forward(x, h0, c0, n0, m0, w_ih, w_hh, b_ih, b_hh, reverse, tirex, save_workspace, lengths):
+    """torch.ops.fusedrnn.slstm_forward with autograd (as layer_forward): inference saves no workspace."""
+    return _SLSTM.apply(x, h0, c0, n0, m0, w_ih, w_hh, b_ih, b_hh, reverse, tirex, save_workspace, lengths,
                         differentiable=save_workspace)  # fmt: skip

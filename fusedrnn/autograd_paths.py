@@ -28,9 +28,10 @@ from . import reference
 
 
 class Recompute(NamedTuple):
-    """What fusedrnn.reference.layer_vjp needs from a saved context to recompute the layer."""
+    """What fusedrnn.reference.layer_vjp (or another `vjp` of LayerAutograd) needs from a saved context to
+    recompute the layer."""
 
-    mode: str  # fusedrnn.reference.GATES's keys
+    mode: str  # fusedrnn.reference.GATES's keys (sLSTM: its formulation)
     # reference.LAYER_INPUTS (reference.layer_inputs builds it), as the op received them: (x, hx, cx, w_ih, w_hh,
     # b_ih, b_hh, w_hr) and, for the variants, the layer-norm weights and zoneout masks after them.
     inputs: tuple[Tensor | None, ...]
@@ -39,13 +40,14 @@ class Recompute(NamedTuple):
 
 
 class LayerAutograd:
-    """The autograd of one layer op whose outputs begin with (y, h_n, c_n) and whose other outputs are marked
-    non-differentiable by `setup_context`.
+    """The autograd of one layer op whose outputs begin with its `outputs` differentiable ones ((y, h_n, c_n) for
+    the RNN layers) and whose other outputs are marked non-differentiable by `setup_context`.
 
     op(*args): the op; setup_context(ctx, args, outputs): saves what both backwards need;
     kernel_backward(ctx, *output_grads): one gradient (or None) per argument, from the compiled kernels;
     recompute(ctx) -> Recompute; input_positions: where in `args` the tensors of Recompute.inputs are;
-    arity: the number of arguments."""
+    arity: the number of arguments; vjp: the differentiable backward (fusedrnn.reference.layer_vjp's signature;
+    None: layer_vjp itself)."""
 
     def __init__(
         self,
@@ -56,8 +58,12 @@ class LayerAutograd:
         recompute: Callable,
         input_positions: Sequence[int],
         arity: int,
+        *,
+        vjp: Callable | None = None,
+        outputs: int = 3,
     ) -> None:
         self.op, self.setup_context, self.recompute = op, setup_context, recompute
+        self.vjp, self.outputs = vjp, outputs
         self.kernel_backward = kernel_backward
         self.input_positions, self.arity = tuple(input_positions), arity
         self.function = type(f"{name}Function", (torch.autograd.Function,), {
@@ -88,9 +94,9 @@ class LayerAutograd:
             return self.kernel_backward(ctx, *output_grads)
         layer = self.recompute(ctx)
         needs_grad = tuple(ctx.needs_input_grad[p] for p in self.input_positions)
-        # Upstream gradients of (y, h_n, c_n); layer_vjp ignores c_n's unless the mode is LSTM.
-        grads = reference.layer_vjp(layer.mode, layer.inputs, output_grads[:3], layer.reverse, layer.lengths,
-                                    needs_grad)  # fmt: skip
+        # Upstream gradients of the differentiable outputs (layer_vjp ignores c_n's unless the mode is LSTM).
+        vjp = self.vjp or reference.layer_vjp  # looked up per call, as the module attribute it is
+        grads = vjp(layer.mode, layer.inputs, output_grads[: self.outputs], layer.reverse, layer.lengths, needs_grad)
         result: list[Tensor | None] = [None] * self.arity
         for position, grad in zip(self.input_positions, grads):
             result[position] = grad

@@ -280,20 +280,36 @@ def layer_vjp(
     autograd level is no longer active, so only a transform sees how the recomputed outputs depend on the inputs;
     it composes with plain autograd as well."""
     masks = range(LAYER_INPUTS.index("zoneout_h"), len(LAYER_INPUTS))
-    wanted = [i for i, (t, need) in enumerate(zip(inputs, needs_grad)) if need and t is not None and i not in masks]
+
+    def layer(full: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
+        tensors, norm, zoneout = _unflatten(full)
+        outputs = rnn_layer(mode, *tensors, reverse=reverse, lengths=lengths, norm=norm, zoneout=zoneout)
+        return tuple(o for o in outputs if o is not None)
+
+    return recomputed_vjp(layer, inputs, grads, [need and i not in masks for i, need in enumerate(needs_grad)])
+
+
+def recomputed_vjp(
+    layer,
+    inputs: tuple[Tensor | None, ...],
+    grads: tuple[Tensor | None, ...],
+    needs_grad: list[bool] | tuple[bool, ...],
+) -> list[Tensor | None]:
+    """The differentiable vector-Jacobian product of layer(inputs) -> outputs (layer takes the whole tuple) with
+    respect to the inputs that need a gradient and are not None (None for the others); grads: one per output, None
+    for zero. See layer_vjp for why torch.func.vjp."""
+    wanted = [i for i, (t, need) in enumerate(zip(inputs, needs_grad)) if need and t is not None]
     result: list[Tensor | None] = [None] * len(inputs)
     if not wanted:
         return result
 
-    def layer(*values: Tensor) -> tuple[Tensor, ...]:
+    def partial(*values: Tensor) -> tuple[Tensor, ...]:
         full = list(inputs)
         for index, value in zip(wanted, values):
             full[index] = value
-        tensors, norm, zoneout = _unflatten(tuple(full))
-        outputs = rnn_layer(mode, *tensors, reverse=reverse, lengths=lengths, norm=norm, zoneout=zoneout)
-        return tuple(o for o in outputs if o is not None)
+        return layer(tuple(full))
 
-    outputs, pullback = torch.func.vjp(layer, *(inputs[i] for i in wanted))
+    outputs, pullback = torch.func.vjp(partial, *(inputs[i] for i in wanted))
     cotangents = tuple(torch.zeros_like(o) if g is None else g for o, g in zip(outputs, grads))
     for index, value in zip(wanted, pullback(cotangents)):
         result[index] = value

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reference import headwise_linear
+from .reference import headwise_linear, recomputed_vjp
 
 #: sLSTM's gates, in its pre-activation order (i, f, z, o).
 SLSTM_GATES = 4
@@ -152,3 +152,27 @@ def check_slstm_weights(x: Tensor, w_ih: Tensor | None, w_hh: Tensor, b_ih: Tens
     for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
         if b is not None and b.shape != (SLSTM_GATES * H,):
             raise RuntimeError(f"sLSTM: {name} should have shape [{SLSTM_GATES * H}], got {list(b.shape)}")
+
+
+#: The tensors of one layer direction, in the order `slstm_vjp` (and the compiled op) takes them.
+SLSTM_LAYER_INPUTS = ("x", "h0", "c0", "n0", "m0", "w_ih", "w_hh", "b_ih", "b_hh")
+
+
+def slstm_vjp(
+    formulation: str,
+    inputs: tuple[Tensor | None, ...],
+    grads: tuple[Tensor | None, ...],
+    reverse: bool,
+    lengths: Tensor | None,
+    needs_grad: tuple[bool, ...],
+) -> list[Tensor | None]:
+    """The vector-Jacobian product of `slstm_layer`, itself differentiable (fusedrnn.reference.layer_vjp's role for
+    sLSTM): inputs = SLSTM_LAYER_INPUTS, grads = upstream gradients of (y, h, c, n, m), None for zero."""
+
+    def layer(full: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
+        x, h0, c0, n0, m0, w_ih, w_hh, b_ih, b_hh = full
+        y, final = slstm_layer(x, SLSTMState(h0, c0, n0, m0), w_ih, w_hh, b_ih, b_hh, reverse, lengths,
+                               formulation=formulation)  # fmt: skip
+        return (y, *final)
+
+    return recomputed_vjp(layer, inputs, grads, needs_grad)

@@ -91,8 +91,8 @@ SLSTM = "SLSTM"
 
 
 def reference_only_reason(call: RNNCall, backend: str) -> str | None:
-    """The refusal of every backend but `reference` for what only the reference computes so far (issue #21): sLSTM
-    and multi-head recurrences. None for other calls."""
+    """The refusal of a backend without kernels for sLSTM and multi-head recurrences (issue #21; `reference` and
+    `cpu` compute both, `triton` sLSTM). None for other calls."""
     if call.mode == SLSTM or call.num_heads > 1:
         return (f"backend {backend!r} has no {call.variant} kernels yet (issue #21); use backend 'reference' (or "
                 "'auto', which picks it)")

@@ -127,3 +127,15 @@ def dropout_drawn_as_float32() -> Iterator[None]:
         yield
     finally:
         F.dropout = dropout
+
+
+def assert_compiles_to_the_same(module: nn.Module, x: Tensor) -> None:
+    """torch.compile(module, fullgraph=True) (aot_eager: what Dynamo and AOTAutograd make of it, without Inductor's
+    compile time) gives module's first output and its gradient with respect to x, to float32's tolerance."""
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    expected, actual = module(x)[0], compiled(x)[0]
+    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
+    grad = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
+                               **TOLERANCES[torch.float32])  # fmt: skip

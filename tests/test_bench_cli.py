@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fusedrnn import registry
-from fusedrnn.bench import cli
+from fusedrnn.bench import cli, heads
 from fusedrnn.bench.configs import PRESETS, Shape, build_configs, validate_shape
 from fusedrnn.bench.report import CSV_FIELDS, SCHEMA
 from fusedrnn.registry import Backend
@@ -380,3 +380,18 @@ def test_a_failing_torch_compile_is_a_failed_row_not_a_crash(tmp_path, monkeypat
     assert records["compile:reference"]["status"] == "failed"
     assert "no C++ compiler" in records["compile:reference"]["note"]
     assert records["torch.nn"]["status"] == "ok"
+
+
+def test_heads_preset_runs_and_checks_the_replaced_cell(tmp_path):
+    """`--preset heads` at a tiny shape: every row timed, xlstm's cell checked against its fusedrnn replacement
+    (when xlstm is installed), the ratios in the table."""
+    doc = heads.run(shape=heads.HeadsShape(hidden=8, heads=2, seq_len=3, batches=(2,)), repeat=1)
+    names = [record["row"] for record in doc["rows"]]
+    assert {"sLSTM:auto", "sLSTM:reference", heads.LSTM_ROW} <= set(names)
+    assert importlib.util.find_spec("xlstm") is None or {heads.XLSTM_ROW, "fusedrnn:auto"} <= set(names)
+    assert all("median_ms" in record for record in doc["rows"]), doc["rows"]
+    table = heads.markdown(doc)
+    assert "| 2 | sLSTM:auto |" in table and "vs torch.nn.LSTM" in table
+    assert all(check["passed"] for check in doc["checks"]) and ("fusedrnn:auto vs xlstm:vanilla" in table) == bool(
+        doc["checks"])
+    assert cli.build_parser().parse_args(["--preset", "heads"]).preset == heads.PRESET

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fusedrnn.reference_slstm import SLSTMState, slstm_step
 from parity import TOLERANCES
 
 TESTS = Path(__file__).resolve().parent
@@ -160,3 +161,28 @@ def test_layer_norm_rstd(host_binary, ctype):
     var[:2] = torch.tensor([0.0, 1e-7])
     actual = call(host_binary, ctype, "layer_norm_rstd", var[:, None])[:, 0]
     assert_matches(actual, torch.rsqrt(var + 1e-5), ctype, "layer_norm_rstd")
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["running", "first_step"])
+@pytest.mark.parametrize("formulation", ["xlstm", "tirex"])
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_slstm_forward_and_backward(host_binary, ctype, formulation, first):
+    """xLSTM's sLSTM step (cell_math.h: slstm_forward / slstm_backward) against its oracle,
+    fusedrnn.reference_slstm.slstm_step, and autograd of it: one unit per row (H = 1), the first-step rule given as
+    a flag here (the oracle's: the whole n state zero), f~ past TiRex's clamp on some rows."""
+    a = rounded(randn(COUNT, 4, seed=70), ctype)
+    a[:4, 1] = 20.0  # f~ past TiRex's clamp at 15
+    a.requires_grad_()
+    c, m = (rounded(randn(COUNT, 1, seed=71 + k), ctype).requires_grad_() for k in range(2))
+    n = torch.zeros(COUNT, 1, dtype=torch.float64) if first else rounded(randn(COUNT, 1, seed=73).abs() + 0.5, ctype)
+    n.requires_grad_()
+    truth = slstm_step(a, SLSTMState(torch.zeros_like(c), c, n, m), formulation)
+    flags = torch.tensor([float(first), float(formulation == "tirex")], dtype=torch.float64).expand(COUNT, 2)
+    inputs = torch.cat([a, c, n, m, flags], 1).detach()
+    actual = call(host_binary, ctype, "slstm_forward", inputs)
+    expected = torch.cat([truth.c, truth.n, truth.m, truth.h], 1).detach()
+    assert_matches(actual, expected, ctype, f"slstm_forward c n m h ({formulation})")
+    upstream = [rounded(randn(COUNT, 1, seed=80 + k), ctype) for k in range(4)]  # dh dc dn dm
+    expected = torch.cat(torch.autograd.grad([truth.h, truth.c, truth.n, truth.m], [a, c, n, m], upstream), 1)
+    actual = call(host_binary, ctype, "slstm_backward", torch.cat([inputs, *upstream], 1))
+    assert_matches(actual, expected, ctype, f"slstm_backward dai daf daz dao dc dn dm ({formulation})")

@@ -21,7 +21,8 @@ from fusedrnn.backends import cpu_precision, native
 from fusedrnn.registry import LayerWeights
 from fusedrnn.reference import GATES
 from devices import needs_cuda
-from parity import TOLERANCES, assert_all_close, assert_as_close_to_float64, forward_backward, leaf, twin
+from parity import (TOLERANCES, assert_all_close, assert_as_close_to_float64, assert_compiles_to_the_same,
+                    forward_backward, leaf, twin)
 from test_cells import CELLS as CELL_MODULES
 from test_modules import CASES, CELLS, check_case, input_maker, make_pair
 
@@ -372,7 +373,7 @@ def test_cpu_chunked_projection_matches_reference(cell, reverse, lengths):
 #: two threads, the last block partial (csrc/pointwise_cpu.cpp: step_gemm_cpu), for every cell (with a projection only
 #: the gate GEMM: its [P, H] one is too small to split).
 SPLIT_BATCH, SPLIT_INPUT, SPLIT_HIDDEN = 64, 24, 200
-#: Below / above the length at which the loop copies W_hh^T contiguous (rnn_loop.cpp: kMinStepsToTransposeWeights),
+#: Below / above the length at which the loop copies W_hh^T contiguous (loop_views.h: kMinStepsToTransposeWeights),
 #: so the GEMM sees both a transposed view and a row-major matrix.
 SPLIT_SEQ_LENS = {"transposed_view": 5, "contiguous": 17}
 
@@ -394,7 +395,7 @@ def test_cpu_split_step_gemm_matches_reference(two_threads, cell, dtype, seq_len
 
 
 #: Either side of the length from which float32 runs its GEMMs through oneDNN against weights reordered once per call
-#: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; rnn_loop.cpp: kMinStepsToTransposeWeights), in both directions and with
+#: (csrc/gemm_cpu.cpp: cpu_prepared_gemm; loop_views.h: kMinStepsToTransposeWeights), in both directions and with
 #: lengths (the backward's dh carried for finished rows); float64 always takes the BLAS path. The sizes make every
 #: cell's step and input projection large enough for oneDNN (gemm_cpu.cpp: kMinPreparedMacs, 2^20 multiply-adds:
 #: Elman's step 4 x 512 x 512 is exactly that, its projection 64 x 512 x 32 just above).
@@ -492,13 +493,23 @@ def thread_cpu_seconds() -> dict[int, float]:
     return seconds
 
 
+#: The loops whose threading differs: the dense one, and the multi-head ones (sLSTM's own loop, the dense loop's
+#: headwise GEMMs), whose per-head GEMMs run in torch's parallel regions.
+ONE_THREAD_LAYERS = {
+    "lstm": lambda dtype: fusedrnn.LSTM(64, 128, backend="cpu", dtype=dtype),
+    "gru_heads": lambda dtype: fusedrnn.GRU(64, 128, num_heads=4, backend="cpu", dtype=dtype),
+    "slstm_heads": lambda dtype: fusedrnn.sLSTM(64, 128, num_heads=4, backend="cpu", dtype=dtype),
+}
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads per-thread CPU time from Linux /proc")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-def test_cpu_backend_honours_one_torch_thread(dtype):
+@pytest.mark.parametrize("make_layer", ONE_THREAD_LAYERS.values(), ids=ONE_THREAD_LAYERS.keys())
+def test_cpu_backend_honours_one_torch_thread(make_layer, dtype):
     """With torch.set_num_threads(1) all of the loop's work (GEMMs, pointwise pass) runs on the calling thread: no
     thread pool of ours, and torch's OpenMP workers (started by earlier multi-threaded calls) stay idle."""
     previous = torch.get_num_threads()
-    layer = fusedrnn.LSTM(64, 128, backend="cpu", dtype=dtype)
+    layer = make_layer(dtype)
     x = torch.randn(40, 64, 64, dtype=dtype, requires_grad=True)
     try:
         torch.set_num_threads(2)
@@ -553,14 +564,7 @@ def test_torch_compile_fullgraph_forward_and_backward():
 def test_torch_compile_fullgraph_through_the_module():
     torch.manual_seed(0)
     module = fusedrnn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=P, backend="cpu")
-    x = torch.randn(T, N, I, requires_grad=True)
-    torch._dynamo.reset()
-    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
-    expected, actual = module(x)[0], compiled(x)[0]
-    torch.testing.assert_close(actual, expected, **TOLERANCES[torch.float32])
-    grad = torch.randn_like(expected)
-    torch.testing.assert_close(torch.autograd.grad(actual, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
-                               **TOLERANCES[torch.float32])  # fmt: skip
+    assert_compiles_to_the_same(module, torch.randn(T, N, I, requires_grad=True))
 
 
 # ---------------------------------------------------------------------------------------------------------------

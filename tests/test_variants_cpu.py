@@ -290,7 +290,7 @@ def test_bad_variant_arguments_raise(change, message):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_long_sequence_matches_reference(case):
-    """T >= 16: the host loop's prepared-weight GEMMs (rnn_loop.cpp: kMinStepsToTransposeWeights), with lengths."""
+    """T >= 16: the host loop's prepared-weight GEMMs (loop_views.h: kMinStepsToTransposeWeights), with lengths."""
     long_t = 20
     mode, tensors, norm, zoneout = make_layer(case, torch.float64, True, True, T=long_t)
     lengths = torch.tensor([20, 7, 13, 1])

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import environment, report, timing
+from . import environment, heads, report, timing
 from .check import TOLERANCES, TRUTH_ERROR_FACTOR
 from .configs import (CELLS, DEFAULT_DTYPE, DEFAULT_PRESET, DTYPES, MODES, PRESETS, VARIANTS, build_configs,
                       validate_shape)  # fmt: skip
@@ -53,7 +53,7 @@ _non_negative = _int_at_least(0, "an integer >= 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    presets = "; ".join(f"{name}: {p.summary}" for name, p in PRESETS.items())
+    presets = "; ".join([*(f"{name}: {p.summary}" for name, p in PRESETS.items()), f"{heads.PRESET}: {heads.SUMMARY}"])
     parser = argparse.ArgumentParser(
         prog="fusedrnn-bench",
         description="Benchmark every available fusedrnn backend against torch.nn (cuDNN on GPU, ATen on CPU): "
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "2 usage error.",
     )
     shape = parser.add_argument_group("what to run")
-    shape.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help=f"shapes and cells ({presets})")
+    shape.add_argument("--preset", choices=[*PRESETS, heads.PRESET], default=DEFAULT_PRESET,
+                       help=f"shapes and cells ({presets})")  # fmt: skip
     shape.add_argument("--cell", nargs="+", choices=[*CELLS, *VARIANTS, "all"],
                        help="cells or variants (default: the preset's; all: torch.nn's cells)")  # fmt: skip
     shape.add_argument("--seq-len", type=_positive, help="time steps T (overrides the preset)")
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(parser, args.device, args.dry_run)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.preset == heads.PRESET:  # its own rows (xlstm's loop, sLSTM, a plain LSTM) and table, on CPU
+        return heads.main(DTYPES[args.dtype], args.json, args.markdown, console)
     cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
     modes = list(MODES) if args.mode == "both" else [args.mode]
     overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}

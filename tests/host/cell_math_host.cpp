@@ -75,6 +75,17 @@ static int run() {
       print<T>({fusedrnn::zoneout<T>(v[0], v[1], v[2])});
     } else if (fn == "layer_norm_rstd") {
       print<T>({fusedrnn::layer_norm_rstd<T>(read<T>(1)[0])});  // var
+    } else if (fn == "slstm_forward") {
+      auto v = read<T>(9);  // i~ f~ z~ o~ c_prev n_prev m_prev first tirex
+      T c, n, m, h;
+      fusedrnn::slstm_forward<M, T>(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] != T(0), v[8] != T(0), c, n, m, h);
+      print<T>({c, n, m, h});
+    } else if (fn == "slstm_backward") {
+      auto v = read<T>(13);  // i~ f~ z~ o~ c_prev n_prev m_prev first tirex dh dc dn dm
+      T dc = v[10], dn = v[11], dm = v[12], dai, daf, daz, dao;
+      fusedrnn::slstm_backward<M, T>(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] != T(0), v[8] != T(0), v[9], dc,
+                                     dn, dm, dai, daf, daz, dao);
+      print<T>({dai, daf, daz, dao, dc, dn, dm});
     } else if (fn == "layer_norm_backward") {
       auto v = read<T>(5);  // dn nhat rstd mean_dn mean_dn_nhat
       print<T>({fusedrnn::layer_norm_backward<T>(v[0], v[1], v[2], v[3], v[4])});
