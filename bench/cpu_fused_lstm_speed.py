@@ -1,0 +1,126 @@
+"""The `cpu` backend's fused LSTM forward (issue 23) against its per-step loop and torch.nn, float32, one layer.
+
+    python bench/cpu_fused_lstm_speed.py [--repeats 7] [--threads 1,2] [--shapes 100x4x512x512,...] [--write]
+
+Three implementations on the same weights, called in turn (torch.nn, `cpu` forced to its loop, `cpu` forced to the
+fused kernel: FUSEDRNN_CPU_LSTM), so load from other processes hits all alike; per call the calling thread's CPU
+time (time.thread_time: robust to being descheduled on a shared machine, but blind to the second thread's work) and
+the wall time; medians over the repeats. Inference (no grad) and training (forward + backward: the fused forward
+saves for the existing backward). --write records the table and every repetition in
+bench/results/<device>/cpu-fused-lstm.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fusedrnn
+from fusedrnn.bench.environment import describe
+
+#: (T, N, I, H): issue 23's shape at batches from latency-bound to compute-bound, and a narrower layer whose W_hh
+#: (1 MB) fits the L2 caches.
+SHAPES = [(100, n, h, h) for h in (512, 256) for n in (1, 4, 16, 64)]
+WARMUP = 2
+FORCE_ENV = "FUSEDRNN_CPU_LSTM"
+RESULTS = Path(__file__).parent / "results"
+IMPLEMENTATIONS = ("torch", "loop", "fused")
+
+
+def call(module: nn.Module, x: torch.Tensor, train: bool) -> tuple[float, float]:
+    """(thread CPU ms, wall ms) of one call."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    if train:
+        y, _ = module(x)
+        y.backward(torch.ones_like(y))
+    else:
+        with torch.no_grad():
+            module(x)
+    return (time.thread_time() - cpu) * 1e3, (time.perf_counter() - wall) * 1e3
+
+
+def measure(shape, train: bool, repeats: int) -> dict[str, dict[str, list[float]]]:
+    T, N, I, H = shape
+    torch.manual_seed(0)
+    reference = nn.LSTM(I, H)
+    ours = fusedrnn.LSTM(I, H, backend="cpu")
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(T, N, I, requires_grad=train)
+    modules = {"torch": reference, "loop": ours, "fused": ours}
+    times = {name: {"cpu_ms": [], "wall_ms": []} for name in IMPLEMENTATIONS}
+    for repeat in range(WARMUP + repeats):
+        for name in IMPLEMENTATIONS:
+            os.environ[FORCE_ENV] = name if name != "torch" else "auto"
+            cpu_ms, wall_ms = call(modules[name], x, train)
+            if repeat >= WARMUP:
+                times[name]["cpu_ms"].append(round(cpu_ms, 3))
+                times[name]["wall_ms"].append(round(wall_ms, 3))
+    os.environ.pop(FORCE_ENV, None)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", default="1,2", help="torch.set_num_threads values, comma-separated")
+    parser.add_argument("--shapes", help="TxNxIxH,... (default: T=100, N=1/4/16/64, I=H=512 and 256)")
+    parser.add_argument("--write", action="store_true", help="write bench/results/<device>/cpu-fused-lstm.{md,json}")
+    args = parser.parse_args()
+    shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else SHAPES
+    started = describe(torch.device("cpu"))
+    rows = []
+    header = ("| threads | T | N | I | H | mode | torch.nn cpu ms | loop cpu ms | fused cpu ms | fused/torch.nn | "
+              "fused/loop | torch.nn wall ms | fused wall ms |")  # fmt: skip
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    print(f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, fusedrnn variant "
+          f"{torch.ops.fusedrnn.cpu_capability()}, load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("\n".join(lines), flush=True)
+    for threads in map(int, args.threads.split(",")):
+        torch.set_num_threads(threads)
+        for shape in shapes:
+            for train in (False, True):
+                times = measure(shape, train, args.repeats)
+                med = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
+                mode = "training" if train else "inference"
+                row = dict(threads=threads, T=shape[0], N=shape[1], I=shape[2], H=shape[3], mode=mode,
+                           **{f"{name}_{k}": round(v, 3) for name, m in med.items() for k, v in m.items()},
+                           speedup_vs_torch=round(med["torch"]["cpu_ms"] / med["fused"]["cpu_ms"], 3),
+                           speedup_vs_loop=round(med["loop"]["cpu_ms"] / med["fused"]["cpu_ms"], 3),
+                           load_average=os.getloadavg()[0], times=times)  # fmt: skip
+                rows.append(row)
+                line = (f"| {threads} | {' | '.join(map(str, shape))} | {mode} | {med['torch']['cpu_ms']:.2f} | "
+                        f"{med['loop']['cpu_ms']:.2f} | {med['fused']['cpu_ms']:.2f} | {row['speedup_vs_torch']:.2f}x | "
+                        f"{row['speedup_vs_loop']:.2f}x | {med['torch']['wall_ms']:.2f} | {med['fused']['wall_ms']:.2f} |")  # fmt: skip
+                lines.append(line)
+                print(line, flush=True)
+    if not args.write:
+        return
+    folder = RESULTS / started["device_slug"]
+    folder.mkdir(parents=True, exist_ok=True)
+    load_after = os.getloadavg()
+    intro = [
+        f"# `cpu` fused LSTM forward vs its loop and torch.nn, float32 ({started['cpu']})",
+        "",
+        f"`python bench/cpu_fused_lstm_speed.py --write`: medians of {args.repeats} interleaved calls each, thread CPU "
+        f"time of the calling thread (ms) and wall time; ratio = torch.nn (or loop) median / fused median. torch "
+        f"{started['torch']}, commit {started['git_commit']}{' (dirty)' if started['git_dirty'] else ''}; ATen "
+        f"capability {torch.backends.cpu.get_cpu_capability()}. The machine was shared with other jobs (load "
+        f"average {started['load_average_at_start'][0]:.2f} at start, {load_after[0]:.2f} at the end).",
+        "",
+    ]
+    (folder / "cpu-fused-lstm.md").write_text("\n".join(intro + lines) + "\n")
+    document = {"environment": started, "load_average_at_end": list(load_after), "repeats": args.repeats,
+                "command": "python bench/cpu_fused_lstm_speed.py --write", "rows": rows}  # fmt: skip
+    (folder / "cpu-fused-lstm.json").write_text(json.dumps(document, indent=1) + "\n")
+    print(f"written to {folder}/cpu-fused-lstm.md and .json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+// The fused LSTM forward's host side (lstm_cpu_fused.h): the planner's inputs, the input projection (one GEMM per
+// chunk of steps, as rnn_loop.cpp does) and one OpenMP region per chunk, in which each thread packs its own W_hh
+// panels (first chunk) and runs its slice of every step.
+#include "lstm_cpu_fused.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <cstdlib>
+#include <string>
+
+#include "lstm_cpu_fused_plan.h"
+#include "pointwise.h"
+#include "rnn_loop.h"
+
+namespace fusedrnn {
+namespace {
+
+using at::Tensor;
+
+//: The environment variable that forces a path: "fused", "loop", or unset / "auto" (the planner's rule).
+constexpr const char* kForceEnv = "FUSEDRNN_CPU_LSTM";
+
+}  // namespace
+
+namespace cpu_fused {
+
+Force parse_force(const std::string& value) {
+  if (value.empty() || value == "auto") return Force::Auto;
+  if (value == "fused") return Force::Fused;
+  if (value == "loop") return Force::Loop;
+  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceEnv, " must be auto, fused or loop, got '", value, "'");
+}
+
+//: Read per call (cheap next to a layer), so a test or benchmark can switch paths within one process.
+Force forced_path() {
+  const char* value = std::getenv(kForceEnv);
+  return parse_force(value == nullptr ? "" : value);
+}
+
+int available_threads() {
+  return at::in_parallel_region() ? 1 : at::get_num_threads();
+}
+
+PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
+                     int threads, Force force) {
+  PlanInput p;
+  p.mode = mode, p.float32 = float32, p.projection = projection, p.variants = variants;
+  p.batch = batch, p.hidden = hidden, p.threads = threads, p.force = force;
+  p.capability = cpu_pointwise_capability();
+  p.panel_units = cpu_fused_lstm_kernel().panel_units;
+  return p;
+}
+
+}  // namespace cpu_fused
+
+namespace {
+
+//: Runs one chunk: `threads` threads in one OpenMP region (or the calling thread alone), each packing its own panels
+//: first when `pack` (the split is the same as run_thread's, so no thread reads a panel another one packs).
+void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int threads, const float* w_hh, bool pack) {
+  const int64_t panels = (args.H + kernel.panel_units - 1) / kernel.panel_units;
+  SpinBarrier barrier;
+  auto body = [&](int thread, int count) {
+    if (pack) {
+      kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
+                  const_cast<float*>(args.packed));
+    }
+    kernel.run_thread(args, thread, count, barrier);
+  };
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads());  // the runtime may grant fewer threads: all split by count
+    return;
+  }
+#endif
+  body(0, 1);
+}
+
+}  // namespace
+
+std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
+  using namespace cpu_fused;
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
+  const int64_t GH = in.w_hh.size(0), H = GH / gates_of(in.mode);
+  const Variants v = variants_of(in);
+  const Force force = forced_path();
+  const Plan plan = plan_layer(plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
+                                          v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force));
+  if (plan.path != Path::Fused) {
+    // Forced, an LSTM the kernel cannot run is an error (a test or benchmark would measure the wrong path); the
+    // other cells are not this variable's business.
+    const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
+    TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty, "fusedrnn: ", kForceEnv, "=fused, but ",
+                plan.reason);
+    return std::nullopt;
+  }
+  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
+  const auto options = in.x.options();
+  const Tensor w_hh = in.w_hh.contiguous();
+  const Tensor packed = at::empty({kernel.packed_size(H)}, options);
+  const Tensor bias = fold_biases(in).first;
+  // The input projection x W_ih^T + bias per chunk of steps: cpu_pointwise's rows per GEMM, as the loop.
+  const int64_t chunk = std::min<int64_t>(T, std::max<int64_t>(1, cpu_pointwise().gemm_rows / N));
+  Tensor gi = at::empty({chunk, N, GH}, options);
+  Tensor y = at::empty({T, N, H}, options);
+  Tensor c = in.c0.clone();
+  Tensor saved = in.save ? at::empty({T, N, kLstmSaved * H}, options) : at::empty({0}, options);
+
+  FusedLstmArgs args;
+  args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
+  args.gi = gi.const_data_ptr<float>();
+  args.packed = packed.const_data_ptr<float>();
+  args.h0 = in.h0.const_data_ptr<float>();
+  args.y = y.mutable_data_ptr<float>();
+  args.c = c.mutable_data_ptr<float>();
+  args.saved = in.save ? saved.mutable_data_ptr<float>() : nullptr;
+  args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  for (int64_t first = 0; first < T; first += chunk) {
+    const int64_t steps = std::min(chunk, T - first);
+    args.first = first, args.steps = steps;
+    args.gi_first_t = in.reverse ? T - first - steps : first;
+    const Tensor x_chunk = in.x.narrow(0, args.gi_first_t, steps).view({steps * N, I});
+    Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
+    if (bias.defined()) {
+      at::addmm_out(out, bias, x_chunk, in.w_ih.t());
+    } else {
+      at::mm_out(out, x_chunk, in.w_ih.t());
+    }
+    run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<float>(), first == 0);
+  }
+  Tensor h_n = y.select(0, in.reverse ? 0 : T - 1).clone();
+  return std::make_tuple(y, h_n, c, saved);
+}
+
+}  // namespace fusedrnn

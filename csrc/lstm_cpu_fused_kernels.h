@@ -1,0 +1,156 @@
+// The fused LSTM forward's per-thread step loop and micro-kernel (lstm_cpu_fused.h), float32, on
+// at::vec::Vectorized<float>: compiled once per CPU capability with the pointwise pass (included by
+// pointwise_cpu_kernels.h, in its capability's namespace), so AVX-512 runs 16-unit panels on zmm registers, AVX2
+// 8-unit ones on ymm.
+#pragma once
+
+#ifndef CPU_CAPABILITY
+#error "include lstm_cpu_fused_kernels.h from a variant file that defines CPU_CAPABILITY"
+#endif
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu_vec_math.h"
+#include "lstm_cpu_fused.h"
+#include "step.h"
+
+namespace fusedrnn {
+namespace CPU_CAPABILITY {
+namespace {
+
+using FusedVec = at::vec::Vectorized<float>;
+constexpr int64_t kPanelUnits = FusedVec::size();
+
+//: Batch rows per micro-kernel tile: its 4 x rows accumulators, the 4 gates' weight vectors and a broadcast must
+//: fit the vector registers (AVX-512: 32, so 6 rows = 24 + 4 + 1; AVX2 and the baseline: 16, so 2 rows = 8 + 4 + 1).
+#ifdef CPU_CAPABILITY_AVX512
+constexpr int kTileRows = 6;
+#else
+constexpr int kTileRows = 2;
+#endif
+
+int64_t panels_of(int64_t H) {
+  return (H + kPanelUnits - 1) / kPanelUnits;
+}
+
+//: Floats per panel: for each of the H columns k, 4 gates x kPanelUnits units.
+int64_t panel_size(int64_t H) {
+  return H * kLstmGates * kPanelUnits;
+}
+
+int64_t fused_packed_size(int64_t H) {
+  return panels_of(H) * panel_size(H);
+}
+
+void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
+  for (int64_t b = first; b < last; ++b) {
+    float* panel = packed + b * panel_size(H);
+    const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
+    for (int64_t k = 0; k < H; ++k) {
+      for (int g = 0; g < kLstmGates; ++g) {
+        float* out = panel + (k * kLstmGates + g) * kPanelUnits;
+        const float* row = w_hh + (g * H + b * kPanelUnits) * H + k;  // W_hh[g*H + unit, k] for the panel's units
+        for (int64_t u = 0; u < units; ++u) out[u] = row[u * H];
+        std::fill(out + units, out + kPanelUnits, 0.f);
+      }
+    }
+  }
+}
+
+//: One time step of the chunk, as the micro-kernel needs it.
+struct StepPointers {
+  int64_t t;
+  const float* h_prev;  // [N, H]
+  const float* gi;      // [N, 4H]
+  float* h;             // [N, H] (y[t])
+  float* saved;         // [N, 5H] or null
+};
+
+//: Rows [n0, n0 + R) of panel b for one step: the panel's 4 x kPanelUnits gate columns (h_{t-1} times the packed
+//: W_hh) accumulated in registers, then the input projection added and the cell applied (gates never reach memory).
+template <int R>
+void tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0) {
+  using V = FusedVec;
+  const int64_t H = a.H, j = b * kPanelUnits;
+  const int count = static_cast<int>(std::min(kPanelUnits, H - j));
+  const float* panel = a.packed + b * panel_size(H);
+  V acc[R][kLstmGates];
+  for (int r = 0; r < R; ++r) {
+    for (int g = 0; g < kLstmGates; ++g) acc[r][g] = V(0.f);
+  }
+  const float* h_rows = st.h_prev + n0 * H;
+  for (int64_t k = 0; k < H; ++k) {
+    const float* w = panel + k * kLstmGates * kPanelUnits;
+    const V w0 = V::loadu(w), w1 = V::loadu(w + kPanelUnits), w2 = V::loadu(w + 2 * kPanelUnits),
+            w3 = V::loadu(w + 3 * kPanelUnits);
+    for (int r = 0; r < R; ++r) {
+      const V h(h_rows[r * H + k]);
+      acc[r][0] = at::vec::fmadd(h, w0, acc[r][0]);
+      acc[r][1] = at::vec::fmadd(h, w1, acc[r][1]);
+      acc[r][2] = at::vec::fmadd(h, w2, acc[r][2]);
+      acc[r][3] = at::vec::fmadd(h, w3, acc[r][3]);
+    }
+  }
+  constexpr int kSaved = kLstmSaved;  // i f g o c
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = n0 + r;
+    float* c = a.c + n * H + j;
+    float* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
+    if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
+      std::memcpy(st.h + n * H + j, st.h_prev + n * H + j, count * sizeof(float));
+      if (saved != nullptr) {
+        for (int g = 0; g < kLstmGates; ++g) std::fill(saved + g * H, saved + g * H + count, 0.f);
+        std::memcpy(saved + kLstmGates * H, c, count * sizeof(float));
+      }
+      continue;
+    }
+    const float* gi = st.gi + n * kLstmGates * H + j;
+    auto pre = [&](int g) { return acc[r][g] + V::loadu(gi + g * H, count); };
+    V i, f, g, o, c_new, h;
+    lstm_forward<VecMath>(pre(0), pre(1), pre(2), pre(3), V::loadu(c, count), i, f, g, o, c_new, h);
+    c_new.store(c, count);
+    h.store(st.h + n * H + j, count);
+    if (saved != nullptr) {
+      i.store(saved, count), f.store(saved + H, count), g.store(saved + 2 * H, count);
+      o.store(saved + 3 * H, count), c_new.store(saved + 4 * H, count);
+    }
+  }
+}
+
+//: Rows [n0, n0 + rows) with rows < kTileRows: the tile instantiated for that many rows.
+template <int R = kTileRows - 1>
+void tail_tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0, int64_t rows) {
+  if constexpr (R > 0) {
+    if (rows == R) return tile<R>(a, st, b, n0);
+    tail_tile<R - 1>(a, st, b, n0, rows);
+  }
+}
+
+void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
+  const int64_t panels = panels_of(a.H);
+  const int64_t first_panel = panels * thread / threads, last_panel = panels * (thread + 1) / threads;
+  const int64_t NH = a.N * a.H;
+  for (int64_t s = a.first; s < a.first + a.steps; ++s) {
+    const int64_t t = a.reverse ? a.T - 1 - s : s;
+    const int64_t t_prev = a.reverse ? t + 1 : t - 1;
+    StepPointers st{t, s == 0 ? a.h0 : a.y + t_prev * NH, a.gi + (t - a.gi_first_t) * a.N * kLstmGates * a.H,
+                    a.y + t * NH, a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
+    // Panel by panel: a panel (4 x 16 x H floats, 128 KB at H=512) stays in L2 while every row tile reads it.
+    for (int64_t b = first_panel; b < last_panel; ++b) {
+      int64_t n0 = 0;
+      for (; n0 + kTileRows <= a.N; n0 += kTileRows) tile<kTileRows>(a, st, b, n0);
+      if (n0 < a.N) tail_tile(a, st, b, n0, a.N - n0);
+    }
+    if (s + 1 < a.first + a.steps) barrier.wait(threads);
+  }
+}
+
+const FusedLstmKernel kFusedLstm{kPanelUnits, fused_packed_size, fused_pack, fused_run_thread};
+
+}  // namespace
+}  // namespace CPU_CAPABILITY
+}  // namespace fusedrnn

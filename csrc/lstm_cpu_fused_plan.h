@@ -1,0 +1,95 @@
+// The planner of the CPU backend's fused LSTM forward (lstm_cpu_fused.h): whether a layer direction runs it or
+// rnn_loop.cpp's loop (a oneDNN/BLAS GEMM call and a pointwise pass per step), with how many threads, and a reason
+// for every refusal. Plain C++, a pure function of the sizes (the same shape as persistent_plan.h), so the tests
+// cover every decision through the op fusedrnn::cpu_fused_plan (ops.cpp).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "cell_math.h"
+
+namespace fusedrnn::cpu_fused {
+
+//: Batch rows up to which the fused kernel is chosen. Measured (bench/cpu_fused_lstm_speed.py, 2-core Intel Xeon,
+//: AVX-512, float32, T=100): see bench/results/cpu-intel-xeon-processor-2c/cpu-fused-lstm.md.
+constexpr int64_t kMaxBatch = 16;
+
+//: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
+enum class Force { Auto, Fused, Loop };
+
+enum class Path { Fused, Loop };
+
+struct PlanInput {
+  Mode mode = Mode::LSTM;
+  bool float32 = true;    // the storage dtype is float32 (the only one the kernel has)
+  bool projection = false;
+  bool variants = false;  // layer norm or zoneout
+  int64_t batch = 1, hidden = 1;
+  int threads = 1;            // at::get_num_threads(), or 1 inside a parallel region
+  std::string capability;     // the CPU kernels' variant (cpu_pointwise_capability): DEFAULT, AVX2, AVX512
+  int64_t panel_units = 16;   // hidden units per panel of that variant (FusedLstmKernel::panel_units)
+  Force force = Force::Auto;
+};
+
+struct Plan {
+  Path path = Path::Loop;
+  int threads = 1;     // the fused kernel's threads: the input's, at most one per panel
+  std::string reason;  // why the loop runs (empty when fused)
+};
+
+inline const char* path_name(Path path) {
+  return path == Path::Fused ? "fused" : "loop";
+}
+
+//: What the kernel cannot run, whatever is forced; empty if it can.
+inline std::string unsupported(const PlanInput& in) {
+  if (in.mode != Mode::LSTM) return "the fused kernel is LSTM only";
+  if (!in.float32) return "the fused kernel is float32 only";
+  if (in.projection) return "no projection (proj_size) in the fused kernel";
+  if (in.variants) return "no layer norm or zoneout in the fused kernel";
+  if (in.batch <= 0 || in.hidden <= 0) return "empty batch or hidden size";
+  return "";
+}
+
+//: Why the loop is faster for this call; empty where the fused kernel is.
+inline std::string slower(const PlanInput& in) {
+  if (in.capability != "AVX512" && in.capability != "AVX2") {
+    return "no vector variant (capability " + in.capability + "): the loop's BLAS GEMM is faster";
+  }
+  if (in.batch > kMaxBatch) {
+    return "batch " + std::to_string(in.batch) + " > " + std::to_string(kMaxBatch) +
+           ": a step is compute-bound there, where oneDNN's GEMM is at least as fast";
+  }
+  return "";
+}
+
+inline Plan plan_layer(const PlanInput& in) {
+  Plan p;
+  if (in.force == Force::Loop) {
+    p.reason = "forced (FUSEDRNN_CPU_LSTM=loop)";
+    return p;
+  }
+  p.reason = unsupported(in);
+  if (p.reason.empty() && in.force == Force::Auto) p.reason = slower(in);
+  if (!p.reason.empty()) return p;
+  const int64_t panels = (in.hidden + in.panel_units - 1) / in.panel_units;
+  p.path = Path::Fused;
+  p.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(in.threads, panels)));
+  return p;
+}
+
+// The planner's inputs as the host finds them (lstm_cpu_fused.cpp).
+
+//: FUSEDRNN_CPU_LSTM's value ("", "auto", "fused", "loop"; anything else is an error).
+Force parse_force(const std::string& value);
+//: FUSEDRNN_CPU_LSTM as this call finds it.
+Force forced_path();
+//: at::get_num_threads(), or 1 inside a parallel region (the kernel then runs on the calling thread).
+int available_threads();
+//: A PlanInput with this CPU's kernel variant (capability, panel width).
+PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
+                     int threads, Force force);
+
+}  // namespace fusedrnn::cpu_fused
