@@ -119,7 +119,7 @@ def plan(batch=4, hidden=512, dtype=torch.float32, *, mode="LSTM", projection=Fa
 
 
 needs_vector_variant = pytest.mark.skipif(
-    ops.cpu_capability() not in ("AVX2", "AVX512"), reason="the planner sends the DEFAULT capability to the loop"
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the planner sends the DEFAULT capability to the loop"
 )
 
 
