@@ -5,9 +5,9 @@
 Three implementations on the same weights, called in turn (torch.nn, `cpu` forced to its loop, `cpu` forced to the
 fused kernel: FUSEDRNN_CPU_LSTM), so load from other processes hits all alike; per call the calling thread's CPU
 time (time.thread_time: robust to being descheduled on a shared machine, but blind to the second thread's work) and
-the wall time; medians over the repeats. Inference (no grad) and training (forward + backward: the fused forward
+the wall time; medians over the repeats. Inference (inference mode) and training (forward + backward: the fused forward
 saves for the existing backward). --write records the table and every repetition in
-bench/results/<device>/cpu-fused-lstm.{md,json}.
+bench/results/<device>/cpu-fused-lstm-t<threads>.{md,json} (threads as given, e.g. t1-2).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import nn
 
 import fusedrnn
 from fusedrnn.bench.environment import describe
+from native_cpu_speed import run_call  # this folder (sys.path[0] when run as a script)
 
 #: (T, N, I, H): issue 23's shape at batches from latency-bound to compute-bound, and a narrower layer whose W_hh
 #: (1 MB) fits the L2 caches.
@@ -37,12 +38,7 @@ IMPLEMENTATIONS = ("torch", "loop", "fused")
 def call(module: nn.Module, x: torch.Tensor, train: bool) -> tuple[float, float]:
     """(thread CPU ms, wall ms) of one call."""
     wall, cpu = time.perf_counter(), time.thread_time()
-    if train:
-        y, _ = module(x)
-        y.backward(torch.ones_like(y))
-    else:
-        with torch.no_grad():
-            module(x)
+    run_call(module, x, train)
     return (time.thread_time() - cpu) * 1e3, (time.perf_counter() - wall) * 1e3
 
 
@@ -71,7 +67,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", default="1,2", help="torch.set_num_threads values, comma-separated")
     parser.add_argument("--shapes", help="TxNxIxH,... (default: T=100, N=1/4/16/64, I=H=512 and 256)")
-    parser.add_argument("--write", action="store_true", help="write bench/results/<device>/cpu-fused-lstm.{md,json}")
+    parser.add_argument("--write", action="store_true",
+                        help="write bench/results/<device>/cpu-fused-lstm-t<threads>.{md,json}")
     args = parser.parse_args()
     shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")] if args.shapes else SHAPES
     started = describe(torch.device("cpu"))
@@ -108,18 +105,19 @@ def main() -> None:
     intro = [
         f"# `cpu` fused LSTM forward vs its loop and torch.nn, float32 ({started['cpu']})",
         "",
-        f"`python bench/cpu_fused_lstm_speed.py --write`: medians of {args.repeats} interleaved calls each, thread CPU "
+        f"`python bench/cpu_fused_lstm_speed.py --threads {args.threads} --write`: medians of {args.repeats} interleaved calls each, thread CPU "
         f"time of the calling thread (ms) and wall time; ratio = torch.nn (or loop) median / fused median. torch "
         f"{started['torch']}, commit {started['git_commit']}{' (dirty)' if started['git_dirty'] else ''}; ATen "
         f"capability {torch.backends.cpu.get_cpu_capability()}. The machine was shared with other jobs (load "
         f"average {started['load_average_at_start'][0]:.2f} at start, {load_after[0]:.2f} at the end).",
         "",
     ]
-    (folder / "cpu-fused-lstm.md").write_text("\n".join(intro + lines) + "\n")
+    name = f"cpu-fused-lstm-t{args.threads.replace(',', '-')}"
+    (folder / f"{name}.md").write_text("\n".join(intro + lines) + "\n")
     document = {"environment": started, "load_average_at_end": list(load_after), "repeats": args.repeats,
-                "command": "python bench/cpu_fused_lstm_speed.py --write", "rows": rows}  # fmt: skip
-    (folder / "cpu-fused-lstm.json").write_text(json.dumps(document, indent=1) + "\n")
-    print(f"written to {folder}/cpu-fused-lstm.md and .json")
+                "command": f"python bench/cpu_fused_lstm_speed.py --threads {args.threads} --write", "rows": rows}  # fmt: skip
+    (folder / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
+    print(f"written to {folder}/{name}.md and .json")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from torch import nn
 
 import fusedrnn
 from fusedrnn import _build, _extension
+from fusedrnn.backends import native
+from fusedrnn.registry import RNNCall
 from parity import TOLERANCES, assert_all_close, forward_backward, output_tensors
 from test_modules import Case, input_maker
 
@@ -124,13 +126,13 @@ needs_vector_variant = pytest.mark.skipif(
 
 
 @needs_vector_variant
-@pytest.mark.parametrize("batch", [1, 4, 16], ids=lambda n: f"N{n}")
+@pytest.mark.parametrize("batch", [1, 4, 16, 64], ids=lambda n: f"N{n}")
 def test_plan_chooses_fused_at_small_batch(batch):
     assert plan(batch) == ("fused", "", 2)
 
 
 @needs_vector_variant
-@pytest.mark.parametrize("batch", [17, 64], ids=lambda n: f"N{n}")
+@pytest.mark.parametrize("batch", [65, 256], ids=lambda n: f"N{n}")
 def test_plan_keeps_the_loop_at_larger_batch(batch):
     path, reason, _ = plan(batch)
     assert path == "loop" and f"batch {batch}" in reason
@@ -192,3 +194,27 @@ def test_narrower_variants_in_their_own_process(capability):
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `auto`: the C++ backend for the float32 LSTM inference calls where the fused forward measured faster than torch.nn
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
+@pytest.mark.parametrize(
+    "batch,dtype,needs_grad,proj_size,expected",
+    [
+        (1, torch.float32, False, 0, native.PREFERENCE["cpu"]),
+        (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, torch.float32, False, 0, native.PREFERENCE["cpu"]),
+        (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
+        (4, torch.float32, True, 0, native.CPU_LSTM_PREFERENCE),
+        (4, torch.float64, False, 0, native.CPU_LSTM_PREFERENCE),
+        (4, torch.float32, False, 3, native.CPU_LSTM_PREFERENCE),
+        (None, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
+    ],
+    ids=["N1", "N_max", "N_max_plus_1", "training", "float64", "projection", "unknown_batch"],
+)
+def test_auto_prefers_cpu_where_the_fused_forward_beat_torch(batch, dtype, needs_grad, proj_size, expected):
+    call = RNNCall(mode="LSTM", device_type="cpu", dtype=dtype, input_size=16, hidden_size=16, proj_size=proj_size,
+                   batch_size=batch, seq_len=100, needs_grad=needs_grad)  # fmt: skip
+    assert native.CPU_BACKEND.preference(call) == expected
