@@ -61,46 +61,57 @@ PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, in
 
 namespace {
 
-//: Runs one chunk: `threads` threads in one OpenMP region (or the calling thread alone), each packing its own panels
-//: first when `pack` (the split is the same as run_thread's, so no thread reads a panel another one packs).
+//: Runs body(thread, count, barrier) on `threads` threads in one OpenMP region (the runtime may grant fewer: every
+//: split is by `count`), or on the calling thread alone.
+template <class Body>
+void run_region(int threads, const Body& body) {
+  SpinBarrier barrier;
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads(), barrier);
+    return;
+  }
+#endif
+  body(0, 1, barrier);
+}
+
+//: Runs one chunk, each thread packing its own panels first when `pack` (the split is the same as run_thread's, so
+//: no thread reads a panel another one packs).
 void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int threads, const float* w_hh, bool pack) {
   const int64_t panels = (args.H + kernel.panel_units - 1) / kernel.panel_units;
-  SpinBarrier barrier;
-  auto body = [&](int thread, int count) {
+  run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     if (pack) {
       kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
                   const_cast<float*>(args.packed));
     }
     kernel.run_thread(args, thread, count, barrier);
-  };
-#ifdef _OPENMP
-  if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-    body(omp_get_thread_num(), omp_get_num_threads());  // the runtime may grant fewer threads: all split by count
-    return;
-  }
-#endif
-  body(0, 1);
+  });
+}
+
+//: The plan for `in` on this CPU, or none (the loop) where it declines; forced, an LSTM the kernel cannot run is an
+//: error (a test or benchmark would measure the wrong path); the other cells are not this variable's business.
+std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in) {
+  using namespace cpu_fused;
+  const int64_t N = in.x.size(1), H = in.w_hh.size(0) / gates_of(in.mode);
+  const Variants v = variants_of(in);
+  const Force force = forced_path();
+  const Plan plan = plan_layer(plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
+                                          v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force));
+  if (plan.path == Path::Fused) return plan;
+  const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
+  TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty, "fusedrnn: ", kForceEnv, "=fused, but ",
+              plan.reason);
+  return std::nullopt;
 }
 
 }  // namespace
 
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
-  using namespace cpu_fused;
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in);
+  if (!plan) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
-  const int64_t GH = in.w_hh.size(0), H = GH / gates_of(in.mode);
-  const Variants v = variants_of(in);
-  const Force force = forced_path();
-  const Plan plan = plan_layer(plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
-                                          v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force));
-  if (plan.path != Path::Fused) {
-    // Forced, an LSTM the kernel cannot run is an error (a test or benchmark would measure the wrong path); the
-    // other cells are not this variable's business.
-    const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
-    TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty, "fusedrnn: ", kForceEnv, "=fused, but ",
-                plan.reason);
-    return std::nullopt;
-  }
+  const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
   const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
   const auto options = in.x.options();
   const Tensor w_hh = in.w_hh.contiguous();
@@ -133,10 +144,57 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(con
     } else {
       at::mm_out(out, x_chunk, in.w_ih.t());
     }
-    run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<float>(), first == 0);
+    run_chunk(kernel, args, plan->threads, w_hh.const_data_ptr<float>(), first == 0);
   }
   Tensor h_n = y.select(0, in.reverse ? 0 : T - 1).clone();
   return std::make_tuple(y, h_n, c, saved);
+}
+
+std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,
+                                                       const Tensor& grad_y, const Tensor& grad_h_n,
+                                                       const Tensor& grad_c_n, bool has_bias) {
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in);
+  if (!plan) return std::nullopt;
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
+  const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
+  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
+  const auto options = in.x.options();
+  auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
+  const Tensor w_hh = in.w_hh.contiguous();
+  const Tensor packed = at::empty({kernel.backward_packed_size(H)}, options);
+  Tensor dg = at::empty({T, N, GH}, options);
+  Tensor dc = grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options);
+  Tensor dh_carry = grad_h_n.clone();
+
+  FusedLstmBackwardArgs args;
+  args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
+  args.packed = packed.const_data_ptr<float>();
+  args.saved = saved.const_data_ptr<float>();
+  args.c0 = in.c0.const_data_ptr<float>();
+  args.grad_y = grad_y.const_data_ptr<float>();
+  args.dg = dg.mutable_data_ptr<float>();
+  args.dc = dc.mutable_data_ptr<float>();
+  args.dh_carry = dh_carry.mutable_data_ptr<float>();
+  args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  const int64_t groups = (H + kernel.group_units - 1) / kernel.group_units;
+  const int threads = static_cast<int>(std::min<int64_t>(plan->threads, groups));
+  run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
+    // Each thread packs the groups it reads (the same split as run_backward_thread's).
+    kernel.pack_backward(w_hh.const_data_ptr<float>(), H, groups * thread / count, groups * (thread + 1) / count,
+                         const_cast<float*>(args.packed));
+    kernel.run_backward_thread(args, thread, count, barrier);
+  });
+  // dh_0: the last processed step's dg W_hh plus what finished rows carried; then the sequence's big GEMMs.
+  Tensor dh0 = at::addmm(dh_carry, dg.select(0, in.reverse ? T - 1 : 0), w_hh);
+  const Tensor dg_rows = dg.view({T * N, GH});
+  const Tensor h0 = in.h0.unsqueeze(0);
+  const Tensor h_prev = T == 1 ? h0 : in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0}) : at::cat({h0, y.narrow(0, 0, T - 1)});
+  Tensor dw_hh = at::mm(dg_rows.t(), h_prev.reshape({T * N, H}));
+  Tensor dw_ih = at::mm(dg_rows.t(), in.x.reshape({T * N, I}));
+  Tensor dx = at::mm(dg_rows, in.w_ih).view({T, N, I});
+  Tensor db_ih = has_bias ? dg_rows.sum(0) : none();
+  Tensor db_hh = has_bias ? db_ih.clone() : none();
+  return std::vector<Tensor>{dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, none(), none(), none(), none(), none()};
 }
 
 }  // namespace fusedrnn

@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 namespace at {
 class Tensor;
@@ -39,6 +40,23 @@ struct FusedLstmArgs {
   float* c = nullptr;             // [N, H]: c_0 in, c of the last step run out
   float* saved = nullptr;         // [T, N, 5H] i f g o c (rnn_loop.h: saved_layout), or null (inference)
   const int64_t* lengths = nullptr;  // [N] or null (step.h: row_valid)
+};
+
+//: The fused LSTM backward over the whole sequence, float32: per step (in reverse processing order) dh_t = grad_y[t] +
+//: dg_{t+1} W_hh + what finished rows pass on, then cell_math.h's lstm_backward for the thread's units; the weight
+//: gradients are large GEMMs after it (lstm_cpu_fused.cpp). Shapes as FusedLstmArgs.
+struct FusedLstmBackwardArgs {
+  int64_t T = 0, N = 0, H = 0;
+  bool reverse = false;
+  const float* packed = nullptr;  // W_hh packed by FusedLstmKernel::pack_backward
+  const float* saved = nullptr;   // [T, N, 5H] i f g o c, as the forward saved them
+  const float* c0 = nullptr;      // [N, H]
+  const float* grad_y = nullptr;  // [T, N, H]
+  float* dg = nullptr;            // [T, N, 4H] out: the gates' pre-activation gradients
+  float* dc = nullptr;            // [N, H]: grad_c_n (or zeros) in, dc_0 out
+  float* dh_carry = nullptr;      // [N, H]: grad_h_n in; per step what goes to the step before besides dg W_hh
+                                  // (a finished row's whole dh, else 0); out: that part of dh_0
+  const int64_t* lengths = nullptr;
 };
 
 //: The barrier every thread passes after each step: spinning (a step is microseconds, far shorter than a sleep and
@@ -89,6 +107,14 @@ struct FusedLstmKernel {
   //: Runs the chunk's steps for thread `thread` of `threads` (its panels), passing `barrier` after every step but
   //: the chunk's last (the region's end synchronises that one).
   void (*run_thread)(const FusedLstmArgs& args, int thread, int threads, SpinBarrier& barrier);
+  //: Backward: hidden units per work group (4 panels: the micro-kernel's 4 vectors are 4 blocks of W_hh's columns).
+  int64_t group_units;
+  int64_t (*backward_packed_size)(int64_t H);
+  //: Packs groups [first, last): group q holds, for each of the 4H rows k of W_hh, its columns
+  //: [q*group_units, (q+1)*group_units) (zeros past H).
+  void (*pack_backward)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
+  //: Every step of the sequence for thread `thread` of `threads` (its groups), one barrier between steps.
+  void (*run_backward_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
 };
 
 //: The variant of the CPU capability the pointwise pass runs (pointwise_cpu.cpp: cpu_pointwise_capability).
@@ -97,5 +123,12 @@ const FusedLstmKernel& cpu_fused_lstm_kernel();
 //: The fused forward where the planner (lstm_cpu_fused_plan.h) chooses it for `in` (CPU tensors): y, h_n, c_n and
 //: the saved activations as forward_loop (rnn_loop.h) returns them; none where it declines.
 std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> fused_lstm_forward(const LayerInputs& in);
+
+//: The fused backward where the planner chooses it: the gradients in backward_loop's order (rnn_loop.h); none where
+//: it declines. grad_c_n may be undefined (zero).
+std::optional<std::vector<at::Tensor>> fused_lstm_backward(const LayerInputs& in, const at::Tensor& y,
+                                                           const at::Tensor& saved, const at::Tensor& grad_y,
+                                                           const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                                                           bool has_bias);
 
 }  // namespace fusedrnn

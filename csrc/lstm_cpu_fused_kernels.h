@@ -88,6 +88,27 @@ RawVec load_raw(const float* p) {
   return v;
 }
 
+//: acc[r][v] += sum over k < K of rows[r * ld + k] * panel[(k * 4 + v) * kPanelUnits ...]: R rows of a row-major
+//: operand times a panel of 4 vectors per k, in registers (inlined, so acc never leaves them). The forward's panel
+//: holds the 4 gates' columns of 16 units, the backward's 4 consecutive 16-unit blocks of W_hh's columns.
+template <int R>
+__attribute__((always_inline)) inline void accumulate(const float* panel, int64_t K, const float* rows, int64_t ld,
+                                                      RawVec (&acc)[R][kLstmGates]) {
+  for (int64_t k = 0; k < K; ++k) {
+    const float* w = panel + k * kLstmGates * kPanelUnits;
+    const RawVec w0 = load_raw(w), w1 = load_raw(w + kPanelUnits), w2 = load_raw(w + 2 * kPanelUnits),
+                 w3 = load_raw(w + 3 * kPanelUnits);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float x = rows[r * ld + k];  // broadcast; GCC contracts each multiply-add into one FMA
+      acc[r][0] += x * w0;
+      acc[r][1] += x * w1;
+      acc[r][2] += x * w2;
+      acc[r][3] += x * w3;
+    }
+  }
+}
+
 //: Rows [n0, n0 + R) of panel b for one step: the panel's 4 x kPanelUnits gate columns (h_{t-1} times the packed
 //: W_hh) accumulated in registers, then the input projection added and the cell applied (gates never reach memory).
 template <int R>
@@ -97,20 +118,7 @@ void tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0)
   const int count = static_cast<int>(std::min(kPanelUnits, H - j));
   const float* panel = a.packed + b * panel_size(H);
   RawVec acc[R][kLstmGates] = {};
-  const float* h_rows = st.h_prev + n0 * H;
-  for (int64_t k = 0; k < H; ++k) {
-    const float* w = panel + k * kLstmGates * kPanelUnits;
-    const RawVec w0 = load_raw(w), w1 = load_raw(w + kPanelUnits), w2 = load_raw(w + 2 * kPanelUnits),
-                 w3 = load_raw(w + 3 * kPanelUnits);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const float h = h_rows[r * H + k];  // broadcast; GCC contracts each multiply-add into one FMA
-      acc[r][0] += h * w0;
-      acc[r][1] += h * w1;
-      acc[r][2] += h * w2;
-      acc[r][3] += h * w3;
-    }
-  }
+  accumulate<R>(panel, H, st.h_prev + n0 * H, H, acc);
   constexpr int kSaved = kLstmSaved;  // i f g o c
   // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
   // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
@@ -168,8 +176,6 @@ void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarri
     if (s + 1 < a.first + a.steps) barrier.wait(threads);
   }
 }
-
-const FusedLstmKernel kFusedLstm{kPanelUnits, fused_packed_size, fused_pack, fused_run_thread};
 
 }  // namespace
 }  // namespace CPU_CAPABILITY

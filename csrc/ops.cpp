@@ -231,13 +231,16 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   c10::OptionalDeviceGuard guard(x.device());
   auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse, variants);
   in.lengths = lengths.value_or(Tensor());
-  std::optional<std::vector<Tensor>> persistent_grads;
+  std::optional<std::vector<Tensor>> kernel_grads;
 #ifdef FUSEDRNN_WITH_CUDA
-  if (x.is_cuda()) persistent_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
+  if (x.is_cuda()) kernel_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
 #endif
-  auto g = persistent_grads ? *persistent_grads
-                            : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
-                                            get_pointwise());
+  if (x.is_cpu()) {  // empty where the planner refuses
+    kernel_grads = fused_lstm_backward(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias);
+  }
+  auto g = kernel_grads ? *kernel_grads
+                        : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
+                                        get_pointwise());
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
 }
 

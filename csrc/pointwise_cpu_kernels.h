@@ -24,7 +24,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include "cpu_vec_math.h"
-#include "lstm_cpu_fused_kernels.h"
+#include "lstm_cpu_fused_backward_kernels.h"
 #include "pointwise_cpu_dispatch.h"
 #include "step.h"
 
@@ -109,6 +109,9 @@ void backward(const BackwardStep& s, c10::ScalarType dtype) {
 #define FUSEDRNN_STRINGIFY_(x) #x
 #define FUSEDRNN_STRINGIFY(x) FUSEDRNN_STRINGIFY_(x)
 
+const FusedLstmKernel kFusedLstm{kPanelUnits,          fused_packed_size,          fused_pack,
+                                  fused_run_thread,     kGroupUnits,                fused_backward_packed_size,
+                                  fused_pack_backward,  fused_run_backward_thread};
 const PointwiseKernels kKernels{FUSEDRNN_STRINGIFY(CPU_CAPABILITY), forward, backward, &kFusedLstm};
 
 }  // namespace

@@ -1,6 +1,6 @@
-"""The `cpu` backend's fused LSTM forward (csrc/lstm_cpu_fused*, issue 23): parity with torch.nn run in float64 at
-the float32 tolerance, forward and gradients (the existing backward runs on what the fused forward saves), with one
-and two threads; and its planner's decisions and refusals (op fusedrnn::cpu_fused_plan).
+"""The `cpu` backend's fused LSTM forward and backward (csrc/lstm_cpu_fused*, issue 23): parity with torch.nn run in
+float64 at the float32 tolerance, forward and gradients, and with the per-step loop op by op, with one and two threads;
+its planner's decisions and refusals (op fusedrnn::cpu_fused_plan); `auto`'s preference.
 
 FUSEDRNN_CPU_LSTM=fused forces the kernel (an LSTM it cannot run is then an error, so every parity case here is known
 to have run it), FUSEDRNN_CPU_LSTM=loop the per-step loop.
@@ -94,20 +94,51 @@ def test_fused_matches_float64_torch_nn(case, input_size, hidden, training, thre
     assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
 
 
+#: Op-level sizes: H spans two AVX-512 backward groups (64 units) plus a partial panel; an AVX-512 tile plus a tail.
+OP_T, OP_N, OP_I, OP_H = 6, 7, 7, 69
+OP_LENGTHS = [6, 1, 4, 6, 3, 2, 5]
+
+
+def op_args(seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=generator) * 0.5  # noqa: E731
+    T, N, I, H = OP_T, OP_N, OP_I, OP_H
+    return (randn(T, N, I), randn(N, H), randn(N, H), randn(4 * H, I), randn(4 * H, H), randn(4 * H), randn(4 * H))
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
 def test_fused_op_saves_what_the_loop_saves(reverse, lengths, threads, monkeypatch):
     """Same op, both paths: y, h_n, c_n and the saved activations [i f g o c] (what layer_backward reads) agree."""
-    T, N, I, H = 6, 5, 7, 21
-    generator = torch.Generator().manual_seed(3)
-    randn = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
-    args = (randn(T, N, I), randn(N, H), randn(N, H), randn(4 * H, I), randn(4 * H, H), randn(4 * H), randn(4 * H))
-    length_arg = torch.tensor([6, 1, 4, 6, 3]) if lengths else None
+    args = op_args()
+    length_arg = torch.tensor(OP_LENGTHS) if lengths else None
     results = {}
     for path in ("fused", "loop"):
         monkeypatch.setenv(FORCE_ENV, path)
         results[path] = ops.layer_forward("LSTM", *args, None, reverse, True, length_arg)
     for name, fused, loop in zip(("y", "h_n", "c_n", "saved"), results["fused"], results["loop"]):
+        torch.testing.assert_close(fused, loop, **TOLERANCES[torch.float32], msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("grad_c_n", [False, True], ids=["no_grad_c_n", "grad_c_n"])
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
+def test_fused_backward_matches_the_loop(reverse, lengths, bias, grad_c_n, threads, monkeypatch):
+    """Same op, both paths, on one forward's activations: every gradient agrees."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = op_args()
+    length_arg = torch.tensor(OP_LENGTHS) if lengths else None
+    monkeypatch.setenv(FORCE_ENV, "loop")
+    y, _, _, saved = ops.layer_forward("LSTM", x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, reverse, True, length_arg)
+    generator = torch.Generator().manual_seed(4)
+    grad_y, grad_h_n, grad_c = (torch.randn(*t.shape, generator=generator) for t in (y, h0, c0))
+    results = {}
+    for path in ("fused", "loop"):
+        monkeypatch.setenv(FORCE_ENV, path)
+        results[path] = ops.layer_backward("LSTM", grad_y, grad_h_n, grad_c if grad_c_n else None, x, h0, c0, w_ih,
+                                           w_hh, None, y, saved, reverse, bias, length_arg)  # fmt: skip
+    names = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr", "dln_ih", "dln_hh", "dln_c_w", "dln_c_b")
+    for name, fused, loop in zip(names, results["fused"], results["loop"]):
         torch.testing.assert_close(fused, loop, **TOLERANCES[torch.float32], msg=lambda m, name=name: f"{name}: {m}")
 
 
