@@ -12,11 +12,11 @@
 
 namespace fusedrnn::cpu_fused {
 
-//: Batch rows up to which the fused kernel is chosen over the loop: as far as measured. 2-core Intel Xeon (AVX-512,
-//: 2 MB L2 per core), float32, T=100, I=H=512 and 256, N=1/4/16/64, one thread, machine shared (load 3.8-5.1), thread
-//: CPU time, medians of 5 interleaved calls (bench/cpu_fused_lstm_speed.py; bench/results/cpu-intel-xeon-processor-2c/
-//: cpu-fused-lstm-t1.md): fused / loop 1.12-1.88x in inference, 1.01-1.27x in training (the same backward) at every
-//: shape, the least at N=64 (1.01-1.25x), where both are compute-bound. Larger batches are unmeasured: the loop.
+//: Batch rows up to which the fused kernels are chosen over the loop: as far as measured. 2-core Intel Xeon (AVX-512,
+//: 2 MB L2 per core), float32, T=100, I=H=512 and 256, N=1/4/16/64, one thread, machine shared (load 3.9-4.2),
+//: thread CPU time, medians of 5 interleaved calls (bench/cpu_fused_lstm_speed.py; bench/results/
+//: cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md): fused / loop 1.05-2.01x in inference, 1.10-1.80x in training
+//: at every shape, the least at N=64, where both are compute-bound. Larger batches are unmeasured: the loop.
 constexpr int64_t kMaxBatch = 64;
 
 //: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.

@@ -228,7 +228,7 @@ def test_narrower_variants_in_their_own_process(capability):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# `auto`: the C++ backend for the float32 LSTM inference calls where the fused forward measured faster than torch.nn
+# `auto`: the C++ backend for the float32 LSTM calls where the fused kernels measured faster than torch.nn
 
 
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
@@ -238,7 +238,7 @@ def test_narrower_variants_in_their_own_process(capability):
         (1, torch.float32, False, 0, native.PREFERENCE["cpu"]),
         (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, torch.float32, False, 0, native.PREFERENCE["cpu"]),
         (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
-        (4, torch.float32, True, 0, native.CPU_LSTM_PREFERENCE),
+        (4, torch.float32, True, 0, native.PREFERENCE["cpu"]),
         (4, torch.float64, False, 0, native.CPU_LSTM_PREFERENCE),
         (4, torch.float32, False, 3, native.CPU_LSTM_PREFERENCE),
         (None, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),

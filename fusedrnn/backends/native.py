@@ -38,14 +38,14 @@ DTYPES = {
 #: the persistent and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed
 #: to beat cuDNN's ~2 us/step at small batch, unmeasured), so `cuda` stays below torch's cuDNN until a GPU run shows
 #: it correct and faster for a shape.
-#: The exception to the exception (issue 23): the fused LSTM forward (csrc/lstm_cpu_fused*: W_hh packed once per call,
-#: one OpenMP region, the gate math in registers) beats torch.nn in float32 inference at small batch. 2-core Intel
-#: Xeon (AVX-512), one thread, machine shared (load average 3.8-5.1), thread CPU time, medians of 5 interleaved calls,
-#: T=100 (bench/results/cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md): I=H=512 N=1 1.09x, N=4 1.47x, N=16 1.06x,
-#: N=64 0.94x; I=H=256 N=1 1.34x, N=4 1.64x, N=16 1.04x, N=64 0.92x (an earlier run: N=16 0.95-1.00x, so N=16 is
-#: noise); training (the same backward loop) 0.76-1.07x. So such calls come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH
-#: rows, on the AVX-512 variant only (the AVX2 one is unmeasured), where the kernel's planner takes the call; the rest
-#: of CPU LSTM stays with torch.
+#: The exception to the exception (issue 23): the fused LSTM kernels (csrc/lstm_cpu_fused*: W_hh packed once per call,
+#: one OpenMP region per sequence, the gate math in registers, forward and backward) beat torch.nn in float32 at small
+#: batch. 2-core Intel Xeon (AVX-512), one thread, machine shared (load average 3.9-4.2), thread CPU time, medians of 5
+#: interleaved calls, T=100 (bench/results/cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md), inference / training:
+#: I=H=512 N=1 1.18x / 1.28x, N=4 1.58x / 1.21x, N=16 1.06x / 0.97x, N=64 1.05x / 0.92x; I=H=256 N=1 1.38x / 1.36x,
+#: N=4 1.66x / 1.13x, N=16 1.03x / 1.04x, N=64 0.85x / 0.91x (N=16 inference measured 0.95-1.00x in an earlier run:
+#: noise). So float32 calls come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows, on the AVX-512 variant only (the AVX2
+#: one is unmeasured), where the kernels' planner takes the call; the rest of CPU LSTM stays with torch.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
@@ -184,7 +184,7 @@ class NativeBackend(LayerBackend):
 def _fused_lstm_beats_torch(call: RNNCall) -> bool:
     """Whether a CPU LSTM sequence call is one where the fused forward measured faster than torch.nn (see
     CPU_FUSED_LSTM_AUTO_MAX_BATCH)."""
-    if call.dtype != torch.float32 or call.needs_grad or call.batch_size is None:
+    if call.dtype != torch.float32 or call.batch_size is None:
         return False
     if call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH:
         return False
