@@ -1,12 +1,12 @@
-"""The `cpu` backend's fused LSTM forward (issue 23) against its per-step loop and torch.nn, float32, one layer.
+"""The `cpu` backend's fused LSTM kernels (issue 23) against its per-step loop and torch.nn, float32, one layer.
 
     python bench/cpu_fused_lstm_speed.py [--repeats 7] [--threads 1,2] [--shapes 100x4x512x512,...] [--write]
 
 Three implementations on the same weights, called in turn (torch.nn, `cpu` forced to its loop, `cpu` forced to the
-fused kernel: FUSEDRNN_CPU_LSTM), so load from other processes hits all alike; per call the calling thread's CPU
+fused kernels: FUSEDRNN_CPU_LSTM), so load from other processes hits all alike; per call the calling thread's CPU
 time (time.thread_time: robust to being descheduled on a shared machine, but blind to the second thread's work) and
-the wall time; medians over the repeats. Inference (inference mode) and training (forward + backward: the fused forward
-saves for the existing backward). --write records the table and every repetition in
+the wall time; medians over the repeats. Inference (inference mode) and training (forward + backward, both fused on
+the fused path). --write records the table and every repetition in
 bench/results/<device>/cpu-fused-lstm-t<threads>.{md,json} (threads as given, e.g. t1-2).
 """
 
@@ -103,7 +103,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     load_after = os.getloadavg()
     intro = [
-        f"# `cpu` fused LSTM forward vs its loop and torch.nn, float32 ({started['cpu']})",
+        f"# `cpu` fused LSTM kernels vs its loop and torch.nn, float32 ({started['cpu']})",
         "",
         f"`python bench/cpu_fused_lstm_speed.py --threads {args.threads} --write`: medians of {args.repeats} interleaved calls each, thread CPU "
         f"time of the calling thread (ms) and wall time; ratio = torch.nn (or loop) median / fused median. torch "

@@ -39,7 +39,7 @@ def force_fused(monkeypatch):
     monkeypatch.setenv(FORCE_ENV, "fused")
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+@pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
 def threads(request):
     before = torch.get_num_threads()
     torch.set_num_threads(request.param)
