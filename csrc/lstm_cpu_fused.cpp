@@ -79,7 +79,7 @@ void run_region(int threads, const Body& body) {
 //: Runs one chunk, each thread packing its own panels first when `pack` (the split is the same as run_thread's, so
 //: no thread reads a panel another one packs).
 void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int threads, const float* w_hh, bool pack) {
-  const int64_t panels = (args.H + kernel.panel_units - 1) / kernel.panel_units;
+  const int64_t panels = blocks_of(args.H, kernel.panel_units);
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     if (pack) {
       kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
@@ -176,7 +176,7 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   args.dc = dc.mutable_data_ptr<float>();
   args.dh_carry = dh_carry.mutable_data_ptr<float>();
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
-  const int64_t groups = (H + kernel.group_units - 1) / kernel.group_units;
+  const int64_t groups = blocks_of(H, kernel.group_units);
   const int threads = static_cast<int>(std::min<int64_t>(plan->threads, groups));
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     // Each thread packs the groups it reads (the same split as run_backward_thread's).

@@ -26,6 +26,11 @@ struct LayerInputs;
 //: Gates of the LSTM, in torch.nn's order i, f, g, o.
 constexpr int kLstmGates = 4;
 
+//: Blocks of `block` hidden units that cover H (the last one partial).
+inline int64_t blocks_of(int64_t H, int64_t block) {
+  return (H + block - 1) / block;
+}
+
 //: One chunk of steps of a fused LSTM forward, float32, as plain pointers (shapes: T steps, N rows, H units; every
 //: array contiguous).
 struct FusedLstmArgs {

@@ -14,17 +14,13 @@ namespace {
 //: Hidden units per backward work group: the micro-kernel's 4 vectors side by side.
 constexpr int64_t kGroupUnits = kLstmGates * kPanelUnits;
 
-int64_t groups_of(int64_t H) {
-  return (H + kGroupUnits - 1) / kGroupUnits;
-}
-
 //: Floats per group: the 4H rows of W_hh, kGroupUnits columns each.
 int64_t backward_group_size(int64_t H) {
   return kLstmGates * H * kGroupUnits;
 }
 
 int64_t fused_backward_packed_size(int64_t H) {
-  return groups_of(H) * backward_group_size(H);
+  return blocks_of(H, kGroupUnits) * backward_group_size(H);
 }
 
 void fused_pack_backward(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
@@ -87,17 +83,8 @@ void backward_tile(const FusedLstmBackwardArgs& a, const BackwardStepPointers& s
   }
 }
 
-template <int R = kTileRows - 1>
-void backward_tail_tile(const FusedLstmBackwardArgs& a, const BackwardStepPointers& st, int64_t q, int64_t n0,
-                        int64_t rows) {
-  if constexpr (R > 0) {
-    if (rows == R) return backward_tile<R>(a, st, q, n0);
-    backward_tail_tile<R - 1>(a, st, q, n0, rows);
-  }
-}
-
 void fused_run_backward_thread(const FusedLstmBackwardArgs& a, int thread, int threads, SpinBarrier& barrier) {
-  const int64_t groups = groups_of(a.H);
+  const int64_t groups = blocks_of(a.H, kGroupUnits);
   const int64_t first_group = groups * thread / threads, last_group = groups * (thread + 1) / threads;
   const int64_t N = a.N, H = a.H, GH = kLstmGates * H, WS = kLstmSaved * H;
   for (int64_t s = 0; s < a.T; ++s) {  // the forward's steps, last first
@@ -112,9 +99,7 @@ void fused_run_backward_thread(const FusedLstmBackwardArgs& a, int thread, int t
                             a.grad_y + t * N * H,
                             a.dg + t * N * GH};
     for (int64_t q = first_group; q < last_group; ++q) {
-      int64_t n0 = 0;
-      for (; n0 + kTileRows <= N; n0 += kTileRows) backward_tile<kTileRows>(a, st, q, n0);
-      if (n0 < N) backward_tail_tile(a, st, q, n0, N - n0);
+      for_row_tiles(N, [&]<int R>(int64_t n0) { backward_tile<R>(a, st, q, n0); });
     }
     if (s + 1 < a.T) barrier.wait(threads);
   }

@@ -33,17 +33,13 @@ constexpr int kTileRows = 6;
 constexpr int kTileRows = 2;
 #endif
 
-int64_t panels_of(int64_t H) {
-  return (H + kPanelUnits - 1) / kPanelUnits;
-}
-
 //: Floats per panel: for each of the H columns k, 4 gates x kPanelUnits units.
 int64_t panel_size(int64_t H) {
   return H * kLstmGates * kPanelUnits;
 }
 
 int64_t fused_packed_size(int64_t H) {
-  return panels_of(H) * panel_size(H);
+  return blocks_of(H, kPanelUnits) * panel_size(H);
 }
 
 void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
@@ -149,17 +145,24 @@ void tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0)
   }
 }
 
-//: Rows [n0, n0 + rows) with rows < kTileRows: the tile instantiated for that many rows.
-template <int R = kTileRows - 1>
-void tail_tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0, int64_t rows) {
+//: Calls tile.template operator()<R>(n0) for rows [0, N): tiles of kTileRows rows, then one of the rows left.
+template <int R = kTileRows - 1, class Tile>
+void tail_tile(const Tile& tile, int64_t n0, int64_t rows) {
   if constexpr (R > 0) {
-    if (rows == R) return tile<R>(a, st, b, n0);
-    tail_tile<R - 1>(a, st, b, n0, rows);
+    if (rows == R) return tile.template operator()<R>(n0);
+    tail_tile<R - 1>(tile, n0, rows);
   }
 }
 
+template <class Tile>
+void for_row_tiles(int64_t N, const Tile& tile) {
+  int64_t n0 = 0;
+  for (; n0 + kTileRows <= N; n0 += kTileRows) tile.template operator()<kTileRows>(n0);
+  if (n0 < N) tail_tile(tile, n0, N - n0);
+}
+
 void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
-  const int64_t panels = panels_of(a.H);
+  const int64_t panels = blocks_of(a.H, kPanelUnits);
   const int64_t first_panel = panels * thread / threads, last_panel = panels * (thread + 1) / threads;
   const int64_t NH = a.N * a.H;
   for (int64_t s = a.first; s < a.first + a.steps; ++s) {
@@ -169,9 +172,7 @@ void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarri
                     a.y + t * NH, a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
     // Panel by panel: a panel (4 x 16 x H floats, 128 KB at H=512) stays in L2 while every row tile reads it.
     for (int64_t b = first_panel; b < last_panel; ++b) {
-      int64_t n0 = 0;
-      for (; n0 + kTileRows <= a.N; n0 += kTileRows) tile<kTileRows>(a, st, b, n0);
-      if (n0 < a.N) tail_tile(a, st, b, n0, a.N - n0);
+      for_row_tiles(a.N, [&]<int R>(int64_t n0) { tile<R>(a, st, b, n0); });
     }
     if (s + 1 < a.first + a.steps) barrier.wait(threads);
   }
