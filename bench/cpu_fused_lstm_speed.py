@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", default="1,2", help="torch.set_num_threads values, comma-separated")
     parser.add_argument("--shapes", help="TxNxIxH,... (default: T=100, N=1/4/16/64, I=H=512 and 256)")
+    parser.add_argument("--suffix", default="", help="appended to the result files' name (e.g. -avx2 for a run under "
+                        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2)")  # fmt: skip
     parser.add_argument("--write", action="store_true",
                         help="write bench/results/<device>/cpu-fused-lstm-t<threads>.{md,json}")
     args = parser.parse_args()
@@ -108,14 +110,15 @@ def main() -> None:
         f"`python bench/cpu_fused_lstm_speed.py --threads {args.threads} --write`: medians of {args.repeats} interleaved calls each, thread CPU "
         f"time of the calling thread (ms) and wall time; ratio = torch.nn (or loop) median / fused median. torch "
         f"{started['torch']}, commit {started['git_commit']}{' (dirty)' if started['git_dirty'] else ''}; ATen "
-        f"capability {torch.backends.cpu.get_cpu_capability()}. The machine was shared with other jobs (load "
+        f"capability {torch.backends.cpu.get_cpu_capability()} (ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}, "
+        f"MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}). The machine was shared with other jobs (load "
         f"average {started['load_average_at_start'][0]:.2f} at start, {load_after[0]:.2f} at the end).",
         "",
     ]
-    name = f"cpu-fused-lstm-t{args.threads.replace(',', '-')}"
+    name = f"cpu-fused-lstm-t{args.threads.replace(',', '-')}{args.suffix}"
     (folder / f"{name}.md").write_text("\n".join(intro + lines) + "\n")
     document = {"environment": started, "load_average_at_end": list(load_after), "repeats": args.repeats,
-                "command": f"python bench/cpu_fused_lstm_speed.py --threads {args.threads} --write", "rows": rows}  # fmt: skip
+                "command": f"python bench/cpu_fused_lstm_speed.py --threads {args.threads} --suffix '{args.suffix}' --write", "rows": rows}  # fmt: skip
     (folder / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
     print(f"written to {folder}/{name}.md and .json")
 

@@ -12,12 +12,17 @@
 
 namespace fusedrnn::cpu_fused {
 
-//: Batch rows up to which the fused kernels are chosen over the loop: as far as measured. 2-core Intel Xeon (AVX-512,
-//: 2 MB L2 per core), float32, T=100, I=H=512 and 256, N=1/4/16/64, one thread, machine shared (load 3.9-4.2),
+//: Batch rows up to which the fused kernels are chosen over the loop: as far as they measured faster. 2-core Intel
+//: Xeon (AVX-512, 2 MB L2 per core), float32, T=100, I=H=512 and 256, one thread, machine shared (load 3.9-5.0),
 //: thread CPU time, medians of 5 interleaved calls (bench/cpu_fused_lstm_speed.py; bench/results/
-//: cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md): fused / loop 1.05-2.01x in inference, 1.10-1.80x in training
-//: at every shape, the least at N=64, where both are compute-bound. Larger batches are unmeasured: the loop.
-constexpr int64_t kMaxBatch = 64;
+//: cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md, -t1-avx2.md):
+//: AVX-512 variant, N=1/4/16/64: fused / loop 1.05-2.01x in inference, 1.10-1.80x in training at every shape, the
+//: least at N=64, where both are compute-bound; larger batches are unmeasured, so the loop.
+//: AVX2 variant (8-unit panels, 2-row tiles; measured on the same CPU under ATEN_CPU_CAPABILITY=avx2,
+//: ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, an approximation of an AVX2 machine): N=1/4 1.15-1.45x,
+//: N=16 0.93-1.22x (slower in H=512 inference: its 2-row tiles re-read each panel 8 times per step), so up to 4.
+constexpr int64_t kMaxBatchAvx512 = 64;
+constexpr int64_t kMaxBatchAvx2 = 4;
 
 //: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
 enum class Force { Auto, Fused, Loop };
@@ -61,9 +66,10 @@ inline std::string slower(const PlanInput& in) {
   if (in.capability != "AVX512" && in.capability != "AVX2") {
     return "no vector variant (capability " + in.capability + "): the loop's BLAS GEMM is faster";
   }
-  if (in.batch > kMaxBatch) {
-    return "batch " + std::to_string(in.batch) + " > " + std::to_string(kMaxBatch) +
-           ": unmeasured beyond, the loop's oneDNN GEMM is the known speed there";
+  const int64_t max_batch = in.capability == "AVX512" ? kMaxBatchAvx512 : kMaxBatchAvx2;
+  if (in.batch > max_batch) {
+    return "batch " + std::to_string(in.batch) + " > " + std::to_string(max_batch) + " on " + in.capability +
+           ": the loop measured as fast or faster, or the batch is unmeasured";
   }
   return "";
 }
