@@ -94,9 +94,10 @@ def main() -> None:
                            speedup_vs_loop=round(med["loop"]["cpu_ms"] / med["fused"]["cpu_ms"], 3),
                            load_average=os.getloadavg()[0], times=times)  # fmt: skip
                 rows.append(row)
-                line = (f"| {threads} | {' | '.join(map(str, shape))} | {mode} | {med['torch']['cpu_ms']:.2f} | "
-                        f"{med['loop']['cpu_ms']:.2f} | {med['fused']['cpu_ms']:.2f} | {row['speedup_vs_torch']:.2f}x | "
-                        f"{row['speedup_vs_loop']:.2f}x | {med['torch']['wall_ms']:.2f} | {med['fused']['wall_ms']:.2f} |")  # fmt: skip
+                cells = [threads, *shape, mode, *(f"{med[name]['cpu_ms']:.2f}" for name in IMPLEMENTATIONS),
+                         f"{row['speedup_vs_torch']:.2f}x", f"{row['speedup_vs_loop']:.2f}x",
+                         f"{med['torch']['wall_ms']:.2f}", f"{med['fused']['wall_ms']:.2f}"]  # fmt: skip
+                line = "| " + " | ".join(map(str, cells)) + " |"
                 lines.append(line)
                 print(line, flush=True)
     if not args.write:
@@ -104,21 +105,23 @@ def main() -> None:
     folder = RESULTS / started["device_slug"]
     folder.mkdir(parents=True, exist_ok=True)
     load_after = os.getloadavg()
+    command = f"python bench/cpu_fused_lstm_speed.py --threads {args.threads} --suffix '{args.suffix}' --write"
+    limits = ", ".join(f"{k}={os.environ.get(k, '')}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"))
+    dirty = " (dirty)" if started["git_dirty"] else ""
     intro = [
         f"# `cpu` fused LSTM kernels vs its loop and torch.nn, float32 ({started['cpu']})",
         "",
-        f"`python bench/cpu_fused_lstm_speed.py --threads {args.threads} --write`: medians of {args.repeats} interleaved calls each, thread CPU "
-        f"time of the calling thread (ms) and wall time; ratio = torch.nn (or loop) median / fused median. torch "
-        f"{started['torch']}, commit {started['git_commit']}{' (dirty)' if started['git_dirty'] else ''}; ATen "
-        f"capability {torch.backends.cpu.get_cpu_capability()} (ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}, "
-        f"MKL_ENABLE_INSTRUCTIONS={os.environ.get('MKL_ENABLE_INSTRUCTIONS', '')}). The machine was shared with other jobs (load "
-        f"average {started['load_average_at_start'][0]:.2f} at start, {load_after[0]:.2f} at the end).",
+        f"`{command}`: medians of {args.repeats} interleaved calls each, thread CPU time of the calling thread (ms) and "
+        f"wall time; ratio = torch.nn (or loop) median / fused median. torch {started['torch']}, commit "
+        f"{started['git_commit']}{dirty}; ATen capability {torch.backends.cpu.get_cpu_capability()} ({limits}). The "
+        f"machine was shared with other jobs (load average {started['load_average_at_start'][0]:.2f} at start, "
+        f"{load_after[0]:.2f} at the end).",
         "",
     ]
     name = f"cpu-fused-lstm-t{args.threads.replace(',', '-')}{args.suffix}"
     (folder / f"{name}.md").write_text("\n".join(intro + lines) + "\n")
     document = {"environment": started, "load_average_at_end": list(load_after), "repeats": args.repeats,
-                "command": f"python bench/cpu_fused_lstm_speed.py --threads {args.threads} --suffix '{args.suffix}' --write", "rows": rows}  # fmt: skip
+                "command": command, "rows": rows}  # fmt: skip
     (folder / f"{name}.json").write_text(json.dumps(document, indent=1) + "\n")
     print(f"written to {folder}/{name}.md and .json")
 

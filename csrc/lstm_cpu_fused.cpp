@@ -188,7 +188,9 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   Tensor dh0 = at::addmm(dh_carry, dg.select(0, in.reverse ? T - 1 : 0), w_hh);
   const Tensor dg_rows = dg.view({T * N, GH});
   const Tensor h0 = in.h0.unsqueeze(0);
-  const Tensor h_prev = T == 1 ? h0 : in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0}) : at::cat({h0, y.narrow(0, 0, T - 1)});
+  const Tensor h_prev = T == 1       ? h0
+                        : in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0})
+                                     : at::cat({h0, y.narrow(0, 0, T - 1)});
   Tensor dw_hh = at::mm(dg_rows.t(), h_prev.reshape({T * N, H}));
   Tensor dw_ih = at::mm(dg_rows.t(), in.x.reshape({T * N, I}));
   Tensor dx = at::mm(dg_rows, in.w_ih).view({T, N, I});

@@ -152,7 +152,8 @@ def plan(batch=4, hidden=512, dtype=torch.float32, *, mode="LSTM", projection=Fa
 
 
 needs_vector_variant = pytest.mark.skipif(
-    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"), reason="the planner sends the DEFAULT capability to the loop"
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+    reason="the planner sends the DEFAULT capability to the loop",
 )
 
 
@@ -199,8 +200,11 @@ def test_plan_forced_loop_and_bad_force_value():
         plan(force="sometimes")
 
 
-@pytest.mark.parametrize("threads_asked,hidden,expected", [(1, 512, 1), (2, 512, 2), (2, PANEL_UNITS, 1), (3, 17, 2)],
-                         ids=["1_of_1", "2_of_2", "one_panel", "3_asked_2_panels"])  # fmt: skip
+@pytest.mark.parametrize(
+    "threads_asked,hidden,expected",
+    [(1, 512, 1), (2, 512, 2), (2, PANEL_UNITS, 1), (3, PANEL_UNITS + 1, 2)],
+    ids=["1_of_1", "2_of_2", "one_panel", "3_asked_2_panels"],
+)
 def test_plan_threads_are_torchs_at_most_one_per_panel(threads_asked, hidden, expected):
     assert plan(hidden=hidden, threads=threads_asked, force="fused")[2] == expected
 
