@@ -162,6 +162,8 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
   const Tensor w_hh = in.w_hh.contiguous();
   const Tensor packed = at::empty({kernel.backward_packed_size(H)}, options);
+  // The whole sequence's gate gradients at once (4/5 of the saved activations' size, which training holds anyway),
+  // so that the weight gradients are three large GEMMs after the recurrence; the loop chunks them instead.
   Tensor dg = at::empty({T, N, GH}, options);
   Tensor dc = grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options);
   Tensor dh_carry = grad_h_n.clone();
