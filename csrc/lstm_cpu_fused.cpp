@@ -1,6 +1,7 @@
-// The fused LSTM forward's host side (lstm_cpu_fused.h): the planner's inputs, the input projection (one GEMM per
+// The fused LSTM's host side (lstm_cpu_fused.h): the planner's inputs; forward: the input projection (one GEMM per
 // chunk of steps, as rnn_loop.cpp does) and one OpenMP region per chunk, in which each thread packs its own W_hh
-// panels (first chunk) and runs its slice of every step.
+// panels (first chunk) and runs its slice of every step; backward: one region for the recurrence, then the weight
+// and input gradients as whole-sequence GEMMs.
 #include "lstm_cpu_fused.h"
 
 #include <ATen/ATen.h>

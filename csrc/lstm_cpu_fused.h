@@ -1,9 +1,10 @@
-// The CPU backend's weight-stationary fused LSTM forward (issue 23): W_hh packed once per call into gate-interleaved
-// column panels, one OpenMP region per chunk of steps (see lstm_cpu_fused.cpp), each thread owning a slice of hidden
-// units for all four gates, so the gate math of its slice needs nothing from the other threads; per step a
-// register-blocked micro-kernel (lstm_cpu_fused_kernels.h, compiled per CPU capability) computes the slice's gate
-// columns, adds the precomputed input projection and applies cell_math.h's LSTM in registers; then one spin barrier,
-// h being exchanged through y itself (y[t] is the next step's h_{t-1}).
+// The CPU backend's weight-stationary fused LSTM, float32 (issue 23). Forward: W_hh packed once per call into
+// gate-interleaved column panels, one OpenMP region per chunk of steps (see lstm_cpu_fused.cpp), each thread owning a
+// slice of hidden units for all four gates, so the gate math of its slice needs nothing from the other threads; per
+// step a register-blocked micro-kernel (lstm_cpu_fused_kernels.h, compiled per CPU capability) computes the slice's
+// gate columns, adds the precomputed input projection and applies cell_math.h's LSTM in registers; then one spin
+// barrier, h being exchanged through y itself (y[t] is the next step's h_{t-1}). Backward
+// (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step.
 //
 // This header holds only plain data and baseline code: the variant files include it before their target pragma.
 #pragma once
