@@ -26,11 +26,12 @@ using FusedVec = at::vec::Vectorized<float>;
 constexpr int64_t kPanelUnits = FusedVec::size();
 
 //: Batch rows per micro-kernel tile: its 4 x rows accumulators, the 4 gates' weight vectors and a broadcast must
-//: fit the vector registers (AVX-512: 32, so 6 rows = 24 + 4 + 1; AVX2 and the baseline: 16, so 2 rows = 8 + 4 + 1).
+//: fit the vector registers (AVX-512: 32, so 6 rows = 24 + 4 + 1; AVX2 and the baseline: 16, so 3 rows = 12 + 3 + 1,
+//: GCC taking the fourth weight as the FMAs' memory operand: objdump shows no spill in the k loop).
 #ifdef CPU_CAPABILITY_AVX512
 constexpr int kTileRows = 6;
 #else
-constexpr int kTileRows = 2;
+constexpr int kTileRows = 3;
 #endif
 
 //: Floats per panel: for each of the H columns k, 4 gates x kPanelUnits units.

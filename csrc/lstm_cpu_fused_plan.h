@@ -18,11 +18,12 @@ namespace fusedrnn::cpu_fused {
 //: cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md, -t1-avx2.md):
 //: AVX-512 variant, N=1/4/16/64: fused / loop 1.05-2.01x in inference, 1.10-1.80x in training at every shape, the
 //: least at N=64, where both are compute-bound; larger batches are unmeasured, so the loop.
-//: AVX2 variant (8-unit panels, 2-row tiles; measured on the same CPU under ATEN_CPU_CAPABILITY=avx2,
-//: ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, an approximation of an AVX2 machine): N=1/4 1.15-1.45x,
-//: N=16 0.93-1.22x (slower in H=512 inference: its 2-row tiles re-read each panel 8 times per step), so up to 4.
+//: AVX2 variant (8-unit panels, 3-row tiles; measured on the same CPU under ATEN_CPU_CAPABILITY=avx2,
+//: ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, an approximation of an AVX2 machine), N=1/4/16: fused / loop
+//: 1.13-1.49x at every shape (with 2-row tiles N=16 H=512 inference was 0.93x: each panel re-read 8 times a step).
+//: N=64 is unmeasured there: up to 16.
 constexpr int64_t kMaxBatchAvx512 = 64;
-constexpr int64_t kMaxBatchAvx2 = 4;
+constexpr int64_t kMaxBatchAvx2 = 16;
 
 //: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
 enum class Force { Auto, Fused, Loop };

@@ -158,7 +158,7 @@ needs_vector_variant = pytest.mark.skipif(
 
 
 #: The largest batch the planner sends to the fused kernels per variant (csrc/lstm_cpu_fused_plan.h: kMaxBatch*).
-MAX_BATCH = {"AVX512": 64, "AVX2": 4}.get(torch.backends.cpu.get_cpu_capability(), 0)
+MAX_BATCH = {"AVX512": 64, "AVX2": 16}.get(torch.backends.cpu.get_cpu_capability(), 0)
 
 
 @needs_vector_variant
@@ -225,7 +225,7 @@ def test_forced_fused_is_an_error_for_an_lstm_it_cannot_run(force_fused):
 @pytest.mark.skipif(not _build.is_x86(), reason="the AVX2/AVX-512 variants exist on x86-64 only")
 @pytest.mark.parametrize("capability", ["default", "avx2"])
 def test_narrower_variants_in_their_own_process(capability):
-    """The AVX2 (8-unit panels, 2-row tiles) and baseline variants, selected by ATEN_CPU_CAPABILITY, pass the
+    """The AVX2 (8-unit panels, 3-row tiles) and baseline variants, selected by ATEN_CPU_CAPABILITY, pass the
     parity cases, forward and backward, and get their own planner thresholds."""
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
     child = subprocess.run(
