@@ -25,10 +25,22 @@ namespace fusedrnn::cpu_fused {
 constexpr int64_t kMaxBatchAvx512 = 64;
 constexpr int64_t kMaxBatchAvx2 = 16;
 
+//: When a second thread pays for its barrier per step: W_hh larger than this (it then no longer fits one core's L2,
+//: and two cores' caches and bandwidth share it), or a step of at least kMinStepMacsToSplit multiply-adds. Measured
+//: (same machine, two threads, OMP_WAIT_POLICY=PASSIVE, load ~4: cpu-fused-lstm-t2-passive.md against -t1.md), T=100:
+//: H=512 (4 MB) two threads beat one at N=1/4/16 (wall 25/38/78 ms against 36/49/134); H=256 (1 MB) they lost at
+//: N=1 (8.8 against 2.1 ms) and N=4 (11.8 against 4.4) and won at N=16 (4.2M multiply-adds a step; thread CPU time
+//: 12.1 against 14.8 ms).
+constexpr int64_t kMaxSingleThreadWeightBytes = int64_t{1} << 20;
+constexpr int64_t kMinStepMacsToSplit = int64_t{4} << 20;
+
 //: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
 enum class Force { Auto, Fused, Loop };
 
 enum class Path { Fused, Loop };
+
+//: The LSTM's gates (lstm_cpu_fused.h: kLstmGates; this header stays free of the kernels' headers).
+constexpr int64_t kLstmGatesPlan = 4;
 
 struct PlanInput {
   Mode mode = Mode::LSTM;
@@ -87,6 +99,12 @@ inline Plan plan_layer(const PlanInput& in) {
   const int64_t panels = (in.hidden + in.panel_units - 1) / in.panel_units;
   p.path = Path::Fused;
   p.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(in.threads, panels)));
+  // Forced, every thread stays (the tests cover the split at tiny sizes); else one where a second does not pay.
+  const int64_t weight_bytes = kLstmGatesPlan * in.hidden * in.hidden * static_cast<int64_t>(sizeof(float));
+  const int64_t step_macs = in.batch * kLstmGatesPlan * in.hidden * in.hidden;
+  if (in.force == Force::Auto && weight_bytes <= kMaxSingleThreadWeightBytes && step_macs < kMinStepMacsToSplit) {
+    p.threads = 1;
+  }
   return p;
 }
 

@@ -214,6 +214,17 @@ def test_plan_follows_torch_set_num_threads(threads):
     assert plan(threads=-1) == ("fused", "", threads)
 
 
+@needs_vector_variant
+@pytest.mark.parametrize(
+    "batch,hidden,expected",
+    [(1, 256, 1), (4, 256, 1), (16, 256, 2), (1, 512, 2)],
+    ids=["N1_H256_fits_one_L2", "N4_H256", "N16_H256_enough_work", "N1_H512_W_hh_4MB"],
+)
+def test_plan_splits_only_where_a_second_thread_pays(batch, hidden, expected):
+    assert plan(batch, hidden, threads=2) == ("fused", "", expected)
+    assert plan(batch, hidden, threads=2, force="fused")[2] == 2  # forced: every thread
+
+
 def test_forced_fused_is_an_error_for_an_lstm_it_cannot_run(force_fused):
     lstm = fusedrnn.LSTM(4, 6, dtype=torch.float64, backend="cpu")
     with pytest.raises(RuntimeError, match="float32 only"):
