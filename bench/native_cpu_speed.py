@@ -43,14 +43,19 @@ WARMUP = 2
 RESULTS = Path(__file__).parent / "results"
 
 
-def run_once(module: nn.Module, x: torch.Tensor, train: bool) -> float:
-    start = time.perf_counter()
+def run_call(module: nn.Module, x: torch.Tensor, train: bool) -> None:
+    """One call: forward and backward (train), or inference."""
     if train:
         y, _ = module(x)
         y.backward(torch.ones_like(y))
     else:
         with torch.inference_mode():
             module(x)
+
+
+def run_once(module: nn.Module, x: torch.Tensor, train: bool) -> float:
+    start = time.perf_counter()
+    run_call(module, x, train)
     return time.perf_counter() - start
 
 

@@ -15,6 +15,8 @@
 #include <string>
 
 #include "op_checks.h"
+#include "lstm_cpu_fused.h"
+#include "lstm_cpu_fused_plan.h"
 #include "persistent_plan.h"
 #include "rnn_loop.h"
 #ifdef FUSEDRNN_WITH_CUDA
@@ -192,6 +194,9 @@ ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const T
     if (auto result = persistent::forward(in)) return *result;  // empty where the planner refuses
   }
 #endif
+  if (x.is_cpu()) {
+    if (auto result = fused_lstm_forward(in)) return *result;  // empty where the planner refuses
+  }
   return forward_loop(in, get_pointwise());
 }
 
@@ -210,13 +215,16 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   c10::OptionalDeviceGuard guard(x.device());
   auto in = inputs_of(mode, x, h0, c0, w_ih, w_hh, std::nullopt, std::nullopt, w_hr, reverse, variants);
   in.lengths = lengths.value_or(Tensor());
-  std::optional<std::vector<Tensor>> persistent_grads;
+  std::optional<std::vector<Tensor>> kernel_grads;
 #ifdef FUSEDRNN_WITH_CUDA
-  if (x.is_cuda()) persistent_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
+  if (x.is_cuda()) kernel_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
 #endif
-  auto g = persistent_grads ? *persistent_grads
-                            : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
-                                            get_pointwise());
+  if (x.is_cpu()) {  // empty where the planner refuses
+    kernel_grads = fused_lstm_backward(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias);
+  }
+  auto g = kernel_grads ? *kernel_grads
+                        : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
+                                        get_pointwise());
   return {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11]};
 }
 
@@ -246,6 +254,21 @@ std::tuple<std::string, std::string, std::string> cuda_plan(c10::string_view mod
   }
   const persistent::Plan p = persistent::plan_layer(in, parsed);
   return {persistent::path_name(p.path), p.path == persistent::Path::Loop ? "" : persistent::describe(p), p.reason};
+}
+
+//: The CPU fused LSTM's planner (lstm_cpu_fused_plan.h) for a call of these sizes on this CPU: (path, reason,
+//: threads): path "fused" or "loop", why the fused kernel was refused (empty when fused), its threads. threads < 0:
+//: what a call here would get (torch's thread count, 1 inside a parallel region); force: as FUSEDRNN_CPU_LSTM
+//: ("" or "auto": the planner's rule).
+std::tuple<std::string, std::string, int64_t> cpu_fused_plan(c10::string_view mode_name, int64_t batch,
+                                                             int64_t hidden, c10::ScalarType dtype, bool projection,
+                                                             bool variants, int64_t threads, c10::string_view force) {
+  namespace cf = cpu_fused;
+  const cf::Plan p = cf::plan_layer(cf::plan_input(parse_mode(mode_name), dtype == at::kFloat, projection, variants,
+                                                   batch, hidden,
+                                                   threads < 0 ? cf::available_threads() : static_cast<int>(threads),
+                                                   cf::parse_force(std::string(force))));
+  return {cf::path_name(p.path), p.reason, p.threads};
 }
 
 // Meta: the same checks, then outputs of the right (possibly symbolic) shapes.
@@ -320,6 +343,10 @@ TORCH_LIBRARY(fusedrnn, m) {
       "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
       "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (str path, str tiling, str reason)",
       &cuda_plan);
+  m.def(
+      "cpu_fused_plan(str mode, int batch, int hidden, ScalarType dtype, bool projection=False, bool variants=False, "
+      "int threads=-1, str force='') -> (str path, str reason, int threads)",
+      &cpu_fused_plan);
   m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
   // Deferred barrier checks of the persistent CUDA kernels (persistent_host.h); no-ops in a build without CUDA.
   m.def("cuda_defer_barrier_checks() -> ()", [] {

@@ -83,4 +83,8 @@ const char* cpu_pointwise_capability() {
   return selected_kernels().capability;
 }
 
+const FusedLstmKernel& cpu_fused_lstm_kernel() {
+  return *selected_kernels().fused_lstm;
+}
+
 }  // namespace fusedrnn

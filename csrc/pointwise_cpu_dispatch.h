@@ -1,8 +1,10 @@
-// The CPU pointwise pass's variants, one per CPU capability (pointwise_cpu_kernels.h), and what pointwise_cpu.cpp
-// chooses among.
+// The CPU kernels' variants, one per CPU capability (pointwise_cpu_kernels.h: the pointwise pass, and the fused LSTM
+// forward of lstm_cpu_fused_kernels.h), and what pointwise_cpu.cpp chooses among.
 #pragma once
 
 #include <c10/core/ScalarType.h>
+
+#include "lstm_cpu_fused.h"
 
 // Declared only: step.h must be included by the variants after their target pragma (pointwise_cpu_prelude.h).
 
@@ -19,6 +21,7 @@ struct PointwiseKernels {
   void (*backward)(const BackwardStep&, c10::ScalarType);
   void (*slstm_forward)(const SlstmForwardStep&, c10::ScalarType);
   void (*slstm_backward)(const SlstmBackwardStep&, c10::ScalarType);
+  const FusedLstmKernel* fused_lstm;
 };
 
 // Each returns its variant, or null where that variant is not compiled in (not x86-64, or not GCC).

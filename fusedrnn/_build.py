@@ -17,7 +17,7 @@ from pathlib import Path
 #: each enabling its instruction set with `#pragma GCC target`, so one set of compiler flags builds them all.
 CPU_POINTWISE_VARIANTS = ["pointwise_cpu_default.cpp", "pointwise_cpu_avx2.cpp", "pointwise_cpu_avx512.cpp"]
 CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp", "gemm_cpu.cpp", "slstm_ops.cpp", "slstm_loop.cpp",
-               *CPU_POINTWISE_VARIANTS]
+               "lstm_cpu_fused.cpp", *CPU_POINTWISE_VARIANTS]
 CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp"]
 #: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.
 PERSISTENT_KERNEL_SOURCES = ["persistent_forward.cu", "persistent_backward.cu"]

@@ -9,6 +9,7 @@ The ops and their autograd live in fusedrnn._extension; here they are only wrapp
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -38,8 +39,18 @@ DTYPES = {
 #: the persistent and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed
 #: to beat cuDNN's ~2 us/step at small batch, unmeasured), so `cuda` stays below torch's cuDNN until a GPU run shows
 #: it correct and faster for a shape.
+#: The exception to the exception (issue 23): the fused LSTM kernels (csrc/lstm_cpu_fused*: W_hh packed once per call,
+#: one OpenMP region per sequence, the gate math in registers, forward and backward) beat torch.nn in float32 at small
+#: batch. 2-core Intel Xeon (AVX-512), one thread, machine shared (load average 3.9-4.2), thread CPU time, medians of 5
+#: interleaved calls, T=100 (bench/results/cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md), inference / training:
+#: I=H=512 N=1 1.18x / 1.28x, N=4 1.58x / 1.21x, N=16 1.06x / 0.97x, N=64 1.05x / 0.92x; I=H=256 N=1 1.38x / 1.36x,
+#: N=4 1.66x / 1.13x, N=16 1.03x / 1.04x, N=64 0.85x / 0.91x (N=16 inference measured 0.95-1.00x in an earlier run:
+#: noise). So float32 calls come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows, on the AVX-512 variant only (the AVX2
+#: one is unmeasured), where the kernels' planner takes the call; the rest of CPU LSTM stays with torch.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
+CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
+CPU_FUSED_LSTM_AUTO_CAPABILITIES = ("AVX512",)
 #: One step of one unidirectional layer (a cell, or a 1-step layer call of a decoder loop) on CPU, float32/float64:
 #: torch's one-step cell ops (what torch.nn's cells call, and what the `torch` backend runs for such a call) were
 #: faster than this op at every measured size (issue 24; 2-core Intel Xeon, one thread, load 4-5, thread CPU time
@@ -111,7 +122,8 @@ class NativeBackend(LayerBackend):
             bf16_training = call.dtype == torch.bfloat16 and call.needs_grad
             # Upcast to float32 (cpu_precision), this loop runs at float32 speed, against torch's slow 16-bit GEMMs.
             upcast = self.compute_dtype(call.dtype, call.seq_len) != call.dtype
-            return PREFERENCE["cpu"] if bf16_training or upcast else CPU_LSTM_PREFERENCE
+            fused = _fused_lstm_beats_torch(call)
+            return PREFERENCE["cpu"] if bf16_training or upcast or fused else CPU_LSTM_PREFERENCE
         return PREFERENCE[self.device_type]
 
     def run(self, call, x, *args, **kwargs):
@@ -200,6 +212,30 @@ class NativeBackend(LayerBackend):
             valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
             y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
         return y.to(x.dtype), SLSTMState(*_cast(final, x.dtype))
+
+
+def _fused_lstm_beats_torch(call: RNNCall) -> bool:
+    """Whether a CPU LSTM sequence call is one where the fused forward measured faster than torch.nn (see
+    CPU_FUSED_LSTM_AUTO_MAX_BATCH)."""
+    if call.dtype != torch.float32 or call.batch_size is None:
+        return False
+    if call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH:
+        return False
+    return _fused_lstm_planned(call.batch_size, call.hidden_size, call.proj_size > 0, call.layer_norm or call.zoneout)
+
+
+@functools.lru_cache(maxsize=256)
+def _fused_lstm_planned(batch: int, hidden: int, projection: bool, variants: bool) -> bool:
+    """The kernel's planner (csrc/lstm_cpu_fused_plan.h) takes the call, on a measured CPU variant. Cached: it
+    depends on the sizes and on this process's CPU variant only (the thread count changes threads, not the path)."""
+    try:
+        _extension.load()
+    except Exception:  # noqa: BLE001 - no extension: the backend is unavailable anyway
+        return False
+    if torch.ops.fusedrnn.cpu_capability() not in CPU_FUSED_LSTM_AUTO_CAPABILITIES:
+        return False
+    plan = torch.ops.fusedrnn.cpu_fused_plan("LSTM", batch, hidden, torch.float32, projection, variants, 1, "auto")
+    return plan[0] == "fused"
 
 
 def _cast(tensors, dtype: torch.dtype) -> tuple:

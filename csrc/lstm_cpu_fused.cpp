@@ -1,0 +1,205 @@
+// The fused LSTM's host side (lstm_cpu_fused.h): the planner's inputs; forward: the input projection (one GEMM per
+// chunk of steps, as rnn_loop.cpp does) and one OpenMP region per chunk, in which each thread packs its own W_hh
+// panels (first chunk) and runs its slice of every step; backward: one region for the recurrence, then the weight
+// and input gradients as whole-sequence GEMMs.
+#include "lstm_cpu_fused.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <cstdlib>
+#include <string>
+
+#include "lstm_cpu_fused_plan.h"
+#include "pointwise.h"
+#include "rnn_loop.h"
+
+namespace fusedrnn {
+namespace {
+
+using at::Tensor;
+
+//: The environment variable that forces a path: "fused", "loop", or unset / "auto" (the planner's rule).
+constexpr const char* kForceEnv = "FUSEDRNN_CPU_LSTM";
+
+}  // namespace
+
+namespace cpu_fused {
+
+Force parse_force(const std::string& value) {
+  if (value.empty() || value == "auto") return Force::Auto;
+  if (value == "fused") return Force::Fused;
+  if (value == "loop") return Force::Loop;
+  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceEnv, " must be auto, fused or loop, got '", value, "'");
+}
+
+//: Read per call (cheap next to a layer), so a test or benchmark can switch paths within one process.
+Force forced_path() {
+  const char* value = std::getenv(kForceEnv);
+  return parse_force(value == nullptr ? "" : value);
+}
+
+int available_threads() {
+  return at::in_parallel_region() ? 1 : at::get_num_threads();
+}
+
+PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
+                     int threads, Force force) {
+  PlanInput p;
+  p.mode = mode, p.float32 = float32, p.projection = projection, p.variants = variants;
+  p.batch = batch, p.hidden = hidden, p.threads = threads, p.force = force;
+  p.capability = cpu_pointwise_capability();
+  p.panel_units = cpu_fused_lstm_kernel().panel_units;
+  return p;
+}
+
+}  // namespace cpu_fused
+
+namespace {
+
+//: Runs body(thread, count, barrier) on `threads` threads in one OpenMP region (the runtime may grant fewer: every
+//: split is by `count`), or on the calling thread alone.
+template <class Body>
+void run_region(int threads, const Body& body) {
+  SpinBarrier barrier;
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    body(omp_get_thread_num(), omp_get_num_threads(), barrier);
+    return;
+  }
+#endif
+  body(0, 1, barrier);
+}
+
+//: Runs one chunk, each thread packing its own panels first when `pack` (the split is the same as run_thread's, so
+//: no thread reads a panel another one packs).
+void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int threads, const float* w_hh, bool pack) {
+  const int64_t panels = blocks_of(args.H, kernel.panel_units);
+  run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
+    if (pack) {
+      kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
+                  const_cast<float*>(args.packed));
+    }
+    kernel.run_thread(args, thread, count, barrier);
+  });
+}
+
+//: The plan for `in` on this CPU, or none (the loop) where it declines; forced, an LSTM the kernel cannot run is an
+//: error (a test or benchmark would measure the wrong path); the other cells are not this variable's business.
+std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in) {
+  using namespace cpu_fused;
+  const int64_t N = in.x.size(1), H = in.w_hh.size(0) / gates_of(in.mode);
+  const Variants v = variants_of(in);
+  const Force force = forced_path();
+  const Plan plan = plan_layer(plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
+                                          v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force));
+  if (plan.path == Path::Fused) return plan;
+  const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
+  TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty, "fusedrnn: ", kForceEnv, "=fused, but ",
+              plan.reason);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in);
+  if (!plan) return std::nullopt;
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
+  const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
+  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
+  const auto options = in.x.options();
+  const Tensor w_hh = in.w_hh.contiguous();
+  const Tensor packed = at::empty({kernel.packed_size(H)}, options);
+  const Tensor bias = fold_biases(in).first;
+  // The input projection x W_ih^T + bias per chunk of steps: cpu_pointwise's rows per GEMM, as the loop.
+  const int64_t chunk = std::min<int64_t>(T, std::max<int64_t>(1, cpu_pointwise().gemm_rows / N));
+  Tensor gi = at::empty({chunk, N, GH}, options);
+  Tensor y = at::empty({T, N, H}, options);
+  Tensor c = in.c0.clone();
+  Tensor saved = in.save ? at::empty({T, N, kLstmSaved * H}, options) : at::empty({0}, options);
+
+  FusedLstmArgs args;
+  args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
+  args.gi = gi.const_data_ptr<float>();
+  args.packed = packed.const_data_ptr<float>();
+  args.h0 = in.h0.const_data_ptr<float>();
+  args.y = y.mutable_data_ptr<float>();
+  args.c = c.mutable_data_ptr<float>();
+  args.saved = in.save ? saved.mutable_data_ptr<float>() : nullptr;
+  args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  for (int64_t first = 0; first < T; first += chunk) {
+    const int64_t steps = std::min(chunk, T - first);
+    args.first = first, args.steps = steps;
+    args.gi_first_t = in.reverse ? T - first - steps : first;
+    const Tensor x_chunk = in.x.narrow(0, args.gi_first_t, steps).view({steps * N, I});
+    Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
+    if (bias.defined()) {
+      at::addmm_out(out, bias, x_chunk, in.w_ih.t());
+    } else {
+      at::mm_out(out, x_chunk, in.w_ih.t());
+    }
+    run_chunk(kernel, args, plan->threads, w_hh.const_data_ptr<float>(), first == 0);
+  }
+  Tensor h_n = y.select(0, in.reverse ? 0 : T - 1).clone();
+  return std::make_tuple(y, h_n, c, saved);
+}
+
+std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,
+                                                       const Tensor& grad_y, const Tensor& grad_h_n,
+                                                       const Tensor& grad_c_n, bool has_bias) {
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in);
+  if (!plan) return std::nullopt;
+  const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
+  const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
+  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
+  const auto options = in.x.options();
+  auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
+  const Tensor w_hh = in.w_hh.contiguous();
+  const Tensor packed = at::empty({kernel.backward_packed_size(H)}, options);
+  // The whole sequence's gate gradients at once (4/5 of the saved activations' size, which training holds anyway),
+  // so that the weight gradients are three large GEMMs after the recurrence; the loop chunks them instead.
+  Tensor dg = at::empty({T, N, GH}, options);
+  Tensor dc = grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options);
+  Tensor dh_carry = grad_h_n.clone();
+
+  FusedLstmBackwardArgs args;
+  args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
+  args.packed = packed.const_data_ptr<float>();
+  args.saved = saved.const_data_ptr<float>();
+  args.c0 = in.c0.const_data_ptr<float>();
+  args.grad_y = grad_y.const_data_ptr<float>();
+  args.dg = dg.mutable_data_ptr<float>();
+  args.dc = dc.mutable_data_ptr<float>();
+  args.dh_carry = dh_carry.mutable_data_ptr<float>();
+  args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  const int64_t groups = blocks_of(H, kernel.group_units);
+  const int threads = static_cast<int>(std::min<int64_t>(plan->threads, groups));
+  run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
+    // Each thread packs the groups it reads (the same split as run_backward_thread's).
+    kernel.pack_backward(w_hh.const_data_ptr<float>(), H, groups * thread / count, groups * (thread + 1) / count,
+                         const_cast<float*>(args.packed));
+    kernel.run_backward_thread(args, thread, count, barrier);
+  });
+  // dh_0: the last processed step's dg W_hh plus what finished rows carried; then the sequence's big GEMMs.
+  Tensor dh0 = at::addmm(dh_carry, dg.select(0, in.reverse ? T - 1 : 0), w_hh);
+  const Tensor dg_rows = dg.view({T * N, GH});
+  const Tensor h0 = in.h0.unsqueeze(0);
+  const Tensor h_prev = T == 1       ? h0
+                        : in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0})
+                                     : at::cat({h0, y.narrow(0, 0, T - 1)});
+  Tensor dw_hh = at::mm(dg_rows.t(), h_prev.reshape({T * N, H}));
+  Tensor dw_ih = at::mm(dg_rows.t(), in.x.reshape({T * N, I}));
+  Tensor dx = at::mm(dg_rows, in.w_ih).view({T, N, I});
+  Tensor db_ih = has_bias ? dg_rows.sum(0) : none();
+  Tensor db_hh = has_bias ? db_ih.clone() : none();
+  return std::vector<Tensor>{dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, none(), none(), none(), none(), none()};
+}
+
+}  // namespace fusedrnn

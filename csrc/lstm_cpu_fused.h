@@ -1,0 +1,140 @@
+// The CPU backend's weight-stationary fused LSTM, float32 (issue 23). Forward: W_hh packed once per call into
+// gate-interleaved column panels, one OpenMP region per chunk of steps (see lstm_cpu_fused.cpp), each thread owning a
+// slice of hidden units for all four gates, so the gate math of its slice needs nothing from the other threads; per
+// step a register-blocked micro-kernel (lstm_cpu_fused_kernels.h, compiled per CPU capability) computes the slice's
+// gate columns, adds the precomputed input projection and applies cell_math.h's LSTM in registers; then one spin
+// barrier, h being exchanged through y itself (y[t] is the next step's h_{t-1}). Backward
+// (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step.
+//
+// This header holds only plain data and baseline code: the variant files include it before their target pragma.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+namespace at {
+class Tensor;
+}
+
+namespace fusedrnn {
+
+struct LayerInputs;
+
+//: Gates of the LSTM, in torch.nn's order i, f, g, o.
+constexpr int kLstmGates = 4;
+
+//: Blocks of `block` hidden units that cover H (the last one partial).
+inline int64_t blocks_of(int64_t H, int64_t block) {
+  return (H + block - 1) / block;
+}
+
+//: One chunk of steps of a fused LSTM forward, float32, as plain pointers (shapes: T steps, N rows, H units; every
+//: array contiguous).
+struct FusedLstmArgs {
+  int64_t T = 0, N = 0, H = 0;
+  int64_t first = 0, steps = 0;  // the chunk: processing steps s in [first, first + steps)
+  bool reverse = false;          // step s runs time t = T - 1 - s
+  int64_t gi_first_t = 0;        // the time of gi's first step
+  const float* gi = nullptr;     // [steps, N, 4H]: x_t W_ih^T + b_ih + b_hh, in time order from gi_first_t
+  const float* packed = nullptr;  // W_hh packed by FusedLstmKernel::pack
+  const float* h0 = nullptr;      // [N, H]
+  float* y = nullptr;             // [T, N, H]: h_t, carried past a row's length; y[t] is step t+1's h_{t-1}
+  float* c = nullptr;             // [N, H]: c_0 in, c of the last step run out
+  float* saved = nullptr;         // [T, N, 5H] i f g o c (rnn_loop.h: saved_layout), or null (inference)
+  const int64_t* lengths = nullptr;  // [N] or null (step.h: row_valid)
+};
+
+//: The fused LSTM backward over the whole sequence, float32: per step (in reverse processing order) dh_t = grad_y[t] +
+//: dg_{t+1} W_hh + what finished rows pass on, then cell_math.h's lstm_backward for the thread's units; the weight
+//: gradients are large GEMMs after it (lstm_cpu_fused.cpp). Shapes as FusedLstmArgs.
+struct FusedLstmBackwardArgs {
+  int64_t T = 0, N = 0, H = 0;
+  bool reverse = false;
+  const float* packed = nullptr;  // W_hh packed by FusedLstmKernel::pack_backward
+  const float* saved = nullptr;   // [T, N, 5H] i f g o c, as the forward saved them
+  const float* c0 = nullptr;      // [N, H]
+  const float* grad_y = nullptr;  // [T, N, H]
+  float* dg = nullptr;            // [T, N, 4H] out: the gates' pre-activation gradients
+  float* dc = nullptr;            // [N, H]: grad_c_n (or zeros) in, dc_0 out
+  float* dh_carry = nullptr;      // [N, H]: grad_h_n in; per step what goes to the step before besides dg W_hh
+                                  // (a finished row's whole dh, else 0); out: that part of dh_0
+  const int64_t* lengths = nullptr;
+};
+
+//: The barrier every thread passes after each step: spinning (a step is microseconds, far shorter than a sleep and
+//: wake-up), then yielding, so a thread whose peer lost its core to another process does not burn that core.
+class SpinBarrier {
+ public:
+  void wait(int participants) {
+    if (participants <= 1) return;
+    const int generation = generation_.load(std::memory_order_relaxed);  // read before arriving: see below
+    // The last to arrive resets the count, then releases the others; they saw the old generation, so none can
+    // arrive at the next barrier before the count is reset.
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == participants - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpinsBeforeYield) {
+        pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  //: About 10-50 us of pause instructions: several steps' worth, past which the peer is likely descheduled.
+  static constexpr int kSpinsBeforeYield = 1 << 12;
+  static void pause() {
+#if defined(__x86_64__) || defined(_M_X64)
+    __builtin_ia32_pause();
+#endif
+  }
+  // Separate cache lines: the waiters poll generation_ while the arrivals write arrived_.
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> generation_{0};
+};
+
+//: One CPU capability's compiled fused LSTM (lstm_cpu_fused_kernels.h).
+struct FusedLstmKernel {
+  //: Hidden units per panel: the vector width in float32 lanes; a thread's slice is whole panels.
+  int64_t panel_units;
+  //: Floats of the packed W_hh for hidden size H.
+  int64_t (*packed_size)(int64_t H);
+  //: Packs panels [first, last) of w_hh [4H, H] into `packed`: panel b holds, for each k, the 4 gates' rows of
+  //: units [b*panel_units, (b+1)*panel_units) at column k (zeros past H), so a step streams it in order.
+  void (*pack)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
+  //: Runs the chunk's steps for thread `thread` of `threads` (its panels), passing `barrier` after every step but
+  //: the chunk's last (the region's end synchronises that one).
+  void (*run_thread)(const FusedLstmArgs& args, int thread, int threads, SpinBarrier& barrier);
+  //: Backward: hidden units per work group (4 panels: the micro-kernel's 4 vectors are 4 blocks of W_hh's columns).
+  int64_t group_units;
+  int64_t (*backward_packed_size)(int64_t H);
+  //: Packs groups [first, last): group q holds, for each of the 4H rows k of W_hh, its columns
+  //: [q*group_units, (q+1)*group_units) (zeros past H).
+  void (*pack_backward)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
+  //: Every step of the sequence for thread `thread` of `threads` (its groups), one barrier between steps.
+  void (*run_backward_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
+};
+
+//: The variant of the CPU capability the pointwise pass runs (pointwise_cpu.cpp: cpu_pointwise_capability).
+const FusedLstmKernel& cpu_fused_lstm_kernel();
+
+//: The fused forward where the planner (lstm_cpu_fused_plan.h) chooses it for `in` (CPU tensors): y, h_n, c_n and
+//: the saved activations as forward_loop (rnn_loop.h) returns them; none where it declines.
+std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> fused_lstm_forward(const LayerInputs& in);
+
+//: The fused backward where the planner chooses it: the gradients in backward_loop's order (rnn_loop.h); none where
+//: it declines. grad_c_n may be undefined (zero).
+std::optional<std::vector<at::Tensor>> fused_lstm_backward(const LayerInputs& in, const at::Tensor& y,
+                                                           const at::Tensor& saved, const at::Tensor& grad_y,
+                                                           const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                                                           bool has_bias);
+
+}  // namespace fusedrnn

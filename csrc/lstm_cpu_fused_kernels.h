@@ -1,0 +1,184 @@
+// The fused LSTM forward's per-thread step loop and micro-kernel (lstm_cpu_fused.h), float32, on
+// at::vec::Vectorized<float>: compiled once per CPU capability with the pointwise pass (included by
+// pointwise_cpu_kernels.h, in its capability's namespace), so AVX-512 runs 16-unit panels on zmm registers, AVX2
+// 8-unit ones on ymm.
+#pragma once
+
+#ifndef CPU_CAPABILITY
+#error "include lstm_cpu_fused_kernels.h from a variant file that defines CPU_CAPABILITY"
+#endif
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cpu_vec_math.h"
+#include "lstm_cpu_fused.h"
+#include "step.h"
+
+namespace fusedrnn {
+namespace CPU_CAPABILITY {
+namespace {
+
+using FusedVec = at::vec::Vectorized<float>;
+constexpr int64_t kPanelUnits = FusedVec::size();
+
+//: Batch rows per micro-kernel tile: its 4 x rows accumulators, the 4 gates' weight vectors and a broadcast must
+//: fit the vector registers (AVX-512: 32, so 6 rows = 24 + 4 + 1; AVX2 and the baseline: 16, so 3 rows = 12 + 3 + 1,
+//: GCC taking the fourth weight as the FMAs' memory operand: objdump shows no spill in the k loop).
+#ifdef CPU_CAPABILITY_AVX512
+constexpr int kTileRows = 6;
+#else
+constexpr int kTileRows = 3;
+#endif
+
+//: Floats per panel: for each of the H columns k, 4 gates x kPanelUnits units.
+int64_t panel_size(int64_t H) {
+  return H * kLstmGates * kPanelUnits;
+}
+
+int64_t fused_packed_size(int64_t H) {
+  return blocks_of(H, kPanelUnits) * panel_size(H);
+}
+
+void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
+  for (int64_t b = first; b < last; ++b) {
+    float* panel = packed + b * panel_size(H);
+    const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
+    for (int64_t k = 0; k < H; ++k) {
+      for (int g = 0; g < kLstmGates; ++g) {
+        float* out = panel + (k * kLstmGates + g) * kPanelUnits;
+        const float* row = w_hh + (g * H + b * kPanelUnits) * H + k;  // W_hh[g*H + unit, k] for the panel's units
+        for (int64_t u = 0; u < units; ++u) out[u] = row[u * H];
+        std::fill(out + units, out + kPanelUnits, 0.f);
+      }
+    }
+  }
+}
+
+//: One time step of the chunk, as the micro-kernel needs it.
+struct StepPointers {
+  int64_t t;
+  const float* h_prev;  // [N, H]
+  const float* gi;      // [N, 4H]
+  float* h;             // [N, H] (y[t])
+  float* saved;         // [N, 5H] or null
+};
+
+//: The accumulators' type: a GCC vector of FusedVec's width. An array of Vectorized (a class) stayed in memory, and
+//: GCC stored all 24 accumulators on every k (objdump: 24 stores per 24 FMAs); native vectors stay in registers.
+typedef float RawVec __attribute__((vector_size(sizeof(FusedVec))));
+
+FusedVec to_vec(const RawVec& x) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  return FusedVec(x);  // Vectorized<float> wraps __m512 / __m256, the same vector type
+#else
+  return FusedVec::loadu(&x);  // the baseline's Vectorized is an array
+#endif
+}
+
+RawVec load_raw(const float* p) {
+  RawVec v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+//: acc[r][v] += sum over k < K of rows[r * ld + k] * panel[(k * 4 + v) * kPanelUnits ...]: R rows of a row-major
+//: operand times a panel of 4 vectors per k, in registers (inlined, so acc never leaves them). The forward's panel
+//: holds the 4 gates' columns of 16 units, the backward's 4 consecutive 16-unit blocks of W_hh's columns.
+template <int R>
+__attribute__((always_inline)) inline void accumulate(const float* panel, int64_t K, const float* rows, int64_t ld,
+                                                      RawVec (&acc)[R][kLstmGates]) {
+  for (int64_t k = 0; k < K; ++k) {
+    const float* w = panel + k * kLstmGates * kPanelUnits;
+    const RawVec w0 = load_raw(w), w1 = load_raw(w + kPanelUnits), w2 = load_raw(w + 2 * kPanelUnits),
+                 w3 = load_raw(w + 3 * kPanelUnits);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const float x = rows[r * ld + k];  // broadcast; GCC contracts each multiply-add into one FMA
+      acc[r][0] += x * w0;
+      acc[r][1] += x * w1;
+      acc[r][2] += x * w2;
+      acc[r][3] += x * w3;
+    }
+  }
+}
+
+//: Rows [n0, n0 + R) of panel b for one step: the panel's 4 x kPanelUnits gate columns (h_{t-1} times the packed
+//: W_hh) accumulated in registers, then the input projection added and the cell applied (gates never reach memory).
+template <int R>
+void tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0) {
+  using V = FusedVec;
+  const int64_t H = a.H, j = b * kPanelUnits;
+  const int count = static_cast<int>(std::min(kPanelUnits, H - j));
+  const float* panel = a.packed + b * panel_size(H);
+  RawVec acc[R][kLstmGates] = {};
+  accumulate<R>(panel, H, st.h_prev + n0 * H, H, acc);
+  constexpr int kSaved = kLstmSaved;  // i f g o c
+  // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
+  // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = n0 + r;
+    float* c = a.c + n * H + j;
+    float* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
+    if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
+      std::memcpy(st.h + n * H + j, st.h_prev + n * H + j, count * sizeof(float));
+      if (saved != nullptr) {
+        for (int g = 0; g < kLstmGates; ++g) std::fill(saved + g * H, saved + g * H + count, 0.f);
+        std::memcpy(saved + kLstmGates * H, c, count * sizeof(float));
+      }
+      continue;
+    }
+    const float* gi = st.gi + n * kLstmGates * H + j;
+    V i, f, g, o, c_new, h;
+    lstm_forward<VecMath>(to_vec(acc[r][0]) + V::loadu(gi, count), to_vec(acc[r][1]) + V::loadu(gi + H, count),
+                          to_vec(acc[r][2]) + V::loadu(gi + 2 * H, count),
+                          to_vec(acc[r][3]) + V::loadu(gi + 3 * H, count), V::loadu(c, count), i, f, g, o, c_new, h);
+    c_new.store(c, count);
+    h.store(st.h + n * H + j, count);
+    if (saved != nullptr) {
+      i.store(saved, count), f.store(saved + H, count), g.store(saved + 2 * H, count);
+      o.store(saved + 3 * H, count), c_new.store(saved + 4 * H, count);
+    }
+  }
+}
+
+//: Calls tile.template operator()<R>(n0) for rows [0, N): tiles of kTileRows rows, then one of the rows left.
+template <int R = kTileRows - 1, class Tile>
+void tail_tile(const Tile& tile, int64_t n0, int64_t rows) {
+  if constexpr (R > 0) {
+    if (rows == R) return tile.template operator()<R>(n0);
+    tail_tile<R - 1>(tile, n0, rows);
+  }
+}
+
+template <class Tile>
+void for_row_tiles(int64_t N, const Tile& tile) {
+  int64_t n0 = 0;
+  for (; n0 + kTileRows <= N; n0 += kTileRows) tile.template operator()<kTileRows>(n0);
+  if (n0 < N) tail_tile(tile, n0, N - n0);
+}
+
+void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
+  const int64_t panels = blocks_of(a.H, kPanelUnits);
+  const int64_t first_panel = panels * thread / threads, last_panel = panels * (thread + 1) / threads;
+  const int64_t NH = a.N * a.H;
+  for (int64_t s = a.first; s < a.first + a.steps; ++s) {
+    const int64_t t = a.reverse ? a.T - 1 - s : s;
+    const int64_t t_prev = a.reverse ? t + 1 : t - 1;
+    StepPointers st{t, s == 0 ? a.h0 : a.y + t_prev * NH, a.gi + (t - a.gi_first_t) * a.N * kLstmGates * a.H,
+                    a.y + t * NH, a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
+    // Panel by panel: a panel (4 x 16 x H floats, 128 KB at H=512) stays in L2 while every row tile reads it.
+    for (int64_t b = first_panel; b < last_panel; ++b) {
+      for_row_tiles(a.N, [&]<int R>(int64_t n0) { tile<R>(a, st, b, n0); });
+    }
+    if (s + 1 < a.first + a.steps) barrier.wait(threads);
+  }
+}
+
+}  // namespace
+}  // namespace CPU_CAPABILITY
+}  // namespace fusedrnn

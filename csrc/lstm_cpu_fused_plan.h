@@ -1,0 +1,123 @@
+// The planner of the CPU backend's fused LSTM forward (lstm_cpu_fused.h): whether a layer direction runs it or
+// rnn_loop.cpp's loop (a oneDNN/BLAS GEMM call and a pointwise pass per step), with how many threads, and a reason
+// for every refusal. Plain C++, a pure function of the sizes (the same shape as persistent_plan.h), so the tests
+// cover every decision through the op fusedrnn::cpu_fused_plan (ops.cpp).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "cell_math.h"
+
+namespace fusedrnn::cpu_fused {
+
+//: Batch rows up to which the fused kernels are chosen over the loop: as far as they measured faster. 2-core Intel
+//: Xeon (AVX-512, 2 MB L2 per core), float32, T=100, I=H=512 and 256, one thread, machine shared (load 3.9-5.0),
+//: thread CPU time, medians of 5 interleaved calls (bench/cpu_fused_lstm_speed.py; bench/results/
+//: cpu-intel-xeon-processor-2c/cpu-fused-lstm-t1.md, -t1-avx2.md):
+//: AVX-512 variant, N=1/4/16/64: fused / loop 1.05-2.01x in inference, 1.10-1.80x in training at every shape, the
+//: least at N=64, where both are compute-bound; larger batches are unmeasured, so the loop.
+//: AVX2 variant (8-unit panels, 3-row tiles; measured on the same CPU under ATEN_CPU_CAPABILITY=avx2,
+//: ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, an approximation of an AVX2 machine), N=1/4/16: fused / loop
+//: 1.13-1.49x at every shape (with 2-row tiles N=16 H=512 inference was 0.93x: each panel re-read 8 times a step).
+//: N=64 is unmeasured there: up to 16.
+constexpr int64_t kMaxBatchAvx512 = 64;
+constexpr int64_t kMaxBatchAvx2 = 16;
+
+//: When a second thread pays for its barrier per step: W_hh larger than this (it then no longer fits one core's L2,
+//: and two cores' caches and bandwidth share it), or a step of at least kMinStepMacsToSplit multiply-adds. Measured
+//: (same machine, two threads, OMP_WAIT_POLICY=PASSIVE, load ~4: cpu-fused-lstm-t2-passive.md against -t1.md), T=100:
+//: H=512 (4 MB) two threads beat one at N=1/4/16 (wall 25/38/78 ms against 36/49/134); H=256 (1 MB) they lost at
+//: N=1 (8.8 against 2.1 ms) and N=4 (11.8 against 4.4) and won at N=16 (4.2M multiply-adds a step; thread CPU time
+//: 12.1 against 14.8 ms).
+constexpr int64_t kMaxSingleThreadWeightBytes = int64_t{1} << 20;
+constexpr int64_t kMinStepMacsToSplit = int64_t{4} << 20;
+
+//: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
+enum class Force { Auto, Fused, Loop };
+
+enum class Path { Fused, Loop };
+
+//: The LSTM's gates (lstm_cpu_fused.h: kLstmGates; this header stays free of the kernels' headers).
+constexpr int64_t kLstmGatesPlan = 4;
+
+struct PlanInput {
+  Mode mode = Mode::LSTM;
+  bool float32 = true;    // the storage dtype is float32 (the only one the kernel has)
+  bool projection = false;
+  bool variants = false;  // layer norm or zoneout
+  int64_t batch = 1, hidden = 1;
+  int threads = 1;            // at::get_num_threads(), or 1 inside a parallel region
+  std::string capability;     // the CPU kernels' variant (cpu_pointwise_capability): DEFAULT, AVX2, AVX512
+  int64_t panel_units = 16;   // hidden units per panel of that variant (FusedLstmKernel::panel_units)
+  Force force = Force::Auto;
+};
+
+struct Plan {
+  Path path = Path::Loop;
+  int threads = 1;     // the fused kernel's threads: the input's, at most one per panel
+  std::string reason;  // why the loop runs (empty when fused)
+};
+
+inline const char* path_name(Path path) {
+  return path == Path::Fused ? "fused" : "loop";
+}
+
+//: What the kernel cannot run, whatever is forced; empty if it can.
+inline std::string unsupported(const PlanInput& in) {
+  if (in.mode != Mode::LSTM) return "the fused kernel is LSTM only";
+  if (!in.float32) return "the fused kernel is float32 only";
+  if (in.projection) return "no projection (proj_size) in the fused kernel";
+  if (in.variants) return "no layer norm or zoneout in the fused kernel";
+  if (in.batch <= 0 || in.hidden <= 0) return "empty batch or hidden size";
+  return "";
+}
+
+//: Why the loop is faster for this call; empty where the fused kernel is.
+inline std::string slower(const PlanInput& in) {
+  if (in.capability != "AVX512" && in.capability != "AVX2") {
+    return "no vector variant (capability " + in.capability + "): the loop's BLAS GEMM is faster";
+  }
+  const int64_t max_batch = in.capability == "AVX512" ? kMaxBatchAvx512 : kMaxBatchAvx2;
+  if (in.batch > max_batch) {
+    return "batch " + std::to_string(in.batch) + " > " + std::to_string(max_batch) + " on " + in.capability +
+           ": the loop measured as fast or faster, or the batch is unmeasured";
+  }
+  return "";
+}
+
+inline Plan plan_layer(const PlanInput& in) {
+  Plan p;
+  if (in.force == Force::Loop) {
+    p.reason = "forced (FUSEDRNN_CPU_LSTM=loop)";
+    return p;
+  }
+  p.reason = unsupported(in);
+  if (p.reason.empty() && in.force == Force::Auto) p.reason = slower(in);
+  if (!p.reason.empty()) return p;
+  const int64_t panels = (in.hidden + in.panel_units - 1) / in.panel_units;
+  p.path = Path::Fused;
+  p.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(in.threads, panels)));
+  // Forced, every thread stays (the tests cover the split at tiny sizes); else one where a second does not pay.
+  const int64_t weight_bytes = kLstmGatesPlan * in.hidden * in.hidden * static_cast<int64_t>(sizeof(float));
+  const int64_t step_macs = in.batch * kLstmGatesPlan * in.hidden * in.hidden;
+  if (in.force == Force::Auto && weight_bytes <= kMaxSingleThreadWeightBytes && step_macs < kMinStepMacsToSplit) {
+    p.threads = 1;
+  }
+  return p;
+}
+
+// The planner's inputs as the host finds them (lstm_cpu_fused.cpp).
+
+//: FUSEDRNN_CPU_LSTM's value ("", "auto", "fused", "loop"; anything else is an error).
+Force parse_force(const std::string& value);
+//: FUSEDRNN_CPU_LSTM as this call finds it.
+Force forced_path();
+//: at::get_num_threads(), or 1 inside a parallel region (the kernel then runs on the calling thread).
+int available_threads();
+//: A PlanInput with this CPU's kernel variant (capability, panel width).
+PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
+                     int threads, Force force);
+
+}  // namespace fusedrnn::cpu_fused

@@ -1,0 +1,271 @@
+"""The `cpu` backend's fused LSTM forward and backward (csrc/lstm_cpu_fused*, issue 23): parity with torch.nn run in
+float64 at the float32 tolerance, forward and gradients, and with the per-step loop op by op, with one and two threads;
+its planner's decisions and refusals (op fusedrnn::cpu_fused_plan); `auto`'s preference.
+
+FUSEDRNN_CPU_LSTM=fused forces the kernel (an LSTM it cannot run is then an error, so every parity case here is known
+to have run it), FUSEDRNN_CPU_LSTM=loop the per-step loop.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import fusedrnn
+from fusedrnn import _build, _extension
+from fusedrnn.backends import native
+from fusedrnn.registry import RNNCall
+from parity import TOLERANCES, assert_all_close, forward_backward, output_tensors
+from test_modules import Case, input_maker
+
+ops = torch.ops.fusedrnn
+FORCE_ENV = "FUSEDRNN_CPU_LSTM"
+#: Hidden units per panel of the variant the CPU runs (16 float32 lanes with AVX-512, 8 otherwise).
+PANEL_UNITS = 16 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extension():
+    return _extension.load()
+
+
+@pytest.fixture
+def force_fused(monkeypatch):
+    monkeypatch.setenv(FORCE_ENV, "fused")
+
+
+@pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+#: (Case, input size, hidden size): batches 1..17 (AVX-512 tiles of 6 rows plus every tail), hidden sizes below,
+#: at and past a panel and not a multiple of one, and every module option the kernel meets.
+CASES = {
+    "N1_H37": (Case(seq_len=5, batch=1), 7, 37),
+    "N2_H5": (Case(seq_len=4, batch=2), 3, 5),
+    "N6_H16": (Case(seq_len=4, batch=6), 8, 16),
+    "N7_H33_states": (Case(seq_len=6, batch=7, with_state=True), 9, 33),
+    "N13_H20_no_bias": (Case(seq_len=3, batch=13, bias=False, with_state=True), 4, 20),
+    "N17_H24": (Case(seq_len=3, batch=17), 5, 24),
+    "N5_H19_bidir_2layers": (Case(seq_len=5, batch=5, num_layers=2, bidirectional=True, with_state=True), 6, 19),
+    "N4_H21_packed_bidir": (Case(seq_len=5, batch=4, packed=True, bidirectional=True, with_state=True), 6, 21),
+    "N4_H9_packed": (Case(seq_len=5, batch=4, packed=True), 3, 9),
+    "unbatched_H40": (Case(unbatched=True, with_state=True), 5, 40),
+    "batch_first_N3_H12": (Case(batch_first=True, batch=3), 4, 12),
+}
+
+
+def lstm_pair(case: Case, input_size: int, hidden: int):
+    """(fusedrnn.LSTM on `cpu` in float32, torch.nn.LSTM in float64) with the same weights."""
+    kwargs = dict(input_size=input_size, hidden_size=hidden, num_layers=case.num_layers, bias=case.bias,
+                  batch_first=case.batch_first, bidirectional=case.bidirectional)  # fmt: skip
+    torch.manual_seed(0)
+    exact = nn.LSTM(**kwargs, dtype=torch.float64)
+    ours = fusedrnn.LSTM(**kwargs, dtype=torch.float32, backend="cpu")
+    ours.load_state_dict({k: v.float() for k, v in exact.state_dict().items()})
+    return ours, exact
+
+
+def inference_outputs(module, case: Case, dtype) -> dict:
+    """The outputs of a no-grad call (the op then saves nothing for a backward)."""
+    args, _ = input_maker(module, case, dtype)()
+    with torch.no_grad():
+        return {f"output[{i}]": o for i, o in enumerate(output_tensors(module(*args)))}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
+def test_fused_matches_float64_torch_nn(case, input_size, hidden, training, threads, force_fused):
+    ours, exact = lstm_pair(case, input_size, hidden)
+    if training:
+        actual = forward_backward(ours, input_maker(ours, case, torch.float32))
+        truth = forward_backward(exact, input_maker(exact, case, torch.float64))
+    else:
+        actual, truth = inference_outputs(ours, case, torch.float32), inference_outputs(exact, case, torch.float64)
+    assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
+
+
+#: Op-level sizes: H spans two AVX-512 backward groups (64 units) plus a partial panel; an AVX-512 tile plus a tail.
+OP_T, OP_N, OP_I, OP_H = 6, 7, 7, 69
+OP_LENGTHS = [6, 1, 4, 6, 3, 2, 5]
+
+
+def op_args(seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=generator) * 0.5  # noqa: E731
+    T, N, I, H = OP_T, OP_N, OP_I, OP_H
+    return (randn(T, N, I), randn(N, H), randn(N, H), randn(4 * H, I), randn(4 * H, H), randn(4 * H), randn(4 * H))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
+def test_fused_op_saves_what_the_loop_saves(reverse, lengths, threads, monkeypatch):
+    """Same op, both paths: y, h_n, c_n and the saved activations [i f g o c] (what layer_backward reads) agree."""
+    args = op_args()
+    length_arg = torch.tensor(OP_LENGTHS) if lengths else None
+    results = {}
+    for path in ("fused", "loop"):
+        monkeypatch.setenv(FORCE_ENV, path)
+        results[path] = ops.layer_forward("LSTM", *args, None, reverse, True, length_arg)
+    for name, fused, loop in zip(("y", "h_n", "c_n", "saved"), results["fused"], results["loop"]):
+        torch.testing.assert_close(fused, loop, **TOLERANCES[torch.float32], msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("grad_c_n", [False, True], ids=["no_grad_c_n", "grad_c_n"])
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
+def test_fused_backward_matches_the_loop(reverse, lengths, bias, grad_c_n, threads, monkeypatch):
+    """Same op, both paths, on one forward's activations: every gradient agrees."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = op_args()
+    length_arg = torch.tensor(OP_LENGTHS) if lengths else None
+    monkeypatch.setenv(FORCE_ENV, "loop")
+    y, _, _, saved = ops.layer_forward("LSTM", x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, reverse, True, length_arg)
+    generator = torch.Generator().manual_seed(4)
+    grad_y, grad_h_n, grad_c = (torch.randn(*t.shape, generator=generator) for t in (y, h0, c0))
+    results = {}
+    for path in ("fused", "loop"):
+        monkeypatch.setenv(FORCE_ENV, path)
+        results[path] = ops.layer_backward("LSTM", grad_y, grad_h_n, grad_c if grad_c_n else None, x, h0, c0, w_ih,
+                                           w_hh, None, y, saved, reverse, bias, length_arg)  # fmt: skip
+    names = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr", "dln_ih", "dln_hh", "dln_c_w", "dln_c_b")
+    for name, fused, loop in zip(names, results["fused"], results["loop"]):
+        torch.testing.assert_close(fused, loop, **TOLERANCES[torch.float32], msg=lambda m, name=name: f"{name}: {m}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The planner
+
+
+def plan(batch=4, hidden=512, dtype=torch.float32, *, mode="LSTM", projection=False, variants=False, threads=2,
+         force=""):  # fmt: skip
+    return ops.cpu_fused_plan(mode, batch, hidden, dtype, projection, variants, threads, force)
+
+
+needs_vector_variant = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+    reason="the planner sends the DEFAULT capability to the loop",
+)
+
+
+#: The largest batch the planner sends to the fused kernels per variant (csrc/lstm_cpu_fused_plan.h: kMaxBatch*).
+MAX_BATCH = {"AVX512": 64, "AVX2": 16}.get(torch.backends.cpu.get_cpu_capability(), 0)
+
+
+@needs_vector_variant
+@pytest.mark.parametrize("batch", ["1", "max"])
+def test_plan_chooses_fused_at_small_batch(batch):
+    assert plan(1 if batch == "1" else MAX_BATCH) == ("fused", "", 2)
+
+
+@needs_vector_variant
+@pytest.mark.parametrize("beyond", [1, 200], ids=lambda n: f"max_plus_{n}")
+def test_plan_keeps_the_loop_at_larger_batch(beyond):
+    batch = MAX_BATCH + beyond
+    path, reason, _ = plan(batch)
+    assert path == "loop" and f"batch {batch}" in reason
+    assert plan(batch, force="fused")[0] == "fused"  # forcing overrides the speed rule, not the support rules
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        (dict(mode="GRU"), "LSTM only"),
+        (dict(dtype=torch.float64), "float32 only"),
+        (dict(dtype=torch.bfloat16), "float32 only"),
+        (dict(projection=True), "projection"),
+        (dict(variants=True), "layer norm or zoneout"),
+        (dict(batch=0), "empty batch"),
+    ],
+    ids=["gru", "float64", "bfloat16", "projection", "variants", "empty_batch"],
+)
+def test_plan_refuses_what_the_kernel_cannot_run_even_forced(kwargs, expected):
+    for force in ("", "fused"):
+        path, reason, _ = plan(**kwargs, force=force)
+        assert path == "loop" and expected in reason
+
+
+def test_plan_forced_loop_and_bad_force_value():
+    assert plan(force="loop")[:2] == ("loop", "forced (FUSEDRNN_CPU_LSTM=loop)")
+    with pytest.raises(ValueError, match="auto, fused or loop"):
+        plan(force="sometimes")
+
+
+@pytest.mark.parametrize(
+    "threads_asked,hidden,expected",
+    [(1, 512, 1), (2, 512, 2), (2, PANEL_UNITS, 1), (3, PANEL_UNITS + 1, 2)],
+    ids=["1_of_1", "2_of_2", "one_panel", "3_asked_2_panels"],
+)
+def test_plan_threads_are_torchs_at_most_one_per_panel(threads_asked, hidden, expected):
+    assert plan(hidden=hidden, threads=threads_asked, force="fused")[2] == expected
+
+
+@needs_vector_variant
+def test_plan_follows_torch_set_num_threads(threads):
+    assert plan(threads=-1) == ("fused", "", threads)
+
+
+@needs_vector_variant
+@pytest.mark.parametrize(
+    "batch,hidden,expected",
+    [(1, 256, 1), (4, 256, 1), (16, 256, 2), (1, 512, 2)],
+    ids=["N1_H256_fits_one_L2", "N4_H256", "N16_H256_enough_work", "N1_H512_W_hh_4MB"],
+)
+def test_plan_splits_only_where_a_second_thread_pays(batch, hidden, expected):
+    assert plan(batch, hidden, threads=2) == ("fused", "", expected)
+    assert plan(batch, hidden, threads=2, force="fused")[2] == 2  # forced: every thread
+
+
+def test_forced_fused_is_an_error_for_an_lstm_it_cannot_run(force_fused):
+    lstm = fusedrnn.LSTM(4, 6, dtype=torch.float64, backend="cpu")
+    with pytest.raises(RuntimeError, match="float32 only"):
+        lstm(torch.randn(3, 2, 4, dtype=torch.float64))
+    gru = fusedrnn.GRU(4, 6, backend="cpu")  # not an LSTM: the loop, no error
+    gru(torch.randn(3, 2, 4))
+
+
+@pytest.mark.skipif(not _build.is_x86(), reason="the AVX2/AVX-512 variants exist on x86-64 only")
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_narrower_variants_in_their_own_process(capability):
+    """The AVX2 (8-unit panels, 3-row tiles) and baseline variants, selected by ATEN_CPU_CAPABILITY, pass the
+    parity cases, forward and backward, and get their own planner thresholds."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    child = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k",
+         "fused_matches_float64 and training and (N7 or packed_bidir) or saves_what or matches_the_loop or plan_"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `auto`: the C++ backend for the float32 LSTM calls where the fused kernels measured faster than torch.nn
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
+@pytest.mark.parametrize(
+    "batch,dtype,needs_grad,proj_size,expected",
+    [
+        (1, torch.float32, False, 0, native.PREFERENCE["cpu"]),
+        (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, torch.float32, False, 0, native.PREFERENCE["cpu"]),
+        (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
+        (4, torch.float32, True, 0, native.PREFERENCE["cpu"]),
+        (4, torch.float64, False, 0, native.CPU_LSTM_PREFERENCE),
+        (4, torch.float32, False, 3, native.CPU_LSTM_PREFERENCE),
+        (None, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
+    ],
+    ids=["N1", "N_max", "N_max_plus_1", "training", "float64", "projection", "unknown_batch"],
+)
+def test_auto_prefers_cpu_where_the_fused_forward_beat_torch(batch, dtype, needs_grad, proj_size, expected):
+    call = RNNCall(mode="LSTM", device_type="cpu", dtype=dtype, input_size=16, hidden_size=16, proj_size=proj_size,
+                   batch_size=batch, seq_len=100, needs_grad=needs_grad)  # fmt: skip
+    assert native.CPU_BACKEND.preference(call) == expected
