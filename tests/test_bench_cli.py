@@ -395,3 +395,20 @@ def test_heads_preset_runs_and_checks_the_replaced_cell(tmp_path):
     assert all(check["passed"] for check in doc["checks"]) and ("fusedrnn:auto vs xlstm:vanilla" in table) == bool(
         doc["checks"])
     assert cli.build_parser().parse_args(["--preset", "heads"]).preset == heads.PRESET
+
+
+@pytest.mark.parametrize(("flags", "dtype"), [([], torch.float32), (["--dtype", "float64"], torch.float64)],
+                         ids=["default_dtype", "float64"])  # fmt: skip
+def test_heads_preset_from_the_command_line(flags, dtype, monkeypatch, tmp_path):
+    """`fusedrnn-bench --preset heads` reaches heads.run with the dtype asked for, float32 by default (the CLI's
+    --dtype is None unless given), and writes its files."""
+    seen, original = [], heads.run
+
+    def run(dtype):
+        seen.append(dtype)
+        return original(shape=heads.HeadsShape(hidden=8, heads=2, seq_len=3, batches=(2,)), repeat=1, dtype=dtype)
+
+    monkeypatch.setattr(heads, "run", run)
+    out = tmp_path / "heads.md"
+    assert cli.main(["--preset", "heads", "--markdown", str(out), *flags]) == 0
+    assert seen == [dtype] and "sLSTM:auto" in out.read_text()

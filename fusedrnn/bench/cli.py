@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.preset == heads.PRESET:  # its own rows (xlstm's loop, sLSTM, a plain LSTM) and table, on CPU
-        return heads.main(DTYPES[args.dtype], args.json, args.markdown, console)
+        return heads.main(DTYPES[args.dtype or DEFAULT_DTYPE], args.json, args.markdown, console)
     cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
     modes = list(MODES) if args.mode == "both" else [args.mode]
     overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}
