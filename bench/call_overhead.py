@@ -4,7 +4,8 @@
     python bench/call_overhead.py [--hidden H] [--batch N] [--training] [--rounds R]
 
 Thread CPU time per call (time.thread_time: on a shared machine it counts this process's work, not the waits),
-one torch thread, over R rounds in which every row runs once in turn: the median, and the minimum (each round averages
+one torch thread, over R rounds in which every row runs once in turn (torch.nn first in even rounds, fusedrnn first
+in odd ones): the median, and the minimum (each round averages
 many calls, so the least disturbed round is the closest to the call's own cost: on a loaded machine, where cache and
 core sharing still inflate CPU time, the minimum is the steadier of the two). The difference is fusedrnn's cost over
 torch.nn's. At a tiny hidden size (the default, H=4) that difference is the Python per call; at decoder sizes
@@ -69,9 +70,13 @@ def main() -> None:
         for pair in rows.values():
             for function in pair:
                 per_call_us(function, 50)  # warm-up
-        for _ in range(args.rounds):
+        for round_index in range(args.rounds):
             for cls, pair in rows.items():
-                for function, record in zip(pair, times[cls]):
+                # The order alternates (ABBA): whichever runs second in a round measured 5-7 us per training call
+                # slower at H=4 than when it ran first (it pays for releasing the other's autograd graphs), which a
+                # fixed order charged to fusedrnn every round.
+                order = list(zip(pair, times[cls]))
+                for function, record in order if round_index % 2 == 0 else reversed(order):
                     record.append(per_call_us(function, calls))
     print(f"H={args.hidden} N={args.batch} {mode}: thread CPU us per call over {args.rounds} interleaved rounds "
           f"of {calls} calls, median (minimum)")  # fmt: skip

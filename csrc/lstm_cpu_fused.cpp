@@ -94,11 +94,14 @@ void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int thr
 //: error (a test or benchmark would measure the wrong path); the other cells are not this variable's business.
 std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in) {
   using namespace cpu_fused;
-  const int64_t N = in.x.size(1), H = in.w_hh.size(0) / gates_of(in.mode);
+  const bool heads = in.w_hh.dim() == 3;  // [heads, 4d, d]
+  const int64_t N = in.x.size(1), H = heads ? in.w_hh.size(0) * in.w_hh.size(2) : in.w_hh.size(0) / gates_of(in.mode);
   const Variants v = variants_of(in);
   const Force force = forced_path();
-  const Plan plan = plan_layer(plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
-                                          v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force));
+  PlanInput request = plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
+                                 v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force);
+  request.heads = heads;
+  const Plan plan = plan_layer(request);
   if (plan.path == Path::Fused) return plan;
   const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
   TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty, "fusedrnn: ", kForceEnv, "=fused, but ",

@@ -47,6 +47,7 @@ struct PlanInput {
   bool float32 = true;    // the storage dtype is float32 (the only one the kernel has)
   bool projection = false;
   bool variants = false;  // layer norm or zoneout
+  bool heads = false;     // multi-head: W_hh block-diagonal, [heads, 4d, d] (issue #21)
   int64_t batch = 1, hidden = 1;
   int threads = 1;            // at::get_num_threads(), or 1 inside a parallel region
   std::string capability;     // the CPU kernels' variant (cpu_pointwise_capability): DEFAULT, AVX2, AVX512
@@ -70,6 +71,7 @@ inline std::string unsupported(const PlanInput& in) {
   if (!in.float32) return "the fused kernel is float32 only";
   if (in.projection) return "no projection (proj_size) in the fused kernel";
   if (in.variants) return "no layer norm or zoneout in the fused kernel";
+  if (in.heads) return "no multi-head (block-diagonal) W_hh in the fused kernel: its panels pack a dense one";
   if (in.batch <= 0 || in.hidden <= 0) return "empty batch or hidden size";
   return "";
 }
