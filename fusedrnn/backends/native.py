@@ -63,12 +63,12 @@ CPU_ONE_STEP_PREFERENCE = 9
 ONE_STEP_MEASURED_DTYPES = (torch.float32, torch.float64)
 #: xLSTM's sLSTM on CPU (issue #21): only `reference` (a Python loop, preference 1) and this C++ loop serve it. At
 #: TiRex's shape (H=512, 4 heads, T=100, N=1 and 4, float32, forward + backward, one thread; `fusedrnn-bench
-#: --preset heads`, bench/results/cpu-intel-xeon-processor-2c/heads-t1.md, 2-core Intel Xeon, loaded) this backend's
-#: layer took 15.1 / 40.1 ms where `reference` took 142 / 228 ms (9x / 6x), and xlstm's own vanilla cell 15-51x
-#: longer than the same cell replaced onto this backend; a plain torch.nn.LSTM of the same size took 81 / 102 ms.
+#: --preset heads`, bench/results/cpu-intel-xeon-processor-2c/heads-t1.md, 2-core Intel Xeon, quiet) this backend's
+#: layer took 10.3 / 31.6 ms where `reference` took 87 / 166 ms (8x / 5x), and xlstm's own vanilla cell 16-33x
+#: longer than the same cell replaced onto this backend; a plain torch.nn.LSTM of the same size took 54 / 69 ms.
 #: float16/bfloat16 run the same float32 loop (plus conversions), float64 the same loop in double. (Multi-head
-#: LSTM/GRU/RNN need no rule of their own: torch refuses them, and this backend's 4-head LSTM took 27 / 47 ms there
-#: against `reference`'s 109 / 189 ms.)
+#: LSTM/GRU/RNN need no rule of their own: torch refuses them, and this backend's 4-head LSTM took 17 / 37 ms there
+#: against `reference`'s 64 / 127 ms.)
 CPU_SLSTM_PREFERENCE = PREFERENCE["cpu"]
 
 
