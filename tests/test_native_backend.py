@@ -468,8 +468,10 @@ def test_cpu_half_compute_keeps_the_callers_dtypes(cpu_half_compute):
     ],
     ids=["float32_long", "float32_short", "float32_small", "float64", "bfloat16", "float16"],
 )
-def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared):
-    """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies."""
+def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared, monkeypatch):
+    """The dispatcher records the oneDNN operators the loop calls: present exactly where the path applies. The loop
+    is forced: at this batch a float32 LSTM would otherwise run the fused kernels (tests/test_cpu_fused_lstm.py)."""
+    monkeypatch.setenv("FUSEDRNN_CPU_LSTM", "loop")
     layer = fusedrnn.LSTM(PREPARED_INPUT, hidden, backend="cpu", dtype=dtype)
     x = torch.randn(seq_len, PREPARED_BATCH, PREPARED_INPUT, dtype=dtype, requires_grad=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
