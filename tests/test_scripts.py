@@ -99,7 +99,8 @@ def test_install_editable_stays_offline():
 def test_gpu_run_selects_the_gpu_marker():
     """The GPU run's pytest runs exactly the `gpu`-marked tests (tests/devices.py); this file's are not among them."""
     assert re.search(r'PYTEST=\("\$PY" -m pytest -m gpu ', gpu_check_text())
-    assert test_gpu_check_dry_run.__module__ == __name__ and not getattr(test_gpu_check_dry_run, "pytestmark", [])
+    marks = getattr(test_gpu_check_dry_run, "pytestmark", [])
+    assert test_gpu_check_dry_run.__module__ == __name__ and all(mark.name != "gpu" for mark in marks)
 
 
 def test_gpu_check_rejects_unknown_arguments():
@@ -108,6 +109,14 @@ def test_gpu_check_rejects_unknown_arguments():
     assert result.returncode == 2 and "unknown argument" in result.stderr
 
 
+#: CI sets this in its dev leg (.ci/run): the dry run then runs only in the gpu-twin leg, the GPU machine's own stack
+#: (its ~2 minutes, doubled, were the largest single test cost of CI). Everywhere else, the README's test command
+#: included, it runs.
+DRY_RUN_ELSEWHERE = "FUSEDRNN_CI_DRY_RUN_IN_TWIN_LEG"
+
+
+@pytest.mark.skipif(os.environ.get(DRY_RUN_ELSEWHERE) == "1",
+                    reason="CI runs the gpu_check dry run in its gpu-twin leg (the GPU machine's torch and triton)")
 def test_gpu_check_dry_run(tmp_path, child_timeout):
     """The whole script on CPU: install (pip --dry-run), every benchmark on a tiny shape, the suite collected, the
     sanitizer commands without the sanitizer, a compile and SASS summary of one kernel, and a two-point sweep."""
