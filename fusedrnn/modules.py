@@ -270,10 +270,7 @@ class _FusedRNNBase(nn.RNNBase):
             return None  # an empty batch included: the general path has its rules for it
         h0, c0 = (hx[0][0], hx[1][0]) if self.mode == "LSTM" else (hx[0], None)
         x = input[:, 0] if self.batch_first else input[0]
-        fields = (self.mode, input.device.type, input.dtype, self.input_size, self.hidden_size, 0, 1, False, self.bias,
-                  batch, 1, False, 0.0, torch.is_grad_enabled(), torch.compiler.is_compiling(), False, False, False,
-                  1)  # fmt: skip  (RNNCall's field order, as _run's)
-        backend, call = registry.select_call(self.backend, fields)
+        backend, call = registry.select_call(self.backend, self._call_fields(input, batch, 1, False, 0.0, False, False))
         weights = LayerWeights(flat[0], flat[1], flat[2], flat[3], None) if self.bias else (
             LayerWeights(flat[0], flat[1], None, None, None))  # fmt: skip
         h, c = backend.cell(call, x, h0, c0, weights)
@@ -364,6 +361,14 @@ class _FusedRNNBase(nn.RNNBase):
             hidden = tuple(s.squeeze(1) for s in hidden) if isinstance(hidden, tuple) else hidden.squeeze(1)
         return y, hidden
 
+    def _call_fields(self, x: Tensor, batch, steps, variable_lengths: bool, dropout: float, zoneout: bool,
+                     weight_dropout: bool) -> tuple:
+        """RNNCall's field values, in its order, for a call of this layer on x: the selection and the call object are
+        looked up by them (registry.select_call)."""
+        return (self.mode, x.device.type, x.dtype, self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+                self.bidirectional, self.bias, batch, steps, variable_lengths, dropout, torch.is_grad_enabled(),
+                torch.compiler.is_compiling(), self.layer_norm, zoneout, weight_dropout, self.num_heads)
+
     def _run(self, x: Tensor, lengths: Tensor | None, h0: Tensor | None, c0: Tensor | None):
         dropout = self.dropout if self.training else 0.0
         weights = self.layer_weights()
@@ -371,11 +376,8 @@ class _FusedRNNBase(nn.RNNBase):
         if weight_dropout > 0.0:
             weights = [w._replace(w_hh=F.dropout(w.w_hh, weight_dropout, training=True)) for w in weights]
         masks = self._zoneout_masks(x)
-        # RNNCall's fields, in its order: the selection and the call object are looked up by them (select_call).
-        fields = (self.mode, x.device.type, x.dtype, self.input_size, self.hidden_size, self.proj_size,
-                  self.num_layers, self.bidirectional, self.bias, x.shape[1], x.shape[0], lengths is not None,
-                  dropout, torch.is_grad_enabled(), torch.compiler.is_compiling(), self.layer_norm, masks is not None,
-                  weight_dropout > 0.0, self.num_heads)  # fmt: skip
+        fields = self._call_fields(x, x.shape[1], x.shape[0], lengths is not None, dropout, masks is not None,
+                                   weight_dropout > 0.0)  # fmt: skip
         backend, call = registry.select_call(self.backend, fields)
         if call.variant is not None and torch.jit.is_tracing():
             raise RuntimeError(
