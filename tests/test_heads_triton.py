@@ -18,7 +18,7 @@ import fusedrnn
 from fusedrnn import registry
 from fusedrnn.kernels import plan
 from devices import DEVICE
-from parity import assert_all_close, forward_backward
+from parity import assert_all_close, assert_as_close_to_float64, forward_backward, output_tensors
 
 TRITON_REASON = registry.availability()["triton"]
 pytestmark = [pytest.mark.gpu,
@@ -104,6 +104,50 @@ def test_layer_op_gradients_and_double_backward():
         results.append([o.detach() for o in outputs] + [gr.detach() for gr in grads] + list(second))
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_inference_without_saving(cell):
+    """Without autograd the forward keeps two state slots, not the sequence (SAVE off): the same outputs."""
+    cls, extra = CELLS[cell]
+    torch.manual_seed(0)
+    modules = [cls(I, 6, num_heads=2, bidirectional=True, backend=name, device=DEVICE, **extra)
+               for name in ("reference", "triton")]  # fmt: skip
+    modules[1].load_state_dict(modules[0].state_dict())
+    x = torch.randn(4, 3, I, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    with torch.no_grad():
+        outputs = [output_tensors(m(pack_padded_sequence(x, torch.tensor([4, 2, 1])))) for m in modules]
+    for expected, actual in zip(*outputs):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN_TANH"])
+def test_layer_op_in_float16(cell):
+    """The layer op in float16 (dots on float16 operands, state and gate math in float32, as on CUDA; the backend
+    serves only float32 under the interpreter, so the op is called directly): every output and gradient at most
+    twice as far from the float64 truth as the reference run in float16."""
+    from fusedrnn import triton_heads_ops
+    from fusedrnn.reference import GATES, rnn_layer
+
+    g = torch.Generator().manual_seed(4)
+    K, d, N, G = 2, 24, 3, GATES[cell]
+    shapes = {"x": (4, N, I), "h0": (N, K * d), "c0": (N, K * d) if cell == "LSTM" else None, "w_ih": (G * K * d, I),
+              "w_hh": (K, G * d, d), "b_ih": (G * K * d,), "b_hh": (G * K * d,)}  # fmt: skip
+    base = {name: torch.randn(*shape, generator=g) * 0.5 for name, shape in shapes.items() if shape is not None}
+    lengths = torch.tensor([4, 2, 1], device=DEVICE)
+
+    def run(layer, dtype):
+        leaves = {name: value.to(DEVICE, dtype).requires_grad_() for name, value in base.items()}
+        outputs = [o for o in layer(cell, *(leaves.get(name) for name in shapes), reverse=True, lengths=lengths)
+                   if o is not None]  # fmt: skip
+        upstream = [torch.randn(o.shape, generator=torch.Generator().manual_seed(5)).to(o) for o in outputs]
+        grads = torch.autograd.grad(outputs, list(leaves.values()), upstream)
+        return {**{f"output[{i}]": o.detach() for i, o in enumerate(outputs)},
+                **{f"grad {name}": grad for name, grad in zip(leaves, grads)}}  # fmt: skip
+
+    ours = run(triton_heads_ops.rnn_layer, torch.float16)
+    assert_as_close_to_float64(ours, run(rnn_layer, torch.float16), run(rnn_layer, torch.float64), torch.float16,
+                               relative_floor=True)  # fmt: skip
 
 
 def test_compile_forward_and_backward():
