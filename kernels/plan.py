@@ -434,8 +434,8 @@ HEADS_SMALL_WARPS = 4
 #: work per step grows as d^2 while the grid (heads x batch tiles) stays small: at d = 1024 an LSTM step is
 #: 16 x 4096 x 1024 per program, the chunked layer-norm kernels' limit for the same reason. Wider heads would need a
 #: head split across programs (an exchange per step). R is never held resident, at any d: a d = 128 LSTM head's four
-#: gate tiles are 256 KB in fp32, more than an SM's register file, so every head size streams them (d <= 32 ones
-#: would fit, as kernels/slstm.py's do; one code path keeps one thing to verify).
+#: gate tiles are 256 KB in fp32, an SM's whole register file (64K 32-bit registers), so every head size streams them
+#: (d <= 32 ones would fit, as kernels/slstm.py's do; one code path keeps one thing to verify).
 MAX_HEAD_DIM = 1024
 
 
