@@ -175,17 +175,16 @@ def test_empty_batch():
 
 def test_selection_and_refusals():
     backend = registry.get_backend("triton")
-    call = registry.RNNCall("LSTM", "cpu", torch.float32, I, 512, num_heads=4)
+    call = registry.RNNCall("LSTM", DEVICE, torch.float32, I, 512, num_heads=4)
     assert backend.unsupported_reason(call) is None  # TiRex-like: d = 128
-    assert backend.preference(call) == 0  # the interpreter: never `auto`'s choice
-    cuda = registry.RNNCall("GRU", "cuda", torch.bfloat16, I, 512, num_heads=4)
-    assert backend.preference(cuda) == UNMEASURED_GPU_PREFERENCE  # never timed on a GPU: ranked as the plain kernels
-    zoneout = registry.RNNCall("GRU", "cpu", torch.float32, I, 8, num_heads=2, zoneout=True)
+    # CPU: the interpreter, never `auto`'s choice; CUDA: never timed on a GPU, ranked as the plain kernels
+    assert backend.preference(call) == (UNMEASURED_GPU_PREFERENCE if DEVICE == "cuda" else 0)
+    zoneout = registry.RNNCall("GRU", DEVICE, torch.float32, I, 8, num_heads=2, zoneout=True)
     assert "heads with zoneout" in backend.unsupported_reason(zoneout)
-    wide = registry.RNNCall("RNN_TANH", "cpu", torch.float32, I, 2 * (plan.MAX_HEAD_DIM + 1), num_heads=2)
+    wide = registry.RNNCall("RNN_TANH", DEVICE, torch.float32, I, 2 * (plan.MAX_HEAD_DIM + 1), num_heads=2)
     assert f"head size {plan.MAX_HEAD_DIM + 1} > {plan.MAX_HEAD_DIM}" in backend.unsupported_reason(wide)
-    double = registry.RNNCall("LSTM", "cpu", torch.float64, I, 8, num_heads=2)
-    assert "float32 is" in backend.unsupported_reason(double)
+    double = registry.RNNCall("LSTM", DEVICE, torch.float64, I, 8, num_heads=2)
+    assert "dtype torch.float64 is not supported" in backend.unsupported_reason(double)
 
 
 def test_refuses_zoneout_with_heads_by_name():
