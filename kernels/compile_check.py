@@ -40,8 +40,9 @@ VARIANT_KEY_SHAPES = ((16, 128, ("ln", "ln zoneout")), (64, 128, ("ln",)),
                       (64, 512, ("ln",)))  # fmt: skip
 #: The persistent kernels' reduction pieces (fusedrnn.kernels.plan.k_pieces).
 PIECES = ("K0", "K1", "K2", "K3")
-#: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes.
-SPECIALISED_SIZES = ("N", "H", "P")
+#: Integer arguments the kernels let Triton specialise (divisibility by 16), as a launch does for these sizes (d: the
+#: multi-head kernels' head size).
+SPECIALISED_SIZES = ("N", "H", "P", "d")
 #: What Triton records for a pointer or integer that is a multiple of 16 (torch allocations are 16-byte aligned).
 DIVISIBLE = [["tt.divisibility", 16]]
 #: The key configurations: (batch, hidden, labels to build) — the issue's target shapes (LSTM bf16 N=16 H=768; the
@@ -53,6 +54,18 @@ KEY_SHAPES = (
     (64, 512, ("persistent forward mode=0 bf16", "persistent backward mode=0 bf16", "persistent forward mode=1 bf16",
                "persistent backward mode=1 bf16")),
     (1, 256, ("persistent forward mode=0 bf16", "persistent backward mode=0 bf16")),
+)  # fmt: skip
+
+
+#: The multi-head kernels' key configurations (--heads --key; fusedrnn.kernels.heads): (batch, hidden, heads, what to
+#: build). TiRex's H = 512 in 4 heads of 128 (two output tiles, four reduction chunks per gate) for every cell in bf16
+#: and the LSTM in fp32 with exact and TF32 dots; heads of 32 (one tile under the tiled kernels' width, 4 warps); an
+#: odd head of 5 units (padded to 16).
+HEADS_KEY_SHAPES = (
+    (16, 512, 4, (("bf16", "tf32", 0), ("bf16", "tf32", 1), ("bf16", "tf32", 2), ("bf16", "tf32", 3),
+                  ("fp32", "ieee", 0), ("fp32", "tf32", 0))),
+    (16, 128, 4, (("bf16", "tf32", 0), ("fp32", "ieee", 1))),
+    (16, 15, 3, (("bf16", "tf32", 0), ("bf16", "tf32", 1))),
 )  # fmt: skip
 
 
@@ -136,6 +149,32 @@ def specializations(hidden: int = 768, batch: int = 16, sms: int = 132, tune: st
             else:
                 kernel, flags = persistent_forward_kernel, dict(forward, **tiles, GATES_P2=chosen.gates_p2)
             yield Spec(name, kernel, dtype, flags, chosen.warps, 1, chosen.shared_bytes)
+
+
+def heads_specializations(hidden: int, batch: int, heads: int, builds=None):
+    """Specs of the multi-head kernels (fusedrnn.kernels.heads), forward and backward, every optional piece on
+    (lengths, save, the GRU's b_hn), planned by plan.plan_heads; builds: (dtype, precision, mode) triples, every cell
+    in bf16 if None."""
+    from fusedrnn.kernels import plan
+    from fusedrnn.kernels.heads import heads_backward_kernel, heads_forward_kernel
+    from fusedrnn.kernels.modes import GRU, SAVED_SLOTS
+
+    for dtype, precision, mode in builds or [("bf16", "tf32", mode) for mode in GATES]:
+        gates = GATES[mode]
+        problem = plan.Problem(batch=batch, hidden=hidden, gates=gates, element_size=4 if dtype == "fp32" else 2)
+        chosen = plan.plan_heads(problem, heads)
+        common = dict(MODE=mode, GATES=gates, HAS_LENGTHS=True, SLOTS=SAVED_SLOTS[mode], BLOCK_N=chosen.block_n,
+                      BLOCK_H=chosen.block_h, BLOCK_K=chosen.block_k, PRECISION=precision)  # fmt: skip
+        forward = dict(common, HAS_B_HN=mode == GRU, SAVE=True)
+        name = f"mode={mode} {dtype}{'-' + precision if dtype == 'fp32' else ''} K={heads}"
+        yield Spec(f"heads forward {name}", heads_forward_kernel, dtype, forward, chosen.warps, None, None)
+        yield Spec(f"heads backward {name}", heads_backward_kernel, dtype, common, chosen.warps, None, None)
+
+
+def heads_key_labels() -> list[str]:
+    """The labels `--heads --key` builds (tests/test_heads_triton.py checks each was built)."""
+    return [f"{spec.label} N={batch} H={hidden}" for batch, hidden, heads, builds in HEADS_KEY_SHAPES
+            for spec in heads_specializations(hidden, batch, heads, builds)]  # fmt: skip
 
 
 def variant_specializations(hidden: int, batch: int, labels=None, dtypes=("bf16", "fp32"), tune: str = ""):
@@ -276,21 +315,29 @@ def main(argv=None) -> int:
     parser.add_argument("--key", action="store_true", help="build the key configurations (KEY_SHAPES) only")
     parser.add_argument("--only", default="", help="build only labels containing this text")
     parser.add_argument("--variants", action="store_true", help="build the variant kernels (with --key: theirs)")
+    parser.add_argument("--heads", type=int, nargs="?", const=4, default=0,
+                        help="build the multi-head kernels with this many heads (default 4; with --key: theirs)")
     parser.add_argument("--tune", default="", help="tiling overrides as in FUSEDRNN_TRITON_TUNE, e.g. warps=4")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
-    if args.variants:
+    if args.heads:
+        shapes = HEADS_KEY_SHAPES if args.key else ((args.batch, args.hidden, args.heads, None),)
+    elif args.variants:
         shapes = VARIANT_KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
     else:
         shapes = KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
     # The projection's P is specialised like H (the sizes built here have P = H).
     if args.ptxas:
         print(TABLE_HEADER)
-    for batch, hidden, labels in shapes:
-        sizes = {"N": batch, "H": hidden, "P": hidden}
-        if args.variants:
+    for batch, hidden, *rest, labels in shapes:
+        head_dim = hidden // rest[0] if args.heads else hidden
+        sizes = {"N": batch, "H": hidden, "P": hidden, "d": head_dim}
+        if args.heads:
+            specs = heads_specializations(hidden, batch, rest[0], labels)
+            labels = None
+        elif args.variants:
             specs = variant_specializations(hidden, batch, labels, tune=args.tune)
             labels = None
         else:
@@ -303,7 +350,8 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - start
             if args.ptxas or args.json:
                 result = report(spec, compiled, sizes, args.arch, seconds)
-                print(json.dumps(dataclasses.asdict(result)) if args.json else result.row(), flush=True)
+                fields = dict(dataclasses.asdict(result), head_dim=head_dim)
+                print(json.dumps(fields) if args.json else result.row(), flush=True)
             else:
                 print(f"{spec.label} N={batch} H={hidden}: ok in {seconds:.1f}s, shared memory "
                       f"{compiled.metadata.shared} B", flush=True)  # fmt: skip

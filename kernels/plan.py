@@ -418,3 +418,56 @@ def _plan_chunked_norm(problem: Problem, tuning: Tuning) -> VariantPlan:
                        warps=tuning.warps or CHUNKED_WARPS, stages=tuning.stages,
                        grid=(_cdiv(problem.batch, TILED_BLOCK_N), 1),
                        workspace_columns=CHUNKED_WORKSPACE_GATES * H)  # fmt: skip
+
+
+# Issue #21's multi-head LSTM / GRU / Elman RNN (fusedrnn.kernels.heads): one program per (head, BLOCK_N batch rows)
+# runs the whole sequence on its head, R_k's gate tiles streamed from global memory (L2) every step.
+#: The output tile of a head and the reduction chunk: the tiled kernels' (four [16, 64] fp32 gate accumulators and
+#: four [32, 64] R tiles per chunk, for which ptxas needed 8 warps there); heads narrower than a tile get one tile of
+#: their size rounded up to a power of two, never below tl.dot's 16.
+HEADS_BLOCK_H = TILED_BLOCK_H
+HEADS_BLOCK_K = TILED_BLOCK_K
+HEADS_WARPS = TILED_WARPS
+#: Heads whose tile is under HEADS_BLOCK_H wide (d <= 32) hold a quarter of that or less: 4 warps.
+HEADS_SMALL_WARPS = 4
+#: The widest head planned. One program runs its head's whole G*d x d recurrent matmul per step for 16 rows, so its
+#: work per step grows as d^2 while the grid (heads x batch tiles) stays small: at d = 1024 an LSTM step is
+#: 16 x 4096 x 1024 per program, the chunked layer-norm kernels' limit for the same reason. Wider heads would need a
+#: head split across programs (an exchange per step). R is never held resident, at any d: a d = 128 LSTM head's four
+#: gate tiles are 256 KB in fp32, an SM's whole register file (64K 32-bit registers), so every head size streams them
+#: (d <= 32 ones would fit, as kernels/slstm.py's do; one code path keeps one thing to verify).
+MAX_HEAD_DIM = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadsPlan:
+    """Launch of heads.heads_forward_kernel / heads_backward_kernel (both passes use the same tiles)."""
+
+    block_n: int
+    block_h: int  # units of a head per output tile
+    block_k: int  # reduction chunk of a head's units
+    warps: int
+    grid: tuple[int, int]  # (heads, batch tiles)
+
+
+def plan_heads(problem: Problem, heads: int) -> HeadsPlan:
+    """The multi-head kernels' plan for `problem` split into `heads` heads of d = hidden / heads units, or `Refused`
+    with the first reason they do not serve it."""
+    N, H, G = problem.batch, problem.hidden, problem.gates
+    if heads < 1 or H % heads:
+        raise Refused(f"multi-head kernels: hidden size {H} is not {heads} heads of equal size")
+    d = H // heads
+    if problem.projection:
+        raise Refused("multi-head kernels: a projection (proj_size) is not defined with heads")
+    if d > MAX_HEAD_DIM:
+        raise Refused(f"multi-head kernels: head size {d} > {MAX_HEAD_DIM}: one program runs its head's whole "
+                      f"{G}*d x d recurrent matmul per step, whose work grows as d^2 (fusedrnn.kernels.plan)")
+    if max(G * H * d, N * 4 * H) > MAX_OFFSET:
+        raise Refused(f"multi-head kernels: H={H}, N={N} exceed the kernels' 32-bit offsets (G*H*d and N*4*H must "
+                      f"be < 2**31)")  # fmt: skip
+    whole = max(MIN_DOT, _next_power_of_two(d))
+    block_h = min(HEADS_BLOCK_H, whole)
+    block_k = min(HEADS_BLOCK_K, whole)
+    warps = HEADS_WARPS if block_h == HEADS_BLOCK_H else HEADS_SMALL_WARPS
+    return HeadsPlan(block_n=TILED_BLOCK_N, block_h=block_h, block_k=block_k, warps=warps,
+                     grid=(heads, _cdiv(N, TILED_BLOCK_N)))  # fmt: skip

@@ -115,7 +115,8 @@ def test_refusals():
     with pytest.raises(RuntimeError, match="num_heads=2"):
         torch.jit.script(module)
     call = registry.RNNCall("GRU", "cpu", torch.float32, I, H, num_heads=K)
-    for name in ("torch", "triton", "cuda"):  # cpu serves heads: tests/test_heads.py's cpu cases
+    # cpu serves heads (this file's cpu cases), and triton (tests/test_heads_triton.py)
+    for name in ("torch", "cuda"):
         loaded = registry._load(name)  # the instance, or why its module did not import (then nothing to ask)
         assert isinstance(loaded, str) or "multi-head" in loaded.unsupported_reason(call)
     assert registry.select("auto", call).name == ("reference" if CPU_REASON else "cpu")

@@ -124,3 +124,38 @@ def test_environment_is_read(monkeypatch):
     monkeypatch.setenv(plan.KERNEL_ENV, "persistant")
     with pytest.raises(ValueError, match="persistant"):
         plan.kernel_from_env()
+
+
+#: Multi-head kernels (plan.plan_heads): (batch, hidden, gates, heads) -> (block_h, block_k, warps, grid). A head
+#: narrower than the tiled kernels' 64 x 32 tiles gets one tile of its size (>= 16, a power of two) and 4 warps.
+HEADS_PLANS = {
+    "tirex_lstm_d128": ((16, 512, 4, 4), (64, 32, 8, (4, 1))),
+    "gru_d64_two_batch_tiles": ((17, 256, 3, 4), (64, 32, 8, (4, 2))),
+    "rnn_d32": ((3, 128, 1, 4), (32, 32, 4, (4, 1))),
+    "odd_head_d5": ((3, 15, 4, 3), (16, 16, 4, (3, 1))),
+    "widest_head": ((1, 2 * plan.MAX_HEAD_DIM, 4, 2), (64, 32, 8, (2, 1))),
+}
+
+
+@pytest.mark.parametrize("case_id", list(HEADS_PLANS))
+def test_heads_plan(case_id):
+    (N, H, G, K), (block_h, block_k, warps, grid) = HEADS_PLANS[case_id]
+    chosen = plan.plan_heads(plan.Problem(N, H, G, FP32), K)
+    assert (chosen.block_n, chosen.block_h, chosen.block_k, chosen.warps, chosen.grid) == (16, block_h, block_k,
+                                                                                           warps, grid)  # fmt: skip
+    assert min(chosen.block_h, chosen.block_k) >= plan.MIN_DOT
+
+
+HEADS_REFUSALS = {
+    "head_too_wide": ((1, 2 * (plan.MAX_HEAD_DIM + 1), 4, BF16), 2, f"head size {plan.MAX_HEAD_DIM + 1} > "),
+    "unequal_heads": ((1, 10, 4, BF16), 3, "not 3 heads of equal size"),
+    "projection": ((1, 8, 4, BF16, False, True), 2, "projection"),
+    "offsets": ((2**20, 512, 4, BF16), 4, "32-bit offsets"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(HEADS_REFUSALS))
+def test_heads_plan_refusals(case_id):
+    problem, heads, message = HEADS_REFUSALS[case_id]
+    with pytest.raises(plan.Refused, match=message):
+        plan.plan_heads(plan.Problem(*problem), heads)

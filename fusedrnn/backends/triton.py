@@ -1,7 +1,8 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
 for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
 variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_CHUNKED_NORM_HIDDEN.
-xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels), by name only.
+xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels), by name only; multi-head
+LSTM / GRU / Elman RNN (issue #21) run fusedrnn.triton_heads_ops (one program per head and batch tile, plan.plan_heads).
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
 and is never chosen by `auto`.
@@ -13,7 +14,7 @@ import importlib.util
 
 import torch
 
-from ..kernels.plan import MAX_CHUNKED_NORM_HIDDEN, MAX_OFFSET, Refused, interpreter_enabled
+from ..kernels.plan import MAX_CHUNKED_NORM_HIDDEN, MAX_OFFSET, Problem, Refused, interpreter_enabled, plan_heads
 from ..reference import ELEMENTWISE_RECURRENCE
 from ..registry import SLSTM, BackendError, LayerBackend, RNNCall, reference_only_reason
 
@@ -38,7 +39,12 @@ class TritonBackend(LayerBackend):
         return None
 
     def unsupported_reason(self, call: RNNCall) -> str | None:
-        reason = _slstm_reason(call) if call.mode == SLSTM else reference_only_reason(call, self.name)
+        if call.mode == SLSTM:
+            reason = _slstm_reason(call)
+        elif call.num_heads > 1:
+            reason = _heads_reason(call)
+        else:
+            reason = reference_only_reason(call, self.name)
         if reason is not None:
             return reason
         if call.layer_norm and call.hidden_size > MAX_CHUNKED_NORM_HIDDEN:
@@ -78,10 +84,13 @@ class TritonBackend(LayerBackend):
         return super().cell(call, x, hx, cx, weights)
 
     def layer(self, mode, x, hx, cx, w, reverse, lengths, *, zoneout=None):
-        # Both import triton; deferred so that the registry can list this backend without it.
-        from .. import triton_ops, triton_variant_ops
+        # These import triton; deferred so that the registry can list this backend without it.
+        from .. import triton_heads_ops, triton_ops, triton_variant_ops
 
         try:
+            if w.w_hh.dim() == 3:  # multi-head: [K, G*d, d] (issue #21)
+                return triton_heads_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse,
+                                                  lengths=lengths)  # fmt: skip
             if w.norm is not None or zoneout is not None or mode in ELEMENTWISE_RECURRENCE:  # issue #15's variants
                 return triton_variant_ops.rnn_layer(mode, x, hx, cx, w.w_ih, w.w_hh, w.b_ih, w.b_hh, reverse=reverse,
                                                     lengths=lengths, norm=w.norm, zoneout=zoneout)  # fmt: skip
@@ -116,6 +125,28 @@ def _slstm_reason(call: RNNCall) -> str | None:
         return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1)"
     if call.device_type not in ("cpu", "cuda"):
         return f"device type {call.device_type!r} is not supported (cuda; cpu under TRITON_INTERPRET=1)"
+    return None
+
+
+#: The cells the multi-head kernels (fusedrnn.kernels.heads) run: kernels/cells.py's, whose W_hh is a matrix.
+HEAD_MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+
+
+def _heads_reason(call: RNNCall) -> str | None:
+    """What the multi-head kernels (fusedrnn.triton_heads_ops) do not serve; None when they do."""
+    if call.mode not in HEAD_MODES:
+        return f"the multi-head Triton kernels run {', '.join(HEAD_MODES)}, not {call.mode}"
+    other = [name for name, used in (("layer norm", call.layer_norm), ("zoneout", call.zoneout),
+                                     ("a projection", call.proj_size > 0)) if used]  # fmt: skip
+    if other:
+        return (f"the multi-head Triton kernels do not implement heads with {' and '.join(other)} "
+                "(use backend 'reference' or 'cpu')")  # fmt: skip
+    problem = Problem(batch=1 if call.batch_size is None else call.batch_size, hidden=call.hidden_size,
+                      gates=call.gates, element_size=call.dtype.itemsize)  # fmt: skip
+    try:
+        plan_heads(problem, call.num_heads)
+    except Refused as refusal:
+        return str(refusal)
     return None
 
 
