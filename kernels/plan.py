@@ -329,7 +329,7 @@ MAX_CHUNKED_NORM_HIDDEN = 1024
 #: IndRNN's elementwise kernel: no dot, so any tile works; 16 x 64 fp32 tiles per program and step.
 ELEMENTWISE_BLOCK_H = 64
 ELEMENTWISE_WARPS = 4
-#: Why the persistent (split-hidden) kernels do not run layer norm / zoneout. The design they would need, for later:
+#: Why the persistent (split-hidden) kernels do not run layer norm. The design they would need, for later:
 #: each program holds BLOCK_H units of every gate, so a step's row mean and variance are partial sums per program;
 #: either a second grid barrier per step (programs publish [N, 2] partial sums to global memory, barrier, each reads
 #: all and finishes the statistics), or a two-pass scheme folding the exchange into the existing barrier (publish
@@ -339,6 +339,14 @@ PERSISTENT_VARIANT_REASON = (
     "the persistent kernels split the hidden units across programs, so layer norm's per-step row reduction would "
     "need a cross-program exchange (a second grid barrier per step) that they do not implement; use the tiled family "
     f"({KERNEL_ENV}=auto or tiled)"
+)
+#: Zoneout needs no reduction, so the persistent kernels could run it; what they lack is its state layout: the
+#: backward needs each step's pre-zoneout h~ (and the LSTM's c~) besides the zoned-out state they save, and each step
+#: reads one or two [N, H] masks. The tiled variant kernels have both (kernels/variants.py), so zoneout runs there;
+#: moving them into the persistent kernels is worth it only once a GPU run shows the tiled family is the slower.
+PERSISTENT_ZONEOUT_REASON = (
+    "the persistent kernels do not save the pre-zoneout states h~ / c~ that zoneout's backward needs (not "
+    f"implemented there); use the tiled family ({KERNEL_ENV}=auto or tiled), which runs zoneout at any H"
 )
 
 
@@ -364,7 +372,8 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
 
     kernel (FUSEDRNN_TRITON_KERNEL): IndRNN's elementwise kernel is persistent by construction (every program runs
     the whole sequence on its own hidden units, no barrier), so every setting runs it; layer norm and zoneout run
-    the tiled family under auto / tiled and are refused under persistent (PERSISTENT_VARIANT_REASON)."""
+    the tiled family under auto / tiled and are refused under persistent (PERSISTENT_VARIANT_REASON,
+    PERSISTENT_ZONEOUT_REASON)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel {kernel!r}: expected one of {', '.join(KERNELS)}")
     N, H = problem.batch, problem.hidden
@@ -379,8 +388,9 @@ def plan_variant(problem: Problem, layer_norm: bool, elementwise: bool, kernel: 
                            warps=tuning.warps or ELEMENTWISE_WARPS, stages=tuning.stages,
                            grid=(_cdiv(N, block_n), max(1, _cdiv(H, block_h))))  # fmt: skip
     if kernel == "persistent":
-        what = "layer norm" if layer_norm else "zoneout"
-        raise Refused(f"variant kernels ({what}): {PERSISTENT_VARIANT_REASON}")
+        if layer_norm:
+            raise Refused(f"variant kernels (layer norm): {PERSISTENT_VARIANT_REASON}")
+        raise Refused(f"variant kernels (zoneout): {PERSISTENT_ZONEOUT_REASON}")
     block_k = tuning.block_k or (ROWWISE_BLOCK_K if layer_norm else TILED_BLOCK_K)
     if layer_norm and H > MAX_NORM_HIDDEN:
         return _plan_chunked_norm(problem, tuning)

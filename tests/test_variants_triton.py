@@ -443,9 +443,10 @@ def test_layer_norm_refuses_rows_too_wide_for_one_program():
         plan.plan_variant(_problem(H=256), True, False, tuning=plan.Tuning(block_h=8))
 
 
-@pytest.mark.parametrize("layer_norm", [True, False], ids=["layer_norm", "zoneout"])
-def test_persistent_kernels_refuse_layer_norm_and_zoneout_with_the_reason(layer_norm):
-    with pytest.raises(plan.Refused, match="cross-program"):
+@pytest.mark.parametrize("layer_norm, reason", [(True, "cross-program"), (False, "pre-zoneout states")],
+                         ids=["layer_norm", "zoneout"])
+def test_persistent_kernels_refuse_layer_norm_and_zoneout_with_the_reason(layer_norm, reason):
+    with pytest.raises(plan.Refused, match=reason):
         plan.plan_variant(_problem(), layer_norm, elementwise=False, kernel="persistent")
 
 
