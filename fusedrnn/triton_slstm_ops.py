@@ -56,7 +56,7 @@ def _flags(states: Tensor, first: int, lengths: Tensor | None) -> tuple[Tensor, 
     """(n0_zero, max_len): device scalars the kernels read for xlstm's first-step rule (fusedrnn.kernels.slstm's
     docstring), so the host never syncs on them; max_len is an unread placeholder without lengths."""
     n0_zero = (states[first, 2] == 0).all()
-    return n0_zero, (lengths.max() if lengths is not None else _placeholder(states).long())
+    return n0_zero, (lengths.max() if lengths is not None else states.new_empty((1,), dtype=torch.int64))
 
 
 @_op("fusedrnn::triton_slstm_forward")
@@ -138,7 +138,7 @@ def slstm_backward(
     rows = T * N
     da_rows = da.view(rows, SLSTM_GATES * H)
     h_prev = (states[1 : T + 1, 0] if reverse else states[:T, 0]).reshape(rows, H)  # before each step, time order
-    dx = da.clone() if w_ih is None else (da_rows @ w_ih).view(T, N, I)
+    dx = da if w_ih is None else (da_rows @ w_ih).view(T, N, I)
     dw_ih = da_rows.t() @ x.reshape(rows, I) if w_ih is not None else x.new_empty((0,))
     # dR_k = sum over rows of da[head k]^T h_prev[head k]: [K, 4*d, rows] @ [K, rows, d], one batched matmul.
     da_heads = da_rows.view(rows, SLSTM_GATES, K, d).permute(2, 1, 3, 0).reshape(K, Gd, rows)

@@ -173,7 +173,9 @@ def test_layer_op_gradients_and_double_backward():
 def test_layer_op_in_float16(formulation):
     """The layer op in float16 (dots on float16 operands, the state and the pointwise math in float32, as on CUDA; the
     backend serves only float32 under the interpreter, so the op is called directly): every output and gradient at
-    most twice as far from the float64 truth as the reference run in float16. d = 24: one 32-wide tile, padded."""
+    most twice as far from the float64 truth as the reference run in float16. d = 24: one 32-wide tile, padded.
+    Not bfloat16: the interpreter misreads it (the multi-head op's LSTM is off by O(1) there too); its sm_90 build is
+    checked in tests/test_triton_compile.py."""
     from fusedrnn import triton_slstm_ops
     from fusedrnn.reference_slstm import SLSTMState, slstm_layer
 
@@ -212,3 +214,19 @@ def test_compile_forward_and_backward():
     torch.testing.assert_close(outputs[0], outputs[1])
     torch.testing.assert_close(grads[0], grads[1])
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("formulation", ["xlstm", "tirex"])
+def test_inference_without_saving(formulation):
+    """Without autograd the forward keeps two state slots, not the sequence (SAVE off): the same outputs and state."""
+    torch.manual_seed(0)
+    modules = [fusedrnn.sLSTM(I, H, num_heads=2, bidirectional=True, formulation=formulation, backend=name,
+                              device=DEVICE) for name in ("reference", "triton")]  # fmt: skip
+    modules[1].load_state_dict(modules[0].state_dict())
+    x = torch.randn(4, N, I, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    with torch.no_grad():
+        outputs = [m(pack_padded_sequence(x, torch.tensor([4, 2, 1]))) for m in modules]
+    (packed_ref, state_ref), (packed, state) = outputs
+    torch.testing.assert_close(packed.data, packed_ref.data, **TOLERANCES[DTYPE])
+    for got, want in zip(state, state_ref):
+        torch.testing.assert_close(got, want, **TOLERANCES[DTYPE])
