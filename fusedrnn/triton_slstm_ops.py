@@ -42,14 +42,12 @@ def slstm_plan(x: Tensor, N: int, w_hh: Tensor) -> kernel_plan.HeadsPlan:
 
 
 def _pre_activations(x: Tensor, w_ih: Tensor | None, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
-    """a [T, N, 4*H] = x W_ih^T + b_ih + b_hh (x itself, plus the biases, when already projected); a new tensor:
-    an op's output may not alias its input."""
-    a = x.clone() if w_ih is None else F.linear(x, w_ih, b_ih)
-    if w_ih is None and b_ih is not None:
-        a += b_ih
-    if b_hh is not None:
-        a += b_hh
-    return a.contiguous()
+    """a [T, N, 4*H] = x W_ih^T + b_ih + b_hh (x itself plus the biases when already projected), the biases folded
+    into one as fusedrnn.triton_heads_ops does; a new tensor: an op's output may not alias its input."""
+    bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    if w_ih is not None:
+        return F.linear(x, w_ih, bias).contiguous()
+    return (x.clone() if bias is None else x + bias).contiguous()
 
 
 def _flags(states: Tensor, first: int, lengths: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -9,10 +9,10 @@ step is gi_t + h_{t-1} R_k^T + kernels/cells.py's cell math, in fp32. xLSTM's sL
 same recurrent helpers (head_recurrent_tile, head_recurrent_backward) with its own pointwise math.
 
 R_k is not held in registers: an LSTM head of d = 128 is four [128, 128] gate tiles, 256 KB in fp32, an SM's whole
-register file. Each step streams R_k's gate tiles [BLOCK_K, BLOCK_H] from global memory (after
-the first step from L2: R is K * G * d * d elements, 1 MB for TiRex's H = 512 LSTM in fp32, of an H100's 50 MB), and the
-state goes through a global fp32 buffer as in kernels/forward.py, since a dot's K operand cannot be sliced out of a
-register tile. Each phase that writes that buffer ends with `tl.debug_barrier`: the next reads back what this program
+register file. Each step streams R_k's gate tiles [BLOCK_K, BLOCK_H] from global memory (after the first step from
+L2: R is K * G * d * d elements, 1 MB for TiRex's H = 512 LSTM in fp32, of an H100's 50 MB), and the state goes
+through a global fp32 buffer as in kernels/forward.py, since a dot's K operand cannot be sliced out of a register
+tile. Each phase that writes that buffer ends with `tl.debug_barrier`: the next reads back what this program
 wrote, and nobody else writes the program's (rows, head) block. The layouts and step slots are the plain tiled
 kernels' (kernels/timesteps.py), so the host's weight-gradient matmuls read them the same way.
 """
