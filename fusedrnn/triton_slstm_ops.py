@@ -80,9 +80,11 @@ def slstm_forward(
     slots = T + 1 if save else 2
     first = T if save and reverse else 0  # slots as in fusedrnn.kernels.timesteps
     last = (0 if reverse else T) if save else T % 2
-    states = x.new_zeros((slots, SLSTM_STATES, N, H), dtype=torch.float32)
+    states = x.new_empty((slots, SLSTM_STATES, N, H), dtype=torch.float32)  # the kernel writes every other slot
     for part, initial in enumerate((h0, c0, n0, m0)):
-        if initial is not None:
+        if initial is None:
+            states[first, part].zero_()
+        else:
             states[first, part].copy_(initial)
     y = x.new_empty((T, N, H))
     n0_zero, max_len = _flags(states, first, lengths)

@@ -151,7 +151,7 @@ def slstm_forward_kernel(
     r_head = w_hh_ptr + head * SLSTM_GATES * d * d
     state_size = N * H
     n0_zero = tl.load(n0_zero_ptr)
-    max_len = T
+    max_len = T  # unread without lengths
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
         max_len = tl.load(max_len_ptr)
@@ -218,7 +218,7 @@ def slstm_backward_kernel(
     r_head = w_hh_ptr + head * SLSTM_GATES * d * d
     state_size = N * H
     n0_zero = tl.load(n0_zero_ptr)
-    max_len = T
+    max_len = T  # unread without lengths
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
         max_len = tl.load(max_len_ptr)
