@@ -34,6 +34,8 @@ CASES = {
     "tirex_head_128": dict(num_heads=1, hidden=128, formulation="tirex", state=True),
     # d = 40, not a multiple of 16: one output tile of 64 (24 lanes padding), reduction chunks 32 + 8 of 32
     "head_40_packed_bidirectional": dict(num_heads=2, hidden=80, bidirectional=True, packed=True, c_only=True),
+    # 18 rows: two batch tiles of 16, the second partial
+    "two_batch_tiles_packed_state": dict(num_heads=2, batch=18, packed=True, state=True),
 }
 
 
@@ -41,7 +43,7 @@ CASES = {
 def test_triton_matches_reference(case):
     case = dict(case)
     packed, with_state, c_only = case.pop("packed", False), case.pop("state", False), case.pop("c_only", False)
-    forget_bias, hidden = case.pop("forget_bias", None), case.pop("hidden", H)
+    forget_bias, hidden, batch = case.pop("forget_bias", None), case.pop("hidden", H), case.pop("batch", N)
     torch.manual_seed(0)
     modules = {name: fusedrnn.sLSTM(I, hidden, backend=name, device=DEVICE, **case) for name in ("reference", "triton")}
     with torch.no_grad():
@@ -49,22 +51,24 @@ def test_triton_matches_reference(case):
             modules["reference"].bias_hh_l0[hidden : 2 * hidden] = forget_bias
         for p_triton, p_reference in zip(modules["triton"].parameters(), modules["reference"].parameters()):
             p_triton.copy_(p_reference)
+    # Descending lengths from T down to 1 (3, 2, 1 at the default batch)
+    lengths = torch.linspace(T, 1, batch).round().long()
     D = 2 if modules["reference"].bidirectional else 1
     LD = modules["reference"].num_layers * D
 
     def make_inputs():
         g = torch.Generator().manual_seed(1)
-        x = torch.randn(T, N, I, generator=g).to(DEVICE).requires_grad_()
+        x = torch.randn(T, batch, I, generator=g).to(DEVICE).requires_grad_()
         leaves = {"x": x}
         state = None
         if with_state or c_only:
-            h, c, m = (torch.randn(LD, N, hidden, generator=g).to(DEVICE) for _ in range(3))
-            n = (torch.rand(LD, N, hidden, generator=g) + 0.5).to(DEVICE)
+            h, c, m = (torch.randn(LD, batch, hidden, generator=g).to(DEVICE) for _ in range(3))
+            n = (torch.rand(LD, batch, hidden, generator=g) + 0.5).to(DEVICE)
             if c_only:  # n_0 = 0 with c_0 != 0: xlstm's first-step rule and its cap on f' decide the result
                 h, n, m = torch.zeros_like(h), torch.zeros_like(n), torch.zeros_like(m)
             state = tuple(s.requires_grad_() for s in (h, c, n, m))
             leaves.update(zip("hcnm", state))
-        inp = pack_padded_sequence(x, LENGTHS) if packed else x
+        inp = pack_padded_sequence(x, lengths) if packed else x
         return ((inp,) if state is None else (inp, state)), leaves
 
     expected = forward_backward(modules["reference"], make_inputs)
