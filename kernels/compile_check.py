@@ -190,19 +190,24 @@ def heads_key_labels() -> list[str]:
 
 def slstm_specializations(hidden: int, batch: int, heads: int, builds=None):
     """Specs of the sLSTM kernels (fusedrnn.kernels.slstm), forward and backward, every optional piece on (lengths,
-    save, TiRex's forget clamp), planned by plan.plan_slstm; builds: (dtype, precision) pairs, bf16 if None."""
+    save, TiRex's forget clamp), and the inference forward with every piece off, planned by plan.plan_slstm; builds:
+    (dtype, precision) pairs, bf16 if None."""
     from fusedrnn.kernels import plan
     from fusedrnn.kernels.slstm import slstm_backward_kernel, slstm_forward_kernel
     from fusedrnn.reference_slstm import TIREX_FORGET_CLAMP
 
     for dtype, precision in builds or [("bf16", "tf32")]:
         chosen = plan.plan_slstm(batch, hidden, heads, 4 if dtype == "fp32" else 2)
-        common = dict(HAS_LENGTHS=True, TIREX=True, FORGET_CLAMP=TIREX_FORGET_CLAMP, BLOCK_N=chosen.block_n,
-                      BLOCK_H=chosen.block_h, BLOCK_K=chosen.block_k, PRECISION=precision)  # fmt: skip
+        tiles = dict(FORGET_CLAMP=TIREX_FORGET_CLAMP, BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h,
+                     BLOCK_K=chosen.block_k, PRECISION=precision)  # fmt: skip
+        common = dict(tiles, HAS_LENGTHS=True, TIREX=True)
         name = f"{dtype}{'-' + precision if dtype == 'fp32' else ''} K={heads}"
         yield Spec(f"slstm forward {name}", slstm_forward_kernel, dtype, dict(common, SAVE=True), chosen.warps, None,
                    None)  # fmt: skip
         yield Spec(f"slstm backward {name}", slstm_backward_kernel, dtype, common, chosen.warps, None, None)
+        # Inference: every optional piece off (no lengths, no save, xlstm's formulation), a specialisation of its own.
+        minimal = dict(tiles, HAS_LENGTHS=False, TIREX=False, SAVE=False)
+        yield Spec(f"slstm forward {name} minimal", slstm_forward_kernel, dtype, minimal, chosen.warps, None, None)
 
 
 def slstm_key_labels() -> list[str]:
