@@ -27,10 +27,10 @@ What one layer and direction costs (T steps, N rows, H hidden, G gates):
 Modules: modes (cell ids, saved-activation layout), activations (tanh/sigmoid without overflow), cells (the per-element
 math of one step, forward and backward, shared by all kernels), forward, backward, persistent, variants (issue #15's
 layer norm, zoneout and IndRNN: launched by fusedrnn.triton_variant_ops), slstm (issue #21's xLSTM sLSTM, forward
-and backward, one program per head and batch tile: launched by fusedrnn.triton_slstm_ops), heads (issue #21's
-multi-head LSTM / GRU / Elman RNN, W_hh block-diagonal [K, G*d, d]: one program per head and batch tile for the whole
-sequence, cells' math; launched by fusedrnn.triton_heads_ops), plan (which kernels and
-tiles a call gets, and why persistent ones are refused: plain Python), compile_check (builds the kernels for sm_90
+and backward on heads' recurrent helpers with its own pointwise math: launched by fusedrnn.triton_slstm_ops), heads
+(issue #21's multi-head LSTM / GRU / Elman RNN, W_hh block-diagonal [K, G*d, d]: one program per head and batch tile
+for the whole sequence, cells' math; launched by fusedrnn.triton_heads_ops), plan (which kernels and tiles a call
+gets, and why persistent ones are refused: plain Python), compile_check (builds the kernels for sm_90
 without a GPU and reports registers, spills, shared memory, load widths and MMA instructions).
 
 Verification status: every kernel is tested under Triton's interpreter against torch.nn and the reference (tests/

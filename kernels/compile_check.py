@@ -24,8 +24,8 @@ import time
 
 #: Pointer arguments by name: the ones in the input dtype; the rest are fp32 state buffers or integers.
 DTYPE_POINTERS = {"gi_ptr", "w_hh_ptr", "b_hh_ptr", "y_ptr", "saved_ptr", "hx_ptr", "dy_ptr", "dgi_ptr", "dgh_ptr",
-                  "w_hr_ptr", "ln_hh_ptr", "ln_cw_ptr", "ln_cb_ptr", "zh_ptr", "zc_ptr", "draw_ptr"}
-INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i64"}
+                  "w_hr_ptr", "ln_hh_ptr", "ln_cw_ptr", "ln_cb_ptr", "zh_ptr", "zc_ptr", "draw_ptr", "a_ptr", "da_ptr"}
+INT_POINTERS = {"lengths_ptr": "*i64", "sync_ptr": "*i64", "n0_zero_ptr": "*i1", "max_len_ptr": "*i64"}
 GATES = {0: 4, 1: 3, 2: 1, 3: 1}
 #: The variant kernels (fusedrnn.kernels.variants, --variants): (label, mode, layer norm, zoneout h, zoneout c), each
 #: with every optional piece on (bias, lengths, save); IndRNN's modes 4 / 5 have one gate.
@@ -66,6 +66,17 @@ HEADS_KEY_SHAPES = (
                   ("fp32", "ieee", 0), ("fp32", "tf32", 0))),
     (16, 128, 4, (("bf16", "tf32", 0), ("fp32", "ieee", 1))),
     (16, 15, 3, (("bf16", "tf32", 0), ("bf16", "tf32", 1))),
+)  # fmt: skip
+
+
+#: The sLSTM kernels' key configurations (--slstm --key; fusedrnn.kernels.slstm): (batch, hidden, heads, (dtype,
+#: precision) pairs). TiRex's H = 512 in 4 heads of 128 in every served dtype (fp32 with exact and TF32 dots); heads of
+#: 32 (one tile under the tiled kernels' width, 4 warps); heads of 40 (not a multiple of 16: padded lanes and a
+#: partial reduction chunk).
+SLSTM_KEY_SHAPES = (
+    (16, 512, 4, (("bf16", "tf32"), ("fp16", "tf32"), ("fp32", "ieee"), ("fp32", "tf32"))),
+    (16, 128, 4, (("bf16", "tf32"), ("fp32", "ieee"))),
+    (16, 80, 2, (("bf16", "tf32"),)),
 )  # fmt: skip
 
 
@@ -175,6 +186,34 @@ def heads_key_labels() -> list[str]:
     """The labels `--heads --key` builds (tests/test_heads_triton.py checks each was built)."""
     return [f"{spec.label} N={batch} H={hidden}" for batch, hidden, heads, builds in HEADS_KEY_SHAPES
             for spec in heads_specializations(hidden, batch, heads, builds)]  # fmt: skip
+
+
+def slstm_specializations(hidden: int, batch: int, heads: int, builds=None):
+    """Specs of the sLSTM kernels (fusedrnn.kernels.slstm), forward and backward, every optional piece on (lengths,
+    save, TiRex's forget clamp), and the inference forward with every piece off, planned by plan.plan_slstm; builds:
+    (dtype, precision) pairs, bf16 if None."""
+    from fusedrnn.kernels import plan
+    from fusedrnn.kernels.slstm import slstm_backward_kernel, slstm_forward_kernel
+    from fusedrnn.reference_slstm import TIREX_FORGET_CLAMP
+
+    for dtype, precision in builds or [("bf16", "tf32")]:
+        chosen = plan.plan_slstm(batch, hidden, heads, 4 if dtype == "fp32" else 2)
+        tiles = dict(FORGET_CLAMP=TIREX_FORGET_CLAMP, BLOCK_N=chosen.block_n, BLOCK_H=chosen.block_h,
+                     BLOCK_K=chosen.block_k, PRECISION=precision)  # fmt: skip
+        common = dict(tiles, HAS_LENGTHS=True, TIREX=True)
+        name = f"{dtype}{'-' + precision if dtype == 'fp32' else ''} K={heads}"
+        yield Spec(f"slstm forward {name}", slstm_forward_kernel, dtype, dict(common, SAVE=True), chosen.warps, None,
+                   None)  # fmt: skip
+        yield Spec(f"slstm backward {name}", slstm_backward_kernel, dtype, common, chosen.warps, None, None)
+        # Inference: every optional piece off (no lengths, no save, xlstm's formulation), a specialisation of its own.
+        minimal = dict(tiles, HAS_LENGTHS=False, TIREX=False, SAVE=False)
+        yield Spec(f"slstm forward {name} minimal", slstm_forward_kernel, dtype, minimal, chosen.warps, None, None)
+
+
+def slstm_key_labels() -> list[str]:
+    """The labels `--slstm --key` builds (tests/test_triton_compile.py checks each was built)."""
+    return [f"{spec.label} N={batch} H={hidden}" for batch, hidden, heads, builds in SLSTM_KEY_SHAPES
+            for spec in slstm_specializations(hidden, batch, heads, builds)]  # fmt: skip
 
 
 def variant_specializations(hidden: int, batch: int, labels=None, dtypes=("bf16", "fp32"), tune: str = ""):
@@ -317,12 +356,16 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", action="store_true", help="build the variant kernels (with --key: theirs)")
     parser.add_argument("--heads", type=int, nargs="?", const=4, default=0,
                         help="build the multi-head kernels with this many heads (default 4; with --key: theirs)")
+    parser.add_argument("--slstm", type=int, nargs="?", const=4, default=0,
+                        help="build the sLSTM kernels with this many heads (default 4; with --key: theirs)")
     parser.add_argument("--tune", default="", help="tiling overrides as in FUSEDRNN_TRITON_TUNE, e.g. warps=4")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
-    if args.heads:
+    if args.slstm:
+        shapes = SLSTM_KEY_SHAPES if args.key else ((args.batch, args.hidden, args.slstm, None),)
+    elif args.heads:
         shapes = HEADS_KEY_SHAPES if args.key else ((args.batch, args.hidden, args.heads, None),)
     elif args.variants:
         shapes = VARIANT_KEY_SHAPES if args.key else ((args.batch, args.hidden, None),)
@@ -332,9 +375,12 @@ def main(argv=None) -> int:
     if args.ptxas:
         print(TABLE_HEADER)
     for batch, hidden, *rest, labels in shapes:
-        head_dim = hidden // rest[0] if args.heads else hidden
+        head_dim = hidden // rest[0] if args.heads or args.slstm else hidden
         sizes = {"N": batch, "H": hidden, "P": hidden, "d": head_dim}
-        if args.heads:
+        if args.slstm:
+            specs = slstm_specializations(hidden, batch, rest[0], labels)
+            labels = None
+        elif args.heads:
             specs = heads_specializations(hidden, batch, rest[0], labels)
             labels = None
         elif args.variants:

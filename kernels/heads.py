@@ -3,15 +3,16 @@ W_hh is block-diagonal, stored as R [K, G*d, d] (fusedrnn.reference.headwise_lin
 fusedrnn.triton_heads_ops.
 
 Heads never exchange state, so the grid is (heads, batch tiles) and each program runs the whole sequence on its
-head's d units of its BLOCK_N rows: no barrier between programs, as in kernels/slstm.py. The host computes the input
-projection of all steps (x W_ih^T + b_ih, and b_hh where it can be folded in: every gate but the GRU's n, which the
-reset gate scales), so a step is gi_t + h_{t-1} R_k^T + kernels/cells.py's cell math, in fp32.
+head's d units of its BLOCK_N rows: no barrier between programs. The host computes the input projection of all steps
+(x W_ih^T + b_ih, and b_hh where it can be folded in: every gate but the GRU's n, which the reset gate scales), so a
+step is gi_t + h_{t-1} R_k^T + kernels/cells.py's cell math, in fp32. xLSTM's sLSTM (kernels/slstm.py) runs on the
+same recurrent helpers (head_recurrent_tile, head_recurrent_backward) with its own pointwise math.
 
-Unlike the sLSTM kernels, R_k is not held in registers: an LSTM head of d = 128 is four [128, 128] gate tiles, 256 KB
-in fp32, an SM's whole register file. Each step streams R_k's gate tiles [BLOCK_K, BLOCK_H] from global memory (after
-the first step from L2: R is K * G * d * d elements, 1 MB for TiRex's H = 512 LSTM in fp32, of an H100's 50 MB), and the
-state goes through a global fp32 buffer as in kernels/forward.py, since a dot's K operand cannot be sliced out of a
-register tile. Each phase that writes that buffer ends with `tl.debug_barrier`: the next reads back what this program
+R_k is not held in registers: an LSTM head of d = 128 is four [128, 128] gate tiles, 256 KB in fp32, an SM's whole
+register file. Each step streams R_k's gate tiles [BLOCK_K, BLOCK_H] from global memory (after the first step from
+L2: R is K * G * d * d elements, 1 MB for TiRex's H = 512 LSTM in fp32, of an H100's 50 MB), and the state goes
+through a global fp32 buffer as in kernels/forward.py, since a dot's K operand cannot be sliced out of a register
+tile. Each phase that writes that buffer ends with `tl.debug_barrier`: the next reads back what this program
 wrote, and nobody else writes the program's (rows, head) block. The layouts and step slots are the plain tiled
 kernels' (kernels/timesteps.py), so the host's weight-gradient matmuls read them the same way.
 """
@@ -56,6 +57,24 @@ def head_recurrent_tile(h_prev_ptr, r_head, head, rows, row_ok, units, unit_ok, 
         if GATES > 3:
             acc3 = _gate_dot(acc3, h, r_head, 3, d, units, unit_ok, ks, k_ok, PRECISION)
     return acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def head_recurrent_backward(dh_out, dgates, r_head, head, rows, row_ok, H, d, GATES: tl.constexpr,
+                            BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """dh_{t-1}[rows, head's units] (fp32 [N, H], in place) += sum_g dgates[rows, g*H + head's units] @ R_k[g]
+    (dgates [N, G*H]: the gradient of the recurrent term h R^T; r_head: R_k [G*d, d]), gate by gate, tile by tile of
+    the head's units, K = d."""
+    for j0 in range(0, d, BLOCK_H):
+        units = j0 + tl.arange(0, BLOCK_H)
+        unit_ok = units < d
+        mask = row_ok[:, None] & unit_ok[None, :]
+        tile = rows[:, None] * H + (head * d + units)[None, :]
+        acc = tl.load(dh_out + tile, mask=mask, other=0.0)
+        for gate in tl.static_range(GATES):
+            acc = _matmul_rows(acc, dgates + gate * H + head * d, GATES * H, r_head + gate * d * d, d, d, rows,
+                               row_ok, units, unit_ok, BLOCK_K, PRECISION)  # fmt: skip
+        tl.store(dh_out + tile, acc, mask=mask)
 
 
 @triton.jit(do_not_specialize=["T", "reverse"])  # one compiled kernel for every length and both directions
@@ -226,19 +245,10 @@ def heads_backward_kernel(
                              d0, d1, d2, d2_hh, d3, H, mask, MODE, GATES)  # fmt: skip
             tl.store(dh_out + tile, direct, mask=mask)
         tl.debug_barrier()
-        # Phase B: dh_{t-1}[head] += dgates_t[head] @ R_k, gate by gate, tile by tile of the head's units.
+        # Phase B: dh_{t-1}[head] += dgates_t[head] @ R_k.
         if MODE == GRU:
             src = dgh_t
         else:
             src = dgi_t
-        for j0 in range(0, d, BLOCK_H):
-            units = j0 + tl.arange(0, BLOCK_H)
-            unit_ok = units < d
-            mask = row_ok[:, None] & unit_ok[None, :]
-            tile = rows[:, None] * H + (head * d + units)[None, :]
-            acc = tl.load(dh_out + tile, mask=mask, other=0.0)
-            for gate in tl.static_range(GATES):
-                acc = _matmul_rows(acc, src + gate * H + head * d, GH, r_head + gate * d * d, d, d, rows, row_ok,
-                                   units, unit_ok, BLOCK_K, PRECISION)  # fmt: skip
-            tl.store(dh_out + tile, acc, mask=mask)
+        head_recurrent_backward(dh_out, src, r_head, head, rows, row_ok, H, d, GATES, BLOCK_H, BLOCK_K, PRECISION)
         tl.debug_barrier()

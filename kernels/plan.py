@@ -445,7 +445,7 @@ HEADS_SMALL_WARPS = 4
 #: 16 x 4096 x 1024 per program, the chunked layer-norm kernels' limit for the same reason. Wider heads would need a
 #: head split across programs (an exchange per step). R is never held resident, at any d: a d = 128 LSTM head's four
 #: gate tiles are 256 KB in fp32, an SM's whole register file (64K 32-bit registers), so every head size streams them
-#: (d <= 32 ones would fit, as kernels/slstm.py's do; one code path keeps one thing to verify).
+#: (d <= 32 ones would fit; one code path keeps one thing to verify). sLSTM's kernels use the same plan (plan_slstm).
 MAX_HEAD_DIM = 1024
 
 
@@ -460,20 +460,20 @@ class HeadsPlan:
     grid: tuple[int, int]  # (heads, batch tiles)
 
 
-def plan_heads(problem: Problem, heads: int) -> HeadsPlan:
+def plan_heads(problem: Problem, heads: int, kernels: str = "multi-head kernels") -> HeadsPlan:
     """The multi-head kernels' plan for `problem` split into `heads` heads of d = hidden / heads units, or `Refused`
-    with the first reason they do not serve it."""
+    with the first reason they do not serve it (`kernels` names them in the reason)."""
     N, H, G = problem.batch, problem.hidden, problem.gates
     if heads < 1 or H % heads:
-        raise Refused(f"multi-head kernels: hidden size {H} is not {heads} heads of equal size")
+        raise Refused(f"{kernels}: hidden size {H} is not {heads} heads of equal size")
     d = H // heads
     if problem.projection:
-        raise Refused("multi-head kernels: a projection (proj_size) is not defined with heads")
+        raise Refused(f"{kernels}: a projection (proj_size) is not defined with heads")
     if d > MAX_HEAD_DIM:
-        raise Refused(f"multi-head kernels: head size {d} > {MAX_HEAD_DIM}: one program runs its head's whole "
+        raise Refused(f"{kernels}: head size {d} > {MAX_HEAD_DIM}: one program runs its head's whole "
                       f"{G}*d x d recurrent matmul per step, whose work grows as d^2 (fusedrnn.kernels.plan)")
     if max(G * H * d, N * 4 * H) > MAX_OFFSET:
-        raise Refused(f"multi-head kernels: H={H}, N={N} exceed the kernels' 32-bit offsets (G*H*d and N*4*H must "
+        raise Refused(f"{kernels}: H={H}, N={N} exceed the kernels' 32-bit offsets (G*H*d and N*4*H must "
                       f"be < 2**31)")  # fmt: skip
     whole = max(MIN_DOT, _next_power_of_two(d))
     block_h = min(HEADS_BLOCK_H, whole)
@@ -481,3 +481,15 @@ def plan_heads(problem: Problem, heads: int) -> HeadsPlan:
     warps = HEADS_WARPS if block_h == HEADS_BLOCK_H else HEADS_SMALL_WARPS
     return HeadsPlan(block_n=TILED_BLOCK_N, block_h=block_h, block_k=block_k, warps=warps,
                      grid=(heads, _cdiv(N, TILED_BLOCK_N)))  # fmt: skip
+
+
+#: sLSTM's gates (i, f, z, o): its R is [K, 4*d, d], as a multi-head LSTM's.
+SLSTM_GATES = 4
+
+
+def plan_slstm(batch: int, hidden: int, heads: int, element_size: int) -> HeadsPlan:
+    """xLSTM's sLSTM kernels (fusedrnn.kernels.slstm) run on the multi-head kernels' tiles and grid, with the same
+    limits (its backward recomputes each step's recurrent matmul, a second one per step, but its work still grows as
+    d^2 per program): plan_heads' plan for a 4-gate head, or `Refused` with the reason."""
+    problem = Problem(batch=batch, hidden=hidden, gates=SLSTM_GATES, element_size=element_size)
+    return plan_heads(problem, heads, kernels="sLSTM kernels")

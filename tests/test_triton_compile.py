@@ -128,3 +128,32 @@ def test_variant_kernels_no_spills_and_fit(variant_reports, key):
     assert r["shared_bytes"] <= plan.H100_SHARED_BYTES, r
     assert r["vector_loads"] > 0, r
     assert (r["mma"] + r["wgmma"] > 0) == ("indrnn" not in key), r
+
+
+@pytest.fixture(scope="module")
+def slstm_reports() -> dict[str, dict]:
+    """compile_check --slstm --key --json: xLSTM's sLSTM kernels (fusedrnn.kernels.slstm) at their key shapes."""
+    lines = _compile_check("--slstm", "--key", "--json").stdout.splitlines()
+    reports = [json.loads(line) for line in lines if line.startswith("{")]
+    return {f"{r['label']} N={r['batch']} H={r['hidden']}": r for r in reports}
+
+
+def _slstm_ids() -> list[str]:
+    from fusedrnn.kernels.compile_check import slstm_key_labels
+
+    return slstm_key_labels()
+
+
+def test_every_slstm_key_configuration_was_built(slstm_reports):
+    assert sorted(slstm_reports) == sorted(_slstm_ids())
+
+
+@pytest.mark.parametrize("key", _slstm_ids())
+def test_slstm_kernels_no_spills_and_fit(slstm_reports, key):
+    """No spills or local memory, shared memory within an H100's, and tensor-core MMAs for the per-step dots in
+    16-bit and TF32 (exact fp32 dots are FMA loops)."""
+    r = slstm_reports[key]
+    assert (r["spill_bytes"], r["stack_bytes"], r["local_in_ptx"]) == (0, 0, False), r
+    assert r["shared_bytes"] <= plan.H100_SHARED_BYTES, r
+    if "ieee" not in key:
+        assert r["mma"] + r["wgmma"] > 0, r

@@ -159,3 +159,39 @@ def test_heads_plan_refusals(case_id):
     problem, heads, message = HEADS_REFUSALS[case_id]
     with pytest.raises(plan.Refused, match=message):
         plan.plan_heads(plan.Problem(*problem), heads)
+
+
+#: sLSTM kernels (plan.plan_slstm): the multi-head kernels' tiles for a 4-gate head, in any served element size.
+#: (batch, hidden, heads, element size) -> (block_h, block_k, warps, grid).
+SLSTM_PLANS = {
+    "tirex_d128_bf16": ((16, 512, 4, BF16), (64, 32, 8, (4, 1))),
+    "tirex_d128_fp32_two_batch_tiles": ((17, 512, 4, FP32), (64, 32, 8, (4, 2))),
+    "d40": ((3, 80, 2, BF16), (64, 32, 8, (2, 1))),  # padded to one 64-wide tile, reduction 32 + 8 of 32
+    "d32": ((3, 128, 4, FP32), (32, 32, 4, (4, 1))),
+    "odd_head_d3": ((3, 6, 2, FP32), (16, 16, 4, (2, 1))),
+    "widest_head": ((1, 2 * plan.MAX_HEAD_DIM, 2, BF16), (64, 32, 8, (2, 1))),
+}
+
+
+@pytest.mark.parametrize("case_id", list(SLSTM_PLANS))
+def test_slstm_plan(case_id):
+    (N, H, K, element_size), (block_h, block_k, warps, grid) = SLSTM_PLANS[case_id]
+    chosen = plan.plan_slstm(N, H, K, element_size)
+    assert (chosen.block_n, chosen.block_h, chosen.block_k, chosen.warps, chosen.grid) == (16, block_h, block_k,
+                                                                                           warps, grid)  # fmt: skip
+    assert chosen == plan.plan_heads(plan.Problem(N, H, plan.SLSTM_GATES, element_size), K)  # one tiling to verify
+
+
+SLSTM_REFUSALS = {
+    "head_too_wide": ((1, 2 * (plan.MAX_HEAD_DIM + 1), 2, BF16),
+                      f"sLSTM kernels: head size {plan.MAX_HEAD_DIM + 1} > "),
+    "unequal_heads": ((1, 10, 3, FP32), "sLSTM kernels: hidden size 10 is not 3 heads of equal size"),
+    "offsets": ((2**20, 512, 4, BF16), "sLSTM kernels: .* 32-bit offsets"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(SLSTM_REFUSALS))
+def test_slstm_plan_refusals(case_id):
+    (N, H, K, element_size), message = SLSTM_REFUSALS[case_id]
+    with pytest.raises(plan.Refused, match=message):
+        plan.plan_slstm(N, H, K, element_size)

@@ -43,3 +43,14 @@ def test_on_a_gpu_the_ops_are_triton_ops_that_name_their_kernels():
     # triton_op finds an op's kernels by scanning its body for `wrap_triton(...)` calls: the launcher keeps that name.
     assert KERNEL in triton_ops_to_kernels[OPS[0]]
     assert triton_ops.recurrence_backward_kernel in triton_ops_to_kernels[OPS[1]]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or interpreter_enabled(), reason="needs compiled Triton on a GPU")
+def test_on_a_gpu_the_slstm_ops_name_their_kernels():
+    from torch._library.triton import triton_ops_to_kernels
+
+    from fusedrnn import triton_slstm_ops
+
+    assert triton_slstm_ops.slstm_forward_kernel in triton_ops_to_kernels["fusedrnn::triton_slstm_forward"]
+    assert triton_slstm_ops.slstm_backward_kernel in triton_ops_to_kernels["fusedrnn::triton_slstm_backward"]

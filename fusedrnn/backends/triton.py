@@ -1,8 +1,9 @@
 """Backend `triton`: fused recurrence kernels written in Triton (fusedrnn.kernels), one launch per layer and direction
 for the whole sequence, forward and backward (see fusedrnn.triton_ops for the ops and what they save). Issue #15's
 variants (layer norm, zoneout, IndRNN) run fusedrnn.triton_variant_ops; layer norm up to plan.MAX_CHUNKED_NORM_HIDDEN.
-xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels), by name only; multi-head
-LSTM / GRU / Elman RNN (issue #21) run fusedrnn.triton_heads_ops (one program per head and batch tile, plan.plan_heads).
+xLSTM's sLSTM (issue #21) runs fusedrnn.triton_slstm_ops (forward and backward kernels on the multi-head kernels'
+machinery, plan.plan_slstm; fp32, fp16, bf16), by name only; multi-head LSTM / GRU / Elman RNN (issue #21) run
+fusedrnn.triton_heads_ops (one program per head and batch tile, plan.plan_heads).
 
 Runs on CUDA devices; on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1), which is how CI tests it
 and is never chosen by `auto`.
@@ -14,7 +15,8 @@ import importlib.util
 
 import torch
 
-from ..kernels.plan import MAX_CHUNKED_NORM_HIDDEN, MAX_OFFSET, Problem, Refused, interpreter_enabled, plan_heads
+from ..kernels.plan import (MAX_CHUNKED_NORM_HIDDEN, MAX_OFFSET, Problem, Refused, interpreter_enabled, plan_heads,
+                            plan_slstm)
 from ..reference import ELEMENTWISE_RECURRENCE
 from ..registry import SLSTM, BackendError, LayerBackend, RNNCall, reference_only_reason
 
@@ -69,7 +71,7 @@ class TritonBackend(LayerBackend):
 
     def preference(self, call: RNNCall) -> int:
         if call.mode == SLSTM:
-            return 0  # the sLSTM kernel has never been compiled for a GPU: only when asked for by name
+            return 0  # the sLSTM kernels have never run on a GPU: only when asked for by name
         # `auto` must pick the fastest backend, and these kernels have not yet been timed on a GPU (the tiled kernel is
         # estimated slower than cuDNN per step): below torch (cuDNN, 10) until a GPU run shows otherwise. Never
         # auto-picked on CPU, where it would be the slow interpreter.
@@ -107,24 +109,14 @@ class TritonBackend(LayerBackend):
                                             formulation=formulation)  # fmt: skip
 
 
-#: The largest sLSTM head size the kernels hold: the backward keeps R_k's four [d, d] tiles twice (both orientations)
-#: and dR_k's four; built for sm_90 at d = 32 it takes 64 KB of shared memory, at 64 it took 224 KB (an H100's limit).
-MAX_SLSTM_HEAD_DIM = 32
-
-
 def _slstm_reason(call: RNNCall) -> str | None:
-    """What the sLSTM kernels (fusedrnn.triton_slstm_ops) do not serve; None when they do."""
-    if call.dtype != torch.float32:
-        return f"the sLSTM kernel is written for float32 only, got {call.dtype}"
-    if call.compiling:
-        return "the sLSTM kernel is not yet a torch.library op, which torch.compile needs; use backend 'reference'"
-    if call.hidden_size // call.num_heads > MAX_SLSTM_HEAD_DIM:
-        return (f"head size {call.hidden_size // call.num_heads} > {MAX_SLSTM_HEAD_DIM}: one program holds its "
-                "head's [d, d] recurrent tiles (and, backward, their gradients) for the whole sequence")  # fmt: skip
-    if call.device_type == "cpu" and not interpreter_enabled():
-        return "CPU tensors need Triton's interpreter (TRITON_INTERPRET=1)"
-    if call.device_type not in ("cpu", "cuda"):
-        return f"device type {call.device_type!r} is not supported (cuda; cpu under TRITON_INTERPRET=1)"
+    """What the sLSTM kernels (fusedrnn.triton_slstm_ops) do not serve; None when they do (dtypes and devices are
+    checked with every other mode's, in unsupported_reason)."""
+    try:
+        plan_slstm(1 if call.batch_size is None else call.batch_size, call.hidden_size, call.num_heads,
+                   call.dtype.itemsize)  # fmt: skip
+    except Refused as refusal:
+        return str(refusal)
     return None
 
 
