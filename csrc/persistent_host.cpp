@@ -445,7 +445,8 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   Tensor dw_ih = at::mm(dgi.t(), in.x.view({T * N, I}));
   Tensor dx = at::mm(dgi, in.w_ih).view({T, N, I});
   Tensor db_ih = has_bias ? dgi.sum(0) : none(), db_hh = has_bias ? dgh.sum(0) : none();
-  return std::vector<Tensor>{dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, none()};
+  // Twelve, as backward_loop: ops.cpp reads every one (no projection, no layer-norm gains here).
+  return std::vector<Tensor>{dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, none(), none(), none(), none(), none()};
 }
 
 void defer_barrier_checks() {
