@@ -1,0 +1,128 @@
+// IndRNN over a whole sequence, one (batch row, hidden unit) at a time: h_t = act(a_t + u_j h_{t-1}), a_t the input
+// projection with both biases. A unit's recurrence reads only its own previous state, so one thread can own (n, j)
+// for the whole time loop with no GEMM and no barrier between steps: one kernel launch per direction instead of the
+// per-step loop's T (rnn_loop.cpp + pointwise_cuda.cu). These functions are that loop, forward and backward; the
+// CUDA kernels (indrnn_cuda.cu) are thin wrappers over them, and tests/host/indrnn_sequence_host.cpp runs the same
+// functions on the host against float64 autograd of fusedrnn.reference.
+//
+// Same semantics and tensors as the per-step loop (so either direction may run on either path):
+//   * lengths: a row past its length keeps its state; y carries it there (the caller zeroes the output) and its
+//     pre-activation gradient is 0, while dh passes through to the earlier steps;
+//   * zoneout: h_t = m h_{t-1} + (1 - m) h~_t, with h~_t saved for the backward (step.h: SavedLayout::h_tilde, 0 for
+//     a finished row);
+//   * the cell math is cell_math.h's rnn_forward / rnn_backward, in the accumulate type A (float for fp16/bf16/fp32
+//     storage S, double for fp64). Unlike the per-step loop, which reloads h_{t-1} from y in S every step, the state
+//     stays in A across steps (y is still written in S; the backward reads h from y).
+#pragma once
+
+#include <cstdint>
+
+#include "cell_math.h"
+#include "step.h"
+
+namespace fusedrnn {
+
+//: Shapes: T steps, N rows, H units; [T, N, H] tensors row-major and contiguous, element (t, n, j) at (t*N + n)*H + j.
+struct IndrnnForward {
+  Mode mode;
+  int64_t T, N, H;
+  bool reverse;
+  const int64_t* lengths = nullptr;  // [N] or null: row n takes part in step t iff t < lengths[n]
+  const void* gi = nullptr;          // [T, N, H] x_t W_ih^T + b_ih + b_hh
+  const void* u = nullptr;           // [H] the recurrent scale (the layer's w_hh)
+  const void* h0 = nullptr;          // [N, H]
+  const void* zoneout = nullptr;     // [T, N, H] the previous state's weight m, or null (no zoneout)
+  void* y = nullptr;                 // out [T, N, H]: the state after each step (carried past a row's length)
+  void* h_n = nullptr;               // out [N, H]
+  void* h_tilde = nullptr;           // out, with zoneout and a backward to come: h~_t at (t*N + n)*h_tilde_ld + j
+  int64_t h_tilde_ld = 0;            //   (columns of the saved activations), else null
+};
+
+struct IndrnnBackward {
+  Mode mode;
+  int64_t T, N, H;
+  bool reverse;
+  const int64_t* lengths = nullptr;
+  const void* u = nullptr;         // [H]
+  const void* h0 = nullptr;        // [N, H]
+  const void* y = nullptr;         // [T, N, H] the forward's states
+  const void* zoneout = nullptr;   // [T, N, H] or null, as in IndrnnForward
+  const void* h_tilde = nullptr;   // with zoneout: the forward's saved h~ (same indexing as IndrnnForward)
+  int64_t h_tilde_ld = 0;
+  const void* grad_y = nullptr;    // [T, N, H]
+  const void* grad_h_n = nullptr;  // [N, H]
+  void* da = nullptr;              // out [T, N, H] the pre-activation gradient (= d gi; 0 past a row's length)
+  void* dh0 = nullptr;             // out [N, H]
+  void* du_rows = nullptr;         // out [N, H] in the accumulate type A: row n's sum over t of da_t * h_{t-1}
+                                   //   (the caller sums the rows: du = du_rows.sum(0), a fixed-order reduction)
+};
+
+//: Step s of the direction's walk (s = 0 first) as a time index.
+FUSEDRNN_HOST_DEVICE int64_t indrnn_time(int64_t T, bool reverse, int64_t s) {
+  return reverse ? T - 1 - s : s;
+}
+
+//: The forward of row n, unit j, over every step.
+template <class M, class S, class A>
+FUSEDRNN_HOST_DEVICE void indrnn_forward_unit(const IndrnnForward& p, int64_t n, int64_t j) {
+  const S* gi = static_cast<const S*>(p.gi);
+  const S* zoneout = static_cast<const S*>(p.zoneout);
+  S* y = static_cast<S*>(p.y);
+  S* h_tilde = static_cast<S*>(p.h_tilde);
+  const A u = static_cast<A>(static_cast<const S*>(p.u)[j]);
+  A h = static_cast<A>(static_cast<const S*>(p.h0)[n * p.H + j]);
+  for (int64_t s = 0; s < p.T; ++s) {
+    const int64_t t = indrnn_time(p.T, p.reverse, s);
+    const int64_t at = (t * p.N + n) * p.H + j;
+    S* saved = h_tilde == nullptr ? nullptr : h_tilde + (t * p.N + n) * p.h_tilde_ld + j;
+    if (row_valid(p.lengths, t, n)) {
+      const A fresh = rnn_forward<M>(p.mode, static_cast<A>(gi[at]) + u * h);
+      if (saved != nullptr) *saved = static_cast<S>(fresh);
+      h = zoneout == nullptr ? fresh : fusedrnn::zoneout(static_cast<A>(zoneout[at]), h, fresh);
+    } else if (saved != nullptr) {
+      *saved = static_cast<S>(A(0));  // finite, as the per-step pass saves for a finished row
+    }
+    y[at] = static_cast<S>(h);
+  }
+  static_cast<S*>(p.h_n)[n * p.H + j] = static_cast<S>(h);
+}
+
+//: The backward of row n, unit j: the forward's steps in reverse order. dh is the whole gradient of h_t (from y_t
+//: and from step t+1); the activation's derivative is taken at h~_t (= h_t without zoneout).
+template <class M, class S, class A>
+FUSEDRNN_HOST_DEVICE void indrnn_backward_unit(const IndrnnBackward& p, int64_t n, int64_t j) {
+  const S* y = static_cast<const S*>(p.y);
+  const S* grad_y = static_cast<const S*>(p.grad_y);
+  const S* zoneout = static_cast<const S*>(p.zoneout);
+  const S* h_tilde = static_cast<const S*>(p.h_tilde);
+  const S* h0 = static_cast<const S*>(p.h0);
+  S* da = static_cast<S*>(p.da);
+  const A u = static_cast<A>(static_cast<const S*>(p.u)[j]);
+  A dh = static_cast<A>(static_cast<const S*>(p.grad_h_n)[n * p.H + j]);
+  A du = A(0);
+  for (int64_t s = p.T - 1; s >= 0; --s) {
+    const int64_t t = indrnn_time(p.T, p.reverse, s);
+    const int64_t at = (t * p.N + n) * p.H + j;
+    dh = dh + static_cast<A>(grad_y[at]);
+    if (!row_valid(p.lengths, t, n)) {  // the state was carried: so is its gradient
+      da[at] = static_cast<S>(A(0));
+      continue;
+    }
+    A direct = A(0);  // zoneout: m dh reaches h_{t-1} directly, (1 - m) dh the fresh h~_t
+    if (zoneout != nullptr) {
+      direct = static_cast<A>(zoneout[at]) * dh;
+      dh = dh - direct;
+    }
+    const A h = static_cast<A>(h_tilde == nullptr ? y[at] : h_tilde[(t * p.N + n) * p.h_tilde_ld + j]);
+    const A d = rnn_backward<M>(p.mode, h, dh);
+    da[at] = static_cast<S>(d);
+    // h_{t-1}: the previous step's state (y carries it for a row that had not started yet in reverse), or h0.
+    const int64_t prev = s == 0 ? -1 : indrnn_time(p.T, p.reverse, s - 1);
+    du = du + d * static_cast<A>(prev < 0 ? h0[n * p.H + j] : y[(prev * p.N + n) * p.H + j]);
+    dh = d * u + direct;
+  }
+  static_cast<S*>(p.dh0)[n * p.H + j] = static_cast<S>(dh);
+  static_cast<A*>(p.du_rows)[n * p.H + j] = du;
+}
+
+}  // namespace fusedrnn
