@@ -25,8 +25,6 @@ namespace {
 
 using at::Tensor;
 
-//: Tuning overrides, "key=value,..." (persistent_plan.h: parse_tune); a sweep driver sets it.
-constexpr const char* kTuneEnv = "FUSEDRNN_CUDA_TUNE";
 //: Bytes a 16-byte vector load needs in alignment and row length.
 constexpr int64_t kVectorBytes = 16;
 
