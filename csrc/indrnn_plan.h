@@ -53,8 +53,9 @@ inline Plan plan_layer(const PlanInput& in) {
     return refuse("empty batch or hidden size: nothing to launch (the loop returns the empty results)");
   }
   if (in.hidden > kMaxBlocks * kThreads / in.batch || blocks_for(in.batch, in.hidden) > kMaxBlocks) {
-    return refuse(std::to_string(in.batch) + " x " + std::to_string(in.hidden) + " (row, unit) threads need more than " +
-                  std::to_string(kMaxBlocks) + " blocks of " + std::to_string(kThreads));
+    return refuse(std::to_string(in.batch) + " x " + std::to_string(in.hidden) +
+                  " (row, unit) threads need more than " + std::to_string(kMaxBlocks) + " blocks of " +
+                  std::to_string(kThreads));
   }
   return Plan{Path::Sequence, ""};
 }
