@@ -3,8 +3,8 @@
 // on the current stream. Consecutive threads own consecutive units of a row, so every step's loads and stores are
 // coalesced. Only c10 CUDA headers, as pointwise_cuda.cu. UNVERIFIED on a GPU: compiled for sm_80/sm_90 without
 // spills (tests/test_cuda_kernels_compile.py), the loops run on the host against float64 autograd
-// (tests/test_indrnn_sequence_host.py); tests/test_indrnn_cuda.py runs them under `pytest -m gpu`.
-#include <ATen/AccumulateType.h>
+// (tests/test_indrnn_sequence_host.py) and, with the host code around them, through the op on CPU
+// (tests/test_indrnn_sequence_cpu.py); tests/test_indrnn_cuda.py runs them under `pytest -m gpu`.
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -18,7 +18,7 @@ namespace {
 
 template <class S, class Params, bool kForward>
 __global__ void __launch_bounds__(kThreads) sequence_kernel(const Params p) {
-  using A = at::acc_type<S, /*is_cuda=*/true>;
+  using A = indrnn_accumulate_t<S>;
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= p.N * p.H) return;
   const int64_t n = index / p.H, j = index % p.H;

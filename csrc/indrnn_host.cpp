@@ -1,7 +1,8 @@
 #include "indrnn_host.h"
 
 #include <ATen/ATen.h>
-#include <ATen/AccumulateType.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
 #include <cstdlib>
 #include <stdexcept>
@@ -17,6 +18,21 @@ namespace {
 
 using at::Tensor;
 
+//: The CPU test hook (indrnn_host.h): "sequence" runs the kernels' loops on the host, "loop" (or unset) leaves
+//: IndRNN to rnn_loop.cpp.
+constexpr const char* kCpuEnv = "FUSEDRNN_CPU_INDRNN";
+//: (row, unit) pairs per host task: each runs T steps, so a few hundred pairs amortise a task's start.
+constexpr int64_t kHostGrain = 256;
+
+//: Read per call (cheap next to a layer), so a test can switch paths within one process.
+bool host_sequence_forced() {
+  const char* value = std::getenv(kCpuEnv);
+  const std::string v = value == nullptr ? "" : value;
+  TORCH_CHECK_VALUE(v.empty() || v == "loop" || v == "sequence", "fusedrnn: ", kCpuEnv,
+                    " must be loop or sequence, got '", v, "'");
+  return v == "sequence";
+}
+
 //: Whether FUSEDRNN_CUDA_TUNE asks for the loop path (read on every call, as the persistent path does; malformed: a
 //: ValueError, as there).
 bool loop_forced() {
@@ -30,7 +46,12 @@ bool loop_forced() {
   return false;
 }
 
+//: The CUDA planner's decision; on CPU tensors the loop unless the test hook asks for this path (read for IndRNN
+//: only: the hook concerns no other cell).
 Plan plan_for(const LayerInputs& in) {
+  if (in.x.is_cpu() && !(is_indrnn(in.mode) && host_sequence_forced())) {
+    return Plan{Path::Loop, std::string(kCpuEnv) + " is not 'sequence' (or not IndRNN)"};
+  }
   PlanInput p;
   p.mode = in.mode;
   p.batch = in.x.size(1);
@@ -44,6 +65,37 @@ std::pair<void*, int64_t> h_tilde_of(const LayerInputs& in, const Tensor& saved,
   const SavedLayout layout = saved_layout(in.mode, H, /*projection=*/false, variants_of(in));
   if (layout.h_tilde < 0 || saved.dim() != 3) return {nullptr, 0};
   return {static_cast<char*>(saved.data_ptr()) + layout.h_tilde * saved.element_size(), layout.width};
+}
+
+//: The kernels' work on the host: every (row, unit) through the same loop, in the kernels' accumulate type.
+template <bool kForward, class Params>
+void run_on_host(const Params& p, c10::ScalarType dtype) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fusedrnn_indrnn_sequence_host", [&] {
+    using A = indrnn_accumulate_t<scalar_t>;
+    at::parallel_for(0, p.N * p.H, kHostGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t index = begin; index < end; ++index) {
+        if constexpr (kForward) {
+          indrnn_forward_unit<ScalarMath, scalar_t, A>(p, index / p.H, index % p.H);
+        } else {
+          indrnn_backward_unit<ScalarMath, scalar_t, A>(p, index / p.H, index % p.H);
+        }
+      }
+    });
+  });
+}
+
+void run(const IndrnnForward& p, const Tensor& like) {
+#ifdef FUSEDRNN_WITH_CUDA
+  if (like.is_cuda()) return launch_forward(p, like.scalar_type());
+#endif
+  run_on_host<true>(p, like.scalar_type());
+}
+
+void run(const IndrnnBackward& p, const Tensor& like) {
+#ifdef FUSEDRNN_WITH_CUDA
+  if (like.is_cuda()) return launch_backward(p, like.scalar_type());
+#endif
+  run_on_host<false>(p, like.scalar_type());
 }
 
 }  // namespace
@@ -68,7 +120,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
   p.y = y.data_ptr();
   p.h_n = h_n.data_ptr();
   std::tie(p.h_tilde, p.h_tilde_ld) = h_tilde_of(in, saved, H);
-  launch_forward(p, in.x.scalar_type());
+  run(p, in.x);
   return std::make_tuple(y, h_n, at::empty({0}, options), saved);
 }
 
@@ -81,7 +133,8 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   Tensor da = at::empty({T, N, H}, options), dh0 = at::empty({N, H}, options);
   // du per row in the accumulate type, summed over rows below: a fixed-order reduction (no atomics), so du is
   // deterministic run to run, and 16-bit storage sums in fp32 as cuBLAS does for dW_ih.
-  Tensor du_rows = at::empty({N, H}, options.dtype(at::toAccumulateType(y.scalar_type(), /*is_cuda=*/true)));
+  const bool double_rows = y.scalar_type() == at::kDouble;  // IndrnnAccumulate: double for double, else float
+  Tensor du_rows = at::empty({N, H}, options.dtype(double_rows ? at::kDouble : at::kFloat));
 
   IndrnnBackward p{in.mode, T, N, H, in.reverse, lengths_ptr(in.lengths)};
   p.u = in.w_hh.const_data_ptr();
@@ -96,7 +149,7 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   p.da = da.data_ptr();
   p.dh0 = dh0.data_ptr();
   p.du_rows = du_rows.data_ptr();
-  launch_backward(p, y.scalar_type());
+  run(p, y);
 
   // da is the gradient of the input projection and of both biases: the GEMMs over all T*N rows.
   const Tensor rows = da.view({T * N, H});

@@ -11,8 +11,8 @@
 //   * zoneout: h_t = m h_{t-1} + (1 - m) h~_t, with h~_t saved for the backward (step.h: SavedLayout::h_tilde, 0 for
 //     a finished row);
 //   * the cell math is cell_math.h's rnn_forward / rnn_backward, in the accumulate type A (float for fp16/bf16/fp32
-//     storage S, double for fp64). Unlike the per-step loop, which reloads h_{t-1} from y in S every step, the state
-//     stays in A across steps (y is still written in S; the backward reads h from y).
+//     storage S, double for fp64: IndrnnAccumulate). Unlike the per-step loop, which reloads h_{t-1} from y in S
+//     every step, the state stays in A across steps (y is still written in S; the backward reads h from y).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,19 @@
 #include "step.h"
 
 namespace fusedrnn {
+
+//: The accumulate type A of storage type S: as at::acc_type<S, /*is_cuda=*/true> (double for double, float for the
+//: rest), named here so that the CUDA kernels and their host emulation (indrnn_host.cpp) compute alike.
+template <class S>
+struct IndrnnAccumulate {
+  using type = float;
+};
+template <>
+struct IndrnnAccumulate<double> {
+  using type = double;
+};
+template <class S>
+using indrnn_accumulate_t = typename IndrnnAccumulate<S>::type;
 
 //: Shapes: T steps, N rows, H units; [T, N, H] tensors row-major and contiguous, element (t, n, j) at (t*N + n)*H + j.
 struct IndrnnForward {

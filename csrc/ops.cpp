@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "indrnn_host.h"
 #include "indrnn_plan.h"
 #include "op_checks.h"
 #include "lstm_cpu_fused.h"
@@ -21,7 +22,6 @@
 #include "persistent_plan.h"
 #include "rnn_loop.h"
 #ifdef FUSEDRNN_WITH_CUDA
-#include "indrnn_host.h"
 #include "persistent_host.h"
 #endif
 
@@ -200,6 +200,7 @@ ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const T
 #endif
   if (x.is_cpu()) {
     if (auto result = fused_lstm_forward(in)) return *result;  // empty where the planner refuses
+    if (auto result = indrnn::forward(in)) return *result;     // only under FUSEDRNN_CPU_INDRNN=sequence (tests)
   }
   return forward_loop(in, get_pointwise());
 }
@@ -228,6 +229,7 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
 #endif
   if (x.is_cpu()) {  // empty where the planner refuses
     kernel_grads = fused_lstm_backward(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias);
+    if (!kernel_grads) kernel_grads = indrnn::backward(in, y, saved, grad_y, grad_h_n, has_bias);  // as forward
   }
   auto g = kernel_grads ? *kernel_grads
                         : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,

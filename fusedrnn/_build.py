@@ -12,14 +12,15 @@ from pathlib import Path
 
 #: Sources of fusedrnn._C, relative to the csrc folder. CUDA_SOURCES are built only with a CUDA toolkit: the .cu files
 #: by nvcc (the persistent kernels' templates split in two files, so MAX_JOBS=2 builds them side by side), the .cpp
-#: host code of the persistent and whole-sequence IndRNN paths by the C++ compiler.
+#: host code of the persistent path by the C++ compiler.
 #: The CPU pointwise pass is one source (pointwise_cpu_kernels.h) compiled per CPU capability by the variant files,
 #: each enabling its instruction set with `#pragma GCC target`, so one set of compiler flags builds them all.
 CPU_POINTWISE_VARIANTS = ["pointwise_cpu_default.cpp", "pointwise_cpu_avx2.cpp", "pointwise_cpu_avx512.cpp"]
+#: indrnn_host.cpp is in both builds: on CPU it runs the IndRNN kernels' loops on the host (a test hook).
 CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp", "gemm_cpu.cpp", "slstm_ops.cpp", "slstm_loop.cpp",
-               "lstm_cpu_fused.cpp", *CPU_POINTWISE_VARIANTS]
+               "lstm_cpu_fused.cpp", "indrnn_host.cpp", *CPU_POINTWISE_VARIANTS]
 CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp",
-                "indrnn_cuda.cu", "indrnn_host.cpp"]
+                "indrnn_cuda.cu"]
 #: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.
 PERSISTENT_KERNEL_SOURCES = ["persistent_forward.cu", "persistent_backward.cu"]
 

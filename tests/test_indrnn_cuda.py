@@ -6,8 +6,9 @@ each direction of a call on a different path (the saved activations are the loop
 run under torch.use_deterministic_algorithms; stacked, bidirectional, packed modules against the oracle's.
 
 Not yet run on a GPU: everything here needs one (`gpu` marker; skipped without CUDA). What the CPU checks before that:
-the loops themselves on the host against float64 autograd (test_indrnn_sequence_host.py), the kernels compile for
-sm_80/sm_90 without spills (test_cuda_kernels_compile.py), the planner's decisions (test_cuda_indrnn_plan.py)."""
+the loops themselves on the host against float64 autograd (test_indrnn_sequence_host.py), the whole path but the CUDA
+launch through the op (test_indrnn_sequence_cpu.py), the kernels compile for sm_80/sm_90 without spills
+(test_cuda_kernels_compile.py), the planner's decisions (test_cuda_indrnn_plan.py)."""
 
 from __future__ import annotations
 
