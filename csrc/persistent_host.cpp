@@ -335,7 +335,8 @@ Barrier barrier_of(const Tensor& words) {
 }
 
 //: An empty sequence, batch or hidden size has nothing to launch (rnn_loop.cpp returns the empty results, as the CPU
-//: does). The variants (IndRNN, zoneout, layer norm) run on the loop: the fused kernels have none of their math.
+//: does). The variants are not theirs (the fused kernels have none of their math): IndRNN runs on its own sequence
+//: kernel (indrnn_host.cpp), zoneout and layer norm on the loop.
 //: Projections reach the planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces a fused
 //: path).
 bool fused_candidate(const LayerInputs& in) {
