@@ -70,9 +70,41 @@ struct IndrnnBackward {
                                    //   (the caller sums the rows: du = du_rows.sum(0), a fixed-order reduction)
 };
 
+//: Steps whose loads a thread issues together before it runs them. The loads of a step (a_t, the mask; backward:
+//: dy_t, h_t) do not depend on the recurrence, so a chunk's loads are in flight at once and a thread waits about
+//: one memory latency per chunk rather than per step: what matters where the grid is too small to hide latency
+//: with other warps (N * H of a few thousand: one or two blocks per SM). Costs about 2-4 registers per step of the
+//: chunk (ptxas: tests/test_cuda_kernels_compile.py). 8: an assumption (latency ~10x a step's FMA + activation),
+//: not yet measured on a GPU.
+constexpr int kStepsInFlight = 8;
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define FUSEDRNN_UNROLL _Pragma("unroll")
+#else
+#define FUSEDRNN_UNROLL
+#endif
+
 //: Step s of the direction's walk (s = 0 first) as a time index.
 FUSEDRNN_HOST_DEVICE int64_t indrnn_time(int64_t T, bool reverse, int64_t s) {
   return reverse ? T - 1 - s : s;
+}
+
+//: The offset of (walk step s, row n, unit j) in a [T, N, C] tensor whose rows are ld elements apart.
+template <class P>
+FUSEDRNN_HOST_DEVICE int64_t indrnn_at(const P& p, int64_t s, int64_t n, int64_t j, int64_t ld) {
+  return (indrnn_time(p.T, p.reverse, s) * p.N + n) * ld + j;
+}
+
+//: Whether walk step s is one of row n's valid steps (step.h: row_valid, t < lengths[n]), given lengths[n] as read
+//: once per thread (indrnn_length) rather than once per step.
+template <class P>
+FUSEDRNN_HOST_DEVICE bool indrnn_valid(const P& p, int64_t length, int64_t s) {
+  return indrnn_time(p.T, p.reverse, s) < length;
+}
+
+template <class P>
+FUSEDRNN_HOST_DEVICE int64_t indrnn_length(const P& p, int64_t n) {
+  return p.lengths == nullptr ? p.T : p.lengths[n];
 }
 
 //: The forward of row n, unit j, over every step.
@@ -83,19 +115,30 @@ FUSEDRNN_HOST_DEVICE void indrnn_forward_unit(const IndrnnForward& p, int64_t n,
   S* y = static_cast<S*>(p.y);
   S* h_tilde = static_cast<S*>(p.h_tilde);
   const A u = static_cast<A>(static_cast<const S*>(p.u)[j]);
+  const int64_t length = indrnn_length(p, n);
   A h = static_cast<A>(static_cast<const S*>(p.h0)[n * p.H + j]);
-  for (int64_t s = 0; s < p.T; ++s) {
-    const int64_t t = indrnn_time(p.T, p.reverse, s);
-    const int64_t at = (t * p.N + n) * p.H + j;
-    S* saved = h_tilde == nullptr ? nullptr : h_tilde + (t * p.N + n) * p.h_tilde_ld + j;
-    if (row_valid(p.lengths, t, n)) {
-      const A fresh = rnn_forward<M>(p.mode, static_cast<A>(gi[at]) + u * h);
-      if (saved != nullptr) *saved = static_cast<S>(fresh);
-      h = zoneout == nullptr ? fresh : fusedrnn::zoneout(static_cast<A>(zoneout[at]), h, fresh);
-    } else if (saved != nullptr) {
-      *saved = static_cast<S>(A(0));  // finite, as the per-step pass saves for a finished row
+  for (int64_t first = 0; first < p.T; first += kStepsInFlight) {
+    A a[kStepsInFlight], m[kStepsInFlight];  // this chunk's pre-activations and zoneout weights
+    FUSEDRNN_UNROLL
+    for (int k = 0; k < kStepsInFlight; ++k) {
+      const int64_t s = first + k;
+      a[k] = s < p.T ? static_cast<A>(gi[indrnn_at(p, s, n, j, p.H)]) : A(0);
+      m[k] = s < p.T && zoneout != nullptr ? static_cast<A>(zoneout[indrnn_at(p, s, n, j, p.H)]) : A(0);
     }
-    y[at] = static_cast<S>(h);
+    FUSEDRNN_UNROLL
+    for (int k = 0; k < kStepsInFlight; ++k) {
+      const int64_t s = first + k;
+      if (s >= p.T) break;
+      S* saved = h_tilde == nullptr ? nullptr : h_tilde + indrnn_at(p, s, n, j, p.h_tilde_ld);
+      if (indrnn_valid(p, length, s)) {
+        const A fresh = rnn_forward<M>(p.mode, a[k] + u * h);
+        if (saved != nullptr) *saved = static_cast<S>(fresh);
+        h = zoneout == nullptr ? fresh : fusedrnn::zoneout(m[k], h, fresh);
+      } else if (saved != nullptr) {
+        *saved = static_cast<S>(A(0));  // finite, as the per-step pass saves for a finished row
+      }
+      y[indrnn_at(p, s, n, j, p.H)] = static_cast<S>(h);
+    }
   }
   static_cast<S*>(p.h_n)[n * p.H + j] = static_cast<S>(h);
 }
@@ -108,31 +151,44 @@ FUSEDRNN_HOST_DEVICE void indrnn_backward_unit(const IndrnnBackward& p, int64_t 
   const S* grad_y = static_cast<const S*>(p.grad_y);
   const S* zoneout = static_cast<const S*>(p.zoneout);
   const S* h_tilde = static_cast<const S*>(p.h_tilde);
-  const S* h0 = static_cast<const S*>(p.h0);
   S* da = static_cast<S*>(p.da);
   const A u = static_cast<A>(static_cast<const S*>(p.u)[j]);
+  const A h0 = static_cast<A>(static_cast<const S*>(p.h0)[n * p.H + j]);
+  const int64_t length = indrnn_length(p, n);
   A dh = static_cast<A>(static_cast<const S*>(p.grad_h_n)[n * p.H + j]);
   A du = A(0);
-  for (int64_t s = p.T - 1; s >= 0; --s) {
-    const int64_t t = indrnn_time(p.T, p.reverse, s);
-    const int64_t at = (t * p.N + n) * p.H + j;
-    dh = dh + static_cast<A>(grad_y[at]);
-    if (!row_valid(p.lengths, t, n)) {  // the state was carried: so is its gradient
-      da[at] = static_cast<S>(A(0));
-      continue;
+  // A chunk holds walk steps last, last - 1, ..., down to last - kStepsInFlight + 1 (those >= 0). state[k] is the
+  // state after walk step last - k, and h0 before step 0: for step last - k, h_t is state[k] and h_{t-1} is
+  // state[k + 1] (y carries the state for a row that had not started yet in reverse).
+  for (int64_t last = p.T - 1; last >= 0; last -= kStepsInFlight) {
+    A dy[kStepsInFlight], m[kStepsInFlight], fresh[kStepsInFlight], state[kStepsInFlight + 1];
+    auto state_after = [&](int64_t s) { return s >= 0 ? static_cast<A>(y[indrnn_at(p, s, n, j, p.H)]) : h0; };
+    FUSEDRNN_UNROLL
+    for (int k = 0; k < kStepsInFlight; ++k) {
+      const int64_t s = last - k;
+      state[k] = state_after(s);
+      dy[k] = s >= 0 ? static_cast<A>(grad_y[indrnn_at(p, s, n, j, p.H)]) : A(0);
+      m[k] = s >= 0 && zoneout != nullptr ? static_cast<A>(zoneout[indrnn_at(p, s, n, j, p.H)]) : A(0);
+      fresh[k] = s >= 0 && h_tilde != nullptr ? static_cast<A>(h_tilde[indrnn_at(p, s, n, j, p.h_tilde_ld)])
+                                              : state[k];
     }
-    A direct = A(0);  // zoneout: m dh reaches h_{t-1} directly, (1 - m) dh the fresh h~_t
-    if (zoneout != nullptr) {
-      direct = static_cast<A>(zoneout[at]) * dh;
-      dh = dh - direct;
+    state[kStepsInFlight] = state_after(last - kStepsInFlight);
+    FUSEDRNN_UNROLL
+    for (int k = 0; k < kStepsInFlight; ++k) {
+      const int64_t s = last - k;
+      if (s < 0) break;
+      S* da_at = da + indrnn_at(p, s, n, j, p.H);
+      dh = dh + dy[k];
+      if (!indrnn_valid(p, length, s)) {  // the state was carried: so is its gradient
+        *da_at = static_cast<S>(A(0));
+        continue;
+      }
+      const A direct = zoneout != nullptr ? m[k] * dh : A(0);  // zoneout: m dh reaches h_{t-1} directly,
+      const A d = rnn_backward<M>(p.mode, fresh[k], dh - direct);  // and (1 - m) dh the fresh h~_t
+      *da_at = static_cast<S>(d);
+      du = du + d * state[k + 1];
+      dh = d * u + direct;
     }
-    const A h = static_cast<A>(h_tilde == nullptr ? y[at] : h_tilde[(t * p.N + n) * p.h_tilde_ld + j]);
-    const A d = rnn_backward<M>(p.mode, h, dh);
-    da[at] = static_cast<S>(d);
-    // h_{t-1}: the previous step's state (y carries it for a row that had not started yet in reverse), or h0.
-    const int64_t prev = s == 0 ? -1 : indrnn_time(p.T, p.reverse, s - 1);
-    du = du + d * static_cast<A>(prev < 0 ? h0[n * p.H + j] : y[(prev * p.N + n) * p.H + j]);
-    dh = d * u + direct;
   }
   static_cast<S*>(p.dh0)[n * p.H + j] = static_cast<S>(dh);
   static_cast<A*>(p.du_rows)[n * p.H + j] = du;

@@ -39,6 +39,19 @@ def test_sequence_path_matches_the_oracle(case, bias, reverse, lengths, training
     assert_same(actual, {k: None if v is None else v.to(dtype) for k, v in expected.items()}, dtype)
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", CASES)
+def test_sequence_path_across_chunks_of_steps(case, reverse, monkeypatch):
+    """19 steps: two whole chunks of loads in flight and a part (csrc/indrnn_sequence.h: kStepsInFlight = 8), a row
+    that ends inside a chunk; float64 against the oracle."""
+    monkeypatch.setenv(HOOK, "sequence")
+    mode, tensors, norm, zoneout = make_layer(case, torch.float64, True, training=True, T=19)
+    lengths = torch.tensor([19, 2, 12, 1])
+    actual = run(cpu_layer, mode, tensors, norm, zoneout, reverse, lengths)
+    expected = run(reference_layer, mode, tensors, norm, zoneout, reverse, lengths)
+    assert_same(actual, expected, torch.float64)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("case", CASES)
 def test_sequence_path_low_precision_against_float64(case, dtype, monkeypatch):

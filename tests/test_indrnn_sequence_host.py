@@ -24,9 +24,13 @@ ROOT = TESTS.parent
 #: The C++ Mode enum's values (csrc/cell_math.h).
 MODES = {"INDRNN_TANH": 4, "INDRNN_RELU": 5}
 TYPES = {"float": torch.float32, "double": torch.float64}
-#: H = 5 and N = 4: rows and units small enough to read a failure, several of each; T = 7 steps.
-T, N, I, H = 7, 4, 3, 5
-LENGTHS = [7, 2, 5, 1]  # unsorted, with a row that stops after one step (as tests/test_variants_cpu.py)
+#: H = 5 and N = 4: rows and units small enough to read a failure, several of each.
+N, I, H = 4, 3, 5
+#: Steps: fewer than one chunk of loads in flight (csrc/indrnn_sequence.h: kStepsInFlight = 8), and two chunks and a
+#: part. Per T, lengths unsorted, with a full row, a row that stops after one step, and (T = 19) one that ends in the
+#: middle of a chunk.
+STEPS = [7, 19]
+LENGTHS = {7: [7, 2, 5, 1], 19: [19, 2, 12, 1]}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,7 @@ def numbers(t: torch.Tensor) -> str:
 
 def run_host(binary, ctype, mode, reverse, gi, u, h0, lengths, zoneout, grad_y, grad_h_n):
     """(y, h_n, da, dh0, du_rows) from the driver, float64, shaped [T, N, H] / [N, H]."""
+    T = gi.shape[0]
     header = [MODES[mode], T, N, H, int(reverse), int(lengths is not None), int(zoneout is not None)]
     parts = [" ".join(map(str, header)), numbers(gi), numbers(u), numbers(h0)]
     parts += [] if lengths is None else [numbers(lengths.double())]
@@ -63,11 +68,12 @@ def randn(*shape, generator, scale=1.0):
 
 
 @pytest.mark.parametrize("zoneout", [None, "draws", "rate"])
-@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("T", STEPS)
 @pytest.mark.parametrize("ctype", list(TYPES))
-def test_sequence_loops_match_the_oracle(host_binary, ctype, mode, reverse, lengths, zoneout):
+def test_sequence_loops_match_the_oracle(host_binary, ctype, T, mode, reverse, lengths, zoneout):
     g = torch.Generator().manual_seed(0)
 
     def leaf(*shape, scale=0.5):  # rounded to the driver's type, so both sides start from the same values
@@ -80,9 +86,9 @@ def test_sequence_loops_match_the_oracle(host_binary, ctype, mode, reverse, leng
         masks = ZoneoutMasks(torch.bernoulli(torch.full((T, N, H), 0.4, dtype=torch.float64), generator=g))
     elif zoneout == "rate":
         masks = ZoneoutMasks(torch.full((T, N, H), 0.3, dtype=torch.float64).to(TYPES[ctype]).double())
-    lengths_t = None if lengths is None else torch.tensor(lengths)
+    lengths_t = torch.tensor(LENGTHS[T]) if lengths else None
     y_ref, h_n_ref, _ = rnn_layer(mode, x, h0, None, w_ih, u, b_ih, b_hh, None, reverse, lengths_t, zoneout=masks)
-    valid = torch.ones(T, N, 1, dtype=torch.bool) if lengths is None else (
+    valid = torch.ones(T, N, 1, dtype=torch.bool) if lengths_t is None else (
         torch.arange(T).unsqueeze(1) < lengths_t.unsqueeze(0)).unsqueeze(2)  # fmt: skip
     # The op sees the upstream gradient of the masked output (fusedrnn.backends.native zeroes y past each length).
     grad_y = torch.where(valid, randn(T, N, H, generator=g), 0.0).to(TYPES[ctype]).double()
