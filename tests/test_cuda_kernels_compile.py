@@ -115,6 +115,9 @@ def test_every_cuda_source_is_checked():
 
 #: indrnn_cuda.cu: {forward, backward} x fp16/bf16/fp32/fp64.
 INDRNN_INSTANTIATIONS = 2 * 4
+#: The sequence kernels hide memory latency with the loads of a chunk of steps in flight (csrc/indrnn_sequence.h:
+#: kStepsInFlight) and with resident warps; at most 128 registers keeps two 256-thread blocks per SM (64K registers).
+INDRNN_MAX_REGISTERS = 128
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -126,5 +129,5 @@ def test_indrnn_sequence_kernels_have_no_spills(arch, tmp_path):
     assert len(kernels) == INDRNN_INSTANTIATIONS, sorted(report)
     for name, usage in kernels.items():
         assert usage["stack"] == 0 and usage["spill_stores"] == 0 and usage["spill_loads"] == 0, (name, usage)
-        assert usage["registers"] <= MAX_REGISTERS, (name, usage)
+        assert usage["registers"] <= INDRNN_MAX_REGISTERS, (name, usage)
         assert usage["smem"] == 0, (name, usage)
