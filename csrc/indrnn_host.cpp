@@ -46,12 +46,9 @@ bool loop_forced() {
   return false;
 }
 
-//: The CUDA planner's decision; on CPU tensors the loop unless the test hook asks for this path (read for IndRNN
-//: only: the hook concerns no other cell).
+//: The CUDA planner's decision; on CPU tensors the loop unless the test hook asks for this path.
 Plan plan_for(const LayerInputs& in) {
-  if (in.x.is_cpu() && !(is_indrnn(in.mode) && host_sequence_forced())) {
-    return Plan{Path::Loop, std::string(kCpuEnv) + " is not 'sequence' (or not IndRNN)"};
-  }
+  if (in.x.is_cpu() && !host_sequence_forced()) return Plan{Path::Loop, std::string(kCpuEnv) + " is not 'sequence'"};
   PlanInput p;
   p.mode = in.mode;
   p.batch = in.x.size(1);
@@ -101,7 +98,8 @@ void run(const IndrnnBackward& p, const Tensor& like) {
 }  // namespace
 
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInputs& in) {
-  if (!plan_for(in).sequence()) return std::nullopt;
+  // Every other cell leaves here first, before the planner builds a reason: ops.cpp asks on every layer call.
+  if (!is_indrnn(in.mode) || !plan_for(in).sequence()) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2), H = in.w_hh.size(0);
   const auto options = in.x.options();
   // The input projection of every step in one GEMM, with both biases (fold_biases adds b_hh to b_ih).
@@ -126,7 +124,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> forward(const LayerInp
 
 std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,
                                             const Tensor& grad_y, const Tensor& grad_h_n, bool has_bias) {
-  if (!plan_for(in).sequence()) return std::nullopt;
+  if (!is_indrnn(in.mode) || !plan_for(in).sequence()) return std::nullopt;  // as forward
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2), H = in.w_hh.size(0);
   const auto options = y.options();
   auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
