@@ -18,7 +18,6 @@
 #include <cstdint>
 
 #include "cell_math.h"
-#include "step.h"
 
 namespace fusedrnn {
 
