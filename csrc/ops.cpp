@@ -14,6 +14,8 @@
 
 #include <string>
 
+#include "indrnn_host.h"
+#include "indrnn_plan.h"
 #include "op_checks.h"
 #include "lstm_cpu_fused.h"
 #include "lstm_cpu_fused_plan.h"
@@ -134,8 +136,9 @@ void check_variants(const char* op, const Sizes& s, const Tensor& x, const Varia
   TORCH_CHECK(!(v.zoneout_h.has_value() && s.projection), op, ": zoneout with a projection (w_hr) is not defined");
   if (v.zoneout_h.has_value()) check_tensor(op, "zoneout_h", *v.zoneout_h, x, {s.T, s.N, s.H});
   if (v.zoneout_c.has_value()) check_tensor(op, "zoneout_c", *v.zoneout_c, x, {s.T, s.N, s.H});
-  // CUDA: every variant runs on the C++ loop with the per-step kernel (pointwise_cuda.cu; persistent_host.cpp sends
-  // them there), so no device check here.
+  // CUDA: every variant runs, so no device check here: IndRNN (with or without zoneout) on its whole-sequence kernel
+  // (indrnn_plan.h), the others on the C++ loop with the per-step kernel (pointwise_cuda.cu; persistent_host.cpp
+  // sends them there).
 }
 
 //: Shapes of the gradients given to layer_backward (the Python autograd wrapper makes them contiguous).
@@ -192,10 +195,12 @@ ForwardResult layer_forward(c10::string_view mode_name, const Tensor& x, const T
 #ifdef FUSEDRNN_WITH_CUDA
   if (x.is_cuda()) {
     if (auto result = persistent::forward(in)) return *result;  // empty where the planner refuses
+    if (auto result = indrnn::forward(in)) return *result;      // IndRNN: one launch for the whole sequence
   }
 #endif
   if (x.is_cpu()) {
     if (auto result = fused_lstm_forward(in)) return *result;  // empty where the planner refuses
+    if (auto result = indrnn::forward(in)) return *result;     // only under FUSEDRNN_CPU_INDRNN=sequence (tests)
   }
   return forward_loop(in, get_pointwise());
 }
@@ -217,10 +222,14 @@ BackwardResult layer_backward(c10::string_view mode_name, const Tensor& grad_y, 
   in.lengths = lengths.value_or(Tensor());
   std::optional<std::vector<Tensor>> kernel_grads;
 #ifdef FUSEDRNN_WITH_CUDA
-  if (x.is_cuda()) kernel_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
+  if (x.is_cuda()) {  // empty where the planners refuse
+    kernel_grads = persistent::backward(in, y, saved, grad_y, grad_h_n, grad_c_n, has_bias);
+    if (!kernel_grads) kernel_grads = indrnn::backward(in, y, saved, grad_y, grad_h_n, has_bias);
+  }
 #endif
   if (x.is_cpu()) {  // empty where the planner refuses
     kernel_grads = fused_lstm_backward(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias);
+    if (!kernel_grads) kernel_grads = indrnn::backward(in, y, saved, grad_y, grad_h_n, has_bias);  // as forward
   }
   auto g = kernel_grads ? *kernel_grads
                         : backward_loop(in, y, saved, grad_y, grad_h_n, grad_c_n.value_or(Tensor()), has_bias,
@@ -254,6 +263,22 @@ std::tuple<std::string, std::string, std::string> cuda_plan(c10::string_view mod
   }
   const persistent::Plan p = persistent::plan_layer(in, parsed);
   return {persistent::path_name(p.path), p.path == persistent::Path::Loop ? "" : persistent::describe(p), p.reason};
+}
+
+//: The whole-sequence IndRNN planner (indrnn_plan.h) for a call of these sizes: (path, reason): path "sequence" or
+//: "loop", why the sequence kernel was refused (empty when it runs). tune: a FUSEDRNN_CUDA_TUNE string (path=loop).
+std::tuple<std::string, std::string> cuda_indrnn_plan(c10::string_view mode_name, int64_t batch, int64_t hidden,
+                                                      c10::string_view tune) {
+  indrnn::PlanInput in;
+  in.mode = parse_mode(mode_name);
+  in.batch = batch, in.hidden = hidden;
+  try {
+    in.force_loop = persistent::parse_tune(std::string(tune)).path == "loop";
+  } catch (const std::invalid_argument& error) {
+    TORCH_CHECK_VALUE(false, error.what());
+  }
+  const indrnn::Plan p = indrnn::plan_layer(in);
+  return {indrnn::path_name(p.path), p.reason};
 }
 
 //: The CPU fused LSTM's planner (lstm_cpu_fused_plan.h) for a call of these sizes on this CPU: (path, reason,
@@ -343,6 +368,8 @@ TORCH_LIBRARY(fusedrnn, m) {
       "cuda_plan(str mode, int batch, int hidden, bool projection, int element_size, bool backward, int sm_count, "
       "int smem_per_block, int blocks_per_sm=-1, int max_cluster=0, str tune='') -> (str path, str tiling, str reason)",
       &cuda_plan);
+  m.def("cuda_indrnn_plan(str mode, int batch, int hidden, str tune='') -> (str path, str reason)",
+        &cuda_indrnn_plan);
   m.def(
       "cpu_fused_plan(str mode, int batch, int hidden, ScalarType dtype, bool projection=False, bool variants=False, "
       "int threads=-1, str force='') -> (str path, str reason, int threads)",

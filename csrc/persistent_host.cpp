@@ -25,8 +25,6 @@ namespace {
 
 using at::Tensor;
 
-//: Tuning overrides, "key=value,..." (persistent_plan.h: parse_tune); a sweep driver sets it.
-constexpr const char* kTuneEnv = "FUSEDRNN_CUDA_TUNE";
 //: Bytes a 16-byte vector load needs in alignment and row length.
 constexpr int64_t kVectorBytes = 16;
 
@@ -337,7 +335,8 @@ Barrier barrier_of(const Tensor& words) {
 }
 
 //: An empty sequence, batch or hidden size has nothing to launch (rnn_loop.cpp returns the empty results, as the CPU
-//: does). The variants (IndRNN, zoneout, layer norm) run on the loop: the fused kernels have none of their math.
+//: does). The variants are not theirs (the fused kernels have none of their math): IndRNN runs on its own sequence
+//: kernel (indrnn_host.cpp), zoneout and layer norm on the loop.
 //: Projections reach the planner, which refuses them with a reason (an error when FUSEDRNN_CUDA_TUNE forces a fused
 //: path).
 bool fused_candidate(const LayerInputs& in) {
@@ -445,7 +444,8 @@ std::optional<std::vector<Tensor>> backward(const LayerInputs& in, const Tensor&
   Tensor dw_ih = at::mm(dgi.t(), in.x.view({T * N, I}));
   Tensor dx = at::mm(dgi, in.w_ih).view({T, N, I});
   Tensor db_ih = has_bias ? dgi.sum(0) : none(), db_hh = has_bias ? dgh.sum(0) : none();
-  return std::vector<Tensor>{dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, none()};
+  // Twelve, as backward_loop: ops.cpp reads every one (no projection, no layer-norm gains here).
+  return std::vector<Tensor>{dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, none(), none(), none(), none(), none()};
 }
 
 void defer_barrier_checks() {

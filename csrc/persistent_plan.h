@@ -45,6 +45,9 @@ constexpr int kRowPad = 8;
 //: that slow kernels down by orders of magnitude (compute-sanitizer) may need a longer one: kBarrierTimeoutEnv, or
 //: FUSEDRNN_CUDA_TUNE=timeout_ms=... (which wins: it is the per-run override a sweep or a test sets).
 constexpr int kDefaultBarrierTimeoutMs = 5000;
+//: Tuning overrides, "key=value,..." (parse_tune); a sweep driver sets it. Its path=loop also sends IndRNN to the
+//: per-step loop (indrnn_host.cpp).
+constexpr const char* kTuneEnv = "FUSEDRNN_CUDA_TUNE";
 //: The barrier timeout as its own setting, apart from FUSEDRNN_CUDA_TUNE, so a caller can shorten it for a whole test
 //: run (scripts/gpu_check.sh) although the tests set FUSEDRNN_CUDA_TUNE themselves.
 constexpr const char* kBarrierTimeoutEnv = "FUSEDRNN_CUDA_BARRIER_TIMEOUT_MS";

@@ -16,9 +16,11 @@ from pathlib import Path
 #: The CPU pointwise pass is one source (pointwise_cpu_kernels.h) compiled per CPU capability by the variant files,
 #: each enabling its instruction set with `#pragma GCC target`, so one set of compiler flags builds them all.
 CPU_POINTWISE_VARIANTS = ["pointwise_cpu_default.cpp", "pointwise_cpu_avx2.cpp", "pointwise_cpu_avx512.cpp"]
+#: indrnn_host.cpp is in both builds: on CPU it runs the IndRNN kernels' loops on the host (a test hook).
 CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp", "gemm_cpu.cpp", "slstm_ops.cpp", "slstm_loop.cpp",
-               "lstm_cpu_fused.cpp", *CPU_POINTWISE_VARIANTS]
-CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp"]
+               "lstm_cpu_fused.cpp", "indrnn_host.cpp", *CPU_POINTWISE_VARIANTS]
+CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp",
+                "indrnn_cuda.cu"]
 #: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.
 PERSISTENT_KERNEL_SOURCES = ["persistent_forward.cu", "persistent_backward.cu"]
 

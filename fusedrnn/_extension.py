@@ -28,6 +28,9 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
     cuda_plan(mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm=-1,
               max_cluster=0, tune="") -> (path, tiling, reason): the `cuda` backend's planner (persistent, per-step
               fused or loop) on given device numbers (no GPU needed; fusedrnn.backends.native.cuda_plan wraps it)
+    cuda_indrnn_plan(mode, batch, hidden, tune="") -> (path, reason): whether the `cuda` backend runs an IndRNN layer
+              direction as one whole-sequence kernel ("sequence") or on the per-step loop ("loop"), and why not (no
+              GPU needed; fusedrnn.backends.native.cuda_indrnn_plan wraps it)
     cuda_defer_barrier_checks(), cuda_flush_barrier_checks(check): the persistent CUDA kernels' barrier flags of the
               launches between the two read in one host sync at the flush (fusedrnn.backends.native: once per module
               call instead of once per layer direction); no-ops in a build without CUDA

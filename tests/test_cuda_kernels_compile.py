@@ -2,8 +2,9 @@
 list, and ptxas's resource report shows no spills, no stack frame, at most 255 registers and only the kernels' few
 bytes of static shared memory (the persistent kernels' dynamic part is the planner's, bounded in test_cuda_plan.py).
 
-Compiles csrc/persistent_{forward,backward}.cu (CUDA headers, no torch: ~10-30 s per arch on two cores) and
-csrc/pointwise_cuda.cu, the per-step kernels (element kernel; layer norm's row kernel), with torch's headers."""
+Compiles csrc/persistent_{forward,backward}.cu (CUDA headers, no torch: ~10-30 s per arch on two cores),
+csrc/pointwise_cuda.cu, the per-step kernels (element kernel; layer norm's row kernel), and csrc/indrnn_cuda.cu,
+IndRNN's whole-sequence kernels, with torch's headers."""
 
 from __future__ import annotations
 
@@ -102,3 +103,31 @@ def test_pointwise_kernels_have_no_spills(arch, tmp_path):
         assert usage["stack"] == 0 and usage["spill_stores"] == 0 and usage["spill_loads"] == 0, (name, usage)
         assert usage["registers"] <= MAX_REGISTERS, (name, usage)
         assert usage["smem"] <= POINTWISE_SMEM_BYTES, (name, usage)
+
+
+#: The .cu files the tests above compile: every one the extension builds (fusedrnn/_build.py: CUDA_SOURCES).
+CHECKED_CUDA_SOURCES = {*_build.PERSISTENT_KERNEL_SOURCES, "pointwise_cuda.cu", "indrnn_cuda.cu"}
+
+
+def test_every_cuda_source_is_checked():
+    assert CHECKED_CUDA_SOURCES == {name for name in _build.CUDA_SOURCES if name.endswith(".cu")}
+
+
+#: indrnn_cuda.cu: {forward, backward} x fp16/bf16/fp32/fp64.
+INDRNN_INSTANTIATIONS = 2 * 4
+#: The sequence kernels hide memory latency with the loads of a chunk of steps in flight (csrc/indrnn_sequence.h:
+#: kStepsInFlight) and with resident warps; at most 128 registers keeps two 256-thread blocks per SM (64K registers).
+INDRNN_MAX_REGISTERS = 128
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_indrnn_sequence_kernels_have_no_spills(arch, tmp_path):
+    """IndRNN's whole-sequence kernels (one thread per (row, unit) over every step: csrc/indrnn_sequence.h's loops):
+    no spills, no stack, no shared memory (nothing is exchanged between threads)."""
+    report = resource_report("indrnn_cuda.cu", arch, tmp_path, torch_nvcc_flags())
+    kernels = {name: usage for name, usage in report.items() if "sequence_kernel" in name}
+    assert len(kernels) == INDRNN_INSTANTIATIONS, sorted(report)
+    for name, usage in kernels.items():
+        assert usage["stack"] == 0 and usage["spill_stores"] == 0 and usage["spill_loads"] == 0, (name, usage)
+        assert usage["registers"] <= INDRNN_MAX_REGISTERS, (name, usage)
+        assert usage["smem"] == 0, (name, usage)

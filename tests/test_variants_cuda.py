@@ -1,8 +1,9 @@
-"""The `cuda` backend's variants on a GPU: every one (layer norm, IndRNN, zoneout) runs on the C++ loop with the
-per-step CUDA kernel (step.h's element math, as the CPU's; layer norm one block per batch row over step.h's
-forward_row / backward_row). Every output and gradient against the oracle (fusedrnn.reference.rnn_layer) in float64
-on the CPU, which shares no code with the kernels; float32 is held to the float32 tolerance against that exact math,
-float16/bfloat16 to at most ERROR_RATIO times the oracle's own error in that dtype (parity.assert_as_close_to_float64).
+"""The `cuda` backend's variants on a GPU: layer norm and zoneout run on the C++ loop with the per-step CUDA kernel
+(step.h's element math, as the CPU's; layer norm one block per batch row over step.h's forward_row / backward_row),
+IndRNN (with or without zoneout) on its whole-sequence kernel (indrnn_sequence.h; more in test_indrnn_cuda.py).
+Every output and gradient against the oracle (fusedrnn.reference.rnn_layer) in float64 on the CPU, which shares no
+code with the kernels; float32 is held to the float32 tolerance against that exact math, float16/bfloat16 to at most
+ERROR_RATIO times the oracle's own error in that dtype (parity.assert_as_close_to_float64).
 
 Not yet run on a GPU: everything here is `gpu` (selected by `pytest -m gpu`, skipped without CUDA). What the CPU
 checks before that: the kernels compile for sm_80/sm_90 without spills (test_cuda_kernels_compile.py), the shared

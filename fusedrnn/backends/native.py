@@ -2,7 +2,9 @@
 with a GEMM per step and a vectorized fused pointwise pass. On CUDA a persistent kernel (one cooperative launch per
 layer direction, W_hh resident in shared memory, csrc/persistent_*) wherever its planner says it fits, else the same
 fused kernel launched once per step (any grid size), else (projections, batches or W_hh rows too large for one CTA)
-the same C++ loop with a cuBLAS GEMM and a fused pointwise kernel per step. `cuda_plan` shows the planner's decision.
+the same C++ loop with a cuBLAS GEMM and a fused pointwise kernel per step. IndRNN has no recurrent GEMM: one kernel
+per layer direction runs its whole sequence, each thread owning a (row, unit) (csrc/indrnn_sequence.h; not yet run on
+a GPU). `cuda_plan` and `cuda_indrnn_plan` show the planners' decisions.
 
 The ops and their autograd live in fusedrnn._extension; here they are only wrapped as LayerBackends.
 """
@@ -106,8 +108,10 @@ class NativeBackend(LayerBackend):
         if call.dtype not in DTYPES[self.device_type]:
             names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES[self.device_type])
             return f"dtype {call.dtype} is not supported on {self.device_type} ({names})"
-        # CUDA: the variants (layer norm, IndRNN, zoneout) run on the C++ loop with the per-step CUDA kernel
-        # (pointwise_cuda.cu: step.h's element math; layer norm one block per batch row, step.h's forward_row).
+        # CUDA: IndRNN (with or without zoneout) runs one whole-sequence kernel per layer direction
+        # (csrc/indrnn_plan.h; unverified on a GPU); layer norm and zoneout on the other cells run on the C++ loop
+        # with the per-step CUDA kernel (pointwise_cuda.cu: step.h's element math; layer norm one block per batch
+        # row, step.h's forward_row).
         return None
 
     def preference(self, call: RNNCall) -> int:
@@ -306,3 +310,23 @@ def cuda_plan(
     )
     fields = (item.split("=") for item in tiling.split(",")) if tiling else ()
     return CudaPlan(path, reason, {key: int(value) for key, value in fields})
+
+
+class IndrnnPlan(NamedTuple):
+    """The `cuda` backend's IndRNN decision for one layer direction (csrc/indrnn_plan.h: plan_layer): `path`
+    "sequence" (one kernel for the whole sequence, each thread owning a (row, unit)) or "loop" (rnn_loop.cpp's
+    pointwise kernel per step); `reason` why the sequence kernel was refused (empty when it runs)."""
+
+    path: str
+    reason: str
+
+    @property
+    def sequence(self) -> bool:
+        return self.path == "sequence"
+
+
+def cuda_indrnn_plan(mode: str, batch: int, hidden: int, *, tune: str = "") -> IndrnnPlan:
+    """The IndRNN planner's decision (no GPU needed); tune: a FUSEDRNN_CUDA_TUNE string (ValueError if bad;
+    path=loop sends IndRNN to the per-step loop)."""
+    _extension.load()
+    return IndrnnPlan(*torch.ops.fusedrnn.cuda_indrnn_plan(mode, batch, hidden, tune))
