@@ -350,6 +350,34 @@ def test_auto_picks_the_most_preferred_backend_serving_the_call(layer_id, zoneou
     assert torch.equal(forced(x)[0], y)
 
 
+#: Variant calls at the hidden sizes people train (issue #22): (mode, layer norm, zoneout, weight dropout).
+CUDA_VARIANT_CALLS = [("LSTM", True, False, False), ("GRU", True, False, False), ("LSTM", True, True, False),
+                      ("LSTM", False, True, False), ("GRU", False, True, False), ("RNN_TANH", False, True, False),
+                      ("INDRNN_TANH", False, False, False), ("INDRNN_RELU", False, True, False),
+                      ("LSTM", False, False, True)]  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", [256, 1024], ids=["H256", "H1024"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("mode, layer_norm, zoneout, weight_dropout", CUDA_VARIANT_CALLS,
+                         ids=["ln_lstm", "ln_gru", "ln_lstm_zoneout", "lstm_zoneout", "gru_zoneout", "rnn_zoneout",
+                              "indrnn_tanh", "indrnn_relu_zoneout", "lstm_weight_dropout"])  # fmt: skip
+def test_auto_on_cuda_ranks_a_fused_backend_above_reference(mode, layer_norm, zoneout, weight_dropout, dtype, hidden):
+    """Issue #22: `auto` never picks `reference` on CUDA for a variant call that `cuda` or `triton` serves. Without a
+    GPU their availability is unknown here, so this checks what `auto` ranks by on a GPU machine: the serving
+    backend of highest preference (registry._select_cached) is a fused one, and both fused backends serve the call."""
+    call = registry.RNNCall(mode, "cuda", dtype, hidden, hidden, batch_size=64, seq_len=100, num_layers=2,
+                            bidirectional=True, layer_norm=layer_norm, zoneout=zoneout,
+                            weight_dropout=weight_dropout)  # fmt: skip
+    loaded = {name: registry._load(name) for name in registry.backend_names()}  # available here or not
+    serving = {name: backend.preference(call) for name, backend in loaded.items()
+               if isinstance(backend, registry.Backend) and backend.unsupported_reason(call) is None}  # fmt: skip
+    assert {"cuda", "triton"} <= serving.keys(), serving
+    ranked = sorted((name for name, preference in serving.items() if preference > 0), key=lambda n: -serving[n])
+    assert ranked[0] in ("cuda", "triton"), ranked
+    assert serving["reference"] < serving[ranked[0]], serving
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # torch.nn's contract
 
