@@ -12,7 +12,8 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
         -> y [T,N,P], h_n [N,P], c_n [N,H] (LSTM; else empty), workspace (saved activations for the backward;
            empty when save_workspace is False, which only inference may use). With lengths, rows with
            t >= lengths[n] keep their state and y[t] is that state (the caller zeroes those outputs).
-           The variants (CPU only; fusedrnn/reference.py): mode INDRNN_TANH/INDRNN_RELU with w_hh = u [H]; the
+           The variants (fusedrnn/reference.py; CPU and CUDA, the CUDA paths unverified on a GPU): mode
+           INDRNN_TANH/INDRNN_RELU with w_hh = u [H] (on CUDA one whole-sequence kernel, csrc/indrnn_sequence.h); the
            layer-norm gains (ln_ih and ln_hh together, ln_c_* for LSTM); zoneout masks.
     layer_backward(...) -> grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr,
                            grad_ln_ih, grad_ln_hh, grad_ln_c_weight, grad_ln_c_bias (empty where absent)
