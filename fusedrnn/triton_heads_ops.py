@@ -26,7 +26,7 @@ from fusedrnn.kernels.heads import heads_backward_kernel, heads_forward_kernel
 from fusedrnn.kernels.modes import MODE_IDS, SAVED_SLOTS
 
 from . import autograd_paths
-from .triton_ops import _launchable, _mode_name, _op, _placeholder, dot_precision, wrap_triton
+from .triton_ops import _launchable, _mode_name, _op, _placeholder, dot_precision, state_sequences, wrap_triton
 
 LSTM_ID = MODE_IDS["LSTM"]
 GRU_ID = MODE_IDS["GRU"]
@@ -70,16 +70,7 @@ def heads_forward(
     slots = SAVED_SLOTS[mode]
     is_lstm, is_gru = mode == LSTM_ID, mode == GRU_ID
     gi = _input_projection(x, w_ih, b_ih, b_hh, is_gru)
-    states = T + 1 if save else 2
-    first = T if save and reverse else 0  # slots as in triton_ops.recurrence_forward
-    last = (0 if reverse else T) if save else T % 2
-    hs = x.new_empty((states, N, H), dtype=torch.float32)
-    cs = x.new_empty((states, N, H) if is_lstm else (0,), dtype=torch.float32)
-    for buffer, initial, used in ((hs, h0, True), (cs, c0, is_lstm)):
-        if used and initial is None:
-            buffer[first].zero_()
-        elif used:
-            buffer[first].copy_(initial)
+    hs, cs, _, last = state_sequences(x, h0, c0, H, H, is_lstm, save, reverse)
     y = x.new_empty((T, N, H))
     saved = x.new_empty((T, N, slots * H) if save and slots else (0,))
     plan = heads_plan(x, N, w_hh)
@@ -90,7 +81,7 @@ def heads_forward(
             y, saved if save and slots else _placeholder(x), T, N, H, d, MODE=mode, GATES=gates,
             reverse=int(reverse), HAS_B_HN=is_gru and b_hh is not None, HAS_LENGTHS=lengths is not None, SAVE=save,
             SLOTS=slots, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
-            PRECISION=dot_precision(x.dtype), num_warps=plan.warps,
+            PRECISION=dot_precision(x.dtype), num_warps=plan.warps, maxnreg=plan.forward_registers,
         )  # fmt: skip
     h_n = hs[last].to(x.dtype, copy=True)
     c_n = cs[last].to(x.dtype, copy=True) if is_lstm else x.new_empty((0,))
@@ -132,7 +123,7 @@ def heads_backward(
             w_hh.contiguous(), lengths.contiguous() if lengths is not None else _placeholder(x), dh, dc, dgi, dgh,
             T, N, H, d, MODE=mode, GATES=gates, reverse=int(reverse), HAS_LENGTHS=lengths is not None,
             SLOTS=SAVED_SLOTS[mode], BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
-            PRECISION=dot_precision(x.dtype), num_warps=plan.warps,
+            PRECISION=dot_precision(x.dtype), num_warps=plan.warps, maxnreg=plan.backward_registers,
         )  # fmt: skip
     elif T * N * H == 0:  # no launch wrote them: every gate gradient is zero
         dgi.zero_()

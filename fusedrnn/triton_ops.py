@@ -207,6 +207,26 @@ def _mode_name(mode: int) -> str:
     return next(name for name, value in MODE_IDS.items() if value == mode)
 
 
+def state_sequences(x: Tensor, h0: Tensor | None, c0: Tensor | None, width: int, hidden: int, is_lstm: bool,
+                    save: bool, reverse: bool) -> tuple[Tensor, Tensor, int, int]:
+    """The forward kernels' fp32 state buffers (hs [S, N, width], cs [S, N, hidden] for the LSTM, else empty) with
+    the initial state (zeros for None) in its slot; returns them, that slot and the slot the final state ends in.
+    S = T + 1 slots when saving for the backward (slot t + 1 - reverse holds the state after step t; see
+    recurrence_forward_kernel), else 2 alternating slots."""
+    T, N = x.shape[0], x.shape[1]
+    first = T if save and reverse else 0
+    last = (0 if reverse else T) if save else T % 2
+    slots = T + 1 if save else 2
+    hs = x.new_empty((slots, N, width), dtype=torch.float32)
+    cs = x.new_empty((slots, N, hidden) if is_lstm else (0,), dtype=torch.float32)
+    for buffer, initial, used in ((hs, h0, True), (cs, c0, is_lstm)):
+        if used and initial is None:
+            buffer[first].zero_()
+        elif used:
+            buffer[first].copy_(initial)
+    return hs, cs, first, last
+
+
 @_op("fusedrnn::triton_recurrence_forward")
 def recurrence_forward(
     x: Tensor,
@@ -229,20 +249,7 @@ def recurrence_forward(
     slots = SAVED_SLOTS[mode]
     is_lstm = mode == LSTM_ID
     gi = F.linear(x, w_ih, b_ih).contiguous()  # the input projection of all T steps: one matmul
-    states = T + 1 if save else 2
-    first = T if save and reverse else 0  # the slot holding the initial state (see recurrence_forward_kernel)
-    last = (0 if reverse else T) if save else T % 2  # the slot holding the final state
-    hs = x.new_empty((states, N, P), dtype=torch.float32)
-    if h0 is None:
-        hs[first].zero_()
-    else:
-        hs[first].copy_(h0)
-    cs = x.new_empty((states, N, H) if is_lstm else (0,), dtype=torch.float32)
-    if is_lstm:
-        if c0 is None:
-            cs[first].zero_()
-        else:
-            cs[first].copy_(c0)
+    hs, cs, first, last = state_sequences(x, h0, c0, P, H, is_lstm, save, reverse)
     y = x.new_empty((T, N, P))
     saved = x.new_empty((T, N, slots * H) if save and slots else (0,))
     pointers = (

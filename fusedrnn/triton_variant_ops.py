@@ -35,7 +35,7 @@ from fusedrnn.kernels.variants_chunked import chunked_norm_backward_kernel, chun
 
 from . import autograd_paths
 from .reference import ELEMENTWISE_RECURRENCE, EPS, GATES, LayerNormWeights, ZoneoutMasks, layer_inputs
-from .triton_ops import _launchable, _op, _placeholder, _stages, dot_precision, wrap_triton
+from .triton_ops import _launchable, _op, _placeholder, _stages, dot_precision, state_sequences, wrap_triton
 
 LSTM_ID = MODE_IDS["LSTM"]
 GRU_ID = MODE_IDS["GRU"]
@@ -109,16 +109,7 @@ def variant_forward(
     norm = ln_ih is not None
     elementwise = mode in ELEMENTWISE_IDS
     gi = _input_side(x, w_ih, b_ih, ln_ih)
-    states = T + 1 if save else 2
-    first = T if save and reverse else 0  # slots as in triton_ops.recurrence_forward
-    last = (0 if reverse else T) if save else T % 2
-    hs = x.new_empty((states, N, H), dtype=torch.float32)
-    cs = x.new_empty((states, N, H) if is_lstm else (0,), dtype=torch.float32)
-    for buffer, initial, used in ((hs, h0, True), (cs, c0, is_lstm)):
-        if used and initial is None:
-            buffer[first].zero_()
-        elif used:
-            buffer[first].copy_(initial)
+    hs, cs, _, last = state_sequences(x, h0, c0, H, H, is_lstm, save, reverse)
     y = x.new_empty((T, N, H))
     saved = x.new_empty((T, N, slots * H) if save else (0,))
     xhat = x.new_empty((T, N, gates * H) if save and norm else (0,), dtype=torch.float32)
