@@ -94,7 +94,7 @@ def slstm_forward(
             a, w_hh.contiguous(), states, y, lengths.contiguous() if lengths is not None else _placeholder(x),
             n0_zero, max_len, T, N, H, d, int(reverse), HAS_LENGTHS=lengths is not None, SAVE=save, TIREX=tirex,
             FORGET_CLAMP=TIREX_FORGET_CLAMP, BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k,
-            PRECISION=dot_precision(x.dtype), num_warps=plan.warps,
+            PRECISION=dot_precision(x.dtype), num_warps=plan.warps, maxnreg=plan.forward_registers,
         )  # fmt: skip
     h_n, c_n, n_n, m_n = (states[last, part].to(x.dtype, copy=True) for part in range(SLSTM_STATES))
     return y, h_n, c_n, n_n, m_n, a, states
@@ -131,7 +131,7 @@ def slstm_backward(
             lengths.contiguous() if lengths is not None else _placeholder(x), n0_zero, max_len, T, N, H, d,
             int(reverse), HAS_LENGTHS=lengths is not None, TIREX=tirex, FORGET_CLAMP=TIREX_FORGET_CLAMP,
             BLOCK_N=plan.block_n, BLOCK_H=plan.block_h, BLOCK_K=plan.block_k, PRECISION=dot_precision(x.dtype),
-            num_warps=plan.warps,
+            num_warps=plan.warps, maxnreg=plan.backward_registers,
         )  # fmt: skip
     elif T * N * H == 0:  # no launch wrote it: every gate gradient is zero
         da.zero_()

@@ -91,6 +91,7 @@ class Spec:
     warps: int
     stages: int | None  # None: Triton's default
     planned_shared_bytes: int | None  # the planner's estimate (persistent kernels)
+    max_registers: int | None = None  # Triton's maxnreg, as the launch passes it (None: ptxas chooses)
 
 
 def _signature(kernel, dtype: str, constexprs: dict) -> dict:
@@ -178,8 +179,10 @@ def heads_specializations(hidden: int, batch: int, heads: int, builds=None):
                       BLOCK_H=chosen.block_h, BLOCK_K=chosen.block_k, PRECISION=precision)  # fmt: skip
         forward = dict(common, HAS_B_HN=mode == GRU, SAVE=True)
         name = f"mode={mode} {dtype}{'-' + precision if dtype == 'fp32' else ''} K={heads}"
-        yield Spec(f"heads forward {name}", heads_forward_kernel, dtype, forward, chosen.warps, None, None)
-        yield Spec(f"heads backward {name}", heads_backward_kernel, dtype, common, chosen.warps, None, None)
+        yield Spec(f"heads forward {name}", heads_forward_kernel, dtype, forward, chosen.warps, None, None,
+                   chosen.forward_registers)  # fmt: skip
+        yield Spec(f"heads backward {name}", heads_backward_kernel, dtype, common, chosen.warps, None, None,
+                   chosen.backward_registers)  # fmt: skip
 
 
 def heads_key_labels() -> list[str]:
@@ -203,11 +206,13 @@ def slstm_specializations(hidden: int, batch: int, heads: int, builds=None):
         common = dict(tiles, HAS_LENGTHS=True, TIREX=True)
         name = f"{dtype}{'-' + precision if dtype == 'fp32' else ''} K={heads}"
         yield Spec(f"slstm forward {name}", slstm_forward_kernel, dtype, dict(common, SAVE=True), chosen.warps, None,
-                   None)  # fmt: skip
-        yield Spec(f"slstm backward {name}", slstm_backward_kernel, dtype, common, chosen.warps, None, None)
+                   None, chosen.forward_registers)  # fmt: skip
+        yield Spec(f"slstm backward {name}", slstm_backward_kernel, dtype, common, chosen.warps, None, None,
+                   chosen.backward_registers)  # fmt: skip
         # Inference: every optional piece off (no lengths, no save, xlstm's formulation), a specialisation of its own.
         minimal = dict(tiles, HAS_LENGTHS=False, TIREX=False, SAVE=False)
-        yield Spec(f"slstm forward {name} minimal", slstm_forward_kernel, dtype, minimal, chosen.warps, None, None)
+        yield Spec(f"slstm forward {name} minimal", slstm_forward_kernel, dtype, minimal, chosen.warps, None, None,
+                   chosen.forward_registers)  # fmt: skip
 
 
 def slstm_key_labels() -> list[str]:
@@ -293,6 +298,8 @@ def compile_spec(spec: Spec, sizes: dict, arch: int = 90):
     options = {"num_warps": spec.warps}
     if spec.stages is not None:
         options["num_stages"] = spec.stages
+    if spec.max_registers is not None:
+        options["maxnreg"] = spec.max_registers
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
 

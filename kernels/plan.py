@@ -434,12 +434,19 @@ def _plan_chunked_norm(problem: Problem, tuning: Tuning) -> VariantPlan:
 # runs the whole sequence on its head, R_k's gate tiles streamed from global memory (L2) every step.
 #: The output tile of a head and the reduction chunk: the tiled kernels' (four [16, 64] fp32 gate accumulators and
 #: four [32, 64] R tiles per chunk, for which ptxas needed 8 warps there); heads narrower than a tile get one tile of
-#: their size rounded up to a power of two, never below tl.dot's 16.
+#: their size rounded up to a power of two, never below tl.dot's 16. Every head size runs 8 warps: with 4, the d = 32
+#: builds in exact fp32 spilled 20-28 bytes (ptxas 12.8, triton 3.6) and the d >= 64 ones more.
 HEADS_BLOCK_H = TILED_BLOCK_H
 HEADS_BLOCK_K = TILED_BLOCK_K
 HEADS_WARPS = TILED_WARPS
-#: Heads whose tile is under HEADS_BLOCK_H wide (d <= 32) hold a quarter of that or less: 4 warps.
-HEADS_SMALL_WARPS = 4
+#: The registers a thread of a HEADS_WARPS program may use: all of them (255, the ISA's limit; 255 x 256 threads fit
+#: an SM's 64K). Without the cap ptxas sizes a kernel for the occupancy it assumes the grid needs and spills to get
+#: it: 80 registers and 8 spilled bytes for three 256-thread programs per SM (ptxas 12.8 on triton 3.6's PTX of the
+#: d = 128 forwards). These grids are heads x batch tiles, a few programs per GPU, so occupancy buys nothing. The
+#: sLSTM backward goes without it: at 249-255 registers either way, ptxas scheduled it for the whole file under the
+#: cap and spilled 8-16 bytes in exact fp32 (ptxas 12.8 and 12.9), none without. torch.compile's Inductor (2.11)
+#: drops this launch option: compiled graphs get ptxas' own choice.
+HEADS_MAX_REGISTERS = 255
 #: The widest head planned. One program runs its head's whole G*d x d recurrent matmul per step for 16 rows, so its
 #: work per step grows as d^2 while the grid (heads x batch tiles) stays small: at d = 1024 an LSTM step is
 #: 16 x 4096 x 1024 per program, the chunked layer-norm kernels' limit for the same reason. Wider heads would need a
@@ -458,6 +465,8 @@ class HeadsPlan:
     block_k: int  # reduction chunk of a head's units
     warps: int
     grid: tuple[int, int]  # (heads, batch tiles)
+    forward_registers: int | None = HEADS_MAX_REGISTERS  # Triton's maxnreg (None: ptxas chooses)
+    backward_registers: int | None = HEADS_MAX_REGISTERS
 
 
 def plan_heads(problem: Problem, heads: int, kernels: str = "multi-head kernels") -> HeadsPlan:
@@ -478,8 +487,7 @@ def plan_heads(problem: Problem, heads: int, kernels: str = "multi-head kernels"
     whole = max(MIN_DOT, _next_power_of_two(d))
     block_h = min(HEADS_BLOCK_H, whole)
     block_k = min(HEADS_BLOCK_K, whole)
-    warps = HEADS_WARPS if block_h == HEADS_BLOCK_H else HEADS_SMALL_WARPS
-    return HeadsPlan(block_n=TILED_BLOCK_N, block_h=block_h, block_k=block_k, warps=warps,
+    return HeadsPlan(block_n=TILED_BLOCK_N, block_h=block_h, block_k=block_k, warps=HEADS_WARPS,
                      grid=(heads, _cdiv(N, TILED_BLOCK_N)))  # fmt: skip
 
 
@@ -490,6 +498,7 @@ SLSTM_GATES = 4
 def plan_slstm(batch: int, hidden: int, heads: int, element_size: int) -> HeadsPlan:
     """xLSTM's sLSTM kernels (fusedrnn.kernels.slstm) run on the multi-head kernels' tiles and grid, with the same
     limits (its backward recomputes each step's recurrent matmul, a second one per step, but its work still grows as
-    d^2 per program): plan_heads' plan for a 4-gate head, or `Refused` with the reason."""
+    d^2 per program): plan_heads' plan for a 4-gate head, its backward without the register cap
+    (HEADS_MAX_REGISTERS), or `Refused` with the reason."""
     problem = Problem(batch=batch, hidden=hidden, gates=SLSTM_GATES, element_size=element_size)
-    return plan_heads(problem, heads, kernels="sLSTM kernels")
+    return dataclasses.replace(plan_heads(problem, heads, kernels="sLSTM kernels"), backward_registers=None)
