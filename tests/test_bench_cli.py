@@ -427,7 +427,7 @@ def test_heads_tirex_check_fails_a_wrong_replacement(monkeypatch):
         return w_hh, bias.roll(1)
 
     monkeypatch.setattr(TiRexsLSTMCell, "fused_weights", wrong)
-    _, check = heads.tirex_rows(TINY_HEADS, 2, torch.float32, torch.device("cpu"), "auto")
+    _, (check,) = heads.tirex_rows(TINY_HEADS, 2, torch.float32, torch.device("cpu"), "auto")
     assert not check["passed"] and "MISMATCH" in check["summary"]
 
 
@@ -534,3 +534,22 @@ def test_heads_preset_passes_device_backend_and_compile(monkeypatch):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["--preset", "heads", "--device", "cpu", "--backends", wrong])
         assert exit_info.value.code == 2
+
+
+def test_heads_backend_that_cannot_serve_is_a_failed_row(monkeypatch):
+    """A fused row whose backend raises in its check run (a backend that can't serve the configuration) is reported
+    as that row's error, the others still timed: not a crashed run."""
+    pytest.importorskip("xlstm")
+    module = importlib.import_module("fusedrnn.replace_slstm")  # `fusedrnn.replace_slstm` is the function
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot serve this (test)")
+
+    monkeypatch.setattr(module, "run_cell", refuse)
+    doc = heads.run(shape=TINY_HEADS, repeat=1)
+    records = {record["row"]: record for record in doc["rows"]}
+    assert "cannot serve this" in records["fusedrnn:auto"]["error"]
+    assert "median_ms" in records[heads.XLSTM_ROW] and "median_ms" in records["sLSTM:auto"]
+    assert not any(check["row"] == "fusedrnn:auto" for check in doc["checks"])
+    if importlib.util.find_spec("tirex") is not None:
+        assert "cannot serve this" in records["tirex:fusedrnn:auto"]["error"]

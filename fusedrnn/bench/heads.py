@@ -156,6 +156,15 @@ def failing_step(error: Exception) -> Callable[[], object]:
     return step
 
 
+def first_call(step: Callable[[], list[Tensor]]) -> tuple[list[Tensor] | None, Exception | None]:
+    """(the step's results, None), or (None, the error it raised): a row whose check run fails (a backend that can't
+    serve this configuration, a peer that refuses it) is reported as a failed row, not a crashed run."""
+    try:
+        return step(), None
+    except Exception as error:  # noqa: BLE001 - reported in the row
+        return None, error
+
+
 def gate_input(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
     """The projected gate pre-activations [N, T, 4H] both cells take, drawn on the CPU (the same on every device)."""
     g = torch.Generator().manual_seed(seed)
@@ -174,11 +183,15 @@ def xlstm_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.
     if compile:
         # Its first call compiles (forward and backward) and runs one step: timed apart, and checked, here; the
         # timed rotation's warm-up then finds it compiled.
+        compiled: list[Callable[[], list[Tensor]]] = []
+
+        def compile_and_run() -> list[Tensor]:
+            compiled.append(module_step(torch.compile(cell), x, seed=2))
+            return compiled[0]()
+
         start = time.perf_counter()
-        try:
-            compiled = module_step(torch.compile(cell), x, seed=2)
-            first = compiled()
-        except Exception as error:  # noqa: BLE001 - e.g. no C++ compiler: a failed row, not a crashed run
+        first, error = first_call(compile_and_run)  # e.g. no C++ compiler
+        if error is not None:
             rows.append(Row(COMPILE_XLSTM_ROW, failing_step(error)))
         else:
             timing.synchronize(device)
@@ -186,10 +199,13 @@ def xlstm_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.
             compile_times.append({"batch": batch, "row": COMPILE_XLSTM_ROW, "first_call_s": seconds})
             result = compare(named(cell, first), expected, dtype)
             checks.append(check_record(batch, COMPILE_XLSTM_ROW, XLSTM_ROW, result))
-            rows.append(Row(COMPILE_XLSTM_ROW, compiled))
+            rows.append(Row(COMPILE_XLSTM_ROW, compiled[0]))
     replaced = replace_slstm(copy.deepcopy(cell), backend=backend)  # in place: a copy, so xlstm's row stays xlstm's
     fused = module_step(replaced, x, seed=2)
-    result = compare(named(replaced, fused()), expected, dtype)
+    values, error = first_call(fused)
+    if error is not None:
+        return [*rows, Row(fused_name(backend), failing_step(error))], checks, compile_times
+    result = compare(named(replaced, values), expected, dtype)
     checks.append(check_record(batch, fused_name(backend), XLSTM_ROW, result))
     return [*rows, Row(fused_name(backend), fused)], checks, compile_times
 
@@ -221,7 +237,7 @@ def tirex_truth(cell: nn.Module, x: Tensor, seed: int) -> dict[str, Tensor]:
 
 
 def tirex_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.device,
-               backend: str) -> tuple[list[Row], dict]:  # fmt: skip
+               backend: str) -> tuple[list[Row], list[dict]]:  # fmt: skip
     """TiRex's cell on its torch path and its fusedrnn replacement on the same weights and input, and the check of the
     replacement against it (TIREX_DTYPE's tolerance; TiRex's own loop in float64 as the truth outside it)."""
     cell = tirex_cell(shape.hidden, shape.heads, dtype).to(device)
@@ -230,12 +246,15 @@ def tirex_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.
     original = module_step_tirex(cell, x, upstream_seed)
     replaced = replace_slstm(copy.deepcopy(cell), backend=backend)  # a copy, so TiRex's row stays TiRex's
     fused = module_step_tirex(replaced, x, upstream_seed)
+    values, error = first_call(fused)
+    if error is not None:
+        return [Row(TIREX_ROW, original), Row(tirex_fused_name(backend), failing_step(error))], []
     truth = tirex_truth(cell, x, upstream_seed)
-    result = compare(named(replaced, fused()), named(cell, original()), TIREX_DTYPE, truth=truth)
+    result = compare(named(replaced, values), named(cell, original()), TIREX_DTYPE, truth=truth)
     note = (f"at bfloat16's tolerance (TiRex's torch path rounds R and the states to bfloat16 every step); a tensor "
             f"outside it passes within {TRUTH_ERROR_FACTOR:g}x tirex:torch's error against TiRex's own loop in float64")
     check = check_record(batch, tirex_fused_name(backend), TIREX_ROW, result, note)
-    return [Row(TIREX_ROW, original), Row(tirex_fused_name(backend), fused)], check
+    return [Row(TIREX_ROW, original), Row(tirex_fused_name(backend), fused)], [check]
 
 
 def layer_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.device,
@@ -261,13 +280,16 @@ def layer_rows(shape: HeadsShape, batch: int, dtype: torch.dtype, device: torch.
         layer = heads_layers[backend]
         dtype_name = str(dtype).removeprefix("torch.")
         peer = training_step(lambda: flashrnn_lstm_heads(layer, x, dtype_name), [x, *layer.parameters()], seed=3)
-        ours = module_step(layer, x, seed=3)
-        try:
-            result = compare(named(layer, peer()), named(layer, ours()), dtype)
-        except Exception as error:  # noqa: BLE001 - an unsupported configuration: a failed row, not a crashed run
+        against = f"{HEADS_LSTM_ROW}:{backend}"
+        expected, our_error = first_call(module_step(layer, x, seed=3))
+        values, error = first_call(peer)  # e.g. a configuration FlashRNN does not support
+        if our_error is not None:  # its own row fails in the timing with this error; this one can't be checked
+            error = RuntimeError(f"not checked: {against} failed ({type(our_error).__name__}: {our_error})")
+        if error is not None:
             rows.append(Row(FLASHRNN_ROW, failing_step(error)))
         else:
-            checks.append(check_record(batch, FLASHRNN_ROW, f"{HEADS_LSTM_ROW}:{backend}", result))
+            result = compare(named(layer, values), named(layer, expected), dtype)
+            checks.append(check_record(batch, FLASHRNN_ROW, against, result))
             rows.append(Row(FLASHRNN_ROW, peer))
     lstm = nn.LSTM(shape.hidden, shape.hidden, **factory)
     return [*rows, Row(LSTM_ROW, module_step(lstm, x, seed=3))], checks, skipped
@@ -293,8 +315,8 @@ def run(backend: str = "auto", *, dtype: torch.dtype = torch.float32, shape: Hea
         else:
             reasons.append("xlstm is not installed (pip install 'fusedrnn[xlstm]'): its rows are skipped")
         if importlib.util.find_spec("tirex") is not None:
-            tirex, tirex_check = tirex_rows(shape, batch, dtype, device, backend)
-            cell_rows, checks = [*cell_rows, *tirex], [*checks, tirex_check]
+            tirex, tirex_checks = tirex_rows(shape, batch, dtype, device, backend)
+            cell_rows, checks = [*cell_rows, *tirex], [*checks, *tirex_checks]
         else:
             reasons.append("tirex is not installed (pip install tirex-ts): its rows are skipped")
         rows, checks = [*cell_rows, *rows], [*checks, *layer_checks]
