@@ -45,7 +45,7 @@ from ..modules import LSTM
 from ..replace_slstm import replace_slstm
 from ..slstm import sLSTM
 from . import environment, timing
-from .check import TRUTH_ERROR_FACTOR, compare
+from .check import TRUTH_ERROR_FACTOR, Check, compare
 from .peers import flashrnn_lstm_heads
 
 PRESET = "heads"
@@ -141,7 +141,7 @@ def named(module: nn.Module, values: Sequence[Tensor]) -> dict[str, Tensor]:
     return dict(zip(["output", "grad input", *(f"grad {name}" for name, _ in module.named_parameters())], values))
 
 
-def check_record(batch: int, row: str, against: str, result, note: str | None = None) -> dict:
+def check_record(batch: int, row: str, against: str, result: Check, note: str | None = None) -> dict:
     return {"batch": batch, "row": row, "against": against, "max_abs_error": result.max_abs_err,
             "passed": result.passed, "summary": result.summary(), **result.tolerance, "note": note,
             "judged_by_truth": result.judged_by_truth}  # fmt: skip
