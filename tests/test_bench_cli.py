@@ -382,33 +382,174 @@ def test_a_failing_torch_compile_is_a_failed_row_not_a_crash(tmp_path, monkeypat
     assert records["torch.nn"]["status"] == "ok"
 
 
+#: The heads preset's rows at a size a test runs in seconds.
+TINY_HEADS = heads.HeadsShape(hidden=8, heads=2, seq_len=3, batches=(2,))
+
+
 def test_heads_preset_runs_and_checks_the_replaced_cell(tmp_path):
-    """`--preset heads` at a tiny shape: every row timed, xlstm's cell checked against its fusedrnn replacement
-    (when xlstm is installed), the ratios in the table."""
-    doc = heads.run(shape=heads.HeadsShape(hidden=8, heads=2, seq_len=3, batches=(2,)), repeat=1)
+    """`--preset heads` at a tiny shape: every row timed, xlstm's and TiRex's cells checked against their fusedrnn
+    replacements (when installed), the ratios in the table, FlashRNN's row skipped with its reason where it can't
+    run."""
+    doc = heads.run(shape=TINY_HEADS, repeat=1)
     names = [record["row"] for record in doc["rows"]]
-    assert {"sLSTM:auto", "sLSTM:reference", heads.LSTM_ROW} <= set(names)
+    assert {"sLSTM:auto", "sLSTM:reference", "LSTM(num_heads):auto", heads.LSTM_ROW} <= set(names)
     assert importlib.util.find_spec("xlstm") is None or {heads.XLSTM_ROW, "fusedrnn:auto"} <= set(names)
+    assert heads.COMPILE_XLSTM_ROW not in names  # only with --compile
     assert all("median_ms" in record for record in doc["rows"]), doc["rows"]
     table = heads.markdown(doc)
     assert "| 2 | sLSTM:auto |" in table and "vs torch.nn.LSTM" in table
     assert all(check["passed"] for check in doc["checks"]) and ("fusedrnn:auto vs xlstm:vanilla" in table) == bool(
-        doc["checks"])
+        importlib.util.find_spec("xlstm"))
     assert cli.build_parser().parse_args(["--preset", "heads"]).preset == heads.PRESET
+    # The default device: CUDA when present (every row on it), else the CPU.
+    assert doc["shape"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu") == doc["env"]["device"]
+    if importlib.util.find_spec("tirex") is None:
+        assert any("tirex is not installed" in reason for reason in doc["skipped"])
+    else:
+        assert {heads.TIREX_ROW, "tirex:fusedrnn:auto"} <= set(names)
+        (check,) = [c for c in doc["checks"] if c["row"] == "tirex:fusedrnn:auto"]
+        assert check["passed"] and check["against"] == heads.TIREX_ROW and check["rtol"] == 1e-2  # bfloat16's
+        assert "tirex:fusedrnn:auto vs tirex:torch" in table and "bfloat16" in table
+    if importlib.util.find_spec("flashrnn") is None or not torch.cuda.is_available():
+        assert heads.FLASHRNN_ROW not in names
+        assert any(heads.FLASHRNN_ROW in reason for reason in doc["skipped"]) and heads.FLASHRNN_ROW in table
+
+
+def test_heads_tirex_check_fails_a_wrong_replacement(monkeypatch):
+    """The TiRex check is not vacuous: a replacement whose forget gates read the wrong bias fails it."""
+    pytest.importorskip("tirex")
+    from fusedrnn.replace_slstm import TiRexsLSTMCell
+
+    original = TiRexsLSTMCell.fused_weights
+
+    def wrong(self):
+        w_hh, bias = original(self)
+        return w_hh, bias.roll(1)
+
+    monkeypatch.setattr(TiRexsLSTMCell, "fused_weights", wrong)
+    _, (check,) = heads.tirex_rows(TINY_HEADS, 2, torch.float32, torch.device("cpu"), "auto")
+    assert not check["passed"] and "MISMATCH" in check["summary"]
+
+
+def fake_flashrnn(Wx, R, b, states=None, function="lstm", backend="cuda_fused", dtype="bfloat16"):
+    """FlashRNN's LSTM as its calling convention documents it (fusedrnn.bench.peers), written out step by step in
+    torch: Wx [N, T, G, K, d], R [G, K, d_in, d_out], b [G, K, d], gates i, f, z, o; zero initial states; returns
+    (the states' sequences [2, N, T, K, d], the last states)."""
+    assert function == "lstm" and states is None
+    N, T, _, K, d = Wx.shape
+    h = c = Wx.new_zeros(N, K, d)
+    hs, cs = [], []
+    for t in range(T):
+        gates = Wx[:, t] + torch.einsum("nki,gkio->ngko", h, R) + b
+        i, f, z, o = gates.unbind(1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(z)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        hs, cs = [*hs, h], [*cs, c]
+    sequences = torch.stack([torch.stack(hs, 1), torch.stack(cs, 1)])
+    return sequences, sequences[:, :, -1:]
+
+
+def test_flashrnn_heads_adapter_maps_the_weights(monkeypatch):
+    """FlashRNN is not installed here (it needs CUDA): its multi-head LSTM adapter, against a stand-in written from
+    FlashRNN's documented convention, computes what fusedrnn's multi-head LSTM does on the same weights, and its
+    gradients reach the layer's own parameters."""
+    import types
+
+    module = types.ModuleType("flashrnn")
+    module.flashrnn = fake_flashrnn
+    monkeypatch.setitem(sys.modules, "flashrnn", module)
+    from fusedrnn.bench.peers import flashrnn_lstm_heads
+
+    torch.manual_seed(0)
+    layer = heads.LSTM(8, 8, num_heads=2, backend="reference", dtype=torch.float64)
+    x = torch.randn(3, 2, 8, dtype=torch.float64, requires_grad=True)
+    expected = heads.module_step(layer, x, seed=0)()
+    actual = heads.training_step(lambda: flashrnn_lstm_heads(layer, x, "float64"), [x, *layer.parameters()], 0)()
+    for got, want in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def eager_compile(model, **kwargs):
+    """torch.compile through Dynamo (which unrolls the loop) without Inductor's code generation: what the test can
+    afford (Inductor takes ~15 s even at the tiny shape on this project's CPU machine)."""
+    return torch._dynamo.optimize("eager")(model)
+
+
+def test_heads_compile_row(monkeypatch):
+    """--compile adds compile(xlstm:vanilla): checked against xlstm's loop, its first call reported apart."""
+    pytest.importorskip("xlstm")
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    doc = heads.run(shape=TINY_HEADS, repeat=1, compile=True)
+    records = {record["row"]: record for record in doc["rows"]}
+    assert "median_ms" in records[heads.COMPILE_XLSTM_ROW]
+    (check,) = [c for c in doc["checks"] if c["row"] == heads.COMPILE_XLSTM_ROW]
+    assert check["passed"] and check["against"] == heads.XLSTM_ROW
+    (first,) = doc["compile_times"]
+    assert first["row"] == heads.COMPILE_XLSTM_ROW and first["first_call_s"] > 0
+    assert "compile(xlstm:vanilla)'s first call" in heads.markdown(doc)
+
+
+def test_heads_failing_compile_is_a_failed_row(monkeypatch):
+    pytest.importorskip("xlstm")
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler (test)")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    doc = heads.run(shape=TINY_HEADS, repeat=1, compile=True)
+    records = {record["row"]: record for record in doc["rows"]}
+    assert "no C++ compiler" in records[heads.COMPILE_XLSTM_ROW]["error"]
+    assert "median_ms" in records[heads.XLSTM_ROW] and not doc["compile_times"]
 
 
 @pytest.mark.parametrize(("flags", "dtype"), [([], torch.float32), (["--dtype", "float64"], torch.float64)],
                          ids=["default_dtype", "float64"])  # fmt: skip
 def test_heads_preset_from_the_command_line(flags, dtype, monkeypatch, tmp_path):
     """`fusedrnn-bench --preset heads` reaches heads.run with the dtype asked for, float32 by default (the CLI's
-    --dtype is None unless given), and writes its files."""
+    --dtype is None unless given), on the CLI's device, backend auto and no compile row by default, and writes its
+    files."""
     seen, original = [], heads.run
 
-    def run(dtype):
-        seen.append(dtype)
-        return original(shape=heads.HeadsShape(hidden=8, heads=2, seq_len=3, batches=(2,)), repeat=1, dtype=dtype)
+    def run(backend, *, dtype, device, compile):
+        seen.append((backend, dtype, device, compile))
+        return original(backend, shape=TINY_HEADS, repeat=1, dtype=dtype, device=device, compile=compile)
 
     monkeypatch.setattr(heads, "run", run)
     out = tmp_path / "heads.md"
     assert cli.main(["--preset", "heads", "--markdown", str(out), *flags]) == 0
-    assert seen == [dtype] and "sLSTM:auto" in out.read_text()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert seen == [("auto", dtype, device, False)] and "sLSTM:auto" in out.read_text()
+
+
+def test_heads_preset_passes_device_backend_and_compile(monkeypatch):
+    """--device, --backends (one fusedrnn backend name for this preset) and --compile reach heads.run; a list of
+    rows or an unknown name is a usage error."""
+    seen = []
+    empty = {"rows": [], "checks": []}
+    monkeypatch.setattr(heads, "run", lambda backend, **kwargs: seen.append((backend, kwargs)) or empty)
+    monkeypatch.setattr(heads, "markdown", lambda doc: "")
+    assert cli.main(["--preset", "heads", "--device", "cpu", "--backends", "reference", "--compile"]) == 0
+    assert seen == [("reference", {"dtype": torch.float32, "device": torch.device("cpu"), "compile": True})]
+    for wrong in ("reference,auto", "nonesuch"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--preset", "heads", "--device", "cpu", "--backends", wrong])
+        assert exit_info.value.code == 2
+
+
+def test_heads_backend_that_cannot_serve_is_a_failed_row(monkeypatch):
+    """A fused row whose backend raises in its check run (a backend that can't serve the configuration) is reported
+    as that row's error, the others still timed: not a crashed run."""
+    pytest.importorskip("xlstm")
+    module = importlib.import_module("fusedrnn.replace_slstm")  # `fusedrnn.replace_slstm` is the function
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot serve this (test)")
+
+    monkeypatch.setattr(module, "run_cell", refuse)
+    doc = heads.run(shape=TINY_HEADS, repeat=1)
+    records = {record["row"]: record for record in doc["rows"]}
+    assert "cannot serve this" in records["fusedrnn:auto"]["error"]
+    assert "median_ms" in records[heads.XLSTM_ROW] and "median_ms" in records["sLSTM:auto"]
+    assert not any(check["row"] == "fusedrnn:auto" for check in doc["checks"])
+    if importlib.util.find_spec("tirex") is not None:
+        assert "cannot serve this" in records["tirex:fusedrnn:auto"]["error"]

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .. import registry
 from . import environment, heads, report, timing
 from .check import TOLERANCES, TRUTH_ERROR_FACTOR
 from .configs import (CELLS, DEFAULT_DTYPE, DEFAULT_PRESET, DTYPES, MODES, PRESETS, VARIANTS, build_configs,
@@ -80,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--mode", choices=[*MODES, "both"], default="both", help="no-grad forward, fwd+bwd, or both")
     shape.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if present")
     shape.add_argument("--backends", help=f"comma-separated rows to run (see --list); the baseline ({BASELINE}, or "
-                       f"{LOOP_BASELINE} for a variant) always runs")  # fmt: skip
+                       f"{LOOP_BASELINE} for a variant) always runs; --preset {heads.PRESET}: the one fusedrnn "
+                       "backend of its fused rows")  # fmt: skip
     shape.add_argument("--compile", action="store_true",
-                       help=f"include the {COMPILE_ROW} / {COMPILE_LOOP_ROW} rows (slow to compile)")  # fmt: skip
+                       help=f"include the {COMPILE_ROW} / {COMPILE_LOOP_ROW} rows (--preset {heads.PRESET}: "
+                       f"{heads.COMPILE_XLSTM_ROW}) (slow to compile)")  # fmt: skip
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--warmup", type=_non_negative, help="untimed runs per row (default: cpu 2, cuda 10)")
     measure.add_argument("--repeat", type=_positive, help="timed runs per row (default: cpu 10, cuda 30)")
@@ -125,6 +128,18 @@ def select_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, famil
     skipped = list({row.name: {"row": row.name, "reason": row.unavailable}
                     for family in rows.values() for row in family if row.unavailable}.values())  # fmt: skip
     return {variant: [row for row in family if not row.unavailable] for variant, family in rows.items()}, skipped
+
+
+def heads_backend(parser: argparse.ArgumentParser, backends: str | None) -> str:
+    """--preset heads: --backends names the one fusedrnn backend its fused rows run on (default auto)."""
+    if backends is None:
+        return registry.AUTO
+    name = backends.strip()
+    known = [registry.AUTO, *registry.backend_names()]
+    if name not in known:
+        parser.error(f"--preset {heads.PRESET}: --backends takes one fusedrnn backend ({', '.join(known)}), got "
+                     f"{backends!r}")  # fmt: skip
+    return name
 
 
 def _settings(args: argparse.Namespace, argv: list[str] | None, device: torch.device, rows, modes, dtypes) -> dict:
@@ -203,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(parser, args.device, args.dry_run)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.preset == heads.PRESET:  # its own rows (xlstm's loop, sLSTM, a plain LSTM) and table, on CPU
-        return heads.main(DTYPES[args.dtype or DEFAULT_DTYPE], args.json, args.markdown, console)
+    if args.preset == heads.PRESET:  # its own rows (xlstm's and TiRex's loops, sLSTM, LSTMs) and table
+        return heads.main(DTYPES[args.dtype or DEFAULT_DTYPE], args.json, args.markdown, console, device=device,
+                          backend=heads_backend(parser, args.backends), compile=args.compile)  # fmt: skip
     cells = list(CELLS) if args.cell and "all" in args.cell else args.cell
     modes = list(MODES) if args.mode == "both" else [args.mode]
     overrides = {flag: getattr(args, flag) for flag in (*SHAPE_FLAGS, "bidirectional")}

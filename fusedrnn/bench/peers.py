@@ -68,3 +68,30 @@ def flashrnn_runnable(config: BenchConfig, baseline: nn.Module):
         return [y, last[0].reshape(1, N, H), last[1].reshape(1, N, H)]
 
     return Runnable(forward, {})
+
+
+#: FlashRNN's fused persistent kernel (its default and fastest backend).
+FLASHRNN_BACKEND = "cuda_fused"
+
+
+def flashrnn_lstm_heads(layer: nn.Module, x, dtype: str, backend: str = FLASHRNN_BACKEND):
+    """FlashRNN's multi-head LSTM on the weights of a one-layer `fusedrnn.LSTM(H, H, num_heads=K)`: x [T, N, I] ->
+    y [T, N, H], differentiable in x and the layer's parameters (its inputs are views of them, so the gradients land
+    on the layer's own parameters and compare name by name with the layer's).
+
+    As `flashrnn_runnable` with K heads of d = H/K: Wx [N, T, G, K, d] (the input projection's gate-major order, gate g,
+    head k, unit j at g*H + k*d + j, is FlashRNN's), R [G, K, d_in, d_out] from W_hh's blocks [K, G*d_out, d_in], b [G,
+    K, d]; zero initial states (the layer's default). `dtype` is FlashRNN's compute dtype name ("float32", ...).
+    """
+    import torch.nn.functional as F
+    from flashrnn import flashrnn
+
+    T, N, _ = x.shape
+    K, H = layer.num_heads, layer.hidden_size
+    d, gates = H // K, 4
+    wx = F.linear(x, layer.weight_ih_l0).transpose(0, 1).reshape(N, T, gates, K, d)
+    # W_hh's blocks [K, G*d_out, d_in] -> [K, G, d_out, d_in] -> FlashRNN's [G, K, d_in, d_out]
+    recurrent = layer.weight_hh_l0.view(K, gates, d, d).permute(1, 0, 3, 2)
+    bias = (layer.bias_ih_l0 + layer.bias_hh_l0).view(gates, K, d)
+    h, _ = flashrnn(wx, recurrent, bias, function="lstm", backend=backend, dtype=dtype)
+    return h[0].reshape(N, T, H).transpose(0, 1)  # h [states, N, T, K, d]: the hidden state's sequence
