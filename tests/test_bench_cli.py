@@ -470,7 +470,7 @@ def test_flashrnn_heads_adapter_maps_the_weights(monkeypatch):
 
 
 def eager_compile(model, **kwargs):
-    """torch.compile through Dynamo (which unrolls the loop) without Inductor's code generation: what the test can
+    """torch.compile through Dynamo without Inductor's code generation: what the test can
     afford (Inductor takes ~15 s even at the tiny shape on this project's CPU machine)."""
     return torch._dynamo.optimize("eager")(model)
 

@@ -3,8 +3,10 @@ small batches), forward + backward, against xlstm's and TiRex's own sLSTM loops 
 
 Rows, each timed as one training step (forward, then backward of random upstream gradients through the output):
   xlstm:vanilla            xlstm's `sLSTMCell_vanilla` (its Python step loop) on the projected gate input [N, T, 4H]
-  compile(xlstm:vanilla)   the same loop under torch.compile (only with --compile: Dynamo unrolls the T steps, so
-                           compiling takes minutes on a CPU; its first call, compile included, is reported apart)
+  compile(xlstm:vanilla)   the same loop under torch.compile (only with --compile; its first call, compile included,
+                           is reported apart). Dynamo breaks the graph 5 times per call at xlstm's data-dependent
+                           branches, so the loop runs as small compiled pieces between eager steps (torch 2.14: 3-5 s
+                           to compile, about the eager loop's speed)
   fusedrnn:<backend>       the same cell object after `fusedrnn.replace_slstm(cell, backend)`: its recurrence on
                            fusedrnn
   tirex:torch              TiRex's own `sLSTMCell` (tirex.models.slstm.cell) on its torch path: a Python step loop that
@@ -91,21 +93,22 @@ def tirex_fused_name(backend: str) -> str:
     return f"tirex:fusedrnn:{backend}"
 
 
-def random_parameters(module: nn.Module, hidden: int) -> nn.Module:
-    """Random weights of scale 1/sqrt(hidden): xlstm initialises R to zero (which would skip its product) and TiRex
-    leaves its parameters uninitialised (its checkpoints fill them)."""
+def random_parameters(module: nn.Module, hidden: int, seed: int = 0) -> nn.Module:
+    """Seeded random weights of scale 1/sqrt(hidden), the same in every run: xlstm initialises R to zero (which would
+    skip its product) and TiRex leaves its parameters uninitialised (its checkpoints fill them)."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn_like(p) / hidden**0.5)
+            p.copy_(torch.randn(p.shape, generator=g).to(p.dtype) / hidden**0.5)
     return module
 
 
-def xlstm_cell(hidden: int, heads: int, dtype: torch.dtype) -> nn.Module:
-    """xlstm's vanilla sLSTM cell with random weights."""
+def xlstm_cell(hidden: int, heads: int, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+    """xlstm's vanilla sLSTM cell with random weights (random_parameters)."""
     from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig  # noqa: PLC0415 - the optional peer
 
     cell = sLSTMCell(sLSTMCellConfig(hidden_size=hidden, num_heads=heads, backend="vanilla"))
-    return random_parameters(cell.to(dtype), hidden)
+    return random_parameters(cell.to(dtype), hidden, seed)
 
 
 def tirex_cell(hidden: int, heads: int, dtype: torch.dtype) -> nn.Module:
@@ -305,6 +308,7 @@ def run(backend: str = "auto", *, dtype: torch.dtype = torch.float32, shape: Hea
     median_ms, min_ms, max_ms} or {batch, row, error}], "checks", "compile_times", "skipped": [reasons]}."""
     device = default_device() if device is None else device
     env = environment.describe(device)  # first: its load average is the one at the start
+    torch.manual_seed(0)  # the layers' default initialisation: every run times and checks the same weights
     records, checks, compile_times, skipped = [], [], [], []
     for batch in shape.batches:
         rows, layer_checks, reasons = layer_rows(shape, batch, dtype, device, backend)
