@@ -87,6 +87,17 @@ class _FusedCellBase(nn.RNNCellBase):
         return state.shape == (shape[0], self.hidden_size) and state.dtype == input.dtype and (
             state.device == input.device)
 
+    def _direct_op(self, input: Tensor, *states) -> object:
+        """Torch's own cell op where it serves this call with batched input and every state given
+        (registry.direct_cell_op), else None. torch.nn's cells check only the ranks before they call it: the op
+        checks the sizes, dtypes and devices, in the words torch.nn users see, so neither does this path."""
+        if input.dim() != 2:
+            return None
+        for state in states:
+            if not isinstance(state, Tensor) or state.dim() != 2:
+                return None
+        return registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias, self.layer_norm)
+
     def _refused(self, error: Exception, input, hx) -> Exception:
         """The exception to raise for arguments this cell refused with `error`: torch.nn's own for them (type and
         text; see fusedrnn.modules.torch_nn_error), or `error` where torch.nn has no such cell or accepts them."""
@@ -97,8 +108,12 @@ class _FusedCellBase(nn.RNNCellBase):
     def _one_state_forward(self, input: Tensor, hx: Tensor | None) -> Tensor:
         """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
         weights = self._fast_weights()
-        if weights is not None and self._fits(input, hx, weights):
-            return self._step(input, hx, None, weights)[0]
+        if weights is not None:
+            op = self._direct_op(input, hx)
+            if op is not None:
+                return op(input, hx, *weights[:4])
+            if self._fits(input, hx, weights):
+                return self._step(input, hx, None, weights)[0]
         try:
             is_batched = self._check_ranks(input, (hx,))
             step_input, step_hx = (input, hx) if is_batched else (input.unsqueeze(0), None if hx is None else
@@ -117,6 +132,9 @@ class _FusedCellBase(nn.RNNCellBase):
         weights = self._fast_weights()
         if weights is not None and type(hx) is tuple and len(hx) == 2:
             h0, c0 = hx
+            op = self._direct_op(input, h0, c0)
+            if op is not None:
+                return op(input, hx, *weights[:4])
             if self._fits(input, h0, weights) and self._fits(input, c0, weights):
                 return self._step(input, h0, c0, weights)
         try:

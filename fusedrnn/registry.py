@@ -184,6 +184,12 @@ class Backend:
         _, h_n, c_n = self.run(call, x.unsqueeze(0), None, unsqueeze(hx), unsqueeze(cx), [weights], 0.0)
         return h_n[0], (None if c_n is None else c_n[0])
 
+    def direct_cell_op(self, call: RNNCall):
+        """The ATen op that computes `cell` for `call` from the caller's own arguments, op(x, hx, w_ih, w_hh, b_ih,
+        b_hh) with hx = (h, c) for an LSTM, or None (the default): then the cell goes through `cell`. See
+        `direct_cell_op` below."""
+        return None
+
     def __repr__(self) -> str:
         return f"<fusedrnn backend {self.name!r}>"
 
@@ -299,6 +305,7 @@ def unregister(name: str) -> None:
 def _clear_selection_caches() -> None:
     _select_cached.cache_clear()
     _select_with_call.cache_clear()
+    _DIRECT_CELL_OPS.clear()
 
 
 def backend_names() -> list[str]:
@@ -427,6 +434,35 @@ def select_cell(
         fields = _compiled_fields(fields)
         return _LOADED[_select_name(requested_backend(requested), *fields)], RNNCall(*fields)
     return _select_with_call(requested_backend(requested), fields)
+
+
+# A decoder calls a cell hundreds of times per sequence, and each call's Python is a cost of its own (issue 24). At
+# H ~ 256 it costs more than its count of instructions says: the cell's weights (2 MB for an fp32 LSTMCell, this CPU's
+# whole L2) evict the Python's code and objects between calls, so every line runs from L3. select_cell plus
+# Backend.cell cost ~5 us per call there, torch.nn's whole forward ~7 us. Where the selection is torch's own cell op,
+# the cells call it directly, found by the call's signature in one dict lookup.
+#: (backend requested, mode, hidden size, bias, layer norm, x.shape, x.dtype, x.device, grad mode) -> the op or None.
+_DIRECT_CELL_OPS: dict[tuple, object] = {}
+#: Signatures kept before the table starts over (a model has a few; a sweep over sizes should not grow it forever).
+MAX_DIRECT_CELL_OPS = 1024
+_NOT_SELECTED = object()
+
+
+def direct_cell_op(requested: str, mode: str, x: Tensor, hidden_size: int, bias: bool, layer_norm: bool = False):
+    """For an eager cell call on input x [N, I] with its states given: the ATen op `select_cell`'s backend computes
+    it with (Backend.direct_cell_op), or None: then call `select_cell`. The caller has checked the arguments as for
+    `select_cell`. None while torch.compile traces or a graph is recorded (their selections differ)."""
+    if torch.compiler.is_compiling() or recording_graph():
+        return None
+    key = (requested_backend(requested), mode, hidden_size, bias, layer_norm, x.shape, x.dtype, x.device,
+           torch.is_grad_enabled())  # fmt: skip
+    op = _DIRECT_CELL_OPS.get(key, _NOT_SELECTED)
+    if op is _NOT_SELECTED:
+        backend, call = select_cell(requested, mode, x, hidden_size, bias, layer_norm)
+        if len(_DIRECT_CELL_OPS) >= MAX_DIRECT_CELL_OPS:
+            _DIRECT_CELL_OPS.clear()
+        op = _DIRECT_CELL_OPS[key] = backend.direct_cell_op(call)
+    return op
 
 
 @functools.lru_cache(maxsize=1024)

@@ -199,3 +199,61 @@ def test_one_step_bad_calls_raise_torch_nn_errors(bad):
     with pytest.raises(type(theirs_error.value)) as ours_error:
         ours(x, hx)
     assert str(ours_error.value) == str(theirs_error.value)
+
+
+# The direct path (issue 24): where `auto` runs torch's own cell op, a plain cell call goes to it straight from the
+# module, found by the call's signature (registry.direct_cell_op); everything above also runs through it.
+DIRECT_OPS = {"LSTM": torch._VF.lstm_cell, "GRU": torch._VF.gru_cell, "RNN_TANH": torch._VF.rnn_tanh_cell}
+
+
+@pytest.mark.parametrize("mode", DIRECT_OPS)
+def test_direct_cell_op_is_torchs_own_op_only_where_torch_is_selected(mode, monkeypatch):
+    x = torch.randn(3, 5)
+    backend, _ = fusedrnn.registry.select_cell("auto", mode, x, HIDDEN, True)
+    expected = DIRECT_OPS[mode] if backend.name == "torch" else None
+    assert fusedrnn.registry.direct_cell_op("auto", mode, x, HIDDEN, True) is expected
+    assert fusedrnn.registry.direct_cell_op("torch", mode, x, HIDDEN, True) is DIRECT_OPS[mode]
+    for other in ("reference", "cpu"):  # backends whose cells are their own code
+        assert fusedrnn.registry.direct_cell_op(other, mode, x, HIDDEN, True) is None
+    monkeypatch.setenv("FUSEDRNN_BACKEND", "reference")  # read at every call, as for the selection
+    assert fusedrnn.registry.direct_cell_op("auto", mode, x, HIDDEN, True) is None
+    monkeypatch.delenv("FUSEDRNN_BACKEND")
+    monkeypatch.setattr(fusedrnn.registry, "recording_graph", lambda: True)  # export: the sequence op instead
+    assert fusedrnn.registry.direct_cell_op("torch", mode, x, HIDDEN, True) is None
+
+
+def test_direct_cell_ops_are_forgotten_when_the_registry_changes(monkeypatch):
+    x = torch.randn(3, 5)
+    fusedrnn.registry.direct_cell_op("torch", "GRU", x, HIDDEN, True)
+    assert fusedrnn.registry._DIRECT_CELL_OPS
+    fusedrnn.registry.register("test_extra", fusedrnn.registry.get_backend("reference"))
+    try:
+        assert not fusedrnn.registry._DIRECT_CELL_OPS
+    finally:
+        fusedrnn.registry.unregister("test_extra")
+    monkeypatch.setattr(fusedrnn.registry, "MAX_DIRECT_CELL_OPS", 2)
+    for batch in (1, 2, 3, 4):  # a new signature each: the table starts over when full
+        fusedrnn.registry.direct_cell_op("torch", "GRU", torch.randn(batch, 5), HIDDEN, True)
+        assert len(fusedrnn.registry._DIRECT_CELL_OPS) <= 2
+
+
+@pytest.mark.parametrize(("cls", "states"), [(fusedrnn.LSTMCell, 2), (fusedrnn.GRUCell, 1)], ids=["lstm", "gru"])
+def test_plain_cell_call_skips_the_backend_only_on_the_direct_path(cls, states, monkeypatch):
+    """With torch selected, a batched call with its states goes to the op directly; without a state, or unbatched, it
+    goes through Backend.cell, as before. Both give torch.nn's result."""
+    from fusedrnn.backends.torch_native import TorchBackend
+
+    through_backend = []
+    original = TorchBackend.cell
+    monkeypatch.setattr(TorchBackend, "cell", lambda self, *a: through_backend.append(1) or original(self, *a))
+    cell = cls(5, HIDDEN, backend="torch")
+    torch_cell = (nn.LSTMCell if states == 2 else nn.GRUCell)(5, HIDDEN)
+    torch_cell.load_state_dict(cell.state_dict())
+    x, h = torch.randn(3, 5), torch.randn(3, HIDDEN)
+    hx = (h, h * 0.5) if states == 2 else h
+    torch.testing.assert_close(cell(x, hx), torch_cell(x, hx), rtol=0, atol=0)
+    assert not through_backend
+    torch.testing.assert_close(cell(x), torch_cell(x), rtol=0, atol=0)
+    unbatched = (h[0], h[0] * 0.5) if states == 2 else h[0]
+    torch.testing.assert_close(cell(x[0], unbatched), torch_cell(x[0], unbatched), rtol=0, atol=0)
+    assert len(through_backend) == 2

@@ -52,6 +52,10 @@ class TorchBackend(Backend):
     def preference(self, call) -> int:
         return 10
 
+    def direct_cell_op(self, call):
+        # What `cell` runs when both states are given and no graph is recorded: torch.nn's own cell op.
+        return _LSTM_CELL if call.mode == "LSTM" else _CELL_FUNCTIONS[call.mode]
+
     def cell(self, call, x, hx, cx, weights):
         if registry.recording_graph():
             # A recorded graph holds the one-step sequence op (aten::lstm & co.), which ONNX maps to its standard
