@@ -231,10 +231,10 @@ class _FusedRNNBase(nn.RNNBase):
         """input [T, N, I] (or [N, T, I] with batch_first), [T, I] unbatched, or a PackedSequence;
         hx [L*D, N, P] (LSTM: a tuple with c0 [L*D, N, H]) or None for zeros. Returns (output, h_n) like torch.nn.
         Bad input raises torch.nn's exception, with its text (`torch_nn_error`)."""
-        self._update_flat_weights()
         step = self._one_step(input, hx)
         if step is not None:
             return step
+        self._update_flat_weights()
         try:
             x, lengths, h0, c0, is_batched, packed_as = self._prepare(input, hx)
         except Exception as error:  # noqa: BLE001 - any refusal: torch.nn's own words for it, where it has some
@@ -265,18 +265,27 @@ class _FusedRNNBase(nn.RNNBase):
             return None
         batch = shape[0] if self.batch_first else shape[1]
         state = (1, batch, self.hidden_size)
-        flat = self._flat_weights
+        # The parameters as they are now, read from `_parameters` directly: torch.nn's _update_flat_weights, which
+        # compares each attribute with the flat list (~6 us per call, run from L3 at decoder sizes), is left to the
+        # general path. A weight that is not a plain parameter there (parametrized, a weight-drop tensor) takes it.
+        parameters = self._parameters
+        flat = [parameters.get(name) for name in self._ONE_STEP_WEIGHTS[self.bias]]
+        if any(w is None for w in flat):
+            return None
         if batch == 0 or input.dtype != flat[0].dtype or not self._fits_state(input, hx, state):
             return None  # an empty batch included: the general path has its rules for it
         h0, c0 = (hx[0][0], hx[1][0]) if self.mode == "LSTM" else (hx[0], None)
         x = input[:, 0] if self.batch_first else input[0]
         backend, call = registry.select_call(self.backend, self._call_fields(input, batch, 1, False, 0.0, False, False))
-        weights = LayerWeights(flat[0], flat[1], flat[2], flat[3], None) if self.bias else (
-            LayerWeights(flat[0], flat[1], None, None, None))  # fmt: skip
+        weights = LayerWeights(*flat, None) if self.bias else LayerWeights(*flat, None, None, None)
         h, c = backend.cell(call, x, h0, c0, weights)
         output = h.unsqueeze(1 if self.batch_first else 0)
         h_n = h.unsqueeze(0)
         return output, ((h_n, c.unsqueeze(0)) if self.mode == "LSTM" else h_n)
+
+    #: The one-step path's parameters (one layer, one direction), with bias and without.
+    _ONE_STEP_WEIGHTS = {True: ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"),
+                         False: ("weight_ih_l0", "weight_hh_l0")}  # fmt: skip
 
     def _fits_state(self, input: Tensor, hx, state: tuple[int, int, int]) -> bool:
         """Whether hx is a state the general path accepts for a batched input: of shape `state` [1, N, H] (LSTM: a

@@ -257,3 +257,29 @@ def test_plain_cell_call_skips_the_backend_only_on_the_direct_path(cls, states, 
     unbatched = (h[0], h[0] * 0.5) if states == 2 else h[0]
     torch.testing.assert_close(cell(x[0], unbatched), torch_cell(x[0], unbatched), rtol=0, atol=0)
     assert len(through_backend) == 2
+
+
+#: CHANGES for a layer's first layer's weights.
+LAYER_CHANGES = {
+    "new_parameter": lambda layer: setattr(layer, "weight_hh_l0", nn.Parameter(
+        torch.randn(layer.weight_hh_l0.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64))),
+    "parametrized": lambda layer: nn.utils.parametrize.register_parametrization(layer, "weight_ih_l0", Doubled()),
+    "new_bias_value": lambda layer: layer.bias_hh_l0.data.add_(1.0),
+}
+
+
+@pytest.mark.parametrize("change", LAYER_CHANGES)
+@pytest.mark.parametrize("cls", [fusedrnn.GRU, fusedrnn.LSTM], ids=["gru", "lstm"])
+def test_one_step_layer_follows_weight_changes_between_calls(cls, change):
+    """The 1-step path reads the parameters from `_parameters` (not torch.nn's flat list, refreshed only by the
+    general path): after each change between two 1-step calls, the output is torch.nn's."""
+    torch_cls = nn.GRU if cls is fusedrnn.GRU else nn.LSTM
+    expected = torch_cls(5, HIDDEN, dtype=torch.float64)
+    actual = cls(5, HIDDEN, dtype=torch.float64)
+    actual.load_state_dict(expected.state_dict())
+    x, h = torch.randn(1, 3, 5, dtype=torch.float64), torch.randn(1, 3, HIDDEN, dtype=torch.float64)
+    hx = (h, h * 0.5) if cls is fusedrnn.LSTM else h
+    torch.testing.assert_close(actual(x, hx), expected(x, hx))
+    for module in (expected, actual):
+        LAYER_CHANGES[change](module)
+    torch.testing.assert_close(actual(x, hx), expected(x, hx))
