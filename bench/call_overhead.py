@@ -72,20 +72,21 @@ def main() -> None:
         rows[cls] = [row(m, cls, args.hidden, args.batch, args.training) for m in (reference, fused, twin)]
     times = {cls: ([], [], []) for cls in rows}
     with torch.enable_grad() if args.training else torch.no_grad():
-        for pair in rows.values():
-            for function in pair:
+        for functions in rows.values():
+            for function in functions:
                 per_call_us(function, 50)  # warm-up
         for round_index in range(args.rounds):
-            for cls, pair in rows.items():
+            for cls, functions in rows.items():
                 # The order alternates (ABC, CBA): whichever runs second in a round measured 5-7 us per training call
                 # slower at H=4 than when it ran first (it pays for releasing the other's autograd graphs), which a
                 # fixed order charged to fusedrnn every round.
-                order = list(zip(pair, times[cls]))
+                order = list(zip(functions, times[cls]))
                 for function, record in order if round_index % 2 == 0 else reversed(order):
                     record.append(per_call_us(function, calls))
     print(f"H={args.hidden} N={args.batch} {mode}: thread CPU us per call over {args.rounds} interleaved rounds "
           f"of {calls} calls, median (minimum)")  # fmt: skip
-    print("| call | torch.nn | fusedrnn auto | difference | torch.nn's twin - torch.nn (resolution) |\n|---|---|---|---|---|")
+    print("| call | torch.nn | fusedrnn auto | difference | torch.nn's twin - torch.nn (resolution) |")
+    print("|---|---|---|---|---|")
     for cls, series in times.items():
         (a, b, c), (low_a, low_b, low_c) = map(statistics.median, series), map(min, series)
         print(f"| {cls} | {a:.1f} ({low_a:.1f}) | {b:.1f} ({low_b:.1f}) | {b - a:+.1f} ({low_b - low_a:+.1f}) | "

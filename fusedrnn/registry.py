@@ -450,8 +450,9 @@ _NOT_SELECTED = object()
 
 def direct_cell_op(requested: str, mode: str, x: Tensor, hidden_size: int, bias: bool, layer_norm: bool = False):
     """For an eager cell call on input x [N, I] with its states given: the ATen op `select_cell`'s backend computes
-    it with (Backend.direct_cell_op), or None: then call `select_cell`. The caller has checked the arguments as for
-    `select_cell`. None while torch.compile traces or a graph is recorded (their selections differ)."""
+    it with (Backend.direct_cell_op), or None: then call `select_cell`. The caller has checked only the ranks (x 2-D,
+    each state a 2-D tensor); the op checks sizes, dtypes and devices itself. None while torch.compile traces or a
+    graph is recorded (their selections differ)."""
     if torch.compiler.is_compiling() or recording_graph():
         return None
     key = (requested_backend(requested), mode, hidden_size, bias, layer_norm, x.shape, x.dtype, x.device,
