@@ -5,18 +5,26 @@
 
 Thread CPU time per call (time.thread_time: on a shared machine it counts this process's work, not the waits),
 one torch thread, over R rounds in which every row runs once in turn: torch.nn, fusedrnn and torch.nn's twin (a
-second torch.nn module), in that order in even rounds and reversed in odd ones. Reported: the median, and the
-minimum (each round averages
-many calls, so the least disturbed round is the closest to the call's own cost: on a loaded machine, where cache and
-core sharing still inflate CPU time, the minimum is the steadier of the two). The difference is fusedrnn's cost over
-torch.nn's. At a tiny hidden size (the default, H=4) that difference is the Python per call; at decoder sizes
-it also holds the kernels' difference. The twin's difference from torch.nn is the run's resolution: a fusedrnn
-difference of that size is no difference. Report the load average (`uptime`) with the numbers.
+second torch.nn module), in that order in even rounds and reversed in odd ones. Reported per row: the median over
+the rounds and, in brackets, the minimum (each round averages many calls, so the least disturbed round is the
+closest to the call's own cost).
+
+The difference is fusedrnn's cost over torch.nn's: the median of the rounds' differences (a round's rows run back to
+back, so slow drift cancels), with a 95% confidence interval for it that assumes nothing about the noise's
+distribution (`median_interval`); more rounds narrow it. The twin's difference from torch.nn is the run's
+resolution: a fusedrnn difference of that size is no difference. At a tiny hidden size (the default, H=4) the
+difference is the Python per call; at decoder sizes it also holds the kernels' difference.
+
+In training, a second table times the forward alone (each forward timed, the backward after it not): where both
+modules run the same op, as the cells do under `auto`, their backward graphs are the same nodes, so the whole
+difference is in the forward, and the forward's time is free of the backward's noise (a training call at H=256 varies
+by +-15 us from round to round, its forward by a few). Report the load average (`uptime`) with the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -28,27 +36,61 @@ import fusedrnn
 CALLS_AT_TINY_SIZE = {"inference": 20000, "training": 2000}
 
 
-def per_call_us(function, calls: int) -> float:
-    start = time.thread_time()
-    for _ in range(calls):
-        function()
-    return (time.thread_time() - start) / calls * 1e6
+def per_call_us(function, calls: int) -> tuple[float, float]:
+    """(thread CPU us per call, of which the forwards') over `calls` calls of `function`."""
+    start = time.thread_time_ns()
+    forward_ns = sum(function() for _ in range(calls))
+    return (time.thread_time_ns() - start) / calls / 1e3, forward_ns / calls / 1e3
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high) of `values`, with [low, high] a distribution-free confidence interval for the median: the
+    order statistics k and n + 1 - k, k the largest with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 (each value
+    falls below the median with probability 1/2). Fewer than 6 values have no such k at 95%: the range is returned."""
+    ordered, n = sorted(values), len(values)
+    below, k = 0.0, 0  # below: P(Binomial(n, 1/2) < k + 1)
+    while k < n // 2:
+        below += math.comb(n, k) / 2**n
+        if below > (1 - confidence) / 2:
+            break
+        k += 1
+    k = max(k, 1)
+    return statistics.median(ordered), ordered[k - 1], ordered[n - k]
 
 
 def row(module, cls: str, hidden: int, batch: int, training: bool):
-    """A no-argument call of `module` (one step), with backward of its outputs' sum when `training`."""
+    """A no-argument call of `module` (one step), with backward of its outputs' sum when `training`; it returns the
+    forward's thread CPU ns."""
     cell = cls.endswith("Cell")
     shape = (batch, hidden) if cell else (1, batch, hidden)
     x, h = torch.randn(*shape, requires_grad=training), torch.zeros(*shape)
     hx = (h, h) if cls.startswith("LSTM") else h
 
-    def call():
+    def call() -> int:
+        start = time.thread_time_ns()
         out = module(x, hx)
+        forward_ns = time.thread_time_ns() - start
         if training:
             out = out if cell else out[1]
             (sum(o.sum() for o in out) if isinstance(out, tuple) else out.sum()).backward()
+        return forward_ns
 
     return call
+
+
+def print_table(title: str, times: dict) -> None:
+    """times: row name -> (torch.nn's, fusedrnn's, the twin's) per-round us."""
+    print(title)
+    print("| call | torch.nn | fusedrnn auto | difference [95% CI] (of minima) | torch.nn's twin - torch.nn "
+          "(resolution) |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for cls, (a, b, c) in times.items():
+        cells = []
+        for other in (b, c):
+            middle, low, high = median_interval([y - x for x, y in zip(a, other)])
+            cells.append(f"{middle:+.1f} [{low:+.1f}, {high:+.1f}] ({min(other) - min(a):+.1f})")
+        print(f"| {cls} | {statistics.median(a):.1f} ({min(a):.1f}) | {statistics.median(b):.1f} ({min(b):.1f}) | "
+              f"{cells[0]} | {cells[1]} |")  # fmt: skip
 
 
 def main() -> None:
@@ -71,6 +113,7 @@ def main() -> None:
             module.load_state_dict(reference.state_dict())
         rows[cls] = [row(m, cls, args.hidden, args.batch, args.training) for m in (reference, fused, twin)]
     times = {cls: ([], [], []) for cls in rows}
+    forward_times = {cls: ([], [], []) for cls in rows}
     with torch.enable_grad() if args.training else torch.no_grad():
         for functions in rows.values():
             for function in functions:
@@ -80,17 +123,16 @@ def main() -> None:
                 # The order alternates (ABC, CBA): whichever runs second in a round measured 5-7 us per training call
                 # slower at H=4 than when it ran first (it pays for releasing the other's autograd graphs), which a
                 # fixed order charged to fusedrnn every round.
-                order = list(zip(functions, times[cls]))
-                for function, record in order if round_index % 2 == 0 else reversed(order):
-                    record.append(per_call_us(function, calls))
-    print(f"H={args.hidden} N={args.batch} {mode}: thread CPU us per call over {args.rounds} interleaved rounds "
-          f"of {calls} calls, median (minimum)")  # fmt: skip
-    print("| call | torch.nn | fusedrnn auto | difference | torch.nn's twin - torch.nn (resolution) |")
-    print("|---|---|---|---|---|")
-    for cls, series in times.items():
-        (a, b, c), (low_a, low_b, low_c) = map(statistics.median, series), map(min, series)
-        print(f"| {cls} | {a:.1f} ({low_a:.1f}) | {b:.1f} ({low_b:.1f}) | {b - a:+.1f} ({low_b - low_a:+.1f}) | "
-              f"{c - a:+.1f} ({low_c - low_a:+.1f}) |")  # fmt: skip
+                order = list(zip(functions, times[cls], forward_times[cls]))
+                for function, record, forward_record in order if round_index % 2 == 0 else reversed(order):
+                    total, forward = per_call_us(function, calls)
+                    record.append(total)
+                    forward_record.append(forward)
+    what = f"thread CPU us per call over {args.rounds} interleaved rounds of {calls} calls, median (minimum)"
+    print_table(f"H={args.hidden} N={args.batch} {mode}: {what}", times)
+    if args.training:
+        print()
+        print_table(f"H={args.hidden} N={args.batch} training, the forward alone: {what}", forward_times)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ class _FusedCellBase(nn.RNNCellBase):
         """The plain weights read from `_parameters` directly (a module attribute lookup costs ~1 us each), or None
         where they are not plain parameters there (parametrized, weight-drop tensors, a variant's extra weights):
         then `layer_weights()` reads them as attributes."""
-        if type(self).layer_weights is not _FusedCellBase.layer_weights:
+        if not self._plain_weights:
             return None
         parameters = self._parameters
         w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
@@ -76,6 +76,12 @@ class _FusedCellBase(nn.RNNCellBase):
         if w_ih is None or w_hh is None or (self.bias and (b_ih is None or b_hh is None)):
             return None
         return LayerWeights(w_ih, w_hh, b_ih, b_hh, None)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # Whether the class's weights are `layer_weights()`'s plain four (a variant's are not): looked up once here,
+        # not per call.
+        cls._plain_weights = cls.layer_weights is _FusedCellBase.layer_weights
 
     def _fits(self, input: Tensor, state: Tensor | None, weights: LayerWeights) -> bool:
         """Whether input and one state are the common call that `_check_step` would pass."""
@@ -87,17 +93,6 @@ class _FusedCellBase(nn.RNNCellBase):
         return state.shape == (shape[0], self.hidden_size) and state.dtype == input.dtype and (
             state.device == input.device)
 
-    def _direct_op(self, input: Tensor, *states) -> object:
-        """Torch's own cell op where it serves this call with batched input and every state given
-        (registry.direct_cell_op), else None. torch.nn's cells check only the ranks before they call it: the op
-        checks the sizes, dtypes and devices, in the words torch.nn users see, so neither does this path."""
-        if input.dim() != 2:
-            return None
-        for state in states:
-            if not isinstance(state, Tensor) or state.dim() != 2:
-                return None
-        return registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias, self.layer_norm)
-
     def _refused(self, error: Exception, input, hx) -> Exception:
         """The exception to raise for arguments this cell refused with `error`: torch.nn's own for them (type and
         text; see fusedrnn.modules.torch_nn_error), or `error` where torch.nn has no such cell or accepts them."""
@@ -105,15 +100,26 @@ class _FusedCellBase(nn.RNNCellBase):
         torch_error = None if torch_cls is None else torch_nn_error(torch_cls.forward, self, input, hx)
         return error if torch_error is None else torch_error
 
-    def _one_state_forward(self, input: Tensor, hx: Tensor | None) -> Tensor:
+    # A plain call (batched input, its states given as 2-D tensors, plain weights) whose backend computes it with
+    # torch's own cell op (registry.direct_cell_op) calls that op straight away. torch.nn's cells check only the ranks
+    # before they call it: the op checks the sizes, dtypes and devices, in the words torch.nn users see, so neither
+    # does this path. It is written out in both forwards, without helpers: at H ~ 256 each Python frame costs ~2 us
+    # (the weights evict the Python's code from L2 between calls), measured by bench/call_overhead.py --training.
+
+    def _one_state_forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
+        if self._plain_weights and input.dim() == 2 and isinstance(hx, Tensor) and hx.dim() == 2:
+            parameters = self._parameters
+            w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
+            b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
+            if w_ih is not None and w_hh is not None and (not self.bias or (b_ih is not None and b_hh is not None)):
+                op = registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias,
+                                             self.layer_norm)  # fmt: skip
+                if op is not None:
+                    return op(input, hx, w_ih, w_hh, b_ih, b_hh)
         weights = self._fast_weights()
-        if weights is not None:
-            op = self._direct_op(input, hx)
-            if op is not None:
-                return op(input, hx, *weights[:4])
-            if self._fits(input, hx, weights):
-                return self._step(input, hx, None, weights)[0]
+        if weights is not None and self._fits(input, hx, weights):
+            return self._step(input, hx, None, weights)[0]
         try:
             is_batched = self._check_ranks(input, (hx,))
             step_input, step_hx = (input, hx) if is_batched else (input.unsqueeze(0), None if hx is None else
@@ -127,14 +133,23 @@ class _FusedCellBase(nn.RNNCellBase):
         h, _ = self._step(step_input, step_hx, None)
         return h if is_batched else h.squeeze(0)
 
-    def _two_state_forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+    def _two_state_forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
+        if self._plain_weights and type(hx) is tuple and len(hx) == 2 and input.dim() == 2:
+            h0, c0 = hx
+            if isinstance(h0, Tensor) and h0.dim() == 2 and isinstance(c0, Tensor) and c0.dim() == 2:
+                parameters = self._parameters
+                w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
+                b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
+                if w_ih is not None and w_hh is not None and (not self.bias or (b_ih is not None and
+                                                                                b_hh is not None)):  # fmt: skip
+                    op = registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias,
+                                                 self.layer_norm)  # fmt: skip
+                    if op is not None:
+                        return op(input, hx, w_ih, w_hh, b_ih, b_hh)
         weights = self._fast_weights()
         if weights is not None and type(hx) is tuple and len(hx) == 2:
             h0, c0 = hx
-            op = self._direct_op(input, h0, c0)
-            if op is not None:
-                return op(input, hx, *weights[:4])
             if self._fits(input, h0, weights) and self._fits(input, c0, weights):
                 return self._step(input, h0, c0, weights)
         try:
@@ -175,9 +190,7 @@ class _FusedCellBase(nn.RNNCellBase):
 
 
 class _SingleStateCell(_FusedCellBase):
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
-        return self._one_state_forward(input, hx)
+    forward = _FusedCellBase._one_state_forward  # the method itself: a frame less per call (see the direct path)
 
 
 class RNNCell(_SingleStateCell):
@@ -217,9 +230,7 @@ class LSTMCell(_FusedCellBase):
                  backend: str = registry.AUTO) -> None:  # fmt: skip
         super().__init__(input_size, hidden_size, bias, 4, device=device, dtype=dtype, backend=backend)
 
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
-        return self._two_state_forward(input, hx)
+    forward = _FusedCellBase._two_state_forward  # the method itself: a frame less per call (see the direct path)
 
 
 # As fusedrnn.modules: whole-model torch.load with weights_only=True accepts the cells.

@@ -453,10 +453,13 @@ def direct_cell_op(requested: str, mode: str, x: Tensor, hidden_size: int, bias:
     it with (Backend.direct_cell_op), or None: then call `select_cell`. The caller has checked only the ranks (x 2-D,
     each state a 2-D tensor); the op checks sizes, dtypes and devices itself. None while torch.compile traces or a
     graph is recorded (their selections differ)."""
-    if torch.compiler.is_compiling() or recording_graph():
+    # recording_graph() and requested_backend() inlined: at H ~ 256 each Python frame costs ~1 us (above).
+    compiler = torch.compiler
+    if compiler.is_compiling() or _is_tracing() or (compiler._is_exporting_flag if _HAS_EXPORT_FLAG else _exporting()):
         return None
-    key = (requested_backend(requested), mode, hidden_size, bias, layer_norm, x.shape, x.dtype, x.device,
-           torch.is_grad_enabled())  # fmt: skip
+    if requested == AUTO and _ENVIRON_DATA is not None and _ENVIRON_DATA.get(_ENVIRON_KEY) is not None:
+        requested = requested_backend(requested)
+    key = (requested, mode, hidden_size, bias, layer_norm, x.shape, x.dtype, x.device, torch.is_grad_enabled())
     op = _DIRECT_CELL_OPS.get(key, _NOT_SELECTED)
     if op is _NOT_SELECTED:
         backend, call = select_cell(requested, mode, x, hidden_size, bias, layer_norm)
@@ -464,6 +467,13 @@ def direct_cell_op(requested: str, mode: str, x: Tensor, hidden_size: int, bias:
             _DIRECT_CELL_OPS.clear()
         op = _DIRECT_CELL_OPS[key] = backend.direct_cell_op(call)
     return op
+
+
+#: torch.jit.is_tracing() without its is_scripting() frame (these cells' forwards are never scripted: see
+#: __prepare_scriptable__).
+_is_tracing = torch._C._is_tracing
+#: Whether torch has the export flag `_exporting()` reads: then the cells read it as an attribute, without a frame.
+_HAS_EXPORT_FLAG = hasattr(torch.compiler, "_is_exporting_flag")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -218,8 +218,15 @@ def test_direct_cell_op_is_torchs_own_op_only_where_torch_is_selected(mode, monk
     monkeypatch.setenv("FUSEDRNN_BACKEND", "reference")  # read at every call, as for the selection
     assert fusedrnn.registry.direct_cell_op("auto", mode, x, HIDDEN, True) is None
     monkeypatch.delenv("FUSEDRNN_BACKEND")
-    monkeypatch.setattr(fusedrnn.registry, "recording_graph", lambda: True)  # export: the sequence op instead
-    assert fusedrnn.registry.direct_cell_op("torch", mode, x, HIDDEN, True) is None
+    # While a graph is recorded, the sequence op instead (export): torch.export's flag, and torch.jit.trace's state
+    # as direct_cell_op reads it (torch._C._is_tracing, without is_scripting's frame).
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.compiler, "_is_exporting_flag", True)
+        assert fusedrnn.registry.direct_cell_op("torch", mode, x, HIDDEN, True) is None
+    with monkeypatch.context() as patch:
+        patch.setattr(fusedrnn.registry, "_is_tracing", lambda: True)
+        assert fusedrnn.registry.direct_cell_op("torch", mode, x, HIDDEN, True) is None
+    assert fusedrnn.registry.direct_cell_op("torch", mode, x, HIDDEN, True) is DIRECT_OPS[mode]
 
 
 def test_direct_cell_ops_are_forgotten_when_the_registry_changes(monkeypatch):
