@@ -1,7 +1,10 @@
 """Per-call cost of one small call, torch.nn vs fusedrnn (`auto`), interleaved (issue 24): LSTMCell, GRUCell and a
 1-step LSTM / GRU layer call, inference or a training step (forward and backward of the outputs' sum).
 
-    python bench/call_overhead.py [--hidden H] [--batch N] [--training] [--rounds R]
+    python bench/call_overhead.py [--hidden H] [--batch N] [--training] [--rounds R] [--keep-type]
+
+With --keep-type the fusedrnn row is a torch.nn module after `fusedrnn.replace_rnns(model)` (keep_type=True, the
+default: the layer keeps its class and its forward is routed to fusedrnn's).
 
 Thread CPU time per call (time.thread_time: on a shared machine it counts this process's work, not the waits),
 one torch thread, over R rounds in which every row runs once in turn: torch.nn, fusedrnn and torch.nn's twin (a
@@ -99,6 +102,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--training", action="store_true")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--keep-type", action="store_true", help="fusedrnn row: torch.nn's class after replace_rnns")
     args = parser.parse_args()
     torch.set_num_threads(1)
     mode = "training" if args.training else "inference"
@@ -108,7 +112,12 @@ def main() -> None:
         reference = getattr(torch.nn, cls)(args.hidden, args.hidden)
         # torch.nn's twin, the same module again: its difference from torch.nn is what this run can resolve.
         twin = getattr(torch.nn, cls)(args.hidden, args.hidden)
-        fused = getattr(fusedrnn, cls)(args.hidden, args.hidden)
+        if args.keep_type:
+            holder = torch.nn.Sequential(getattr(torch.nn, cls)(args.hidden, args.hidden))
+            fusedrnn.replace_rnns(holder)  # keep_type=True: the layer stays torch.nn's, routed to fusedrnn
+            fused = holder[0]
+        else:
+            fused = getattr(fusedrnn, cls)(args.hidden, args.hidden)
         for module in (twin, fused):
             module.load_state_dict(reference.state_dict())
         rows[cls] = [row(m, cls, args.hidden, args.batch, args.training) for m in (reference, fused, twin)]
@@ -129,6 +138,8 @@ def main() -> None:
                     record.append(total)
                     forward_record.append(forward)
     what = f"thread CPU us per call over {args.rounds} interleaved rounds of {calls} calls, median (minimum)"
+    if args.keep_type:
+        what += "; fusedrnn: replace_rnns(keep_type=True)"
     print_table(f"H={args.hidden} N={args.batch} {mode}: {what}", times)
     if args.training:
         print()

@@ -582,3 +582,23 @@ def test_routed_layers_survive_deepcopy_pickle_and_weights_only_load(tmp_path, f
         del fusedrnn_calls[:]
         torch.testing.assert_close(copied(x), expected, rtol=0, atol=0)
         assert len(fusedrnn_calls) == 4
+
+
+@pytest.mark.parametrize("cls", [nn.LSTMCell, nn.GRUCell, nn.LSTM], ids=["lstm_cell", "gru_cell", "lstm"])
+def test_routed_layer_follows_a_parametrization_registered_after_its_first_call(cls, fusedrnn_calls):
+    """The routed forward reuses its view of the layer while the layer's class is unchanged (issue 24: per-call
+    cost); registering a parametrization changes the class, and the next call must see it."""
+    torch.manual_seed(0)
+    reference = cls(INPUT_SIZE, HIDDEN_SIZE).double()
+    layer = copy.deepcopy(reference)
+    fusedrnn.replace_rnns(layer, backend="reference")
+    x = torch.randn(BATCH, INPUT_SIZE, dtype=torch.float64)
+    if cls is nn.LSTM:
+        x = x.unsqueeze(0)
+    torch.testing.assert_close(layer(x), reference(x), rtol=0, atol=1e-12)  # the view is built here
+    for module in (reference, layer):
+        parametrizations.orthogonal(module, "weight_hh" if cls is not nn.LSTM else "weight_hh_l0")
+    del fusedrnn_calls[:]
+    torch.testing.assert_close(layer(x), reference(x), rtol=0, atol=1e-12)
+    assert len(fusedrnn_calls) == 1, "still routed to fusedrnn"
+    assert isinstance(layer, cls) and parametrize.is_parametrized(layer)
