@@ -21,6 +21,7 @@ TORCH_CELL_CLASSES = {"LSTM": nn.LSTMCell, "GRU": nn.GRUCell, "RNN_TANH": nn.RNN
 class _FusedCellBase(nn.RNNCellBase):
     mode: str
     layer_norm = False  # fusedrnn.variants' layer-norm cells set it
+    _plain_weights = True  # whether the weights are layer_weights()'s plain four: set per class (__init_subclass__)
 
     def __init__(self, input_size, hidden_size, bias, num_chunks, device=None, dtype=None, *, backend) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks, device=device, dtype=dtype)

@@ -457,8 +457,8 @@ def direct_cell_op(requested: str, mode: str, x: Tensor, hidden_size: int, bias:
     compiler = torch.compiler
     if compiler.is_compiling() or _is_tracing() or (compiler._is_exporting_flag if _HAS_EXPORT_FLAG else _exporting()):
         return None
-    if requested == AUTO and _ENVIRON_DATA is not None and _ENVIRON_DATA.get(_ENVIRON_KEY) is not None:
-        requested = requested_backend(requested)
+    if requested == AUTO and (_ENVIRON_DATA is None or _ENVIRON_KEY is None or _ENVIRON_KEY in _ENVIRON_DATA):
+        requested = requested_backend(requested)  # FUSEDRNN_BACKEND is set (or os.environ is not CPython's)
     key = (requested, mode, hidden_size, bias, layer_norm, x.shape, x.dtype, x.device, torch.is_grad_enabled())
     op = _DIRECT_CELL_OPS.get(key, _NOT_SELECTED)
     if op is _NOT_SELECTED:

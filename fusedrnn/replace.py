@@ -54,8 +54,19 @@ def _with_parametrizations(module: nn.Module, cls: type[nn.Module]) -> type[nn.M
     key = (type(module), cls)
     if key not in _PARAMETRIZED_TWINS:
         namespace = {key: value for key, value in vars(type(module)).items() if key not in ("__dict__", "__weakref__")}
+        namespace["_parametrized_source"] = type(module)
+        namespace["__getattr__"] = _later_parametrization
         _PARAMETRIZED_TWINS[key] = type(f"Parametrized{cls.__name__}", (cls,), namespace)
     return _PARAMETRIZED_TWINS[key]
+
+
+def _later_parametrization(self, name: str):
+    """A twin class's attribute fallback: a tensor parametrized after the twin was made (parametrize adds its property
+    to the layer's class, which the twin copied before), else nn.Module's lookup."""
+    prop = vars(type(self)._parametrized_source).get(name)
+    if isinstance(prop, property):
+        return prop.__get__(self)
+    return nn.Module.__getattr__(self, name)
 
 
 _PARAMETRIZED_TWINS: dict[tuple[type, type], type] = {}

@@ -587,7 +587,8 @@ def test_routed_layers_survive_deepcopy_pickle_and_weights_only_load(tmp_path, f
 @pytest.mark.parametrize("cls", [nn.LSTMCell, nn.GRUCell, nn.LSTM], ids=["lstm_cell", "gru_cell", "lstm"])
 def test_routed_layer_follows_a_parametrization_registered_after_its_first_call(cls, fusedrnn_calls):
     """The routed forward reuses its view of the layer while the layer's class is unchanged (issue 24: per-call
-    cost); registering a parametrization changes the class, and the next call must see it."""
+    cost); registering a parametrization changes the class, a second one adds to it, and the next call must see
+    each."""
     torch.manual_seed(0)
     reference = cls(INPUT_SIZE, HIDDEN_SIZE).double()
     layer = copy.deepcopy(reference)
@@ -595,10 +596,14 @@ def test_routed_layer_follows_a_parametrization_registered_after_its_first_call(
     x = torch.randn(BATCH, INPUT_SIZE, dtype=torch.float64)
     if cls is nn.LSTM:
         x = x.unsqueeze(0)
+    suffix = "_l0" if cls is nn.LSTM else ""
     torch.testing.assert_close(layer(x), reference(x), rtol=0, atol=1e-12)  # the view is built here
-    for module in (reference, layer):
-        parametrizations.orthogonal(module, "weight_hh" if cls is not nn.LSTM else "weight_hh_l0")
-    del fusedrnn_calls[:]
-    torch.testing.assert_close(layer(x), reference(x), rtol=0, atol=1e-12)
-    assert len(fusedrnn_calls) == 1, "still routed to fusedrnn"
-    assert isinstance(layer, cls) and parametrize.is_parametrized(layer)
+    # The first parametrization changes the layer's class; a second one adds to that class, after the routed
+    # forward made its twin of it.
+    for attach, name in ((parametrizations.orthogonal, "weight_hh"), (parametrizations.weight_norm, "weight_ih")):
+        for module in (reference, layer):
+            attach(module, name + suffix)
+        del fusedrnn_calls[:]
+        torch.testing.assert_close(layer(x), reference(x), rtol=0, atol=1e-12)
+        assert len(fusedrnn_calls) == 1, "still routed to fusedrnn"
+    assert isinstance(layer, cls) and parametrize.is_parametrized(layer, "weight_ih" + suffix)
