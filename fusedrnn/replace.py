@@ -86,9 +86,10 @@ class _Routed:
 
     def view(self) -> nn.Module:
         module, view = self.module, self._view
-        # Rebuilt when the layer's class changed (a parametrization registered later, a wrapper) or its __dict__ was
-        # replaced; else reused as it is: the view's class is a function of the layer's class and its
-        # parametrizations, which change its class. This is per call (a decoder's cell: hundreds per sequence).
+        # Rebuilt when the layer's class changed (its first parametrization, a wrapper) or its __dict__ was replaced;
+        # else reused as it is, once per call (a decoder's cell: hundreds per sequence). The view's class is a
+        # function of the layer's class; what a later parametrization adds to that class, the twin's __getattr__
+        # finds (_later_parametrization).
         if view is None or type(module) is not self._view_for or view.__dict__ is not module.__dict__:
             # The torch.nn class among the layer's bases: wrappers give it classes of their own (parametrize's
             # ParametrizedLSTM, FSDP2's FSDPLSTM), derived from it.
