@@ -61,23 +61,6 @@ class _FusedCellBase(nn.RNNCellBase):
     def layer_weights(self) -> LayerWeights:
         return LayerWeights(self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, None)
 
-    # The fast path (issue 24: a decoder calls a cell hundreds of times per sequence, so a call's Python is a cost
-    # of its own). It serves the common call: batched input [N, I] and batched states [N, H] of the weights' dtype on
-    # the input's device. Anything else takes the full checks above, which raise torch.nn's errors.
-
-    def _fast_weights(self) -> LayerWeights | None:
-        """The plain weights read from `_parameters` directly (a module attribute lookup costs ~1 us each), or None
-        where they are not plain parameters there (parametrized, weight-drop tensors, a variant's extra weights):
-        then `layer_weights()` reads them as attributes."""
-        if not self._plain_weights:
-            return None
-        parameters = self._parameters
-        w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
-        b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
-        if w_ih is None or w_hh is None or (self.bias and (b_ih is None or b_hh is None)):
-            return None
-        return LayerWeights(w_ih, w_hh, b_ih, b_hh, None)
-
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         # Whether the class's weights are `layer_weights()`'s plain four (a variant's are not): looked up once here,
@@ -101,26 +84,31 @@ class _FusedCellBase(nn.RNNCellBase):
         torch_error = None if torch_cls is None else torch_nn_error(torch_cls.forward, self, input, hx)
         return error if torch_error is None else torch_error
 
-    # A plain call (batched input, its states given as 2-D tensors, plain weights) whose backend computes it with
-    # torch's own cell op (registry.direct_cell_op) calls that op straight away. torch.nn's cells check only the ranks
-    # before they call it: the op checks the sizes, dtypes and devices, in the words torch.nn users see, so neither
-    # does this path. It is written out in both forwards, without helpers: at H ~ 256 each Python frame costs ~2 us
-    # (the weights evict the Python's code from L2 between calls), measured by bench/call_overhead.py --training.
+    # The fast paths (issue 24: a decoder calls a cell hundreds of times per sequence, so a call's Python is a cost of
+    # its own). Both read the weights from `_parameters` once (a module attribute lookup costs ~1 us each), where the
+    # class's weights are plain parameters there (not parametrized, weight-drop tensors or a variant's). A plain call
+    # (batched input, its states given as 2-D tensors) whose backend computes it with torch's own cell op
+    # (registry.direct_cell_op) calls that op straight away: torch.nn's cells check only the ranks before they call
+    # it, and the op checks the sizes, dtypes and devices in the words torch.nn users see, so neither does this path.
+    # Else a call `_check_step` would pass (`_fits`) goes to the backend's cell. Anything else takes the full checks,
+    # which raise torch.nn's errors. Written out in both forwards, without helpers: at H ~ 256 each Python frame costs
+    # ~2 us (the weights evict the Python's code from L2 between calls; bench/call_overhead.py --training).
 
     def _one_state_forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """input [N, I] or [I]; hx [N, H] or [H] (None: zeros) -> h' of hx's shape."""
-        if self._plain_weights and input.dim() == 2 and isinstance(hx, Tensor) and hx.dim() == 2:
-            parameters = self._parameters
-            w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
-            b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
-            if w_ih is not None and w_hh is not None and (not self.bias or (b_ih is not None and b_hh is not None)):
+        parameters = self._parameters
+        w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
+        b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
+        if self._plain_weights and w_ih is not None and w_hh is not None and (
+                not self.bias or (b_ih is not None and b_hh is not None)):  # fmt: skip
+            if input.dim() == 2 and isinstance(hx, Tensor) and hx.dim() == 2:
                 op = registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias,
                                              self.layer_norm)  # fmt: skip
                 if op is not None:
                     return op(input, hx, w_ih, w_hh, b_ih, b_hh)
-        weights = self._fast_weights()
-        if weights is not None and self._fits(input, hx, weights):
-            return self._step(input, hx, None, weights)[0]
+            weights = LayerWeights(w_ih, w_hh, b_ih, b_hh, None)
+            if self._fits(input, hx, weights):
+                return self._step(input, hx, None, weights)[0]
         try:
             is_batched = self._check_ranks(input, (hx,))
             step_input, step_hx = (input, hx) if is_batched else (input.unsqueeze(0), None if hx is None else
@@ -136,21 +124,20 @@ class _FusedCellBase(nn.RNNCellBase):
 
     def _two_state_forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """input [N, I] or [I]; hx = (h [N, H], c [N, H]) or unbatched, or None (zeros) -> (h', c')."""
-        if self._plain_weights and type(hx) is tuple and len(hx) == 2 and input.dim() == 2:
+        parameters = self._parameters
+        w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
+        b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
+        if self._plain_weights and w_ih is not None and w_hh is not None and (
+                not self.bias or (b_ih is not None and b_hh is not None)) and (
+                type(hx) is tuple and len(hx) == 2):  # fmt: skip
             h0, c0 = hx
-            if isinstance(h0, Tensor) and h0.dim() == 2 and isinstance(c0, Tensor) and c0.dim() == 2:
-                parameters = self._parameters
-                w_ih, w_hh = parameters.get("weight_ih"), parameters.get("weight_hh")
-                b_ih, b_hh = parameters.get("bias_ih"), parameters.get("bias_hh")
-                if w_ih is not None and w_hh is not None and (not self.bias or (b_ih is not None and
-                                                                                b_hh is not None)):  # fmt: skip
-                    op = registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias,
-                                                 self.layer_norm)  # fmt: skip
-                    if op is not None:
-                        return op(input, hx, w_ih, w_hh, b_ih, b_hh)
-        weights = self._fast_weights()
-        if weights is not None and type(hx) is tuple and len(hx) == 2:
-            h0, c0 = hx
+            if (input.dim() == 2 and isinstance(h0, Tensor) and h0.dim() == 2 and isinstance(c0, Tensor) and
+                    c0.dim() == 2):  # fmt: skip
+                op = registry.direct_cell_op(self.backend, self.mode, input, self.hidden_size, self.bias,
+                                             self.layer_norm)  # fmt: skip
+                if op is not None:
+                    return op(input, hx, w_ih, w_hh, b_ih, b_hh)
+            weights = LayerWeights(w_ih, w_hh, b_ih, b_hh, None)
             if self._fits(input, h0, weights) and self._fits(input, c0, weights):
                 return self._step(input, h0, c0, weights)
         try:

@@ -386,12 +386,15 @@ def recording_graph() -> bool:
     return torch.jit.is_tracing() or _exporting()
 
 
+#: Whether torch has the export flag `_exporting()` reads (direct_cell_op reads it too, without a frame).
+_HAS_EXPORT_FLAG = hasattr(torch.compiler, "_is_exporting_flag")
+
+
 def _exporting() -> bool:
     """torch.export's flag. Read directly where torch has it: torch 2.11's Dynamo folds `torch.compiler.is_exporting()`
     to True while it traces anything, torch.compile included (later versions read the flag); the flag itself is a
     module global, which Dynamo reads (and guards on) like any other."""
-    flag = getattr(torch.compiler, "_is_exporting_flag", None)
-    return torch.compiler.is_exporting() if flag is None else bool(flag)
+    return bool(torch.compiler._is_exporting_flag) if _HAS_EXPORT_FLAG else torch.compiler.is_exporting()
 
 
 #: What a variant (layer norm, zoneout, IndRNN: no torch op computes them) records instead: its plain-PyTorch loop.
@@ -472,8 +475,6 @@ def direct_cell_op(requested: str, mode: str, x: Tensor, hidden_size: int, bias:
 #: torch.jit.is_tracing() without its is_scripting() frame (these cells' forwards are never scripted: see
 #: __prepare_scriptable__).
 _is_tracing = torch._C._is_tracing
-#: Whether torch has the export flag `_exporting()` reads: then the cells read it as an attribute, without a frame.
-_HAS_EXPORT_FLAG = hasattr(torch.compiler, "_is_exporting_flag")
 
 
 @functools.lru_cache(maxsize=1024)
