@@ -26,6 +26,8 @@ using at::Tensor;
 
 //: The environment variable that forces a path: "fused", "loop", or unset / "auto" (the planner's rule).
 constexpr const char* kForceEnv = "FUSEDRNN_CPU_LSTM";
+//: The one that forces the fused kernel's split: "units", "rows", or unset / "auto" (the planner's rule).
+constexpr const char* kForceSplitEnv = "FUSEDRNN_CPU_LSTM_SPLIT";
 
 }  // namespace
 
@@ -44,15 +46,28 @@ Force forced_path() {
   return parse_force(value == nullptr ? "" : value);
 }
 
+ForceSplit parse_force_split(const std::string& value) {
+  if (value.empty() || value == "auto") return ForceSplit::Auto;
+  if (value == "units") return ForceSplit::Units;
+  if (value == "rows") return ForceSplit::Rows;
+  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceSplitEnv, " must be auto, units or rows, got '", value, "'");
+}
+
+ForceSplit forced_split() {
+  const char* value = std::getenv(kForceSplitEnv);
+  return parse_force_split(value == nullptr ? "" : value);
+}
+
 int available_threads() {
   return at::in_parallel_region() ? 1 : at::get_num_threads();
 }
 
 PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force) {
+                     int threads, Force force, bool backward, ForceSplit force_split) {
   PlanInput p;
   p.mode = mode, p.float32 = float32, p.projection = projection, p.variants = variants;
   p.batch = batch, p.hidden = hidden, p.threads = threads, p.force = force;
+  p.backward = backward, p.force_split = force_split;
   p.capability = cpu_pointwise_capability();
   p.panel_units = cpu_fused_lstm_kernel().panel_units;
   return p;
@@ -77,14 +92,16 @@ void run_region(int threads, const Body& body) {
   body(0, 1, barrier);
 }
 
-//: Runs one chunk, each thread packing its own panels first when `pack` (the split is the same as run_thread's, so
-//: no thread reads a panel another one packs).
+//: Runs one chunk, each thread packing a share of the panels first when `pack`: split by units, the panels it then
+//: reads, so no thread reads a panel another one packs; split by rows, every thread reads every panel, so a barrier
+//: follows the packing.
 void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int threads, const float* w_hh, bool pack) {
   const int64_t panels = blocks_of(args.H, kernel.panel_units);
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     if (pack) {
       kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
                   const_cast<float*>(args.packed));
+      if (args.split == Split::Rows) barrier.wait(count);
     }
     kernel.run_thread(args, thread, count, barrier);
   });
@@ -92,14 +109,15 @@ void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int thr
 
 //: The plan for `in` on this CPU, or none (the loop) where it declines; forced, an LSTM the kernel cannot run is an
 //: error (a test or benchmark would measure the wrong path); the other cells are not this variable's business.
-std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in) {
+std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) {
   using namespace cpu_fused;
   const bool heads = in.w_hh.dim() == 3;  // [heads, 4d, d]
   const int64_t N = in.x.size(1), H = heads ? in.w_hh.size(0) * in.w_hh.size(2) : in.w_hh.size(0) / gates_of(in.mode);
   const Variants v = variants_of(in);
   const Force force = forced_path();
   PlanInput request = plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
-                                 v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force);
+                                 v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force, backward,
+                                 forced_split());
   request.heads = heads;
   const Plan plan = plan_layer(request);
   if (plan.path == Path::Fused) return plan;
@@ -112,7 +130,7 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in) {
 }  // namespace
 
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
-  const std::optional<cpu_fused::Plan> plan = fused_plan(in);
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/false);
   if (!plan) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
@@ -137,6 +155,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(con
   args.c = c.mutable_data_ptr<float>();
   args.saved = in.save ? saved.mutable_data_ptr<float>() : nullptr;
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  args.split = plan->split;
   for (int64_t first = 0; first < T; first += chunk) {
     const int64_t steps = std::min(chunk, T - first);
     args.first = first, args.steps = steps;
@@ -157,7 +176,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(con
 std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,
                                                        const Tensor& grad_y, const Tensor& grad_h_n,
                                                        const Tensor& grad_c_n, bool has_bias) {
-  const std::optional<cpu_fused::Plan> plan = fused_plan(in);
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/true);
   if (!plan) return std::nullopt;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
@@ -182,12 +201,17 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   args.dc = dc.mutable_data_ptr<float>();
   args.dh_carry = dh_carry.mutable_data_ptr<float>();
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
+  args.split = plan->split;
   const int64_t groups = blocks_of(H, kernel.group_units);
-  const int threads = static_cast<int>(std::min<int64_t>(plan->threads, groups));
+  // Split by units, at most a thread per group (a group is 4 of the forward's panels).
+  const int threads = static_cast<int>(plan->split == Split::Rows ? plan->threads
+                                                                   : std::min<int64_t>(plan->threads, groups));
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
-    // Each thread packs the groups it reads (the same split as run_backward_thread's).
+    // Each thread packs a share of the groups: split by units, those it reads (run_backward_thread's split); split
+    // by rows, every thread reads every group, so all wait for the packing.
     kernel.pack_backward(w_hh.const_data_ptr<float>(), H, groups * thread / count, groups * (thread + 1) / count,
                          const_cast<float*>(args.packed));
+    if (args.split == Split::Rows) barrier.wait(count);
     kernel.run_backward_thread(args, thread, count, barrier);
   });
   // dh_0: the last processed step's dg W_hh plus what finished rows carried; then the sequence's big GEMMs.

@@ -32,6 +32,23 @@ inline int64_t blocks_of(int64_t H, int64_t block) {
   return (H + block - 1) / block;
 }
 
+//: How a step's work is shared among the fused kernel's threads (lstm_cpu_fused_plan.h decides): Units, each thread
+//: a slice of the hidden units for every batch row, so the threads exchange h (or dg) through a barrier after every
+//: step; Rows, each thread every unit for a slice of the batch rows, so no thread reads what another writes and no
+//: step needs a barrier, at the price of each thread streaming the whole packed W_hh every step.
+enum class Split { Units, Rows };
+
+//: The part of every step thread `thread` of `threads` computes: unit blocks [first_block, last_block) for rows
+//: [first_row, last_row).
+struct ThreadSlice {
+  int64_t first_block, last_block, first_row, last_row;
+};
+
+inline ThreadSlice thread_slice(Split split, int64_t blocks, int64_t N, int thread, int threads) {
+  if (split == Split::Rows) return {0, blocks, N * thread / threads, N * (thread + 1) / threads};
+  return {blocks * thread / threads, blocks * (thread + 1) / threads, 0, N};
+}
+
 //: One chunk of steps of a fused LSTM forward, float32, as plain pointers (shapes: T steps, N rows, H units; every
 //: array contiguous).
 struct FusedLstmArgs {
@@ -46,6 +63,7 @@ struct FusedLstmArgs {
   float* c = nullptr;             // [N, H]: c_0 in, c of the last step run out
   float* saved = nullptr;         // [T, N, 5H] i f g o c (rnn_loop.h: saved_layout), or null (inference)
   const int64_t* lengths = nullptr;  // [N] or null (step.h: row_valid)
+  Split split = Split::Units;
 };
 
 //: The fused LSTM backward over the whole sequence, float32: per step (in reverse processing order) dh_t = grad_y[t] +
@@ -63,6 +81,7 @@ struct FusedLstmBackwardArgs {
   float* dh_carry = nullptr;      // [N, H]: grad_h_n in; per step what goes to the step before besides dg W_hh
                                   // (a finished row's whole dh, else 0); out: that part of dh_0
   const int64_t* lengths = nullptr;
+  Split split = Split::Units;
 };
 
 //: The barrier every thread passes after each step: spinning (a step is microseconds, far shorter than a sleep and
@@ -110,8 +129,8 @@ struct FusedLstmKernel {
   //: Packs panels [first, last) of w_hh [4H, H] into `packed`: panel b holds, for each k, the 4 gates' rows of
   //: units [b*panel_units, (b+1)*panel_units) at column k (zeros past H), so a step streams it in order.
   void (*pack)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
-  //: Runs the chunk's steps for thread `thread` of `threads` (its panels), passing `barrier` after every step but
-  //: the chunk's last (the region's end synchronises that one).
+  //: Runs the chunk's steps for thread `thread` of `threads` (its thread_slice), passing `barrier` after every step
+  //: but the chunk's last where the split is by units (the region's end synchronises that one).
   void (*run_thread)(const FusedLstmArgs& args, int thread, int threads, SpinBarrier& barrier);
   //: Backward: hidden units per work group (4 panels: the micro-kernel's 4 vectors are 4 blocks of W_hh's columns).
   int64_t group_units;
@@ -119,7 +138,8 @@ struct FusedLstmKernel {
   //: Packs groups [first, last): group q holds, for each of the 4H rows k of W_hh, its columns
   //: [q*group_units, (q+1)*group_units) (zeros past H).
   void (*pack_backward)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
-  //: Every step of the sequence for thread `thread` of `threads` (its groups), one barrier between steps.
+  //: Every step of the sequence for thread `thread` of `threads` (its thread_slice of the groups), one barrier
+  //: between steps where the split is by units.
   void (*run_backward_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
 };
 

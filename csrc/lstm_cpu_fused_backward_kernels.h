@@ -84,8 +84,7 @@ void backward_tile(const FusedLstmBackwardArgs& a, const BackwardStepPointers& s
 }
 
 void fused_run_backward_thread(const FusedLstmBackwardArgs& a, int thread, int threads, SpinBarrier& barrier) {
-  const int64_t groups = blocks_of(a.H, kGroupUnits);
-  const int64_t first_group = groups * thread / threads, last_group = groups * (thread + 1) / threads;
+  const ThreadSlice slice = thread_slice(a.split, blocks_of(a.H, kGroupUnits), a.N, thread, threads);
   const int64_t N = a.N, H = a.H, GH = kLstmGates * H, WS = kLstmSaved * H;
   for (int64_t s = 0; s < a.T; ++s) {  // the forward's steps, last first
     const int64_t t = a.reverse ? s : a.T - 1 - s;
@@ -98,10 +97,10 @@ void fused_run_backward_thread(const FusedLstmBackwardArgs& a, int thread, int t
                             first_forward_step ? H : WS,
                             a.grad_y + t * N * H,
                             a.dg + t * N * GH};
-    for (int64_t q = first_group; q < last_group; ++q) {
-      for_row_tiles(N, [&]<int R>(int64_t n0) { backward_tile<R>(a, st, q, n0); });
+    for (int64_t q = slice.first_block; q < slice.last_block; ++q) {
+      for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { backward_tile<R>(a, st, q, n0); });
     }
-    if (s + 1 < a.T) barrier.wait(threads);
+    if (a.split == Split::Units && s + 1 < a.T) barrier.wait(threads);
   }
 }
 

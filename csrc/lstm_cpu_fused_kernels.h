@@ -155,16 +155,16 @@ void tail_tile(const Tile& tile, int64_t n0, int64_t rows) {
   }
 }
 
+//: Rows [first, last): tiles of kTileRows rows, then one of the rows left.
 template <class Tile>
-void for_row_tiles(int64_t N, const Tile& tile) {
-  int64_t n0 = 0;
-  for (; n0 + kTileRows <= N; n0 += kTileRows) tile.template operator()<kTileRows>(n0);
-  if (n0 < N) tail_tile(tile, n0, N - n0);
+void for_row_tiles(int64_t first, int64_t last, const Tile& tile) {
+  int64_t n0 = first;
+  for (; n0 + kTileRows <= last; n0 += kTileRows) tile.template operator()<kTileRows>(n0);
+  if (n0 < last) tail_tile(tile, n0, last - n0);
 }
 
 void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
-  const int64_t panels = blocks_of(a.H, kPanelUnits);
-  const int64_t first_panel = panels * thread / threads, last_panel = panels * (thread + 1) / threads;
+  const ThreadSlice slice = thread_slice(a.split, blocks_of(a.H, kPanelUnits), a.N, thread, threads);
   const int64_t NH = a.N * a.H;
   for (int64_t s = a.first; s < a.first + a.steps; ++s) {
     const int64_t t = a.reverse ? a.T - 1 - s : s;
@@ -172,10 +172,10 @@ void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarri
     StepPointers st{t, s == 0 ? a.h0 : a.y + t_prev * NH, a.gi + (t - a.gi_first_t) * a.N * kLstmGates * a.H,
                     a.y + t * NH, a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
     // Panel by panel: a panel (4 x 16 x H floats, 128 KB at H=512) stays in L2 while every row tile reads it.
-    for (int64_t b = first_panel; b < last_panel; ++b) {
-      for_row_tiles(a.N, [&]<int R>(int64_t n0) { tile<R>(a, st, b, n0); });
+    for (int64_t b = slice.first_block; b < slice.last_block; ++b) {
+      for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<R>(a, st, b, n0); });
     }
-    if (s + 1 < a.first + a.steps) barrier.wait(threads);
+    if (a.split == Split::Units && s + 1 < a.first + a.steps) barrier.wait(threads);
   }
 }
 

@@ -3,7 +3,8 @@ float64 at the float32 tolerance, forward and gradients, and with the per-step l
 its planner's decisions and refusals (op fusedrnn::cpu_fused_plan); `auto`'s preference.
 
 FUSEDRNN_CPU_LSTM=fused forces the kernel (an LSTM it cannot run is then an error, so every parity case here is known
-to have run it), FUSEDRNN_CPU_LSTM=loop the per-step loop.
+to have run it), FUSEDRNN_CPU_LSTM=loop the per-step loop; FUSEDRNN_CPU_LSTM_SPLIT=units|rows how the kernel's threads
+share a step (the `split` fixture runs the parity cases both ways).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from test_modules import Case, input_maker
 
 ops = torch.ops.fusedrnn
 FORCE_ENV = "FUSEDRNN_CPU_LSTM"
+SPLIT_ENV = "FUSEDRNN_CPU_LSTM_SPLIT"
 #: Hidden units per panel of the variant the CPU runs (16 float32 lanes with AVX-512, 8 otherwise).
 PANEL_UNITS = 16 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 8
 
@@ -37,6 +39,14 @@ def extension():
 @pytest.fixture
 def force_fused(monkeypatch):
     monkeypatch.setenv(FORCE_ENV, "fused")
+
+
+@pytest.fixture(params=["units", "rows"])
+def split(request, monkeypatch):
+    """How the fused kernels' threads share a step, forward and backward: by hidden units (a barrier after every
+    step) or by batch rows (none)."""
+    monkeypatch.setenv(SPLIT_ENV, request.param)
+    return request.param
 
 
 @pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
@@ -84,7 +94,7 @@ def inference_outputs(module, case: Case, dtype) -> dict:
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
-def test_fused_matches_float64_torch_nn(case, input_size, hidden, training, threads, force_fused):
+def test_fused_matches_float64_torch_nn(case, input_size, hidden, training, threads, split, force_fused):
     ours, exact = lstm_pair(case, input_size, hidden)
     if training:
         actual = forward_backward(ours, input_maker(ours, case, torch.float32))
@@ -108,7 +118,7 @@ def op_args(seed=3):
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
-def test_fused_op_saves_what_the_loop_saves(reverse, lengths, threads, monkeypatch):
+def test_fused_op_saves_what_the_loop_saves(reverse, lengths, threads, split, monkeypatch):
     """Same op, both paths: y, h_n, c_n and the saved activations [i f g o c] (what layer_backward reads) agree."""
     args = op_args()
     length_arg = torch.tensor(OP_LENGTHS) if lengths else None
@@ -124,7 +134,7 @@ def test_fused_op_saves_what_the_loop_saves(reverse, lengths, threads, monkeypat
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
-def test_fused_backward_matches_the_loop(reverse, lengths, bias, grad_c_n, threads, monkeypatch):
+def test_fused_backward_matches_the_loop(reverse, lengths, bias, grad_c_n, threads, split, monkeypatch):
     """Same op, both paths, on one forward's activations: every gradient agrees."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = op_args()
     length_arg = torch.tensor(OP_LENGTHS) if lengths else None
@@ -147,8 +157,8 @@ def test_fused_backward_matches_the_loop(reverse, lengths, bias, grad_c_n, threa
 
 
 def plan(batch=4, hidden=512, dtype=torch.float32, *, mode="LSTM", projection=False, variants=False, threads=2,
-         force=""):  # fmt: skip
-    return ops.cpu_fused_plan(mode, batch, hidden, dtype, projection, variants, threads, force)
+         force="", backward=False, split=""):  # fmt: skip
+    return ops.cpu_fused_plan(mode, batch, hidden, dtype, projection, variants, threads, force, backward, split)
 
 
 needs_vector_variant = pytest.mark.skipif(
@@ -164,14 +174,14 @@ MAX_BATCH = {"AVX512": 64, "AVX2": 16}.get(torch.backends.cpu.get_cpu_capability
 @needs_vector_variant
 @pytest.mark.parametrize("batch", ["1", "max"])
 def test_plan_chooses_fused_at_small_batch(batch):
-    assert plan(1 if batch == "1" else MAX_BATCH) == ("fused", "", 2)
+    assert plan(1 if batch == "1" else MAX_BATCH) == ("fused", "", 2, "units")
 
 
 @needs_vector_variant
 @pytest.mark.parametrize("beyond", [1, 200], ids=lambda n: f"max_plus_{n}")
 def test_plan_keeps_the_loop_at_larger_batch(beyond):
     batch = MAX_BATCH + beyond
-    path, reason, _ = plan(batch)
+    path, reason, _, _ = plan(batch)
     assert path == "loop" and f"batch {batch}" in reason
     assert plan(batch, force="fused")[0] == "fused"  # forcing overrides the speed rule, not the support rules
 
@@ -190,7 +200,7 @@ def test_plan_keeps_the_loop_at_larger_batch(beyond):
 )
 def test_plan_refuses_what_the_kernel_cannot_run_even_forced(kwargs, expected):
     for force in ("", "fused"):
-        path, reason, _ = plan(**kwargs, force=force)
+        path, reason, _, _ = plan(**kwargs, force=force)
         assert path == "loop" and expected in reason
 
 
@@ -211,7 +221,7 @@ def test_plan_threads_are_torchs_at_most_one_per_panel(threads_asked, hidden, ex
 
 @needs_vector_variant
 def test_plan_follows_torch_set_num_threads(threads):
-    assert plan(threads=-1) == ("fused", "", threads)
+    assert plan(threads=-1) == ("fused", "", threads, "units")
 
 
 @needs_vector_variant
@@ -221,8 +231,28 @@ def test_plan_follows_torch_set_num_threads(threads):
     ids=["N1_H256_fits_one_L2", "N4_H256", "N16_H256_enough_work", "N1_H512_W_hh_4MB"],
 )
 def test_plan_splits_only_where_a_second_thread_pays(batch, hidden, expected):
-    assert plan(batch, hidden, threads=2) == ("fused", "", expected)
+    assert plan(batch, hidden, threads=2) == ("fused", "", expected, "units")
     assert plan(batch, hidden, threads=2, force="fused")[2] == 2  # forced: every thread
+
+
+@pytest.mark.parametrize(
+    "batch,threads_asked,expected",
+    [(31, 2, "units"), (32, 2, "rows"), (64, 2, "rows"), (47, 3, "units"), (48, 3, "rows"), (16, 1, "rows")],
+    ids=["N31_2threads", "N32_2threads", "N64_2threads", "N47_3threads", "N48_3threads", "N16_1thread"],
+)
+def test_plan_splits_the_backward_by_rows_from_16_rows_a_thread(batch, threads_asked, expected):
+    # Forced fused: the rule for the split, apart from the one for the path (the batch limit is per variant).
+    assert plan(batch, threads=threads_asked, backward=True, force="fused") == ("fused", "", threads_asked, expected)
+    assert plan(batch, threads=threads_asked, force="fused")[3] == "units"  # the forward: by units at every batch
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_plan_forced_split(backward):
+    assert plan(64, backward=backward, split="units", force="fused")[3] == "units"
+    assert plan(4, backward=backward, split="rows", force="fused")[2:] == (2, "rows")
+    assert plan(3, threads=5, hidden=16 * PANEL_UNITS, backward=backward, split="rows", force="fused")[2:] == (3, "rows")
+    with pytest.raises(ValueError, match="auto, units or rows"):
+        plan(backward=backward, split="columns")
 
 
 def test_forced_fused_is_an_error_for_an_lstm_it_cannot_run(force_fused):
