@@ -62,13 +62,18 @@ int available_threads() {
   return at::in_parallel_region() ? 1 : at::get_num_threads();
 }
 
-PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force, bool backward, ForceSplit force_split) {
+PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool variants, int64_t batch, int64_t hidden,
+                     int threads, Force force, bool saves, bool backward, ForceSplit force_split) {
   PlanInput p;
-  p.mode = mode, p.float32 = float32, p.projection = projection, p.variants = variants;
+  p.mode = mode, p.projection = projection, p.variants = variants;
+  p.float32 = dtype == at::kFloat, p.bfloat16 = dtype == at::kBFloat16;
+  p.saves = saves;
   p.batch = batch, p.hidden = hidden, p.threads = threads, p.force = force;
   p.backward = backward, p.force_split = force_split;
   p.capability = cpu_pointwise_capability();
+  // The bfloat16 kernel is AVX-512 code: it runs where the AVX-512 variant is selected (not under a forced
+  // ATEN_CPU_CAPABILITY=avx2 or default) and the CPU has AVX512-BF16.
+  p.bf16_kernel = p.capability == "AVX512" && cpu_fused_lstm_bf16_kernel() != nullptr;
   p.panel_units = cpu_fused_lstm_kernel().panel_units;
   return p;
 }
@@ -95,12 +100,13 @@ void run_region(int threads, const Body& body) {
 //: Runs one chunk, each thread packing a share of the panels first when `pack`: split by units, the panels it then
 //: reads, so no thread reads a panel another one packs; split by rows, every thread reads every panel, so a barrier
 //: follows the packing.
-void run_chunk(const FusedLstmKernel& kernel, const FusedLstmArgs& args, int threads, const float* w_hh, bool pack) {
+template <class Kernel, class S>
+void run_chunk(const Kernel& kernel, const FusedLstmArgsOf<S>& args, int threads, const S* w_hh, bool pack) {
   const int64_t panels = blocks_of(args.H, kernel.panel_units);
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     if (pack) {
       kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
-                  const_cast<float*>(args.packed));
+                  const_cast<S*>(args.packed));
       if (args.split == Split::Rows) barrier.wait(count);
     }
     kernel.run_thread(args, thread, count, barrier);
@@ -115,9 +121,8 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
   const int64_t N = in.x.size(1), H = heads ? in.w_hh.size(0) * in.w_hh.size(2) : in.w_hh.size(0) / gates_of(in.mode);
   const Variants v = variants_of(in);
   const Force force = forced_path();
-  PlanInput request = plan_input(in.mode, in.x.scalar_type() == at::kFloat, in.w_hr.has_value(),
-                                 v.norm || v.zoneout_h || v.zoneout_c, N, H, available_threads(), force, backward,
-                                 forced_split());
+  PlanInput request = plan_input(in.mode, in.x.scalar_type(), in.w_hr.has_value(), v.norm || v.zoneout_h || v.zoneout_c,
+                                 N, H, available_threads(), force, in.save, backward, forced_split());
   request.heads = heads;
   const Plan plan = plan_layer(request);
   if (plan.path == Path::Fused) return plan;
@@ -129,12 +134,14 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
 
 }  // namespace
 
-std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
-  const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/false);
-  if (!plan) return std::nullopt;
+namespace {
+
+//: The fused forward in storage dtype S with `kernel` (FusedLstmKernel for float, FusedLstmBf16Kernel for bfloat16).
+template <class S, class Kernel>
+std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, const cpu_fused::Plan& plan,
+                                                       const Kernel& kernel) {
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
-  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
   const auto options = in.x.options();
   const Tensor w_hh = in.w_hh.contiguous();
   const Tensor packed = at::empty({kernel.packed_size(H)}, options);
@@ -143,19 +150,19 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(con
   const int64_t chunk = std::min<int64_t>(T, std::max<int64_t>(1, cpu_pointwise().gemm_rows / N));
   Tensor gi = at::empty({chunk, N, GH}, options);
   Tensor y = at::empty({T, N, H}, options);
-  Tensor c = in.c0.clone();
+  Tensor c = in.c0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);  // the state stays float32
   Tensor saved = in.save ? at::empty({T, N, kLstmSaved * H}, options) : at::empty({0}, options);
 
-  FusedLstmArgs args;
+  FusedLstmArgsOf<S> args;
   args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
-  args.gi = gi.const_data_ptr<float>();
-  args.packed = packed.const_data_ptr<float>();
-  args.h0 = in.h0.const_data_ptr<float>();
-  args.y = y.mutable_data_ptr<float>();
+  args.gi = gi.const_data_ptr<S>();
+  args.packed = packed.const_data_ptr<S>();
+  args.h0 = in.h0.const_data_ptr<S>();
+  args.y = y.mutable_data_ptr<S>();
   args.c = c.mutable_data_ptr<float>();
-  args.saved = in.save ? saved.mutable_data_ptr<float>() : nullptr;
+  args.saved = in.save ? saved.mutable_data_ptr<S>() : nullptr;
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
-  args.split = plan->split;
+  args.split = plan.split;
   for (int64_t first = 0; first < T; first += chunk) {
     const int64_t steps = std::min(chunk, T - first);
     args.first = first, args.steps = steps;
@@ -167,10 +174,21 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(con
     } else {
       at::mm_out(out, x_chunk, in.w_ih.t());
     }
-    run_chunk(kernel, args, plan->threads, w_hh.const_data_ptr<float>(), first == 0);
+    run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<S>(), first == 0);
   }
   Tensor h_n = y.select(0, in.reverse ? 0 : T - 1).clone();
-  return std::make_tuple(y, h_n, c, saved);
+  return std::make_tuple(y, h_n, c.to(in.x.scalar_type()), saved);
+}
+
+}  // namespace
+
+std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
+  const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/false);
+  if (!plan) return std::nullopt;
+  if (in.x.scalar_type() == at::kBFloat16) {  // the planner took it: the CPU has the kernel
+    return run_forward<c10::BFloat16>(in, *plan, *cpu_fused_lstm_bf16_kernel());
+  }
+  return run_forward<float>(in, *plan, cpu_fused_lstm_kernel());
 }
 
 std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,

@@ -16,6 +16,8 @@
 #include <tuple>
 #include <vector>
 
+#include <c10/util/BFloat16.h>
+
 namespace at {
 class Tensor;
 }
@@ -49,22 +51,25 @@ inline ThreadSlice thread_slice(Split split, int64_t blocks, int64_t N, int thre
   return {blocks * thread / threads, blocks * (thread + 1) / threads, 0, N};
 }
 
-//: One chunk of steps of a fused LSTM forward, float32, as plain pointers (shapes: T steps, N rows, H units; every
-//: array contiguous).
-struct FusedLstmArgs {
+//: One chunk of steps of a fused LSTM forward in storage dtype Storage (float, or c10::BFloat16 for inference), as
+//: plain pointers (shapes: T steps, N rows, H units; every array contiguous). The cell state is float32 in both.
+template <class Storage>
+struct FusedLstmArgsOf {
   int64_t T = 0, N = 0, H = 0;
-  int64_t first = 0, steps = 0;  // the chunk: processing steps s in [first, first + steps)
-  bool reverse = false;          // step s runs time t = T - 1 - s
-  int64_t gi_first_t = 0;        // the time of gi's first step
-  const float* gi = nullptr;     // [steps, N, 4H]: x_t W_ih^T + b_ih + b_hh, in time order from gi_first_t
-  const float* packed = nullptr;  // W_hh packed by FusedLstmKernel::pack
-  const float* h0 = nullptr;      // [N, H]
-  float* y = nullptr;             // [T, N, H]: h_t, carried past a row's length; y[t] is step t+1's h_{t-1}
-  float* c = nullptr;             // [N, H]: c_0 in, c of the last step run out
-  float* saved = nullptr;         // [T, N, 5H] i f g o c (rnn_loop.h: saved_layout), or null (inference)
+  int64_t first = 0, steps = 0;      // the chunk: processing steps s in [first, first + steps)
+  bool reverse = false;              // step s runs time t = T - 1 - s
+  int64_t gi_first_t = 0;            // the time of gi's first step
+  const Storage* gi = nullptr;       // [steps, N, 4H]: x_t W_ih^T + b_ih + b_hh, in time order from gi_first_t
+  const Storage* packed = nullptr;   // W_hh packed by the kernel's pack
+  const Storage* h0 = nullptr;       // [N, H]
+  Storage* y = nullptr;              // [T, N, H]: h_t, carried past a row's length; y[t] is step t+1's h_{t-1}
+  float* c = nullptr;                // [N, H]: c_0 in, c of the last step run out
+  Storage* saved = nullptr;          // [T, N, 5H] i f g o c (rnn_loop.h: saved_layout), or null (inference)
   const int64_t* lengths = nullptr;  // [N] or null (step.h: row_valid)
   Split split = Split::Units;
 };
+
+using FusedLstmArgs = FusedLstmArgsOf<float>;
 
 //: The fused LSTM backward over the whole sequence, float32: per step (in reverse processing order) dh_t = grad_y[t] +
 //: dg_{t+1} W_hh + what finished rows pass on, then cell_math.h's lstm_backward for the thread's units; the weight
@@ -143,8 +148,22 @@ struct FusedLstmKernel {
   void (*run_backward_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
 };
 
+//: The bfloat16 fused LSTM forward (lstm_cpu_fused_bf16.cpp): AVX512-BF16's vdpbf16ps, two bfloat16 products per
+//: float32 lane and instruction, with float32 sums and cell state. Inference only (the fused backward is float32).
+struct FusedLstmBf16Kernel {
+  int64_t panel_units;
+  int64_t (*packed_size)(int64_t H);
+  //: Packs panels [first, last) of w_hh [4H, H]: panel b holds, for each pair of columns k, k + 1, the 4 gates' rows
+  //: of its units as (k, k + 1) pairs, one 32-bit lane per unit (zeros past H), which is vdpbf16ps' operand layout.
+  void (*pack)(const c10::BFloat16* w_hh, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed);
+  void (*run_thread)(const FusedLstmArgsOf<c10::BFloat16>& args, int thread, int threads, SpinBarrier& barrier);
+};
+
 //: The variant of the CPU capability the pointwise pass runs (pointwise_cpu.cpp: cpu_pointwise_capability).
 const FusedLstmKernel& cpu_fused_lstm_kernel();
+
+//: The bfloat16 kernel, or null where this CPU has no AVX512-BF16 (or the build has no x86 variants).
+const FusedLstmBf16Kernel* cpu_fused_lstm_bf16_kernel();
 
 //: The fused forward where the planner (lstm_cpu_fused_plan.h) chooses it for `in` (CPU tensors): y, h_n, c_n and
 //: the saved activations as forward_loop (rnn_loop.h) returns them; none where it declines.

@@ -39,11 +39,11 @@ int64_t panel_size(int64_t H) {
   return H * kLstmGates * kPanelUnits;
 }
 
-int64_t fused_packed_size(int64_t H) {
+[[maybe_unused]] int64_t fused_packed_size(int64_t H) {
   return blocks_of(H, kPanelUnits) * panel_size(H);
 }
 
-void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
+[[maybe_unused]] void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
   for (int64_t b = first; b < last; ++b) {
     float* panel = packed + b * panel_size(H);
     const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
@@ -58,13 +58,14 @@ void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float
   }
 }
 
-//: One time step of the chunk, as the micro-kernel needs it.
+//: One time step of the chunk, as the micro-kernel needs it (T: the storage dtype).
+template <class T>
 struct StepPointers {
   int64_t t;
-  const float* h_prev;  // [N, H]
-  const float* gi;      // [N, 4H]
-  float* h;             // [N, H] (y[t])
-  float* saved;         // [N, 5H] or null
+  const T* h_prev;  // [N, H]
+  const T* gi;      // [N, 4H]
+  T* h;             // [N, H] (y[t])
+  T* saved;         // [N, 5H] or null
 };
 
 //: The accumulators' type: a GCC vector of FusedVec's width. An array of Vectorized (a class) stayed in memory, and
@@ -106,16 +107,29 @@ __attribute__((always_inline)) inline void accumulate(const float* panel, int64_
   }
 }
 
+//: The float32 forward's storage: one k per FMA, the panels of fused_pack, activations loaded and stored as they are.
+struct Float32Storage {
+  using T = float;
+  static int64_t panel_size(int64_t H) { return ::fusedrnn::CPU_CAPABILITY::panel_size(H); }
+  template <int R>
+  static void accumulate_panel(const float* panel, int64_t H, const float* rows, RawVec (&acc)[R][kLstmGates]) {
+    accumulate<R>(panel, H, rows, H, acc);
+  }
+  static FusedVec load(const float* p, int count) { return FusedVec::loadu(p, count); }
+  static void store(const FusedVec& v, float* p, int count) { v.store(p, count); }
+};
+
 //: Rows [n0, n0 + R) of panel b for one step: the panel's 4 x kPanelUnits gate columns (h_{t-1} times the packed
 //: W_hh) accumulated in registers, then the input projection added and the cell applied (gates never reach memory).
-template <int R>
-void tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0) {
+//: S: the storage policy (Float32Storage, or lstm_cpu_fused_bf16_kernels.h's); the cell math runs in float32.
+template <class S, int R>
+void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S::T>& st, int64_t b, int64_t n0) {
   using V = FusedVec;
+  using T = typename S::T;
   const int64_t H = a.H, j = b * kPanelUnits;
   const int count = static_cast<int>(std::min(kPanelUnits, H - j));
-  const float* panel = a.packed + b * panel_size(H);
   RawVec acc[R][kLstmGates] = {};
-  accumulate<R>(panel, H, st.h_prev + n0 * H, H, acc);
+  S::template accumulate_panel<R>(a.packed + b * S::panel_size(H), H, st.h_prev + n0 * H, acc);
   constexpr int kSaved = kLstmSaved;  // i f g o c
   // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
   // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
@@ -123,25 +137,25 @@ void tile(const FusedLstmArgs& a, const StepPointers& st, int64_t b, int64_t n0)
   for (int r = 0; r < R; ++r) {
     const int64_t n = n0 + r;
     float* c = a.c + n * H + j;
-    float* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
+    T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
     if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
-      std::memcpy(st.h + n * H + j, st.h_prev + n * H + j, count * sizeof(float));
+      std::memcpy(st.h + n * H + j, st.h_prev + n * H + j, count * sizeof(T));
       if (saved != nullptr) {
-        for (int g = 0; g < kLstmGates; ++g) std::fill(saved + g * H, saved + g * H + count, 0.f);
-        std::memcpy(saved + kLstmGates * H, c, count * sizeof(float));
+        for (int g = 0; g < kLstmGates; ++g) S::store(V(0.f), saved + g * H, count);
+        S::store(V::loadu(c, count), saved + kLstmGates * H, count);
       }
       continue;
     }
-    const float* gi = st.gi + n * kLstmGates * H + j;
+    const T* gi = st.gi + n * kLstmGates * H + j;
     V i, f, g, o, c_new, h;
-    lstm_forward<VecMath>(to_vec(acc[r][0]) + V::loadu(gi, count), to_vec(acc[r][1]) + V::loadu(gi + H, count),
-                          to_vec(acc[r][2]) + V::loadu(gi + 2 * H, count),
-                          to_vec(acc[r][3]) + V::loadu(gi + 3 * H, count), V::loadu(c, count), i, f, g, o, c_new, h);
+    lstm_forward<VecMath>(to_vec(acc[r][0]) + S::load(gi, count), to_vec(acc[r][1]) + S::load(gi + H, count),
+                          to_vec(acc[r][2]) + S::load(gi + 2 * H, count),
+                          to_vec(acc[r][3]) + S::load(gi + 3 * H, count), V::loadu(c, count), i, f, g, o, c_new, h);
     c_new.store(c, count);
-    h.store(st.h + n * H + j, count);
+    S::store(h, st.h + n * H + j, count);
     if (saved != nullptr) {
-      i.store(saved, count), f.store(saved + H, count), g.store(saved + 2 * H, count);
-      o.store(saved + 3 * H, count), c_new.store(saved + 4 * H, count);
+      S::store(i, saved, count), S::store(f, saved + H, count), S::store(g, saved + 2 * H, count);
+      S::store(o, saved + 3 * H, count), S::store(c_new, saved + 4 * H, count);
     }
   }
 }
@@ -163,20 +177,27 @@ void for_row_tiles(int64_t first, int64_t last, const Tile& tile) {
   if (n0 < last) tail_tile(tile, n0, last - n0);
 }
 
-void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
+//: The chunk's steps for one thread (FusedLstmKernel::run_thread), in storage policy S.
+template <class S>
+void run_forward_thread(const FusedLstmArgsOf<typename S::T>& a, int thread, int threads, SpinBarrier& barrier) {
   const ThreadSlice slice = thread_slice(a.split, blocks_of(a.H, kPanelUnits), a.N, thread, threads);
   const int64_t NH = a.N * a.H;
   for (int64_t s = a.first; s < a.first + a.steps; ++s) {
     const int64_t t = a.reverse ? a.T - 1 - s : s;
     const int64_t t_prev = a.reverse ? t + 1 : t - 1;
-    StepPointers st{t, s == 0 ? a.h0 : a.y + t_prev * NH, a.gi + (t - a.gi_first_t) * a.N * kLstmGates * a.H,
-                    a.y + t * NH, a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
+    StepPointers<typename S::T> st{t, s == 0 ? a.h0 : a.y + t_prev * NH,
+                                   a.gi + (t - a.gi_first_t) * a.N * kLstmGates * a.H, a.y + t * NH,
+                                   a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
     // Panel by panel: a panel (4 x 16 x H floats, 128 KB at H=512) stays in L2 while every row tile reads it.
     for (int64_t b = slice.first_block; b < slice.last_block; ++b) {
-      for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<R>(a, st, b, n0); });
+      for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<S, R>(a, st, b, n0); });
     }
     if (a.split == Split::Units && s + 1 < a.first + a.steps) barrier.wait(threads);
   }
+}
+
+[[maybe_unused]] void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
+  run_forward_thread<Float32Storage>(a, thread, threads, barrier);
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include <c10/core/ScalarType.h>
+
 #include "cell_math.h"
 #include "lstm_cpu_fused.h"
 
@@ -26,14 +28,14 @@ namespace fusedrnn::cpu_fused {
 constexpr int64_t kMaxBatchAvx512 = 64;
 constexpr int64_t kMaxBatchAvx2 = 16;
 
-//: When a second thread pays for its barrier per step: W_hh larger than this (it then no longer fits one core's L2,
-//: and two cores' caches and bandwidth share it), or a step of at least kMinStepMacsToSplit multiply-adds. Measured
-//: (same machine, two threads, OMP_WAIT_POLICY=PASSIVE, load ~4: cpu-fused-lstm-t2-passive.md against -t1.md), T=100:
-//: H=512 (4 MB) two threads beat one at N=1/4/16 (wall 25/38/78 ms against 36/49/134); H=256 (1 MB) they lost at
-//: N=1 (8.8 against 2.1 ms) and N=4 (11.8 against 4.4) and won at N=16 (4.2M multiply-adds a step; thread CPU time
-//: 12.1 against 14.8 ms).
-constexpr int64_t kMaxSingleThreadWeightBytes = int64_t{1} << 20;
-constexpr int64_t kMinStepMacsToSplit = int64_t{4} << 20;
+//: Every thread the call has (at most one per panel) runs the kernel, however small the step. Measured, T=100,
+//: float32, inference, quiet 2-core AMD EPYC (Zen 4, 1 MB L2 per core), wall ms, medians of 9-11 interleaved calls,
+//: one thread / two: H=32 N=1 0.13 / 0.12, N=4 0.20 / 0.18; H=64 N=1 0.21 / 0.16, N=4 0.38 / 0.30; H=128 N=1 0.49 /
+//: 0.35, N=4 1.01 / 0.71; H=256 N=1 1.89 / 1.10, N=4 3.61 / 2.45 (training 5.02 / 3.62, 10.38 / 8.06); bfloat16
+//: H=128 N=1 0.35 / 0.29, H=256 N=1 0.96 / 0.66, N=4 1.97 / 1.34. An earlier rule kept W_hh of up to 1 MB on one
+//: thread from a 2-core Intel Xeon measured under load (load average ~4, OMP_WAIT_POLICY=PASSIVE: H=256 N=1 two
+//: threads 8.8 ms against one's 2.1), where a peer descheduled mid-sequence stalls every barrier; on a quiet machine
+//: the second core's compute and cache win at every size measured.
 
 //: Batch rows per thread from which the backward splits a step by rows (Split::Rows) instead of by units: its
 //: threads then exchange nothing, where split by units each reads the other threads' dg rows after every step (4H
@@ -53,7 +55,10 @@ enum class ForceSplit { Auto, Units, Rows };
 
 struct PlanInput {
   Mode mode = Mode::LSTM;
-  bool float32 = true;    // the storage dtype is float32 (the only one the kernel has)
+  bool float32 = true;    // the storage dtype is float32
+  bool bfloat16 = false;  // the storage dtype is bfloat16
+  bool bf16_kernel = false;  // the bfloat16 kernel runs here (AVX512-BF16 and the AVX-512 variant selected)
+  bool saves = false;     // the forward keeps its activations for a backward (training)
   bool projection = false;
   bool variants = false;  // layer norm or zoneout
   bool heads = false;     // multi-head: W_hh block-diagonal, [heads, 4d, d] (issue #21)
@@ -84,7 +89,11 @@ inline const char* split_name(Split split) {
 //: What the kernel cannot run, whatever is forced; empty if it can.
 inline std::string unsupported(const PlanInput& in) {
   if (in.mode != Mode::LSTM) return "the fused kernel is LSTM only";
-  if (!in.float32) return "the fused kernel is float32 only";
+  if (!in.float32 && !in.bfloat16) return "the fused kernel is float32 or bfloat16 only";
+  if (in.bfloat16 && !in.bf16_kernel) {
+    return "bfloat16 needs AVX512-BF16 (vdpbf16ps) and the AVX-512 variant: this CPU, build or capability lacks one";
+  }
+  if (in.bfloat16 && (in.saves || in.backward)) return "bfloat16 is inference only: the fused backward is float32";
   if (in.projection) return "no projection (proj_size) in the fused kernel";
   if (in.variants) return "no layer norm or zoneout in the fused kernel";
   if (in.heads) return "no multi-head (block-diagonal) W_hh in the fused kernel: its panels pack a dense one";
@@ -117,12 +126,6 @@ inline Plan plan_layer(const PlanInput& in) {
   p.path = Path::Fused;
   const int64_t panels = blocks_of(in.hidden, in.panel_units);
   p.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(in.threads, panels)));
-  // Forced, every thread stays (the tests cover the split at tiny sizes); else one where a second does not pay.
-  const int64_t weight_bytes = kLstmGates * in.hidden * in.hidden * static_cast<int64_t>(sizeof(float));
-  const int64_t step_macs = in.batch * kLstmGates * in.hidden * in.hidden;
-  if (in.force == Force::Auto && weight_bytes <= kMaxSingleThreadWeightBytes && step_macs < kMinStepMacsToSplit) {
-    p.threads = 1;
-  }
   if (in.force_split == ForceSplit::Auto) {
     p.split = in.backward && in.batch >= kMinRowsPerThreadBackward * p.threads ? Split::Rows : Split::Units;
   } else {
@@ -146,7 +149,7 @@ ForceSplit forced_split();
 //: at::get_num_threads(), or 1 inside a parallel region (the kernel then runs on the calling thread).
 int available_threads();
 //: A PlanInput with this CPU's kernel variant (capability, panel width).
-PlanInput plan_input(Mode mode, bool float32, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force, bool backward = false, ForceSplit force_split = ForceSplit::Auto);
+PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool variants, int64_t batch, int64_t hidden,
+                     int threads, Force force, bool saves, bool backward, ForceSplit force_split);
 
 }  // namespace fusedrnn::cpu_fused

@@ -5,20 +5,7 @@
 #if FUSEDRNN_X86_VARIANTS
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
-#include "pointwise_cpu_avx2_macros.h"
-// ... and AVX-512's own macros, which the pragma does not set either.
-#ifndef __AVX512F__
-#define __AVX512F__ 1
-#endif
-#ifndef __AVX512BW__
-#define __AVX512BW__ 1
-#endif
-#ifndef __AVX512VL__
-#define __AVX512VL__ 1
-#endif
-#ifndef __AVX512DQ__
-#define __AVX512DQ__ 1
-#endif
+#include "pointwise_cpu_avx512_macros.h"
 #define CPU_CAPABILITY AVX512
 #define CPU_CAPABILITY_AVX512
 #include "pointwise_cpu_kernels.h"

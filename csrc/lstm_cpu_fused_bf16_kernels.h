@@ -1,0 +1,120 @@
+// The bfloat16 fused LSTM forward (lstm_cpu_fused.h: FusedLstmBf16Kernel): the float32 forward's step loop and
+// epilogue (lstm_cpu_fused_kernels.h: run_forward_thread, tile) on a storage policy whose micro-kernel multiplies with
+// AVX512-BF16's vdpbf16ps: each float32 lane of the product adds two bfloat16 products, w[k] h[k] + w[k+1] h[k+1], so
+// a panel holds W_hh's columns in (k, k+1) pairs and a row of h is broadcast two elements at a time. Sums, cell math
+// and the cell state stay float32; h and the gates' input projection are bfloat16, as the layer's storage.
+//
+// Compiled only by lstm_cpu_fused_bf16.cpp, under the AVX-512 target plus avx512bf16 and CPU_CAPABILITY AVX512_BF16.
+#pragma once
+
+#ifndef CPU_CAPABILITY_AVX512
+#error "lstm_cpu_fused_bf16_kernels.h needs the AVX-512 variant's vectors"
+#endif
+
+#include <immintrin.h>
+
+#include "lstm_cpu_fused_kernels.h"
+
+namespace fusedrnn {
+namespace CPU_CAPABILITY {
+namespace {
+
+//: Columns of W_hh per 32-bit lane of a packed panel: vdpbf16ps multiplies bfloat16 pairs.
+constexpr int64_t kPairK = 2;
+
+//: The lanes [0, count) of a 16-lane vector.
+__mmask16 lanes(int count) {
+  return static_cast<__mmask16>((1u << count) - 1u);
+}
+
+struct Bfloat16Storage {
+  using T = c10::BFloat16;
+
+  //: bfloat16 elements per panel: per pair of columns, 4 gates x kPanelUnits units x 2.
+  static int64_t panel_size(int64_t H) { return blocks_of(H, kPairK) * kLstmGates * kPanelUnits * kPairK; }
+
+  //: acc[r][g] += rows[r] . panel's gate g columns, over the H columns of h (pairs; an odd H's last column alone,
+  //: its pair's second element zero, so nothing past the row is read).
+  template <int R>
+  static void accumulate_panel(const T* panel, int64_t H, const T* rows, RawVec (&acc)[R][kLstmGates]) {
+    const int64_t pairs = H / kPairK;
+    const auto* words = reinterpret_cast<const __m512i*>(panel);
+    for (int64_t p = 0; p < pairs; ++p) {
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates),
+                     w1 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates + 1),
+                     w2 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates + 2),
+                     w3 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates + 3);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, rows + r * H + p * kPairK, sizeof(pair));
+        multiply_add(acc[r], (__m512bh)_mm512_set1_epi32(pair), w0, w1, w2, w3);
+      }
+    }
+    if (H % kPairK != 0) {
+      const auto* last = words + pairs * kLstmGates;
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(last), w1 = (__m512bh)_mm512_loadu_si512(last + 1),
+                     w2 = (__m512bh)_mm512_loadu_si512(last + 2), w3 = (__m512bh)_mm512_loadu_si512(last + 3);
+      for (int r = 0; r < R; ++r) {
+        const int32_t pair = rows[r * H + H - 1].x;  // (h[H-1], 0)
+        multiply_add(acc[r], (__m512bh)_mm512_set1_epi32(pair), w0, w1, w2, w3);
+      }
+    }
+  }
+
+  //: `count` bfloat16 as float32 lanes (a bfloat16 is a float32's upper half).
+  static FusedVec load(const T* p, int count) {
+    const __m256i halves = _mm256_maskz_loadu_epi16(lanes(count), p);
+    return FusedVec(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16)));
+  }
+
+  //: Lanes [0, count) rounded to bfloat16 (round to nearest even, as c10::BFloat16).
+  static void store(const FusedVec& v, T* p, int count) {
+    _mm256_mask_storeu_epi16(p, lanes(count), (__m256i)_mm512_cvtneps_pbh(__m512(v)));
+  }
+
+ private:
+  static void multiply_add(RawVec (&acc)[kLstmGates], __m512bh h, __m512bh w0, __m512bh w1, __m512bh w2,
+                           __m512bh w3) {
+    acc[0] = (RawVec)_mm512_dpbf16_ps((__m512)acc[0], h, w0);
+    acc[1] = (RawVec)_mm512_dpbf16_ps((__m512)acc[1], h, w1);
+    acc[2] = (RawVec)_mm512_dpbf16_ps((__m512)acc[2], h, w2);
+    acc[3] = (RawVec)_mm512_dpbf16_ps((__m512)acc[3], h, w3);
+  }
+};
+
+int64_t bf16_packed_size(int64_t H) {
+  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size(H);
+}
+
+void bf16_pack(const c10::BFloat16* w_hh, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed) {
+  const int64_t pairs = blocks_of(H, kPairK);
+  for (int64_t b = first; b < last; ++b) {
+    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size(H);
+    const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
+    for (int64_t p = 0; p < pairs; ++p) {
+      for (int g = 0; g < kLstmGates; ++g) {
+        c10::BFloat16* out = panel + (p * kLstmGates + g) * kPanelUnits * kPairK;
+        std::fill(out, out + kPanelUnits * kPairK, c10::BFloat16(0.f));
+        for (int64_t u = 0; u < units; ++u) {
+          const c10::BFloat16* row = w_hh + (g * H + b * kPanelUnits + u) * H;  // W_hh[g*H + unit, :]
+          for (int64_t e = 0; e < kPairK && p * kPairK + e < H; ++e) out[u * kPairK + e] = row[p * kPairK + e];
+        }
+      }
+    }
+  }
+}
+
+void bf16_run_thread(const FusedLstmArgsOf<c10::BFloat16>& a, int thread, int threads, SpinBarrier& barrier) {
+  run_forward_thread<Bfloat16Storage>(a, thread, threads, barrier);
+}
+
+}  // namespace
+
+const FusedLstmBf16Kernel* fused_lstm_bf16_kernel() {
+  static const FusedLstmBf16Kernel kernel{kPanelUnits, bf16_packed_size, bf16_pack, bf16_run_thread};
+  return &kernel;
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace fusedrnn
