@@ -34,17 +34,6 @@ void step_gemm(const Pointwise& pw, const Tensor& a, const Tensor& b, Tensor c, 
   }
 }
 
-//: The device's prepared-weight GEMMs (Pointwise::prepared_gemm) if it has them and a call of T steps pays for
-//: preparing the weights, else null.
-const PreparedGemm* prepared_gemm(const Pointwise& pw, int64_t T) {
-  return T >= kMinStepsToTransposeWeights ? pw.prepared_gemm : nullptr;
-}
-
-//: `w` prepared for products of about `rows` rows, or undefined (no prepared path here: the caller uses BLAS/ATen).
-Tensor prepare(const PreparedGemm* gemm, const Tensor& w, int64_t rows) {
-  return gemm != nullptr ? gemm->prepare_weight(w, rows) : Tensor();
-}
-
 std::optional<Tensor> optional(const Tensor& t) {
   return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
 }
@@ -98,6 +87,14 @@ void headwise_weight_gradient(const Pointwise& pw, const Tensor& dg, const Tenso
 }
 
 }  // namespace
+
+const PreparedGemm* prepared_gemm(const Pointwise& pw, int64_t T) {
+  return T >= kMinStepsToTransposeWeights ? pw.prepared_gemm : nullptr;
+}
+
+Tensor prepare(const PreparedGemm* gemm, const Tensor& w, int64_t rows) {
+  return gemm != nullptr ? gemm->prepare_weight(w, rows) : Tensor();
+}
 
 std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
   const int64_t H = hidden_of(in);

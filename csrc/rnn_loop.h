@@ -84,6 +84,13 @@ inline SavedLayout saved_layout(Mode mode, int64_t H, bool projection, Variants 
 //: b_hn [1, H], which the reset gate scales inside the step, zeros without bias, undefined for the other cells).
 std::pair<at::Tensor, at::Tensor> fold_biases(const LayerInputs& in);
 
+//: The device's prepared-weight GEMMs (Pointwise::prepared_gemm) if it has them and a call of T steps pays for
+//: preparing the weights, else null.
+const PreparedGemm* prepared_gemm(const Pointwise& pw, int64_t T);
+
+//: `w` prepared for products of about `rows` rows, or undefined (no prepared path here: the caller uses BLAS/ATen).
+at::Tensor prepare(const PreparedGemm* gemm, const at::Tensor& w, int64_t rows);
+
 //: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width]
 //: (empty unless in.save). With lengths, y[t] is the state after step t, carried for finished rows (not zeroed:
 //: the caller masks the output; the state sequence is what the backward pass needs).

@@ -342,3 +342,25 @@ def test_auto_prefers_cpu_where_the_fused_forward_beat_torch(batch, dtype, needs
     call = RNNCall(mode="LSTM", device_type="cpu", dtype=dtype, input_size=16, hidden_size=16, proj_size=proj_size,
                    batch_size=batch, seq_len=100, needs_grad=needs_grad)  # fmt: skip
     assert native.CPU_BACKEND.preference(call) == expected
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
+@pytest.mark.parametrize(
+    "batch,needs_grad,native_bf16",
+    [(1, False, True), (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, False, True),
+     (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, False, False), (4, False, False)],
+    ids=["N1", "N_max", "N_max_plus_1", "no_bf16_kernel"],
+)
+def test_auto_prefers_cpu_for_bf16_inference_where_the_bf16_kernel_runs(batch, needs_grad, native_bf16, monkeypatch):
+    """bfloat16 inference at small batch comes to `cpu` where the CPU has the bfloat16 kernel; elsewhere (and past
+    the batch limit) it stays with torch, unless the call is upcast to float32 (cpu_precision), which comes anyway."""
+    monkeypatch.setenv("FUSEDRNN_CPU_HALF_COMPUTE", "storage")  # the bfloat16 path itself, on any CPU
+    call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.bfloat16, input_size=16, hidden_size=16,
+                   batch_size=batch, seq_len=100, needs_grad=needs_grad)  # fmt: skip
+    runs = native_bf16 and bf16_kernel_runs()
+    if native_bf16 and not runs:
+        pytest.skip("this CPU has no AVX512-BF16")
+    expected = native.PREFERENCE["cpu"] if runs else native.CPU_LSTM_PREFERENCE
+    if not native_bf16 and batch <= native.CPU_FUSED_LSTM_AUTO_MAX_BATCH:  # the case of a CPU without the kernel
+        monkeypatch.setattr(native, "_fused_lstm_planned", lambda *args: False)
+    assert native.CPU_BACKEND.preference(call) == expected

@@ -49,6 +49,10 @@ DTYPES = {
 #: N=4 1.66x / 1.13x, N=16 1.03x / 1.04x, N=64 0.85x / 0.91x (N=16 inference measured 0.95-1.00x in an earlier run:
 #: noise). So float32 calls come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows, on the AVX-512 variant only (the AVX2
 #: one is unmeasured), where the kernels' planner takes the call; the rest of CPU LSTM stays with torch.
+#: bfloat16 inference, where the CPU has AVX512-BF16 (the bfloat16 kernel's vdpbf16ps), likewise: quiet 2-core AMD
+#: EPYC (Zen 4), two threads, T=100, wall ms, medians of 11 interleaved calls, torch.nn / `cpu`: I=H=512 N=1 2.70 /
+#: 2.20, N=4 4.84 / 4.69, N=16 16.8 / 17.7 (0.95x); I=H=256 N=1 0.90 / 0.66, N=4 1.55 / 1.34; I=H=128 N=1 0.42 /
+#: 0.29, N=4 0.67 / 0.50 (bench/results/cpu-amd-epyc-2c/).
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
@@ -219,17 +223,19 @@ class NativeBackend(LayerBackend):
 
 
 def _fused_lstm_beats_torch(call: RNNCall) -> bool:
-    """Whether a CPU LSTM sequence call is one where the fused forward measured faster than torch.nn (see
-    CPU_FUSED_LSTM_AUTO_MAX_BATCH)."""
-    if call.dtype != torch.float32 or call.batch_size is None:
+    """Whether a CPU LSTM sequence call is one where the fused kernels measured faster than torch.nn (see
+    CPU_FUSED_LSTM_AUTO_MAX_BATCH): float32, or bfloat16 inference where the CPU has the bfloat16 kernel."""
+    if call.dtype not in (torch.float32, torch.bfloat16) or call.batch_size is None:
         return False
     if call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH:
         return False
-    return _fused_lstm_planned(call.batch_size, call.hidden_size, call.proj_size > 0, call.layer_norm or call.zoneout)
+    return _fused_lstm_planned(call.batch_size, call.hidden_size, call.dtype, call.needs_grad, call.proj_size > 0,
+                               call.layer_norm or call.zoneout)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
-def _fused_lstm_planned(batch: int, hidden: int, projection: bool, variants: bool) -> bool:
+def _fused_lstm_planned(batch: int, hidden: int, dtype: torch.dtype, training: bool, projection: bool,
+                        variants: bool) -> bool:  # fmt: skip
     """The kernel's planner (csrc/lstm_cpu_fused_plan.h) takes the call, on a measured CPU variant. Cached: it
     depends on the sizes and on this process's CPU variant only (the thread count changes threads, not the path)."""
     try:
@@ -238,7 +244,8 @@ def _fused_lstm_planned(batch: int, hidden: int, projection: bool, variants: boo
         return False
     if torch.ops.fusedrnn.cpu_capability() not in CPU_FUSED_LSTM_AUTO_CAPABILITIES:
         return False
-    plan = torch.ops.fusedrnn.cpu_fused_plan("LSTM", batch, hidden, torch.float32, projection, variants, 1, "auto")
+    plan = torch.ops.fusedrnn.cpu_fused_plan("LSTM", batch, hidden, dtype, projection, variants, 1, "auto",
+                                             training=training)  # fmt: skip
     return plan[0] == "fused"
 
 
