@@ -364,3 +364,17 @@ def test_auto_prefers_cpu_for_bf16_inference_where_the_bf16_kernel_runs(batch, n
     if not native_bf16 and batch <= native.CPU_FUSED_LSTM_AUTO_MAX_BATCH:  # the case of a CPU without the kernel
         monkeypatch.setattr(native, "_fused_lstm_planned", lambda *args: False)
     assert native.CPU_BACKEND.preference(call) == expected
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
+@pytest.mark.parametrize(
+    "batch,hidden,comes",
+    [(1, 512, True), (2, 512, True), (4, 512, False), (4, 256, True), (1, 1024, False)],
+    ids=["N1_H512", "N2_H512_8MB", "N4_H512_16MB", "N4_H256", "N1_H1024_W_hh_16MB"],
+)
+def test_auto_sends_float32_lstm_to_cpu_only_where_w_hh_streams_few_times(batch, hidden, comes):
+    """float32 W_hh of at most 4 MB, times the batch at most 8 MB: the cells both measured CPUs won (native.py)."""
+    call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.float32, input_size=hidden, hidden_size=hidden,
+                   batch_size=batch, seq_len=100, needs_grad=False)  # fmt: skip
+    expected = native.PREFERENCE["cpu"] if comes else native.CPU_LSTM_PREFERENCE
+    assert native.CPU_BACKEND.preference(call) == expected
