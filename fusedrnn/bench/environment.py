@@ -25,6 +25,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_family_model() -> str | None:
+    """x86's 'cpu family' and 'model' numbers as /proc/cpuinfo gives them (e.g. 'f25m17', a Zen 4 EPYC), or None."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model") and key.strip() not in fields:
+                fields[key.strip()] = value.strip()
+            if not line.strip() and fields:  # the first processor's block is enough
+                break
+    except OSError:
+        return None
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"f{fields['cpu family']}m{fields['model']}"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -33,11 +50,14 @@ def device_name(device: torch.device) -> str:
 
 
 def device_slug(device: torch.device) -> str:
-    """A file-name-safe device tag for results folders, e.g. 'cpu-intel-xeon-processor-2c' or 'cuda-nvidia-h100'."""
+    """A file-name-safe device tag for results folders, e.g. 'cpu-amd-epyc-f25m17-2c' or 'cuda-nvidia-h100'. A CPU
+    whose model name carries no number (a cloud VM's 'AMD EPYC', 'Intel Xeon Processor') is told apart by its family
+    and model (Zen 4 and Zen 5 are both 'AMD EPYC'); folders written before that rule lack them."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{cpu_name()} {os.cpu_count()}c"
+        family_model = cpu_family_model() if not re.search(r"\d", cpu_name()) else None
+        name = f"{cpu_name()} {family_model or ''} {os.cpu_count()}c"
     name = re.sub(r"\((r|tm)\)", "", name.lower())
     return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name).strip("-")
 
