@@ -119,3 +119,29 @@ def test_sass_summary_of_the_extension(tmp_path):
     assert all("(" not in k.name and not k.name.startswith("_Z") for k in kernels) or not sass.shutil.which("c++filt")
     assert sass.main([str(p) for p in built] + ["--json", str(tmp_path / "k.json")]) == 0
     assert len(json.loads((tmp_path / "k.json").read_text())) == len(kernels)
+
+
+def _bench_script(name: str):
+    """A script of bench/ as a module (they are run as files, not installed)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "mode,N,expected_ms",
+    # T=10, I=H=8, LSTM: a step is 4*8*8 = 256 multiply-adds per row and 1 KB of float32 W_hh; 1e6 MAC/s, 1e6 B/s.
+    # N=1: the stream (1.024 ms a step) bounds it; N=8: the multiply-adds (2.048 ms). Input projection: T*N*256 MACs.
+    [("inference", 1, 10 * 1.024 + 2.56), ("inference", 8, 10 * 2.048 + 20.48),
+     ("training", 1, 2 * 10 * 1.024 + 4 * 2.56)],
+    ids=["inference_stream_bound", "inference_compute_bound", "training_stream_bound"],
+)  # fmt: skip
+def test_cpu_roofline_bound(mode, N, expected_ms):
+    roofline = _bench_script("cpu_roofline")
+    row = {"cell": "LSTM", "dtype": "float32", "T": 10, "N": N, "I": 8, "H": 8, "mode": mode}
+    rates = {("gemm", "float32", 10 * N, 8, 32): 1e6, ("stream", 4 * 8 * 8 * 4): 1e6}
+    assert roofline.bound_ms(row, rates) == pytest.approx(expected_ms)
