@@ -63,11 +63,10 @@ int available_threads() {
 }
 
 PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force, bool saves, bool backward, ForceSplit force_split) {
+                     int threads, Force force, bool backward, ForceSplit force_split) {
   PlanInput p;
   p.mode = mode, p.projection = projection, p.variants = variants;
   p.float32 = dtype == at::kFloat, p.bfloat16 = dtype == at::kBFloat16;
-  p.saves = saves;
   p.batch = batch, p.hidden = hidden, p.threads = threads, p.force = force;
   p.backward = backward, p.force_split = force_split;
   p.capability = cpu_pointwise_capability();
@@ -122,13 +121,15 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
   const Variants v = variants_of(in);
   const Force force = forced_path();
   PlanInput request = plan_input(in.mode, in.x.scalar_type(), in.w_hr.has_value(), v.norm || v.zoneout_h || v.zoneout_c,
-                                 N, H, available_threads(), force, in.save, backward, forced_split());
+                                 N, H, available_threads(), force, backward, forced_split());
   request.heads = heads;
   const Plan plan = plan_layer(request);
   if (plan.path == Path::Fused) return plan;
   const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
-  TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty, "fusedrnn: ", kForceEnv, "=fused, but ",
-              plan.reason);
+  // bfloat16 has a fused forward only: forced, its backward is the loop's (on the fused forward's activations).
+  const bool no_bf16_backward = backward && in.x.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty || no_bf16_backward, "fusedrnn: ", kForceEnv,
+              "=fused, but ", plan.reason);
   return std::nullopt;
 }
 

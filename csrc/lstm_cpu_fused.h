@@ -51,7 +51,7 @@ inline ThreadSlice thread_slice(Split split, int64_t blocks, int64_t N, int thre
   return {blocks * thread / threads, blocks * (thread + 1) / threads, 0, N};
 }
 
-//: One chunk of steps of a fused LSTM forward in storage dtype Storage (float, or c10::BFloat16 for inference), as
+//: One chunk of steps of a fused LSTM forward in storage dtype Storage (float or c10::BFloat16), as
 //: plain pointers (shapes: T steps, N rows, H units; every array contiguous). The cell state is float32 in both.
 template <class Storage>
 struct FusedLstmArgsOf {
@@ -149,7 +149,8 @@ struct FusedLstmKernel {
 };
 
 //: The bfloat16 fused LSTM forward (lstm_cpu_fused_bf16.cpp): AVX512-BF16's vdpbf16ps, two bfloat16 products per
-//: float32 lane and instruction, with float32 sums and cell state. Inference only (the fused backward is float32).
+//: float32 lane and instruction, with float32 sums and cell state; in training it saves the loop's activations
+//: (bfloat16 i f g o c), and the loop's backward runs on them (the fused backward is float32 only).
 struct FusedLstmBf16Kernel {
   int64_t panel_units;
   int64_t (*packed_size)(int64_t H);

@@ -58,7 +58,6 @@ struct PlanInput {
   bool float32 = true;    // the storage dtype is float32
   bool bfloat16 = false;  // the storage dtype is bfloat16
   bool bf16_kernel = false;  // the bfloat16 kernel runs here (AVX512-BF16 and the AVX-512 variant selected)
-  bool saves = false;     // the forward keeps its activations for a backward (training)
   bool projection = false;
   bool variants = false;  // layer norm or zoneout
   bool heads = false;     // multi-head: W_hh block-diagonal, [heads, 4d, d] (issue #21)
@@ -93,7 +92,8 @@ inline std::string unsupported(const PlanInput& in) {
   if (in.bfloat16 && !in.bf16_kernel) {
     return "bfloat16 needs AVX512-BF16 (vdpbf16ps) and the AVX-512 variant: this CPU, build or capability lacks one";
   }
-  if (in.bfloat16 && (in.saves || in.backward)) return "bfloat16 is inference only: the fused backward is float32";
+  // The forward saves the loop's layout (i f g o c, bfloat16), so the loop's backward runs on its activations.
+  if (in.bfloat16 && in.backward) return "no bfloat16 backward: the fused backward is float32 (the loop's runs)";
   if (in.projection) return "no projection (proj_size) in the fused kernel";
   if (in.variants) return "no layer norm or zoneout in the fused kernel";
   if (in.heads) return "no multi-head (block-diagonal) W_hh in the fused kernel: its panels pack a dense one";
@@ -150,6 +150,6 @@ ForceSplit forced_split();
 int available_threads();
 //: A PlanInput with this CPU's kernel variant (capability, panel width).
 PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force, bool saves, bool backward, ForceSplit force_split);
+                     int threads, Force force, bool backward, ForceSplit force_split);
 
 }  // namespace fusedrnn::cpu_fused

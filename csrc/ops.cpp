@@ -285,14 +285,14 @@ std::tuple<std::string, std::string> cuda_indrnn_plan(c10::string_view mode_name
 //: threads, split): path "fused" or "loop", why the fused kernel was refused (empty when fused), its threads, how a
 //: step is split among them ("units" or "rows"). threads < 0: what a call here would get (torch's thread count, 1
 //: inside a parallel region); force and split: as FUSEDRNN_CPU_LSTM and FUSEDRNN_CPU_LSTM_SPLIT ("" or "auto": the
-//: planner's rule); backward: the backward's plan; training: the forward's, where it saves for a backward.
+//: planner's rule); backward: the backward's plan.
 std::tuple<std::string, std::string, int64_t, std::string> cpu_fused_plan(
     c10::string_view mode_name, int64_t batch, int64_t hidden, c10::ScalarType dtype, bool projection, bool variants,
-    int64_t threads, c10::string_view force, bool backward, c10::string_view split, bool training) {
+    int64_t threads, c10::string_view force, bool backward, c10::string_view split) {
   namespace cf = cpu_fused;
   const cf::Plan p = cf::plan_layer(cf::plan_input(parse_mode(mode_name), dtype, projection, variants, batch, hidden,
                                                    threads < 0 ? cf::available_threads() : static_cast<int>(threads),
-                                                   cf::parse_force(std::string(force)), training, backward,
+                                                   cf::parse_force(std::string(force)), backward,
                                                    cf::parse_force_split(std::string(split))));
   return {cf::path_name(p.path), p.reason, p.threads, cf::split_name(p.split)};
 }
@@ -373,8 +373,8 @@ TORCH_LIBRARY(fusedrnn, m) {
         &cuda_indrnn_plan);
   m.def(
       "cpu_fused_plan(str mode, int batch, int hidden, ScalarType dtype, bool projection=False, bool variants=False, "
-      "int threads=-1, str force='', bool backward=False, str split='', bool training=False) -> (str path, "
-      "str reason, int threads, str split)",
+      "int threads=-1, str force='', bool backward=False, str split='') -> (str path, str reason, int threads, "
+      "str split)",
       &cpu_fused_plan);
   m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
   // Deferred barrier checks of the persistent CUDA kernels (persistent_host.h); no-ops in a build without CUDA.

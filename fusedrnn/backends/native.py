@@ -231,8 +231,8 @@ class NativeBackend(LayerBackend):
 
 def _fused_lstm_beats_torch(call: RNNCall) -> bool:
     """Whether a CPU LSTM sequence call is one where the fused kernels measured faster than torch.nn (see
-    CPU_FUSED_LSTM_AUTO_MAX_BATCH and the sizes after it): float32, or bfloat16 inference where the CPU has the
-    bfloat16 kernel."""
+    CPU_FUSED_LSTM_AUTO_MAX_BATCH and the sizes after it): float32, or bfloat16 where the CPU has the bfloat16
+    kernel (its forward; bfloat16 training comes here anyway)."""
     if call.dtype not in (torch.float32, torch.bfloat16) or call.batch_size is None:
         return False
     if call.dtype == torch.bfloat16 and torch.bfloat16 not in cpu_precision.native_half_dtypes():
@@ -241,13 +241,12 @@ def _fused_lstm_beats_torch(call: RNNCall) -> bool:
     if (call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH or weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES
             or call.batch_size * weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_BATCH_WEIGHT_BYTES):  # fmt: skip
         return False
-    return _fused_lstm_planned(call.batch_size, call.hidden_size, call.dtype, call.needs_grad, call.proj_size > 0,
+    return _fused_lstm_planned(call.batch_size, call.hidden_size, call.dtype, call.proj_size > 0,
                                call.layer_norm or call.zoneout)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
-def _fused_lstm_planned(batch: int, hidden: int, dtype: torch.dtype, training: bool, projection: bool,
-                        variants: bool) -> bool:  # fmt: skip
+def _fused_lstm_planned(batch: int, hidden: int, dtype: torch.dtype, projection: bool, variants: bool) -> bool:
     """The kernel's planner (csrc/lstm_cpu_fused_plan.h) takes the call, on a measured CPU variant. Cached: it
     depends on the sizes and on this process's CPU variant only (the thread count changes threads, not the path)."""
     try:
@@ -256,8 +255,7 @@ def _fused_lstm_planned(batch: int, hidden: int, dtype: torch.dtype, training: b
         return False
     if torch.ops.fusedrnn.cpu_capability() not in CPU_FUSED_LSTM_AUTO_CAPABILITIES:
         return False
-    plan = torch.ops.fusedrnn.cpu_fused_plan("LSTM", batch, hidden, dtype, projection, variants, 1, "auto",
-                                             training=training)  # fmt: skip
+    plan = torch.ops.fusedrnn.cpu_fused_plan("LSTM", batch, hidden, dtype, projection, variants, 1, "auto")
     return plan[0] == "fused"
 
 
