@@ -184,3 +184,24 @@ def test_triton_is_available_wherever_its_tests_should_run():
     if not interpreter and not torch.cuda.is_available():
         pytest.skip("TRITON_INTERPRET is set to something else than 1 here and there is no GPU: triton cannot run")
     assert registry.availability()["triton"] is None
+
+
+@pytest.mark.parametrize("cap,capped", [("AVX2", True), ("avx512_core", True), ("AVX512_CORE_BF16", False), ("", False)],
+                         ids=["avx2", "avx512_core", "avx512_core_bf16", "unset"])  # fmt: skip
+def test_a_onednn_cap_below_16_bit_dot_products_means_none(cap, capped, monkeypatch):
+    """ONEDNN_MAX_CPU_ISA below bfloat16 dot products: oneDNN emulates them, so the CPU counts as one without (the
+    16-bit sequences are upcast), however the CPU itself is built."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    cpu_precision.native_half_dtypes.cache_clear()
+    try:
+        if capped:
+            assert cpu_precision.native_half_dtypes() == frozenset()
+        else:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+            uncapped = cpu_precision.native_half_dtypes()
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+            cpu_precision.native_half_dtypes.cache_clear()
+            assert cpu_precision.native_half_dtypes() == uncapped
+    finally:
+        monkeypatch.undo()
+        cpu_precision.native_half_dtypes.cache_clear()

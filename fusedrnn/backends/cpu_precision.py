@@ -40,9 +40,23 @@ def _has(probe: str) -> bool:
     return bool(function()) if function is not None else False
 
 
+#: oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA) under which oneDNN has no
+#: 16-bit dot products and emulates them, whatever the CPU has: oneDNN's names for AVX2- and plain AVX-512-level ISAs.
+#: Capped so, a CPU counts as one without them (how an AVX2-only CPU is approximated on an AVX-512 one).
+ONEDNN_ISAS_WITHOUT_HALF_DOTS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
+def _onednn_capped_below_half_dots() -> bool:
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return cap.strip().upper() in ONEDNN_ISAS_WITHOUT_HALF_DOTS
+
+
 @functools.cache
 def native_half_dtypes() -> frozenset[torch.dtype]:
-    """The 16-bit dtypes this CPU has dot-product instructions for."""
+    """The 16-bit dtypes this CPU has dot-product instructions for, as oneDNN may use them (read once: oneDNN reads its
+    cap once too)."""
+    if _onednn_capped_below_half_dots():
+        return frozenset()
     native = set()
     if _has("_is_avx512_bf16_supported") or _has("_is_amx_tile_supported"):
         native.add(torch.bfloat16)
