@@ -187,10 +187,14 @@ constexpr int64_t kMinPreparedMacs = 1 << 20;
 //: Whether oneDNN runs bfloat16 natively here (AVX512-BF16; AMX CPUs have it too). Measured on the 2-core AMD EPYC
 //: (Zen 5), 2 threads: the reordered [N, 512] x [512, 2048] bf16 product took 28 us at N=4 and 155 us at N=64, where
 //: ATen's bf16 mm took 77-90 and 224-243 us. Without the instructions oneDNN would emulate them: ATen's mm stays.
+//: oneDNN's own answer too (mkldnn::_is_mkldnn_bf16_supported): capped below AVX-512 (ONEDNN_MAX_CPU_ISA=AVX2, an
+//: AVX2-only CPU approximated on this one) it has no bfloat16 path, and its weight reorder raises.
 bool cpu_has_native_bf16() {
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16");
+  if (!__builtin_cpu_supports("avx512bf16")) return false;
+  const std::optional<c10::OperatorHandle> onednn = find_op("mkldnn::_is_mkldnn_bf16_supported");
+  return onednn && onednn->typed<bool()>().call();
 #else
   return false;
 #endif

@@ -636,3 +636,36 @@ def test_cuda_device_mix_is_a_clear_error():
     args = op_inputs("GRU", False, True, device="cuda")
     with pytest.raises(RuntimeError, match="same device"):
         ops.layer_forward(*replaced(args, 2, args[2].cpu()), False)
+
+
+@pytest.mark.skipif(not _build.is_x86(), reason="oneDNN's ISA cap is an x86 setting")
+def test_bfloat16_under_a_onednn_capped_at_avx2_runs(tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 leaves oneDNN without a bfloat16 path (its weight reorder raises) even on a CPU with
+    AVX512-BF16: the `cpu` backend's bfloat16 GEMMs then take ATen's path (gemm_cpu.cpp: cpu_has_native_bf16), and
+    the sequences are upcast (cpu_precision). Both compute modes, each cell, in a process of its own (oneDNN reads the
+    cap once)."""
+    script = tmp_path / "capped.py"
+    # I=H=256, N=8: large enough for the prepared (oneDNN) GEMMs (gemm_cpu.cpp: kMinPreparedMacs).
+    script.write_text(
+        "import os, torch, fusedrnn\n"
+        "from fusedrnn.backends import cpu_precision\n"
+        "assert cpu_precision.native_half_dtypes() == frozenset()\n"
+        "for mode in ('storage', 'float32'):\n"
+        "    os.environ['FUSEDRNN_CPU_HALF_COMPUTE'] = mode\n"
+        "    for name in ('LSTM', 'GRU', 'RNN'):\n"
+        "        torch.manual_seed(0)\n"
+        "        layer = getattr(fusedrnn, name)(256, 256, backend='cpu', dtype=torch.bfloat16)\n"
+        "        theirs = getattr(torch.nn, name)(256, 256, dtype=torch.bfloat16)\n"
+        "        theirs.load_state_dict(layer.state_dict())\n"
+        "        exact = getattr(torch.nn, name)(256, 256, dtype=torch.float64)\n"
+        "        exact.load_state_dict({k: v.double() for k, v in layer.state_dict().items()})\n"
+        "        x = torch.randn(40, 8, 256, dtype=torch.bfloat16)\n"
+        "        truth = exact(x.double())[0]\n"
+        "        error = (layer(x)[0].double() - truth).abs().max().item()\n"
+        "        baseline = (theirs(x)[0].double() - truth).abs().max().item()\n"
+        "        assert error <= max(2 * baseline, 0.05), (mode, name, error, baseline)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert child.returncode == 0 and "ok" in child.stdout, child.stdout[-2000:] + child.stderr[-3000:]
