@@ -68,7 +68,8 @@ struct Bfloat16Storage {
     return FusedVec(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16)));
   }
 
-  //: Lanes [0, count) rounded to bfloat16 (round to nearest even, as c10::BFloat16).
+  //: Lanes [0, count) rounded to bfloat16: to nearest even, as c10::BFloat16, except that the instruction flushes
+  //: float32 denormals (below ~1.2e-38) to zero, as vdpbf16ps does with its inputs.
   static void store(const FusedVec& v, T* p, int count) {
     _mm256_mask_storeu_epi16(p, lanes(count), (__m256i)_mm512_cvtneps_pbh(__m512(v)));
   }
