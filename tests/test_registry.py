@@ -186,8 +186,11 @@ def test_triton_is_available_wherever_its_tests_should_run():
     assert registry.availability()["triton"] is None
 
 
-@pytest.mark.parametrize("cap,capped", [("AVX2", True), ("avx512_core", True), ("AVX512_CORE_BF16", False), ("", False)],
-                         ids=["avx2", "avx512_core", "avx512_core_bf16", "unset"])  # fmt: skip
+@pytest.mark.parametrize(
+    "cap,capped",
+    [("AVX2", True), ("avx512_core", True), ("AVX512_CORE_BF16", False), ("", False)],
+    ids=["avx2", "avx512_core", "avx512_core_bf16", "unset"],
+)
 def test_a_onednn_cap_below_16_bit_dot_products_means_none(cap, capped, monkeypatch):
     """ONEDNN_MAX_CPU_ISA below bfloat16 dot products: oneDNN emulates them, so the CPU counts as one without (the
     16-bit sequences are upcast), however the CPU itself is built."""
