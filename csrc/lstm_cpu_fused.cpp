@@ -29,6 +29,12 @@ constexpr const char* kForceEnv = "FUSEDRNN_CPU_LSTM";
 //: The one that forces the fused kernel's split: "units", "rows", or unset / "auto" (the planner's rule).
 constexpr const char* kForceSplitEnv = "FUSEDRNN_CPU_LSTM_SPLIT";
 
+//: An environment variable's value, "" where it is unset.
+std::string env_value(const char* name) {
+  const char* value = std::getenv(name);
+  return value == nullptr ? "" : value;
+}
+
 }  // namespace
 
 namespace cpu_fused {
@@ -42,8 +48,7 @@ Force parse_force(const std::string& value) {
 
 //: Read per call (cheap next to a layer), so a test or benchmark can switch paths within one process.
 Force forced_path() {
-  const char* value = std::getenv(kForceEnv);
-  return parse_force(value == nullptr ? "" : value);
+  return parse_force(env_value(kForceEnv));
 }
 
 ForceSplit parse_force_split(const std::string& value) {
@@ -54,8 +59,7 @@ ForceSplit parse_force_split(const std::string& value) {
 }
 
 ForceSplit forced_split() {
-  const char* value = std::getenv(kForceSplitEnv);
-  return parse_force_split(value == nullptr ? "" : value);
+  return parse_force_split(env_value(kForceSplitEnv));
 }
 
 int available_threads() {
@@ -254,8 +258,9 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   // dx = dg W_ih against W_ih^T prepared as the forward's input projection does (the same AMD EPYC: [6400, 2048] x
   // [2048, 512] 61 ms against at::mm's 70); the weight gradients multiply two activations and stay with at::mm
   // (oneDNN on the transposed views measured slower, 104 ms against 70).
-  const Tensor w_ih_t_prepared = prepare(prepared_gemm(cpu_pointwise(), T), in.w_ih.t(), T * N);
-  Tensor dx = (w_ih_t_prepared.defined() ? cpu_pointwise().prepared_gemm->linear(dg_rows, w_ih_t_prepared, std::nullopt)
+  const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
+  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), T * N);
+  Tensor dx = (w_ih_t_prepared.defined() ? gemm->linear(dg_rows, w_ih_t_prepared, std::nullopt)
                                          : at::mm(dg_rows, in.w_ih))
                   .view({T, N, I});
   Tensor db_ih = has_bias ? dg_rows.sum(0) : none();

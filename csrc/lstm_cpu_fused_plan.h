@@ -28,15 +28,6 @@ namespace fusedrnn::cpu_fused {
 constexpr int64_t kMaxBatchAvx512 = 64;
 constexpr int64_t kMaxBatchAvx2 = 16;
 
-//: Every thread the call has (at most one per panel) runs the kernel, however small the step. Measured, T=100,
-//: float32, inference, quiet 2-core AMD EPYC (Zen 4, 1 MB L2 per core), wall ms, medians of 9-11 interleaved calls,
-//: one thread / two: H=32 N=1 0.13 / 0.12, N=4 0.20 / 0.18; H=64 N=1 0.21 / 0.16, N=4 0.38 / 0.30; H=128 N=1 0.49 /
-//: 0.35, N=4 1.01 / 0.71; H=256 N=1 1.89 / 1.10, N=4 3.61 / 2.45 (training 5.02 / 3.62, 10.38 / 8.06); bfloat16
-//: H=128 N=1 0.35 / 0.29, H=256 N=1 0.96 / 0.66, N=4 1.97 / 1.34. An earlier rule kept W_hh of up to 1 MB on one
-//: thread from a 2-core Intel Xeon measured under load (load average ~4, OMP_WAIT_POLICY=PASSIVE: H=256 N=1 two
-//: threads 8.8 ms against one's 2.1), where a peer descheduled mid-sequence stalls every barrier; on a quiet machine
-//: the second core's compute and cache win at every size measured.
-
 //: Batch rows per thread from which the backward splits a step by rows (Split::Rows) instead of by units: its
 //: threads then exchange nothing, where split by units each reads the other threads' dg rows after every step (4H
 //: floats per row, 4x the forward's h). 2-core AMD EPYC (Zen 4, AVX-512), two threads, T=100, fp32, quiet, wall ms,
@@ -124,6 +115,14 @@ inline Plan plan_layer(const PlanInput& in) {
   if (p.reason.empty() && in.force == Force::Auto) p.reason = slower(in);
   if (!p.reason.empty()) return p;
   p.path = Path::Fused;
+  // Every thread the call has (at most one per panel) runs the kernel, however small the step. Measured, T=100,
+  // float32, inference, quiet 2-core AMD EPYC (Zen 4, 1 MB L2 per core), wall ms, medians of 9-11 interleaved calls,
+  // one thread / two: H=32 N=1 0.13 / 0.12, N=4 0.20 / 0.18; H=64 N=1 0.21 / 0.16, N=4 0.38 / 0.30; H=128 N=1 0.49 /
+  // 0.35, N=4 1.01 / 0.71; H=256 N=1 1.89 / 1.10, N=4 3.61 / 2.45 (training 5.02 / 3.62, 10.38 / 8.06); bfloat16
+  // H=128 N=1 0.35 / 0.29, H=256 N=1 0.96 / 0.66, N=4 1.97 / 1.34. An earlier rule kept W_hh of up to 1 MB on one
+  // thread from a 2-core Intel Xeon measured under load (load average ~4, OMP_WAIT_POLICY=PASSIVE: H=256 N=1 two
+  // threads 8.8 ms against one's 2.1), where a peer descheduled mid-sequence stalls every barrier; on a quiet machine
+  // the second core's compute and cache win at every size measured.
   const int64_t panels = blocks_of(in.hidden, in.panel_units);
   p.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(in.threads, panels)));
   if (in.force_split == ForceSplit::Auto) {
