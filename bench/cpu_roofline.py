@@ -71,14 +71,23 @@ def peak_gemm(rates: dict, dtype: str) -> float:
     return max(value for key, value in rates.items() if key[0] == "gemm" and key[1] == dtype)
 
 
+def w_hh_bytes(row: dict) -> int:
+    H = row["H"]
+    return GATES[row["cell"]] * H * H * torch.finfo(getattr(torch, row["dtype"])).bits // 8
+
+
+def step_seconds(row: dict, rates: dict) -> tuple[float, float]:
+    """A step's multiply-adds at the GEMM rate, and W_hh's bytes at the streaming rate, in seconds."""
+    H = row["H"]
+    macs = row["N"] * GATES[row["cell"]] * H * H
+    return macs / peak_gemm(rates, row["dtype"]), w_hh_bytes(row) / rates[("stream", w_hh_bytes(row))]
+
+
 def bound_ms(row: dict, rates: dict) -> float:
     T, N, I, H, G = row["T"], row["N"], row["I"], row["H"], GATES[row["cell"]]
-    dtype = getattr(torch, row["dtype"])
-    step_macs, step_bytes = N * G * H * H, G * H * H * torch.finfo(dtype).bits // 8
-    macs_gemm, bytes_per_s = peak_gemm(rates, row["dtype"]), rates[("stream", step_bytes)]
-    step = max(step_macs / macs_gemm, step_bytes / bytes_per_s)
+    step = max(step_seconds(row, rates))
     training = row["mode"] == "training"
-    whole_sequence_gemms = (4 if training else 1) * T * N * I * G * H / macs_gemm
+    whole_sequence_gemms = (4 if training else 1) * T * N * I * G * H / peak_gemm(rates, row["dtype"])
     return 1e3 * (whole_sequence_gemms + (2 if training else 1) * T * step)
 
 
@@ -105,7 +114,7 @@ def main() -> None:
         key = ("gemm", row["dtype"], T * N, I, G * H)
         if key not in rates:
             rates[key] = gemm_rate(T * N, I, G * H, dtype)
-        key = ("stream", G * H * H * torch.finfo(dtype).bits // 8)
+        key = ("stream", w_hh_bytes(row))
         if key not in rates:
             rates[key] = stream_rate(key[1])
     lines = [
@@ -123,14 +132,10 @@ def main() -> None:
     lines += ["", "| cell | dtype | N | mode | bound ms | bound by | torch.nn ms | % of bound | cpu ms | % of bound |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in table["rows"]:
-        G, H, N = GATES[row["cell"]], row["H"], row["N"]
-        dtype = getattr(torch, row["dtype"])
-        step_macs_s = N * G * H * H / peak_gemm(rates, row["dtype"])
-        step_bytes = G * H * H * (torch.finfo(dtype).bits // 8)
-        step_bytes_s = step_bytes / rates[("stream", step_bytes)]
-        limit = "W_hh stream" if step_bytes_s > step_macs_s else "GEMM rate"
+        compute, stream = step_seconds(row, rates)
+        limit = "W_hh stream" if stream > compute else "GEMM rate"
         bound = bound_ms(row, rates)
-        lines.append(f"| {row['cell']} | {row['dtype']} | {N} | {row['mode']} | {bound:.1f} | {limit} | "
+        lines.append(f"| {row['cell']} | {row['dtype']} | {row['N']} | {row['mode']} | {bound:.1f} | {limit} | "
                      f"{row['torch_ms']:.1f} | {100 * bound / row['torch_ms']:.0f}% | {row['fused_ms']:.1f} | "
                      f"{100 * bound / row['fused_ms']:.0f}% |")  # fmt: skip
     text = "\n".join(lines) + "\n"

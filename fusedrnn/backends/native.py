@@ -53,8 +53,8 @@ DTYPES = {
 #: N=4 9.36 / 10.04 (0.93x), N=16 34.0 / 35.6; I=H=256 N=1 1.34 / 1.16, N=4 2.72 / 2.48; I=H=1024 (16 MB) N=1 20.1 /
 #: 23.3 (0.86x); bfloat16 (the bfloat16 kernel: vdpbf16ps) I=H=512 N=1 2.70 / 2.20, N=2 4.88 / 3.73, N=4 4.84 / 4.69
 #: and 4.76 / 4.86 (parity), N=16 16.8 / 17.7; I=H=256 N=1 0.90 / 0.66, N=4 1.55 / 1.34; I=H=128 N=1 0.42 / 0.29, N=4
-#: 0.67 / 0.50; I=H=1024 (8 MB) N=1 12.5 / 12.7 (bench/results/cpu-amd-epyc-2c/). So float32 calls, and bfloat16
-#: inference where the bfloat16 kernel runs, come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows where W_hh is at
+#: 0.67 / 0.50; I=H=1024 (8 MB) N=1 12.5 / 12.7 (bench/results/cpu-amd-epyc-f25m17-2c/). So float32 calls, and
+#: bfloat16 where the bfloat16 kernel runs, come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows where W_hh is at
 #: most CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES and the batch times W_hh at most CPU_FUSED_LSTM_AUTO_MAX_BATCH_WEIGHT_BYTES
 #: (the cells both CPUs won), on the AVX-512 variant only (the AVX2 one is unmeasured against torch.nn), where the
 #: kernels' planner takes the call; the rest of CPU LSTM stays with torch.

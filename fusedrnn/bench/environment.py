@@ -14,32 +14,27 @@ import torch
 from .. import __version__, registry
 
 
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (platform.processor() is often just the architecture)."""
+def _cpuinfo(key: str) -> str | None:
+    """The first processor's `key` in /proc/cpuinfo, or None (not Linux, or no such line)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is often just the architecture)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def cpu_family_model() -> str | None:
     """x86's 'cpu family' and 'model' numbers as /proc/cpuinfo gives them (e.g. 'f25m17', a Zen 4 EPYC), or None."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("cpu family", "model") and key.strip() not in fields:
-                fields[key.strip()] = value.strip()
-            if not line.strip() and fields:  # the first processor's block is enough
-                break
-    except OSError:
-        return None
-    if "cpu family" not in fields or "model" not in fields:
-        return None
-    return f"f{fields['cpu family']}m{fields['model']}"
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return None if family is None or model is None else f"f{family}m{model}"
 
 
 def device_name(device: torch.device) -> str:
