@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <type_traits>
 
+#include "cpu_buffers.h"
 #include "gemm_cpu.h"
 
 namespace fusedrnn {
@@ -207,12 +209,70 @@ bool prepared_dtype(at::ScalarType dtype) {
   return dtype == at::kFloat || (dtype == at::kBFloat16 && bf16);
 }
 
-at::Tensor prepare_weight_cpu(const at::Tensor& w, int64_t rows) {
+//: Side of the square tiles of transposed(): a 32 x 32 tile of floats is 32 source and 32 destination cache lines,
+//: which stay in L1 while the tile is copied.
+constexpr int64_t kTransposeTile = 32;
+
+//: w [R, C], the transpose of a contiguous [C, R] matrix (the backward's W^T), as a contiguous copy. ATen's strided
+//: copy (w.contiguous()) took 1.4-5.7 ms for a float W_ih^T [512, 2048] on the 2-core AMD EPYC (Zen 4), longer than
+//: the reorder after it (0.7 ms); these tiles took 1.3-2.3 ms in the LSTM backward, oneDNN's reorder from the
+//: strided view 4-6.
+template <class Element>
+at::Tensor transposed(const at::Tensor& w) {
+  const int64_t R = w.size(0), C = w.size(1);
+  at::Tensor out = recycled_empty({R, C}, w.options());  // a temporary: reordered, or multiplied and dropped
+  const auto* src = static_cast<const Element*>(w.const_data_ptr());  // src[c * R + r] = w[r, c]
+  auto* dst = static_cast<Element*>(out.mutable_data_ptr());
+  const int64_t row_tiles = (R + kTransposeTile - 1) / kTransposeTile;
+  at::parallel_for(0, row_tiles, 1, [&](int64_t first, int64_t last) {
+    for (int64_t r0 = first * kTransposeTile; r0 < std::min(R, last * kTransposeTile); r0 += kTransposeTile) {
+      const int64_t r1 = std::min(R, r0 + kTransposeTile);
+      for (int64_t c0 = 0; c0 < C; c0 += kTransposeTile) {
+        const int64_t c1 = std::min(C, c0 + kTransposeTile);
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t c = c0; c < c1; ++c) dst[r * C + c] = src[c * R + r];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+//: Whether w is the transpose of a contiguous matrix.
+bool is_transposed_matrix(const at::Tensor& w) {
+  return w.dim() == 2 && w.stride(0) == 1 && w.stride(1) == w.size(0) && w.size(0) > 1 && w.size(1) > 1;
+}
+
+//: w as a contiguous tensor: a transposed matrix through transposed(), anything else through ATen.
+at::Tensor contiguous(const at::Tensor& w) {
+  if (!is_transposed_matrix(w)) return w.contiguous();
+  switch (w.element_size()) {
+    case 4: return transposed<uint32_t>(w);  // bits are copied, not values: one instance per element size
+    case 2: return transposed<uint16_t>(w);
+    default: return w.contiguous();
+  }
+}
+
+//: Products below which a weight is multiplied plain: the reorder (0.7-1.6 ms for a float [2048, 512] on the 2-core
+//: AMD EPYC, Zen 4) saved 0.1 ms per [4, 512] x [512, 2048] step but only 0.2 ms for a [400, ...] chunk, where
+//: oneDNN packs a plain weight as it goes (linear on the plain weight, 4.39 ms; reordered 4.16; MKL's addmm 5.8).
+constexpr int64_t kMinUsesToReorder = 2;
+
+//: Multiply-adds below which a single product against a transposed weight stays with BLAS on the view: oneDNN's
+//: linear gains ~20% on MKL's at [6400, 2048] x [2048, 512] (62 ms against 77, same CPU) but only ~10% at 1600 rows
+//: (16.1 against 17.5), where the transposed copy it needs (~2 ms for 4 MB, fresh pages included) takes it back.
+constexpr int64_t kMinMacsToTransposeForOneUse = int64_t{1} << 31;
+
+at::Tensor prepare_weight_cpu(const at::Tensor& w, int64_t rows, int64_t uses) {
   // oneDNN's path for prepared_dtype; the rest (and a build without oneDNN) stays on BLAS / ATen, and so do products
   // too small to pay for a oneDNN call (a small-batch step of a narrow layer).
   if (!prepared_dtype(w.scalar_type()) || !at::hasMKLDNN() || !linear_op() || !reorder_op()) return {};
   if (rows * w.size(0) * w.size(1) < kMinPreparedMacs) return {};
-  return reorder_op()->typed<ReorderFn>().call(w.contiguous(), std::max<int64_t>(rows, 1));
+  if (uses < kMinUsesToReorder) {
+    const bool copy_pays = !is_transposed_matrix(w) || rows * w.size(0) * w.size(1) >= kMinMacsToTransposeForOneUse;
+    return copy_pays ? contiguous(w) : at::Tensor();
+  }
+  return reorder_op()->typed<ReorderFn>().call(contiguous(w), std::max<int64_t>(rows, 1));
 }
 
 at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias) {

@@ -22,6 +22,11 @@ inline int64_t chunk_steps(const Pointwise& pw, int64_t T, int64_t N) {
   return pw.gemm_rows > 0 ? std::min<int64_t>(T, std::max<int64_t>(1, pw.gemm_rows / std::max<int64_t>(N, 1))) : T;
 }
 
+//: The chunks of chunk_steps that cover T steps: the products each chunked GEMM's weight takes part in.
+inline int64_t chunks_of(int64_t T, int64_t chunk) {
+  return (T + chunk - 1) / chunk;
+}
+
 //: A 2-D tensor as a Mat (row stride from the tensor).
 inline Mat mat(const at::Tensor& t) {
   return {t.data_ptr(), t.stride(0)};

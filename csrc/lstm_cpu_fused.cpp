@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "cpu_buffers.h"
+#include "loop_views.h"
 #include "lstm_cpu_fused_plan.h"
 #include "pointwise.h"
 #include "rnn_loop.h"
@@ -149,18 +151,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
   const auto options = in.x.options();
   const Tensor w_hh = in.w_hh.contiguous();
-  const Tensor packed = at::empty({kernel.packed_size(H)}, options);
+  const Tensor packed = recycled_empty({kernel.packed_size(H)}, options);  // fresh: ~1 ms of page faults at H=512
   const Tensor bias = fold_biases(in).first;
   // The input projection x W_ih^T + bias per chunk of steps: cpu_pointwise's rows per GEMM, as the loop, and as the
-  // loop against W_ih prepared once (oneDNN's blocked layout: 2-core AMD EPYC, fp32, [400, 512] x [512, 2048]
-  // 3.7 ms + 0.3 ms to prepare against addmm's 4.2; [6400, ...] 75 against 86) where the CPU backend has that path.
-  const int64_t chunk = std::min<int64_t>(T, std::max<int64_t>(1, cpu_pointwise().gemm_rows / N));
+  // loop on oneDNN where the CPU backend has that path, W_ih reordered once for several chunks (2-core AMD EPYC, fp32:
+  // [6400, 512] x [512, 2048] 81 ms against addmm's 98; [400, ...], one chunk, 4.4 on the plain W_ih against 5.8).
+  const int64_t chunk = chunk_steps(cpu_pointwise(), T, N);
   const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
-  const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N);
+  const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N, chunks_of(T, chunk));
   Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, options);
   Tensor y = at::empty({T, N, H}, options);
   Tensor c = in.c0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);  // the state stays float32
-  Tensor saved = in.save ? at::empty({T, N, kLstmSaved * H}, options) : at::empty({0}, options);
+  // Recycled: into fresh memory the recurrence took half as long again (cpu_buffers.h).
+  Tensor saved = in.save ? recycled_empty({T, N, kLstmSaved * H}, options) : at::empty({0}, options);
 
   FusedLstmArgsOf<S> args;
   args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
@@ -216,10 +219,10 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   const auto options = in.x.options();
   auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
   const Tensor w_hh = in.w_hh.contiguous();
-  const Tensor packed = at::empty({kernel.backward_packed_size(H)}, options);
+  const Tensor packed = recycled_empty({kernel.backward_packed_size(H)}, options);
   // The whole sequence's gate gradients at once (4/5 of the saved activations' size, which training holds anyway),
   // so that the weight gradients are three large GEMMs after the recurrence; the loop chunks them instead.
-  Tensor dg = at::empty({T, N, GH}, options);
+  const Tensor dg = recycled_empty({T, N, GH}, options);
   Tensor dc = grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options);
   Tensor dh_carry = grad_h_n.clone();
 
@@ -247,19 +250,23 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
     kernel.run_backward_thread(args, thread, count, barrier);
   });
   // dh_0: the last processed step's dg W_hh plus what finished rows carried; then the sequence's big GEMMs.
-  Tensor dh0 = at::addmm(dh_carry, dg.select(0, in.reverse ? T - 1 : 0), w_hh);
+  const int64_t first_step = in.reverse ? T - 1 : 0;  // the first step of the forward: its h_{t-1} is h0
+  Tensor dh0 = at::addmm(dh_carry, dg.select(0, first_step), w_hh);
   const Tensor dg_rows = dg.view({T * N, GH});
-  const Tensor h0 = in.h0.unsqueeze(0);
-  const Tensor h_prev = T == 1       ? h0
-                        : in.reverse ? at::cat({y.narrow(0, 1, T - 1), h0})
-                                     : at::cat({h0, y.narrow(0, 0, T - 1)});
-  Tensor dw_hh = at::mm(dg_rows.t(), h_prev.reshape({T * N, H}));
+  // dW_hh = sum over t of dg_t^T h_{t-1}: the steps whose h_{t-1} is a y row as one product on views of dg and y (a
+  // copy of y with h0 in front cost 2-5 ms of fresh memory at N=64), and the first step's dg^T h0.
+  Tensor dw_hh = at::mm(dg.select(0, first_step).t(), in.h0);
+  if (T > 1) {
+    const Tensor dg_rest = dg.narrow(0, in.reverse ? 0 : 1, T - 1).reshape({(T - 1) * N, GH});
+    dw_hh.addmm_(dg_rest.t(), y.narrow(0, in.reverse ? 1 : 0, T - 1).reshape({(T - 1) * N, H}));
+  }
   Tensor dw_ih = at::mm(dg_rows.t(), in.x.reshape({T * N, I}));
-  // dx = dg W_ih against W_ih^T prepared as the forward's input projection does (the same AMD EPYC: [6400, 2048] x
-  // [2048, 512] 61 ms against at::mm's 70); the weight gradients multiply two activations and stay with at::mm
-  // (oneDNN on the transposed views measured slower, 104 ms against 70).
+  // dx = dg W_ih on oneDNN against a contiguous copy of W_ih^T where the product pays for the copy (the same AMD
+  // EPYC: [6400, 2048] x [2048, 512] 62 ms + 1-2 against at::mm's 77; at [400, ...] at::mm's 4.7 beats 4.2 + 1-2);
+  // the weight gradients multiply two activations and stay with at::mm (oneDNN on the transposed views measured
+  // slower, 112 ms against 75).
   const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
-  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), T * N);
+  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), T * N, 1);
   Tensor dx = (w_ih_t_prepared.defined() ? gemm->linear(dg_rows, w_ih_t_prepared, std::nullopt)
                                          : at::mm(dg_rows, in.w_ih))
                   .view({T, N, I});

@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "cpu_buffers.h"
 #include "indrnn_host.h"
 #include "indrnn_plan.h"
 #include "op_checks.h"
@@ -377,6 +378,7 @@ TORCH_LIBRARY(fusedrnn, m) {
       "str split)",
       &cpu_fused_plan);
   m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
+  m.def("cpu_kept_buffer_bytes() -> int", &kept_buffer_bytes);
   // Deferred barrier checks of the persistent CUDA kernels (persistent_host.h); no-ops in a build without CUDA.
   m.def("cuda_defer_barrier_checks() -> ()", [] {
 #ifdef FUSEDRNN_WITH_CUDA

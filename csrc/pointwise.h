@@ -53,9 +53,9 @@ struct Pointwise {
 };
 
 struct PreparedGemm {
-  //: w [C, K] (any strides) in the form `linear` multiplies fastest for about `rows`-row inputs; undefined where
-  //: this dtype or build has no such path.
-  at::Tensor (*prepare_weight)(const at::Tensor& w, int64_t rows);
+  //: w [C, K] (any strides) in the form `linear` multiplies fastest for `uses` products of about `rows` rows each
+  //: (reordered for many, merely contiguous for one); undefined where this dtype or build has no such path.
+  at::Tensor (*prepare_weight)(const at::Tensor& w, int64_t rows, int64_t uses);
   //: x [M, K] (any strides) times w^T, plus bias [C] if given: a new [M, C] tensor. w is a prepare_weight result of
   //: the same dtype, or a plain [C, K] tensor (any strides: the weight gradients multiply two activations).
   at::Tensor (*linear)(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "cpu_buffers.h"
 #include "loop_views.h"
 
 namespace fusedrnn {
@@ -92,8 +93,8 @@ const PreparedGemm* prepared_gemm(const Pointwise& pw, int64_t T) {
   return T >= kMinStepsToTransposeWeights ? pw.prepared_gemm : nullptr;
 }
 
-Tensor prepare(const PreparedGemm* gemm, const Tensor& w, int64_t rows) {
-  return gemm != nullptr ? gemm->prepare_weight(w, rows) : Tensor();
+Tensor prepare(const PreparedGemm* gemm, const Tensor& w, int64_t rows, int64_t uses) {
+  return gemm != nullptr ? gemm->prepare_weight(w, rows, uses) : Tensor();
 }
 
 std::pair<Tensor, Tensor> fold_biases(const LayerInputs& in) {
@@ -136,10 +137,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   const int64_t chunk = chunk_steps(pw, T, N);
   // Weights prepared once for this call (see Pointwise::prepared_gemm), W^T being the weight of x W^T and h W_hh^T.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
-  const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N);
+  const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N, chunks_of(T, chunk));
   // IndRNN: u is a vector; multi-head: per-head products (headwise_recurrent)
-  const Tensor w_hh_prepared = indrnn || heads ? Tensor() : prepare(gemm, in.w_hh, N);
-  Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, in.x.options());
+  const Tensor w_hh_prepared = indrnn || heads ? Tensor() : prepare(gemm, in.w_hh, N, T);
+  Tensor gi = w_ih_prepared.defined() ? Tensor() : recycled_empty({chunk, N, GH}, in.x.options());
   int64_t chunk_first_t = 0;  // the time step of gi[0]
   auto project = [&](int64_t s) {
     const int64_t steps = std::min(chunk, T - s);
@@ -158,9 +159,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
   };
 
   Tensor y = at::empty({T, N, P}, in.x.options());
-  // Saved activations: all steps when a backward will follow, else one step's worth, overwritten in place.
+  // Saved activations: all steps when a backward will follow, else one step's worth, overwritten in place. Large
+  // buffers are recycled (cpu_buffers.h) here and below: fresh memory's page faults cost a large share of a call.
   const int64_t width = layout.width;
-  Tensor saved = in.save ? at::empty({T, N, width}, in.x.options()) : at::empty({0}, in.x.options());
+  Tensor saved = in.save ? recycled_empty({T, N, width}, in.x.options()) : at::empty({0}, in.x.options());
   Tensor scratch = in.save ? Tensor() : at::empty({N, width}, in.x.options());
   Tensor gh = w_hh_prepared.defined() ? Tensor() : at::empty({indrnn ? 0 : N, GH}, in.x.options());
   // Per-step GEMMs are faster against W^T stored contiguously ([K, G*H]) than against the transposed view: measured
@@ -247,18 +249,18 @@ std::vector<Tensor> backward_loop(const LayerInputs& in, const Tensor& y, const 
   const int64_t chunk = chunk_steps(pw, T, N);
   // Prepared weights (see forward_loop): dh_{t-1} = dg_t W_hh and dx = dg W_ih, so W_hh^T and W_ih^T are the weights.
   const PreparedGemm* gemm = prepared_gemm(pw, T);
-  const Tensor w_hh_t_prepared = indrnn || heads ? Tensor() : prepare(gemm, in.w_hh.t(), N);
-  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), chunk * N);
+  const Tensor w_hh_t_prepared = indrnn || heads ? Tensor() : prepare(gemm, in.w_hh.t(), N, T);
+  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), chunk * N, chunks_of(T, chunk));
   // The weight gradients (two activations: nothing to prepare) go the same way as the chunk's other big GEMM.
   const bool gemm_weight_gradients = w_ih_t_prepared.defined();
-  Tensor dg_h = at::empty({chunk, N, GH}, options);
-  Tensor dg_i = gru ? at::empty({chunk, N, GH}, options) : dg_h;
+  Tensor dg_h = recycled_empty({chunk, N, GH}, options);
+  Tensor dg_i = gru ? recycled_empty({chunk, N, GH}, options) : dg_h;
   // Layer norm: the gradients of the un-normalised pre-activations (the GEMMs' inputs), and of the LSTM's
   // normalised cell state (for its gain and bias).
-  Tensor dv_h = norm ? at::empty({chunk, N, GH}, options) : dg_h;
-  Tensor dv_i = norm ? at::empty({chunk, N, GH}, options) : dg_i;
-  Tensor d_cn = norm_lstm ? at::empty({chunk, N, H}, options) : Tensor();
-  Tensor dh_total = projection ? at::empty({chunk, N, P}, options) : Tensor();
+  Tensor dv_h = norm ? recycled_empty({chunk, N, GH}, options) : dg_h;
+  Tensor dv_i = norm ? recycled_empty({chunk, N, GH}, options) : dg_i;
+  Tensor d_cn = norm_lstm ? recycled_empty({chunk, N, H}, options) : Tensor();
+  Tensor dh_total = projection ? recycled_empty({chunk, N, P}, options) : Tensor();
   Tensor dh_raw = projection ? at::empty({N, H}, options) : Tensor();
   Tensor dh_next = grad_h_n.clone();  // gradient of h_t from step t+1, [N, P]
   // With lengths, finished rows pass dh through: the pointwise pass writes the direct part of dh_{t-1} for every

@@ -88,8 +88,9 @@ std::pair<at::Tensor, at::Tensor> fold_biases(const LayerInputs& in);
 //: preparing the weights, else null.
 const PreparedGemm* prepared_gemm(const Pointwise& pw, int64_t T);
 
-//: `w` prepared for products of about `rows` rows, or undefined (no prepared path here: the caller uses BLAS/ATen).
-at::Tensor prepare(const PreparedGemm* gemm, const at::Tensor& w, int64_t rows);
+//: `w` prepared for `uses` products of about `rows` rows, or undefined (no prepared path here: the caller uses
+//: BLAS/ATen).
+at::Tensor prepare(const PreparedGemm* gemm, const at::Tensor& w, int64_t rows, int64_t uses);
 
 //: Returns y [T, N, P], h_n [N, P], c_n [N, H] (LSTM; else empty) and the saved activations [T, N, saved_width]
 //: (empty unless in.save). With lengths, y[t] is the state after step t, carried for finished rows (not zeroed:

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "cpu_buffers.h"
 #include "loop_views.h"
 
 namespace fusedrnn {
@@ -61,7 +62,7 @@ std::vector<Tensor> slstm_forward_loop(const SlstmInputs& in, const Pointwise& p
   // pre-activations already (plus the bias, if any).
   const int64_t chunk = chunk_steps(pw, T, N);
   const bool projected = in.w_ih.defined();
-  Tensor gi_buffer = projected || bias.defined() ? at::empty({chunk, N, GH}, options) : Tensor();
+  Tensor gi_buffer = projected || bias.defined() ? recycled_empty({chunk, N, GH}, options) : Tensor();
   Tensor gi;                  // the current chunk's pre-activations [steps, N, 4*H]
   int64_t chunk_first_t = 0;  // the time step of gi[0]
   auto project = [&](int64_t s) {
@@ -88,7 +89,7 @@ std::vector<Tensor> slstm_forward_loop(const SlstmInputs& in, const Pointwise& p
   const HeadOperand r_t = recurrent_weight_t(w_hh_t, z.d);
   Tensor y = at::empty({T, N, H}, options);
   const int64_t width = kSlstmSaved * H;
-  Tensor saved = in.save ? at::empty({T, N, width}, options) : at::empty({0}, options);
+  Tensor saved = in.save ? recycled_empty({T, N, width}, options) : at::empty({0}, options);  // cpu_buffers.h
   Tensor scratch = in.save ? Tensor() : at::empty({N, width}, options);  // one step's row, overwritten in place
   Tensor gh = at::empty({N, GH}, options);  // head-major h_{t-1} R^T
 
@@ -137,8 +138,8 @@ std::vector<Tensor> slstm_backward_loop(const SlstmInputs& in, const Tensor& y, 
   // they are dx itself) and head-major (the recurrent side: dh_{t-1}, dR).
   const int64_t chunk = chunk_steps(pw, T, N);
   Tensor dx = at::empty(in.x.sizes(), options);
-  Tensor dg = projected ? at::empty({chunk, N, GH}, options) : Tensor();
-  Tensor dg_heads = at::empty({chunk, N, GH}, options);
+  Tensor dg = projected ? recycled_empty({chunk, N, GH}, options) : Tensor();
+  Tensor dg_heads = recycled_empty({chunk, N, GH}, options);
   // The gradients of the state after the current step (h_t from step t+1; c, n, m in place).
   Tensor dh_next = grad_final[0].clone(), dc = grad_final[1].clone(), dn = grad_final[2].clone();
   Tensor dm = grad_final[3].clone();

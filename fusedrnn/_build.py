@@ -18,7 +18,8 @@ from pathlib import Path
 CPU_POINTWISE_VARIANTS = ["pointwise_cpu_default.cpp", "pointwise_cpu_avx2.cpp", "pointwise_cpu_avx512.cpp"]
 #: indrnn_host.cpp is in both builds: on CPU it runs the IndRNN kernels' loops on the host (a test hook).
 CPP_SOURCES = ["ops.cpp", "rnn_loop.cpp", "pointwise_cpu.cpp", "gemm_cpu.cpp", "slstm_ops.cpp", "slstm_loop.cpp",
-               "lstm_cpu_fused.cpp", "lstm_cpu_fused_bf16.cpp", "indrnn_host.cpp", *CPU_POINTWISE_VARIANTS]
+               "lstm_cpu_fused.cpp", "lstm_cpu_fused_bf16.cpp", "indrnn_host.cpp", "cpu_buffers.cpp",
+               *CPU_POINTWISE_VARIANTS]
 CUDA_SOURCES = ["pointwise_cuda.cu", "persistent_forward.cu", "persistent_backward.cu", "persistent_host.cpp",
                 "indrnn_cuda.cu"]
 #: The persistent kernels, which tests/test_cuda_kernels_compile.py checks in ptxas's resource report.

@@ -105,6 +105,24 @@ def test_fused_matches_float64_torch_nn(case, input_size, hidden, training, thre
     assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
 
 
+#: Products large enough for oneDNN's cases that the small cases above never reach (csrc/gemm_cpu.cpp): the input
+#: projection's W_ih reordered once for several chunks (kMinUsesToReorder: 16 steps a chunk at N=64), and the
+#: backward's dx on a contiguous copy of W_ih^T (kMinMacsToTransposeForOneUse: 40 x 64 x 1024 x 1000 >= 2^31
+#: multiply-adds); I = 1000 leaves partial tiles in that copy.
+LARGE_CASE = (Case(seq_len=40, batch=64, with_state=True), 1000, 256)
+
+
+def test_fused_large_products_as_close_to_float64_as_torch_nn(force_fused):
+    """Every output and gradient at most ERROR_RATIO times as far from float64 as torch.nn's own float32 run (at this
+    size rounding exceeds the short cases' fixed tolerance)."""
+    case, input_size, hidden = LARGE_CASE
+    ours, exact = lstm_pair(case, input_size, hidden)
+    theirs = copy.deepcopy(exact).float()
+    assert_as_close_to_float64(forward_backward(ours, input_maker(ours, case, torch.float32)),
+                               forward_backward(theirs, input_maker(theirs, case, torch.float32)),
+                               forward_backward(exact, input_maker(exact, case, torch.float64)), torch.float32)
+
+
 #: Op-level sizes: H spans two AVX-512 backward groups (64 units) plus a partial panel; an AVX-512 tile plus a tail.
 OP_T, OP_N, OP_I, OP_H = 6, 7, 7, 69
 OP_LENGTHS = [6, 1, 4, 6, 3, 2, 5]

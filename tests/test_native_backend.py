@@ -481,6 +481,27 @@ def test_cpu_prepared_gemm_runs_where_it_should(seq_len, hidden, dtype, prepared
     assert ("mkldnn::_reorder_linear_weight" in names) == prepared
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN: BLAS only")
+@pytest.mark.parametrize(("seq_len", "reordered"), [
+    # one chunk of steps (csrc/loop_views.h: chunk_steps, 1024 rows): W_ih is multiplied plain; the backward's dx is
+    # too small to pay for a copy of W_ih^T (gemm_cpu.cpp: kMinMacsToTransposeForOneUse) and stays with BLAS
+    (16, {(4 * PREPARED_HIDDEN, PREPARED_HIDDEN), (PREPARED_HIDDEN, 4 * PREPARED_HIDDEN)}),
+    # two chunks: W_ih and W_ih^T reordered too (kMinUsesToReorder)
+    (300, {(4 * PREPARED_HIDDEN, PREPARED_HIDDEN), (PREPARED_HIDDEN, 4 * PREPARED_HIDDEN),
+           (4 * PREPARED_HIDDEN, PREPARED_INPUT), (PREPARED_INPUT, 4 * PREPARED_HIDDEN)}),
+], ids=["one_chunk", "two_chunks"])  # fmt: skip
+def test_cpu_prepared_gemm_reorders_only_weights_used_more_than_once(seq_len, reordered, monkeypatch):
+    """oneDNN's weight reorder pays for a weight that several products use (W_hh and W_hh^T: every step); a single
+    product packs a plain weight itself. The dispatcher records the shapes of the weights the loop reorders."""
+    monkeypatch.setenv("FUSEDRNN_CPU_LSTM", "loop")
+    layer = fusedrnn.LSTM(PREPARED_INPUT, PREPARED_HIDDEN, backend="cpu")
+    x = torch.randn(seq_len, PREPARED_BATCH, PREPARED_INPUT, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profile:
+        layer(x)[0].sum().backward()
+    shapes = {tuple(e.input_shapes[0]) for e in profile.events() if e.name == "mkldnn::_reorder_linear_weight"}
+    assert shapes == reordered
+
+
 def thread_cpu_seconds() -> dict[int, float]:
     """CPU time (user + system, seconds) of every thread of this process, by thread id (Linux /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
