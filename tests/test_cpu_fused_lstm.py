@@ -392,11 +392,11 @@ def test_auto_prefers_cpu_for_bf16_inference_where_the_bf16_kernel_runs(batch, n
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
 @pytest.mark.parametrize(
     "batch,hidden,comes",
-    [(1, 512, True), (2, 512, True), (4, 512, False), (4, 256, True), (1, 1024, False)],
-    ids=["N1_H512", "N2_H512_8MB", "N4_H512_16MB", "N4_H256", "N1_H1024_W_hh_16MB"],
+    [(1, 512, True), (4, 512, True), (4, 256, True), (4, 1024, True), (1, 1025, False), (5, 256, False)],
+    ids=["N1_H512", "N4_H512", "N4_H256", "N4_H1024_W_hh_16MB", "N1_H1025_past_16MB", "N5"],
 )
-def test_auto_sends_float32_lstm_to_cpu_only_where_w_hh_streams_few_times(batch, hidden, comes):
-    """float32 W_hh of at most 4 MB, times the batch at most 8 MB: the cells both measured CPUs won (native.py)."""
+def test_auto_sends_float32_lstm_to_cpu_at_small_batch_up_to_a_16mb_w_hh(batch, hidden, comes):
+    """Up to 4 rows, float32 W_hh of at most 16 MB: the cells the fused kernels won (native.py)."""
     call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.float32, input_size=hidden, hidden_size=hidden,
                    batch_size=batch, seq_len=100, needs_grad=False)  # fmt: skip
     expected = native.PREFERENCE["cpu"] if comes else native.CPU_LSTM_PREFERENCE

@@ -48,21 +48,22 @@ DTYPES = {
 #: I=H=512 N=1 1.18x / 1.28x, N=4 1.58x / 1.21x, N=16 1.06x / 0.97x, N=64 1.05x / 0.92x; I=H=256 N=1 1.38x / 1.36x,
 #: N=4 1.66x / 1.13x, N=16 1.03x / 1.04x, N=64 0.85x / 0.91x (N=16 inference measured 0.95-1.00x in an earlier run:
 #: noise). On a 2-core AMD EPYC (Zen 4, AVX-512 with AVX512-BF16, 1 MB L2 per core), quiet, two threads, wall ms,
-#: medians of 11-25 interleaved calls, inference, torch.nn / `cpu`, the kernels stream W_hh from L3 every step and
-#: oneDNN's LSTM does so faster once a step's rows re-read it: float32 I=H=512 N=1 7.40 / 5.84, N=2 8.00 / 7.30,
-#: N=4 9.36 / 10.04 (0.93x), N=16 34.0 / 35.6; I=H=256 N=1 1.34 / 1.16, N=4 2.72 / 2.48; I=H=1024 (16 MB) N=1 20.1 /
-#: 23.3 (0.86x); bfloat16 (the bfloat16 kernel: vdpbf16ps) I=H=512 N=1 2.70 / 2.20, N=2 4.88 / 3.73, N=4 4.84 / 4.69
-#: and 4.76 / 4.86 (parity), N=16 16.8 / 17.7; I=H=256 N=1 0.90 / 0.66, N=4 1.55 / 1.34; I=H=128 N=1 0.42 / 0.29, N=4
-#: 0.67 / 0.50; I=H=1024 (8 MB) N=1 12.5 / 12.7 (bench/results/cpu-amd-epyc-f25m17-2c/). So float32 calls, and
-#: bfloat16 where the bfloat16 kernel runs, come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows where W_hh is at
-#: most CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES and the batch times W_hh at most CPU_FUSED_LSTM_AUTO_MAX_BATCH_WEIGHT_BYTES
-#: (the cells both CPUs won), on the AVX-512 variant only (the AVX2 one is unmeasured against torch.nn), where the
-#: kernels' planner takes the call; the rest of CPU LSTM stays with torch.
+#: medians of 9 interleaved calls, T=100, I=H, torch.nn / `cpu`, inference and training, once the kernels' large
+#: buffers were recycled (csrc/cpu_buffers.h: fresh pages had cost a third of the forward's recurrence; before, H=512
+#: N=4 and H=1024 N=1 inference lost, 0.93x and 0.86x): float32 H=512 N=1 9.83 / 6.59 and 25.6 / 16.6, N=2 7.44 /
+#: 6.85 and 20.7 / 19.3, N=4 10.36 / 10.44 (parity) and 44.5 / 32.5, N=16 35.6 / 38.9 (0.92x) and 116 / 114; H=768 N=4
+#: 23.8 / 21.6 and 95.1 / 70.7; H=1024 (16 MB) N=1 34.4 / 28.4 and 107 / 57.5, N=2 96.4 / 30.8 and 134 / 87.2, N=4
+#: 72.3 / 41.8 and 182 / 134; H=256 N=16 9.28 / 11.0 (0.84x) and 34.4 / 40.1 (0.86x); bfloat16 (the bfloat16
+#: kernel: vdpbf16ps) H=512 N=2 4.31 / 3.44, N=4 5.24 / 5.04; H=768 N=4 10.9 / 10.9; H=1024 (8 MB) N=2 17.2 / 12.8,
+#: N=4 20.5 / 19.7 (bench/results/cpu-amd-epyc-f25m17-2c/). So float32 calls, and bfloat16 where the bfloat16
+#: kernel runs, come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows where W_hh is at most
+#: CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES (H <= 1024 in float32: past the L3 of many CPUs, and unmeasured), on the
+#: AVX-512 variant only (the AVX2 one is unmeasured against torch.nn), where the kernels' planner takes the call;
+#: the rest of CPU LSTM stays with torch (from 16 rows small layers lost).
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
-CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES = 4 << 20
-CPU_FUSED_LSTM_AUTO_MAX_BATCH_WEIGHT_BYTES = 8 << 20
+CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES = 16 << 20
 CPU_FUSED_LSTM_AUTO_CAPABILITIES = ("AVX512",)
 #: One step of one unidirectional layer (a cell, or a 1-step layer call of a decoder loop) on CPU, float32/float64:
 #: torch's one-step cell ops (what torch.nn's cells call, and what the `torch` backend runs for such a call) were
@@ -238,8 +239,7 @@ def _fused_lstm_beats_torch(call: RNNCall) -> bool:
     if call.dtype == torch.bfloat16 and torch.bfloat16 not in cpu_precision.native_half_dtypes():
         return False  # the bfloat16 kernel needs AVX512-BF16 (the planner checks the instruction itself too)
     weight_bytes = 4 * call.hidden_size * call.hidden_size * call.dtype.itemsize
-    if (call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH or weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES
-            or call.batch_size * weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_BATCH_WEIGHT_BYTES):  # fmt: skip
+    if call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH or weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES:
         return False
     return _fused_lstm_planned(call.batch_size, call.hidden_size, call.dtype, call.proj_size > 0,
                                call.layer_norm or call.zoneout)  # fmt: skip
