@@ -389,6 +389,23 @@ def test_auto_prefers_cpu_for_bf16_inference_where_the_bf16_kernel_runs(batch, n
     assert native.CPU_BACKEND.preference(call) == expected
 
 
+@pytest.mark.parametrize(
+    "batch,hidden,comes",
+    [(64, 512, True), (64, 1024, True), (None, 512, True), (4, 128, True), (32, 128, False), (16, 256, False),
+     (None, 256, False)],
+    ids=["N64_H512", "N64_H1024", "unknown_batch_H512", "N4_H128", "N32_H128", "N16_H256", "unknown_batch_H256"],
+)  # fmt: skip
+def test_auto_sends_bf16_lstm_training_to_cpu_but_small_layers_at_mid_batch(batch, hidden, comes, monkeypatch):
+    """bfloat16 training: from H=512, or at most 4 rows (native.CPU_BF16_TRAINING_MIN_HIDDEN), whether or not the
+    bfloat16 kernel runs (the loop's backward is what wins)."""
+    monkeypatch.setenv("FUSEDRNN_CPU_HALF_COMPUTE", "storage")  # the bfloat16 path itself, not the upcast
+    monkeypatch.setattr(native, "_fused_lstm_planned", lambda *args: False)
+    call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.bfloat16, input_size=hidden, hidden_size=hidden,
+                   batch_size=batch, seq_len=100, needs_grad=True)  # fmt: skip
+    expected = native.PREFERENCE["cpu"] if comes else native.CPU_LSTM_PREFERENCE
+    assert native.CPU_BACKEND.preference(call) == expected
+
+
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
 @pytest.mark.parametrize(
     "batch,hidden,comes",

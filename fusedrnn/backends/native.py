@@ -35,7 +35,7 @@ DTYPES = {
 #: backend leads. LSTM is the exception: torch runs oneDNN's fused LSTM primitive (the whole sequence in one JIT'd
 #: call) where this loop pays one oneDNN GEMM call per step through the dispatcher (~12 us each) plus the pointwise
 #: pass: float32 measured 0.76-0.98x, bfloat16 inference 0.73-0.79x, so LSTM sequences stay with torch, except
-#: bfloat16 training (1.06-1.08x), which comes here. One step (LSTMCell) is not oneDNN's sequence kernel but torch's
+#: bfloat16 training (1.06-1.08x) but of small layers (CPU_BF16_TRAINING_MIN_HIDDEN), which comes here. One step (LSTMCell) is not oneDNN's sequence kernel but torch's
 #: per-op lstm_cell, which this backend matches (pytorch/examples-style LSTMCell loop, float64: `fusedrnn-bench
 #: --preset cells`), while `torch` adds fusedrnn's Python to torch.nn's own call: one-step LSTM calls come here. CUDA:
 #: the persistent and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed
@@ -65,6 +65,12 @@ CPU_LSTM_PREFERENCE = 9
 CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
 CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES = 16 << 20
 CPU_FUSED_LSTM_AUTO_CAPABILITIES = ("AVX512",)
+#: bfloat16 LSTM training on CPU (see bf16_training in NativeBackend.preference): torch.nn's bfloat16 backward is slow
+#: for wide layers and small batches (Zen 4, bench/results/cpu-amd-epyc-f25m17-2c/cpu-fused-lstm-sizes.md: `cpu`
+#: 1.00-8.1x from H=512 at every batch measured, 1.01-1.24x at N <= 4 from H=128), but small layers at mid batch
+#: lost (H=128 N=32 0.68-0.75x, H=256 N=16 0.88-0.92x; H=128 N=64 and H=256 N=64 won, 1.07-1.11x): those stay with
+#: torch.
+CPU_BF16_TRAINING_MIN_HIDDEN = 512
 #: One step of one unidirectional layer (a cell, or a 1-step layer call of a decoder loop) on CPU, float32/float64:
 #: torch's one-step cell ops (what torch.nn's cells call, and what the `torch` backend runs for such a call) were
 #: faster than this op at every measured size (issue 24; 2-core Intel Xeon, one thread, load 4-5, thread CPU time
@@ -135,7 +141,7 @@ class NativeBackend(LayerBackend):
             return CPU_ONE_STEP_PREFERENCE
         # An unknown length (torch.compile's selection) ranks as a sequence: compiled, torch is refused anyway.
         if call.device_type == "cpu" and call.mode == "LSTM" and call.seq_len != 1:
-            bf16_training = call.dtype == torch.bfloat16 and call.needs_grad
+            bf16_training = call.dtype == torch.bfloat16 and call.needs_grad and _bf16_training_beats_torch(call)
             # Upcast to float32 (cpu_precision), this loop runs at float32 speed, against torch's slow 16-bit GEMMs.
             upcast = self.compute_dtype(call.dtype, call.seq_len) != call.dtype
             fused = _fused_lstm_beats_torch(call)
@@ -228,6 +234,12 @@ class NativeBackend(LayerBackend):
             valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)
             y = torch.where(valid.unsqueeze(2), y, y.new_zeros(()))
         return y.to(x.dtype), SLSTMState(*_cast(final, x.dtype))
+
+
+def _bf16_training_beats_torch(call: RNNCall) -> bool:
+    """Whether a bfloat16 CPU LSTM training call is one this backend measured faster (CPU_BF16_TRAINING_MIN_HIDDEN)."""
+    small_batch = call.batch_size is not None and call.batch_size <= CPU_FUSED_LSTM_AUTO_MAX_BATCH
+    return call.hidden_size >= CPU_BF16_TRAINING_MIN_HIDDEN or small_batch
 
 
 def _fused_lstm_beats_torch(call: RNNCall) -> bool:
