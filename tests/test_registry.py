@@ -117,9 +117,9 @@ def fresh_selection():
 
 #: The 16-bit dtypes a CPU multiplies natively (fusedrnn/backends/cpu_precision.py): the machines of the tables.
 AVX512_BF16, NO_NATIVE_HALF = frozenset({torch.bfloat16}), frozenset()
-#: A float32 LSTM sequence of batch 1: the fused kernels beat torch.nn on the AVX-512 variant (issue 23,
-#: fusedrnn.backends.native.CPU_FUSED_LSTM_AUTO_MAX_BATCH); elsewhere unmeasured, torch.
-FUSED_LSTM_WINNER = "cpu" if torch.backends.cpu.get_cpu_capability() == "AVX512" else "torch"
+#: A float32 LSTM sequence of batch 1: the fused kernels beat torch.nn on the AVX-512 and AVX2 variants (issue 23,
+#: fusedrnn.backends.native.CPU_FUSED_LSTM_AUTO_CAPABILITIES); elsewhere unmeasured, torch.
+FUSED_LSTM_WINNER = "cpu" if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX2") else "torch"
 #: bfloat16 LSTM inference at batch 1 where the CPU has native bfloat16: `cpu` where the fused bfloat16 kernel runs
 #: (AVX512-BF16 and the AVX-512 variant), else torch; resolved in the test, once the extension is loaded.
 BF16_KERNEL_WINNER = "the fused bfloat16 kernel's backend"

@@ -57,14 +57,17 @@ DTYPES = {
 #: kernel: vdpbf16ps) H=512 N=2 4.31 / 3.44, N=4 5.24 / 5.04; H=768 N=4 10.9 / 10.9; H=1024 (8 MB) N=2 17.2 / 12.8,
 #: N=4 20.5 / 19.7 (bench/results/cpu-amd-epyc-f25m17-2c/). So float32 calls, and bfloat16 where the bfloat16
 #: kernel runs, come here up to CPU_FUSED_LSTM_AUTO_MAX_BATCH rows where W_hh is at most
-#: CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES (H <= 1024 in float32: past the L3 of many CPUs, and unmeasured), on the
-#: AVX-512 variant only (the AVX2 one is unmeasured against torch.nn), where the kernels' planner takes the call;
-#: the rest of CPU LSTM stays with torch (from 16 rows small layers lost).
+#: CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES (H <= 1024 in float32: past the L3 of many CPUs, and unmeasured), where the
+#: kernels' planner takes the call; the rest of CPU LSTM stays with torch (from 16 rows small layers lost). One
+#: thread: H=512 N=1 1.29x / 1.43x, N=4 0.97x / 1.16x, H=1024 N=4 1.74x / 1.37x (cpu-table-t1.md and the note of
+#: issue 23). The AVX2 variant likewise, measured with ATen, oneDNN and MKL limited to AVX2 on the same Zen 4 (an
+#: AVX2-only Zen 3 also runs two 256-bit FMAs a cycle; lstm-avx2-emulated.md): N <= 4 1.01-2.29x on two threads,
+#: 0.97-2.83x on one; from 16 rows 0.92-0.96x. The baseline variant (no AVX2) is unmeasured: torch.
 PREFERENCE = {"cpu": 15, "cuda": 9}
 CPU_LSTM_PREFERENCE = 9
 CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
 CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES = 16 << 20
-CPU_FUSED_LSTM_AUTO_CAPABILITIES = ("AVX512",)
+CPU_FUSED_LSTM_AUTO_CAPABILITIES = ("AVX512", "AVX2")
 #: bfloat16 LSTM training on CPU (see bf16_training in NativeBackend.preference): torch.nn's bfloat16 backward is slow
 #: for wide layers and small batches (Zen 4, bench/results/cpu-amd-epyc-f25m17-2c/cpu-fused-lstm-sizes.md: `cpu`
 #: 1.00-8.1x from H=512 at every batch measured, 1.01-1.24x at N <= 4 from H=128), but small layers at mid batch
