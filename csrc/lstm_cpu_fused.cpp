@@ -1,5 +1,5 @@
-// The fused LSTM's host side (lstm_cpu_fused.h): the planner's inputs; forward: the input projection (one GEMM per
-// chunk of steps, as rnn_loop.cpp does) and one OpenMP region per chunk, in which each thread packs its own W_hh
+// The fused LSTM's and GRU's host side (lstm_cpu_fused.h): the planner's inputs; forward: the input projection (one
+// GEMM per chunk of steps, as rnn_loop.cpp does) and one OpenMP region per chunk, in which each thread packs its W_hh
 // panels (first chunk) and runs its slice of every step; backward: one region for the recurrence, then the weight
 // and input gradients as whole-sequence GEMMs.
 #include "lstm_cpu_fused.h"
@@ -79,7 +79,7 @@ PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool var
   // The bfloat16 kernel is AVX-512 code: it runs where the AVX-512 variant is selected (not under a forced
   // ATEN_CPU_CAPABILITY=avx2 or default) and the CPU has AVX512-BF16.
   p.bf16_kernel = p.capability == "AVX512" && cpu_fused_lstm_bf16_kernel() != nullptr;
-  p.panel_units = cpu_fused_lstm_kernel().panel_units;
+  p.panel_units = cpu_fused_lstm_kernel().lstm.panel_units;
   return p;
 }
 
@@ -105,8 +105,8 @@ void run_region(int threads, const Body& body) {
 //: Runs one chunk, each thread packing a share of the panels first when `pack`: split by units, the panels it then
 //: reads, so no thread reads a panel another one packs; split by rows, every thread reads every panel, so a barrier
 //: follows the packing.
-template <class Kernel, class S>
-void run_chunk(const Kernel& kernel, const FusedLstmArgsOf<S>& args, int threads, const S* w_hh, bool pack) {
+template <class S>
+void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, int threads, const S* w_hh, bool pack) {
   const int64_t panels = blocks_of(args.H, kernel.panel_units);
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     if (pack) {
@@ -118,8 +118,9 @@ void run_chunk(const Kernel& kernel, const FusedLstmArgsOf<S>& args, int threads
   });
 }
 
-//: The plan for `in` on this CPU, or none (the loop) where it declines; forced, an LSTM the kernel cannot run is an
-//: error (a test or benchmark would measure the wrong path); the other cells are not this variable's business.
+//: The plan for `in` on this CPU, or none (the loop) where it declines; forced, an LSTM or GRU the kernels cannot run
+//: is an error (a test or benchmark would measure the wrong path), except a backward they do not have (bfloat16 and
+//: GRU: the loop's runs on the fused forward's activations); the other cells are not this variable's business.
 std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) {
   using namespace cpu_fused;
   const bool heads = in.w_hh.dim() == 3;  // [heads, 4d, d]
@@ -132,10 +133,10 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
   const Plan plan = plan_layer(request);
   if (plan.path == Path::Fused) return plan;
   const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
-  // bfloat16 has a fused forward only: forced, its backward is the loop's (on the fused forward's activations).
-  const bool no_bf16_backward = backward && in.x.scalar_type() == at::kBFloat16;
-  TORCH_CHECK(force != Force::Fused || in.mode != Mode::LSTM || empty || no_bf16_backward, "fusedrnn: ", kForceEnv,
-              "=fused, but ", plan.reason);
+  const bool fused_cell = in.mode == Mode::LSTM || in.mode == Mode::GRU;
+  const bool forward_only = backward && (in.x.scalar_type() == at::kBFloat16 || in.mode == Mode::GRU);
+  TORCH_CHECK(force != Force::Fused || !fused_cell || empty || forward_only, "fusedrnn: ", kForceEnv, "=fused, but ",
+              plan.reason);
   return std::nullopt;
 }
 
@@ -143,16 +144,18 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
 
 namespace {
 
-//: The fused forward in storage dtype S with `kernel` (FusedLstmKernel for float, FusedLstmBf16Kernel for bfloat16).
-template <class S, class Kernel>
+//: The fused forward of an LSTM or a GRU in storage dtype S with `kernel` (FusedLstmKernel's lstm or gru for float,
+//: the FusedLstmBf16Kernel for bfloat16).
+template <class S>
 std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, const cpu_fused::Plan& plan,
-                                                       const Kernel& kernel) {
+                                                       const FusedForwardOf<S>& kernel) {
+  const bool lstm = in.mode == Mode::LSTM;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
-  const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
+  const int64_t GH = in.w_hh.size(0), H = GH / gates_of(in.mode);
   const auto options = in.x.options();
   const Tensor w_hh = in.w_hh.contiguous();
   const Tensor packed = recycled_empty({kernel.packed_size(H)}, options);  // fresh: ~1 ms of page faults at H=512
-  const Tensor bias = fold_biases(in).first;
+  const auto [bias, b_hn] = fold_biases(in);  // b_hn: GRU's (zeros without bias), undefined for the LSTM
   // The input projection x W_ih^T + bias per chunk of steps: cpu_pointwise's rows per GEMM, as the loop, and as the
   // loop on oneDNN where the CPU backend has that path, W_ih reordered once for several chunks (2-core AMD EPYC, fp32:
   // [6400, 512] x [512, 2048] 81 ms against addmm's 98; [400, ...], one chunk, 4.4 on the plain W_ih against 5.8).
@@ -161,16 +164,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N, chunks_of(T, chunk));
   Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, options);
   Tensor y = at::empty({T, N, H}, options);
-  Tensor c = in.c0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);  // the state stays float32
+  // The LSTM's cell state stays float32.
+  Tensor c = lstm ? in.c0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : Tensor();
   // Recycled: into fresh memory the recurrence took half as long again (cpu_buffers.h).
-  Tensor saved = in.save ? recycled_empty({T, N, kLstmSaved * H}, options) : at::empty({0}, options);
+  const int64_t saved_columns = lstm ? kLstmSaved : kGruSaved;
+  Tensor saved = in.save ? recycled_empty({T, N, saved_columns * H}, options) : at::empty({0}, options);
 
   FusedLstmArgsOf<S> args;
   args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
   args.packed = packed.const_data_ptr<S>();
   args.h0 = in.h0.const_data_ptr<S>();
   args.y = y.mutable_data_ptr<S>();
-  args.c = c.mutable_data_ptr<float>();
+  args.c = lstm ? c.mutable_data_ptr<float>() : nullptr;
+  args.b_hn = lstm ? nullptr : b_hn.const_data_ptr<S>();
   args.saved = in.save ? saved.mutable_data_ptr<S>() : nullptr;
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
   args.split = plan.split;
@@ -194,7 +200,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
     run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<S>(), first == 0);
   }
   Tensor h_n = y.select(0, in.reverse ? 0 : T - 1).clone();
-  return std::make_tuple(y, h_n, c.to(in.x.scalar_type()), saved);
+  return std::make_tuple(y, h_n, lstm ? c.to(in.x.scalar_type()) : at::empty({0}, options), saved);
 }
 
 }  // namespace
@@ -202,10 +208,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
   const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/false);
   if (!plan) return std::nullopt;
-  if (in.x.scalar_type() == at::kBFloat16) {  // the planner took it: the CPU has the kernel
+  if (in.x.scalar_type() == at::kBFloat16) {  // the planner took it: an LSTM, and the CPU has the kernel
     return run_forward<c10::BFloat16>(in, *plan, *cpu_fused_lstm_bf16_kernel());
   }
-  return run_forward<float>(in, *plan, cpu_fused_lstm_kernel());
+  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
+  return run_forward<float>(in, *plan, in.mode == Mode::GRU ? kernel.gru : kernel.lstm);
 }
 
 std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, const Tensor& y, const Tensor& saved,

@@ -4,7 +4,9 @@
 // step a register-blocked micro-kernel (lstm_cpu_fused_kernels.h, compiled per CPU capability) computes the slice's
 // gate columns, adds the precomputed input projection and applies cell_math.h's LSTM in registers; then one spin
 // barrier, h being exchanged through y itself (y[t] is the next step's h_{t-1}). Backward
-// (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step.
+// (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step. The GRU's forward
+// runs the same skeleton with three gates and its own epilogue (torch.nn's reset gate on W_hn h + b_hn), saving the
+// loop's activations, on which the loop's backward runs.
 //
 // This header holds only plain data and baseline code: the variant files include it before their target pragma.
 #pragma once
@@ -51,20 +53,24 @@ inline ThreadSlice thread_slice(Split split, int64_t blocks, int64_t N, int thre
   return {blocks * thread / threads, blocks * (thread + 1) / threads, 0, N};
 }
 
-//: One chunk of steps of a fused LSTM forward in storage dtype Storage (float or c10::BFloat16), as
-//: plain pointers (shapes: T steps, N rows, H units; every array contiguous). The cell state is float32 in both.
+//: One chunk of steps of a fused LSTM (or GRU: G = 3 gates, no c) forward in storage dtype Storage (float or
+//: c10::BFloat16), as plain pointers (shapes: T steps, N rows, H units; every array contiguous). The LSTM's cell state
+//: is float32 in both.
 template <class Storage>
 struct FusedLstmArgsOf {
   int64_t T = 0, N = 0, H = 0;
   int64_t first = 0, steps = 0;      // the chunk: processing steps s in [first, first + steps)
   bool reverse = false;              // step s runs time t = T - 1 - s
   int64_t gi_first_t = 0;            // the time of gi's first step
-  const Storage* gi = nullptr;       // [steps, N, 4H]: x_t W_ih^T + b_ih + b_hh, in time order from gi_first_t
+  const Storage* gi = nullptr;       // [steps, N, G*H]: x_t W_ih^T + the folded biases (rnn_loop.h: fold_biases),
+                                     // in time order from gi_first_t
   const Storage* packed = nullptr;   // W_hh packed by the kernel's pack
   const Storage* h0 = nullptr;       // [N, H]
   Storage* y = nullptr;              // [T, N, H]: h_t, carried past a row's length; y[t] is step t+1's h_{t-1}
-  float* c = nullptr;                // [N, H]: c_0 in, c of the last step run out
-  Storage* saved = nullptr;          // [T, N, 5H] i f g o c (rnn_loop.h: saved_layout), or null (inference)
+  float* c = nullptr;                // LSTM: [N, H]: c_0 in, c of the last step run out
+  const Storage* b_hn = nullptr;     // GRU: [H] b_hn, which the reset gate scales (zeros without bias)
+  Storage* saved = nullptr;          // [T, N, 5H] i f g o c, GRU [T, N, 4H] r z n hn (rnn_loop.h: saved_layout),
+                                     // or null (inference)
   const int64_t* lengths = nullptr;  // [N] or null (step.h: row_valid)
   Split split = Split::Units;
 };
@@ -125,18 +131,26 @@ class SpinBarrier {
   alignas(64) std::atomic<int> generation_{0};
 };
 
-//: One CPU capability's compiled fused LSTM (lstm_cpu_fused_kernels.h).
-struct FusedLstmKernel {
+//: One cell's compiled fused forward in storage dtype Storage.
+template <class Storage>
+struct FusedForwardOf {
   //: Hidden units per panel: the vector width in float32 lanes; a thread's slice is whole panels.
   int64_t panel_units;
-  //: Floats of the packed W_hh for hidden size H.
+  //: Elements of the packed W_hh for hidden size H.
   int64_t (*packed_size)(int64_t H);
-  //: Packs panels [first, last) of w_hh [4H, H] into `packed`: panel b holds, for each k, the 4 gates' rows of
+  //: Packs panels [first, last) of w_hh [G*H, H] into `packed`: panel b holds, for each k, the G gates' rows of
   //: units [b*panel_units, (b+1)*panel_units) at column k (zeros past H), so a step streams it in order.
-  void (*pack)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
+  void (*pack)(const Storage* w_hh, int64_t H, int64_t first, int64_t last, Storage* packed);
   //: Runs the chunk's steps for thread `thread` of `threads` (its thread_slice), passing `barrier` after every step
   //: but the chunk's last where the split is by units (the region's end synchronises that one).
-  void (*run_thread)(const FusedLstmArgs& args, int thread, int threads, SpinBarrier& barrier);
+  void (*run_thread)(const FusedLstmArgsOf<Storage>& args, int thread, int threads, SpinBarrier& barrier);
+};
+
+//: One CPU capability's compiled fused kernels, float32 (lstm_cpu_fused_kernels.h): the LSTM's forward and backward,
+//: and the GRU's forward (its backward is the loop's, on the activations the forward saves in the loop's layout).
+struct FusedLstmKernel {
+  FusedForwardOf<float> lstm;
+  FusedForwardOf<float> gru;
   //: Backward: hidden units per work group (4 panels: the micro-kernel's 4 vectors are 4 blocks of W_hh's columns).
   int64_t group_units;
   int64_t (*backward_packed_size)(int64_t H);
@@ -150,15 +164,10 @@ struct FusedLstmKernel {
 
 //: The bfloat16 fused LSTM forward (lstm_cpu_fused_bf16.cpp): AVX512-BF16's vdpbf16ps, two bfloat16 products per
 //: float32 lane and instruction, with float32 sums and cell state; in training it saves the loop's activations
-//: (bfloat16 i f g o c), and the loop's backward runs on them (the fused backward is float32 only).
-struct FusedLstmBf16Kernel {
-  int64_t panel_units;
-  int64_t (*packed_size)(int64_t H);
-  //: Packs panels [first, last) of w_hh [4H, H]: panel b holds, for each pair of columns k, k + 1, the 4 gates' rows
-  //: of its units as (k, k + 1) pairs, one 32-bit lane per unit (zeros past H), which is vdpbf16ps' operand layout.
-  void (*pack)(const c10::BFloat16* w_hh, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed);
-  void (*run_thread)(const FusedLstmArgsOf<c10::BFloat16>& args, int thread, int threads, SpinBarrier& barrier);
-};
+//: (bfloat16 i f g o c), and the loop's backward runs on them (the fused backward is float32 only). Its pack: panel b
+//: holds, for each pair of columns k, k + 1, the 4 gates' rows of its units as (k, k + 1) pairs, one 32-bit lane per
+//: unit (zeros past H), which is vdpbf16ps' operand layout.
+using FusedLstmBf16Kernel = FusedForwardOf<c10::BFloat16>;
 
 //: The variant of the CPU capability the pointwise pass runs (pointwise_cpu.cpp: cpu_pointwise_capability).
 const FusedLstmKernel& cpu_fused_lstm_kernel();
@@ -166,8 +175,8 @@ const FusedLstmKernel& cpu_fused_lstm_kernel();
 //: The bfloat16 kernel, or null where this CPU has no AVX512-BF16 (or the build has no x86 variants).
 const FusedLstmBf16Kernel* cpu_fused_lstm_bf16_kernel();
 
-//: The fused forward where the planner (lstm_cpu_fused_plan.h) chooses it for `in` (CPU tensors): y, h_n, c_n and
-//: the saved activations as forward_loop (rnn_loop.h) returns them; none where it declines.
+//: The fused forward (LSTM or GRU) where the planner (lstm_cpu_fused_plan.h) chooses it for `in` (CPU tensors): y,
+//: h_n, c_n and the saved activations as forward_loop (rnn_loop.h) returns them; none where it declines.
 std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>> fused_lstm_forward(const LayerInputs& in);
 
 //: The fused backward where the planner chooses it: the gradients in backward_loop's order (rnn_loop.h); none where

@@ -52,7 +52,9 @@ void backward_tile(const FusedLstmBackwardArgs& a, const BackwardStepPointers& s
   using V = FusedVec;
   const int64_t H = a.H, GH = kLstmGates * H;
   RawVec acc[R][kLstmGates] = {};
-  if (st.dg_next != nullptr) accumulate<R>(a.packed + q * backward_group_size(H), GH, st.dg_next + n0 * GH, GH, acc);
+  if (st.dg_next != nullptr) {
+    accumulate<kLstmGates, R>(a.packed + q * backward_group_size(H), GH, st.dg_next + n0 * GH, GH, acc);
+  }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const int64_t n = n0 + r;

@@ -30,13 +30,18 @@ __mmask16 lanes(int count) {
 struct Bfloat16Storage {
   using T = c10::BFloat16;
 
-  //: bfloat16 elements per panel: per pair of columns, 4 gates x kPanelUnits units x 2.
-  static int64_t panel_size(int64_t H) { return blocks_of(H, kPairK) * kLstmGates * kPanelUnits * kPairK; }
+  //: bfloat16 elements per panel: per pair of columns, 4 gates x kPanelUnits units x 2 (the LSTM's only).
+  template <int G>
+  static int64_t panel_size(int64_t H) {
+    static_assert(G == kLstmGates, "the bfloat16 kernel is the LSTM's");
+    return blocks_of(H, kPairK) * G * kPanelUnits * kPairK;
+  }
 
   //: acc[r][g] += rows[r] . panel's gate g columns, over the H columns of h (pairs; an odd H's last column alone,
   //: its pair's second element zero, so nothing past the row is read).
-  template <int R>
-  static void accumulate_panel(const T* panel, int64_t H, const T* rows, RawVec (&acc)[R][kLstmGates]) {
+  template <int G, int R>
+  static void accumulate_panel(const T* panel, int64_t H, const T* rows, RawVec (&acc)[R][G]) {
+    static_assert(G == kLstmGates, "the bfloat16 kernel is the LSTM's");
     const int64_t pairs = H / kPairK;
     const auto* words = reinterpret_cast<const __m512i*>(panel);
     for (int64_t p = 0; p < pairs; ++p) {
@@ -85,13 +90,13 @@ struct Bfloat16Storage {
 };
 
 int64_t bf16_packed_size(int64_t H) {
-  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size(H);
+  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size<kLstmGates>(H);
 }
 
 void bf16_pack(const c10::BFloat16* w_hh, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed) {
   const int64_t pairs = blocks_of(H, kPairK);
   for (int64_t b = first; b < last; ++b) {
-    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size(H);
+    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size<kLstmGates>(H);
     const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
     for (int64_t p = 0; p < pairs; ++p) {
       for (int g = 0; g < kLstmGates; ++g) {
@@ -107,7 +112,7 @@ void bf16_pack(const c10::BFloat16* w_hh, int64_t H, int64_t first, int64_t last
 }
 
 void bf16_run_thread(const FusedLstmArgsOf<c10::BFloat16>& a, int thread, int threads, SpinBarrier& barrier) {
-  run_forward_thread<Bfloat16Storage>(a, thread, threads, barrier);
+  run_forward_thread<LstmCell, Bfloat16Storage>(a, thread, threads, barrier);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The fused LSTM forward's per-thread step loop and micro-kernel (lstm_cpu_fused.h), float32, on
-// at::vec::Vectorized<float>: compiled once per CPU capability with the pointwise pass (included by
+// The fused LSTM and GRU forwards' per-thread step loop, micro-kernel and cell epilogues (lstm_cpu_fused.h), float32,
+// on at::vec::Vectorized<float>: compiled once per CPU capability with the pointwise pass (included by
 // pointwise_cpu_kernels.h, in its capability's namespace), so AVX-512 runs 16-unit panels on zmm registers, AVX2
 // 8-unit ones on ymm.
 #pragma once
@@ -34,22 +34,26 @@ constexpr int kTileRows = 6;
 constexpr int kTileRows = 3;
 #endif
 
-//: Floats per panel: for each of the H columns k, 4 gates x kPanelUnits units.
+//: Floats per panel of a G-gate cell: for each of the H columns k, G gates x kPanelUnits units.
+template <int G>
 int64_t panel_size(int64_t H) {
-  return H * kLstmGates * kPanelUnits;
+  return H * G * kPanelUnits;
 }
 
-[[maybe_unused]] int64_t fused_packed_size(int64_t H) {
-  return blocks_of(H, kPanelUnits) * panel_size(H);
+template <int G>
+int64_t fused_packed_size(int64_t H) {
+  return blocks_of(H, kPanelUnits) * panel_size<G>(H);
 }
 
-[[maybe_unused]] void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
+//: Panels [first, last) of a G-gate cell's w_hh [G*H, H] (FusedForwardOf::pack).
+template <int G>
+void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
   for (int64_t b = first; b < last; ++b) {
-    float* panel = packed + b * panel_size(H);
+    float* panel = packed + b * panel_size<G>(H);
     const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
     for (int64_t k = 0; k < H; ++k) {
-      for (int g = 0; g < kLstmGates; ++g) {
-        float* out = panel + (k * kLstmGates + g) * kPanelUnits;
+      for (int g = 0; g < G; ++g) {
+        float* out = panel + (k * G + g) * kPanelUnits;
         const float* row = w_hh + (g * H + b * kPanelUnits) * H + k;  // W_hh[g*H + unit, k] for the panel's units
         for (int64_t u = 0; u < units; ++u) out[u] = row[u * H];
         std::fill(out + units, out + kPanelUnits, 0.f);
@@ -63,9 +67,9 @@ template <class T>
 struct StepPointers {
   int64_t t;
   const T* h_prev;  // [N, H]
-  const T* gi;      // [N, 4H]
+  const T* gi;      // [N, G*H]
   T* h;             // [N, H] (y[t])
-  T* saved;         // [N, 5H] or null
+  T* saved;         // [N, the cell's saved columns x H] or null
 };
 
 //: The accumulators' type: a GCC vector of FusedVec's width. An array of Vectorized (a class) stayed in memory, and
@@ -86,23 +90,22 @@ RawVec load_raw(const float* p) {
   return v;
 }
 
-//: acc[r][v] += sum over k < K of rows[r * ld + k] * panel[(k * 4 + v) * kPanelUnits ...]: R rows of a row-major
-//: operand times a panel of 4 vectors per k, in registers (inlined, so acc never leaves them). The forward's panel
-//: holds the 4 gates' columns of 16 units, the backward's 4 consecutive 16-unit blocks of W_hh's columns.
-template <int R>
+//: acc[r][v] += sum over k < K of rows[r * ld + k] * panel[(k * V + v) * kPanelUnits ...]: R rows of a row-major
+//: operand times a panel of V vectors per k, in registers (inlined, so acc never leaves them). The forward's panel
+//: holds the V = G gates' columns of 16 units, the backward's 4 consecutive 16-unit blocks of W_hh's columns.
+template <int V, int R>
 __attribute__((always_inline)) inline void accumulate(const float* panel, int64_t K, const float* rows, int64_t ld,
-                                                      RawVec (&acc)[R][kLstmGates]) {
+                                                      RawVec (&acc)[R][V]) {
   for (int64_t k = 0; k < K; ++k) {
-    const float* w = panel + k * kLstmGates * kPanelUnits;
-    const RawVec w0 = load_raw(w), w1 = load_raw(w + kPanelUnits), w2 = load_raw(w + 2 * kPanelUnits),
-                 w3 = load_raw(w + 3 * kPanelUnits);
+    const float* w = panel + k * V * kPanelUnits;
+    RawVec weights[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) weights[v] = load_raw(w + v * kPanelUnits);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const float x = rows[r * ld + k];  // broadcast; GCC contracts each multiply-add into one FMA
-      acc[r][0] += x * w0;
-      acc[r][1] += x * w1;
-      acc[r][2] += x * w2;
-      acc[r][3] += x * w3;
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[r][v] += x * weights[v];
     }
   }
 }
@@ -110,47 +113,45 @@ __attribute__((always_inline)) inline void accumulate(const float* panel, int64_
 //: The float32 forward's storage: one k per FMA, the panels of fused_pack, activations loaded and stored as they are.
 struct Float32Storage {
   using T = float;
-  static int64_t panel_size(int64_t H) { return ::fusedrnn::CPU_CAPABILITY::panel_size(H); }
-  template <int R>
-  static void accumulate_panel(const float* panel, int64_t H, const float* rows, RawVec (&acc)[R][kLstmGates]) {
-    accumulate<R>(panel, H, rows, H, acc);
+  template <int G>
+  static int64_t panel_size(int64_t H) {
+    return ::fusedrnn::CPU_CAPABILITY::panel_size<G>(H);
+  }
+  template <int G, int R>
+  static void accumulate_panel(const float* panel, int64_t H, const float* rows, RawVec (&acc)[R][G]) {
+    accumulate<G, R>(panel, H, rows, H, acc);
   }
   static FusedVec load(const float* p, int count) { return FusedVec::loadu(p, count); }
   static void store(const FusedVec& v, float* p, int count) { v.store(p, count); }
 };
 
-//: Rows [n0, n0 + R) of panel b for one step: the panel's 4 x kPanelUnits gate columns (h_{t-1} times the packed
-//: W_hh) accumulated in registers, then the input projection added and the cell applied (gates never reach memory).
-//: S: the storage policy (Float32Storage, or lstm_cpu_fused_bf16_kernels.h's); the cell math runs in float32.
-template <class S, int R>
-void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S::T>& st, int64_t b, int64_t n0) {
-  using V = FusedVec;
-  using T = typename S::T;
-  const int64_t H = a.H, j = b * kPanelUnits;
-  const int count = static_cast<int>(std::min(kPanelUnits, H - j));
-  RawVec acc[R][kLstmGates] = {};
-  S::template accumulate_panel<R>(a.packed + b * S::panel_size(H), H, st.h_prev + n0 * H, acc);
-  constexpr int kSaved = kLstmSaved;  // i f g o c
-  // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
-  // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    const int64_t n = n0 + r;
+//: The LSTM's epilogue for row n, units [j, j + count): the gates' sums from the micro-kernel plus the input
+//: projection, cell_math.h's LSTM on c (float32), h stored, and the loop's saved columns i f g o c (step.h).
+struct LstmCell {
+  static constexpr int kGates = kLstmGates;
+  static constexpr int kSaved = kLstmSaved;
+  template <class S>
+  __attribute__((always_inline)) static void row(const FusedLstmArgsOf<typename S::T>& a,
+                                                 const StepPointers<typename S::T>& st, const RawVec (&acc)[kGates],
+                                                 int64_t n, int64_t j, int count) {
+    using V = FusedVec;
+    using T = typename S::T;
+    const int64_t H = a.H;
     float* c = a.c + n * H + j;
     T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
     if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
       std::memcpy(st.h + n * H + j, st.h_prev + n * H + j, count * sizeof(T));
       if (saved != nullptr) {
-        for (int g = 0; g < kLstmGates; ++g) S::store(V(0.f), saved + g * H, count);
-        S::store(V::loadu(c, count), saved + kLstmGates * H, count);
+        for (int g = 0; g < kGates; ++g) S::store(V(0.f), saved + g * H, count);
+        S::store(V::loadu(c, count), saved + kGates * H, count);
       }
-      continue;
+      return;
     }
-    const T* gi = st.gi + n * kLstmGates * H + j;
+    const T* gi = st.gi + n * kGates * H + j;
     V i, f, g, o, c_new, h;
-    lstm_forward<VecMath>(to_vec(acc[r][0]) + S::load(gi, count), to_vec(acc[r][1]) + S::load(gi + H, count),
-                          to_vec(acc[r][2]) + S::load(gi + 2 * H, count),
-                          to_vec(acc[r][3]) + S::load(gi + 3 * H, count), V::loadu(c, count), i, f, g, o, c_new, h);
+    lstm_forward<VecMath>(to_vec(acc[0]) + S::load(gi, count), to_vec(acc[1]) + S::load(gi + H, count),
+                          to_vec(acc[2]) + S::load(gi + 2 * H, count), to_vec(acc[3]) + S::load(gi + 3 * H, count),
+                          V::loadu(c, count), i, f, g, o, c_new, h);
     c_new.store(c, count);
     S::store(h, st.h + n * H + j, count);
     if (saved != nullptr) {
@@ -158,6 +159,56 @@ void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S
       S::store(o, saved + 3 * H, count), S::store(c_new, saved + 4 * H, count);
     }
   }
+};
+
+//: The GRU's epilogue (torch.nn's: the reset gate scales W_hn h + b_hn): cell_math.h's GRU on h_{t-1}, h stored,
+//: and the loop's saved columns r z n hn (step.h), on which the loop's backward runs.
+struct GruCell {
+  static constexpr int kGates = 3;
+  static constexpr int kSaved = kGruSaved;
+  template <class S>
+  __attribute__((always_inline)) static void row(const FusedLstmArgsOf<typename S::T>& a,
+                                                 const StepPointers<typename S::T>& st, const RawVec (&acc)[kGates],
+                                                 int64_t n, int64_t j, int count) {
+    using V = FusedVec;
+    using T = typename S::T;
+    const int64_t H = a.H;
+    const T* h_prev = st.h_prev + n * H + j;
+    T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
+    if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
+      std::memcpy(st.h + n * H + j, h_prev, count * sizeof(T));
+      if (saved != nullptr) {
+        for (int k = 0; k < kSaved; ++k) S::store(V(0.f), saved + k * H, count);
+      }
+      return;
+    }
+    const T* gi = st.gi + n * kGates * H + j;
+    const V hn = to_vec(acc[2]) + S::load(a.b_hn + j, count);
+    V r, z, n_gate, h;
+    gru_forward<VecMath>(to_vec(acc[0]) + S::load(gi, count), to_vec(acc[1]) + S::load(gi + H, count),
+                         S::load(gi + 2 * H, count), hn, S::load(h_prev, count), r, z, n_gate, h);
+    S::store(h, st.h + n * H + j, count);
+    if (saved != nullptr) {
+      S::store(r, saved, count), S::store(z, saved + H, count), S::store(n_gate, saved + 2 * H, count);
+      S::store(hn, saved + 3 * H, count);
+    }
+  }
+};
+
+//: Rows [n0, n0 + R) of panel b for one step: the panel's G x kPanelUnits gate columns (h_{t-1} times the packed
+//: W_hh) accumulated in registers, then the cell's epilogue per row (gates never reach memory). Cell: LstmCell or
+//: GruCell; S: the storage policy (Float32Storage, or lstm_cpu_fused_bf16_kernels.h's); the cell math runs in float32.
+template <class Cell, class S, int R>
+void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S::T>& st, int64_t b, int64_t n0) {
+  constexpr int G = Cell::kGates;
+  const int64_t H = a.H, j = b * kPanelUnits;
+  const int count = static_cast<int>(std::min(kPanelUnits, H - j));
+  RawVec acc[R][G] = {};
+  S::template accumulate_panel<G, R>(a.packed + b * S::template panel_size<G>(H), H, st.h_prev + n0 * H, acc);
+  // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
+  // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) Cell::template row<S>(a, st, acc[r], n0 + r, j, count);
 }
 
 //: Calls tile.template operator()<R>(n0) for rows [0, N): tiles of kTileRows rows, then one of the rows left.
@@ -177,8 +228,8 @@ void for_row_tiles(int64_t first, int64_t last, const Tile& tile) {
   if (n0 < last) tail_tile(tile, n0, last - n0);
 }
 
-//: The chunk's steps for one thread (FusedLstmKernel::run_thread), in storage policy S.
-template <class S>
+//: The chunk's steps for one thread (FusedForwardOf::run_thread) of a Cell, in storage policy S.
+template <class Cell, class S>
 void run_forward_thread(const FusedLstmArgsOf<typename S::T>& a, int thread, int threads, SpinBarrier& barrier) {
   const ThreadSlice slice = thread_slice(a.split, blocks_of(a.H, kPanelUnits), a.N, thread, threads);
   const int64_t NH = a.N * a.H;
@@ -186,18 +237,20 @@ void run_forward_thread(const FusedLstmArgsOf<typename S::T>& a, int thread, int
     const int64_t t = a.reverse ? a.T - 1 - s : s;
     const int64_t t_prev = a.reverse ? t + 1 : t - 1;
     StepPointers<typename S::T> st{t, s == 0 ? a.h0 : a.y + t_prev * NH,
-                                   a.gi + (t - a.gi_first_t) * a.N * kLstmGates * a.H, a.y + t * NH,
-                                   a.saved == nullptr ? nullptr : a.saved + t * a.N * kLstmSaved * a.H};
-    // Panel by panel: a panel (4 x 16 x H floats, 128 KB at H=512) stays in L2 while every row tile reads it.
+                                   a.gi + (t - a.gi_first_t) * a.N * Cell::kGates * a.H, a.y + t * NH,
+                                   a.saved == nullptr ? nullptr : a.saved + t * a.N * Cell::kSaved * a.H};
+    // Panel by panel: a panel (G x 16 x H floats, 128 KB for the LSTM at H=512) stays in L2 while every row tile
+    // reads it.
     for (int64_t b = slice.first_block; b < slice.last_block; ++b) {
-      for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<S, R>(a, st, b, n0); });
+      for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<Cell, S, R>(a, st, b, n0); });
     }
     if (a.split == Split::Units && s + 1 < a.first + a.steps) barrier.wait(threads);
   }
 }
 
-[[maybe_unused]] void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
-  run_forward_thread<Float32Storage>(a, thread, threads, barrier);
+template <class Cell>
+void fused_run_thread(const FusedLstmArgs& a, int thread, int threads, SpinBarrier& barrier) {
+  run_forward_thread<Cell, Float32Storage>(a, thread, threads, barrier);
 }
 
 }  // namespace

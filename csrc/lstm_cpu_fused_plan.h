@@ -1,4 +1,4 @@
-// The planner of the CPU backend's fused LSTM forward (lstm_cpu_fused.h): whether a layer direction runs it or
+// The planner of the CPU backend's fused LSTM and GRU (lstm_cpu_fused.h): whether a layer direction runs them or
 // rnn_loop.cpp's loop (a oneDNN/BLAS GEMM call and a pointwise pass per step), with how many threads, and a reason
 // for every refusal. Plain C++, a pure function of the sizes (the same shape as persistent_plan.h), so the tests
 // cover every decision through the op fusedrnn::cpu_fused_plan (ops.cpp).
@@ -78,7 +78,12 @@ inline const char* split_name(Split split) {
 
 //: What the kernel cannot run, whatever is forced; empty if it can.
 inline std::string unsupported(const PlanInput& in) {
-  if (in.mode != Mode::LSTM) return "the fused kernel is LSTM only";
+  if (in.mode != Mode::LSTM && in.mode != Mode::GRU) return "the fused kernels are LSTM and GRU only";
+  if (in.mode == Mode::GRU) {
+    if (!in.float32) return "the fused GRU is float32 only";
+    // The forward saves the loop's layout (r z n hn), so the loop's backward runs on its activations.
+    if (in.backward) return "no fused GRU backward (the loop's runs on the fused forward's activations)";
+  }
   if (!in.float32 && !in.bfloat16) return "the fused kernel is float32 or bfloat16 only";
   if (in.bfloat16 && !in.bf16_kernel) {
     return "bfloat16 needs AVX512-BF16 (vdpbf16ps) and the AVX-512 variant: this CPU, build or capability lacks one";

@@ -132,9 +132,13 @@ void slstm_backward(const SlstmBackwardStep& s, c10::ScalarType dtype) {
 #define FUSEDRNN_STRINGIFY_(x) #x
 #define FUSEDRNN_STRINGIFY(x) FUSEDRNN_STRINGIFY_(x)
 
-const FusedLstmKernel kFusedLstm{kPanelUnits,          fused_packed_size,          fused_pack,
-                                  fused_run_thread,     kGroupUnits,                fused_backward_packed_size,
-                                  fused_pack_backward,  fused_run_backward_thread};
+const FusedLstmKernel kFusedLstm{
+    {kPanelUnits, fused_packed_size<LstmCell::kGates>, fused_pack<LstmCell::kGates>, fused_run_thread<LstmCell>},
+    {kPanelUnits, fused_packed_size<GruCell::kGates>, fused_pack<GruCell::kGates>, fused_run_thread<GruCell>},
+    kGroupUnits,
+    fused_backward_packed_size,
+    fused_pack_backward,
+    fused_run_backward_thread};
 const PointwiseKernels kKernels{FUSEDRNN_STRINGIFY(CPU_CAPABILITY), forward, backward, slstm_forward,
                                 slstm_backward, &kFusedLstm};
 

@@ -75,13 +75,13 @@ CASES = {
 }
 
 
-def lstm_pair(case: Case, input_size: int, hidden: int):
-    """(fusedrnn.LSTM on `cpu` in float32, torch.nn.LSTM in float64) with the same weights."""
+def fused_pair(case: Case, input_size: int, hidden: int, cell: str = "LSTM"):
+    """(fusedrnn's `cell` on `cpu` in float32, torch.nn's in float64) with the same weights."""
     kwargs = dict(input_size=input_size, hidden_size=hidden, num_layers=case.num_layers, bias=case.bias,
                   batch_first=case.batch_first, bidirectional=case.bidirectional)  # fmt: skip
     torch.manual_seed(0)
-    exact = nn.LSTM(**kwargs, dtype=torch.float64)
-    ours = fusedrnn.LSTM(**kwargs, dtype=torch.float32, backend="cpu")
+    exact = getattr(nn, cell)(**kwargs, dtype=torch.float64)
+    ours = getattr(fusedrnn, cell)(**kwargs, dtype=torch.float32, backend="cpu")
     ours.load_state_dict({k: v.float() for k, v in exact.state_dict().items()})
     return ours, exact
 
@@ -95,8 +95,11 @@ def inference_outputs(module, case: Case, dtype) -> dict:
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
-def test_fused_matches_float64_torch_nn(case, input_size, hidden, training, threads, split, force_fused):
-    ours, exact = lstm_pair(case, input_size, hidden)
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_fused_matches_float64_torch_nn(cell, case, input_size, hidden, training, threads, split, force_fused):
+    """The LSTM's fused forward and backward; the GRU's fused forward, whose saved activations the loop's backward
+    reads (forced fused, the GRU's backward is not an error)."""
+    ours, exact = fused_pair(case, input_size, hidden, cell)
     if training:
         actual = forward_backward(ours, input_maker(ours, case, torch.float32))
         truth = forward_backward(exact, input_maker(exact, case, torch.float64))
@@ -116,7 +119,7 @@ def test_fused_large_products_as_close_to_float64_as_torch_nn(force_fused):
     """Every output and gradient at most ERROR_RATIO times as far from float64 as torch.nn's own float32 run (at this
     size rounding exceeds the short cases' fixed tolerance)."""
     case, input_size, hidden = LARGE_CASE
-    ours, exact = lstm_pair(case, input_size, hidden)
+    ours, exact = fused_pair(case, input_size, hidden)
     theirs = copy.deepcopy(exact).float()
     assert_as_close_to_float64(forward_backward(ours, input_maker(ours, case, torch.float32)),
                                forward_backward(theirs, input_maker(theirs, case, torch.float32)),
@@ -128,23 +131,31 @@ OP_T, OP_N, OP_I, OP_H = 6, 7, 7, 69
 OP_LENGTHS = [6, 1, 4, 6, 3, 2, 5]
 
 
-def op_args(seed=3):
+#: Gates per cell of the fused kernels.
+GATES = {"LSTM": 4, "GRU": 3}
+
+
+def op_args(seed=3, cell="LSTM"):
+    """layer_forward's x, h0, c0 (None for the GRU), w_ih, w_hh, b_ih, b_hh."""
     generator = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=generator) * 0.5  # noqa: E731
-    T, N, I, H = OP_T, OP_N, OP_I, OP_H
-    return (randn(T, N, I), randn(N, H), randn(N, H), randn(4 * H, I), randn(4 * H, H), randn(4 * H), randn(4 * H))
+    T, N, I, H, G = OP_T, OP_N, OP_I, OP_H, GATES[cell]
+    c0 = randn(N, H) if cell == "LSTM" else None
+    return (randn(T, N, I), randn(N, H), c0, randn(G * H, I), randn(G * H, H), randn(G * H), randn(G * H))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
-def test_fused_op_saves_what_the_loop_saves(reverse, lengths, threads, split, monkeypatch):
-    """Same op, both paths: y, h_n, c_n and the saved activations [i f g o c] (what layer_backward reads) agree."""
-    args = op_args()
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_fused_op_saves_what_the_loop_saves(cell, reverse, lengths, threads, split, monkeypatch):
+    """Same op, both paths: y, h_n, c_n and the saved activations (LSTM i f g o c, GRU r z n hn: what layer_backward
+    reads) agree."""
+    args = op_args(cell=cell)
     length_arg = torch.tensor(OP_LENGTHS) if lengths else None
     results = {}
     for path in ("fused", "loop"):
         monkeypatch.setenv(FORCE_ENV, path)
-        results[path] = ops.layer_forward("LSTM", *args, None, reverse, True, length_arg)
+        results[path] = ops.layer_forward(cell, *args, None, reverse, True, length_arg)
     for name, fused, loop in zip(("y", "h_n", "c_n", "saved"), results["fused"], results["loop"]):
         torch.testing.assert_close(fused, loop, **TOLERANCES[torch.float32], msg=lambda m, name=name: f"{name}: {m}")
 
@@ -208,14 +219,15 @@ def test_plan_keeps_the_loop_at_larger_batch(beyond):
 @pytest.mark.parametrize(
     "kwargs,expected",
     [
-        (dict(mode="GRU"), "LSTM only"),
+        (dict(mode="RNN_TANH"), "LSTM and GRU only"),
+        (dict(mode="GRU", dtype=torch.bfloat16), "GRU is float32 only"),
         (dict(dtype=torch.float64), "float32 or bfloat16 only"),
         (dict(dtype=torch.float16), "float32 or bfloat16 only"),
         (dict(projection=True), "projection"),
         (dict(variants=True), "layer norm or zoneout"),
         (dict(batch=0), "empty batch"),
     ],
-    ids=["gru", "float64", "float16", "projection", "variants", "empty_batch"],
+    ids=["elman", "gru_bfloat16", "float64", "float16", "projection", "variants", "empty_batch"],
 )
 def test_plan_refuses_what_the_kernel_cannot_run_even_forced(kwargs, expected):
     for force in ("", "fused"):
@@ -271,12 +283,22 @@ def test_plan_forced_split(backward):
         plan(backward=backward, split="columns")
 
 
-def test_forced_fused_is_an_error_for_an_lstm_it_cannot_run(force_fused):
+@needs_vector_variant
+def test_plan_gru_has_a_float32_forward_and_no_backward():
+    assert plan(1, mode="GRU") == ("fused", "", 2, "units")
+    path, reason, _, _ = plan(1, mode="GRU", backward=True, force="fused")
+    assert path == "loop" and "no fused GRU backward" in reason
+
+
+def test_forced_fused_is_an_error_for_an_lstm_or_gru_it_cannot_run(force_fused):
     lstm = fusedrnn.LSTM(4, 6, dtype=torch.float64, backend="cpu")
     with pytest.raises(RuntimeError, match="float32 or bfloat16 only"):
         lstm(torch.randn(3, 2, 4, dtype=torch.float64))
-    gru = fusedrnn.GRU(4, 6, backend="cpu")  # not an LSTM: the loop, no error
-    gru(torch.randn(3, 2, 4))
+    gru = fusedrnn.GRU(4, 6, dtype=torch.float64, backend="cpu")
+    with pytest.raises(RuntimeError, match="GRU is float32 only"):
+        gru(torch.randn(3, 2, 4, dtype=torch.float64))
+    elman = fusedrnn.RNN(4, 6, backend="cpu")  # not a cell of the fused kernels: the loop, no error
+    elman(torch.randn(3, 2, 4))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,7 +324,7 @@ def test_bf16_fused_inference_as_close_to_float64_as_torch_nn(case, input_size, 
                                                               force_fused):  # fmt: skip
     """Every output of the bfloat16 kernel at most ERROR_RATIO times as far from torch.nn's float64 result as
     torch.nn's own bfloat16 result (odd hidden sizes: the last column pair is half zero)."""
-    ours, exact = lstm_pair(case, input_size, hidden)
+    ours, exact = fused_pair(case, input_size, hidden)
     ours, theirs = ours.to(torch.bfloat16), copy.deepcopy(exact).to(torch.bfloat16)
     actual = inference_outputs(ours, case, torch.bfloat16)
     assert_as_close_to_float64(actual, inference_outputs(theirs, case, torch.bfloat16),
@@ -321,7 +343,7 @@ def test_bf16_training_as_close_to_float64_as_torch_nn(case, input_size, hidden,
     """bfloat16 training: the fused forward saves the loop's activations and the loop's backward runs on them (forced
     fused, the backward is not an error); every output and gradient at most ERROR_RATIO times as far from float64 as
     torch.nn's bfloat16 run."""
-    ours, exact = lstm_pair(case, input_size, hidden)
+    ours, exact = fused_pair(case, input_size, hidden)
     ours, theirs = ours.to(torch.bfloat16), copy.deepcopy(exact).to(torch.bfloat16)
     actual = forward_backward(ours, input_maker(ours, case, torch.bfloat16))
     assert_as_close_to_float64(actual, forward_backward(theirs, input_maker(theirs, case, torch.bfloat16)),
