@@ -4,6 +4,8 @@
 
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <pthread.h>
+
 #include <deque>
 #include <mutex>
 
@@ -66,17 +68,27 @@ class BufferPool {
   int64_t kept_bytes_ = 0;
 };
 
-//: Never destroyed: a tensor released during the process's exit still finds it.
+//: The pool. Never destroyed: a tensor released during the process's exit still finds it. A forked child (a
+//: DataLoader worker) starts a pool of its own: the parent's lock may have been held by a thread that does not exist
+//: in the child; the parent's kept buffers are left to the child's exit.
+BufferPool* pool_instance = nullptr;
+
 BufferPool& pool() {
-  static BufferPool* const instance = new BufferPool();
-  return *instance;
+  static const bool created = [] {
+    pool_instance = new BufferPool();
+    pthread_atfork(nullptr, nullptr, [] { pool_instance = new BufferPool(); });
+    return true;
+  }();
+  (void)created;
+  return *pool_instance;
 }
 
 }  // namespace
 
 at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
   const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(options.dtype().itemsize());
-  if (options.device().type() != c10::DeviceType::CPU || bytes == 0 || bytes > kMaxKeptBufferBytes) {
+  if (options.device().type() != c10::DeviceType::CPU || bytes < kMinRecycledBufferBytes ||
+      bytes > kMaxKeptBufferBytes) {
     return at::empty(sizes, options);
   }
   const Buffer buffer = pool().take(bytes);

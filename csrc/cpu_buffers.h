@@ -15,9 +15,14 @@ namespace fusedrnn {
 //: buffers are never kept: their page faults are the same few percent of a call that is longer in proportion.
 constexpr int64_t kMaxKeptBufferBytes = int64_t{256} << 20;
 
-//: An uninitialised contiguous tensor of `sizes` and `options`. On CPU its memory comes from a buffer an earlier
-//: recycled_empty tensor released, where one of about its size is kept, and returns there when the last reference to
-//: it is gone (any thread). For internal buffers only: its storage cannot be resized.
+//: Smaller buffers come from ATen's allocator: malloc reuses such sizes without page faults, and the pool's lock and
+//: list would cost more than they save.
+constexpr int64_t kMinRecycledBufferBytes = int64_t{1} << 20;
+
+//: An uninitialised contiguous tensor of `sizes` and `options`. On CPU, from kMinRecycledBufferBytes, its memory
+//: comes from a buffer an earlier recycled_empty tensor released, where one of about its size is kept, and returns
+//: there when the last reference to it is gone (any thread). For internal buffers only: its storage cannot be
+//: resized, so no view of it may reach the user.
 at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 //: Bytes of released buffers kept now (at most kMaxKeptBufferBytes): the op fusedrnn::cpu_kept_buffer_bytes, for tests.

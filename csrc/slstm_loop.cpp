@@ -117,7 +117,9 @@ std::vector<Tensor> slstm_forward_loop(const SlstmInputs& in, const Pointwise& p
     m_prev = columns(ws, kSlstmSavedM * H, bytes);
   }
   const Tensor last = in.save ? saved.select(0, in.reverse ? 0 : T - 1) : scratch;
-  auto final_state = [&](int column) { return last.narrow(1, column * H, H).contiguous(); };
+  // Copies, never views: at N = 1 a column block is contiguous already, and a view would hand the user the saved
+  // (recycled, cpu_buffers.h) buffer that the backward reads.
+  auto final_state = [&](int column) { return last.narrow(1, column * H, H).clone(at::MemoryFormat::Contiguous); };
   return {y, y.select(0, in.reverse ? 0 : T - 1).clone(), final_state(kSlstmSavedC), final_state(kSlstmSavedN),
           final_state(kSlstmSavedM), saved};
 }

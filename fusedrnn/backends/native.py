@@ -35,7 +35,8 @@ DTYPES = {
 #: backend leads. LSTM is the exception: torch runs oneDNN's fused LSTM primitive (the whole sequence in one JIT'd
 #: call) where this loop pays one oneDNN GEMM call per step through the dispatcher (~12 us each) plus the pointwise
 #: pass: float32 measured 0.76-0.98x, bfloat16 inference 0.73-0.79x, so LSTM sequences stay with torch, except
-#: bfloat16 training (1.06-1.08x) but of small layers (CPU_BF16_TRAINING_MIN_HIDDEN), which comes here. One step (LSTMCell) is not oneDNN's sequence kernel but torch's
+#: bfloat16 training (1.06-1.08x), which comes here (not that of small layers at mid batch:
+#: CPU_BF16_TRAINING_MIN_HIDDEN). One step (LSTMCell) is not oneDNN's sequence kernel but torch's
 #: per-op lstm_cell, which this backend matches (pytorch/examples-style LSTMCell loop, float64: `fusedrnn-bench
 #: --preset cells`), while `torch` adds fusedrnn's Python to torch.nn's own call: one-step LSTM calls come here. CUDA:
 #: the persistent and per-step kernels are compiled but not yet run or timed on a GPU (the persistent one is designed
