@@ -119,8 +119,8 @@ void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, 
 }
 
 //: The plan for `in` on this CPU, or none (the loop) where it declines; forced, an LSTM or GRU the kernels cannot run
-//: is an error (a test or benchmark would measure the wrong path), except a backward they do not have (bfloat16 and
-//: GRU: the loop's runs on the fused forward's activations); the other cells are not this variable's business.
+//: is an error (a test or benchmark would measure the wrong path), except a backward they do not have (bfloat16: the
+//: loop's runs on the fused forward's activations); the other cells are not this variable's business.
 std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) {
   using namespace cpu_fused;
   const bool heads = in.w_hh.dim() == 3;  // [heads, 4d, d]
@@ -134,7 +134,7 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
   if (plan.path == Path::Fused) return plan;
   const bool empty = N == 0 || H == 0;  // nothing to compute: the loop's empty outputs, forced or not
   const bool fused_cell = in.mode == Mode::LSTM || in.mode == Mode::GRU;
-  const bool forward_only = backward && (in.x.scalar_type() == at::kBFloat16 || in.mode == Mode::GRU);
+  const bool forward_only = backward && in.x.scalar_type() == at::kBFloat16;
   TORCH_CHECK(force != Force::Fused || !fused_cell || empty || forward_only, "fusedrnn: ", kForceEnv, "=fused, but ",
               plan.reason);
   return std::nullopt;
@@ -220,27 +220,32 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
                                                        const Tensor& grad_c_n, bool has_bias) {
   const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/true);
   if (!plan) return std::nullopt;
+  const bool lstm = in.mode == Mode::LSTM;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
-  const int64_t GH = in.w_hh.size(0), H = GH / kLstmGates;
-  const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
+  const int64_t GH = in.w_hh.size(0), H = GH / gates_of(in.mode);
+  const FusedBackward& kernel = lstm ? cpu_fused_lstm_kernel().lstm_backward : cpu_fused_lstm_kernel().gru_backward;
   const auto options = in.x.options();
   auto none = [&] { return at::empty({0}, options); };  // absent gradients: fresh, so no two outputs alias
   const Tensor w_hh = in.w_hh.contiguous();
-  const Tensor packed = recycled_empty({kernel.backward_packed_size(H)}, options);
+  const Tensor packed = recycled_empty({kernel.packed_size(H)}, options);
   // The whole sequence's gate gradients at once (4/5 of the saved activations' size, which training holds anyway),
-  // so that the weight gradients are three large GEMMs after the recurrence; the loop chunks them instead.
-  const Tensor dg = recycled_empty({T, N, GH}, options);
-  Tensor dc = grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options);
+  // so that the weight gradients are large GEMMs after the recurrence; the loop chunks them instead. The GRU's
+  // [r z n | n]: the recurrent side's three gates, then the input side's n (its r and z are the recurrent side's).
+  const int64_t width = lstm ? GH : GH + H;
+  const Tensor dg = recycled_empty({T, N, width}, options);
+  Tensor dc = lstm ? (grad_c_n.defined() ? grad_c_n.clone() : at::zeros({N, H}, options)) : Tensor();
   Tensor dh_carry = grad_h_n.clone();
 
   FusedLstmBackwardArgs args;
   args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
   args.packed = packed.const_data_ptr<float>();
   args.saved = saved.const_data_ptr<float>();
-  args.c0 = in.c0.const_data_ptr<float>();
+  args.c0 = lstm ? in.c0.const_data_ptr<float>() : nullptr;
+  args.h0 = in.h0.const_data_ptr<float>();
+  args.y = y.const_data_ptr<float>();
   args.grad_y = grad_y.const_data_ptr<float>();
   args.dg = dg.mutable_data_ptr<float>();
-  args.dc = dc.mutable_data_ptr<float>();
+  args.dc = lstm ? dc.mutable_data_ptr<float>() : nullptr;
   args.dh_carry = dh_carry.mutable_data_ptr<float>();
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
   args.split = plan->split;
@@ -251,35 +256,50 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     // Each thread packs a share of the groups: split by units, those it reads (run_backward_thread's split); split
     // by rows, every thread reads every group, so all wait for the packing.
-    kernel.pack_backward(w_hh.const_data_ptr<float>(), H, groups * thread / count, groups * (thread + 1) / count,
-                         const_cast<float*>(args.packed));
+    kernel.pack(w_hh.const_data_ptr<float>(), H, groups * thread / count, groups * (thread + 1) / count,
+                const_cast<float*>(args.packed));
     if (args.split == Split::Rows) barrier.wait(count);
-    kernel.run_backward_thread(args, thread, count, barrier);
+    kernel.run_thread(args, thread, count, barrier);
   });
-  // dh_0: the last processed step's dg W_hh plus what finished rows carried; then the sequence's big GEMMs.
+  const Tensor dg_rows = dg.view({T * N, width});
+  const Tensor dg_recurrent = dg.narrow(2, 0, GH);  // [T, N, G*H]: dh_{t-1} = dg W_hh, dW_hh, db_hh
+  // dh_0: the last processed step's dg W_hh plus what the step carried; then the sequence's big GEMMs.
   const int64_t first_step = in.reverse ? T - 1 : 0;  // the first step of the forward: its h_{t-1} is h0
-  Tensor dh0 = at::addmm(dh_carry, dg.select(0, first_step), w_hh);
-  const Tensor dg_rows = dg.view({T * N, GH});
+  Tensor dh0 = at::addmm(dh_carry, dg_recurrent.select(0, first_step), w_hh);
   // dW_hh = sum over t of dg_t^T h_{t-1}: the steps whose h_{t-1} is a y row as one product on views of dg and y (a
   // copy of y with h0 in front cost 2-5 ms of fresh memory at N=64), and the first step's dg^T h0.
-  Tensor dw_hh = at::mm(dg.select(0, first_step).t(), in.h0);
+  Tensor dw_hh = at::mm(dg_recurrent.select(0, first_step).t(), in.h0);
   if (T > 1) {
-    const Tensor dg_rest = dg.narrow(0, in.reverse ? 0 : 1, T - 1).reshape({(T - 1) * N, GH});
+    const Tensor dg_rest = dg_recurrent.narrow(0, in.reverse ? 0 : 1, T - 1).reshape({(T - 1) * N, GH});
     dw_hh.addmm_(dg_rest.t(), y.narrow(0, in.reverse ? 1 : 0, T - 1).reshape({(T - 1) * N, H}));
   }
-  Tensor dw_ih = at::mm(dg_rows.t(), in.x.reshape({T * N, I}));
-  // dx = dg W_ih on oneDNN against a contiguous copy of W_ih^T where the product pays for the copy (the same AMD
-  // EPYC: [6400, 2048] x [2048, 512] 62 ms + 1-2 against at::mm's 77; at [400, ...] at::mm's 4.7 beats 4.2 + 1-2);
-  // the weight gradients multiply two activations and stay with at::mm (oneDNN on the transposed views measured
-  // slower, 112 ms against 75).
-  const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
-  const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), T * N, 1);
-  Tensor dx = (w_ih_t_prepared.defined() ? gemm->linear(dg_rows, w_ih_t_prepared, std::nullopt)
-                                         : at::mm(dg_rows, in.w_ih))
-                  .view({T, N, I});
-  Tensor db_ih = has_bias ? dg_rows.sum(0) : none();
-  Tensor db_hh = has_bias ? db_ih.clone() : none();
-  return std::vector<Tensor>{dx, dh0, dc, dw_ih, dw_hh, db_ih, db_hh, none(), none(), none(), none(), none()};
+  const Tensor x_rows = in.x.reshape({T * N, I});
+  Tensor dw_ih, dx, db_ih, db_hh;
+  if (lstm) {
+    dw_ih = at::mm(dg_rows.t(), x_rows);
+    // dx = dg W_ih on oneDNN against a contiguous copy of W_ih^T where the product pays for the copy (the same AMD
+    // EPYC: [6400, 2048] x [2048, 512] 62 ms + 1-2 against at::mm's 77; at [400, ...] at::mm's 4.7 beats 4.2 + 1-2);
+    // the weight gradients multiply two activations and stay with at::mm (oneDNN on the transposed views measured
+    // slower, 112 ms against 75).
+    const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
+    const Tensor w_ih_t_prepared = prepare(gemm, in.w_ih.t(), T * N, 1);
+    dx = w_ih_t_prepared.defined() ? gemm->linear(dg_rows, w_ih_t_prepared, std::nullopt) : at::mm(dg_rows, in.w_ih);
+    db_ih = has_bias ? dg_rows.sum(0) : none();
+    db_hh = has_bias ? db_ih.clone() : none();
+  } else {
+    // The input side's gradients are the columns r z (shared) and the input n: two products each, on views.
+    const Tensor dg_rz = dg_rows.narrow(1, 0, 2 * H), dg_in = dg_rows.narrow(1, GH, H);
+    dw_ih = at::empty_like(in.w_ih);
+    Tensor dw_ih_rz = dw_ih.narrow(0, 0, 2 * H), dw_ih_n = dw_ih.narrow(0, 2 * H, H);
+    at::mm_out(dw_ih_rz, dg_rz.t(), x_rows);
+    at::mm_out(dw_ih_n, dg_in.t(), x_rows);
+    dx = at::mm(dg_rz, in.w_ih.narrow(0, 0, 2 * H));
+    dx.addmm_(dg_in, in.w_ih.narrow(0, 2 * H, H));
+    db_hh = has_bias ? dg_rows.narrow(1, 0, GH).sum(0) : none();
+    db_ih = has_bias ? at::cat({db_hh.narrow(0, 0, 2 * H), dg_in.sum(0)}) : none();
+  }
+  return std::vector<Tensor>{dx.view({T, N, I}), dh0, lstm ? dc : none(), dw_ih, dw_hh, db_ih, db_hh,
+                             none(), none(), none(), none(), none()};
 }
 
 }  // namespace fusedrnn

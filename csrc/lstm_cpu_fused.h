@@ -4,9 +4,9 @@
 // step a register-blocked micro-kernel (lstm_cpu_fused_kernels.h, compiled per CPU capability) computes the slice's
 // gate columns, adds the precomputed input projection and applies cell_math.h's LSTM in registers; then one spin
 // barrier, h being exchanged through y itself (y[t] is the next step's h_{t-1}). Backward
-// (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step. The GRU's forward
-// runs the same skeleton with three gates and its own epilogue (torch.nn's reset gate on W_hn h + b_hn), saving the
-// loop's activations, on which the loop's backward runs.
+// (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step. The GRU runs the
+// same skeletons, forward and backward, with three gates and its own epilogues (torch.nn's reset gate on
+// W_hn h + b_hn), saving the loop's activations.
 //
 // This header holds only plain data and baseline code: the variant files include it before their target pragma.
 #pragma once
@@ -77,20 +77,23 @@ struct FusedLstmArgsOf {
 
 using FusedLstmArgs = FusedLstmArgsOf<float>;
 
-//: The fused LSTM backward over the whole sequence, float32: per step (in reverse processing order) dh_t = grad_y[t] +
-//: dg_{t+1} W_hh + what finished rows pass on, then cell_math.h's lstm_backward for the thread's units; the weight
-//: gradients are large GEMMs after it (lstm_cpu_fused.cpp). Shapes as FusedLstmArgs.
+//: The fused LSTM or GRU backward over the whole sequence, float32: per step (in reverse processing order) dh_t =
+//: grad_y[t] + dg_{t+1} W_hh + what the step after carries, then cell_math.h's lstm_backward / gru_backward for the
+//: thread's units; the weight gradients are large GEMMs after it (lstm_cpu_fused.cpp). Shapes as FusedLstmArgs.
 struct FusedLstmBackwardArgs {
   int64_t T = 0, N = 0, H = 0;
   bool reverse = false;
-  const float* packed = nullptr;  // W_hh packed by FusedLstmKernel::pack_backward
-  const float* saved = nullptr;   // [T, N, 5H] i f g o c, as the forward saved them
-  const float* c0 = nullptr;      // [N, H]
+  const float* packed = nullptr;  // W_hh packed by FusedBackward::pack
+  const float* saved = nullptr;   // [T, N, 5H] i f g o c (GRU [T, N, 4H] r z n hn), as the forward saved them
+  const float* c0 = nullptr;      // LSTM: [N, H]
+  const float* h0 = nullptr;      // GRU: [N, H]
+  const float* y = nullptr;       // GRU: [T, N, H], the forward's output (h_t, carried past a row's length)
   const float* grad_y = nullptr;  // [T, N, H]
-  float* dg = nullptr;            // [T, N, 4H] out: the gates' pre-activation gradients
-  float* dc = nullptr;            // [N, H]: grad_c_n (or zeros) in, dc_0 out
+  float* dg = nullptr;            // [T, N, 4H] out: the LSTM's i f g o pre-activation gradients; the GRU's r z n of
+                                  // the recurrent side, then n of the input side
+  float* dc = nullptr;            // LSTM: [N, H]: grad_c_n (or zeros) in, dc_0 out
   float* dh_carry = nullptr;      // [N, H]: grad_h_n in; per step what goes to the step before besides dg W_hh
-                                  // (a finished row's whole dh, else 0); out: that part of dh_0
+                                  // (a finished row's whole dh; else 0, the GRU's z dh); out: that part of dh_0
   const int64_t* lengths = nullptr;
   Split split = Split::Units;
 };
@@ -146,20 +149,26 @@ struct FusedForwardOf {
   void (*run_thread)(const FusedLstmArgsOf<Storage>& args, int thread, int threads, SpinBarrier& barrier);
 };
 
-//: One CPU capability's compiled fused kernels, float32 (lstm_cpu_fused_kernels.h): the LSTM's forward and backward,
-//: and the GRU's forward (its backward is the loop's, on the activations the forward saves in the loop's layout).
+//: One cell's compiled fused backward, float32 (lstm_cpu_fused_backward_kernels.h).
+struct FusedBackward {
+  //: Hidden units per work group (4 panels: the micro-kernel's 4 vectors are 4 blocks of W_hh's columns).
+  int64_t group_units;
+  int64_t (*packed_size)(int64_t H);
+  //: Packs groups [first, last): group q holds, for each of the G*H rows k of W_hh, its columns
+  //: [q*group_units, (q+1)*group_units) (zeros past H).
+  void (*pack)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
+  //: Every step of the sequence for thread `thread` of `threads` (its thread_slice of the groups), one barrier
+  //: between steps where the split is by units.
+  void (*run_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
+};
+
+//: One CPU capability's compiled fused kernels, float32 (lstm_cpu_fused_kernels.h): the LSTM's and the GRU's forward
+//: and backward.
 struct FusedLstmKernel {
   FusedForwardOf<float> lstm;
   FusedForwardOf<float> gru;
-  //: Backward: hidden units per work group (4 panels: the micro-kernel's 4 vectors are 4 blocks of W_hh's columns).
-  int64_t group_units;
-  int64_t (*backward_packed_size)(int64_t H);
-  //: Packs groups [first, last): group q holds, for each of the 4H rows k of W_hh, its columns
-  //: [q*group_units, (q+1)*group_units) (zeros past H).
-  void (*pack_backward)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
-  //: Every step of the sequence for thread `thread` of `threads` (its thread_slice of the groups), one barrier
-  //: between steps where the split is by units.
-  void (*run_backward_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
+  FusedBackward lstm_backward;
+  FusedBackward gru_backward;
 };
 
 //: The bfloat16 fused LSTM forward (lstm_cpu_fused_bf16.cpp): AVX512-BF16's vdpbf16ps, two bfloat16 products per

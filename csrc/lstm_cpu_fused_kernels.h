@@ -162,7 +162,7 @@ struct LstmCell {
 };
 
 //: The GRU's epilogue (torch.nn's: the reset gate scales W_hn h + b_hn): cell_math.h's GRU on h_{t-1}, h stored,
-//: and the loop's saved columns r z n hn (step.h), on which the loop's backward runs.
+//: and the loop's saved columns r z n hn (step.h), which the fused backward (or the loop's) reads.
 struct GruCell {
   static constexpr int kGates = 3;
   static constexpr int kSaved = kGruSaved;

@@ -135,10 +135,10 @@ void slstm_backward(const SlstmBackwardStep& s, c10::ScalarType dtype) {
 const FusedLstmKernel kFusedLstm{
     {kPanelUnits, fused_packed_size<LstmCell::kGates>, fused_pack<LstmCell::kGates>, fused_run_thread<LstmCell>},
     {kPanelUnits, fused_packed_size<GruCell::kGates>, fused_pack<GruCell::kGates>, fused_run_thread<GruCell>},
-    kGroupUnits,
-    fused_backward_packed_size,
-    fused_pack_backward,
-    fused_run_backward_thread};
+    {kGroupUnits, fused_backward_packed_size<LstmCell::kGates>, fused_pack_backward<LstmCell::kGates>,
+     fused_run_backward_thread<LstmBackwardCell>},
+    {kGroupUnits, fused_backward_packed_size<GruCell::kGates>, fused_pack_backward<GruCell::kGates>,
+     fused_run_backward_thread<GruBackwardCell>}};
 const PointwiseKernels kKernels{FUSEDRNN_STRINGIFY(CPU_CAPABILITY), forward, backward, slstm_forward,
                                 slstm_backward, &kFusedLstm};
 

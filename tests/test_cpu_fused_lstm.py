@@ -97,8 +97,7 @@ def inference_outputs(module, case: Case, dtype) -> dict:
 @pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_fused_matches_float64_torch_nn(cell, case, input_size, hidden, training, threads, split, force_fused):
-    """The LSTM's fused forward and backward; the GRU's fused forward, whose saved activations the loop's backward
-    reads (forced fused, the GRU's backward is not an error)."""
+    """The LSTM's and the GRU's fused forward and backward."""
     ours, exact = fused_pair(case, input_size, hidden, cell)
     if training:
         actual = forward_backward(ours, input_maker(ours, case, torch.float32))
@@ -160,22 +159,23 @@ def test_fused_op_saves_what_the_loop_saves(cell, reverse, lengths, threads, spl
         torch.testing.assert_close(fused, loop, **TOLERANCES[torch.float32], msg=lambda m, name=name: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("grad_c_n", [False, True], ids=["no_grad_c_n", "grad_c_n"])
+@pytest.mark.parametrize(("cell", "grad_c_n"), [("LSTM", False), ("LSTM", True), ("GRU", False)],
+                         ids=["LSTM_no_grad_c_n", "LSTM_grad_c_n", "GRU"])  # fmt: skip
 @pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
-def test_fused_backward_matches_the_loop(reverse, lengths, bias, grad_c_n, threads, split, monkeypatch):
+def test_fused_backward_matches_the_loop(cell, reverse, lengths, bias, grad_c_n, threads, split, monkeypatch):
     """Same op, both paths, on one forward's activations: every gradient agrees."""
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh = op_args()
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = op_args(cell=cell)
     length_arg = torch.tensor(OP_LENGTHS) if lengths else None
     monkeypatch.setenv(FORCE_ENV, "loop")
-    y, _, _, saved = ops.layer_forward("LSTM", x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, reverse, True, length_arg)
+    y, _, _, saved = ops.layer_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, None, reverse, True, length_arg)
     generator = torch.Generator().manual_seed(4)
-    grad_y, grad_h_n, grad_c = (torch.randn(*t.shape, generator=generator) for t in (y, h0, c0))
+    grad_y, grad_h_n, grad_c = (torch.randn(*t.shape, generator=generator) for t in (y, h0, h0))
     results = {}
     for path in ("fused", "loop"):
         monkeypatch.setenv(FORCE_ENV, path)
-        results[path] = ops.layer_backward("LSTM", grad_y, grad_h_n, grad_c if grad_c_n else None, x, h0, c0, w_ih,
+        results[path] = ops.layer_backward(cell, grad_y, grad_h_n, grad_c if grad_c_n else None, x, h0, c0, w_ih,
                                            w_hh, None, y, saved, reverse, bias, length_arg)  # fmt: skip
     names = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr", "dln_ih", "dln_hh", "dln_c_w", "dln_c_b")
     for name, fused, loop in zip(names, results["fused"], results["loop"]):
@@ -284,10 +284,11 @@ def test_plan_forced_split(backward):
 
 
 @needs_vector_variant
-def test_plan_gru_has_a_float32_forward_and_no_backward():
-    assert plan(1, mode="GRU") == ("fused", "", 2, "units")
-    path, reason, _, _ = plan(1, mode="GRU", backward=True, force="fused")
-    assert path == "loop" and "no fused GRU backward" in reason
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_plan_gru_as_the_lstm(backward):
+    assert plan(1, mode="GRU", backward=backward) == ("fused", "", 2, "units")
+    split = plan(64, mode="GRU", backward=backward, force="fused")[3]  # forced: the batch limit is per variant
+    assert split == ("rows" if backward else "units")
 
 
 def test_forced_fused_is_an_error_for_an_lstm_or_gru_it_cannot_run(force_fused):
