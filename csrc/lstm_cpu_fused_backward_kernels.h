@@ -51,7 +51,7 @@ struct BackwardStepPointers {
 };
 
 //: The LSTM's backward for row n, units [j, j + count), given dh: dg = the 4 gates' pre-activation gradients, dc
-//: carried to the step before; a finished row passes dh and dc through.
+//: carried to the step before (a finished row, which backward_tile handles, leaves dc as it is).
 struct LstmBackwardCell {
   static constexpr int kGates = kLstmGates;
   static constexpr int kSaved = kLstmSaved;
@@ -64,14 +64,8 @@ struct LstmBackwardCell {
                                                  const FusedVec& dh, int64_t n, int64_t j, int count) {
     using V = FusedVec;
     const int64_t H = a.H;
-    float* carry = a.dh_carry + n * H + j;
     float* dg = st.dg + n * kDgWidth * H + j;
-    if (!row_valid(a.lengths, st.t, n)) {  // a finished row: no gate gradients, dh and dc pass through (step.h)
-      for (int g = 0; g < kDgWidth; ++g) V(0.f).store(dg + g * H, count);
-      dh.store(carry, count);
-      return;
-    }
-    V(0.f).store(carry, count);
+    V(0.f).store(a.dh_carry + n * H + j, count);
     const float* ws = st.saved + n * kSaved * H + j;
     float* dc = a.dc + n * H + j;
     V dai, daf, dag, dao, dc_prev;
@@ -86,7 +80,7 @@ struct LstmBackwardCell {
 
 //: The GRU's backward for row n (cell_math.h's gru_backward): dg holds the recurrent side's r z n gradients (dh_{t-1}
 //: = dg[:, :3H] W_hh, dW_hh, db_hh) and then the input side's n gradient (the input side's r and z are the same);
-//: the direct part of dh_{t-1} (z dh) is carried; a finished row passes dh through.
+//: the direct part of dh_{t-1} (z dh) is carried.
 struct GruBackwardCell {
   static constexpr int kGates = 3;
   static constexpr int kSaved = kGruSaved;
@@ -99,24 +93,19 @@ struct GruBackwardCell {
                                                  const FusedVec& dh, int64_t n, int64_t j, int count) {
     using V = FusedVec;
     const int64_t H = a.H;
-    float* carry = a.dh_carry + n * H + j;
     float* dg = st.dg + n * kDgWidth * H + j;
-    if (!row_valid(a.lengths, st.t, n)) {  // a finished row: no gate gradients, dh passes through (step.h)
-      for (int g = 0; g < kDgWidth; ++g) V(0.f).store(dg + g * H, count);
-      dh.store(carry, count);
-      return;
-    }
     const float* ws = st.saved + n * kSaved * H + j;
     V dar, daz, da_in, dhn, direct;
     gru_backward<VecMath>(V::loadu(ws, count), V::loadu(ws + H, count), V::loadu(ws + 2 * H, count),
                           V::loadu(ws + 3 * H, count), V::loadu(st.prev + n * st.prev_ld + j, count), dh, dar, daz,
                           da_in, dhn, direct);
     dar.store(dg, count), daz.store(dg + H, count), dhn.store(dg + 2 * H, count), da_in.store(dg + 3 * H, count);
-    direct.store(carry, count);
+    direct.store(a.dh_carry + n * H + j, count);
   }
 };
 
-//: Rows [n0, n0 + R) of group q: dh for the group's units in registers, then the cell's backward per 16-unit block.
+//: Rows [n0, n0 + R) of group q: dh for the group's units in registers, then the cell's backward per 16-unit block;
+//: a finished row has no gate gradients and passes dh (and the LSTM's dc) through to the step before (step.h).
 template <class Cell, int R>
 void backward_tile(const FusedLstmBackwardArgs& a, const BackwardStepPointers& st, int64_t q, int64_t n0) {
   using V = FusedVec;
@@ -136,6 +125,11 @@ void backward_tile(const FusedLstmBackwardArgs& a, const BackwardStepPointers& s
       const int count = static_cast<int>(std::min(kPanelUnits, H - j));
       const V dh = to_vec(acc[r][p]) + V::loadu(st.grad_y + n * H + j, count) +
                    V::loadu(a.dh_carry + n * H + j, count);
+      if (!row_valid(a.lengths, st.t, n)) {
+        for (int g = 0; g < Cell::kDgWidth; ++g) V(0.f).store(st.dg + (n * Cell::kDgWidth + g) * H + j, count);
+        dh.store(a.dh_carry + n * H + j, count);
+        continue;
+      }
       Cell::row(a, st, dh, n, j, count);
     }
   }

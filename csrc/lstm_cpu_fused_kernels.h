@@ -126,7 +126,8 @@ struct Float32Storage {
 };
 
 //: The LSTM's epilogue for row n, units [j, j + count): the gates' sums from the micro-kernel plus the input
-//: projection, cell_math.h's LSTM on c (float32), h stored, and the loop's saved columns i f g o c (step.h).
+//: projection, cell_math.h's LSTM on c (float32), h stored, and the loop's saved columns i f g o c (step.h). A
+//: finished row (tile) saves its unchanged c.
 struct LstmCell {
   static constexpr int kGates = kLstmGates;
   static constexpr int kSaved = kLstmSaved;
@@ -139,14 +140,6 @@ struct LstmCell {
     const int64_t H = a.H;
     float* c = a.c + n * H + j;
     T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
-    if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
-      std::memcpy(st.h + n * H + j, st.h_prev + n * H + j, count * sizeof(T));
-      if (saved != nullptr) {
-        for (int g = 0; g < kGates; ++g) S::store(V(0.f), saved + g * H, count);
-        S::store(V::loadu(c, count), saved + kGates * H, count);
-      }
-      return;
-    }
     const T* gi = st.gi + n * kGates * H + j;
     V i, f, g, o, c_new, h;
     lstm_forward<VecMath>(to_vec(acc[0]) + S::load(gi, count), to_vec(acc[1]) + S::load(gi + H, count),
@@ -158,6 +151,11 @@ struct LstmCell {
       S::store(i, saved, count), S::store(f, saved + H, count), S::store(g, saved + 2 * H, count);
       S::store(o, saved + 3 * H, count), S::store(c_new, saved + 4 * H, count);
     }
+  }
+  template <class S>
+  static void save_finished(const FusedLstmArgsOf<typename S::T>& a, typename S::T* saved, int64_t n, int64_t j,
+                            int count) {
+    S::store(FusedVec::loadu(a.c + n * a.H + j, count), saved + kGates * a.H, count);
   }
 };
 
@@ -175,13 +173,6 @@ struct GruCell {
     const int64_t H = a.H;
     const T* h_prev = st.h_prev + n * H + j;
     T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
-    if (!row_valid(a.lengths, st.t, n)) {  // a finished row keeps its state and saves finite zeros (step.h)
-      std::memcpy(st.h + n * H + j, h_prev, count * sizeof(T));
-      if (saved != nullptr) {
-        for (int k = 0; k < kSaved; ++k) S::store(V(0.f), saved + k * H, count);
-      }
-      return;
-    }
     const T* gi = st.gi + n * kGates * H + j;
     const V hn = to_vec(acc[2]) + S::load(a.b_hn + j, count);
     V r, z, n_gate, h;
@@ -193,10 +184,13 @@ struct GruCell {
       S::store(hn, saved + 3 * H, count);
     }
   }
+  template <class S>
+  static void save_finished(const FusedLstmArgsOf<typename S::T>&, typename S::T*, int64_t, int64_t, int) {}
 };
 
 //: Rows [n0, n0 + R) of panel b for one step: the panel's G x kPanelUnits gate columns (h_{t-1} times the packed
-//: W_hh) accumulated in registers, then the cell's epilogue per row (gates never reach memory). Cell: LstmCell or
+//: W_hh) accumulated in registers, then the cell's epilogue per row (gates never reach memory); a finished row
+//: (lengths) is the same for every cell but the LSTM's saved c (Cell::save_finished). Cell: LstmCell or
 //: GruCell; S: the storage policy (Float32Storage, or lstm_cpu_fused_bf16_kernels.h's); the cell math runs in float32.
 template <class Cell, class S, int R>
 void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S::T>& st, int64_t b, int64_t n0) {
@@ -208,7 +202,20 @@ void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S
   // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
   // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) Cell::template row<S>(a, st, acc[r], n0 + r, j, count);
+  for (int r = 0; r < R; ++r) {
+    const int64_t n = n0 + r;
+    if (row_valid(a.lengths, st.t, n)) {
+      Cell::template row<S>(a, st, acc[r], n, j, count);
+      continue;
+    }
+    // A finished row keeps its state and saves finite zeros (step.h), and the LSTM its c.
+    using T = typename S::T;
+    std::memcpy(st.h + n * a.H + j, st.h_prev + n * a.H + j, count * sizeof(T));
+    if (st.saved == nullptr) continue;
+    T* saved = st.saved + n * Cell::kSaved * a.H + j;
+    for (int k = 0; k < Cell::kSaved; ++k) S::store(FusedVec(0.f), saved + k * a.H, count);
+    Cell::template save_finished<S>(a, saved, n, j, count);
+  }
 }
 
 //: Calls tile.template operator()<R>(n0) for rows [0, N): tiles of kTileRows rows, then one of the rows left.
