@@ -2,11 +2,14 @@
 // reference may go on any thread (autograd frees saved activations on its own).
 #include "cpu_buffers.h"
 
+#include <ATen/EmptyTensor.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <pthread.h>
 
 #include <deque>
+#include <memory>
 #include <mutex>
 
 namespace fusedrnn {
@@ -83,17 +86,35 @@ BufferPool& pool() {
   return *pool_instance;
 }
 
+//: ATen's allocator interface to the pool, so that a recycled tensor is an ordinary one: its storage resizable (a
+//: resize to a size the pool does not serve goes to ATen's CPU allocator), and it may reach the user, as the layers'
+//: outputs do.
+class RecyclingAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    const auto bytes = static_cast<int64_t>(n);
+    if (bytes < kMinRecycledBufferBytes || bytes > kMaxKeptBufferBytes) return c10::GetCPUAllocator()->allocate(n);
+    auto* buffer = new Buffer(pool().take(bytes));
+    return {buffer->data, buffer, &give_back, c10::Device(c10::DeviceType::CPU)};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+ private:
+  static void give_back(void* context) {
+    const std::unique_ptr<Buffer> buffer(static_cast<Buffer*>(context));
+    pool().give(*buffer);
+  }
+};
+
 }  // namespace
 
 at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(options.dtype().itemsize());
-  if (options.device().type() != c10::DeviceType::CPU || bytes < kMinRecycledBufferBytes ||
-      bytes > kMaxKeptBufferBytes) {
-    return at::empty(sizes, options);
-  }
-  const Buffer buffer = pool().take(bytes);
-  return at::from_blob(
-      buffer.data, sizes, [buffer](void*) { pool().give(buffer); }, options);
+  if (options.device().type() != c10::DeviceType::CPU) return at::empty(sizes, options);
+  static RecyclingAllocator allocator;
+  return at::detail::empty_generic(sizes, &allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                   c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
 
 int64_t kept_buffer_bytes() {

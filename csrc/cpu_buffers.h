@@ -19,10 +19,11 @@ constexpr int64_t kMaxKeptBufferBytes = int64_t{256} << 20;
 //: list would cost more than they save.
 constexpr int64_t kMinRecycledBufferBytes = int64_t{1} << 20;
 
-//: An uninitialised contiguous tensor of `sizes` and `options`. On CPU, from kMinRecycledBufferBytes, its memory
-//: comes from a buffer an earlier recycled_empty tensor released, where one of about its size is kept, and returns
-//: there when the last reference to it is gone (any thread). For internal buffers only: its storage cannot be
-//: resized, so no view of it may reach the user.
+//: An uninitialised contiguous tensor of `sizes` and `options`, as at::empty. On CPU, from kMinRecycledBufferBytes,
+//: its memory comes from a buffer an earlier recycled_empty tensor released, where one of about its size is kept, and
+//: returns there when the last reference to it is gone (any thread). Its storage is an ordinary resizable one, so
+//: the layers' outputs come from here too: the user who drops a call's outputs before the next call (the usual
+//: loop) gets them back without page faults (y at T=100 N=64 H=512 float32: 3,200 pages, ~2.5 us each under KVM).
 at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 //: Bytes of released buffers kept now (at most kMaxKeptBufferBytes): the op fusedrnn::cpu_kept_buffer_bytes, for tests.

@@ -163,7 +163,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
   const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N, chunks_of(T, chunk));
   Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, options);
-  Tensor y = at::empty({T, N, H}, options);
+  Tensor y = recycled_empty({T, N, H}, options);
   // The LSTM's cell state stays float32.
   Tensor c = lstm ? in.c0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : Tensor();
   // Recycled: into fresh memory the recurrence took half as long again (cpu_buffers.h).
@@ -186,6 +186,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
     args.gi_first_t = in.reverse ? T - first - steps : first;
     const Tensor x_chunk = in.x.narrow(0, args.gi_first_t, steps).view({steps * N, I});
     if (w_ih_prepared.defined()) {
+      gi = Tensor();  // the last chunk's buffer released first, so that malloc can hand it out again
       gi = gemm->linear(x_chunk, w_ih_prepared, bias.defined() ? std::optional<Tensor>(bias) : std::nullopt)
                .contiguous();
     } else {

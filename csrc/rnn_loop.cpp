@@ -147,6 +147,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     chunk_first_t = in.reverse ? T - s - steps : s;
     Tensor x_chunk = in.x.narrow(0, chunk_first_t, steps).view({steps * N, I});
     if (w_ih_prepared.defined()) {  // with layer norm the bias follows the norm (the pointwise pass adds it)
+      gi = Tensor();  // the last chunk's buffer released first, so that malloc can hand it out again
       gi = gemm->linear(x_chunk, w_ih_prepared, variants.norm ? std::nullopt : optional(bias)).view({steps, N, GH});
       return;
     }
@@ -158,7 +159,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(const LayerInputs& in, c
     }
   };
 
-  Tensor y = at::empty({T, N, P}, in.x.options());
+  Tensor y = recycled_empty({T, N, P}, in.x.options());
   // Saved activations: all steps when a backward will follow, else one step's worth, overwritten in place. Large
   // buffers are recycled (cpu_buffers.h) here and below: fresh memory's page faults cost a large share of a call.
   const int64_t width = layout.width;

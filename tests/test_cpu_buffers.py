@@ -77,13 +77,33 @@ def test_kept_memory_is_reused():
 
 def test_kept_memory_is_bounded():
     """Calls whose saved activations grow (100 to 200 MB, more than the bound in all: the oldest buffers go), then
-    one past the bound alone (295 MB): the memory kept stays within kMaxKeptBufferBytes, and the oversized buffer is
-    not kept. A narrow, wide-batch LSTM on the loop makes large buffers quickly (5 x 32 float32 saved per row and
-    step); its other buffers (a chunk's gradients, 0.5 MB) stay below the pool's 1 MB."""
+    one past the bound alone (295 MB): the memory kept stays within kMaxKeptBufferBytes, so the oversized buffer is
+    not kept (its output, 59 MB, is). A narrow, wide-batch LSTM on the loop makes large buffers quickly (5 x 32
+    float32 saved per row and step)."""
     layer = fusedrnn.LSTM(8, 32, backend="cpu")
-    for seq_len in (320, 480, 640):
+    for seq_len in (320, 480, 640, 900):
         train_once(layer, seq_len, 512)
         assert 0 < ops.cpu_kept_buffer_bytes() <= MAX_KEPT_BYTES
-    kept = ops.cpu_kept_buffer_bytes()
-    train_once(layer, 900, 512)
-    assert ops.cpu_kept_buffer_bytes() == kept
+
+
+@pytest.mark.parametrize("force", ["fused", "loop"])
+def test_outputs_are_recycled_and_ordinary(force, monkeypatch):
+    """A layer's output comes from the pool (csrc/cpu_buffers.h): dropped, the next call's output takes its memory
+    back; kept, it is an ordinary tensor whose storage resizes like at::empty's, and whose old memory goes back to
+    the pool when it does."""
+    monkeypatch.setenv("FUSEDRNN_CPU_LSTM", force)
+    layer = fusedrnn.LSTM(8, 64, backend="cpu")  # W_hh packed: 64 KB, below the pool; y: 2 MB
+    x = torch.randn(128, 64, 8)
+    with torch.no_grad():
+        y = layer(x)[0]
+        address = y.data_ptr()
+        expected = y.clone()
+        del y
+        y = layer(x)[0]
+    assert y.data_ptr() == address
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    y.resize_(2 * y.numel())
+    assert y.data_ptr() != address
+    torch.testing.assert_close(y[: expected.numel()].view_as(expected), expected, rtol=0, atol=0)
+    with torch.no_grad():
+        assert layer(x)[0].data_ptr() == address
