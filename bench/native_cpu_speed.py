@@ -3,13 +3,17 @@
     python bench/native_cpu_speed.py [--repeats 5] [--csv out.csv] [--threads N] [--dtype float32,bfloat16]
                                      [--shapes 100x64x512x512,...] [--cells LSTM,GRU]
     python bench/native_cpu_speed.py --table     # issue #14's table -> bench/results/<device>/cpu-table.{md,json}
+    python bench/native_cpu_speed.py --table --processes 3 --repeats 7   # -> cpu-table-processes.{md,json}
 
 Prints a markdown table of the median wall times (ms) over the repeats and the speed-up torch.nn time / fusedrnn
 time. The two implementations run alternately, one call each, so load from other processes hits both alike; the
 median is robust to the odd stalled call (a 2-thread OpenMP region that lost a core), which the minimum would hide
 and the mean would magnify. `--table` runs T=100, I=H=512, N in {64, 4}, LSTM and GRU, every dtype the `cpu` backend
 accepts of float32/bfloat16, with torch's default threads, and writes the markdown table and a JSON (every
-repetition, the machine, the load average before and after) next to the other results.
+repetition, the machine, the load average before and after) next to the other results. `--processes K` runs each
+implementation alone in processes of its own instead (K of each per row, alternating): a program that uses only one
+of them has malloc's state to itself, and whether large tensors come back with fresh pages differs from the shared
+process (measure_in_processes).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +83,42 @@ def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> 
     return times
 
 
+def measure_alone(implementation: str, cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> list[float]:
+    """Wall times (ms) of `repeats` calls of one implementation ("torch" or "fused"), after a warm-up, in a process
+    that runs nothing else (--processes)."""
+    T, N, I, H = shape
+    torch_cls, fused_cls = CELLS[cell]
+    torch.manual_seed(0)
+    module = torch_cls(I, H, dtype=dtype) if implementation == "torch" else fused_cls(I, H, backend="cpu", dtype=dtype)
+    x = torch.randn(T, N, I, dtype=dtype, requires_grad=train)
+    times = [run_once(module, x, train) * 1e3 for _ in range(WARMUP + repeats)]
+    return times[WARMUP:]
+
+
+def measure_in_processes(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype, processes: int,
+                         threads: int | None) -> dict[str, list[float]]:
+    """measure's times with each implementation alone in its own process, `processes` of each, alternating: what a
+    program that uses one of them sees. Sharing a process, the two share malloc's state, which decides whether a
+    large tensor comes back with fresh pages (2-3 us a page fault under KVM, 4-8 ms a call at N=64)."""
+    times: dict[str, list[float]] = {"torch": [], "fused": []}
+    spec = dict(cell=cell, shape=list(shape), train=train, repeats=repeats, dtype=str(dtype).removeprefix("torch."),
+                threads=threads)  # fmt: skip
+    for _ in range(processes):
+        for name in times:
+            command = [sys.executable, __file__, "--alone", json.dumps(dict(spec, implementation=name))]
+            times[name] += json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return times
+
+
+def run_alone(spec: str) -> None:
+    """--alone: one measure_alone, its times as JSON on stdout."""
+    s = json.loads(spec)
+    if s["threads"]:
+        torch.set_num_threads(s["threads"])
+    dtype = getattr(torch, s["dtype"])
+    print(json.dumps(measure_alone(s["implementation"], s["cell"], tuple(s["shape"]), s["train"], s["repeats"], dtype)))
+
+
 def supported(dtype: torch.dtype) -> bool:
     """Whether the `cpu` backend runs this dtype (bf16 arrives with issue #14's first item)."""
     try:
@@ -94,7 +136,7 @@ def write_table(rows: list[dict], args: argparse.Namespace, started: dict) -> No
         f"# `cpu` backend vs torch.nn: T=100, I=H=512, one layer ({started['cpu']}, {started['torch_threads']} "
         f"threads)",
         "",
-        f"Medians of {args.repeats} interleaved calls each; speed-up = torch.nn median / fusedrnn median. torch "
+        f"{method(args)}; speed-up = torch.nn median / fusedrnn median. torch "
         f"{started['torch']}, commit {started['git_commit']}{' (dirty)' if started['git_dirty'] else ''}; load "
         f"average {started['load_average_at_start'][0]:.2f} at start, {load_after[0]:.2f} at the end.",
         "",
@@ -110,11 +152,20 @@ def write_table(rows: list[dict], args: argparse.Namespace, started: dict) -> No
         geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
         lines.append(f"{dtype}: geometric mean {geomean:.2f}x, worst {min(ratios):.2f}x.")
     text = "\n".join(lines) + "\n"
-    (folder / "cpu-table.md").write_text(text)
+    stem = "cpu-table-processes" if args.processes else "cpu-table"
+    (folder / f"{stem}.md").write_text(text)
+    command = "python bench/native_cpu_speed.py --table" + (f" --processes {args.processes}" if args.processes else "")
     document = {"environment": started, "load_average_at_end": load_after, "repeats": args.repeats,
-                "command": "python bench/native_cpu_speed.py --table", "rows": rows}  # fmt: skip
-    (folder / "cpu-table.json").write_text(json.dumps(document, indent=1) + "\n")
-    print(text + f"written to {folder}/cpu-table.md and .json")
+                "processes": args.processes, "command": command, "rows": rows}  # fmt: skip
+    (folder / f"{stem}.json").write_text(json.dumps(document, indent=1) + "\n")
+    print(text + f"written to {folder}/{stem}.md and .json")
+
+
+def method(args: argparse.Namespace) -> str:
+    if args.processes:
+        return (f"Each implementation alone in its own process, {args.processes} processes of each alternating, "
+                f"{args.repeats} calls in each; medians over all calls")
+    return f"Medians of {args.repeats} interleaved calls each"
 
 
 def main() -> None:
@@ -128,7 +179,12 @@ def main() -> None:
     default_shapes = ",".join("x".join(map(str, shape)) for shape in SHAPES)
     parser.add_argument("--shapes", help=f"TxNxIxH,... (default {default_shapes}; --table: 100, N=64/4, 512)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--processes", type=int, help="run each implementation alone in its own processes, this "
+                        "many of each per row, alternating (--repeats calls each); --table writes cpu-table-processes")
+    parser.add_argument("--alone", help=argparse.SUPPRESS)  # internal: one process of --processes
     args = parser.parse_args()
+    if args.alone:
+        return run_alone(args.alone)
     args.repeats = args.repeats or (TABLE_REPEATS if args.table else 5)
     cells = (args.cells or (TABLE_CELLS if args.table else ",".join(CELLS))).split(",")
     dtypes = [getattr(torch, d) for d in (args.dtype or (TABLE_DTYPES if args.table else "float32")).split(",")]
@@ -146,7 +202,9 @@ def main() -> None:
         for dtype in dtypes:
             for shape in shapes or (TABLE_SHAPES if args.table else SHAPES):
                 for train in (False, True):
-                    times = measure(cell, shape, train, args.repeats, dtype)
+                    times = (measure_in_processes(cell, shape, train, args.repeats, dtype, args.processes,
+                                                  args.threads) if args.processes
+                             else measure(cell, shape, train, args.repeats, dtype))  # fmt: skip
                     torch_ms, fused_ms = statistics.median(times["torch"]), statistics.median(times["fused"])
                     mode = "training" if train else "inference"
                     name = str(dtype).removeprefix("torch.")

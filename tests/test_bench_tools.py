@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import fusedrnn
 from fusedrnn.bench import digest, sass, sweep
@@ -145,3 +146,11 @@ def test_cpu_roofline_bound(mode, N, expected_ms):
     row = {"cell": "LSTM", "dtype": "float32", "T": 10, "N": N, "I": 8, "H": 8, "mode": mode}
     rates = {("gemm", "float32", 10 * N, 8, 32): 1e6, ("stream", 4 * 8 * 8 * 4): 1e6}
     assert roofline.bound_ms(row, rates) == pytest.approx(expected_ms)
+
+
+def test_native_cpu_speed_in_processes():
+    """--processes: each implementation's calls come from processes of its own, `processes` x `repeats` of each."""
+    speed = _bench_script("native_cpu_speed")
+    times = speed.measure_in_processes("GRU", (3, 2, 4, 8), True, 2, torch.float32, processes=2, threads=1)
+    assert sorted(times) == ["fused", "torch"]
+    assert all(len(t) == 4 and all(ms > 0 for ms in t) for t in times.values())
