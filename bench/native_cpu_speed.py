@@ -65,15 +65,20 @@ def run_once(module: nn.Module, x: torch.Tensor, train: bool) -> float:
     return time.perf_counter() - start
 
 
-def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> dict[str, list[float]]:
-    """Wall times (ms) of `repeats` alternating calls of torch.nn and fusedrnn's `cpu` backend, after a warm-up."""
+def setup(cell: str, shape, train: bool, dtype: torch.dtype) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """torch.nn's layer, fusedrnn's on the same weights (backend `cpu`), and an input of shape (T, N, I, H)."""
     T, N, I, H = shape
     torch_cls, fused_cls = CELLS[cell]
     torch.manual_seed(0)
     reference = torch_cls(I, H, dtype=dtype)
     fused = fused_cls(I, H, backend="cpu", dtype=dtype)
     fused.load_state_dict(reference.state_dict())
-    x = torch.randn(T, N, I, dtype=dtype, requires_grad=train)
+    return reference, fused, torch.randn(T, N, I, dtype=dtype, requires_grad=train)
+
+
+def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> dict[str, list[float]]:
+    """Wall times (ms) of `repeats` alternating calls of torch.nn and fusedrnn's `cpu` backend, after a warm-up."""
+    reference, fused, x = setup(cell, shape, train, dtype)
     times: dict[str, list[float]] = {"torch": [], "fused": []}
     for i in range(WARMUP + repeats):
         for name, module in (("torch", reference), ("fused", fused)):
@@ -86,11 +91,8 @@ def measure(cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> 
 def measure_alone(implementation: str, cell: str, shape, train: bool, repeats: int, dtype: torch.dtype) -> list[float]:
     """Wall times (ms) of `repeats` calls of one implementation ("torch" or "fused"), after a warm-up, in a process
     that runs nothing else (--processes)."""
-    T, N, I, H = shape
-    torch_cls, fused_cls = CELLS[cell]
-    torch.manual_seed(0)
-    module = torch_cls(I, H, dtype=dtype) if implementation == "torch" else fused_cls(I, H, backend="cpu", dtype=dtype)
-    x = torch.randn(T, N, I, dtype=dtype, requires_grad=train)
+    reference, fused, x = setup(cell, shape, train, dtype)
+    module = reference if implementation == "torch" else fused
     times = [run_once(module, x, train) * 1e3 for _ in range(WARMUP + repeats)]
     return times[WARMUP:]
 

@@ -77,13 +77,18 @@ def test_kept_memory_is_reused():
 
 def test_kept_memory_is_bounded():
     """Calls whose saved activations grow (100 to 200 MB, more than the bound in all: the oldest buffers go), then
-    one past the bound alone (295 MB): the memory kept stays within kMaxKeptBufferBytes, so the oversized buffer is
-    not kept (its output, 59 MB, is). A narrow, wide-batch LSTM on the loop makes large buffers quickly (5 x 32
-    float32 saved per row and step)."""
+    one past the bound alone (295 MB): the memory kept stays within kMaxKeptBufferBytes, and the oversized buffer is
+    not kept. A narrow, wide-batch LSTM on the loop makes large buffers quickly (5 x 32 float32 saved per row and
+    step); its other buffers (a chunk's gradients, 0.5 MB) stay below the pool's 1 MB, and its output (pooled) is
+    held across the backward that releases the oversized activations."""
     layer = fusedrnn.LSTM(8, 32, backend="cpu")
-    for seq_len in (320, 480, 640, 900):
+    for seq_len in (320, 480, 640):
         train_once(layer, seq_len, 512)
         assert 0 < ops.cpu_kept_buffer_bytes() <= MAX_KEPT_BYTES
+    y = layer(torch.randn(900, 512, layer.input_size, requires_grad=True))[0]
+    kept = ops.cpu_kept_buffer_bytes()
+    y.sum().backward()
+    assert ops.cpu_kept_buffer_bytes() == kept
 
 
 @pytest.mark.parametrize("force", ["fused", "loop"])
