@@ -28,7 +28,7 @@ using at::Tensor;
 
 //: The environment variable that forces a path: "fused", "loop", or unset / "auto" (the planner's rule).
 constexpr const char* kForceEnv = "FUSEDRNN_CPU_LSTM";
-//: The one that forces the fused kernel's split: "units", "rows", or unset / "auto" (the planner's rule).
+//: The one that forces the fused kernel's split: "units", "dynamic", "rows", or unset / "auto" (the planner's rule).
 constexpr const char* kForceSplitEnv = "FUSEDRNN_CPU_LSTM_SPLIT";
 
 //: An environment variable's value, "" where it is unset.
@@ -56,8 +56,9 @@ Force forced_path() {
 ForceSplit parse_force_split(const std::string& value) {
   if (value.empty() || value == "auto") return ForceSplit::Auto;
   if (value == "units") return ForceSplit::Units;
+  if (value == "dynamic") return ForceSplit::Dynamic;
   if (value == "rows") return ForceSplit::Rows;
-  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceSplitEnv, " must be auto, units or rows, got '", value, "'");
+  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceSplitEnv, " must be auto, units, dynamic or rows, got '", value, "'");
 }
 
 ForceSplit forced_split() {
@@ -103,8 +104,8 @@ void run_region(int threads, const Body& body) {
 }
 
 //: Runs one chunk, each thread packing a share of the panels first when `pack`: split by units, the panels it then
-//: reads, so no thread reads a panel another one packs; split by rows, every thread reads every panel, so a barrier
-//: follows the packing.
+//: reads, so no thread reads a panel another one packs; split by rows, every thread reads every panel, and
+//: dynamically any thread may claim any panel, so a barrier follows the packing.
 template <class S>
 void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, int threads, const S* w_hh, bool pack) {
   const int64_t panels = blocks_of(args.H, kernel.panel_units);
@@ -112,7 +113,7 @@ void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, 
     if (pack) {
       kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
                   const_cast<S*>(args.packed));
-      if (args.split == Split::Rows) barrier.wait(count);
+      if (args.split != Split::Units) barrier.wait(count);
     }
     kernel.run_thread(args, thread, count, barrier);
   });
@@ -180,6 +181,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   args.saved = in.save ? saved.mutable_data_ptr<S>() : nullptr;
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
   args.split = plan.split;
+  BlockClaims claims(plan.threads);
+  args.claims = &claims;
   for (int64_t first = 0; first < T; first += chunk) {
     const int64_t steps = std::min(chunk, T - first);
     args.first = first, args.steps = steps;
@@ -250,16 +253,18 @@ std::optional<std::vector<Tensor>> fused_lstm_backward(const LayerInputs& in, co
   args.dh_carry = dh_carry.mutable_data_ptr<float>();
   args.lengths = in.lengths.defined() ? in.lengths.const_data_ptr<int64_t>() : nullptr;
   args.split = plan->split;
+  BlockClaims claims(plan->threads);
+  args.claims = &claims;
   const int64_t groups = blocks_of(H, kernel.group_units);
   // Split by units, at most a thread per group (a group is 4 of the forward's panels).
   const int threads = static_cast<int>(plan->split == Split::Rows ? plan->threads
                                                                    : std::min<int64_t>(plan->threads, groups));
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     // Each thread packs a share of the groups: split by units, those it reads (run_backward_thread's split); split
-    // by rows, every thread reads every group, so all wait for the packing.
+    // by rows or dynamically, any thread may read any group, so all wait for the packing.
     kernel.pack(w_hh.const_data_ptr<float>(), H, groups * thread / count, groups * (thread + 1) / count,
                 const_cast<float*>(args.packed));
-    if (args.split == Split::Rows) barrier.wait(count);
+    if (args.split != Split::Units) barrier.wait(count);
     kernel.run_thread(args, thread, count, barrier);
   });
   const Tensor dg_rows = dg.view({T * N, width});

@@ -38,12 +38,14 @@ inline int64_t blocks_of(int64_t H, int64_t block) {
 
 //: How a step's work is shared among the fused kernel's threads (lstm_cpu_fused_plan.h decides): Units, each thread
 //: a slice of the hidden units for every batch row, so the threads exchange h (or dg) through a barrier after every
-//: step; Rows, each thread every unit for a slice of the batch rows, so no thread reads what another writes and no
-//: step needs a barrier, at the price of each thread streaming the whole packed W_hh every step.
-enum class Split { Units, Rows };
+//: step; Dynamic, the same slices, but a thread done with its own claims the blocks its peers have not started yet
+//: (BlockClaims), so the slower core (interrupts, a neighbour process) does not set every step's pace; Rows, each
+//: thread every unit for a slice of the batch rows, so no thread reads what another writes and no step needs a
+//: barrier, at the price of each thread streaming the whole packed W_hh every step.
+enum class Split { Units, Dynamic, Rows };
 
-//: The part of every step thread `thread` of `threads` computes: unit blocks [first_block, last_block) for rows
-//: [first_row, last_row).
+//: The part of every step thread `thread` of `threads` computes (Dynamic: first): unit blocks [first_block,
+//: last_block) for rows [first_row, last_row).
 struct ThreadSlice {
   int64_t first_block, last_block, first_row, last_row;
 };
@@ -52,6 +54,49 @@ inline ThreadSlice thread_slice(Split split, int64_t blocks, int64_t N, int thre
   if (split == Split::Rows) return {0, blocks, N * thread / threads, N * (thread + 1) / threads};
   return {blocks * thread / threads, blocks * (thread + 1) / threads, 0, N};
 }
+
+//: The claims of Split::Dynamic: one cursor per thread's slice, holding (step + 1, next unclaimed block) in one word,
+//: so that a claim is one compare-and-swap and a cursor needs no reset between steps (a cursor still tagged with an
+//: earlier step has claimed nothing of this one). The threads' barrier after every step orders a step's claims and
+//: writes before the next step's; a claim itself publishes nothing, so it is relaxed.
+class BlockClaims {
+ public:
+  explicit BlockClaims(int threads) : cursors_(static_cast<size_t>(threads)) {}
+
+  //: The next block of [first, last), thread `owner`'s slice, that nobody has claimed in step `step`; -1 if none.
+  int64_t claim(int owner, int64_t step, int64_t first, int64_t last) {
+    std::atomic<uint64_t>& cursor = cursors_[static_cast<size_t>(owner)].value;
+    const uint64_t tag = static_cast<uint64_t>(step + 1) << kBlockBits;
+    uint64_t seen = cursor.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t next = (seen & ~kBlockMask) == tag ? static_cast<int64_t>(seen & kBlockMask) : first;
+      if (next >= last) return -1;
+      if (cursor.compare_exchange_weak(seen, tag | static_cast<uint64_t>(next + 1), std::memory_order_relaxed)) {
+        return next;
+      }
+    }
+  }
+
+  //: Runs body(block) for every block of step `step` this thread claims: its own slice's first (thread_slice), then
+  //: what is left of the others', each from its front, the next thread's first.
+  template <class Body>
+  void for_claimed_blocks(int64_t step, int64_t blocks, int thread, int threads, const Body& body) {
+    for (int k = 0; k < threads; ++k) {
+      const int owner = (thread + k) % threads;
+      const ThreadSlice slice = thread_slice(Split::Dynamic, blocks, 0, owner, threads);
+      for (int64_t b; (b = claim(owner, step, slice.first_block, slice.last_block)) >= 0;) body(b);
+    }
+  }
+
+ private:
+  //: The low bits hold the block (2^32 blocks of 16 units, far past any hidden size), the high ones the step.
+  static constexpr int kBlockBits = 32;
+  static constexpr uint64_t kBlockMask = (uint64_t{1} << kBlockBits) - 1;
+  struct alignas(64) Cursor {  // a cache line each: each owner claims its own slice's blocks without sharing a line
+    std::atomic<uint64_t> value{0};
+  };
+  std::vector<Cursor> cursors_;
+};
 
 //: One chunk of steps of a fused LSTM (or GRU: G = 3 gates, no c) forward in storage dtype Storage (float or
 //: c10::BFloat16), as plain pointers (shapes: T steps, N rows, H units; every array contiguous). The LSTM's cell state
@@ -73,6 +118,7 @@ struct FusedLstmArgsOf {
                                      // or null (inference)
   const int64_t* lengths = nullptr;  // [N] or null (step.h: row_valid)
   Split split = Split::Units;
+  BlockClaims* claims = nullptr;     // Split::Dynamic's, for at least the region's threads
 };
 
 using FusedLstmArgs = FusedLstmArgsOf<float>;
@@ -96,6 +142,7 @@ struct FusedLstmBackwardArgs {
                                   // (a finished row's whole dh; else 0, the GRU's z dh); out: that part of dh_0
   const int64_t* lengths = nullptr;
   Split split = Split::Units;
+  BlockClaims* claims = nullptr;  // Split::Dynamic's, for at least the region's threads
 };
 
 //: The barrier every thread passes after each step: spinning (a step is microseconds, far shorter than a sleep and

@@ -150,11 +150,16 @@ void fused_run_backward_thread(const FusedLstmBackwardArgs& a, int thread, int t
                             Cell::prev_ld(a, first_forward_step),
                             a.grad_y + t * N * H,
                             a.dg + t * N * DG};
-    for (int64_t q = slice.first_block; q < slice.last_block; ++q) {
+    auto group = [&](int64_t q) {
       for_row_tiles(slice.first_row, slice.last_row,
                     [&]<int R>(int64_t n0) { backward_tile<Cell, R>(a, st, q, n0); });
+    };
+    if (a.split == Split::Dynamic) {
+      a.claims->for_claimed_blocks(s, blocks_of(a.H, kGroupUnits), thread, threads, group);
+    } else {
+      for (int64_t q = slice.first_block; q < slice.last_block; ++q) group(q);
     }
-    if (a.split == Split::Units && s + 1 < a.T) barrier.wait(threads);
+    if (a.split != Split::Rows && s + 1 < a.T) barrier.wait(threads);
   }
 }
 

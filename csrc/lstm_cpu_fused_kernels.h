@@ -248,10 +248,15 @@ void run_forward_thread(const FusedLstmArgsOf<typename S::T>& a, int thread, int
                                    a.saved == nullptr ? nullptr : a.saved + t * a.N * Cell::kSaved * a.H};
     // Panel by panel: a panel (G x 16 x H floats, 128 KB for the LSTM at H=512) stays in L2 while every row tile
     // reads it.
-    for (int64_t b = slice.first_block; b < slice.last_block; ++b) {
+    auto panel = [&](int64_t b) {
       for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<Cell, S, R>(a, st, b, n0); });
+    };
+    if (a.split == Split::Dynamic) {
+      a.claims->for_claimed_blocks(s, blocks_of(a.H, kPanelUnits), thread, threads, panel);
+    } else {
+      for (int64_t b = slice.first_block; b < slice.last_block; ++b) panel(b);
     }
-    if (a.split == Split::Units && s + 1 < a.first + a.steps) barrier.wait(threads);
+    if (a.split != Split::Rows && s + 1 < a.first + a.steps) barrier.wait(threads);
   }
 }
 

@@ -42,13 +42,25 @@ constexpr int64_t kMaxBatchAvx2 = 16;
 //: rows measured within +-5% of by units either way (noise), so it keeps the units split.
 constexpr int64_t kMinRowsPerThreadBackward = 16;
 
+//: Batch rows x hidden units from which a step split by units is shared dynamically (Split::Dynamic): a thread done
+//: with its slice takes the panels its peer has not started, at the price of a compare-and-swap per panel and a
+//: cache line read from the peer per step. 2-core AMD EPYC (Zen 4), two threads, T=100, inference, wall ms (the
+//: threads' barrier wait per call, summed), medians of 15-82 interleaved calls, units / dynamic:
+//: - quiet, I=H=512: bfloat16 N=64 74.4 / 76.3 (1.9 / 1.2 ms waiting), float32 N=64 160.8 / 160.5 (6.6 / 2.5),
+//:   N=16 36.7 / 36.4 (0.9 / 0.4), N=4 11.2 / 11.1-11.3 (0.17 / 0.12); training N=16 115.2 / 114.4, N=4 32.8 / 32.2;
+//: - under load (a busy process on one core, OMP_WAIT_POLICY=PASSIVE), float32 N=4: H=512 29.7 / 25.6, H=256 8.3 / 8.0;
+//: - small steps, where the claims cost more than the balance brings: N=1 H=64 0.24 / 0.24, H=128 0.45 / 0.46,
+//:   H=256 1.16 / 1.18, bfloat16 H=256 0.64 / 0.66, N=4 H=128 0.93 / 0.94; N=4 H=256 (1024) 2.91 / 2.88.
+constexpr int64_t kMinRowUnitsToShare = 2048;
+
 //: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
 enum class Force { Auto, Fused, Loop };
 
 enum class Path { Fused, Loop };
 
-//: How the caller forces a split (FUSEDRNN_CPU_LSTM_SPLIT=units|rows, for tests and benchmarks); Auto: the rule.
-enum class ForceSplit { Auto, Units, Rows };
+//: How the caller forces a split (FUSEDRNN_CPU_LSTM_SPLIT=units|dynamic|rows, for tests and benchmarks); Auto: the
+//: rule.
+enum class ForceSplit { Auto, Units, Dynamic, Rows };
 
 struct PlanInput {
   Mode mode = Mode::LSTM;
@@ -79,7 +91,12 @@ inline const char* path_name(Path path) {
 }
 
 inline const char* split_name(Split split) {
-  return split == Split::Rows ? "rows" : "units";
+  switch (split) {
+    case Split::Units: return "units";
+    case Split::Dynamic: return "dynamic";
+    case Split::Rows: return "rows";
+  }
+  return "";
 }
 
 //: What the kernel cannot run, whatever is forced; empty if it can.
@@ -133,9 +150,14 @@ inline Plan plan_layer(const PlanInput& in) {
   const int64_t panels = blocks_of(in.hidden, in.panel_units);
   p.threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(in.threads, panels)));
   if (in.force_split == ForceSplit::Auto) {
-    p.split = in.backward && in.batch >= kMinRowsPerThreadBackward * p.threads ? Split::Rows : Split::Units;
+    const bool share = p.threads > 1 && in.batch * in.hidden >= kMinRowUnitsToShare;
+    p.split = in.backward && in.batch >= kMinRowsPerThreadBackward * p.threads ? Split::Rows
+              : share                                                          ? Split::Dynamic
+                                                                               : Split::Units;
   } else {
-    p.split = in.force_split == ForceSplit::Rows ? Split::Rows : Split::Units;
+    p.split = in.force_split == ForceSplit::Rows      ? Split::Rows
+              : in.force_split == ForceSplit::Dynamic ? Split::Dynamic
+                                                      : Split::Units;
     // At most a thread per batch row (by units, per panel: above).
     if (p.split == Split::Rows) p.threads = static_cast<int>(std::min<int64_t>(in.threads, in.batch));
   }
@@ -148,7 +170,7 @@ inline Plan plan_layer(const PlanInput& in) {
 Force parse_force(const std::string& value);
 //: FUSEDRNN_CPU_LSTM as this call finds it.
 Force forced_path();
-//: FUSEDRNN_CPU_LSTM_SPLIT's value ("", "auto", "units", "rows"; anything else is an error).
+//: FUSEDRNN_CPU_LSTM_SPLIT's value ("", "auto", "units", "dynamic", "rows"; anything else is an error).
 ForceSplit parse_force_split(const std::string& value);
 //: FUSEDRNN_CPU_LSTM_SPLIT as this call finds it.
 ForceSplit forced_split();

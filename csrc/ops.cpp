@@ -284,9 +284,9 @@ std::tuple<std::string, std::string> cuda_indrnn_plan(c10::string_view mode_name
 
 //: The CPU fused LSTM's planner (lstm_cpu_fused_plan.h) for a call of these sizes on this CPU: (path, reason,
 //: threads, split): path "fused" or "loop", why the fused kernel was refused (empty when fused), its threads, how a
-//: step is split among them ("units" or "rows"). threads < 0: what a call here would get (torch's thread count, 1
-//: inside a parallel region); force and split: as FUSEDRNN_CPU_LSTM and FUSEDRNN_CPU_LSTM_SPLIT ("" or "auto": the
-//: planner's rule); backward: the backward's plan.
+//: step is split among them ("units", "dynamic" or "rows"). threads < 0: what a call here would get (torch's thread
+//: count, 1 inside a parallel region); force and split: as FUSEDRNN_CPU_LSTM and FUSEDRNN_CPU_LSTM_SPLIT ("" or
+//: "auto": the planner's rule); backward: the backward's plan.
 std::tuple<std::string, std::string, int64_t, std::string> cpu_fused_plan(
     c10::string_view mode_name, int64_t batch, int64_t hidden, c10::ScalarType dtype, bool projection, bool variants,
     int64_t threads, c10::string_view force, bool backward, c10::string_view split) {

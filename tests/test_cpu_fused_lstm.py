@@ -3,8 +3,8 @@ float64 at the float32 tolerance, forward and gradients, and with the per-step l
 its planner's decisions and refusals (op fusedrnn::cpu_fused_plan); `auto`'s preference.
 
 FUSEDRNN_CPU_LSTM=fused forces the kernel (an LSTM it cannot run is then an error, so every parity case here is known
-to have run it), FUSEDRNN_CPU_LSTM=loop the per-step loop; FUSEDRNN_CPU_LSTM_SPLIT=units|rows how the kernel's threads
-share a step (the `split` fixture runs the parity cases both ways).
+to have run it), FUSEDRNN_CPU_LSTM=loop the per-step loop; FUSEDRNN_CPU_LSTM_SPLIT=units|dynamic|rows how the
+kernel's threads share a step (the `split` fixture runs the parity cases every way).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ def force_fused(monkeypatch):
     monkeypatch.setenv(FORCE_ENV, "fused")
 
 
-@pytest.fixture(params=["units", "rows"])
+@pytest.fixture(params=["units", "dynamic", "rows"])
 def split(request, monkeypatch):
     """How the fused kernels' threads share a step, forward and backward: by hidden units (a barrier after every
-    step) or by batch rows (none)."""
+    step), by units claimed as the threads get to them (dynamic: the same barrier), or by batch rows (none)."""
     monkeypatch.setenv(SPLIT_ENV, request.param)
     return request.param
 
@@ -105,6 +105,31 @@ def test_fused_matches_float64_torch_nn(cell, case, input_size, hidden, training
     else:
         actual, truth = inference_outputs(ours, case, torch.float32), inference_outputs(exact, case, torch.float64)
     assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
+
+
+#: A case whose steps are worth sharing (N x H = 8 x 256), with 3 threads on fewer cores, so that a thread often
+#: finds its peers' panels unclaimed: (Case, input size, hidden size).
+SHARED_CASE = (Case(seq_len=40, batch=8, with_state=True), 32, 256)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_dynamic_split_is_bitwise_the_static_one(cell, force_fused, monkeypatch):
+    """Which thread computes a panel changes no bit of any output or gradient: the claims cover each panel exactly once
+    a step, after every panel is packed."""
+    case, input_size, hidden = SHARED_CASE
+    ours, _ = fused_pair(case, input_size, hidden, cell)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        results = {}
+        for split in ("units", "dynamic", "dynamic"):
+            monkeypatch.setenv(SPLIT_ENV, split)
+            results.setdefault(split, []).append(forward_backward(ours, input_maker(ours, case, torch.float32)))
+    finally:
+        torch.set_num_threads(before)
+    for result in results["dynamic"]:
+        for key, expected in results["units"][0].items():
+            assert torch.equal(result[key], expected), key
 
 
 #: Products large enough for oneDNN's cases that the small cases above never reach (csrc/gemm_cpu.cpp): the input
@@ -202,9 +227,9 @@ MAX_BATCH = {"AVX512": 64, "AVX2": 16}.get(torch.backends.cpu.get_cpu_capability
 
 
 @needs_vector_variant
-@pytest.mark.parametrize("batch", ["1", "max"])
-def test_plan_chooses_fused_at_small_batch(batch):
-    assert plan(1 if batch == "1" else MAX_BATCH) == ("fused", "", 2, "units")
+@pytest.mark.parametrize("batch,split", [("1", "units"), ("max", "dynamic")], ids=["1", "max"])
+def test_plan_chooses_fused_at_small_batch(batch, split):
+    assert plan(1 if batch == "1" else MAX_BATCH) == ("fused", "", 2, split)
 
 
 @needs_vector_variant
@@ -252,34 +277,56 @@ def test_plan_threads_are_torchs_at_most_one_per_panel(threads_asked, hidden, ex
 
 @needs_vector_variant
 def test_plan_follows_torch_set_num_threads(threads):
-    assert plan(threads=-1) == ("fused", "", threads, "units")
+    assert plan(threads=-1) == ("fused", "", threads, "units" if threads == 1 else "dynamic")
 
 
 @needs_vector_variant
 @pytest.mark.parametrize("batch,hidden", [(1, 32), (4, 128), (1, 256), (16, 512)], ids=lambda v: str(v))
 def test_plan_uses_every_thread_at_every_size(batch, hidden):
     """A second thread paid at every size measured on a quiet machine (csrc/lstm_cpu_fused_plan.h)."""
-    assert plan(batch, hidden, threads=2) == ("fused", "", 2, "units")
+    assert plan(batch, hidden, threads=2)[:3] == ("fused", "", 2)
+
+
+@pytest.mark.parametrize(
+    "batch,hidden,threads_asked,backward,expected",
+    [
+        (4, 512, 2, False, "dynamic"),
+        (4, 511, 2, False, "units"),  # 2044 row-units: below the threshold
+        (1, 2048, 2, False, "dynamic"),
+        (64, 32, 2, False, "dynamic"),
+        (2, 512, 2, False, "units"),
+        (4, 512, 1, False, "units"),  # one thread has nobody to share with
+        (4, 512, 2, True, "dynamic"),
+        (32, 512, 2, True, "rows"),  # the backward's rows split first
+    ],
+    ids=["N4_H512", "N4_H511", "N1_H2048", "N64_H32", "N2_H512", "1thread", "backward_N4", "backward_N32"],
+)
+def test_plan_shares_a_step_dynamically_from_2048_row_units(batch, hidden, threads_asked, backward, expected):
+    """Split by units, the threads share a step dynamically from batch x hidden = 2048 (csrc/lstm_cpu_fused_plan.h:
+    kMinRowUnitsToShare)."""
+    assert plan(batch, hidden, threads=threads_asked, backward=backward, force="fused")[3] == expected
 
 
 @pytest.mark.parametrize(
     "batch,threads_asked,expected",
-    [(31, 2, "units"), (32, 2, "rows"), (64, 2, "rows"), (47, 3, "units"), (48, 3, "rows"), (16, 1, "rows")],
+    [(31, 2, "dynamic"), (32, 2, "rows"), (64, 2, "rows"), (47, 3, "dynamic"), (48, 3, "rows"), (16, 1, "rows")],
     ids=["N31_2threads", "N32_2threads", "N64_2threads", "N47_3threads", "N48_3threads", "N16_1thread"],
 )
 def test_plan_splits_the_backward_by_rows_from_16_rows_a_thread(batch, threads_asked, expected):
     # Forced fused: the rule for the split, apart from the one for the path (the batch limit is per variant).
     assert plan(batch, threads=threads_asked, backward=True, force="fused") == ("fused", "", threads_asked, expected)
-    assert plan(batch, threads=threads_asked, force="fused")[3] == "units"  # the forward: by units at every batch
+    forward = plan(batch, threads=threads_asked, force="fused")[3]  # the forward: by units at every batch
+    assert forward == ("units" if threads_asked == 1 else "dynamic")
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 def test_plan_forced_split(backward):
     assert plan(64, backward=backward, split="units", force="fused")[3] == "units"
+    assert plan(1, backward=backward, split="dynamic", force="fused")[2:] == (2, "dynamic")
     assert plan(4, backward=backward, split="rows", force="fused")[2:] == (2, "rows")
     wide = 16 * PANEL_UNITS  # panels enough for 5 threads: the batch limits them
     assert plan(3, threads=5, hidden=wide, backward=backward, split="rows", force="fused")[2:] == (3, "rows")
-    with pytest.raises(ValueError, match="auto, units or rows"):
+    with pytest.raises(ValueError, match="auto, units, dynamic or rows"):
         plan(backward=backward, split="columns")
 
 
@@ -288,7 +335,7 @@ def test_plan_forced_split(backward):
 def test_plan_gru_as_the_lstm(backward):
     assert plan(1, mode="GRU", backward=backward) == ("fused", "", 2, "units")
     split = plan(64, mode="GRU", backward=backward, force="fused")[3]  # forced: the batch limit is per variant
-    assert split == ("rows" if backward else "units")
+    assert split == ("rows" if backward else "dynamic")
 
 
 def test_forced_fused_is_an_error_for_an_lstm_or_gru_it_cannot_run(force_fused):
