@@ -49,6 +49,19 @@ class BufferPool {
     return kept_bytes_;
   }
 
+  //: Hands every kept buffer back to the OS; returns their bytes. Buffers in use return to the pool when released.
+  int64_t release() {
+    std::deque<Buffer> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      released.swap(kept_);
+      kept_bytes_ = 0;
+    }
+    int64_t bytes = 0;
+    for (const Buffer& buffer : released) bytes += buffer.bytes, c10::free_cpu(buffer.data);
+    return bytes;
+  }
+
   //: Keeps `buffer` for a later take, handing the oldest kept ones back to the OS beyond kMaxKeptBufferBytes.
   void give(const Buffer& buffer) {
     std::deque<Buffer> evicted;
@@ -119,6 +132,10 @@ at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions& option
 
 int64_t kept_buffer_bytes() {
   return pool().kept_bytes();
+}
+
+int64_t release_kept_buffers() {
+  return pool().release();
 }
 
 }  // namespace fusedrnn

@@ -29,4 +29,8 @@ at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions& option
 //: Bytes of released buffers kept now (at most kMaxKeptBufferBytes): the op fusedrnn::cpu_kept_buffer_bytes, for tests.
 int64_t kept_buffer_bytes();
 
+//: Hands the kept buffers back to the OS (fusedrnn.empty_cache, the op fusedrnn::cpu_release_kept_buffers); returns
+//: their bytes. Buffers still in use are kept again when released.
+int64_t release_kept_buffers();
+
 }  // namespace fusedrnn

@@ -379,6 +379,7 @@ TORCH_LIBRARY(fusedrnn, m) {
       &cpu_fused_plan);
   m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
   m.def("cpu_kept_buffer_bytes() -> int", &kept_buffer_bytes);
+  m.def("cpu_release_kept_buffers() -> int", &release_kept_buffers);
   // Deferred barrier checks of the persistent CUDA kernels (persistent_host.h); no-ops in a build without CUDA.
   m.def("cuda_defer_barrier_checks() -> ()", [] {
 #ifdef FUSEDRNN_WITH_CUDA

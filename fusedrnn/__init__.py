@@ -3,6 +3,7 @@ variants torch.nn lacks (layer-norm LSTM/GRU, IndRNN, zoneout, DropConnect, xLST
 
 from .cells import GRUCell, LSTMCell, RNNCell
 from .haste import from_haste, load_haste_state_dict
+from .memory import empty_cache
 from .modules import GRU, LSTM, RNN
 from .quantization import quantize_dynamic
 from .registry import BackendError, available_backends, get_backend
@@ -37,4 +38,5 @@ __all__ = [
     "available_backends",
     "get_backend",
     "BackendError",
+    "empty_cache",
 ]

@@ -26,6 +26,8 @@ Ops (shapes in fusedrnn/reference.py; every tensor contiguous, one dtype and dev
                            grad_bias (of either bias; empty without)
     cpu_capability() -> "DEFAULT", "AVX2" or "AVX512": the CPU pointwise variant in use, chosen at load time as ATen
               chooses its own kernels (the CPU's best; ATEN_CPU_CAPABILITY=default|avx2|avx512 forces a narrower one)
+    cpu_kept_buffer_bytes(), cpu_release_kept_buffers() -> int: the bytes of the CPU buffers kept for reuse between
+              calls (csrc/cpu_buffers.h), and handing them back to the OS (fusedrnn.empty_cache)
     cuda_plan(mode, batch, hidden, projection, element_size, backward, sm_count, smem_per_block, blocks_per_sm=-1,
               max_cluster=0, tune="") -> (path, tiling, reason): the `cuda` backend's planner (persistent, per-step
               fused or loop) on given device numbers (no GPU needed; fusedrnn.backends.native.cuda_plan wraps it)
@@ -123,6 +125,11 @@ def load() -> str:
     if isinstance(_LOADED[0], ExtensionError):
         raise _LOADED[0]
     return _LOADED[0]
+
+
+def loaded() -> bool:
+    """Whether load() has made the operators available in this process (without trying to)."""
+    return bool(_LOADED) and not isinstance(_LOADED[0], ExtensionError)
 
 
 def has_cuda_kernels() -> bool:

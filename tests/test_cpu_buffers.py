@@ -5,6 +5,9 @@ second backward (retain_graph) reads what its forward saved, and the memory kept
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -112,3 +115,38 @@ def test_outputs_are_recycled_and_ordinary(force, monkeypatch):
     torch.testing.assert_close(y[: expected.numel()].view_as(expected), expected, rtol=0, atol=0)
     with torch.no_grad():
         assert layer(x)[0].data_ptr() == address
+
+
+def test_empty_cache_hands_the_kept_buffers_back():
+    """fusedrnn.empty_cache returns every kept byte to the OS, leaves a tensor in use alone (its memory is kept when
+    it is released), and the next calls compute as before on fresh memory."""
+    layer = fusedrnn.GRU(4, 64, backend="cpu")
+    x = torch.randn(64, 64, 4)
+    with torch.no_grad():
+        expected = layer(x)[0].clone()
+    fusedrnn.empty_cache()  # the earlier tests' buffers
+    train_once(layer, 64, 64)
+    kept = ops.cpu_kept_buffer_bytes()
+    assert kept > 0
+    with torch.no_grad():
+        y = layer(x)[0]  # takes a kept buffer (1 MB, at most twice that)
+    left = ops.cpu_kept_buffer_bytes()
+    in_use = kept - left
+    assert y.numel() * y.element_size() <= in_use <= 2 * y.numel() * y.element_size()
+    assert fusedrnn.empty_cache() == left
+    assert ops.cpu_kept_buffer_bytes() == 0
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    del y
+    assert ops.cpu_kept_buffer_bytes() == in_use
+    assert fusedrnn.empty_cache() == in_use
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], expected, rtol=0, atol=0)
+
+
+def test_empty_cache_without_the_operators_loads_nothing():
+    """Before any `cpu` call the compiled operators are not loaded, and empty_cache does not load (or build) them."""
+    code = (
+        "import fusedrnn; from fusedrnn import _extension\n"
+        "assert fusedrnn.empty_cache() == 0 and not _extension.loaded()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
