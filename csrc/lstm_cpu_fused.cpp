@@ -28,6 +28,8 @@ using at::Tensor;
 
 //: The environment variable that forces a path: "fused", "loop", or unset / "auto" (the planner's rule).
 constexpr const char* kForceEnv = "FUSEDRNN_CPU_LSTM";
+//: The one that forces where the fused LSTM forward's input projection runs: "gemm", "step", or unset / "auto".
+constexpr const char* kForceInputEnv = "FUSEDRNN_CPU_LSTM_INPUT";
 //: The one that forces the fused kernel's split: "units", "dynamic", "rows", or unset / "auto" (the planner's rule).
 constexpr const char* kForceSplitEnv = "FUSEDRNN_CPU_LSTM_SPLIT";
 
@@ -65,14 +67,27 @@ ForceSplit forced_split() {
   return parse_force_split(env_value(kForceSplitEnv));
 }
 
+ForceInput parse_force_input(const std::string& value) {
+  if (value.empty() || value == "auto") return ForceInput::Auto;
+  if (value == "gemm") return ForceInput::Gemm;
+  if (value == "step") return ForceInput::Step;
+  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceInputEnv, " must be auto, gemm or step, got '", value, "'");
+}
+
+ForceInput forced_input() {
+  return parse_force_input(env_value(kForceInputEnv));
+}
+
 int available_threads() {
   return at::in_parallel_region() ? 1 : at::get_num_threads();
 }
 
 PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force, bool backward, ForceSplit force_split) {
+                     int64_t input_size, int threads, Force force, bool backward, ForceSplit force_split,
+                     ForceInput force_input) {
   PlanInput p;
-  p.mode = mode, p.projection = projection, p.variants = variants;
+  p.input_size = input_size;
+  p.mode = mode, p.projection = projection, p.variants = variants, p.force_input = force_input;
   p.float32 = dtype == at::kFloat, p.bfloat16 = dtype == at::kBFloat16;
   p.batch = batch, p.hidden = hidden, p.threads = threads, p.force = force;
   p.backward = backward, p.force_split = force_split;
@@ -103,16 +118,19 @@ void run_region(int threads, const Body& body) {
   body(0, 1, barrier);
 }
 
-//: Runs one chunk, each thread packing a share of the panels first when `pack`: split by units, the panels it then
-//: reads, so no thread reads a panel another one packs; split by rows, every thread reads every panel, and
-//: dynamically any thread may claim any panel, so a barrier follows the packing.
+//: Runs one chunk, each thread packing a share of the panels first when `pack` (W_hh's, and W_ih's where the step
+//: computes the input projection): split by units, the panels it then reads, so no thread reads a panel another one
+//: packs; split by rows, every thread reads every panel, and dynamically any thread may claim any panel, so a
+//: barrier follows the packing.
 template <class S>
-void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, int threads, const S* w_hh, bool pack) {
+void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, int threads, const S* w_hh,
+               const S* w_ih, bool pack) {
   const int64_t panels = blocks_of(args.H, kernel.panel_units);
   run_region(threads, [&](int thread, int count, SpinBarrier& barrier) {
     if (pack) {
-      kernel.pack(w_hh, args.H, panels * thread / count, panels * (thread + 1) / count,
-                  const_cast<S*>(args.packed));
+      const int64_t first = panels * thread / count, last = panels * (thread + 1) / count;
+      kernel.pack(w_hh, args.H, args.H, first, last, const_cast<S*>(args.packed));
+      if (args.x != nullptr) kernel.pack(w_ih, args.I, args.H, first, last, const_cast<S*>(args.packed_x));
       if (args.split != Split::Units) barrier.wait(count);
     }
     kernel.run_thread(args, thread, count, barrier);
@@ -129,7 +147,8 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
   const Variants v = variants_of(in);
   const Force force = forced_path();
   PlanInput request = plan_input(in.mode, in.x.scalar_type(), in.w_hr.has_value(), v.norm || v.zoneout_h || v.zoneout_c,
-                                 N, H, available_threads(), force, backward, forced_split());
+                                 N, H, in.x.size(2), available_threads(), force, backward, forced_split(),
+                                 forced_input());
   request.heads = heads;
   const Plan plan = plan_layer(request);
   if (plan.path == Path::Fused) return plan;
@@ -151,19 +170,15 @@ template <class S>
 std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, const cpu_fused::Plan& plan,
                                                        const FusedForwardOf<S>& kernel) {
   const bool lstm = in.mode == Mode::LSTM;
+  const bool input_in_step = plan.input == cpu_fused::InputProjection::Step;
   const int64_t T = in.x.size(0), N = in.x.size(1), I = in.x.size(2);
   const int64_t GH = in.w_hh.size(0), H = GH / gates_of(in.mode);
   const auto options = in.x.options();
-  const Tensor w_hh = in.w_hh.contiguous();
-  const Tensor packed = recycled_empty({kernel.packed_size(H)}, options);  // fresh: ~1 ms of page faults at H=512
+  const Tensor w_hh = in.w_hh.contiguous(), w_ih = input_in_step ? in.w_ih.contiguous() : Tensor();
+  const Tensor x = input_in_step ? in.x.contiguous() : Tensor();
+  const Tensor packed = recycled_empty({kernel.packed_size(H, H)}, options);  // fresh: ~1 ms of page faults at H=512
+  const Tensor packed_x = input_in_step ? recycled_empty({kernel.packed_size(I, H)}, options) : Tensor();
   const auto [bias, b_hn] = fold_biases(in);  // b_hn: GRU's (zeros without bias), undefined for the LSTM
-  // The input projection x W_ih^T + bias per chunk of steps: cpu_pointwise's rows per GEMM, as the loop, and as the
-  // loop on oneDNN where the CPU backend has that path, W_ih reordered once for several chunks (2-core AMD EPYC, fp32:
-  // [6400, 512] x [512, 2048] 81 ms against addmm's 98; [400, ...], one chunk, 4.4 on the plain W_ih against 5.8).
-  const int64_t chunk = chunk_steps(cpu_pointwise(), T, N);
-  const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
-  const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N, chunks_of(T, chunk));
-  Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, options);
   Tensor y = recycled_empty({T, N, H}, options);
   // The LSTM's cell state stays float32.
   Tensor c = lstm ? in.c0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : Tensor();
@@ -172,7 +187,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   Tensor saved = in.save ? recycled_empty({T, N, saved_columns * H}, options) : at::empty({0}, options);
 
   FusedLstmArgsOf<S> args;
-  args.T = T, args.N = N, args.H = H, args.reverse = in.reverse;
+  args.T = T, args.N = N, args.H = H, args.I = I, args.reverse = in.reverse;
   args.packed = packed.const_data_ptr<S>();
   args.h0 = in.h0.const_data_ptr<S>();
   args.y = y.mutable_data_ptr<S>();
@@ -183,25 +198,43 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   args.split = plan.split;
   BlockClaims claims(plan.threads);
   args.claims = &claims;
-  for (int64_t first = 0; first < T; first += chunk) {
-    const int64_t steps = std::min(chunk, T - first);
-    args.first = first, args.steps = steps;
-    args.gi_first_t = in.reverse ? T - first - steps : first;
-    const Tensor x_chunk = in.x.narrow(0, args.gi_first_t, steps).view({steps * N, I});
-    if (w_ih_prepared.defined()) {
-      gi = Tensor();  // the last chunk's buffer released first, so that malloc can hand it out again
-      gi = gemm->linear(x_chunk, w_ih_prepared, bias.defined() ? std::optional<Tensor>(bias) : std::nullopt)
-               .contiguous();
-    } else {
-      Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
-      if (bias.defined()) {
-        at::addmm_out(out, bias, x_chunk, in.w_ih.t());
+  const S* w_ih_data = input_in_step ? w_ih.const_data_ptr<S>() : nullptr;
+  if (input_in_step) {
+    // One region for the sequence: each step adds x_t W_ih^T to its tiles and the folded biases in the epilogue.
+    const Tensor folded = bias.defined() ? bias : at::zeros({GH}, options);
+    args.x = x.const_data_ptr<S>(), args.packed_x = packed_x.const_data_ptr<S>();
+    args.gi = folded.const_data_ptr<S>();
+    args.first = 0, args.steps = T;
+    run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<S>(), w_ih_data, /*pack=*/true);
+  } else {
+    // The input projection x W_ih^T + bias per chunk of steps: cpu_pointwise's rows per GEMM, as the loop, and as
+    // the loop on oneDNN where the CPU backend has that path, W_ih reordered once for several chunks (2-core AMD
+    // EPYC, fp32: [6400, 512] x [512, 2048] 81 ms against addmm's 98; [400, ...], one chunk, 4.4 on the plain W_ih
+    // against 5.8).
+    const int64_t chunk = chunk_steps(cpu_pointwise(), T, N);
+    const PreparedGemm* gemm = prepared_gemm(cpu_pointwise(), T);
+    const Tensor w_ih_prepared = prepare(gemm, in.w_ih, chunk * N, chunks_of(T, chunk));
+    Tensor gi = w_ih_prepared.defined() ? Tensor() : at::empty({chunk, N, GH}, options);
+    for (int64_t first = 0; first < T; first += chunk) {
+      const int64_t steps = std::min(chunk, T - first);
+      args.first = first, args.steps = steps;
+      args.gi_first_t = in.reverse ? T - first - steps : first;
+      const Tensor x_chunk = in.x.narrow(0, args.gi_first_t, steps).view({steps * N, I});
+      if (w_ih_prepared.defined()) {
+        gi = Tensor();  // the last chunk's buffer released first, so that malloc can hand it out again
+        gi = gemm->linear(x_chunk, w_ih_prepared, bias.defined() ? std::optional<Tensor>(bias) : std::nullopt)
+                 .contiguous();
       } else {
-        at::mm_out(out, x_chunk, in.w_ih.t());
+        Tensor out = gi.narrow(0, 0, steps).view({steps * N, GH});
+        if (bias.defined()) {
+          at::addmm_out(out, bias, x_chunk, in.w_ih.t());
+        } else {
+          at::mm_out(out, x_chunk, in.w_ih.t());
+        }
       }
+      args.gi = gi.const_data_ptr<S>();
+      run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<S>(), w_ih_data, first == 0);
     }
-    args.gi = gi.const_data_ptr<S>();
-    run_chunk(kernel, args, plan.threads, w_hh.const_data_ptr<S>(), first == 0);
   }
   Tensor h_n = y.select(0, in.reverse ? 0 : T - 1).clone();
   return std::make_tuple(y, h_n, lstm ? c.to(in.x.scalar_type()) : at::empty({0}, options), saved);

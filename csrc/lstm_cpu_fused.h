@@ -108,7 +108,11 @@ struct FusedLstmArgsOf {
   bool reverse = false;              // step s runs time t = T - 1 - s
   int64_t gi_first_t = 0;            // the time of gi's first step
   const Storage* gi = nullptr;       // [steps, N, G*H]: x_t W_ih^T + the folded biases (rnn_loop.h: fold_biases),
-                                     // in time order from gi_first_t
+                                     // in time order from gi_first_t; with x: [G*H], the folded biases alone
+  const Storage* x = nullptr;        // [T, N, I], where the step computes the input projection itself (the
+                                     // LSTM's Plan::fused_projection), or null
+  const Storage* packed_x = nullptr; // with x: W_ih packed as W_hh (K = I)
+  int64_t I = 0;
   const Storage* packed = nullptr;   // W_hh packed by the kernel's pack
   const Storage* h0 = nullptr;       // [N, H]
   Storage* y = nullptr;              // [T, N, H]: h_t, carried past a row's length; y[t] is step t+1's h_{t-1}
@@ -186,11 +190,11 @@ template <class Storage>
 struct FusedForwardOf {
   //: Hidden units per panel: the vector width in float32 lanes; a thread's slice is whole panels.
   int64_t panel_units;
-  //: Elements of the packed W_hh for hidden size H.
-  int64_t (*packed_size)(int64_t H);
-  //: Packs panels [first, last) of w_hh [G*H, H] into `packed`: panel b holds, for each k, the G gates' rows of
+  //: Elements of a packed weight [G*H, K] (W_hh: K = H; W_ih, where the projection is fused: K = I).
+  int64_t (*packed_size)(int64_t K, int64_t H);
+  //: Packs panels [first, last) of w [G*H, K] into `packed`: panel b holds, for each k < K, the G gates' rows of
   //: units [b*panel_units, (b+1)*panel_units) at column k (zeros past H), so a step streams it in order.
-  void (*pack)(const Storage* w_hh, int64_t H, int64_t first, int64_t last, Storage* packed);
+  void (*pack)(const Storage* w, int64_t K, int64_t H, int64_t first, int64_t last, Storage* packed);
   //: Runs the chunk's steps for thread `thread` of `threads` (its thread_slice), passing `barrier` after every step
   //: but the chunk's last where the split is by units (the region's end synchronises that one).
   void (*run_thread)(const FusedLstmArgsOf<Storage>& args, int thread, int threads, SpinBarrier& barrier);

@@ -30,19 +30,20 @@ __mmask16 lanes(int count) {
 struct Bfloat16Storage {
   using T = c10::BFloat16;
 
-  //: bfloat16 elements per panel: per pair of columns, 4 gates x kPanelUnits units x 2 (the LSTM's only).
+  //: bfloat16 elements per panel of a weight [4H, K]: per pair of columns, 4 gates x kPanelUnits units x 2 (the
+  //: LSTM's only).
   template <int G>
-  static int64_t panel_size(int64_t H) {
+  static int64_t panel_size(int64_t K) {
     static_assert(G == kLstmGates, "the bfloat16 kernel is the LSTM's");
-    return blocks_of(H, kPairK) * G * kPanelUnits * kPairK;
+    return blocks_of(K, kPairK) * G * kPanelUnits * kPairK;
   }
 
-  //: acc[r][g] += rows[r] . panel's gate g columns, over the H columns of h (pairs; an odd H's last column alone,
-  //: its pair's second element zero, so nothing past the row is read).
+  //: acc[r][g] += rows[r] . panel's gate g columns, over K columns (rows ld apart; pairs, an odd K's last column
+  //: alone, its pair's second element zero, so nothing past the row is read).
   template <int G, int R>
-  static void accumulate_panel(const T* panel, int64_t H, const T* rows, RawVec (&acc)[R][G]) {
+  static void accumulate_panel(const T* panel, int64_t K, const T* rows, int64_t ld, RawVec (&acc)[R][G]) {
     static_assert(G == kLstmGates, "the bfloat16 kernel is the LSTM's");
-    const int64_t pairs = H / kPairK;
+    const int64_t pairs = K / kPairK;
     const auto* words = reinterpret_cast<const __m512i*>(panel);
     for (int64_t p = 0; p < pairs; ++p) {
       const __m512bh w0 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates),
@@ -52,16 +53,16 @@ struct Bfloat16Storage {
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         int32_t pair;
-        std::memcpy(&pair, rows + r * H + p * kPairK, sizeof(pair));
+        std::memcpy(&pair, rows + r * ld + p * kPairK, sizeof(pair));
         multiply_add(acc[r], (__m512bh)_mm512_set1_epi32(pair), w0, w1, w2, w3);
       }
     }
-    if (H % kPairK != 0) {
+    if (K % kPairK != 0) {
       const auto* last = words + pairs * kLstmGates;
       const __m512bh w0 = (__m512bh)_mm512_loadu_si512(last), w1 = (__m512bh)_mm512_loadu_si512(last + 1),
                      w2 = (__m512bh)_mm512_loadu_si512(last + 2), w3 = (__m512bh)_mm512_loadu_si512(last + 3);
       for (int r = 0; r < R; ++r) {
-        const int32_t pair = rows[r * H + H - 1].x;  // (h[H-1], 0)
+        const int32_t pair = rows[r * ld + K - 1].x;  // (row[K-1], 0)
         multiply_add(acc[r], (__m512bh)_mm512_set1_epi32(pair), w0, w1, w2, w3);
       }
     }
@@ -89,22 +90,22 @@ struct Bfloat16Storage {
   }
 };
 
-int64_t bf16_packed_size(int64_t H) {
-  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size<kLstmGates>(H);
+int64_t bf16_packed_size(int64_t K, int64_t H) {
+  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size<kLstmGates>(K);
 }
 
-void bf16_pack(const c10::BFloat16* w_hh, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed) {
-  const int64_t pairs = blocks_of(H, kPairK);
+void bf16_pack(const c10::BFloat16* w, int64_t K, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed) {
+  const int64_t pairs = blocks_of(K, kPairK);
   for (int64_t b = first; b < last; ++b) {
-    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size<kLstmGates>(H);
+    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size<kLstmGates>(K);
     const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
     for (int64_t p = 0; p < pairs; ++p) {
       for (int g = 0; g < kLstmGates; ++g) {
         c10::BFloat16* out = panel + (p * kLstmGates + g) * kPanelUnits * kPairK;
         std::fill(out, out + kPanelUnits * kPairK, c10::BFloat16(0.f));
         for (int64_t u = 0; u < units; ++u) {
-          const c10::BFloat16* row = w_hh + (g * H + b * kPanelUnits + u) * H;  // W_hh[g*H + unit, :]
-          for (int64_t e = 0; e < kPairK && p * kPairK + e < H; ++e) out[u * kPairK + e] = row[p * kPairK + e];
+          const c10::BFloat16* row = w + (g * H + b * kPanelUnits + u) * K;  // w[g*H + unit, :]
+          for (int64_t e = 0; e < kPairK && p * kPairK + e < K; ++e) out[u * kPairK + e] = row[p * kPairK + e];
         }
       }
     }

@@ -34,28 +34,28 @@ constexpr int kTileRows = 6;
 constexpr int kTileRows = 3;
 #endif
 
-//: Floats per panel of a G-gate cell: for each of the H columns k, G gates x kPanelUnits units.
+//: Floats per panel of a G-gate cell's weight [G*H, K]: for each of the K columns k, G gates x kPanelUnits units.
 template <int G>
-int64_t panel_size(int64_t H) {
-  return H * G * kPanelUnits;
+int64_t panel_size(int64_t K) {
+  return K * G * kPanelUnits;
 }
 
 template <int G>
-int64_t fused_packed_size(int64_t H) {
-  return blocks_of(H, kPanelUnits) * panel_size<G>(H);
+int64_t fused_packed_size(int64_t K, int64_t H) {
+  return blocks_of(H, kPanelUnits) * panel_size<G>(K);
 }
 
-//: Panels [first, last) of a G-gate cell's w_hh [G*H, H] (FusedForwardOf::pack).
+//: Panels [first, last) of a G-gate cell's w [G*H, K] (FusedForwardOf::pack).
 template <int G>
-void fused_pack(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed) {
+void fused_pack(const float* w, int64_t K, int64_t H, int64_t first, int64_t last, float* packed) {
   for (int64_t b = first; b < last; ++b) {
-    float* panel = packed + b * panel_size<G>(H);
+    float* panel = packed + b * panel_size<G>(K);
     const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
-    for (int64_t k = 0; k < H; ++k) {
+    for (int64_t k = 0; k < K; ++k) {
       for (int g = 0; g < G; ++g) {
         float* out = panel + (k * G + g) * kPanelUnits;
-        const float* row = w_hh + (g * H + b * kPanelUnits) * H + k;  // W_hh[g*H + unit, k] for the panel's units
-        for (int64_t u = 0; u < units; ++u) out[u] = row[u * H];
+        const float* row = w + (g * H + b * kPanelUnits) * K + k;  // w[g*H + unit, k] for the panel's units
+        for (int64_t u = 0; u < units; ++u) out[u] = row[u * K];
         std::fill(out + units, out + kPanelUnits, 0.f);
       }
     }
@@ -67,7 +67,9 @@ template <class T>
 struct StepPointers {
   int64_t t;
   const T* h_prev;  // [N, H]
-  const T* gi;      // [N, G*H]
+  const T* gi;      // [N, G*H], rows gi_ld apart (0: the folded biases, every row's, where x is given)
+  int64_t gi_ld;
+  const T* x;       // [N, I] or null (FusedLstmArgsOf::x)
   T* h;             // [N, H] (y[t])
   T* saved;         // [N, the cell's saved columns x H] or null
 };
@@ -114,12 +116,12 @@ __attribute__((always_inline)) inline void accumulate(const float* panel, int64_
 struct Float32Storage {
   using T = float;
   template <int G>
-  static int64_t panel_size(int64_t H) {
-    return ::fusedrnn::CPU_CAPABILITY::panel_size<G>(H);
+  static int64_t panel_size(int64_t K) {
+    return ::fusedrnn::CPU_CAPABILITY::panel_size<G>(K);
   }
   template <int G, int R>
-  static void accumulate_panel(const float* panel, int64_t H, const float* rows, RawVec (&acc)[R][G]) {
-    accumulate<G, R>(panel, H, rows, H, acc);
+  static void accumulate_panel(const float* panel, int64_t K, const float* rows, int64_t ld, RawVec (&acc)[R][G]) {
+    accumulate<G, R>(panel, K, rows, ld, acc);
   }
   static FusedVec load(const float* p, int count) { return FusedVec::loadu(p, count); }
   static void store(const FusedVec& v, float* p, int count) { v.store(p, count); }
@@ -140,7 +142,7 @@ struct LstmCell {
     const int64_t H = a.H;
     float* c = a.c + n * H + j;
     T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
-    const T* gi = st.gi + n * kGates * H + j;
+    const T* gi = st.gi + n * st.gi_ld + j;
     V i, f, g, o, c_new, h;
     lstm_forward<VecMath>(to_vec(acc[0]) + S::load(gi, count), to_vec(acc[1]) + S::load(gi + H, count),
                           to_vec(acc[2]) + S::load(gi + 2 * H, count), to_vec(acc[3]) + S::load(gi + 3 * H, count),
@@ -173,7 +175,7 @@ struct GruCell {
     const int64_t H = a.H;
     const T* h_prev = st.h_prev + n * H + j;
     T* saved = st.saved == nullptr ? nullptr : st.saved + n * kSaved * H + j;
-    const T* gi = st.gi + n * kGates * H + j;
+    const T* gi = st.gi + n * st.gi_ld + j;
     const V hn = to_vec(acc[2]) + S::load(a.b_hn + j, count);
     V r, z, n_gate, h;
     gru_forward<VecMath>(to_vec(acc[0]) + S::load(gi, count), to_vec(acc[1]) + S::load(gi + H, count),
@@ -198,7 +200,11 @@ void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S
   const int64_t H = a.H, j = b * kPanelUnits;
   const int count = static_cast<int>(std::min(kPanelUnits, H - j));
   RawVec acc[R][G] = {};
-  S::template accumulate_panel<G, R>(a.packed + b * S::template panel_size<G>(H), H, st.h_prev + n0 * H, acc);
+  if (st.x != nullptr) {
+    S::template accumulate_panel<G, R>(a.packed_x + b * S::template panel_size<G>(a.I), a.I, st.x + n0 * a.I, a.I,
+                                       acc);
+  }
+  S::template accumulate_panel<G, R>(a.packed + b * S::template panel_size<G>(H), H, st.h_prev + n0 * H, H, acc);
   // Unrolled, so every acc index is a constant and the accumulators stay in registers through the k loop (rolled,
   // GCC kept acc in memory and stored all of it on every k: objdump showed 24 stores per 24 FMAs).
 #pragma GCC unroll 8
@@ -243,8 +249,14 @@ void run_forward_thread(const FusedLstmArgsOf<typename S::T>& a, int thread, int
   for (int64_t s = a.first; s < a.first + a.steps; ++s) {
     const int64_t t = a.reverse ? a.T - 1 - s : s;
     const int64_t t_prev = a.reverse ? t + 1 : t - 1;
-    StepPointers<typename S::T> st{t, s == 0 ? a.h0 : a.y + t_prev * NH,
-                                   a.gi + (t - a.gi_first_t) * a.N * Cell::kGates * a.H, a.y + t * NH,
+    const int64_t GH = Cell::kGates * a.H;
+    const bool own_projection = a.x != nullptr;
+    StepPointers<typename S::T> st{t,
+                                   s == 0 ? a.h0 : a.y + t_prev * NH,
+                                   own_projection ? a.gi : a.gi + (t - a.gi_first_t) * a.N * GH,
+                                   own_projection ? 0 : GH,
+                                   own_projection ? a.x + t * a.N * a.I : nullptr,
+                                   a.y + t * NH,
                                    a.saved == nullptr ? nullptr : a.saved + t * a.N * Cell::kSaved * a.H};
     // Panel by panel: a panel (G x 16 x H floats, 128 KB for the LSTM at H=512) stays in L2 while every row tile
     // reads it.

@@ -53,10 +53,42 @@ constexpr int64_t kMinRowsPerThreadBackward = 16;
 //:   H=256 1.16 / 1.18, bfloat16 H=256 0.64 / 0.66, N=4 H=128 0.93 / 0.94; N=4 H=256 (1024) 2.91 / 2.88.
 constexpr int64_t kMinRowUnitsToShare = 2048;
 
+//: Where the fused LSTM forward computes the input projection x_t W_ih^T: in each step, in the same register tiles as
+//: h_{t-1} W_hh^T (InputProjection::Step), or as one GEMM per chunk of steps whose output the step reads back (Gemm).
+//: In the step it runs at the micro-kernel's rate instead of oneDNN's and the gates' pre-activations never reach
+//: memory, but every step streams W_ih's panels as well as W_hh's: that pays from a few rows a step and while the
+//: two weights stay in the last-level cache. 2-core AMD EPYC (Zen 4, 1 MB L2 per core, 32 MB L3), two threads,
+//: T=100, I=H, inference, wall ms, medians of 5-61 interleaved calls, gemm / step:
+//: - float32 H=512 (W_ih 4 MB): N=4 12.35 / 12.45, N=8 20.79 / 19.63, N=16 36.76 / 34.80, N=32 70.0 / 67.0, N=64
+//:   133.9 / 128.3 (training 497 / 462); H=256 N=1 1.34 / 1.72, N=2 1.65 / 1.90, N=4 4.16 / 3.48, N=64 40.3 / 35.1;
+//:   H=128 N=1 0.34 / 0.38; I=128 H=512 N=4 7.86 / 6.84;
+//: - float32 H=768 (W_ih + W_hh 18 MB): N=16 82.3 / 81.5, N=64 315 / 304; H=1024 (32 MB): N=16 153 / 173, N=32 278 /
+//:   289, N=64 563 / 554;
+//: - bfloat16 H=512 (W_ih 2 MB): N=1 2.58 / 3.40, N=2 4.06 / 4.35, N=4 5.75 / 5.33 (training 25.2 / 21.9), N=8
+//:   11.34 / 10.42, N=16 19.5 / 18.1, N=32 39.5 / 35.4, N=64 75.1 / 70.7; H=256 N=1 0.64 / 0.78, N=64 22.6 / 21.0;
+//:   H=1024 (16 MB): N=8 37.8 / 38.7, N=16 78.3 / 69.9, N=32 144.5 / 136.1.
+//: The AVX2 variant (8-unit panels, 3-row tiles; the same CPU under ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2,
+//: MKL_ENABLE_INSTRUCTIONS=AVX2), float32: H=256 N=4 2.73 / 2.98, N=16 10.6 / 9.9; H=512 N=8 20.4 / 19.2, N=16 41.2 /
+//: 37.0.
+//: So: at least kMinBatchForInputInStep rows (below, a tile's weight loads outweigh its few rows' products; AVX2's
+//: 3-row tiles need more), at most kMaxInputWeightBytesPerRow of W_ih a row, and both weights within
+//: kMaxWeightBytesForInputInStep (3/4 of this L3; past it W_ih streams from memory). The baseline variant keeps the
+//: GEMM (unmeasured; the planner sends it to the loop unless forced).
+constexpr int64_t kMinBatchForInputInStepAvx512 = 4;
+constexpr int64_t kMinBatchForInputInStepAvx2 = 8;
+constexpr int64_t kMaxInputWeightBytesPerRow = int64_t{512} << 10;
+constexpr int64_t kMaxWeightBytesForInputInStep = int64_t{24} << 20;
+
 //: How the caller forces a path (FUSEDRNN_CPU_LSTM=fused|loop, for tests and benchmarks); Auto: the planner's rule.
 enum class Force { Auto, Fused, Loop };
 
 enum class Path { Fused, Loop };
+
+//: Where the fused LSTM forward's input projection runs (kMinBatchForInputInStep* and below them).
+enum class InputProjection { Gemm, Step };
+
+//: How the caller forces it (FUSEDRNN_CPU_LSTM_INPUT=gemm|step, for tests and benchmarks); Auto: the rule.
+enum class ForceInput { Auto, Gemm, Step };
 
 //: How the caller forces a split (FUSEDRNN_CPU_LSTM_SPLIT=units|dynamic|rows, for tests and benchmarks); Auto: the
 //: rule.
@@ -72,22 +104,29 @@ struct PlanInput {
   bool heads = false;     // multi-head: W_hh block-diagonal, [heads, 4d, d] (issue #21)
   bool backward = false;  // the plan of the backward (else of the forward)
   int64_t batch = 1, hidden = 1;
+  int64_t input_size = 1;
   int threads = 1;            // at::get_num_threads(), or 1 inside a parallel region
   std::string capability;     // the CPU kernels' variant (cpu_pointwise_capability): DEFAULT, AVX2, AVX512
   int64_t panel_units = 16;   // hidden units per panel of that variant (FusedLstmKernel::panel_units)
   Force force = Force::Auto;
   ForceSplit force_split = ForceSplit::Auto;
+  ForceInput force_input = ForceInput::Auto;
 };
 
 struct Plan {
   Path path = Path::Loop;
   int threads = 1;     // the fused kernel's threads: the input's, at most one per panel
   Split split = Split::Units;
+  InputProjection input = InputProjection::Gemm;  // the LSTM forward's; a GRU's n gate needs its two parts apart
   std::string reason;  // why the loop runs (empty when fused)
 };
 
 inline const char* path_name(Path path) {
   return path == Path::Fused ? "fused" : "loop";
+}
+
+inline const char* input_name(InputProjection input) {
+  return input == InputProjection::Step ? "step" : "gemm";
 }
 
 inline const char* split_name(Split split) {
@@ -129,6 +168,17 @@ inline std::string slower(const PlanInput& in) {
   return "";
 }
 
+//: Whether the LSTM forward's input projection pays in the step (kMinBatchForInputInStep* and below them).
+inline bool input_in_step_pays(const PlanInput& in) {
+  if (in.capability != "AVX512" && in.capability != "AVX2") return false;
+  const int64_t min_batch = in.capability == "AVX512" ? kMinBatchForInputInStepAvx512 : kMinBatchForInputInStepAvx2;
+  const int64_t element_bytes = in.float32 ? 4 : 2;
+  const int64_t w_ih_bytes = kLstmGates * in.hidden * in.input_size * element_bytes;
+  const int64_t w_hh_bytes = kLstmGates * in.hidden * in.hidden * element_bytes;
+  return in.batch >= min_batch && in.batch * kMaxInputWeightBytesPerRow >= w_ih_bytes &&
+         w_ih_bytes + w_hh_bytes <= kMaxWeightBytesForInputInStep;
+}
+
 inline Plan plan_layer(const PlanInput& in) {
   Plan p;
   if (in.force == Force::Loop) {
@@ -161,6 +211,10 @@ inline Plan plan_layer(const PlanInput& in) {
     // At most a thread per batch row (by units, per panel: above).
     if (p.split == Split::Rows) p.threads = static_cast<int>(std::min<int64_t>(in.threads, in.batch));
   }
+  if (in.mode == Mode::LSTM && !in.backward) {
+    const bool step = in.force_input == ForceInput::Auto ? input_in_step_pays(in) : in.force_input == ForceInput::Step;
+    p.input = step ? InputProjection::Step : InputProjection::Gemm;
+  }
   return p;
 }
 
@@ -174,10 +228,15 @@ Force forced_path();
 ForceSplit parse_force_split(const std::string& value);
 //: FUSEDRNN_CPU_LSTM_SPLIT as this call finds it.
 ForceSplit forced_split();
+//: FUSEDRNN_CPU_LSTM_INPUT's value ("", "auto", "gemm", "step"; anything else is an error).
+ForceInput parse_force_input(const std::string& value);
+//: FUSEDRNN_CPU_LSTM_INPUT as this call finds it.
+ForceInput forced_input();
 //: at::get_num_threads(), or 1 inside a parallel region (the kernel then runs on the calling thread).
 int available_threads();
 //: A PlanInput with this CPU's kernel variant (capability, panel width).
 PlanInput plan_input(Mode mode, c10::ScalarType dtype, bool projection, bool variants, int64_t batch, int64_t hidden,
-                     int threads, Force force, bool backward, ForceSplit force_split);
+                     int64_t input_size, int threads, Force force, bool backward, ForceSplit force_split,
+                     ForceInput force_input);
 
 }  // namespace fusedrnn::cpu_fused

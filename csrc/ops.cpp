@@ -283,19 +283,23 @@ std::tuple<std::string, std::string> cuda_indrnn_plan(c10::string_view mode_name
 }
 
 //: The CPU fused LSTM's planner (lstm_cpu_fused_plan.h) for a call of these sizes on this CPU: (path, reason,
-//: threads, split): path "fused" or "loop", why the fused kernel was refused (empty when fused), its threads, how a
-//: step is split among them ("units", "dynamic" or "rows"). threads < 0: what a call here would get (torch's thread
-//: count, 1 inside a parallel region); force and split: as FUSEDRNN_CPU_LSTM and FUSEDRNN_CPU_LSTM_SPLIT ("" or
-//: "auto": the planner's rule); backward: the backward's plan.
-std::tuple<std::string, std::string, int64_t, std::string> cpu_fused_plan(
+//: threads, split, input): path "fused" or "loop", why the fused kernel was refused (empty when fused), its threads,
+//: how a step is split among them ("units", "dynamic" or "rows"), where the LSTM forward's input projection runs
+//: ("gemm" or "step"). threads < 0: what a call here would get (torch's thread count, 1 inside a parallel region);
+//: force, split and input: as FUSEDRNN_CPU_LSTM, FUSEDRNN_CPU_LSTM_SPLIT and FUSEDRNN_CPU_LSTM_INPUT ("" or "auto":
+//: the planner's rule); backward: the backward's plan; input_size < 0: the hidden size.
+std::tuple<std::string, std::string, int64_t, std::string, std::string> cpu_fused_plan(
     c10::string_view mode_name, int64_t batch, int64_t hidden, c10::ScalarType dtype, bool projection, bool variants,
-    int64_t threads, c10::string_view force, bool backward, c10::string_view split) {
+    int64_t threads, c10::string_view force, bool backward, c10::string_view split, c10::string_view input,
+    int64_t input_size) {
   namespace cf = cpu_fused;
   const cf::Plan p = cf::plan_layer(cf::plan_input(parse_mode(mode_name), dtype, projection, variants, batch, hidden,
+                                                   input_size < 0 ? hidden : input_size,
                                                    threads < 0 ? cf::available_threads() : static_cast<int>(threads),
                                                    cf::parse_force(std::string(force)), backward,
-                                                   cf::parse_force_split(std::string(split))));
-  return {cf::path_name(p.path), p.reason, p.threads, cf::split_name(p.split)};
+                                                   cf::parse_force_split(std::string(split)),
+                                                   cf::parse_force_input(std::string(input))));
+  return {cf::path_name(p.path), p.reason, p.threads, cf::split_name(p.split), cf::input_name(p.input)};
 }
 
 // Meta: the same checks, then outputs of the right (possibly symbolic) shapes.
@@ -374,8 +378,8 @@ TORCH_LIBRARY(fusedrnn, m) {
         &cuda_indrnn_plan);
   m.def(
       "cpu_fused_plan(str mode, int batch, int hidden, ScalarType dtype, bool projection=False, bool variants=False, "
-      "int threads=-1, str force='', bool backward=False, str split='') -> (str path, str reason, int threads, "
-      "str split)",
+      "int threads=-1, str force='', bool backward=False, str split='', str input='', int input_size=-1) -> "
+      "(str path, str reason, int threads, str split, str input)",
       &cpu_fused_plan);
   m.def("cpu_capability() -> str", [] { return std::string(cpu_pointwise_capability()); });
   m.def("cpu_kept_buffer_bytes() -> int", &kept_buffer_bytes);

@@ -28,6 +28,7 @@ from test_modules import Case, input_maker
 ops = torch.ops.fusedrnn
 FORCE_ENV = "FUSEDRNN_CPU_LSTM"
 SPLIT_ENV = "FUSEDRNN_CPU_LSTM_SPLIT"
+INPUT_ENV = "FUSEDRNN_CPU_LSTM_INPUT"
 #: Hidden units per panel of the variant the CPU runs (16 float32 lanes with AVX-512, 8 otherwise).
 PANEL_UNITS = 16 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 8
 
@@ -47,6 +48,13 @@ def split(request, monkeypatch):
     """How the fused kernels' threads share a step, forward and backward: by hidden units (a barrier after every
     step), by units claimed as the threads get to them (dynamic: the same barrier), or by batch rows (none)."""
     monkeypatch.setenv(SPLIT_ENV, request.param)
+    return request.param
+
+
+@pytest.fixture(params=["gemm", "step"])
+def input_projection(request, monkeypatch):
+    """Where the fused LSTM forward computes x_t W_ih^T: one GEMM per chunk of steps, or in each step's tiles."""
+    monkeypatch.setenv(INPUT_ENV, request.param)
     return request.param
 
 
@@ -132,6 +140,20 @@ def test_dynamic_split_is_bitwise_the_static_one(cell, force_fused, monkeypatch)
             assert torch.equal(result[key], expected), key
 
 
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
+def test_fused_lstm_input_projection_either_way_matches_float64_torch_nn(case, input_size, hidden, training, threads,
+                                                                         input_projection, force_fused):
+    """The LSTM forward with x_t W_ih^T as a GEMM per chunk and in the step's tiles (odd input sizes included)."""
+    ours, exact = fused_pair(case, input_size, hidden)
+    if training:
+        actual = forward_backward(ours, input_maker(ours, case, torch.float32))
+        truth = forward_backward(exact, input_maker(exact, case, torch.float64))
+    else:
+        actual, truth = inference_outputs(ours, case, torch.float32), inference_outputs(exact, case, torch.float64)
+    assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
+
+
 #: Products large enough for oneDNN's cases that the small cases above never reach (csrc/gemm_cpu.cpp): the input
 #: projection's W_ih reordered once for several chunks (kMinUsesToReorder: 16 steps a chunk at N=64), and the
 #: backward's dx on a contiguous copy of W_ih^T (kMinMacsToTransposeForOneUse: 40 x 64 x 1024 x 1000 >= 2^31
@@ -171,7 +193,7 @@ def op_args(seed=3, cell="LSTM"):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["dense", "lengths"])
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
-def test_fused_op_saves_what_the_loop_saves(cell, reverse, lengths, threads, split, monkeypatch):
+def test_fused_op_saves_what_the_loop_saves(cell, reverse, lengths, threads, split, input_projection, monkeypatch):
     """Same op, both paths: y, h_n, c_n and the saved activations (LSTM i f g o c, GRU r z n hn: what layer_backward
     reads) agree."""
     args = op_args(cell=cell)
@@ -213,7 +235,14 @@ def test_fused_backward_matches_the_loop(cell, reverse, lengths, bias, grad_c_n,
 
 def plan(batch=4, hidden=512, dtype=torch.float32, *, mode="LSTM", projection=False, variants=False, threads=2,
          force="", backward=False, split=""):  # fmt: skip
-    return ops.cpu_fused_plan(mode, batch, hidden, dtype, projection, variants, threads, force, backward, split)
+    """The planner's (path, reason, threads, split)."""
+    return ops.cpu_fused_plan(mode, batch, hidden, dtype, projection, variants, threads, force, backward, split)[:4]
+
+
+def input_plan(batch, hidden, dtype=torch.float32, *, input_size=-1, mode="LSTM", backward=False, force_input=""):
+    """Where the planner puts the fused forward's input projection: "gemm" or "step"."""
+    return ops.cpu_fused_plan(mode, batch, hidden, dtype, force="fused", backward=backward, input=force_input,
+                              input_size=input_size)[4]  # fmt: skip
 
 
 needs_vector_variant = pytest.mark.skipif(
@@ -319,6 +348,49 @@ def test_plan_splits_the_backward_by_rows_from_16_rows_a_thread(batch, threads_a
     assert forward == ("units" if threads_asked == 1 else "dynamic")
 
 
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="the AVX-512 variant's rule")
+@pytest.mark.parametrize(
+    "batch,hidden,input_size,dtype,expected",
+    [
+        (3, 256, -1, torch.float32, "gemm"),  # below 4 rows
+        (4, 256, -1, torch.float32, "step"),  # W_ih 1 MB: 256 KB a row
+        (4, 512, -1, torch.float32, "gemm"),  # W_ih 4 MB: 1 MB a row
+        (8, 512, -1, torch.float32, "step"),
+        (4, 512, -1, torch.bfloat16, "step"),  # W_ih 2 MB
+        (4, 512, 128, torch.float32, "step"),  # W_ih 1 MB
+        (64, 768, -1, torch.float32, "step"),  # both weights 18 MB
+        (64, 1024, -1, torch.float32, "gemm"),  # 32 MB: past 24
+        (16, 1024, -1, torch.bfloat16, "step"),  # 16 MB
+        (8, 1024, -1, torch.bfloat16, "gemm"),  # W_ih 8 MB: 1 MB a row
+    ],
+    ids=["N3_H256", "N4_H256", "N4_H512", "N8_H512", "N4_H512_bf16", "N4_I128_H512", "N64_H768", "N64_H1024",
+         "N16_H1024_bf16", "N8_H1024_bf16"],
+)
+def test_plan_puts_the_input_projection_in_the_step_where_it_measured_faster(batch, hidden, input_size, dtype,
+                                                                             expected):
+    """csrc/lstm_cpu_fused_plan.h: from 4 rows, at most 512 KB of W_ih a row, both weights within 24 MB."""
+    if dtype == torch.bfloat16 and not bf16_kernel_runs():
+        pytest.skip("this CPU has no AVX512-BF16 (the bfloat16 kernel's vdpbf16ps)")
+    assert input_plan(batch, hidden, dtype, input_size=input_size) == expected
+
+
+def test_plan_input_projection_by_variant():
+    """AVX2's 3-row tiles need 8 rows; the baseline variant keeps the GEMM (csrc/lstm_cpu_fused_plan.h)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    expected = {"AVX512": ("step", "step"), "AVX2": ("gemm", "step")}.get(capability, ("gemm", "gemm"))
+    assert (input_plan(4, 256), input_plan(8, 256)) == expected
+
+
+def test_plan_input_projection_forced_lstm_forward_only():
+    assert input_plan(1, 32, force_input="step") == "step"
+    assert input_plan(64, 256, force_input="gemm") == "gemm"
+    # The backward reads the saved gates; the GRU's n gate needs x W_in^T and h W_hn^T apart.
+    assert input_plan(64, 256, backward=True, force_input="step") == "gemm"
+    assert input_plan(64, 256, mode="GRU", force_input="step") == "gemm"
+    with pytest.raises(ValueError, match="auto, gemm or step"):
+        input_plan(4, 32, force_input="x")
+
+
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 def test_plan_forced_split(backward):
     assert plan(64, backward=backward, split="units", force="fused")[3] == "units"
@@ -368,8 +440,8 @@ TRAINING_BF16_CASES = {name: CASES[name] for name in ("N7_H33_states", "N17_H24"
 
 
 @pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
-def test_bf16_fused_inference_as_close_to_float64_as_torch_nn(case, input_size, hidden, threads, split, bf16_kernel,
-                                                              force_fused):  # fmt: skip
+def test_bf16_fused_inference_as_close_to_float64_as_torch_nn(case, input_size, hidden, threads, split,
+                                                              input_projection, bf16_kernel, force_fused):  # fmt: skip
     """Every output of the bfloat16 kernel at most ERROR_RATIO times as far from torch.nn's float64 result as
     torch.nn's own bfloat16 result (odd hidden sizes: the last column pair is half zero)."""
     ours, exact = fused_pair(case, input_size, hidden)
@@ -387,7 +459,8 @@ def test_bf16_plan_has_a_forward_and_no_backward():
 
 
 @pytest.mark.parametrize("case,input_size,hidden", TRAINING_BF16_CASES.values(), ids=TRAINING_BF16_CASES.keys())
-def test_bf16_training_as_close_to_float64_as_torch_nn(case, input_size, hidden, threads, bf16_kernel, force_fused):
+def test_bf16_training_as_close_to_float64_as_torch_nn(case, input_size, hidden, threads, input_projection,
+                                                      bf16_kernel, force_fused):  # fmt: skip
     """bfloat16 training: the fused forward saves the loop's activations and the loop's backward runs on them (forced
     fused, the backward is not an error); every output and gradient at most ERROR_RATIO times as far from float64 as
     torch.nn's bfloat16 run."""
@@ -408,7 +481,7 @@ def test_narrower_variants_in_their_own_process(capability):
     child = subprocess.run(
         [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k",
          "fused_matches_float64 and training and (N7 or packed_bidir) or saves_what or matches_the_loop or plan_ "
-         "or auto_sends_float32"],
+         "or auto_sends_float32 or input_projection_either_way and (N7 or N17)"],
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
