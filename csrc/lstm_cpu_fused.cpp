@@ -130,7 +130,7 @@ void run_chunk(const FusedForwardOf<S>& kernel, const FusedLstmArgsOf<S>& args, 
     if (pack) {
       const int64_t first = panels * thread / count, last = panels * (thread + 1) / count;
       kernel.pack(w_hh, args.H, args.H, first, last, const_cast<S*>(args.packed));
-      if (args.x != nullptr) kernel.pack(w_ih, args.I, args.H, first, last, const_cast<S*>(args.packed_x));
+      if (args.input_in_step) kernel.pack(w_ih, args.I, args.H, first, last, const_cast<S*>(args.packed_x));
       if (args.split != Split::Units) barrier.wait(count);
     }
     kernel.run_thread(args, thread, count, barrier);
@@ -202,6 +202,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
   if (input_in_step) {
     // One region for the sequence: each step adds x_t W_ih^T to its tiles and the folded biases in the epilogue.
     const Tensor folded = bias.defined() ? bias : at::zeros({GH}, options);
+    args.input_in_step = true;
     args.x = x.const_data_ptr<S>(), args.packed_x = packed_x.const_data_ptr<S>();
     args.gi = folded.const_data_ptr<S>();
     args.first = 0, args.steps = T;

@@ -2,8 +2,9 @@
 // gate-interleaved column panels, one OpenMP region per chunk of steps (see lstm_cpu_fused.cpp), each thread owning a
 // slice of hidden units for all four gates, so the gate math of its slice needs nothing from the other threads; per
 // step a register-blocked micro-kernel (lstm_cpu_fused_kernels.h, compiled per CPU capability) computes the slice's
-// gate columns, adds the precomputed input projection and applies cell_math.h's LSTM in registers; then one spin
-// barrier, h being exchanged through y itself (y[t] is the next step's h_{t-1}). Backward
+// gate columns, adds the input projection (precomputed per chunk of steps, or, for the LSTM where the planner finds
+// it faster, x_t times W_ih packed like W_hh in the same tiles) and applies cell_math.h's LSTM in registers; then one
+// spin barrier, h being exchanged through y itself (y[t] is the next step's h_{t-1}). Backward
 // (lstm_cpu_fused_backward_kernels.h): the same skeleton on W_hh's columns, dh = dg W_hh per step. The GRU runs the
 // same skeletons, forward and backward, with three gates and its own epilogues (torch.nn's reset gate on
 // W_hn h + b_hn), saving the loop's activations.
@@ -108,10 +109,10 @@ struct FusedLstmArgsOf {
   bool reverse = false;              // step s runs time t = T - 1 - s
   int64_t gi_first_t = 0;            // the time of gi's first step
   const Storage* gi = nullptr;       // [steps, N, G*H]: x_t W_ih^T + the folded biases (rnn_loop.h: fold_biases),
-                                     // in time order from gi_first_t; with x: [G*H], the folded biases alone
-  const Storage* x = nullptr;        // [T, N, I], where the step computes the input projection itself (the
-                                     // LSTM's Plan::fused_projection), or null
-  const Storage* packed_x = nullptr; // with x: W_ih packed as W_hh (K = I)
+                                     // in time order from gi_first_t; input_in_step: [G*H], the folded biases
+  bool input_in_step = false;        // each step computes x_t W_ih^T itself (the LSTM's InputProjection::Step)
+  const Storage* x = nullptr;        // input_in_step: [T, N, I]
+  const Storage* packed_x = nullptr; // input_in_step: W_ih packed as W_hh (K = I)
   int64_t I = 0;
   const Storage* packed = nullptr;   // W_hh packed by the kernel's pack
   const Storage* h0 = nullptr;       // [N, H]
@@ -196,7 +197,8 @@ struct FusedForwardOf {
   //: units [b*panel_units, (b+1)*panel_units) at column k (zeros past H), so a step streams it in order.
   void (*pack)(const Storage* w, int64_t K, int64_t H, int64_t first, int64_t last, Storage* packed);
   //: Runs the chunk's steps for thread `thread` of `threads` (its thread_slice), passing `barrier` after every step
-  //: but the chunk's last where the split is by units (the region's end synchronises that one).
+  //: but the chunk's last where the split is by units, statically or dynamically (the region's end synchronises
+  //: that one).
   void (*run_thread)(const FusedLstmArgsOf<Storage>& args, int thread, int threads, SpinBarrier& barrier);
 };
 
@@ -209,7 +211,7 @@ struct FusedBackward {
   //: [q*group_units, (q+1)*group_units) (zeros past H).
   void (*pack)(const float* w_hh, int64_t H, int64_t first, int64_t last, float* packed);
   //: Every step of the sequence for thread `thread` of `threads` (its thread_slice of the groups), one barrier
-  //: between steps where the split is by units.
+  //: between steps where the split is by units, statically or dynamically.
   void (*run_thread)(const FusedLstmBackwardArgs& args, int thread, int threads, SpinBarrier& barrier);
 };
 

@@ -67,9 +67,10 @@ template <class T>
 struct StepPointers {
   int64_t t;
   const T* h_prev;  // [N, H]
-  const T* gi;      // [N, G*H], rows gi_ld apart (0: the folded biases, every row's, where x is given)
+  const T* gi;      // [N, G*H], rows gi_ld apart (0: the folded biases, every row's, where the step computes
+                    // x_t W_ih^T itself)
   int64_t gi_ld;
-  const T* x;       // [N, I] or null (FusedLstmArgsOf::x)
+  const T* x;       // [N, I] where the step computes x_t W_ih^T itself, else null
   T* h;             // [N, H] (y[t])
   T* saved;         // [N, the cell's saved columns x H] or null
 };
@@ -200,7 +201,7 @@ void tile(const FusedLstmArgsOf<typename S::T>& a, const StepPointers<typename S
   const int64_t H = a.H, j = b * kPanelUnits;
   const int count = static_cast<int>(std::min(kPanelUnits, H - j));
   RawVec acc[R][G] = {};
-  if (st.x != nullptr) {
+  if (a.input_in_step) {
     S::template accumulate_panel<G, R>(a.packed_x + b * S::template panel_size<G>(a.I), a.I, st.x + n0 * a.I, a.I,
                                        acc);
   }
@@ -250,16 +251,15 @@ void run_forward_thread(const FusedLstmArgsOf<typename S::T>& a, int thread, int
     const int64_t t = a.reverse ? a.T - 1 - s : s;
     const int64_t t_prev = a.reverse ? t + 1 : t - 1;
     const int64_t GH = Cell::kGates * a.H;
-    const bool own_projection = a.x != nullptr;
     StepPointers<typename S::T> st{t,
                                    s == 0 ? a.h0 : a.y + t_prev * NH,
-                                   own_projection ? a.gi : a.gi + (t - a.gi_first_t) * a.N * GH,
-                                   own_projection ? 0 : GH,
-                                   own_projection ? a.x + t * a.N * a.I : nullptr,
+                                   a.input_in_step ? a.gi : a.gi + (t - a.gi_first_t) * a.N * GH,
+                                   a.input_in_step ? 0 : GH,
+                                   a.input_in_step ? a.x + t * a.N * a.I : nullptr,
                                    a.y + t * NH,
                                    a.saved == nullptr ? nullptr : a.saved + t * a.N * Cell::kSaved * a.H};
-    // Panel by panel: a panel (G x 16 x H floats, 128 KB for the LSTM at H=512) stays in L2 while every row tile
-    // reads it.
+    // Panel by panel: a panel (G x 16 x H floats, 128 KB for the LSTM at H=512; as much again of W_ih where the
+    // step computes x_t W_ih^T) stays in L2 while every row tile reads it.
     auto panel = [&](int64_t b) {
       for_row_tiles(slice.first_row, slice.last_row, [&]<int R>(int64_t n0) { tile<Cell, S, R>(a, st, b, n0); });
     };

@@ -115,8 +115,8 @@ def test_fused_matches_float64_torch_nn(cell, case, input_size, hidden, training
     assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
 
 
-#: A case whose steps are worth sharing (N x H = 8 x 256), with 3 threads on fewer cores, so that a thread often
-#: finds its peers' panels unclaimed: (Case, input size, hidden size).
+#: A case whose steps are worth sharing (N x H = 8 x 256), run with 3 threads: on a 2-core machine (CI's) one is
+#: descheduled now and then, so that the others find its panels unclaimed: (Case, input size, hidden size).
 SHARED_CASE = (Case(seq_len=40, batch=8, with_state=True), 32, 256)
 
 
@@ -126,12 +126,19 @@ def test_dynamic_split_is_bitwise_the_static_one(cell, force_fused, monkeypatch)
     a step, after every panel is packed."""
     case, input_size, hidden = SHARED_CASE
     ours, _ = fused_pair(case, input_size, hidden, cell)
+    decoy = copy.deepcopy(ours)
+    with torch.no_grad():
+        for p in decoy.parameters():
+            p.neg_()
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
         results = {}
         for split in ("units", "dynamic", "dynamic"):
             monkeypatch.setenv(SPLIT_ENV, split)
+            # The decoy's packed panels go back to the pool first, so that a claim before its panel's packing would
+            # read the decoy's weights, not a stale copy of ours.
+            forward_backward(decoy, input_maker(decoy, case, torch.float32))
             results.setdefault(split, []).append(forward_backward(ours, input_maker(ours, case, torch.float32)))
     finally:
         torch.set_num_threads(before)
@@ -196,6 +203,8 @@ def op_args(seed=3, cell="LSTM"):
 def test_fused_op_saves_what_the_loop_saves(cell, reverse, lengths, threads, split, input_projection, monkeypatch):
     """Same op, both paths: y, h_n, c_n and the saved activations (LSTM i f g o c, GRU r z n hn: what layer_backward
     reads) agree."""
+    if cell == "GRU" and input_projection == "step":
+        pytest.skip("the GRU's input projection is always a GEMM (its n gate needs x W_in^T and h W_hn^T apart)")
     args = op_args(cell=cell)
     length_arg = torch.tensor(OP_LENGTHS) if lengths else None
     results = {}
