@@ -506,13 +506,18 @@ def test_narrower_variants_in_their_own_process(capability):
     [
         (1, torch.float32, False, 0, native.PREFERENCE["cpu"]),
         (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, torch.float32, False, 0, native.PREFERENCE["cpu"]),
-        (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
+        (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, torch.float32, False, 0, native.PREFERENCE["cpu"]),
+        (64, torch.float32, False, 0, native.PREFERENCE["cpu"]),
+        (65, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),  # past the planner's AVX-512 limit
         (4, torch.float32, True, 0, native.PREFERENCE["cpu"]),
+        (16, torch.float32, True, 0, native.CPU_LSTM_PREFERENCE),  # training at mid batch: small layers lost
+        (32, torch.float32, True, 0, native.PREFERENCE["cpu"]),
         (4, torch.float64, False, 0, native.CPU_LSTM_PREFERENCE),
         (4, torch.float32, False, 3, native.CPU_LSTM_PREFERENCE),
         (None, torch.float32, False, 0, native.CPU_LSTM_PREFERENCE),
     ],
-    ids=["N1", "N_max", "N_max_plus_1", "training", "float64", "projection", "unknown_batch"],
+    ids=["N1", "N4", "N5", "N64", "N65", "training_N4", "training_N16", "training_N32", "float64", "projection",
+         "unknown_batch"],
 )
 def test_auto_prefers_cpu_where_the_fused_forward_beat_torch(batch, dtype, needs_grad, proj_size, expected):
     call = RNNCall(mode="LSTM", device_type="cpu", dtype=dtype, input_size=16, hidden_size=16, proj_size=proj_size,
@@ -523,12 +528,12 @@ def test_auto_prefers_cpu_where_the_fused_forward_beat_torch(batch, dtype, needs
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on the AVX-512 variant only")
 @pytest.mark.parametrize(
     "batch,needs_grad,native_bf16",
-    [(1, False, True), (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, False, True),
-     (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH + 1, False, False), (4, False, False)],
-    ids=["N1", "N_max", "N_max_plus_1", "no_bf16_kernel"],
+    [(1, False, True), (native.CPU_FUSED_LSTM_AUTO_MAX_BATCH, False, True), (64, False, True), (65, False, False),
+     (4, False, False)],
+    ids=["N1", "N4", "N64", "N65", "no_bf16_kernel"],
 )
 def test_auto_prefers_cpu_for_bf16_inference_where_the_bf16_kernel_runs(batch, needs_grad, native_bf16, monkeypatch):
-    """bfloat16 inference at small batch comes to `cpu` where the CPU has the bfloat16 kernel; elsewhere (and past
+    """bfloat16 inference up to 64 rows comes to `cpu` where the CPU has the bfloat16 kernel; elsewhere (and past
     the batch limit) it stays with torch, unless the call is upcast to float32 (cpu_precision), which comes anyway."""
     monkeypatch.setenv("FUSEDRNN_CPU_HALF_COMPUTE", "storage")  # the bfloat16 path itself, on any CPU
     call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.bfloat16, input_size=16, hidden_size=16,
@@ -561,15 +566,17 @@ def test_auto_sends_bf16_lstm_training_to_cpu_but_small_layers_at_mid_batch(batc
 
 @pytest.mark.parametrize(
     "batch,hidden,comes",
-    [(1, 512, True), (4, 512, True), (4, 256, True), (4, 1024, True), (1, 1025, False), (5, 256, False)],
-    ids=["N1_H512", "N4_H512", "N4_H256", "N4_H1024_W_hh_16MB", "N1_H1025_past_16MB", "N5"],
-)
+    [(1, 512, True), (4, 512, True), (4, 256, True), (4, 1024, True), (1, 1025, False), (5, 256, "AVX512"),
+     (64, 1024, "AVX512")],
+    ids=["N1_H512", "N4_H512", "N4_H256", "N4_H1024_W_hh_16MB", "N1_H1025_past_16MB", "N5", "N64_H1024"],
+)  # fmt: skip
 def test_auto_sends_float32_lstm_to_cpu_at_small_batch_up_to_a_16mb_w_hh(batch, hidden, comes):
     """Up to 4 rows, float32 W_hh of at most 16 MB: the cells the fused kernels won (native.py), on the AVX-512 and
-    AVX2 variants; the baseline one is unmeasured and keeps torch (test_narrower_variants_in_their_own_process runs
-    this test under each)."""
+    AVX2 variants (comes: True), and past 4 rows on the AVX-512 variant alone ("AVX512"); the baseline one is
+    unmeasured and keeps torch (test_narrower_variants_in_their_own_process runs this test under each)."""
     call = RNNCall(mode="LSTM", device_type="cpu", dtype=torch.float32, input_size=hidden, hidden_size=hidden,
                    batch_size=batch, seq_len=100, needs_grad=False)  # fmt: skip
-    measured = ops.cpu_capability() in native.CPU_FUSED_LSTM_AUTO_CAPABILITIES
-    expected = native.PREFERENCE["cpu"] if comes and measured else native.CPU_LSTM_PREFERENCE
+    capability = ops.cpu_capability()
+    measured = capability in native.CPU_FUSED_LSTM_AUTO_CAPABILITIES and comes in (True, capability)
+    expected = native.PREFERENCE["cpu"] if measured else native.CPU_LSTM_PREFERENCE
     assert native.CPU_BACKEND.preference(call) == expected

@@ -69,6 +69,20 @@ CPU_LSTM_PREFERENCE = 9
 CPU_FUSED_LSTM_AUTO_MAX_BATCH = 4
 CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES = 16 << 20
 CPU_FUSED_LSTM_AUTO_CAPABILITIES = ("AVX512", "AVX2")
+#: Past 4 rows, on the AVX-512 variant, since the threads share each step dynamically and the forward computes the
+#: input projection in the step (csrc/lstm_cpu_fused_plan.h). 2-core AMD EPYC (Zen 4), quiet, two threads, T=100,
+#: I=H, medians of 7 interleaved calls, `cpu` against torch.nn, inference / training
+#: (bench/results/cpu-amd-epyc-f25m17-2c/cpu-fused-lstm-wide-batch.md): float32 H=512 N=8 1.04x / 0.93x, N=16 0.98x /
+#: 1.03x, N=32 1.01x / 1.07x, N=64 1.06x / 1.11x; H=256 N=16 1.06x / 0.92x, N=64 1.04x / 1.05x; H=128 N=64 1.14x /
+#: 1.36x; H=768 N=16 1.03x / 1.14x, N=64 1.16x / 1.13x; H=1024 N=16 1.15x / 1.11x; bfloat16 inference (the bfloat16
+#: kernel) H=512 N=8 1.05x, N=16 1.04x, N=32 1.03x, N=64 0.99x; H=256 N=16 1.02x, N=64 1.03x; H=768 N=16 0.98x, N=64
+#: 1.05x; H=1024 N=16 1.02x; H=128 N=64 1.04x. So inference comes here up to the planner's 64 rows (0.98-0.99x is
+#: this machine's noise), float32 training from CPU_FUSED_LSTM_AUTO_TRAINING_MIN_BATCH rows or
+#: CPU_FUSED_LSTM_AUTO_TRAINING_MIN_HIDDEN units (between, small layers lost); bfloat16 training keeps its own rule
+#: (CPU_BF16_TRAINING_MIN_HIDDEN). The AVX2 variant is unmeasured past 4 rows against torch: it stays there.
+CPU_FUSED_LSTM_AUTO_MAX_BATCH_AVX512 = 64
+CPU_FUSED_LSTM_AUTO_TRAINING_MIN_BATCH = 32
+CPU_FUSED_LSTM_AUTO_TRAINING_MIN_HIDDEN = 768
 #: bfloat16 LSTM training on CPU (see bf16_training in NativeBackend.preference): torch.nn's bfloat16 backward is slow
 #: for wide layers and small batches (Zen 4, bench/results/cpu-amd-epyc-f25m17-2c/cpu-fused-lstm-sizes.md: `cpu`
 #: 1.00-8.1x from H=512 at every batch measured, 1.01-1.24x at N <= 4 from H=128), but small layers at mid batch
@@ -255,21 +269,39 @@ def _fused_lstm_beats_torch(call: RNNCall) -> bool:
     if call.dtype == torch.bfloat16 and torch.bfloat16 not in cpu_precision.native_half_dtypes():
         return False  # the bfloat16 kernel needs AVX512-BF16 (the planner checks the instruction itself too)
     weight_bytes = 4 * call.hidden_size * call.hidden_size * call.dtype.itemsize
-    if call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH or weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES:
+    if weight_bytes > CPU_FUSED_LSTM_AUTO_MAX_WEIGHT_BYTES:
+        return False
+    if call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH and not _wide_batch_beats_torch(call):
         return False
     return _fused_lstm_planned(call.batch_size, call.hidden_size, call.dtype, call.proj_size > 0,
                                call.layer_norm or call.zoneout)  # fmt: skip
+
+
+def _wide_batch_beats_torch(call: RNNCall) -> bool:
+    """Past 4 rows: the AVX-512 variant's measured cells (CPU_FUSED_LSTM_AUTO_MAX_BATCH_AVX512 and after it)."""
+    if _cpu_variant() != "AVX512" or call.batch_size > CPU_FUSED_LSTM_AUTO_MAX_BATCH_AVX512:
+        return False
+    if not call.needs_grad:
+        return True
+    wide = call.batch_size >= CPU_FUSED_LSTM_AUTO_TRAINING_MIN_BATCH
+    return call.dtype == torch.float32 and (wide or call.hidden_size >= CPU_FUSED_LSTM_AUTO_TRAINING_MIN_HIDDEN)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_variant() -> str:
+    """The CPU kernels' variant in this process (AVX512, AVX2, DEFAULT), or "" without the compiled operators."""
+    try:
+        _extension.load()
+    except Exception:  # noqa: BLE001 - no extension: the backend is unavailable anyway
+        return ""
+    return torch.ops.fusedrnn.cpu_capability()
 
 
 @functools.lru_cache(maxsize=256)
 def _fused_lstm_planned(batch: int, hidden: int, dtype: torch.dtype, projection: bool, variants: bool) -> bool:
     """The kernel's planner (csrc/lstm_cpu_fused_plan.h) takes the call, on a measured CPU variant. Cached: it
     depends on the sizes and on this process's CPU variant only (the thread count changes threads, not the path)."""
-    try:
-        _extension.load()
-    except Exception:  # noqa: BLE001 - no extension: the backend is unavailable anyway
-        return False
-    if torch.ops.fusedrnn.cpu_capability() not in CPU_FUSED_LSTM_AUTO_CAPABILITIES:
+    if _cpu_variant() not in CPU_FUSED_LSTM_AUTO_CAPABILITIES:
         return False
     plan = torch.ops.fusedrnn.cpu_fused_plan("LSTM", batch, hidden, dtype, projection, variants, 1, "auto")
     return plan[0] == "fused"
