@@ -67,6 +67,8 @@ constexpr int64_t kMinRowUnitsToShare = 2048;
 //: - bfloat16 H=512 (W_ih 2 MB): N=1 2.58 / 3.40, N=2 4.06 / 4.35, N=4 5.75 / 5.33 (training 25.2 / 21.9), N=8
 //:   11.34 / 10.42, N=16 19.5 / 18.1, N=32 39.5 / 35.4, N=64 75.1 / 70.7; H=256 N=1 0.64 / 0.78, N=64 22.6 / 21.0;
 //:   H=1024 (16 MB): N=8 37.8 / 38.7, N=16 78.3 / 69.9, N=32 144.5 / 136.1.
+//: One thread (OMP_NUM_THREADS=1), the rule's cells: float32 H=256 N=4 4.90 / 4.70, H=512 N=8 37.1 / 37.3, N=64 271 /
+//: 247, I=128 H=512 N=4 13.3 / 12.5; bfloat16 H=512 N=4 9.00 / 9.02, N=64 134 / 125.
 //: The AVX2 variant (8-unit panels, 3-row tiles; the same CPU under ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2,
 //: MKL_ENABLE_INSTRUCTIONS=AVX2), float32: H=256 N=4 2.73 / 2.98, N=16 10.6 / 9.9; H=512 N=8 20.4 / 19.2, N=16 41.2 /
 //: 37.0.
