@@ -165,7 +165,7 @@ std::optional<cpu_fused::Plan> fused_plan(const LayerInputs& in, bool backward) 
 namespace {
 
 //: The fused forward of an LSTM or a GRU in storage dtype S with `kernel` (FusedLstmKernel's lstm or gru for float,
-//: the FusedLstmBf16Kernel for bfloat16).
+//: FusedLstmBf16Kernel's for bfloat16).
 template <class S>
 std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, const cpu_fused::Plan& plan,
                                                        const FusedForwardOf<S>& kernel) {
@@ -246,8 +246,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const LayerInputs& in, co
 std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> fused_lstm_forward(const LayerInputs& in) {
   const std::optional<cpu_fused::Plan> plan = fused_plan(in, /*backward=*/false);
   if (!plan) return std::nullopt;
-  if (in.x.scalar_type() == at::kBFloat16) {  // the planner took it: an LSTM, and the CPU has the kernel
-    return run_forward<c10::BFloat16>(in, *plan, *cpu_fused_lstm_bf16_kernel());
+  if (in.x.scalar_type() == at::kBFloat16) {  // the planner took it: the CPU has the kernels
+    const FusedLstmBf16Kernel& kernel = *cpu_fused_lstm_bf16_kernel();
+    return run_forward<c10::BFloat16>(in, *plan, in.mode == Mode::GRU ? kernel.gru : kernel.lstm);
   }
   const FusedLstmKernel& kernel = cpu_fused_lstm_kernel();
   return run_forward<float>(in, *plan, in.mode == Mode::GRU ? kernel.gru : kernel.lstm);

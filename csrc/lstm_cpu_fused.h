@@ -224,17 +224,20 @@ struct FusedLstmKernel {
   FusedBackward gru_backward;
 };
 
-//: The bfloat16 fused LSTM forward (lstm_cpu_fused_bf16.cpp): AVX512-BF16's vdpbf16ps, two bfloat16 products per
-//: float32 lane and instruction, with float32 sums and cell state; in training it saves the loop's activations
-//: (bfloat16 i f g o c), and the loop's backward runs on them (the fused backward is float32 only). Its pack: panel b
-//: holds, for each pair of columns k, k + 1, the 4 gates' rows of its units as (k, k + 1) pairs, one 32-bit lane per
-//: unit (zeros past H), which is vdpbf16ps' operand layout.
-using FusedLstmBf16Kernel = FusedForwardOf<c10::BFloat16>;
+//: The bfloat16 fused LSTM and GRU forwards (lstm_cpu_fused_bf16.cpp): AVX512-BF16's vdpbf16ps, two bfloat16
+//: products per float32 lane and instruction, with float32 sums, cell math and LSTM cell state; in training they save
+//: the loop's activations (bfloat16 i f g o c, r z n hn), and the loop's backward runs on them (the fused backward is
+//: float32 only). Their pack: panel b holds, for each pair of columns k, k + 1, the G gates' rows of its units as
+//: (k, k + 1) pairs, one 32-bit lane per unit (zeros past H), which is vdpbf16ps' operand layout.
+struct FusedLstmBf16Kernel {
+  FusedForwardOf<c10::BFloat16> lstm;
+  FusedForwardOf<c10::BFloat16> gru;
+};
 
 //: The variant of the CPU capability the pointwise pass runs (pointwise_cpu.cpp: cpu_pointwise_capability).
 const FusedLstmKernel& cpu_fused_lstm_kernel();
 
-//: The bfloat16 kernel, or null where this CPU has no AVX512-BF16 (or the build has no x86 variants).
+//: The bfloat16 kernels, or null where this CPU has no AVX512-BF16 (or the build has no x86 variants).
 const FusedLstmBf16Kernel* cpu_fused_lstm_bf16_kernel();
 
 //: The fused forward (LSTM or GRU) where the planner (lstm_cpu_fused_plan.h) chooses it for `in` (CPU tensors): y,

@@ -1,5 +1,5 @@
-// The bfloat16 fused LSTM forward (lstm_cpu_fused.h: FusedLstmBf16Kernel): the float32 forward's step loop and
-// epilogue (lstm_cpu_fused_kernels.h: run_forward_thread, tile) on a storage policy whose micro-kernel multiplies with
+// The bfloat16 fused LSTM and GRU forwards (lstm_cpu_fused.h: FusedLstmBf16Kernel): the float32 forward's step loop
+// and epilogues (lstm_cpu_fused_kernels.h: run_forward_thread, tile) on a storage policy whose micro-kernel multiplies with
 // AVX512-BF16's vdpbf16ps: each float32 lane of the product adds two bfloat16 products, w[k] h[k] + w[k+1] h[k+1], so
 // a panel holds W_hh's columns in (k, k+1) pairs and a row of h is broadcast two elements at a time. Sums, cell math
 // and the cell state stay float32; h and the gates' input projection are bfloat16, as the layer's storage.
@@ -30,11 +30,10 @@ __mmask16 lanes(int count) {
 struct Bfloat16Storage {
   using T = c10::BFloat16;
 
-  //: bfloat16 elements per panel of a weight [4H, K]: per pair of columns, 4 gates x kPanelUnits units x 2 (the
-  //: LSTM's only).
+  //: bfloat16 elements per panel of a G-gate cell's weight [G*H, K]: per pair of columns, G gates x kPanelUnits
+  //: units x 2.
   template <int G>
   static int64_t panel_size(int64_t K) {
-    static_assert(G == kLstmGates, "the bfloat16 kernel is the LSTM's");
     return blocks_of(K, kPairK) * G * kPanelUnits * kPairK;
   }
 
@@ -42,28 +41,25 @@ struct Bfloat16Storage {
   //: alone, its pair's second element zero, so nothing past the row is read).
   template <int G, int R>
   static void accumulate_panel(const T* panel, int64_t K, const T* rows, int64_t ld, RawVec (&acc)[R][G]) {
-    static_assert(G == kLstmGates, "the bfloat16 kernel is the LSTM's");
     const int64_t pairs = K / kPairK;
     const auto* words = reinterpret_cast<const __m512i*>(panel);
     for (int64_t p = 0; p < pairs; ++p) {
-      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates),
-                     w1 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates + 1),
-                     w2 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates + 2),
-                     w3 = (__m512bh)_mm512_loadu_si512(words + p * kLstmGates + 3);
+      __m512bh w[G];
+#pragma GCC unroll 4
+      for (int g = 0; g < G; ++g) w[g] = (__m512bh)_mm512_loadu_si512(words + p * G + g);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         int32_t pair;
         std::memcpy(&pair, rows + r * ld + p * kPairK, sizeof(pair));
-        multiply_add(acc[r], (__m512bh)_mm512_set1_epi32(pair), w0, w1, w2, w3);
+        multiply_add<G>(acc[r], (__m512bh)_mm512_set1_epi32(pair), w);
       }
     }
     if (K % kPairK != 0) {
-      const auto* last = words + pairs * kLstmGates;
-      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(last), w1 = (__m512bh)_mm512_loadu_si512(last + 1),
-                     w2 = (__m512bh)_mm512_loadu_si512(last + 2), w3 = (__m512bh)_mm512_loadu_si512(last + 3);
+      __m512bh w[G];
+      for (int g = 0; g < G; ++g) w[g] = (__m512bh)_mm512_loadu_si512(words + pairs * G + g);
       for (int r = 0; r < R; ++r) {
         const int32_t pair = rows[r * ld + K - 1].x;  // (row[K-1], 0)
-        multiply_add(acc[r], (__m512bh)_mm512_set1_epi32(pair), w0, w1, w2, w3);
+        multiply_add<G>(acc[r], (__m512bh)_mm512_set1_epi32(pair), w);
       }
     }
   }
@@ -81,27 +77,28 @@ struct Bfloat16Storage {
   }
 
  private:
-  static void multiply_add(RawVec (&acc)[kLstmGates], __m512bh h, __m512bh w0, __m512bh w1, __m512bh w2,
-                           __m512bh w3) {
-    acc[0] = (RawVec)_mm512_dpbf16_ps((__m512)acc[0], h, w0);
-    acc[1] = (RawVec)_mm512_dpbf16_ps((__m512)acc[1], h, w1);
-    acc[2] = (RawVec)_mm512_dpbf16_ps((__m512)acc[2], h, w2);
-    acc[3] = (RawVec)_mm512_dpbf16_ps((__m512)acc[3], h, w3);
+  template <int G>
+  __attribute__((always_inline)) static void multiply_add(RawVec (&acc)[G], __m512bh h, const __m512bh (&w)[G]) {
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) acc[g] = (RawVec)_mm512_dpbf16_ps((__m512)acc[g], h, w[g]);
   }
 };
 
+template <int G>
 int64_t bf16_packed_size(int64_t K, int64_t H) {
-  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size<kLstmGates>(K);
+  return blocks_of(H, kPanelUnits) * Bfloat16Storage::panel_size<G>(K);
 }
 
+//: Panels [first, last) of a G-gate cell's w [G*H, K] in vdpbf16ps' pairs (FusedForwardOf::pack).
+template <int G>
 void bf16_pack(const c10::BFloat16* w, int64_t K, int64_t H, int64_t first, int64_t last, c10::BFloat16* packed) {
   const int64_t pairs = blocks_of(K, kPairK);
   for (int64_t b = first; b < last; ++b) {
-    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size<kLstmGates>(K);
+    c10::BFloat16* panel = packed + b * Bfloat16Storage::panel_size<G>(K);
     const int64_t units = std::min(kPanelUnits, H - b * kPanelUnits);
     for (int64_t p = 0; p < pairs; ++p) {
-      for (int g = 0; g < kLstmGates; ++g) {
-        c10::BFloat16* out = panel + (p * kLstmGates + g) * kPanelUnits * kPairK;
+      for (int g = 0; g < G; ++g) {
+        c10::BFloat16* out = panel + (p * G + g) * kPanelUnits * kPairK;
         std::fill(out, out + kPanelUnits * kPairK, c10::BFloat16(0.f));
         for (int64_t u = 0; u < units; ++u) {
           const c10::BFloat16* row = w + (g * H + b * kPanelUnits + u) * K;  // w[g*H + unit, :]
@@ -112,14 +109,17 @@ void bf16_pack(const c10::BFloat16* w, int64_t K, int64_t H, int64_t first, int6
   }
 }
 
+template <class Cell>
 void bf16_run_thread(const FusedLstmArgsOf<c10::BFloat16>& a, int thread, int threads, SpinBarrier& barrier) {
-  run_forward_thread<LstmCell, Bfloat16Storage>(a, thread, threads, barrier);
+  run_forward_thread<Cell, Bfloat16Storage>(a, thread, threads, barrier);
 }
 
 }  // namespace
 
 const FusedLstmBf16Kernel* fused_lstm_bf16_kernel() {
-  static const FusedLstmBf16Kernel kernel{kPanelUnits, bf16_packed_size, bf16_pack, bf16_run_thread};
+  static const FusedLstmBf16Kernel kernel{
+      {kPanelUnits, bf16_packed_size<LstmCell::kGates>, bf16_pack<LstmCell::kGates>, bf16_run_thread<LstmCell>},
+      {kPanelUnits, bf16_packed_size<GruCell::kGates>, bf16_pack<GruCell::kGates>, bf16_run_thread<GruCell>}};
   return &kernel;
 }
 

@@ -100,7 +100,7 @@ struct PlanInput {
   Mode mode = Mode::LSTM;
   bool float32 = true;    // the storage dtype is float32
   bool bfloat16 = false;  // the storage dtype is bfloat16
-  bool bf16_kernel = false;  // the bfloat16 kernel runs here (AVX512-BF16 and the AVX-512 variant selected)
+  bool bf16_kernel = false;  // the bfloat16 kernels run here (AVX512-BF16 and the AVX-512 variant selected)
   bool projection = false;
   bool variants = false;  // layer norm or zoneout
   bool heads = false;     // multi-head: W_hh block-diagonal, [heads, 4d, d] (issue #21)
@@ -143,12 +143,11 @@ inline const char* split_name(Split split) {
 //: What the kernel cannot run, whatever is forced; empty if it can.
 inline std::string unsupported(const PlanInput& in) {
   if (in.mode != Mode::LSTM && in.mode != Mode::GRU) return "the fused kernels are LSTM and GRU only";
-  if (in.mode == Mode::GRU && !in.float32) return "the fused GRU is float32 only";
   if (!in.float32 && !in.bfloat16) return "the fused kernel is float32 or bfloat16 only";
   if (in.bfloat16 && !in.bf16_kernel) {
     return "bfloat16 needs AVX512-BF16 (vdpbf16ps) and the AVX-512 variant: this CPU, build or capability lacks one";
   }
-  // The forward saves the loop's layout (i f g o c, bfloat16), so the loop's backward runs on its activations.
+  // The forward saves the loop's layout (i f g o c or r z n hn, bfloat16), so the loop's backward runs on them.
   if (in.bfloat16 && in.backward) return "no bfloat16 backward: the fused backward is float32 (the loop's runs)";
   if (in.projection) return "no projection (proj_size) in the fused kernel";
   if (in.variants) return "no layer norm or zoneout in the fused kernel";

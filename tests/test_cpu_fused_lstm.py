@@ -58,6 +58,13 @@ def input_projection(request, monkeypatch):
     return request.param
 
 
+def skip_gru_input_in_step(cell: str, input_projection: str) -> None:
+    """The `input_projection` fixture's "step" case repeats "gemm" for a GRU: its n gate needs x W_in^T and h W_hn^T
+    apart, so its input projection is always a GEMM."""
+    if cell == "GRU" and input_projection == "step":
+        pytest.skip("the GRU's input projection is always a GEMM")
+
+
 @pytest.fixture(params=[1, 2, 3], ids=["1thread", "2threads", "3threads"])
 def threads(request):
     before = torch.get_num_threads()
@@ -203,8 +210,7 @@ def op_args(seed=3, cell="LSTM"):
 def test_fused_op_saves_what_the_loop_saves(cell, reverse, lengths, threads, split, input_projection, monkeypatch):
     """Same op, both paths: y, h_n, c_n and the saved activations (LSTM i f g o c, GRU r z n hn: what layer_backward
     reads) agree."""
-    if cell == "GRU" and input_projection == "step":
-        pytest.skip("the GRU's input projection is always a GEMM (its n gate needs x W_in^T and h W_hn^T apart)")
+    skip_gru_input_in_step(cell, input_projection)
     args = op_args(cell=cell)
     length_arg = torch.tensor(OP_LENGTHS) if lengths else None
     results = {}
@@ -283,14 +289,13 @@ def test_plan_keeps_the_loop_at_larger_batch(beyond):
     "kwargs,expected",
     [
         (dict(mode="RNN_TANH"), "LSTM and GRU only"),
-        (dict(mode="GRU", dtype=torch.bfloat16), "GRU is float32 only"),
         (dict(dtype=torch.float64), "float32 or bfloat16 only"),
         (dict(dtype=torch.float16), "float32 or bfloat16 only"),
         (dict(projection=True), "projection"),
         (dict(variants=True), "layer norm or zoneout"),
         (dict(batch=0), "empty batch"),
     ],
-    ids=["elman", "gru_bfloat16", "float64", "float16", "projection", "variants", "empty_batch"],
+    ids=["elman", "float64", "float16", "projection", "variants", "empty_batch"],
 )
 def test_plan_refuses_what_the_kernel_cannot_run_even_forced(kwargs, expected):
     for force in ("", "fused"):
@@ -449,31 +454,36 @@ TRAINING_BF16_CASES = {name: CASES[name] for name in ("N7_H33_states", "N17_H24"
 
 
 @pytest.mark.parametrize("case,input_size,hidden", CASES.values(), ids=CASES.keys())
-def test_bf16_fused_inference_as_close_to_float64_as_torch_nn(case, input_size, hidden, threads, split,
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_bf16_fused_inference_as_close_to_float64_as_torch_nn(cell, case, input_size, hidden, threads, split,
                                                               input_projection, bf16_kernel, force_fused):  # fmt: skip
-    """Every output of the bfloat16 kernel at most ERROR_RATIO times as far from torch.nn's float64 result as
+    """Every output of the bfloat16 kernels at most ERROR_RATIO times as far from torch.nn's float64 result as
     torch.nn's own bfloat16 result (odd hidden sizes: the last column pair is half zero)."""
-    ours, exact = fused_pair(case, input_size, hidden)
+    skip_gru_input_in_step(cell, input_projection)
+    ours, exact = fused_pair(case, input_size, hidden, cell)
     ours, theirs = ours.to(torch.bfloat16), copy.deepcopy(exact).to(torch.bfloat16)
     actual = inference_outputs(ours, case, torch.bfloat16)
     assert_as_close_to_float64(actual, inference_outputs(theirs, case, torch.bfloat16),
                                inference_outputs(exact, case, torch.float64), torch.bfloat16, relative_floor=True)
 
 
-def test_bf16_plan_has_a_forward_and_no_backward():
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_bf16_plan_has_a_forward_and_no_backward(mode):
     runs = bf16_kernel_runs()
-    assert plan(dtype=torch.bfloat16, force="fused")[0] == ("fused" if runs else "loop")
-    path, reason, _, _ = plan(dtype=torch.bfloat16, force="fused", backward=True)
+    assert plan(dtype=torch.bfloat16, mode=mode, force="fused")[0] == ("fused" if runs else "loop")
+    path, reason, _, _ = plan(dtype=torch.bfloat16, mode=mode, force="fused", backward=True)
     assert path == "loop" and ("no bfloat16 backward" if runs else "AVX512-BF16") in reason
 
 
 @pytest.mark.parametrize("case,input_size,hidden", TRAINING_BF16_CASES.values(), ids=TRAINING_BF16_CASES.keys())
-def test_bf16_training_as_close_to_float64_as_torch_nn(case, input_size, hidden, threads, input_projection,
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_bf16_training_as_close_to_float64_as_torch_nn(cell, case, input_size, hidden, threads, input_projection,
                                                       bf16_kernel, force_fused):  # fmt: skip
     """bfloat16 training: the fused forward saves the loop's activations and the loop's backward runs on them (forced
     fused, the backward is not an error); every output and gradient at most ERROR_RATIO times as far from float64 as
     torch.nn's bfloat16 run."""
-    ours, exact = fused_pair(case, input_size, hidden)
+    skip_gru_input_in_step(cell, input_projection)
+    ours, exact = fused_pair(case, input_size, hidden, cell)
     ours, theirs = ours.to(torch.bfloat16), copy.deepcopy(exact).to(torch.bfloat16)
     actual = forward_backward(ours, input_maker(ours, case, torch.bfloat16))
     assert_as_close_to_float64(actual, forward_backward(theirs, input_maker(theirs, case, torch.bfloat16)),
