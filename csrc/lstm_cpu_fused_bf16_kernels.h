@@ -1,8 +1,9 @@
 // The bfloat16 fused LSTM and GRU forwards (lstm_cpu_fused.h: FusedLstmBf16Kernel): the float32 forward's step loop
-// and epilogues (lstm_cpu_fused_kernels.h: run_forward_thread, tile) on a storage policy whose micro-kernel multiplies with
-// AVX512-BF16's vdpbf16ps: each float32 lane of the product adds two bfloat16 products, w[k] h[k] + w[k+1] h[k+1], so
-// a panel holds W_hh's columns in (k, k+1) pairs and a row of h is broadcast two elements at a time. Sums, cell math
-// and the cell state stay float32; h and the gates' input projection are bfloat16, as the layer's storage.
+// and epilogues (lstm_cpu_fused_kernels.h: run_forward_thread, tile) on a storage policy whose micro-kernel
+// multiplies with AVX512-BF16's vdpbf16ps: each float32 lane of the product adds two bfloat16 products,
+// w[k] h[k] + w[k+1] h[k+1], so a panel holds the weight's columns in (k, k+1) pairs and a row of h (or x) is
+// broadcast two elements at a time. Sums, cell math and the LSTM's cell state stay float32; h and the gates' input
+// projection are bfloat16, as the layer's storage.
 //
 // Compiled only by lstm_cpu_fused_bf16.cpp, under the AVX-512 target plus avx512bf16 and CPU_CAPABILITY AVX512_BF16.
 #pragma once
