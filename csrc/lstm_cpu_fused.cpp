@@ -13,7 +13,9 @@
 #endif
 
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "cpu_buffers.h"
 #include "loop_views.h"
@@ -39,15 +41,27 @@ std::string env_value(const char* name) {
   return value == nullptr ? "" : value;
 }
 
+//: The choice `value` names for the variable `env`: "" or "auto" is `automatic`, otherwise one of `choices`' names;
+//: anything else is an error listing them ("must be auto, a, b or c").
+template <class Choice>
+Choice parse_choice(const char* env, const std::string& value, Choice automatic,
+                    std::initializer_list<std::pair<const char*, Choice>> choices) {
+  if (value.empty() || value == "auto") return automatic;
+  std::string names = "auto";
+  size_t index = 0;
+  for (const auto& [name, choice] : choices) {
+    if (value == name) return choice;
+    names += (++index == choices.size() ? " or " : ", ") + std::string(name);
+  }
+  TORCH_CHECK_VALUE(false, "fusedrnn: ", env, " must be ", names, ", got '", value, "'");
+}
+
 }  // namespace
 
 namespace cpu_fused {
 
 Force parse_force(const std::string& value) {
-  if (value.empty() || value == "auto") return Force::Auto;
-  if (value == "fused") return Force::Fused;
-  if (value == "loop") return Force::Loop;
-  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceEnv, " must be auto, fused or loop, got '", value, "'");
+  return parse_choice(kForceEnv, value, Force::Auto, {{"fused", Force::Fused}, {"loop", Force::Loop}});
 }
 
 //: Read per call (cheap next to a layer), so a test or benchmark can switch paths within one process.
@@ -56,11 +70,8 @@ Force forced_path() {
 }
 
 ForceSplit parse_force_split(const std::string& value) {
-  if (value.empty() || value == "auto") return ForceSplit::Auto;
-  if (value == "units") return ForceSplit::Units;
-  if (value == "dynamic") return ForceSplit::Dynamic;
-  if (value == "rows") return ForceSplit::Rows;
-  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceSplitEnv, " must be auto, units, dynamic or rows, got '", value, "'");
+  return parse_choice(kForceSplitEnv, value, ForceSplit::Auto,
+                      {{"units", ForceSplit::Units}, {"dynamic", ForceSplit::Dynamic}, {"rows", ForceSplit::Rows}});
 }
 
 ForceSplit forced_split() {
@@ -68,10 +79,8 @@ ForceSplit forced_split() {
 }
 
 ForceInput parse_force_input(const std::string& value) {
-  if (value.empty() || value == "auto") return ForceInput::Auto;
-  if (value == "gemm") return ForceInput::Gemm;
-  if (value == "step") return ForceInput::Step;
-  TORCH_CHECK_VALUE(false, "fusedrnn: ", kForceInputEnv, " must be auto, gemm or step, got '", value, "'");
+  return parse_choice(kForceInputEnv, value, ForceInput::Auto,
+                      {{"gemm", ForceInput::Gemm}, {"step", ForceInput::Step}});
 }
 
 ForceInput forced_input() {
