@@ -113,6 +113,12 @@ def inference_outputs(module, case: Case, dtype) -> dict:
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_fused_matches_float64_torch_nn(cell, case, input_size, hidden, training, threads, split, force_fused):
     """The LSTM's and the GRU's fused forward and backward."""
+    assert_float32_matches_float64_torch_nn(cell, case, input_size, hidden, training)
+
+
+def assert_float32_matches_float64_torch_nn(cell: str, case: Case, input_size: int, hidden: int, training: bool):
+    """fusedrnn's `cell` in float32 on `cpu` against torch.nn's in float64: every output (and, training, gradient) at
+    the float32 tolerance."""
     ours, exact = fused_pair(case, input_size, hidden, cell)
     if training:
         actual = forward_backward(ours, input_maker(ours, case, torch.float32))
@@ -159,13 +165,7 @@ def test_dynamic_split_is_bitwise_the_static_one(cell, force_fused, monkeypatch)
 def test_fused_lstm_input_projection_either_way_matches_float64_torch_nn(case, input_size, hidden, training, threads,
                                                                          input_projection, force_fused):
     """The LSTM forward with x_t W_ih^T as a GEMM per chunk and in the step's tiles (odd input sizes included)."""
-    ours, exact = fused_pair(case, input_size, hidden)
-    if training:
-        actual = forward_backward(ours, input_maker(ours, case, torch.float32))
-        truth = forward_backward(exact, input_maker(exact, case, torch.float64))
-    else:
-        actual, truth = inference_outputs(ours, case, torch.float32), inference_outputs(exact, case, torch.float64)
-    assert_all_close({k: v if v is None else v.double() for k, v in actual.items()}, truth, torch.float32)
+    assert_float32_matches_float64_torch_nn("LSTM", case, input_size, hidden, training)
 
 
 #: Products large enough for oneDNN's cases that the small cases above never reach (csrc/gemm_cpu.cpp): the input
